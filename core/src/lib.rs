@@ -1,0 +1,16 @@
+//! `slate-core`: the on-disk formats the Slate imager (host) and agent (device) share.
+//!
+//! Everything here is pure: no global state, no async, I/O only through `Read`/`Write`/`Seek`
+//! or byte slices, so that each format can be unit- and property-tested without a device.
+//! The imager writes these formats and the agent reads them; keeping both sides on one
+//! implementation is what guarantees they agree.
+
+pub mod bootentry;
+pub mod gpt;
+pub mod guid;
+pub mod layout;
+pub mod verity;
+pub mod version;
+
+pub use guid::Guid;
+pub use version::Version;
