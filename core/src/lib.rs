@@ -6,6 +6,7 @@
 //! implementation is what guarantees they agree.
 
 pub mod bootentry;
+pub mod config;
 pub mod gpt;
 pub mod guid;
 pub mod layout;

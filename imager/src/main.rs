@@ -1,1 +1,183 @@
-fn main() {}
+//! `slate`: build, flash and inspect Slate images.
+//!
+//! Exit codes: 0 success; 1 failure (I/O, a host tool, a damaged image); 2 usage error;
+//! 3 bad input (spec, board, package, output folder) that the user must fix.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use slate_imager::build::{self, BuildOptions};
+use slate_imager::error::BuildError;
+use slate_imager::progress::Progress;
+use slate_imager::{flash, inspect};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Documented exit codes.
+#[repr(u8)]
+enum Exit {
+    Failure = 1,
+    BadInput = 3,
+}
+
+#[derive(Parser)]
+#[command(name = "slate", version, about = "Build, flash and inspect Slate A/B images with a dm-verity root", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a disk image and its parts from an image spec.
+    ///
+    /// Writes rootfs.img, vmlinuz, initrd.img, disk.img, disk.img.bmap and build.toml into OUT.
+    /// Needs no root. Packages come from the deb cache filled by `cargo xtask deps`.
+    Build {
+        /// Image spec (TOML).
+        #[arg(long, default_value = "rootfs/image.toml")]
+        spec: PathBuf,
+        /// Board name (a file in the boards folder); default: the spec's `board`.
+        #[arg(long)]
+        board: Option<String>,
+        /// Image version (semver); default: the spec's `version`.
+        #[arg(long = "version", value_name = "X.Y.Z")]
+        image_version: Option<slate_core::Version>,
+        /// Output folder; replaced only if it holds a previous build (or with --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace OUT even if it is not a previous build.
+        #[arg(long)]
+        force: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Deb cache folder [default: .cache/debs of the source tree].
+        #[arg(long, value_name = "DIR")]
+        debs: Option<PathBuf>,
+        /// Boards folder [default: boards/ of the source tree].
+        #[arg(long, value_name = "DIR")]
+        boards: Option<PathBuf>,
+        /// Folder with prebuilt static slate-init and slated [default: build them].
+        #[arg(long, value_name = "DIR")]
+        agent_dir: Option<PathBuf>,
+        /// Trust file to bake in at /etc/slate/trust.toml (overrides the spec).
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+    /// Write a disk image to a device or file: only mapped blocks, each checked by sha256.
+    Flash {
+        /// The disk image (disk.img from `slate build`).
+        image: PathBuf,
+        /// Target block device or file.
+        #[arg(long)]
+        to: PathBuf,
+        /// Block map [default: IMAGE.bmap].
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show the partitions, slots and boot entries of a disk image.
+    Inspect {
+        /// The disk image.
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build {
+            spec,
+            board,
+            image_version,
+            out,
+            force,
+            quiet,
+            debs,
+            boards,
+            agent_dir,
+            trust,
+        } => {
+            let opts = BuildOptions {
+                spec,
+                board,
+                version: image_version,
+                out: out.clone(),
+                force,
+                quiet,
+                debs,
+                boards,
+                agent_dir,
+                trust,
+            };
+            let started = std::time::Instant::now();
+            let report = build::build(&opts)?;
+            if !quiet {
+                eprintln!(
+                    "built {} {} for {} in {:.1} s → {}/ (disk.img {:.0} MiB, {:.1} MiB mapped; root hash {})",
+                    report.image.name,
+                    report.image.version,
+                    report.image.board,
+                    started.elapsed().as_secs_f64(),
+                    out.display(),
+                    report.disk.size as f64 / 1048576.0,
+                    report.disk.mapped_bytes as f64 / 1048576.0,
+                    report.verity.root_hash
+                );
+            }
+        }
+        Command::Flash {
+            image,
+            to,
+            bmap,
+            quiet,
+        } => {
+            let bmap = bmap.unwrap_or_else(|| {
+                let mut p = image.clone().into_os_string();
+                p.push(".bmap");
+                PathBuf::from(p)
+            });
+            let s = flash::flash(&image, &bmap, &to, Progress::new(quiet))?;
+            if !quiet {
+                eprintln!(
+                    "flashed {} → {}: {:.1} MiB written of {:.1} MiB, verified, in {:.1} s",
+                    image.display(),
+                    to.display(),
+                    s.written as f64 / 1048576.0,
+                    s.image_size as f64 / 1048576.0,
+                    s.seconds
+                );
+            }
+        }
+        Command::Inspect { image, json } => {
+            inspect::check_kind(&image)?;
+            let info = inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", inspect::render(&image, &info));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = if e.chain().any(|c| c.is::<BuildError>()) {
+                Exit::BadInput
+            } else {
+                Exit::Failure
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,1 +1,125 @@
-fn main() {}
+//! `cargo xtask`: the developer workflow for Slate.
+//!
+//! `deps` fetches the Debian packages images need and installs the host tools the tests use;
+//! `image` builds the default image; `ci` runs what CI runs; `bench` compares Slate's imager
+//! with the standard tools.
+
+mod bench;
+mod deps;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Slate developer workflow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch the Debian packages images need into .cache/debs and install missing host tools.
+    Deps {
+        /// Only fetch packages; do not install host tools.
+        #[arg(long)]
+        no_tools: bool,
+    },
+    /// Build the default image (rootfs/image.toml) into out/<board>.
+    Image {
+        /// Board.
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Spec.
+        #[arg(long, default_value = "rootfs/image.toml")]
+        spec: PathBuf,
+    },
+    /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
+    Ci,
+    /// Benchmarks beside the standard tools (`imager`: slate build vs mksquashfs/veritysetup/...).
+    Bench {
+        /// Which benchmark.
+        #[arg(default_value = "imager")]
+        what: String,
+        /// Size of the synthetic part of the tree, MiB.
+        #[arg(long, default_value_t = 400)]
+        mib: u64,
+        /// Rounds (each runs both pipelines, alternating).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+}
+
+/// The workspace root (this crate's parent).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs a command in the workspace, failing with its status.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn image(board: &str, spec: &Path) -> Result<PathBuf> {
+    let out = root().join("out").join(board);
+    run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    run(Command::new(root().join("target/release/slate"))
+        .arg("build")
+        .arg("--spec")
+        .arg(spec)
+        .args(["--board", board])
+        .arg("--out")
+        .arg(&out))?;
+    Ok(out)
+}
+
+fn ci() -> Result<()> {
+    deps::deps(false)?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    // The README's sequence from a fresh checkout, then the result checked by the standard tools.
+    let out = image("qemu-x86_64", Path::new("rootfs/image.toml"))?;
+    run(Command::new(root().join("target/release/slate"))
+        .arg("inspect")
+        .arg(out.join("disk.img")))?;
+    run(Command::new("sgdisk").arg("-v").arg(out.join("disk.img")))?;
+    eprintln!("ci: all green");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Deps { no_tools } => deps::deps(no_tools),
+        Cmd::Image { board, spec } => {
+            image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
+        }
+        Cmd::Ci => ci(),
+        Cmd::Bench { what, mib, rounds } => bench::bench(&what, mib, rounds),
+    }
+}

@@ -1,0 +1,252 @@
+//! Device configuration files the imager writes into the image and the agent reads.
+//!
+//! ```text
+//! initrd:  /etc/slate/initrd.toml         InitrdConfig   modules to load in order, watchdog
+//! root:    /etc/slate/image.toml          ImageInfo      name, version, board of this image
+//!          /etc/slate/init.toml           InitConfig     hostname, debug shell
+//!          /etc/slate/services/<n>.toml   Service        one supervised service each
+//!          /etc/slate/health.toml         Health         checks and their deadline
+//!          /etc/slate/agent.toml          AgentConfig    slated's port and trust file
+//! ```
+//! They live here, not in the imager or the agent, so both sides parse the same types.
+//! Unknown fields are refused so a typo in an image spec is caught on the build host.
+
+use crate::version::Version;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Paths of the files above, relative to the root of their tree.
+pub mod paths {
+    /// Initrd configuration.
+    pub const INITRD: &str = "etc/slate/initrd.toml";
+    /// Image identity.
+    pub const IMAGE: &str = "etc/slate/image.toml";
+    /// PID 1 settings.
+    pub const INIT: &str = "etc/slate/init.toml";
+    /// One file per service.
+    pub const SERVICES_DIR: &str = "etc/slate/services";
+    /// Health checks.
+    pub const HEALTH: &str = "etc/slate/health.toml";
+    /// Agent settings.
+    pub const AGENT: &str = "etc/slate/agent.toml";
+    /// Trust anchors for update signatures.
+    pub const TRUST: &str = "etc/slate/trust.toml";
+    /// Provenance of every input of the image.
+    pub const PROVENANCE: &str = "usr/lib/slate/provenance.toml";
+}
+
+/// What stage 1 needs from the initramfs, beyond the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitrdConfig {
+    /// `uname -r` of the kernel the modules belong to.
+    pub kernel_release: String,
+    /// Module files (paths inside the initramfs) in the order they must be loaded:
+    /// every module after all of its dependencies.
+    pub modules: Vec<String>,
+    /// Hardware watchdog to open early, if the board has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<Watchdog>,
+}
+
+/// A hardware watchdog: PID 1 opens it early and feeds it while alive, so a hang reboots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watchdog {
+    /// Device node.
+    #[serde(default = "default_watchdog_device")]
+    pub device: String,
+    /// Seconds without a feed before the machine resets.
+    #[serde(default = "default_watchdog_timeout")]
+    pub timeout_s: u32,
+}
+
+fn default_watchdog_device() -> String {
+    "/dev/watchdog".into()
+}
+
+fn default_watchdog_timeout() -> u32 {
+    30
+}
+
+/// Identity of the image in a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    /// Product name (from the spec); bundles for another product are refused.
+    pub name: String,
+    /// Image version.
+    pub version: Version,
+    /// Board name; bundles for another board are refused.
+    pub board: String,
+}
+
+/// Settings for PID 1's second stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// Hostname to set.
+    pub hostname: String,
+    /// Start a root shell on the console (development images only).
+    #[serde(default)]
+    pub debug_shell: bool,
+}
+
+/// When a supervised service is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Whenever it exits.
+    #[default]
+    Always,
+    /// Only when it exits non-zero or by a signal.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// A service PID 1 supervises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Name (also the file name under `/etc/slate/services/`).
+    pub name: String,
+    /// argv; `exec[0]` is an absolute path.
+    pub exec: Vec<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Restart policy.
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// What a health check probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Probe {
+    /// A command that must exit 0.
+    Exec {
+        /// argv.
+        command: Vec<String>,
+    },
+    /// An HTTP GET that must answer 2xx.
+    Http {
+        /// `http://host:port/path`.
+        url: String,
+    },
+    /// A TCP connect that must succeed.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// A supervised service that must have been running for `for_s` seconds.
+    Service {
+        /// Service name.
+        service: String,
+        /// Seconds it must have stayed up.
+        #[serde(default)]
+        for_s: u32,
+    },
+}
+
+/// One health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Name shown in status and rollback reasons.
+    pub name: String,
+    /// Seconds one attempt may take.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_s: u32,
+    /// What to probe.
+    #[serde(flatten)]
+    pub probe: Probe,
+}
+
+fn default_check_timeout() -> u32 {
+    5
+}
+
+/// The health checks a trial boot must pass before it is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Seconds after boot by which every check must have passed.
+    #[serde(default = "default_deadline")]
+    pub deadline_s: u32,
+    /// The checks.
+    #[serde(default, rename = "check")]
+    pub checks: Vec<Check>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            deadline_s: default_deadline(),
+            checks: Vec::new(),
+        }
+    }
+}
+
+fn default_deadline() -> u32 {
+    120
+}
+
+/// Settings of `slated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// TCP port of the HTTP API.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Path of the trust file in the image; None: the image refuses every update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            port: default_port(),
+            trust: None,
+        }
+    }
+}
+
+fn default_port() -> u16 {
+    8080
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_checks_parse_by_kind() {
+        let h: Health = toml::from_str(
+            r#"
+            deadline_s = 30
+            [[check]]
+            name = "web"
+            kind = "http"
+            url = "http://127.0.0.1/"
+            [[check]]
+            name = "up"
+            kind = "service"
+            service = "httpd"
+            for_s = 5
+            timeout_s = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(h.checks.len(), 2);
+        assert_eq!(h.checks[0].timeout_s, 5);
+        assert!(matches!(h.checks[1].probe, Probe::Service { for_s: 5, .. }));
+    }
+
+    #[test]
+    fn unknown_probe_kind_is_refused() {
+        let r: Result<Health, _> = toml::from_str("[[check]]\nname='x'\nkind='ping'\n");
+        assert!(r.is_err());
+    }
+}

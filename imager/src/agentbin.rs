@@ -1,0 +1,128 @@
+//! Where the device binaries (`slate-init`, `slated`) come from.
+//!
+//! Inside the Slate source tree, `slate build` builds the agent crate itself, static
+//! (`+crt-static`) for the device target, so a fresh checkout needs no extra step; elsewhere
+//! `--agent-dir` names a folder holding both binaries.
+
+use crate::progress::Progress;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Target triple of the device binaries (the only one guaranteed on the build machine).
+pub const DEVICE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The two device binaries.
+#[derive(Debug, Clone)]
+pub struct AgentBinaries {
+    /// PID 1, stage 1 and 2.
+    pub init: PathBuf,
+    /// The update agent.
+    pub slated: PathBuf,
+}
+
+/// Finds the binaries in `agent_dir`, or builds them in the enclosing Slate workspace.
+pub fn locate(agent_dir: Option<&Path>, progress: Progress) -> Result<AgentBinaries> {
+    let bins = match agent_dir {
+        Some(dir) => AgentBinaries {
+            init: dir.join("slate-init"),
+            slated: dir.join("slated"),
+        },
+        None => {
+            let Some(ws) = find_workspace() else {
+                bail!("slate-init and slated were not found: pass --agent-dir DIR (a folder with both static binaries), or run `slate build` inside the Slate source tree so it can build them");
+            };
+            build_in_workspace(&ws, progress)?
+        }
+    };
+    for p in [&bins.init, &bins.slated] {
+        let bytes = std::fs::read(p).with_context(|| {
+            format!(
+                "cannot read device binary {} (pass --agent-dir with slate-init and slated)",
+                p.display()
+            )
+        })?;
+        if is_dynamic_elf(&bytes) {
+            bail!(
+                "{} is dynamically linked; the initramfs has no C library. Build it with RUSTFLAGS='-C target-feature=+crt-static'",
+                p.display()
+            );
+        }
+    }
+    Ok(bins)
+}
+
+/// The Slate workspace root: the first folder above the current folder, or above this
+/// executable, whose `Cargo.toml` sits beside `agent/Cargo.toml`.
+pub fn find_workspace() -> Option<PathBuf> {
+    let starts = [
+        std::env::current_dir().ok(),
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    ];
+    for start in starts.into_iter().flatten() {
+        let mut dir = Some(start.as_path());
+        while let Some(d) = dir {
+            if d.join("Cargo.toml").is_file() && d.join("agent/Cargo.toml").is_file() {
+                return Some(d.to_path_buf());
+            }
+            dir = d.parent();
+        }
+    }
+    None
+}
+
+fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
+    progress.step("building slate-init and slated (static, release)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(ws)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "slate-agent",
+            "--target",
+            DEVICE_TARGET,
+        ])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        );
+    if progress.is_quiet() {
+        cmd.arg("--quiet");
+    }
+    let status = cmd
+        .status()
+        .context("running cargo to build the agent crate (is cargo on PATH?)")?;
+    if !status.success() {
+        bail!("building the agent crate failed ({status}); see cargo's output above");
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"));
+    let dir = target_dir.join(DEVICE_TARGET).join("release");
+    Ok(AgentBinaries {
+        init: dir.join("slate-init"),
+        slated: dir.join("slated"),
+    })
+}
+
+/// True for an ELF file with a program interpreter (PT_INTERP), i.e. one that needs ld.so.
+pub fn is_dynamic_elf(b: &[u8]) -> bool {
+    if b.len() < 64 || &b[0..4] != b"\x7fELF" || b[4] != 2 {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap_or_default()) as usize;
+    let phentsize = u16::from_le_bytes([b[0x36], b[0x37]]) as usize;
+    let phnum = u16::from_le_bytes([b[0x38], b[0x39]]) as usize;
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        b.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
+    })
+}

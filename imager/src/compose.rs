@@ -1,0 +1,335 @@
+//! Composes the two trees of an image: the root filesystem and the initramfs.
+//!
+//! Root layers, later ones winning: packages, overlays, spec files, folders, links, then what
+//! Slate generates (device config under `/etc/slate`, `os-release`, the device binaries and
+//! the provenance). The initramfs holds only `/init` (slate-init), `/dev/console`, the board's
+//! modules with their dependencies, and the list of modules in load order.
+
+use crate::agentbin::AgentBinaries;
+use crate::board::Board;
+use crate::deb::{self, EntryKind};
+use crate::error::BuildError;
+use crate::kernel::Kernel;
+use crate::provenance::{sha256_hex, FileUsed, Provenance};
+use crate::spec::{ImagePath, LoadedSpec};
+use crate::tree::{Content, Kind, Node, Tree};
+use anyhow::{Context, Result};
+use slate_core::config::{self, paths, Health, ImageInfo, InitConfig, InitrdConfig, Service};
+use slate_core::Version;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A path Slate itself chose (never user input), so an invalid one is a bug here.
+fn ip(s: &str) -> ImagePath {
+    ImagePath::new(s).expect("Slate's own image paths are valid")
+}
+
+fn toml_text<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(toml::to_string(value)
+        .context("serialising device configuration")?
+        .into_bytes())
+}
+
+/// Extracts a package into `tree`; with `only` non-empty, just those paths and their parents.
+pub fn add_package(
+    tree: &mut Tree,
+    deb_bytes: &[u8],
+    what: &str,
+    only: &[ImagePath],
+) -> Result<()> {
+    let wanted = |p: &ImagePath| {
+        only.is_empty()
+            || only.iter().any(|o| {
+                p == o
+                    || p.rel().starts_with(&format!("{}/", o.rel()))
+                    || o.rel().starts_with(&format!("{}/", p.rel()))
+            })
+    };
+    deb::for_each_entry(deb_bytes, what, |e, r| {
+        let path = ImagePath::new(&e.path).map_err(|why| anyhow::anyhow!("{what}: {why}"))?;
+        if !wanted(&path) {
+            return Ok(());
+        }
+        let kind = match e.kind {
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::File => {
+                let mut b = Vec::new();
+                r.read_to_end(&mut b)?;
+                Kind::File(Content::Bytes(Arc::new(b)))
+            }
+            EntryKind::Symlink(t) => Kind::Symlink(t),
+            EntryKind::HardLink(target) => match tree.get(&target) {
+                Some(n) => n.kind.clone(),
+                None => anyhow::bail!(
+                    "{what}: hard link {} points at {target}, which is not in the package",
+                    e.path
+                ),
+            },
+        };
+        tree.insert(
+            &path,
+            Node {
+                kind,
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+            },
+        )?;
+        Ok(())
+    })
+}
+
+/// Copies a host folder into the root, keeping modes; files are read at write time.
+fn add_overlay(
+    tree: &mut Tree,
+    host: &Path,
+    label: &Path,
+    at: &ImagePath,
+    prov: &mut Provenance,
+) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(host)
+        .with_context(|| format!("reading overlay folder {}", host.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dest = at
+            .join(&name)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", e.path().display()))?;
+        let meta = std::fs::symlink_metadata(e.path())?;
+        let mode = (std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777) as u16;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            tree.insert(&dest, Node::dir(mode))?;
+            add_overlay(tree, &e.path(), &label.join(&name), &dest, prov)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(e.path())?;
+            tree.insert(&dest, Node::symlink(&target.to_string_lossy()))?;
+        } else if ft.is_file() {
+            let bytes = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
+            prov.files.push(FileUsed {
+                source: label.join(&name).display().to_string(),
+                dest: dest.to_string(),
+                sha256: sha256_hex(&bytes),
+            });
+            tree.insert(&dest, Node::file(Content::Bytes(Arc::new(bytes)), mode))?;
+        } else {
+            anyhow::bail!(
+                "{}: overlays hold only files, folders and links",
+                e.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Everything the root tree is made of besides the spec.
+pub struct RootInputs<'a> {
+    /// The spec.
+    pub spec: &'a LoadedSpec,
+    /// Version being built.
+    pub version: &'a Version,
+    /// Board.
+    pub board: &'a Board,
+    /// Package bytes for each spec package, in spec order: (record name, bytes).
+    pub packages: &'a [(String, Vec<u8>)],
+    /// Device binaries.
+    pub agent: &'a AgentBinaries,
+    /// Trust file on the host, if any.
+    pub trust: Option<&'a Path>,
+}
+
+/// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
+/// provenance file itself once all inputs are known.
+pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
+    let spec = &inputs.spec.spec;
+    let mut tree = Tree::default();
+    for (pkg, (name, bytes)) in spec.packages.iter().zip(inputs.packages) {
+        add_package(&mut tree, bytes, name, &pkg.paths)?;
+    }
+    for overlay in &spec.overlays {
+        let host = inputs.spec.resolve(overlay);
+        if !host.is_dir() {
+            return Err(BuildError::MissingSource {
+                path: host,
+                field: "overlays".into(),
+            }
+            .into());
+        }
+        add_overlay(&mut tree, &host, overlay, &ip("/"), prov)?;
+    }
+    for (i, f) in spec.files.iter().enumerate() {
+        let host = inputs.spec.resolve(&f.source);
+        let bytes = std::fs::read(&host).map_err(|_| BuildError::MissingSource {
+            path: host.clone(),
+            field: format!("file[{i}].source"),
+        })?;
+        prov.files.push(FileUsed {
+            source: f.source.display().to_string(),
+            dest: f.dest.to_string(),
+            sha256: sha256_hex(&bytes),
+        });
+        let mut node = Node::file(
+            Content::Bytes(Arc::new(bytes)),
+            f.mode.map_or(0o644, |m| m.0),
+        );
+        node.uid = f.uid;
+        node.gid = f.gid;
+        tree.insert(&f.dest, node)?;
+    }
+    for d in &spec.dirs {
+        let mut node = Node::dir(d.mode.map_or(0o755, |m| m.0));
+        node.uid = d.uid;
+        node.gid = d.gid;
+        tree.insert(&d.path, node)?;
+    }
+    for l in &spec.symlinks {
+        for p in &l.paths {
+            tree.insert(p, Node::symlink(&l.target))?;
+        }
+    }
+
+    // What every Slate root has: mount points, the device binaries, the device config.
+    for (d, mode) in [
+        ("/dev", 0o755),
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/run", 0o755),
+        ("/tmp", 0o1777),
+        ("/var", 0o755),
+        ("/data", 0o755),
+        ("/etc/slate/services", 0o755),
+    ] {
+        if tree.get(ip(d).rel()).is_none() {
+            tree.insert(&ip(d), Node::dir(mode))?;
+        }
+    }
+    for (role, host, dest) in [
+        (
+            "slate-init",
+            &inputs.agent.init,
+            "/usr/lib/slate/slate-init",
+        ),
+        ("slated", &inputs.agent.slated, "/usr/bin/slated"),
+    ] {
+        let bytes = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
+        prov.files.push(FileUsed {
+            source: role.into(),
+            dest: dest.into(),
+            sha256: sha256_hex(&bytes),
+        });
+        tree.insert(
+            &ip(dest),
+            Node::file(Content::Bytes(Arc::new(bytes)), 0o755),
+        )?;
+    }
+    let info = ImageInfo {
+        name: spec.name.clone(),
+        version: inputs.version.clone(),
+        board: inputs.board.name.clone(),
+    };
+    tree.insert(
+        &ip(&format!("/{}", paths::IMAGE)),
+        Node::bytes(toml_text(&info)?, 0o644),
+    )?;
+    let init = InitConfig {
+        hostname: spec.hostname.clone(),
+        debug_shell: spec.debug_shell,
+    };
+    tree.insert(
+        &ip(&format!("/{}", paths::INIT)),
+        Node::bytes(toml_text(&init)?, 0o644),
+    )?;
+    for s in &spec.services {
+        let svc = Service {
+            name: s.name.clone(),
+            exec: s.exec.clone(),
+            env: s.env.clone(),
+            restart: s.restart,
+        };
+        let path = ip(&format!("/{}/{}.toml", paths::SERVICES_DIR, s.name));
+        tree.insert(&path, Node::bytes(toml_text(&svc)?, 0o644))?;
+    }
+    let health = Health {
+        deadline_s: spec.health.deadline_s,
+        checks: spec.health.checks.clone(),
+    };
+    tree.insert(
+        &ip(&format!("/{}", paths::HEALTH)),
+        Node::bytes(toml_text(&health)?, 0o644),
+    )?;
+    let agent: config::AgentConfig = spec.agent.device_config_with(inputs.trust.is_some());
+    tree.insert(
+        &ip(&format!("/{}", paths::AGENT)),
+        Node::bytes(toml_text(&agent)?, 0o644),
+    )?;
+    if let Some(trust) = inputs.trust {
+        let bytes = std::fs::read(trust).map_err(|_| BuildError::MissingSource {
+            path: trust.to_path_buf(),
+            field: "agent.trust (or --trust)".into(),
+        })?;
+        prov.files.push(FileUsed {
+            source: "trust".into(),
+            dest: format!("/{}", paths::TRUST),
+            sha256: sha256_hex(&bytes),
+        });
+        tree.insert(
+            &ip(&format!("/{}", paths::TRUST)),
+            Node::bytes(bytes, 0o644),
+        )?;
+    }
+    let os_release = format!(
+        "NAME=\"{name}\"\nID=slate\nPRETTY_NAME=\"{name} {version}\"\nVERSION=\"{version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nSLATE_BOARD={board}\n",
+        name = spec.name,
+        version = inputs.version,
+        board = inputs.board.name
+    );
+    tree.insert(&ip("/etc/os-release"), Node::bytes(os_release, 0o644))?;
+    Ok(tree)
+}
+
+/// Adds the provenance file (the last thing added to the root).
+pub fn add_provenance(tree: &mut Tree, text: &str) -> Result<()> {
+    tree.insert(
+        &ip(&format!("/{}", paths::PROVENANCE)),
+        Node::bytes(text.as_bytes().to_vec(), 0o644),
+    )?;
+    Ok(())
+}
+
+/// Builds the initramfs tree.
+pub fn initramfs(kernel: &Kernel, board: &Board, agent: &AgentBinaries) -> Result<Tree> {
+    let mut tree = Tree::default();
+    for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
+        tree.insert(&ip(d), Node::dir(0o755))?;
+    }
+    tree.insert(
+        &ip("/dev/console"),
+        Node {
+            kind: Kind::CharDev { major: 5, minor: 1 },
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+        },
+    )?;
+    let init =
+        std::fs::read(&agent.init).with_context(|| format!("reading {}", agent.init.display()))?;
+    tree.insert(&ip("/init"), Node::bytes(init, 0o755))?;
+    let mut order = Vec::new();
+    for (path, bytes) in &kernel.modules {
+        let p = ImagePath::new(path).map_err(|why| anyhow::anyhow!("module path: {why}"))?;
+        tree.insert(&p, Node::bytes(bytes.clone(), 0o644))?;
+        order.push(format!("/{}", p.rel()));
+    }
+    let cfg = InitrdConfig {
+        kernel_release: kernel.release.clone(),
+        modules: order,
+        watchdog: board.watchdog.clone(),
+    };
+    tree.insert(
+        &ip(&format!("/{}", paths::INITRD)),
+        Node::bytes(toml_text(&cfg)?, 0o644),
+    )?;
+    Ok(tree)
+}

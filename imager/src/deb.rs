@@ -1,0 +1,192 @@
+//! Debian packages: the local cache `cargo xtask deps` fills, and reading a `.deb` in Rust.
+//!
+//! ```text
+//! .deb = ar archive: "debian-binary", "control.tar.*", "data.tar.{xz,zst}" (+ more, ignored)
+//! cache: <dir>/index.toml  [[package]] requested, name, version, file, sha256
+//!        <dir>/<file>.deb
+//! ```
+//! The index maps what a spec asks for (`linux-image-amd64`) to the exact file apt resolved,
+//! so the kernel's ABI version is never written in the repository, and the sha256 recorded at
+//! fetch time is checked again at every build.
+
+use crate::error::{parse_toml, BuildError};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Name of the index file in the cache folder.
+pub const INDEX: &str = "index.toml";
+
+/// One fetched package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebRecord {
+    /// Name the spec or board asked for.
+    pub requested: String,
+    /// Package apt resolved it to.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// File name in the cache folder.
+    pub file: String,
+    /// sha256 of the file.
+    pub sha256: String,
+}
+
+/// The index file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebIndex {
+    /// All fetched packages.
+    #[serde(default, rename = "package")]
+    pub packages: Vec<DebRecord>,
+}
+
+/// An opened cache folder.
+#[derive(Debug, Clone)]
+pub struct DebCache {
+    dir: PathBuf,
+    index: DebIndex,
+}
+
+impl DebCache {
+    /// Opens a cache folder; a missing index means an empty cache.
+    pub fn open(dir: &Path) -> Result<DebCache, BuildError> {
+        let path = dir.join(INDEX);
+        let index = match std::fs::read(&path) {
+            Ok(bytes) => parse_toml(&path, &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DebIndex::default(),
+            Err(e) => return Err(BuildError::Read { path, source: e }),
+        };
+        Ok(DebCache {
+            dir: dir.to_path_buf(),
+            index,
+        })
+    }
+
+    /// The record for a requested package name.
+    pub fn get(&self, requested: &str) -> Result<&DebRecord, BuildError> {
+        self.index
+            .packages
+            .iter()
+            .find(|r| r.requested == requested || r.name == requested)
+            .ok_or_else(|| BuildError::MissingPackage {
+                name: requested.to_string(),
+                cache: self.dir.clone(),
+            })
+    }
+
+    /// Reads a package's file and checks it against the sha256 recorded at fetch time.
+    pub fn read(&self, requested: &str) -> Result<(DebRecord, Vec<u8>)> {
+        let rec = self.get(requested)?.clone();
+        let path = self.dir.join(&rec.file);
+        let bytes = std::fs::read(&path).map_err(|e| BuildError::Read {
+            path: path.clone(),
+            source: e,
+        })?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != rec.sha256 {
+            bail!(
+                "{} has sha256 {actual}, but the deb cache index recorded {}; the file changed since `cargo xtask deps` fetched it: run it again",
+                path.display(),
+                rec.sha256
+            );
+        }
+        Ok((rec, bytes))
+    }
+}
+
+/// What kind of tar entry a package holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Folder.
+    Dir,
+    /// Regular file.
+    File,
+    /// Symbolic link to the given target.
+    Symlink(String),
+    /// Hard link to another path in the same package.
+    HardLink(String),
+}
+
+/// One entry of a package's data archive.
+#[derive(Debug, Clone)]
+pub struct DebEntry {
+    /// Path inside the package, without the leading `./`.
+    pub path: String,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Permission bits.
+    pub mode: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// Calls `f` for every entry of the package's `data.tar.*`, with a reader for file contents.
+pub fn for_each_entry(
+    deb: &[u8],
+    what: &str,
+    mut f: impl FnMut(DebEntry, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut ar = ar::Archive::new(deb);
+    while let Some(member) = ar.next_entry() {
+        let member = member.with_context(|| format!("{what}: not a valid .deb (ar archive)"))?;
+        let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
+        if !id.starts_with("data.tar") {
+            continue;
+        }
+        let reader: Box<dyn Read> = match id.as_str() {
+            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(member)),
+            "data.tar.zst" => Box::new(zstd::Decoder::new(member)?),
+            "data.tar" => Box::new(member),
+            other => {
+                bail!("{what}: {other} uses a compression Slate does not read (xz, zstd or none)")
+            }
+        };
+        let mut tar = tar::Archive::new(reader);
+        for entry in tar
+            .entries()
+            .with_context(|| format!("{what}: reading {id}"))?
+        {
+            let mut entry = entry.with_context(|| format!("{what}: reading {id}"))?;
+            let header = entry.header();
+            let path = entry.path()?.to_string_lossy().into_owned();
+            let path = path
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            if path.is_empty() || path == "." {
+                continue;
+            }
+            let link = || -> Result<String> {
+                Ok(entry
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default())
+            };
+            let kind = match header.entry_type() {
+                tar::EntryType::Directory => EntryKind::Dir,
+                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+                tar::EntryType::Symlink => EntryKind::Symlink(link()?),
+                tar::EntryType::Link => {
+                    EntryKind::HardLink(link()?.trim_start_matches("./").to_string())
+                }
+                other => bail!("{what}: {path} is a {other:?} entry, which Slate does not install"),
+            };
+            let e = DebEntry {
+                path,
+                kind,
+                mode: (header.mode()? & 0o7777) as u16,
+                uid: header.uid()? as u32,
+                gid: header.gid()? as u32,
+            };
+            f(e, &mut entry)?;
+        }
+        return Ok(());
+    }
+    bail!("{what}: no data.tar member; is it a .deb?")
+}

@@ -1,0 +1,211 @@
+//! Kernel modules: read `depends=` from each module's ELF `.modinfo` section and order a
+//! module set so every module loads after its dependencies.
+//!
+//! Debian's kernel package ships no `modules.dep` (depmod runs at install time), so Slate
+//! computes the closure itself from the modules' own metadata.
+//!
+//! ```text
+//! ELF64 LE header: e_shoff u64 @0x28, e_shentsize u16 @0x3a, e_shnum u16 @0x3c, e_shstrndx u16 @0x3e
+//! section header (64 bytes): sh_name u32 @0, sh_offset u64 @24, sh_size u64 @32
+//! .modinfo: NUL-separated "key=value" strings (name=, depends=a,b, ...)
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why a module's metadata could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KmodError {
+    /// Not a 64-bit little-endian ELF file, or truncated.
+    #[error("{file}: not a 64-bit little-endian ELF module ({why})")]
+    NotElf {
+        /// Module file.
+        file: String,
+        /// Detail.
+        why: &'static str,
+    },
+    /// A module the board lists (or one it depends on) is neither a module nor built in.
+    #[error("kernel module {name:?} is neither in the kernel package nor built into the kernel{needed_by}")]
+    Unknown {
+        /// Module name.
+        name: String,
+        /// " (needed by x)" or "".
+        needed_by: String,
+    },
+}
+
+/// Module names use `_` and `-` interchangeably; the kernel normalises to `_`.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Reads the `.modinfo` key/value pairs of a module.
+pub fn modinfo(file: &str, elf: &[u8]) -> Result<Vec<(String, String)>, KmodError> {
+    let bad = |why| KmodError::NotElf {
+        file: file.to_string(),
+        why,
+    };
+    if elf.len() < 64 || &elf[0..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err(bad("bad ELF identification"));
+    }
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?))
+    };
+    let shoff = u64_at(0x28).ok_or(bad("truncated header"))? as usize;
+    let shentsize = u16_at(0x3a).ok_or(bad("truncated header"))? as usize;
+    let shnum = u16_at(0x3c).ok_or(bad("truncated header"))? as usize;
+    let shstrndx = u16_at(0x3e).ok_or(bad("truncated header"))? as usize;
+    if shentsize < 64 || shstrndx >= shnum {
+        return Err(bad("bad section table"));
+    }
+    let section = |i: usize| -> Option<(u32, usize, usize)> {
+        let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
+        Some((
+            u32_at(h)?,
+            u64_at(h + 24)? as usize,
+            u64_at(h + 32)? as usize,
+        ))
+    };
+    let (_, stroff, strsize) = section(shstrndx).ok_or(bad("bad section table"))?;
+    let strtab = elf
+        .get(stroff..stroff.checked_add(strsize).ok_or(bad("bad string table"))?)
+        .ok_or(bad("bad string table"))?;
+    for i in 0..shnum {
+        let (name, off, size) = section(i).ok_or(bad("bad section table"))?;
+        let name = strtab.get(name as usize..).unwrap_or_default();
+        let name = name.split(|&b| b == 0).next().unwrap_or_default();
+        if name != b".modinfo" {
+            continue;
+        }
+        let data = elf
+            .get(off..off.checked_add(size).ok_or(bad("bad .modinfo"))?)
+            .ok_or(bad("bad .modinfo"))?;
+        return Ok(data
+            .split(|&b| b == 0)
+            .filter_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect());
+    }
+    Ok(Vec::new())
+}
+
+/// The dependencies `depends=` lists.
+pub fn depends(info: &[(String, String)]) -> Vec<String> {
+    info.iter()
+        .filter(|(k, _)| k == "depends")
+        .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(normalize))
+        .collect()
+}
+
+/// Orders `wanted` plus everything they depend on: dependencies first, otherwise in the order
+/// asked for (so the result is deterministic). `deps` maps every available module to its
+/// dependencies; names in `builtin` are skipped.
+pub fn load_order(
+    wanted: &[String],
+    deps: &BTreeMap<String, Vec<String>>,
+    builtin: &BTreeSet<String>,
+) -> Result<Vec<String>, KmodError> {
+    fn visit(
+        name: &str,
+        needed_by: Option<&str>,
+        deps: &BTreeMap<String, Vec<String>>,
+        builtin: &BTreeSet<String>,
+        done: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), KmodError> {
+        if done.contains(name) || builtin.contains(name) {
+            return Ok(());
+        }
+        let Some(ds) = deps.get(name) else {
+            return Err(KmodError::Unknown {
+                name: name.to_string(),
+                needed_by: needed_by
+                    .map(|n| format!(" (needed by {n})"))
+                    .unwrap_or_default(),
+            });
+        };
+        // Mark first: module dependency graphs are acyclic, but a bad package must not loop.
+        done.insert(name.to_string());
+        for d in ds {
+            visit(d, Some(name), deps, builtin, done, order)?;
+        }
+        order.push(name.to_string());
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    let mut order = Vec::new();
+    for w in wanted {
+        visit(&normalize(w), None, deps, builtin, &mut done, &mut order)?;
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        edges
+            .iter()
+            .map(|(m, ds)| (m.to_string(), ds.iter().map(|d| d.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn dependencies_come_first() {
+        let g = graph(&[
+            ("virtio_blk", &["virtio", "virtio_ring"]),
+            ("virtio", &["virtio_ring"]),
+            ("virtio_ring", &[]),
+            ("dm_verity", &["dm_bufio", "dm_mod"]),
+            ("dm_bufio", &[]),
+            ("dm_mod", &[]),
+        ]);
+        let order = load_order(
+            &["virtio-blk".into(), "dm_verity".into()],
+            &g,
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            order,
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_blk",
+                "dm_bufio",
+                "dm_mod",
+                "dm_verity"
+            ]
+        );
+    }
+
+    #[test]
+    fn builtin_modules_are_skipped_and_unknown_ones_named() {
+        let g = graph(&[("ext4", &["jbd2"])]);
+        let builtin: BTreeSet<String> = ["jbd2".to_string()].into();
+        assert_eq!(
+            load_order(&["ext4".into()], &g, &builtin).unwrap(),
+            ["ext4"]
+        );
+        let e = load_order(&["ext4".into()], &g, &BTreeSet::new()).unwrap_err();
+        assert_eq!(e.to_string(), "kernel module \"jbd2\" is neither in the kernel package nor built into the kernel (needed by ext4)");
+    }
+
+    #[test]
+    fn garbage_is_not_an_elf() {
+        assert!(modinfo(
+            "x.ko",
+            b"not an elf at all, not at all, not at all, not at all, not at all"
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `cargo xtask deps`: Debian packages into `.cache/debs` (with an index of resolved name,
+//! version and sha256) and the host tools the build and the tests use.
+//!
+//! Nothing is hard-coded about versions: `linux-image-amd64` is resolved through apt to the
+//! versioned kernel package of the day, so Debian's security updates flow in.
+
+use crate::root;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use slate_imager::deb::{DebIndex, DebRecord, INDEX};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+/// Debian packages providing the host tools: the imager's (mtools, e2fsprogs), the oracles the
+/// tests use (gdisk, dosfstools, squashfs-tools, cryptsetup-bin, bmap-tools, cpio, zstd,
+/// openssl) and QEMU with OVMF for the boot tests.
+pub const HOST_PACKAGES: &[&str] = &[
+    "mtools",
+    "e2fsprogs",
+    "gdisk",
+    "dosfstools",
+    "squashfs-tools",
+    "cryptsetup-bin",
+    "bmap-tools",
+    "cpio",
+    "zstd",
+    "openssl",
+    "qemu-system-x86",
+    "ovmf",
+    "time",
+];
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_show(pkg: &str) -> Result<Option<(String, String, String)>> {
+    let out = Command::new("apt-cache")
+        .args(["show", "--no-all-versions", pkg])
+        .output()
+        .context("running apt-cache")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(Some((field("Package"), field("Version"), field("Depends"))))
+}
+
+/// Resolves a kernel metapackage (`linux-image-amd64`) to the versioned package it depends on.
+fn resolve(pkg: &str) -> Result<(String, String)> {
+    let (name, version, depends) = apt_show(pkg)?
+        .with_context(|| format!("apt knows no package {pkg:?} (run `apt-get update`?)"))?;
+    if name.starts_with("linux-image-") {
+        if let Some(dep) = depends
+            .split(',')
+            .map(|d| d.trim().split(' ').next().unwrap_or(""))
+            .find(|d| {
+                d.starts_with("linux-image-")
+                    && d.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+            })
+        {
+            let (n, v, _) =
+                apt_show(dep)?.with_context(|| format!("apt knows no package {dep:?}"))?;
+            return Ok((n, v));
+        }
+    }
+    Ok((name, version))
+}
+
+/// Package names every spec and board in the repository asks for.
+fn wanted_packages() -> Result<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("boards"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let b = slate_imager::board::LoadedBoard::load(&root().join("boards"), &stem)?;
+            names.insert(b.board.kernel_package.clone());
+            names.insert(b.board.bootloader_package.clone());
+        }
+    }
+    let spec = slate_imager::spec::LoadedSpec::load(&root().join("rootfs/image.toml"))?;
+    names.extend(spec.spec.packages.iter().map(|p| p.name.clone()));
+    Ok(names)
+}
+
+fn fetch(cache: &Path) -> Result<()> {
+    std::fs::create_dir_all(cache)?;
+    let wanted = wanted_packages()?;
+    if wanted.iter().any(|p| apt_show(p).ok().flatten().is_none()) {
+        if is_root() {
+            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+        } else {
+            bail!("apt does not know some of {wanted:?}; run `sudo apt-get update` first");
+        }
+    }
+    let mut index = DebIndex::default();
+    for requested in &wanted {
+        let (name, version) = resolve(requested)?;
+        let existing = std::fs::read_dir(cache)?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|f| {
+                f.starts_with(&format!("{name}_{}_", version.replace(':', "%3a")))
+                    && f.ends_with(".deb")
+            });
+        let file = match existing {
+            Some(f) => f,
+            None => {
+                let tmp = cache.join(".download");
+                let _ = std::fs::remove_dir_all(&tmp);
+                std::fs::create_dir_all(&tmp)?;
+                // apt drops to the _apt user to download; let it write here.
+                std::fs::set_permissions(
+                    &tmp,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                )?;
+                let status = Command::new("apt-get")
+                    .current_dir(&tmp)
+                    .args(["download", "-q", &format!("{name}={version}")])
+                    .status()
+                    .context("running apt-get download")?;
+                if !status.success() {
+                    bail!("apt-get download {name}={version} failed ({status})");
+                }
+                let f = std::fs::read_dir(&tmp)?
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .find(|f| f.ends_with(".deb"))
+                    .with_context(|| format!("apt-get download {name} left no .deb"))?;
+                std::fs::rename(tmp.join(&f), cache.join(&f))?;
+                std::fs::remove_dir_all(&tmp)?;
+                f
+            }
+        };
+        let bytes = std::fs::read(cache.join(&file))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        eprintln!(
+            "  {requested:<20} → {name} {version} ({file}, sha256 {})",
+            &sha256[..16]
+        );
+        index.packages.push(DebRecord {
+            requested: requested.clone(),
+            name,
+            version,
+            file,
+            sha256,
+        });
+    }
+    std::fs::write(cache.join(INDEX), toml::to_string(&index)?)?;
+    Ok(())
+}
+
+fn host_tools() -> Result<()> {
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing host packages; run: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Runs `cargo xtask deps`.
+pub fn deps(no_tools: bool) -> Result<()> {
+    if !no_tools {
+        host_tools()?;
+    }
+    let cache = root().join(".cache/debs");
+    fetch(&cache)?;
+    eprintln!("deps: packages in {} (index {INDEX})", cache.display());
+    Ok(())
+}
