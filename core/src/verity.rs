@@ -146,7 +146,10 @@ impl FromStr for VerityInfo {
         let hash_offset: u64 = f[3]
             .parse()
             .map_err(|_| bad("hash offset is not a number"))?;
-        if data_blocks == 0 || hash_offset % BLOCK != 0 || hash_offset / BLOCK < data_blocks {
+        if data_blocks == 0
+            || !hash_offset.is_multiple_of(BLOCK)
+            || hash_offset / BLOCK < data_blocks
+        {
             return Err(bad("hash offset must be 4 KiB aligned and after the data"));
         }
         Ok(VerityInfo {
@@ -295,7 +298,7 @@ pub fn build<R: Read>(
     threads: usize,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<Tree> {
-    if data_len == 0 || data_len % BLOCK != 0 {
+    if data_len == 0 || !data_len.is_multiple_of(BLOCK) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             VerityError::BadDataSize { size: data_len },

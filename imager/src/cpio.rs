@@ -20,8 +20,7 @@ const S_IFCHR: u32 = 0o020000;
 /// Writes `tree` as a newc archive with every timestamp set to `mtime`.
 pub fn write<W: Write>(tree: &Tree, mtime: u32, mut w: W) -> io::Result<W> {
     let mut written = 0u64;
-    let mut ino = 1u32;
-    for (path, node) in tree.iter() {
+    for (ino, (path, node)) in (1u32..).zip(tree.iter()) {
         let name = if path.is_empty() { "." } else { path.as_str() };
         let (ftype, data, rdev): (u32, std::sync::Arc<Vec<u8>>, (u32, u32)) = match &node.kind {
             Kind::Dir => (S_IFDIR, Default::default(), (0, 0)),
@@ -45,7 +44,6 @@ pub fn write<W: Write>(tree: &Tree, mtime: u32, mut w: W) -> io::Result<W> {
             name,
             &data,
         )?;
-        ino += 1;
     }
     entry(
         &mut w,

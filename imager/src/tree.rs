@@ -29,7 +29,7 @@ impl Content {
     }
 
     /// Size in bytes.
-    pub fn len(&self) -> std::io::Result<u64> {
+    pub fn size(&self) -> std::io::Result<u64> {
         match self {
             Content::Bytes(b) => Ok(b.len() as u64),
             Content::Host(p) => Ok(std::fs::metadata(p)?.len()),
@@ -203,7 +203,7 @@ impl Tree {
         let mut total = 0;
         for n in self.nodes.values() {
             if let Kind::File(c) = &n.kind {
-                total += c.len()?;
+                total += c.size()?;
             }
         }
         Ok(total)

@@ -1,0 +1,83 @@
+//! Same inputs, same bytes; a different version, different bytes. And no root needed.
+
+use crate::util::*;
+use std::process::Command;
+
+#[test]
+fn two_builds_are_byte_identical_and_a_new_version_differs() {
+    let tmp = tempdir();
+    let spec = data().join("spec/image.toml");
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    ok(&mut build_cmd(&spec, &a));
+    ok(&mut build_cmd(&spec, &b));
+    ok(build_cmd(&spec, &c).args(["--version", "1.2.4"]));
+    for f in [
+        "disk.img",
+        "rootfs.img",
+        "initrd.img",
+        "disk.img.bmap",
+        "build.toml",
+    ] {
+        assert_eq!(
+            sha256sum(&a.join(f)),
+            sha256sum(&b.join(f)),
+            "{f} differs between two builds"
+        );
+    }
+    for f in ["disk.img", "rootfs.img", "build.toml"] {
+        assert_ne!(
+            sha256sum(&a.join(f)),
+            sha256sum(&c.join(f)),
+            "{f} did not change with --version"
+        );
+    }
+    assert_eq!(report_value(&c, "image", "version").as_str(), Some("1.2.4"));
+}
+
+#[test]
+fn building_needs_no_root() {
+    // Run the whole build as `nobody`: no loop devices, no mounts, no privileged calls.
+    let tmp = tempdir();
+    let work = tmp.path();
+    std::fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        ok(Command::new("cp").arg("-a").arg(from).arg(to))
+    };
+    copy(&data(), &work.join("data"));
+    copy(agent_dir(), &work.join("agent"));
+    ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(work));
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        panic!("setpriv (util-linux) is needed to drop root for this test");
+    }
+    let cache = workspace().join(".cache/debs");
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_slate"))
+        .args(["build", "--quiet"])
+        .arg("--spec")
+        .arg(work.join("data/spec/image.toml"))
+        .arg("--out")
+        .arg(work.join("out"))
+        .arg("--boards")
+        .arg(work.join("data/boards"))
+        .arg("--debs")
+        .arg(&cache)
+        .arg("--agent-dir")
+        .arg(work.join("agent"))
+        .env("HOME", work);
+    let is_root = String::from_utf8_lossy(&ok(Command::new("id").arg("-u")).stdout).trim() == "0";
+    if !is_root {
+        // Already unprivileged: run directly.
+        let mut direct = build_cmd(&work.join("data/spec/image.toml"), &work.join("out"));
+        ok(&mut direct);
+    } else {
+        ok(&mut cmd);
+    }
+    ok(Command::new("sgdisk")
+        .arg("-v")
+        .arg(work.join("out/disk.img")));
+}
