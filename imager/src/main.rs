@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
+    #[command(hide = true)]
+    VerityFormat {
+        /// Data file (a multiple of 4096 bytes).
+        data: PathBuf,
+        /// Where the superblock and hash tree go.
+        hash: PathBuf,
+        /// Salt (hex).
+        #[arg(long, default_value = "")]
+        salt: String,
+    },
     /// Show the partitions, slots and boot entries of a disk image.
     Inspect {
         /// The disk image.
@@ -152,6 +163,15 @@ fn run(cli: Cli) -> Result<()> {
                     s.seconds
                 );
             }
+        }
+        Command::VerityFormat { data, hash, salt } => {
+            let salt = hex::decode(&salt).map_err(|e| anyhow::anyhow!("--salt: {e}"))?;
+            let f = std::fs::File::open(&data)?;
+            let len = f.metadata()?.len();
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let tree = slate_core::verity::build(std::io::BufReader::with_capacity(1 << 20, f), len, &salt, slate_core::Guid::NIL, threads, &mut |_| {})?;
+            std::fs::write(&hash, &tree.area)?;
+            println!("Root hash: {}", hex::encode(tree.info.root_hash));
         }
         Command::Inspect { image, json } => {
             inspect::check_kind(&image)?;

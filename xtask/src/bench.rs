@@ -1,3 +1,200 @@
-pub fn bench(_w: &str, _m: u64, _r: u32) -> anyhow::Result<()> {
+//! `cargo xtask bench`: Slate beside the standard tools on the same input, as ratios.
+//!
+//! `imager`: `slate build` of a tree made of the kernel's modules plus busybox (~400 MiB)
+//! against the standard pipeline (dpkg-deb, cpio|zstd, mksquashfs -comp zstd, veritysetup
+//! format, mkfs.vfat + mcopy, mkfs.ext4, sgdisk, dd) at the same compression level, alternating,
+//! with wall time, CPU time and peak RSS from GNU time. Then the verity tree alone on 512 MiB
+//! against `veritysetup format`. Figures are printed, never asserted.
+
+use crate::{root, run};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+/// Runs `cmd` under GNU time and returns what it measured.
+fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
+    let report = scratch.join("time.out");
+    let mut t = Command::new("/usr/bin/time");
+    t.arg("-f").arg("%e %U %S %M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        t.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            t.env(k, v);
+        }
+    }
+    let out = t.output().context("running /usr/bin/time (Debian package `time`)")?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(&report)?;
+    let f: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if f.len() < 4 {
+        bail!("unexpected GNU time output {text:?}");
+    }
+    Ok(Sample { wall: f[0], cpu: f[1] + f[2], rss_mib: f[3] / 1024.0 })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn summarize(name: &str, s: &[Sample]) -> Sample {
+    let m = Sample {
+        wall: median(s.iter().map(|x| x.wall).collect()),
+        cpu: median(s.iter().map(|x| x.cpu).collect()),
+        rss_mib: median(s.iter().map(|x| x.rss_mib).collect()),
+    };
+    println!("  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB", m.wall, m.cpu, m.rss_mib);
+    m
+}
+
+fn deb_file(requested: &str) -> Result<PathBuf> {
+    let cache = root().join(".cache/debs");
+    let index: slate_imager::deb::DebIndex = toml::from_str(&std::fs::read_to_string(cache.join("index.toml")).context("no deb cache: run `cargo xtask deps`")?)?;
+    let rec = index.packages.iter().find(|p| p.requested == requested).with_context(|| format!("{requested} not in the deb cache"))?;
+    Ok(cache.join(&rec.file))
+}
+
+/// The standard pipeline as one shell script, the way a person would write it.
+const PIPELINE: &str = r#"set -euo pipefail
+W=$1; TREE=$2; KDEB=$3; BOOTDEB=$4; LEVEL=$5
+rm -rf "$W" && mkdir -p "$W/k" "$W/b" "$W/initrd"
+dpkg-deb -x "$KDEB" "$W/k"
+dpkg-deb -x "$BOOTDEB" "$W/b"
+KREL=$(ls "$W/k/lib/modules")
+# initramfs: init + the verity modules, newc + zstd
+mkdir -p "$W/initrd/lib/modules" && cp -a "$W/k/lib/modules/$KREL/kernel/drivers/md" "$W/initrd/lib/modules/"
+cp /bin/true "$W/initrd/init"
+(cd "$W/initrd" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | zstd -19 -q -o "$W/initrd.img")
+# root: squashfs + verity
+mksquashfs "$TREE" "$W/root.sqfs" -comp zstd -Xcompression-level "$LEVEL" -all-root -noappend -quiet -no-progress >/dev/null
+SZ=$(stat -c %s "$W/root.sqfs"); PAD=$(( (SZ + 4095) / 4096 * 4096 )); truncate -s $PAD "$W/root.sqfs"
+veritysetup format "$W/root.sqfs" "$W/root.sqfs" --hash-offset=$PAD --salt=$(printf '%064d' 0) >/dev/null
+# ESP
+mkfs.vfat -F 32 -n ESP -C "$W/esp.img" $((128*1024)) >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mmd -i "$W/esp.img" ::/EFI ::/EFI/BOOT ::/loader ::/loader/entries ::/slate ::/slate/a
+mcopy -i "$W/esp.img" "$W/b/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$W/esp.img" "$W/k/boot/vmlinuz-$KREL" ::/slate/a/vmlinuz
+mcopy -i "$W/esp.img" "$W/initrd.img" ::/slate/a/initrd.img
+printf 'title x\nlinux /slate/a/vmlinuz\n' > "$W/e.conf"; mcopy -i "$W/esp.img" "$W/e.conf" ::/loader/entries/slate-a-1.0.0.conf
+# data
+truncate -s 128M "$W/data.img"; mkfs.ext4 -q -F -L data "$W/data.img"
+# disk
+SLOT=1024
+truncate -s $(( (1 + 128 + 2*SLOT + 128 + 1) ))M "$W/disk.img"
+sgdisk -n1:1M:+128M -t1:ef00 -c1:esp -n2:0:+${SLOT}M -t2:4f68bce3-e8cd-4db1-96e7-fbcaf984b709 -c2:root-a \
+  -n3:0:+${SLOT}M -t3:4f68bce3-e8cd-4db1-96e7-fbcaf984b709 -c3:root-b -n4:0:+128M -t4:8300 -c4:data "$W/disk.img" >/dev/null
+dd if="$W/esp.img" of="$W/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$W/root.sqfs" of="$W/disk.img" bs=1M seek=129 conv=notrunc status=none
+dd if="$W/data.img" of="$W/disk.img" bs=1M seek=$((129 + 2*SLOT)) conv=notrunc,sparse status=none
+"#;
+
+fn imager(mib: u64, rounds: u32) -> Result<()> {
+    run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    let slate = root().join("target/release/slate");
+    let scratch = root().join("target/bench-imager");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let kdeb = deb_file("linux-image-amd64")?;
+    let bootdeb = deb_file("systemd-boot-efi")?;
+
+    // The tree: the kernel's modules (+ busybox via the spec), trimmed or padded to ~`mib`.
+    let spec_dir = scratch.join("spec");
+    let tree = spec_dir.join("tree");
+    std::fs::create_dir_all(&tree)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&kdeb).arg(scratch.join("kernel")))?;
+    run(Command::new("cp").arg("-a").arg(scratch.join("kernel/lib")).arg(&tree))?;
+    let bb = scratch.join("bb");
+    run(Command::new("dpkg-deb").arg("-x").arg(deb_file("busybox-static")?).arg(&bb))?;
+    run(Command::new("cp").arg("-a").arg(bb.join("bin")).arg(&tree))?;
+    let size_out = Command::new("du").args(["-sm"]).arg(&tree).output()?;
+    let tree_mib: u64 = String::from_utf8_lossy(&size_out.stdout).split_whitespace().next().unwrap_or("0").parse().unwrap_or(0);
+    if tree_mib < mib {
+        // Pad with compressible text so the tree reaches the asked size.
+        let pad = tree.join("usr/share/pad");
+        std::fs::create_dir_all(&pad)?;
+        let chunk: String = (0..(1 << 20) / 64).map(|i| format!("{i:063}\n")).collect();
+        for i in 0..(mib - tree_mib) {
+            std::fs::write(pad.join(format!("{i}.txt")), &chunk)?;
+        }
+    }
+    let level = 15;
+    std::fs::write(spec_dir.join("image.toml"), format!("name = \"bench\"\nversion = \"1.0.0\"\nboard = \"bench\"\noverlays = [\"tree\"]\n[squashfs]\ncompression_level = {level}\n"))?;
+    let boards = scratch.join("boards");
+    std::fs::create_dir_all(&boards)?;
+    let board = std::fs::read_to_string(root().join("boards/qemu-x86_64.toml"))?
+        .replace("name = \"qemu-x86_64\"", "name = \"bench\"")
+        .replace("slot_mib = 256", "slot_mib = 1024");
+    std::fs::write(boards.join("bench.toml"), board)?;
+    let total = Command::new("du").args(["-sh"]).arg(&tree).output()?;
+    println!("imager: tree of {} (kernel modules + busybox{}), zstd level {level}, {rounds} rounds alternating", String::from_utf8_lossy(&total.stdout).split_whitespace().next().unwrap_or("?"), if tree_mib < mib { " + padding" } else { "" });
+
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        eprintln!("  round {}/{rounds}", r + 1);
+        let mut s = Command::new(&slate);
+        s.args(["build", "--quiet", "--force", "--spec"]).arg(spec_dir.join("image.toml")).arg("--boards").arg(&boards).arg("--out").arg(scratch.join("slate-out")).arg("--agent-dir").arg(root().join("target/x86_64-unknown-linux-gnu/release"));
+        ours.push(timed(&mut s, &scratch)?);
+        let mut p = Command::new("bash");
+        p.arg("-c").arg(PIPELINE).arg("pipeline").arg(scratch.join("std-out")).arg(&tree).arg(&kdeb).arg(&bootdeb).arg(level.to_string());
+        theirs.push(timed(&mut p, &scratch)?);
+    }
+    println!("\n  {:<34} {:>10} {:>11} {:>13}", "full image build (median)", "wall", "cpu", "peak RSS");
+    let a = summarize("slate build", &ours);
+    let b = summarize("standard pipeline", &theirs);
+    println!("  {:<34} {:>8.2}×  {:>8.2}×  {:>11.2}×   (slate / standard; goal wall ≤ 0.8×)", "ratio", a.wall / b.wall, a.cpu / b.cpu, a.rss_mib / b.rss_mib);
+    let sq_ours = std::fs::metadata(scratch.join("slate-out/rootfs.img"))?.len();
+    let sq_theirs = std::fs::metadata(scratch.join("std-out/root.sqfs"))?.len();
+    println!("  root image size: slate {:.1} MiB, standard {:.1} MiB", sq_ours as f64 / 1048576.0, sq_theirs as f64 / 1048576.0);
     Ok(())
+}
+
+fn verity(rounds: u32) -> Result<()> {
+    let slate = root().join("target/release/slate");
+    if !slate.exists() {
+        run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    }
+    let scratch = root().join("target/bench-verity");
+    std::fs::create_dir_all(&scratch)?;
+    let data = scratch.join("data.bin");
+    run(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=512", "status=none"]).arg(format!("of={}", data.display())))?;
+    let salt = "00".repeat(32);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(timed(Command::new(&slate).arg("verity-format").arg(&data).arg(scratch.join("ours.hash")).arg(format!("--salt={salt}")), &scratch)?);
+        let _ = std::fs::remove_file(scratch.join("theirs.hash"));
+        theirs.push(timed(Command::new("veritysetup").arg("format").arg(&data).arg(scratch.join("theirs.hash")).arg(format!("--salt={salt}")).arg("--uuid=00000000-0000-0000-0000-000000000000"), &scratch)?);
+    }
+    println!("\nverity tree of 512 MiB (median of {rounds}); data in page cache");
+    println!("  {:<34} {:>10} {:>11} {:>13}", "", "wall", "cpu", "peak RSS");
+    let a = summarize("slate verity-format", &ours);
+    let b = summarize("veritysetup format", &theirs);
+    println!("  {:<34} {:>8.2}×  (veritysetup wall / slate wall; goal ≥ 1.5×)", "speed-up", b.wall / a.wall);
+    let same = std::fs::read(scratch.join("ours.hash"))? == std::fs::read(scratch.join("theirs.hash"))?;
+    println!("  hash areas identical: {same}");
+    Ok(())
+}
+
+/// Runs `cargo xtask bench WHAT`.
+pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
+    match what {
+        "imager" => {
+            imager(mib, rounds)?;
+            verity(rounds.max(3))
+        }
+        "verity" => verity(rounds.max(3)),
+        other => bail!("unknown benchmark {other:?} (known: imager, verity)"),
+    }
 }
