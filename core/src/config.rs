@@ -29,6 +29,8 @@ pub mod paths {
     pub const HEALTH: &str = "etc/slate/health.toml";
     /// Agent settings.
     pub const AGENT: &str = "etc/slate/agent.toml";
+    /// Network settings.
+    pub const NETWORK: &str = "etc/slate/network.toml";
     /// Trust anchors for update signatures.
     pub const TRUST: &str = "etc/slate/trust.toml";
     /// Provenance of every input of the image.
@@ -190,6 +192,50 @@ impl Default for Health {
 
 fn default_deadline() -> u32 {
     120
+}
+
+/// How PID 1 sets up the network for the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Interface to bring up (besides `lo`).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// Static IPv4 address with prefix (`10.0.2.15/24`); none leaves the link up unaddressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Default for Network {
+    fn default() -> Network {
+        Network {
+            interface: default_interface(),
+            address: None,
+        }
+    }
+}
+
+fn default_interface() -> String {
+    "eth0".into()
+}
+
+impl Network {
+    /// The static address split into address and prefix length.
+    pub fn ipv4(&self) -> Result<Option<(std::net::Ipv4Addr, u8)>, String> {
+        let Some(a) = &self.address else {
+            return Ok(None);
+        };
+        let (ip, prefix) = a.split_once('/').unwrap_or((a, "24"));
+        let ip = ip
+            .parse()
+            .map_err(|_| format!("address {a:?} is not IPv4"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("prefix of {a:?} is not 0..=32"))?;
+        Ok(Some((ip, prefix)))
+    }
 }
 
 /// Settings of `slated`.

@@ -259,6 +259,10 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::HEALTH)),
         Node::bytes(toml_text(&health)?, 0o644),
     )?;
+    tree.insert(
+        &ip(&format!("/{}", paths::NETWORK)),
+        Node::bytes(toml_text(&spec.network)?, 0o644),
+    )?;
     let agent: config::AgentConfig = spec.agent.device_config_with(inputs.trust.is_some());
     tree.insert(
         &ip(&format!("/{}", paths::AGENT)),

@@ -169,7 +169,14 @@ fn run(cli: Cli) -> Result<()> {
             let f = std::fs::File::open(&data)?;
             let len = f.metadata()?.len();
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let tree = slate_core::verity::build(std::io::BufReader::with_capacity(1 << 20, f), len, &salt, slate_core::Guid::NIL, threads, &mut |_| {})?;
+            let tree = slate_core::verity::build(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                len,
+                &salt,
+                slate_core::Guid::NIL,
+                threads,
+                &mut |_| {},
+            )?;
             std::fs::write(&hash, &tree.area)?;
             println!("Root hash: {}", hex::encode(tree.info.root_hash));
         }

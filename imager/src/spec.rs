@@ -139,6 +139,9 @@ pub struct ImageSpec {
     /// Agent settings.
     #[serde(default)]
     pub agent: AgentSpec,
+    /// Network set up by PID 1.
+    #[serde(default)]
+    pub network: slate_core::config::Network,
 }
 
 fn default_hostname() -> String {
@@ -405,6 +408,9 @@ impl ImageSpec {
                     ),
                 ));
             }
+        }
+        if let Err(why) = self.network.ipv4() {
+            return Err(bad("network.address".into(), why));
         }
         for (i, l) in self.symlinks.iter().enumerate() {
             if l.target.is_empty() || l.target.contains('\0') || l.paths.is_empty() {

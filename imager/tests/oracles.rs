@@ -167,6 +167,7 @@ fn unsquashfs_lists_exactly_the_tree_the_spec_asked_for() {
         ("/etc/slate/health.toml", "-rw-r--r--", "0/0", None),
         ("/etc/slate/image.toml", "-rw-r--r--", "0/0", None),
         ("/etc/slate/init.toml", "-rw-r--r--", "0/0", None),
+        ("/etc/slate/network.toml", "-rw-r--r--", "0/0", None),
         ("/etc/slate/services", "drwxr-xr-x", "0/0", None),
         ("/etc/slate/services/web.toml", "-rw-r--r--", "0/0", None),
         ("/usr/bin/slated", "-rwxr-xr-x", "0/0", None),

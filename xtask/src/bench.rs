@@ -23,7 +23,12 @@ struct Sample {
 fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
     let report = scratch.join("time.out");
     let mut t = Command::new("/usr/bin/time");
-    t.arg("-f").arg("%e %U %S %M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    t.arg("-f")
+        .arg("%e %U %S %M")
+        .arg("-o")
+        .arg(&report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     if let Some(d) = cmd.get_current_dir() {
         t.current_dir(d);
     }
@@ -32,16 +37,25 @@ fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
             t.env(k, v);
         }
     }
-    let out = t.output().context("running /usr/bin/time (Debian package `time`)")?;
+    let out = t
+        .output()
+        .context("running /usr/bin/time (Debian package `time`)")?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = std::fs::read_to_string(&report)?;
-    let f: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if f.len() < 4 {
         bail!("unexpected GNU time output {text:?}");
     }
-    Ok(Sample { wall: f[0], cpu: f[1] + f[2], rss_mib: f[3] / 1024.0 })
+    Ok(Sample {
+        wall: f[0],
+        cpu: f[1] + f[2],
+        rss_mib: f[3] / 1024.0,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,14 +69,24 @@ fn summarize(name: &str, s: &[Sample]) -> Sample {
         cpu: median(s.iter().map(|x| x.cpu).collect()),
         rss_mib: median(s.iter().map(|x| x.rss_mib).collect()),
     };
-    println!("  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB", m.wall, m.cpu, m.rss_mib);
+    println!(
+        "  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB",
+        m.wall, m.cpu, m.rss_mib
+    );
     m
 }
 
 fn deb_file(requested: &str) -> Result<PathBuf> {
     let cache = root().join(".cache/debs");
-    let index: slate_imager::deb::DebIndex = toml::from_str(&std::fs::read_to_string(cache.join("index.toml")).context("no deb cache: run `cargo xtask deps`")?)?;
-    let rec = index.packages.iter().find(|p| p.requested == requested).with_context(|| format!("{requested} not in the deb cache"))?;
+    let index: slate_imager::deb::DebIndex = toml::from_str(
+        &std::fs::read_to_string(cache.join("index.toml"))
+            .context("no deb cache: run `cargo xtask deps`")?,
+    )?;
+    let rec = index
+        .packages
+        .iter()
+        .find(|p| p.requested == requested)
+        .with_context(|| format!("{requested} not in the deb cache"))?;
     Ok(cache.join(&rec.file))
 }
 
@@ -102,7 +126,15 @@ dd if="$W/data.img" of="$W/disk.img" bs=1M seek=$((129 + 2*SLOT)) conv=notrunc,s
 "#;
 
 fn imager(mib: u64, rounds: u32) -> Result<()> {
-    run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    run(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "slate-imager",
+        ]),
+    )?;
     let slate = root().join("target/release/slate");
     let scratch = root().join("target/bench-imager");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -114,13 +146,27 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
     let spec_dir = scratch.join("spec");
     let tree = spec_dir.join("tree");
     std::fs::create_dir_all(&tree)?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&kdeb).arg(scratch.join("kernel")))?;
-    run(Command::new("cp").arg("-a").arg(scratch.join("kernel/lib")).arg(&tree))?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&kdeb)
+        .arg(scratch.join("kernel")))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(scratch.join("kernel/lib"))
+        .arg(&tree))?;
     let bb = scratch.join("bb");
-    run(Command::new("dpkg-deb").arg("-x").arg(deb_file("busybox-static")?).arg(&bb))?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb_file("busybox-static")?)
+        .arg(&bb))?;
     run(Command::new("cp").arg("-a").arg(bb.join("bin")).arg(&tree))?;
     let size_out = Command::new("du").args(["-sm"]).arg(&tree).output()?;
-    let tree_mib: u64 = String::from_utf8_lossy(&size_out.stdout).split_whitespace().next().unwrap_or("0").parse().unwrap_or(0);
+    let tree_mib: u64 = String::from_utf8_lossy(&size_out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
     if tree_mib < mib {
         // Pad with compressible text so the tree reaches the asked size.
         let pad = tree.join("usr/share/pad");
@@ -145,44 +191,104 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
     for r in 0..rounds {
         eprintln!("  round {}/{rounds}", r + 1);
         let mut s = Command::new(&slate);
-        s.args(["build", "--quiet", "--force", "--spec"]).arg(spec_dir.join("image.toml")).arg("--boards").arg(&boards).arg("--out").arg(scratch.join("slate-out")).arg("--agent-dir").arg(root().join("target/x86_64-unknown-linux-gnu/release"));
+        s.args(["build", "--quiet", "--force", "--spec"])
+            .arg(spec_dir.join("image.toml"))
+            .arg("--boards")
+            .arg(&boards)
+            .arg("--out")
+            .arg(scratch.join("slate-out"))
+            .arg("--agent-dir")
+            .arg(root().join("target/x86_64-unknown-linux-gnu/release"));
         ours.push(timed(&mut s, &scratch)?);
         let mut p = Command::new("bash");
-        p.arg("-c").arg(PIPELINE).arg("pipeline").arg(scratch.join("std-out")).arg(&tree).arg(&kdeb).arg(&bootdeb).arg(level.to_string());
+        p.arg("-c")
+            .arg(PIPELINE)
+            .arg("pipeline")
+            .arg(scratch.join("std-out"))
+            .arg(&tree)
+            .arg(&kdeb)
+            .arg(&bootdeb)
+            .arg(level.to_string());
         theirs.push(timed(&mut p, &scratch)?);
     }
-    println!("\n  {:<34} {:>10} {:>11} {:>13}", "full image build (median)", "wall", "cpu", "peak RSS");
+    println!(
+        "\n  {:<34} {:>10} {:>11} {:>13}",
+        "full image build (median)", "wall", "cpu", "peak RSS"
+    );
     let a = summarize("slate build", &ours);
     let b = summarize("standard pipeline", &theirs);
-    println!("  {:<34} {:>8.2}×  {:>8.2}×  {:>11.2}×   (slate / standard; goal wall ≤ 0.8×)", "ratio", a.wall / b.wall, a.cpu / b.cpu, a.rss_mib / b.rss_mib);
+    println!(
+        "  {:<34} {:>8.2}×  {:>8.2}×  {:>11.2}×   (slate / standard; goal wall ≤ 0.8×)",
+        "ratio",
+        a.wall / b.wall,
+        a.cpu / b.cpu,
+        a.rss_mib / b.rss_mib
+    );
     let sq_ours = std::fs::metadata(scratch.join("slate-out/rootfs.img"))?.len();
     let sq_theirs = std::fs::metadata(scratch.join("std-out/root.sqfs"))?.len();
-    println!("  root image size: slate {:.1} MiB, standard {:.1} MiB", sq_ours as f64 / 1048576.0, sq_theirs as f64 / 1048576.0);
+    println!(
+        "  root image size: slate {:.1} MiB, standard {:.1} MiB",
+        sq_ours as f64 / 1048576.0,
+        sq_theirs as f64 / 1048576.0
+    );
     Ok(())
 }
 
 fn verity(rounds: u32) -> Result<()> {
     let slate = root().join("target/release/slate");
     if !slate.exists() {
-        run(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+        run(
+            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "slate-imager",
+            ]),
+        )?;
     }
     let scratch = root().join("target/bench-verity");
     std::fs::create_dir_all(&scratch)?;
     let data = scratch.join("data.bin");
-    run(Command::new("dd").args(["if=/dev/urandom", "bs=1M", "count=512", "status=none"]).arg(format!("of={}", data.display())))?;
+    run(Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=512", "status=none"])
+        .arg(format!("of={}", data.display())))?;
     let salt = "00".repeat(32);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        ours.push(timed(Command::new(&slate).arg("verity-format").arg(&data).arg(scratch.join("ours.hash")).arg(format!("--salt={salt}")), &scratch)?);
+        ours.push(timed(
+            Command::new(&slate)
+                .arg("verity-format")
+                .arg(&data)
+                .arg(scratch.join("ours.hash"))
+                .arg(format!("--salt={salt}")),
+            &scratch,
+        )?);
         let _ = std::fs::remove_file(scratch.join("theirs.hash"));
-        theirs.push(timed(Command::new("veritysetup").arg("format").arg(&data).arg(scratch.join("theirs.hash")).arg(format!("--salt={salt}")).arg("--uuid=00000000-0000-0000-0000-000000000000"), &scratch)?);
+        theirs.push(timed(
+            Command::new("veritysetup")
+                .arg("format")
+                .arg(&data)
+                .arg(scratch.join("theirs.hash"))
+                .arg(format!("--salt={salt}"))
+                .arg("--uuid=00000000-0000-0000-0000-000000000000"),
+            &scratch,
+        )?);
     }
     println!("\nverity tree of 512 MiB (median of {rounds}); data in page cache");
-    println!("  {:<34} {:>10} {:>11} {:>13}", "", "wall", "cpu", "peak RSS");
+    println!(
+        "  {:<34} {:>10} {:>11} {:>13}",
+        "", "wall", "cpu", "peak RSS"
+    );
     let a = summarize("slate verity-format", &ours);
     let b = summarize("veritysetup format", &theirs);
-    println!("  {:<34} {:>8.2}×  (veritysetup wall / slate wall; goal ≥ 1.5×)", "speed-up", b.wall / a.wall);
-    let same = std::fs::read(scratch.join("ours.hash"))? == std::fs::read(scratch.join("theirs.hash"))?;
+    println!(
+        "  {:<34} {:>8.2}×  (veritysetup wall / slate wall; goal ≥ 1.5×)",
+        "speed-up",
+        b.wall / a.wall
+    );
+    let same =
+        std::fs::read(scratch.join("ours.hash"))? == std::fs::read(scratch.join("theirs.hash"))?;
     println!("  hash areas identical: {same}");
     Ok(())
 }

@@ -1,15 +1,32 @@
-//! `slate-init`: PID 1 of a Slate device (stage 1 in the initramfs, stage 2 in the real root).
+//! `slate-init`: PID 1 of a Slate device.
 //!
-//! Placeholder until the Boot issue lands: the imager already builds and ships this binary
-//! (static) as `/init` of the initramfs and `/usr/lib/slate/slate-init` in the root, so the
-//! whole build path is real; the stage logic comes with that issue.
+//! Run by the kernel as `/init` of the initramfs it is stage 1; stage 1 execs it again from the
+//! verified root as `/usr/lib/slate/slate-init --stage2`. On any fatal error it prints
+//! `slate: stage1 failed: …` (or `stage2 failed`) and reboots after a short delay, so boot
+//! counting can fall back. It never drops to a shell on its own.
+
+use slate_agent::{marker, stage1, stage2, sys};
+use std::time::Duration;
+
+/// Pause before rebooting after a failure, so the message can be read on a console.
+const FAIL_DELAY: Duration = Duration::from_secs(5);
 
 fn main() {
-    println!(
-        "slate: stage1 placeholder (slate-init {}); boot is not implemented yet",
-        env!("CARGO_PKG_VERSION")
-    );
+    let stage2 = std::env::args().nth(1).as_deref() == Some("--stage2");
+    if std::process::id() != 1 {
+        eprintln!("slate-init is PID 1 of a Slate device; it does nothing as an ordinary process");
+        std::process::exit(2);
+    }
+    let (which, err) = if stage2 {
+        ("stage2", stage2::run())
+    } else {
+        ("stage1", stage1::run())
+    };
+    marker::emit(&format!("{which} failed: {err:#}"));
+    std::thread::sleep(FAIL_DELAY);
+    let e = sys::halt(sys::Halt::Reboot);
+    marker::emit(&format!("{which}: {e:#}"));
     loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }

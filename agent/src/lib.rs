@@ -1,0 +1,28 @@
+//! `slate-agent`: the device side of Slate.
+//!
+//! `slate-init` is PID 1 in two stages (initramfs → verified root → supervisor) and `slated` is
+//! the agent that reports status and, with the Updates work, installs signed updates. All
+//! system calls that need `unsafe` live in [`sys`]; policy (command line, restart decisions,
+//! health results) is pure and unit-tested.
+
+pub mod cmdline;
+pub mod health;
+pub mod marker;
+pub mod stage1;
+pub mod stage2;
+pub mod status;
+pub mod supervisor;
+pub mod sys;
+pub mod watchdog;
+
+/// Milliseconds since the kernel started (from /proc/uptime), the clock boot timings use.
+pub fn uptime_ms() -> u64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<f64>().ok())
+        })
+        .map_or(0, |s| (s * 1000.0) as u64)
+}

@@ -1,0 +1,395 @@
+//! Stage 2 of `slate-init`: PID 1 in the verified root.
+//!
+//! Mounts the writable places (/run, /tmp, /var on /data), sets the hostname and network,
+//! keeps the watchdog fed, supervises the services from `/etc/slate/services/*.toml` plus
+//! `slated` (and a debug shell when the image asks), reaps every zombie, and on a signal stops
+//! everything, syncs, unmounts /data and reboots or powers off.
+//!
+//! Signals (as busybox init): SIGTERM or SIGINT → reboot, SIGUSR2 → power off.
+
+use crate::supervisor::{self, Exit};
+use crate::{marker, stage1, sys, uptime_ms, watchdog};
+use anyhow::{Context, Result};
+use rustix::process::{Pid, Signal, WaitOptions};
+use slate_core::config::{paths, InitConfig, Network, Restart, Service};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Folder of per-service state files that slated reads (`<name>.json`).
+pub const SERVICE_STATE_DIR: &str = "/run/slate/services";
+/// Where service output is logged besides the console.
+pub const LOG_DIR: &str = "/data/slate/log";
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One supervised process.
+struct Supervised {
+    service: Service,
+    pid: Option<Pid>,
+    started: Instant,
+    quick_restarts: u32,
+    restarts: u32,
+    next_start: Option<Instant>,
+    /// Console programs (the debug shell) get the console as stdin/stdout and a session.
+    console: bool,
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    toml::from_str(&text).with_context(|| format!("parsing {path}"))
+}
+
+fn setup_mounts() -> Result<()> {
+    use sys::Flags;
+    sys::mount(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        Flags::NOSUID | Flags::NODEV,
+        "mode=0755",
+    )?;
+    sys::mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        Flags::NOSUID | Flags::NODEV,
+        "mode=1777",
+    )?;
+    sys::mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        Flags::NOSUID | Flags::NOEXEC,
+        "gid=5,mode=620,ptmxmode=000",
+    )?;
+    std::fs::create_dir_all("/data/var").context("creating /data/var")?;
+    sys::mount_bind("/data/var", "/var")?;
+    std::fs::create_dir_all(LOG_DIR).ok();
+    std::fs::create_dir_all(SERVICE_STATE_DIR)?;
+    if std::path::Path::new("/sys/firmware/efi/efivars").is_dir() {
+        if let Err(e) = sys::mount(
+            "efivarfs",
+            "/sys/firmware/efi/efivars",
+            "efivarfs",
+            Flags::NOSUID | Flags::NODEV | Flags::NOEXEC,
+            "",
+        ) {
+            marker::emit(&format!("warning: efivarfs: {e:#}"));
+        }
+    }
+    Ok(())
+}
+
+fn setup_network() {
+    let _ = sys::link_up("lo");
+    let net: Network = match read_toml(&format!("/{}", paths::NETWORK)) {
+        Ok(n) => n,
+        Err(_) => Network::default(),
+    };
+    let result = (|| -> Result<()> {
+        sys::link_up(&net.interface)?;
+        if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {
+            sys::set_ipv4(&net.interface, ip, prefix)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        marker::emit(&format!("warning: network {}: {e:#}", net.interface));
+    }
+}
+
+fn load_services(init: &InitConfig) -> Vec<Supervised> {
+    let mut list = Vec::new();
+    let dir = format!("/{}", paths::SERVICES_DIR);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files {
+        match read_toml::<Service>(&f.to_string_lossy()) {
+            Ok(service) => list.push(service),
+            Err(e) => marker::emit(&format!("warning: service {}: {e:#}", f.display())),
+        }
+    }
+    list.push(Service {
+        name: "slated".into(),
+        exec: vec!["/usr/bin/slated".into()],
+        env: BTreeMap::new(),
+        restart: Restart::Always,
+    });
+    let mut out: Vec<Supervised> = list
+        .into_iter()
+        .map(|service| Supervised {
+            service,
+            pid: None,
+            started: Instant::now(),
+            quick_restarts: 0,
+            restarts: 0,
+            next_start: Some(Instant::now()),
+            console: false,
+        })
+        .collect();
+    if init.debug_shell && std::path::Path::new("/bin/sh").exists() {
+        out.push(Supervised {
+            service: Service {
+                name: "debug-shell".into(),
+                exec: vec!["/bin/sh".into(), "-l".into()],
+                env: BTreeMap::new(),
+                restart: Restart::Always,
+            },
+            pid: None,
+            started: Instant::now(),
+            quick_restarts: 0,
+            restarts: 0,
+            next_start: Some(Instant::now()),
+            console: true,
+        });
+    }
+    out
+}
+
+/// Copies a service's output lines to the console (prefixed) and its log file.
+fn tee(name: String, pipe: impl std::io::Read + Send + 'static) {
+    std::thread::spawn(move || {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{LOG_DIR}/{name}.log"))
+            .ok();
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            let text = if line.starts_with("slate:") {
+                format!("{line}\n")
+            } else {
+                format!("[{name}] {line}\n")
+            };
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            if let Some(l) = log.as_mut() {
+                let _ = l.write_all(format!("{line}\n").as_bytes());
+            }
+        }
+    });
+}
+
+fn write_state(s: &Supervised) {
+    let state = serde_json::json!({
+        "name": s.service.name,
+        "pid": s.pid.map(|p| p.as_raw_nonzero().get()),
+        "running": s.pid.is_some(),
+        "started_uptime_ms": uptime_ms().saturating_sub(s.started.elapsed().as_millis() as u64),
+        "restarts": s.restarts,
+    });
+    let path = format!("{SERVICE_STATE_DIR}/{}.json", s.service.name);
+    let tmp = format!("{path}.tmp");
+    if std::fs::write(&tmp, state.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+fn start(s: &mut Supervised) {
+    s.next_start = None;
+    let mut cmd = Command::new(&s.service.exec[0]);
+    cmd.args(&s.service.exec[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .env("HOME", "/root")
+        .env("TERM", "linux")
+        .envs(&s.service.env);
+    let spawned = if s.console {
+        match std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
+            Ok(con) => {
+                let (a, b) = (con.try_clone(), con.try_clone());
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        cmd.stdin(con).stdout(a).stderr(b);
+                        sys::spawn_session(&mut cmd)
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn()
+    };
+    match spawned {
+        Ok(mut child) => {
+            if let Some(o) = child.stdout.take() {
+                tee(s.service.name.clone(), o);
+            }
+            if let Some(e) = child.stderr.take() {
+                tee(s.service.name.clone(), e);
+            }
+            s.pid = Pid::from_raw(child.id() as i32);
+            s.started = Instant::now();
+            // The child is reaped by the waitpid loop, not through `child`.
+            std::mem::forget(child);
+        }
+        Err(e) => {
+            marker::emit(&format!("service {} failed to start: {e}", s.service.name));
+            s.pid = None;
+            s.next_start = Some(Instant::now() + supervisor::BACKOFF_MAX);
+        }
+    }
+    write_state(s);
+}
+
+fn on_exit(s: &mut Supervised, exit: Exit) {
+    let ran = s.started.elapsed();
+    s.pid = None;
+    match supervisor::restart_after(s.service.restart, exit, ran, s.quick_restarts) {
+        Some(delay) => {
+            s.quick_restarts = if ran >= supervisor::STABLE_AFTER {
+                0
+            } else {
+                s.quick_restarts + 1
+            };
+            s.restarts += 1;
+            s.next_start = Some(Instant::now() + delay);
+            if !s.console {
+                marker::emit(&format!(
+                    "service {} exited ({exit:?}); restart in {} ms",
+                    s.service.name,
+                    delay.as_millis()
+                ));
+            }
+        }
+        None => marker::emit(&format!(
+            "service {} exited ({exit:?}); not restarted",
+            s.service.name
+        )),
+    }
+    write_state(s);
+}
+
+/// Reaps every exited child; returns (pid, exit) pairs.
+fn reap() -> Vec<(Pid, Exit)> {
+    let mut out = Vec::new();
+    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        let exit = if status.exit_status() == Some(0) {
+            Exit::Success
+        } else {
+            Exit::Failure
+        };
+        out.push((pid, exit));
+    }
+    out
+}
+
+fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
+    marker::emit(&format!(
+        "shutdown {}",
+        if how == sys::Halt::Reboot {
+            "reboot"
+        } else {
+            "poweroff"
+        }
+    ));
+    for s in services.iter() {
+        if let Some(pid) = s.pid {
+            let _ = rustix::process::kill_process(pid, Signal::TERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while services.iter().any(|s| s.pid.is_some()) && Instant::now() < deadline {
+        for (pid, _) in reap() {
+            for s in services.iter_mut() {
+                if s.pid == Some(pid) {
+                    s.pid = None;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in services.iter() {
+        if let Some(pid) = s.pid {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    }
+    sys::sync();
+    for m in ["/var", "/data"] {
+        if let Err(e) = sys::unmount(m) {
+            marker::emit(&format!("warning: {e:#}"));
+        }
+    }
+    sys::sync();
+    sys::halt(how)
+}
+
+/// Runs stage 2; returns only with an error.
+pub fn run() -> anyhow::Error {
+    match supervise() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn supervise() -> Result<std::convert::Infallible> {
+    setup_mounts()?;
+    if let Some(w) = std::env::var(stage1::WATCHDOG_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .and_then(sys::adopt_fd)
+    {
+        watchdog::feed_forever(w);
+    }
+    let init: InitConfig = read_toml(&format!("/{}", paths::INIT)).unwrap_or(InitConfig {
+        hostname: "slate".into(),
+        debug_shell: false,
+    });
+    if let Err(e) = sys::set_hostname(&init.hostname) {
+        marker::emit(&format!("warning: {e:#}"));
+    }
+    setup_network();
+
+    let reboot = Arc::new(AtomicBool::new(false));
+    let poweroff = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, reboot.clone()).context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR2, poweroff.clone())
+        .context("installing signal handlers")?;
+    // Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
+
+    let mut services = load_services(&init);
+    marker::emit(&format!(
+        "stage2 up in {} ms since boot ({} services)",
+        uptime_ms(),
+        services.len()
+    ));
+    loop {
+        if poweroff.load(Ordering::Relaxed) {
+            return Err(shutdown(&mut services, sys::Halt::PowerOff));
+        }
+        if reboot.load(Ordering::Relaxed) {
+            return Err(shutdown(&mut services, sys::Halt::Reboot));
+        }
+        let now = Instant::now();
+        for s in services.iter_mut() {
+            if s.pid.is_none() && s.next_start.is_some_and(|t| t <= now) {
+                start(s);
+            }
+        }
+        for (pid, exit) in reap() {
+            if let Some(s) = services.iter_mut().find(|s| s.pid == Some(pid)) {
+                on_exit(s, exit);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
