@@ -106,14 +106,15 @@ fn add_overlay(
             let target = std::fs::read_link(e.path())?;
             tree.insert(&dest, Node::symlink(&target.to_string_lossy()))?;
         } else if ft.is_file() {
-            let bytes = std::fs::read(e.path())
-                .with_context(|| format!("reading {}", e.path().display()))?;
+            // Hashed now, streaming; read again only when the squashfs is written, so a large
+            // overlay never sits in memory.
+            let (_, sha256) = crate::build::hash_file(&e.path())?;
             prov.files.push(FileUsed {
                 source: label.join(&name).display().to_string(),
                 dest: dest.to_string(),
-                sha256: sha256_hex(&bytes),
+                sha256,
             });
-            tree.insert(&dest, Node::file(Content::Bytes(Arc::new(bytes)), mode))?;
+            tree.insert(&dest, Node::file(Content::Host(e.path()), mode))?;
         } else {
             anyhow::bail!(
                 "{}: overlays hold only files, folders and links",
