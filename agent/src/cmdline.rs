@@ -35,8 +35,8 @@ pub enum CmdlineError {
 pub fn value<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
     cmdline
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The slot alone (what slated needs even if verity parameters were damaged).

@@ -86,10 +86,7 @@ fn setup_mounts() -> Result<()> {
 
 fn setup_network() {
     let _ = sys::link_up("lo");
-    let net: Network = match read_toml(&format!("/{}", paths::NETWORK)) {
-        Ok(n) => n,
-        Err(_) => Network::default(),
-    };
+    let net: Network = read_toml(&format!("/{}", paths::NETWORK)).unwrap_or_default();
     let result = (|| -> Result<()> {
         sys::link_up(&net.interface)?;
         if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {

@@ -1,0 +1,581 @@
+//! Starting, watching and stopping one QEMU virtual machine.
+#![allow(unsafe_code)]
+
+use crate::serial::{Line, Serial};
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// UEFI firmware files (Debian's `ovmf` package).
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    /// Read-only code.
+    pub code: PathBuf,
+    /// Variable store template; each VM gets a copy.
+    pub vars: PathBuf,
+}
+
+impl Firmware {
+    /// Finds OVMF (4 MiB build first).
+    pub fn find() -> Result<Firmware> {
+        for (code, vars) in [
+            (
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            ),
+            (
+                "/usr/share/OVMF/OVMF_CODE.fd",
+                "/usr/share/OVMF/OVMF_VARS.fd",
+            ),
+        ] {
+            if Path::new(code).is_file() && Path::new(vars).is_file() {
+                return Ok(Firmware {
+                    code: code.into(),
+                    vars: vars.into(),
+                });
+            }
+        }
+        bail!("OVMF firmware not found in /usr/share/OVMF: install the Debian package ovmf (`cargo xtask deps`)")
+    }
+}
+
+/// Accelerator QEMU runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (always works; ~10 s per boot here).
+    Tcg,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Set once KVM failed to run OVMF in this process, so later VMs go straight to TCG.
+static KVM_BROKEN: AtomicBool = AtomicBool::new(false);
+/// How long a KVM guest may stay silent before the harness decides KVM cannot run OVMF.
+const KVM_PROBE: Duration = Duration::from_secs(8);
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Disk image (used in place; copy it first to keep the original).
+    pub disk: PathBuf,
+    /// Folder for the VM's variable store and serial log.
+    pub work_dir: PathBuf,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// Guest TCP port to forward from a free 127.0.0.1 port (the agent's).
+    pub guest_port: Option<u16>,
+    /// `opt/slate/<key>` fw_cfg strings.
+    pub fw_cfg: Vec<(String, String)>,
+    /// Add an i6300esb watchdog that resets the guest.
+    pub watchdog: bool,
+    /// Exit QEMU instead of rebooting the guest.
+    pub no_reboot: bool,
+    /// Serial on the terminal as well (for `cargo xtask qemu`).
+    pub echo: bool,
+}
+
+impl VmConfig {
+    /// Defaults for a disk: 512 MiB, agent port 8080 forwarded, watchdog on.
+    pub fn new(disk: &Path, work_dir: &Path) -> VmConfig {
+        VmConfig {
+            disk: disk.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
+            memory_mib: 512,
+            guest_port: Some(8080),
+            fw_cfg: Vec::new(),
+            watchdog: true,
+            no_reboot: false,
+            echo: false,
+        }
+    }
+}
+
+/// Limits how many VMs run at once in one process (TCG is CPU-bound).
+struct Slots {
+    used: Mutex<usize>,
+    cv: Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    used: Mutex::new(0),
+    cv: Condvar::new(),
+};
+
+fn max_parallel() -> usize {
+    std::env::var("SLATE_QEMU_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2)
+}
+
+struct SlotGuard;
+
+impl SlotGuard {
+    fn take() -> SlotGuard {
+        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used >= max_parallel() {
+            used = SLOTS.cv.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += 1;
+        SlotGuard
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= 1;
+        SLOTS.cv.notify_one();
+    }
+}
+
+/// A running virtual machine.
+pub struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    serial: Serial,
+    stderr: std::sync::Arc<Mutex<String>>,
+    host_port: Option<u16>,
+    accel: Accel,
+    log: PathBuf,
+    started: Instant,
+    _slot: SlotGuard,
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn requested_accel() -> Result<Option<Accel>> {
+    match std::env::var("SLATE_ACCEL").as_deref() {
+        Ok("kvm") => Ok(Some(Accel::Kvm)),
+        Ok("tcg") => Ok(Some(Accel::Tcg)),
+        Ok("auto") | Ok("") | Err(_) => Ok(None),
+        Ok(other) => bail!("SLATE_ACCEL={other:?}: expected kvm, tcg or auto"),
+    }
+}
+
+fn kvm_usable() -> bool {
+    !KVM_BROKEN.load(Ordering::Relaxed)
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}
+
+impl Vm {
+    /// Boots `cfg.disk`, choosing the accelerator as `SLATE_ACCEL` says.
+    pub fn start(cfg: &VmConfig) -> Result<Vm> {
+        let slot = SlotGuard::take();
+        match requested_accel()? {
+            Some(a) => Vm::spawn(cfg, a, slot),
+            None if kvm_usable() => {
+                let vm = Vm::spawn(cfg, Accel::Kvm, slot)?;
+                if vm.kvm_works() {
+                    return Ok(vm);
+                }
+                KVM_BROKEN.store(true, Ordering::Relaxed);
+                eprintln!(
+                    "slate-qemu: KVM cannot run OVMF here ({}); using TCG",
+                    vm.stderr_text()
+                        .lines()
+                        .next()
+                        .unwrap_or("no console output")
+                );
+                drop(vm);
+                Vm::spawn(cfg, Accel::Tcg, SlotGuard::take())
+            }
+            None => Vm::spawn(cfg, Accel::Tcg, slot),
+        }
+    }
+
+    /// Under KVM, OVMF prints within a second; silence or "KVM internal error" means it died.
+    fn kvm_works(&self) -> bool {
+        let deadline = Instant::now() + KVM_PROBE;
+        while Instant::now() < deadline {
+            if self.stderr_text().contains("KVM internal error") {
+                return false;
+            }
+            if self.serial.has_output() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn spawn(cfg: &VmConfig, accel: Accel, slot: SlotGuard) -> Result<Vm> {
+        let fw = Firmware::find()?;
+        std::fs::create_dir_all(&cfg.work_dir)?;
+        let vars = cfg.work_dir.join("OVMF_VARS.fd");
+        std::fs::copy(&fw.vars, &vars).with_context(|| format!("copying {}", fw.vars.display()))?;
+        let host_port = cfg.guest_port.map(|_| free_port()).transpose()?;
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", &format!("q35,accel={}", accel.name())])
+            .args(["-m", &cfg.memory_mib.to_string()])
+            .args(["-nographic", "-nodefaults", "-serial", "stdio"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                fw.code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=d0,format=raw,file={}",
+                cfg.disk.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=d0"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if accel == Accel::Kvm {
+            cmd.args(["-cpu", "host"]);
+        }
+        if let (Some(guest), Some(host)) = (cfg.guest_port, host_port) {
+            cmd.args([
+                "-netdev",
+                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host}-:{guest}"),
+            ])
+            .args(["-device", "virtio-net-pci,netdev=n0"]);
+        }
+        if cfg.watchdog {
+            cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
+        }
+        if cfg.no_reboot {
+            cmd.arg("-no-reboot");
+        }
+        for (k, v) in &cfg.fw_cfg {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name=opt/slate/{k},string={v}"));
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only makes one
+        // async-signal-safe system call (prctl); it allocates nothing.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                let _ = rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ));
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (install qemu-system-x86: `cargo xtask deps`)")?;
+        let log = cfg.work_dir.join("serial.log");
+        let log_file = std::fs::File::create(&log)?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let serial = Serial::capture(stdout, log_file, cfg.echo, started);
+        let stderr = std::sync::Arc::new(Mutex::new(String::new()));
+        if let Some(mut e) = child.stderr.take() {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = e.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Vm {
+            child,
+            stdin,
+            serial,
+            stderr,
+            host_port,
+            accel,
+            log,
+            started,
+            _slot: slot,
+        })
+    }
+
+    /// QEMU's stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The accelerator in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// Path of the serial log (timestamped).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// All console lines so far.
+    pub fn lines(&self) -> Vec<Line> {
+        self.serial.lines()
+    }
+
+    /// A position in the console output; waits can start after it.
+    pub fn mark(&self) -> usize {
+        self.serial.mark()
+    }
+
+    /// Waits for a console line containing `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<Line> {
+        self.wait_for_after(needle, 0, timeout)
+    }
+
+    /// Waits for a line containing `needle` after position `mark`.
+    pub fn wait_for_after(&self, needle: &str, mark: usize, timeout: Duration) -> Result<Line> {
+        self.wait_any_after(&[needle], mark, timeout)
+            .map(|(_, l)| l)
+    }
+
+    /// Waits for the first line containing any of `needles` after `mark`.
+    pub fn wait_any_after(
+        &self,
+        needles: &[&str],
+        mark: usize,
+        timeout: Duration,
+    ) -> Result<(usize, Line)> {
+        self.wait_inner(needles, mark, true, timeout)
+    }
+
+    fn wait_inner(
+        &self,
+        needles: &[&str],
+        mark: usize,
+        partial: bool,
+        timeout: Duration,
+    ) -> Result<(usize, Line)> {
+        match self.serial.wait_any(needles, mark, partial, timeout) {
+            Some(hit) => Ok(hit),
+            None => bail!(
+                "none of {needles:?} on the console within {} s ({} accel); serial log: {}; last lines:\n{}",
+                timeout.as_secs(),
+                self.accel.name(),
+                self.log.display(),
+                self.tail(15)
+            ),
+        }
+    }
+
+    /// The last `n` console lines, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let lines = self.lines();
+        lines
+            .iter()
+            .skip(lines.len().saturating_sub(n))
+            .map(|l| format!("  [{:>7.3}] {}", l.at.as_secs_f64(), l.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// True if any console line so far contains `needle`.
+    pub fn saw(&self, needle: &str) -> bool {
+        self.lines().iter().any(|l| l.text.contains(needle))
+    }
+
+    /// Types `text` on the serial console (the debug shell reads it).
+    pub fn send(&mut self, text: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("console input is closed")?;
+        stdin.write_all(text.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Runs a shell command on the debug console and returns its output lines, using a
+    /// unique end marker so output of other processes can be told apart.
+    pub fn shell(&mut self, command: &str, timeout: Duration) -> Result<String> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = N.fetch_add(1, Ordering::Relaxed);
+        // The marker is split in the typed command so the console's echo of the command
+        // never matches it; only the shell's output does.
+        let end = format!("__END{id}:");
+        let typed = format!("__E\"\"ND{id}:");
+        let mark = self.mark();
+        self.send(&format!("{command}; echo \"{typed}$?\"\n"))?;
+        let (_, line) = self.wait_inner(&[&end], mark, false, timeout)?;
+        let lines = self.lines();
+        let start = lines
+            .iter()
+            .skip(mark)
+            .position(|l| l.text.contains(&format!("__E\"\"ND{id}")))
+            .map_or(mark, |p| mark + p + 1);
+        let body: Vec<String> = lines
+            .iter()
+            .skip(start)
+            .take_while(|l| !l.text.contains(&end))
+            .map(|l| l.text.clone())
+            .collect();
+        let code = line
+            .text
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Ok(format!("{}\nexit={code}", body.join("\n")))
+    }
+
+    /// Forwarded loopback port of the agent.
+    pub fn host_port(&self) -> Option<u16> {
+        self.host_port
+    }
+
+    /// `http://127.0.0.1:<port>` of the agent.
+    pub fn agent_url(&self) -> Option<String> {
+        self.host_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    /// One HTTP/1.1 request to the agent; returns (status, body).
+    pub fn http(&self, method: &str, path: &str) -> Result<(u16, String)> {
+        let port = self.host_port.context("no forwarded port")?;
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: slate\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let text = String::from_utf8_lossy(&resp).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .context("malformed HTTP response")?;
+        let code: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no HTTP status")?;
+        Ok((code, body.to_string()))
+    }
+
+    /// Kills QEMU at once: a power cut. The disk keeps what the guest wrote before it.
+    pub fn power_cut(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "QEMU did not exit within {} s; serial log {}:\n{}",
+                    timeout.as_secs(),
+                    self.log.display(),
+                    self.tail(10)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks the agent to power off and waits for QEMU to exit; kills it if that fails.
+    pub fn shutdown(&mut self, timeout: Duration) -> Result<()> {
+        let asked = self.http("POST", "/v1/poweroff");
+        let r = asked.and_then(|_| self.wait_exit(timeout));
+        if r.is_err() {
+            self.power_cut();
+        }
+        r.map(|_| ())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process_alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+    }
+
+    /// A VM without a bootable disk still starts QEMU: enough to prove cleanup.
+    fn empty_vm(dir: &Path) -> Vm {
+        let disk = dir.join("empty.img");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let mut cfg = VmConfig::new(&disk, dir);
+        cfg.guest_port = None;
+        cfg.watchdog = false;
+        Vm::start(&cfg).unwrap()
+    }
+
+    #[test]
+    fn dropping_a_vm_kills_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = empty_vm(dir.path());
+        let pid = vm.pid();
+        assert!(process_alive(pid));
+        drop(vm);
+        assert!(!process_alive(pid), "QEMU {pid} outlived its Vm");
+    }
+
+    #[test]
+    fn a_panicking_test_leaves_no_qemu_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = std::sync::Arc::new(Mutex::new(0));
+        let p = pid.clone();
+        let d = dir.path().to_path_buf();
+        let r = std::thread::spawn(move || {
+            let vm = empty_vm(&d);
+            *p.lock().unwrap() = vm.pid();
+            panic!("test failure while a VM runs");
+        })
+        .join();
+        assert!(r.is_err());
+        let pid = *pid.lock().unwrap();
+        assert!(pid > 0);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!process_alive(pid), "QEMU {pid} outlived a panicking test");
+    }
+
+    #[test]
+    fn firmware_is_found() {
+        let fw = Firmware::find().unwrap();
+        assert!(fw.code.is_file() && fw.vars.is_file());
+    }
+}

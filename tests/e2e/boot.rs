@@ -1,0 +1,100 @@
+//! The default image boots to healthy; the root is the verified, read-only squashfs; /data is
+//! persistent ext4 across a clean reboot and a power cut.
+
+use slate_tests::*;
+use std::time::Duration;
+
+const SHELL: Duration = Duration::from_secs(30);
+
+#[test]
+fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
+    let img = image("1.0.0");
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    let root = &img.report.verity.root_hash;
+    vm.wait_for(
+        &format!("slate: stage1 done slot=a root={root}"),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    vm.wait_for("slate: stage2 up", BOOT_TIMEOUT).unwrap();
+    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+        .unwrap();
+
+    let (code, body) = vm.http("GET", "/v1/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["slot"], "a");
+    assert_eq!(s["version"], "1.0.0");
+    assert_eq!(s["name"], "slate-demo");
+    assert_eq!(s["root_hash"].as_str(), Some(root.as_str()));
+    assert_eq!(s["boot"]["state"], "good");
+    assert_eq!(s["entry"], "slate-a-1.0.0.conf");
+    assert_eq!(s["health"]["state"], "passed");
+
+    vm.wait_for("slate# ", SHELL).unwrap();
+    let mounts = vm
+        .shell("grep -E ' (/|/data) ' /proc/mounts", SHELL)
+        .unwrap();
+    assert!(
+        mounts.contains("/dev/mapper/root / squashfs ro"),
+        "{mounts}"
+    );
+    assert!(
+        mounts.lines().any(|l| l.contains(" /data ext4 rw")),
+        "{mounts}"
+    );
+    let table = vm
+        .shell(
+            "cat /sys/block/dm-0/dm/name; ls /sys/block/dm-0/slaves",
+            SHELL,
+        )
+        .unwrap();
+    assert!(table.contains("root") && table.contains("vda2"), "{table}");
+    let write = vm.shell("touch /probe", SHELL).unwrap();
+    assert!(write.contains("Read-only file system"), "{write}");
+    assert!(!write.contains("exit=0"), "{write}");
+    let ok = vm
+        .shell("touch /data/probe && rm /data/probe", SHELL)
+        .unwrap();
+    assert!(ok.ends_with("exit=0"), "{ok}");
+
+    vm.shutdown(Duration::from_secs(60)).unwrap();
+    assert!(vm.saw("slate: shutdown poweroff"));
+}
+
+#[test]
+fn data_survives_a_clean_reboot_and_a_power_cut() {
+    let img = image("1.0.0");
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
+    vm.wait_for("slate# ", SHELL).unwrap();
+    let w = vm.shell("echo clean-reboot > /data/keep1", SHELL).unwrap();
+    assert!(w.ends_with("exit=0"), "{w}");
+
+    // Clean reboot through the agent: PID 1 stops services, syncs and unmounts /data.
+    let mark = vm.mark();
+    let (code, _) = vm.http("POST", "/v1/reboot").unwrap();
+    assert_eq!(code, 202);
+    vm.wait_for_after("slate: shutdown reboot", mark, SHELL)
+        .unwrap();
+    vm.wait_for_after("slate: healthy slot=a", mark, BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_for_after("slate# ", mark, SHELL).unwrap();
+    let r = vm.shell("cat /data/keep1", SHELL).unwrap();
+    assert!(r.contains("clean-reboot"), "{r}");
+
+    // Power cut after sync: QEMU is killed, the same disk boots again.
+    let w = vm
+        .shell("echo power-cut > /data/keep2 && sync", SHELL)
+        .unwrap();
+    assert!(w.ends_with("exit=0"), "{w}");
+    vm.power_cut();
+    drop(vm);
+    let mut vm = boot(&disk, &tmp.path().join("second"), |_| {}).unwrap();
+    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
+    vm.wait_for("slate# ", SHELL).unwrap();
+    let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
+    assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
+}

@@ -1,0 +1,6 @@
+//! End-to-end scenarios: real images booted by real OVMF, systemd-boot and the Debian kernel in
+//! QEMU. One module per scenario; every failure message carries the serial log path.
+#![allow(clippy::unwrap_used)]
+
+mod boot;
+mod verity;
