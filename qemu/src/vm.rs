@@ -86,6 +86,9 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// Serial on the terminal as well (for `cargo xtask qemu`).
     pub echo: bool,
+    /// Give QEMU the terminal itself (stdin and stdout, `-serial mon:stdio`); nothing is
+    /// captured, so waits and `shell` do not work.
+    pub interactive: bool,
 }
 
 impl VmConfig {
@@ -100,6 +103,7 @@ impl VmConfig {
             watchdog: true,
             no_reboot: false,
             echo: false,
+            interactive: false,
         }
     }
 }
@@ -230,7 +234,7 @@ impl Vm {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", &format!("q35,accel={}", accel.name())])
             .args(["-m", &cfg.memory_mib.to_string()])
-            .args(["-nographic", "-nodefaults", "-serial", "stdio"])
+            .args(["-nographic", "-nodefaults", "-serial", if cfg.interactive { "mon:stdio" } else { "stdio" }])
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -287,8 +291,10 @@ impl Vm {
             .context("starting qemu-system-x86_64 (install qemu-system-x86: `cargo xtask deps`)")?;
         let log = cfg.work_dir.join("serial.log");
         let log_file = std::fs::File::create(&log)?;
-        let stdout = child.stdout.take().context("qemu stdout")?;
-        let serial = Serial::capture(stdout, log_file, cfg.echo, started);
+        let serial = match child.stdout.take() {
+            Some(stdout) => Serial::capture(stdout, log_file, cfg.echo, started),
+            None => Serial::capture(std::io::empty(), log_file, false, started),
+        };
         let stderr = std::sync::Arc::new(Mutex::new(String::new()));
         if let Some(mut e) = child.stderr.take() {
             let sink = stderr.clone();
@@ -353,7 +359,7 @@ impl Vm {
         self.serial.mark()
     }
 
-    /// Waits for a console line containing `needle`.
+    /// Waits for a complete console line containing `needle`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<Line> {
         self.wait_for_after(needle, 0, timeout)
     }
@@ -371,7 +377,13 @@ impl Vm {
         mark: usize,
         timeout: Duration,
     ) -> Result<(usize, Line)> {
-        self.wait_inner(needles, mark, true, timeout)
+        self.wait_inner(needles, mark, false, timeout)
+    }
+
+    /// Waits for text that may not end its line (a shell prompt) after `mark`.
+    pub fn wait_prompt(&self, prompt: &str, mark: usize, timeout: Duration) -> Result<Line> {
+        self.wait_inner(&[prompt], mark, true, timeout)
+            .map(|(_, l)| l)
     }
 
     fn wait_inner(

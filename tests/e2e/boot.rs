@@ -32,7 +32,7 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     assert_eq!(s["entry"], "slate-a-1.0.0.conf");
     assert_eq!(s["health"]["state"], "passed");
 
-    vm.wait_for("slate# ", SHELL).unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let mounts = vm
         .shell("grep -E ' (/|/data) ' /proc/mounts", SHELL)
         .unwrap();
@@ -69,7 +69,7 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
-    vm.wait_for("slate# ", SHELL).unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let w = vm.shell("echo clean-reboot > /data/keep1", SHELL).unwrap();
     assert!(w.ends_with("exit=0"), "{w}");
 
@@ -81,7 +81,7 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
         .unwrap();
     vm.wait_for_after("slate: healthy slot=a", mark, BOOT_TIMEOUT)
         .unwrap();
-    vm.wait_for_after("slate# ", mark, SHELL).unwrap();
+    vm.wait_prompt("slate# ", mark, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1", SHELL).unwrap();
     assert!(r.contains("clean-reboot"), "{r}");
 
@@ -94,7 +94,7 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     drop(vm);
     let mut vm = boot(&disk, &tmp.path().join("second"), |_| {}).unwrap();
     vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
-    vm.wait_for("slate# ", SHELL).unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
 }

@@ -301,6 +301,155 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
             verity(rounds.max(3))
         }
         "verity" => verity(rounds.max(3)),
-        other => bail!("unknown benchmark {other:?} (known: imager, verity)"),
+        "boot" => boot_bench(rounds),
+        other => bail!("unknown benchmark {other:?} (known: imager, verity, boot)"),
     }
+}
+
+/// Host-clock boot milestones of one boot, in seconds since QEMU started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BootTimes {
+    /// OVMF handed over to the boot loader.
+    pub firmware: Option<f64>,
+    /// The kernel started (stage 2's uptime subtracted from its marker time).
+    pub kernel: Option<f64>,
+    /// Stage 1 finished.
+    pub stage1: Option<f64>,
+    /// Stage 2 is supervising.
+    pub stage2: Option<f64>,
+    /// The agent's checks passed.
+    pub healthy: Option<f64>,
+}
+
+fn number_before(text: &str, unit: &str) -> Option<f64> {
+    let i = text.find(unit)?;
+    text[..i].split_whitespace().last()?.parse().ok()
+}
+
+impl BootTimes {
+    /// Reads the milestones from a VM's console.
+    pub fn of(vm: &slate_qemu::Vm) -> BootTimes {
+        let mut t = BootTimes::default();
+        for l in vm.lines() {
+            let at = l.at.as_secs_f64();
+            if t.firmware.is_none() && l.text.contains("BdsDxe: starting") {
+                t.firmware = Some(at);
+            }
+            if l.text.contains("slate: stage1 done") {
+                t.stage1 = Some(at);
+            }
+            if l.text.contains("slate: stage2 up") {
+                t.stage2 = Some(at);
+                if let Some(ms) = number_before(&l.text, " ms since boot") {
+                    t.kernel = Some(at - ms / 1000.0);
+                }
+            }
+            if l.text.contains("slate: healthy") {
+                t.healthy = Some(at);
+            }
+        }
+        t
+    }
+}
+
+/// A printable timeline of one boot.
+pub fn boot_timings(vm: &slate_qemu::Vm) -> String {
+    let t = BootTimes::of(vm);
+    let f = |x: Option<f64>| x.map_or("     -".to_string(), |v| format!("{v:6.2}"));
+    format!(
+        "boot timeline (s since QEMU start, {:?}): firmware done {} | kernel start {} | stage 1 done {} | stage 2 up {} | healthy {}",
+        vm.accel(),
+        f(t.firmware),
+        f(t.kernel),
+        f(t.stage1),
+        f(t.stage2),
+        f(t.healthy)
+    )
+}
+
+/// A disk that boots the same firmware, boot loader and kernel into a busybox-only initramfs
+/// that prints its uptime and powers off: the floor Slate's own boot is compared with.
+fn floor_disk(image: &Path, dir: &Path) -> Result<PathBuf> {
+    use slate_imager::spec::ImagePath;
+    use slate_imager::tree::{Node, Tree};
+    let disk = dir.join("floor.img");
+    run(Command::new("cp").arg("--sparse=always").arg(image.join("disk.img")).arg(&disk))?;
+    let bb = dir.join("bb");
+    run(Command::new("dpkg-deb").arg("-x").arg(deb_file("busybox-static")?).arg(&bb))?;
+    let mut t = Tree::default();
+    let p = |s: &str| ImagePath::new(s).map_err(anyhow::Error::msg);
+    t.insert(&p("/bin/busybox")?, Node::bytes(std::fs::read(bb.join("bin/busybox"))?, 0o755))?;
+    t.insert(&p("/bin/sh")?, Node::symlink("busybox"))?;
+    t.insert(&p("/proc")?, Node::dir(0o755))?;
+    t.insert(&p("/dev")?, Node::dir(0o755))?;
+    t.insert(&p("/dev/console")?, Node { kind: slate_imager::tree::Kind::CharDev { major: 5, minor: 1 }, mode: 0o600, uid: 0, gid: 0 })?;
+    t.insert(&p("/init")?, Node::bytes("#!/bin/sh\n/bin/busybox mount -t proc proc /proc\necho \"floor: up $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n/bin/busybox poweroff -f\n", 0o755))?;
+    let cpio = slate_imager::cpio::write(&t, 0, Vec::new())?;
+    let initrd = dir.join("floor-initrd.img");
+    std::fs::write(&initrd, zstd::bulk::compress(&cpio, 19)?)?;
+    let mut head = vec![0u8; 34 * 512];
+    std::io::Read::read_exact(&mut std::fs::File::open(&disk)?, &mut head)?;
+    let esp = slate_core::gpt::Table::decode(&head)?.by_name("esp").context("no esp partition")?.offset();
+    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-o").arg("-i").arg(format!("{}@@{esp}", disk.display())).arg(&initrd).arg("::/slate/a/initrd.img"))?;
+    Ok(disk)
+}
+
+fn boot_bench(rounds: u32) -> Result<()> {
+    use slate_qemu::{Vm, VmConfig};
+    use std::time::Duration;
+    let image = crate::qemu::ensure_image(&root().join("rootfs/image.toml"), "qemu-x86_64", false)?;
+    let scratch = root().join("target/bench-boot");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let floor = floor_disk(&image, &scratch)?;
+    let budget = Duration::from_secs(300);
+    let (mut slate_runs, mut floor_runs) = (Vec::new(), Vec::new());
+    let mut rss = String::new();
+    for r in 0..rounds.max(5) {
+        let work = scratch.join(format!("run{r}"));
+        std::fs::create_dir_all(&work)?;
+        let disk = work.join("disk.img");
+        run(Command::new("cp").arg("--sparse=always").arg(image.join("disk.img")).arg(&disk))?;
+        let mut vm = Vm::start(&VmConfig::new(&disk, &work))?;
+        vm.wait_for("slate: healthy", budget)?;
+        let t = BootTimes::of(&vm);
+        eprintln!("  slate {}: {}", r + 1, boot_timings(&vm));
+        if rss.is_empty() {
+            vm.wait_prompt("slate# ", 0, Duration::from_secs(30))?;
+            std::thread::sleep(Duration::from_secs(3));
+            rss = vm.shell("grep VmRSS /proc/1/status /proc/$(busybox pidof slated)/status", Duration::from_secs(30))?;
+        }
+        vm.power_cut();
+        slate_runs.push(t);
+
+        let fdisk = work.join("floor.img");
+        run(Command::new("cp").arg("--sparse=always").arg(&floor).arg(&fdisk))?;
+        let mut cfg = VmConfig::new(&fdisk, &work.join("floor"));
+        cfg.no_reboot = true;
+        let mut vm = Vm::start(&cfg)?;
+        let line = vm.wait_for("floor: up", budget)?;
+        let uptime: f64 = line.text.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0.0);
+        let _ = vm.wait_exit(Duration::from_secs(30));
+        let fw = vm.lines().iter().find(|l| l.text.contains("BdsDxe: starting")).map(|l| l.at.as_secs_f64());
+        floor_runs.push((fw, line.at.as_secs_f64() - uptime, line.at.as_secs_f64()));
+        eprintln!("  floor {}: firmware done {:.2} s, kernel start {:.2} s, init up {:.2} s", r + 1, fw.unwrap_or(0.0), line.at.as_secs_f64() - uptime, line.at.as_secs_f64());
+    }
+    let med = |f: &dyn Fn(&BootTimes) -> Option<f64>| median(slate_runs.iter().filter_map(f).collect());
+    let (fw, kernel, s1, s2, healthy) = (med(&|t| t.firmware), med(&|t| t.kernel), med(&|t| t.stage1), med(&|t| t.stage2), med(&|t| t.healthy));
+    let f_fw = median(floor_runs.iter().filter_map(|x| x.0).collect());
+    let f_kernel = median(floor_runs.iter().map(|x| x.1).collect());
+    let f_up = median(floor_runs.iter().map(|x| x.2).collect());
+    println!("\nboot, median of {} (s since QEMU start, host clock)", slate_runs.len());
+    println!("  {:<22} {:>8} {:>8} {:>9} {:>9} {:>9}", "", "firmware", "kernel", "stage 1", "stage 2", "healthy");
+    println!("  {:<22} {fw:>8.2} {kernel:>8.2} {s1:>9.2} {s2:>9.2} {healthy:>9.2}", "slate");
+    println!("  {:<22} {f_fw:>8.2} {f_kernel:>8.2} {:>9} {:>9} {f_up:>9.2}", "floor (busybox initrd)", "-", "-");
+    println!("  slate over the floor, kernel start → ready: {:.2} s (slate healthy − kernel start {:.2} s; floor init up − kernel start {:.2} s; goal ≤ 0.5 s)", (healthy - kernel) - (f_up - f_kernel), healthy - kernel, f_up - f_kernel);
+    println!("\nidle RSS (kB, from /proc/<pid>/status in the guest):\n{rss}");
+    for b in ["slate-init", "slated"] {
+        let p = root().join("target/x86_64-unknown-linux-gnu/release").join(b);
+        if let Ok(m) = std::fs::metadata(&p) {
+            println!("  {b}: {:.2} MiB static binary", m.len() as f64 / 1048576.0);
+        }
+    }
+    Ok(())
 }

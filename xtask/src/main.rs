@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod qemu;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -36,9 +37,33 @@ enum Cmd {
         #[arg(long, default_value = "rootfs/image.toml")]
         spec: PathBuf,
     },
+    /// Boot the default image in QEMU (building it first when missing or stale).
+    ///
+    /// Interactive by default: the serial console is this terminal (quit: Ctrl-A X).
+    Qemu {
+        /// Spec.
+        #[arg(long, default_value = "rootfs/image.toml")]
+        spec: PathBuf,
+        /// Board.
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Rebuild the image even if it looks fresh.
+        #[arg(long)]
+        rebuild: bool,
+        /// No terminal: wait for a marker, print timings, power off, exit 0/1.
+        #[arg(long)]
+        headless: bool,
+        /// With --headless: healthy (default), stage2 or stage1.
+        #[arg(long)]
+        until: Option<String>,
+        /// With --headless: seconds to wait.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
-    /// Benchmarks beside the standard tools (`imager`: slate build vs mksquashfs/veritysetup/...).
+    /// Benchmarks beside the standard tools: `imager` (slate build vs mksquashfs, veritysetup,
+    /// mkfs.vfat, sgdisk, dd), `verity` (vs veritysetup format), `boot` (vs a busybox initrd).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "imager")]
@@ -77,7 +102,8 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn image(board: &str, spec: &Path) -> Result<PathBuf> {
+/// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence).
+pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
     let out = root().join("out").join(board);
     run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
     run(Command::new(root().join("target/release/slate"))
@@ -120,6 +146,7 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::Qemu { spec, board, rebuild, headless, until, timeout } => qemu::qemu(&spec, &board, rebuild, headless, until.as_deref(), timeout),
         Cmd::Bench { what, mib, rounds } => bench::bench(&what, mib, rounds),
     }
 }
