@@ -47,16 +47,22 @@ fn building_needs_no_root() {
     let copy = |from: &std::path::Path, to: &std::path::Path| {
         ok(Command::new("cp").arg("-a").arg(from).arg(to))
     };
+    // Everything the unprivileged build reads is copied into the world-readable folder: the
+    // checkout itself may live under a private home folder.
     copy(&data(), &work.join("data"));
     copy(agent_dir(), &work.join("agent"));
+    copy(&workspace().join(".cache/debs"), &work.join("debs"));
+    copy(
+        std::path::Path::new(env!("CARGO_BIN_EXE_slate")),
+        &work.join("slate"),
+    );
     ok(Command::new("chmod").args(["-R", "a+rwX"]).arg(work));
     if Command::new("setpriv").arg("--version").output().is_err() {
         panic!("setpriv (util-linux) is needed to drop root for this test");
     }
-    let cache = workspace().join(".cache/debs");
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_slate"))
+        .arg(work.join("slate"))
         .args(["build", "--quiet"])
         .arg("--spec")
         .arg(work.join("data/spec/image.toml"))
@@ -65,7 +71,7 @@ fn building_needs_no_root() {
         .arg("--boards")
         .arg(work.join("data/boards"))
         .arg("--debs")
-        .arg(&cache)
+        .arg(work.join("debs"))
         .arg("--agent-dir")
         .arg(work.join("agent"))
         .env("HOME", work);

@@ -234,7 +234,16 @@ impl Vm {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", &format!("q35,accel={}", accel.name())])
             .args(["-m", &cfg.memory_mib.to_string()])
-            .args(["-nographic", "-nodefaults", "-serial", if cfg.interactive { "mon:stdio" } else { "stdio" }])
+            .args([
+                "-nographic",
+                "-nodefaults",
+                "-serial",
+                if cfg.interactive {
+                    "mon:stdio"
+                } else {
+                    "stdio"
+                },
+            ])
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,unit=0,readonly=on,file={}",
@@ -435,7 +444,8 @@ impl Vm {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let id = N.fetch_add(1, Ordering::Relaxed);
         // The marker is split in the typed command so the console's echo of the command
-        // never matches it; only the shell's output does.
+        // never matches it; only the shell's output does. The echo (which the line editor may
+        // wrap) ends with the line holding `ND<id>:$?`; the output starts after it.
         let end = format!("__END{id}:");
         let typed = format!("__E\"\"ND{id}:");
         let mark = self.mark();
@@ -445,7 +455,7 @@ impl Vm {
         let start = lines
             .iter()
             .skip(mark)
-            .position(|l| l.text.contains(&format!("__E\"\"ND{id}")))
+            .rposition(|l| l.text.contains(&format!("ND{id}:$?")))
             .map_or(mark, |p| mark + p + 1);
         let body: Vec<String> = lines
             .iter()

@@ -135,6 +135,14 @@ fn ci() -> Result<()> {
         .arg("inspect")
         .arg(out.join("disk.img")))?;
     run(Command::new("sgdisk").arg("-v").arg(out.join("disk.img")))?;
+    // The QEMU tests must not leave a VM behind, pass or fail.
+    let left = Command::new("pgrep").args(["-a", "qemu-system"]).output()?;
+    if !left.stdout.is_empty() {
+        bail!(
+            "QEMU processes left behind by the tests:\n{}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
     eprintln!("ci: all green");
     Ok(())
 }
@@ -146,7 +154,14 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
-        Cmd::Qemu { spec, board, rebuild, headless, until, timeout } => qemu::qemu(&spec, &board, rebuild, headless, until.as_deref(), timeout),
+        Cmd::Qemu {
+            spec,
+            board,
+            rebuild,
+            headless,
+            until,
+            timeout,
+        } => qemu::qemu(&spec, &board, rebuild, headless, until.as_deref(), timeout),
         Cmd::Bench { what, mib, rounds } => bench::bench(&what, mib, rounds),
     }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 /// Newest modification time of any file under `p`.
 fn newest(p: &Path) -> SystemTime {
-    let mut t = std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut t = std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     if let Ok(dir) = std::fs::read_dir(p) {
         for e in dir.flatten() {
             t = t.max(newest(&e.path()));
@@ -22,7 +24,13 @@ pub fn ensure_image(spec: &Path, board: &str, rebuild: bool) -> Result<PathBuf> 
     let out = root().join("out").join(board);
     let report = out.join("build.toml");
     let built = std::fs::metadata(&report).and_then(|m| m.modified()).ok();
-    let inputs = [spec.parent().unwrap_or(Path::new(".")).to_path_buf(), root().join("boards"), root().join("agent/src"), root().join("core/src"), root().join("imager/src")];
+    let inputs = [
+        spec.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        root().join("boards"),
+        root().join("agent/src"),
+        root().join("core/src"),
+        root().join("imager/src"),
+    ];
     let stale = match built {
         None => true,
         Some(b) => inputs.iter().any(|i| newest(i) > b),
@@ -35,12 +43,24 @@ pub fn ensure_image(spec: &Path, board: &str, rebuild: bool) -> Result<PathBuf> 
 }
 
 /// Runs `cargo xtask qemu`.
-pub fn qemu(spec: &Path, board: &str, rebuild: bool, headless: bool, until: Option<&str>, timeout: u64) -> Result<()> {
+pub fn qemu(
+    spec: &Path,
+    board: &str,
+    rebuild: bool,
+    headless: bool,
+    until: Option<&str>,
+    timeout: u64,
+) -> Result<()> {
     let out = ensure_image(spec, board, rebuild)?;
     let run = out.join("run");
     std::fs::create_dir_all(&run)?;
     let disk = run.join("disk.img");
-    let ok = std::process::Command::new("cp").arg("--sparse=always").arg(out.join("disk.img")).arg(&disk).status()?.success();
+    let ok = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(out.join("disk.img"))
+        .arg(&disk)
+        .status()?
+        .success();
     if !ok {
         bail!("copying the disk image into {}", run.display());
     }
@@ -48,7 +68,12 @@ pub fn qemu(spec: &Path, board: &str, rebuild: bool, headless: bool, until: Opti
     if !headless {
         cfg.interactive = true;
         let mut vm = Vm::start(&cfg)?;
-        eprintln!("slate: booting {} ({:?}); agent status at {}/v1/status", disk.display(), vm.accel(), vm.agent_url().unwrap_or_default());
+        eprintln!(
+            "slate: booting {} ({:?}); agent status at {}/v1/status",
+            disk.display(),
+            vm.accel(),
+            vm.agent_url().unwrap_or_default()
+        );
         eprintln!("slate: quit with Ctrl-A X; the debug shell appears on this console once booted");
         let status = vm.wait_exit(Duration::from_secs(u64::MAX / 4))?;
         eprintln!("qemu exited: {status}");
@@ -63,17 +88,34 @@ pub fn qemu(spec: &Path, board: &str, rebuild: bool, headless: bool, until: Opti
     };
     let mut vm = Vm::start(&cfg)?;
     let budget = Duration::from_secs(timeout);
-    let result = vm.wait_any_after(&[marker, "slate: stage1 failed", "slate: stage2 failed", "slate: unhealthy"], 0, budget);
+    let result = vm.wait_any_after(
+        &[
+            marker,
+            "slate: stage1 failed",
+            "slate: stage2 failed",
+            "slate: unhealthy",
+        ],
+        0,
+        budget,
+    );
     let timings = crate::bench::boot_timings(&vm);
     match result {
         Ok((0, line)) => {
             println!("{}", line.text);
             println!("{timings}");
-            println!("accel {:?}; serial log {}", vm.accel(), vm.log_path().display());
+            println!(
+                "accel {:?}; serial log {}",
+                vm.accel(),
+                vm.log_path().display()
+            );
             let _ = vm.shutdown(Duration::from_secs(60));
             Ok(())
         }
-        Ok((_, line)) => bail!("boot failed: {} (serial log {})", line.text, vm.log_path().display()),
+        Ok((_, line)) => bail!(
+            "boot failed: {} (serial log {})",
+            line.text,
+            vm.log_path().display()
+        ),
         Err(e) => Err(e),
     }
 }
