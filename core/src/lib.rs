@@ -6,10 +6,12 @@
 //! implementation is what guarantees they agree.
 
 pub mod bootentry;
+pub mod bundle;
 pub mod config;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
+pub mod manifest;
 pub mod verity;
 pub mod version;
 

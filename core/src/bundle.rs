@@ -1,0 +1,312 @@
+//! Bundles (`*.slate`): a POSIX ustar archive read and written as a stream (DESIGN §7).
+//!
+//! ```text
+//! [512 header "manifest.toml"][data, padded to 512]
+//! [512 header "manifest.sig" ][data, padded to 512]
+//! [512 header "rootfs.img"   ][data, padded to 512]
+//! [512 header "vmlinuz"      ][data, padded to 512]
+//! [512 header "initrd.img"   ][data, padded to 512]
+//! [1024 zero bytes]
+//! ustar header: name[100] mode[8] uid[8] gid[8] size[12] mtime[12] chksum[8] typeflag[1]
+//!               linkname[100] magic "ustar\0" version "00" uname[32] gname[32] devmajor[8]
+//!               devminor[8] prefix[155] pad[12]; numbers in octal, chksum = byte sum with
+//!               the chksum field read as spaces.
+//! ```
+//! The reader accepts only regular files with exactly the expected names in this order, so a
+//! device never sees a path, link or extra entry; the manifest and signature can be verified
+//! before a single artifact byte is read. Every error names the byte offset it concerns.
+
+use std::io::{self, Read, Write};
+
+/// Size of a tar block.
+pub const BLOCK: u64 = 512;
+
+/// Why a bundle stream was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading failed.
+    #[error("reading the bundle at byte {offset}: {source}")]
+    Io {
+        /// Byte offset.
+        offset: u64,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The stream ended early.
+    #[error("bundle is truncated: it ends at byte {offset}, inside {what}")]
+    Truncated {
+        /// Where it ended.
+        offset: u64,
+        /// What was being read.
+        what: String,
+    },
+    /// A header is not a ustar header.
+    #[error("bad tar header at byte {offset}: {why}")]
+    BadHeader {
+        /// Header offset.
+        offset: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Entries are missing, extra, renamed or out of order.
+    #[error("tar entry at byte {offset} is {found:?}; expected {expected:?} (a bundle holds manifest.toml, manifest.sig, rootfs.img, vmlinuz, initrd.img in that order)")]
+    UnexpectedEntry {
+        /// Header offset.
+        offset: u64,
+        /// What should be there.
+        expected: String,
+        /// What is there.
+        found: String,
+    },
+    /// An entry is larger than allowed.
+    #[error("{name} is {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// Entry name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The entry's size differs from what the manifest says.
+    #[error("{name} is {found} bytes in the archive but the manifest says {expected}")]
+    SizeMismatch {
+        /// Entry name.
+        name: String,
+        /// Manifest size.
+        expected: u64,
+        /// Archive size.
+        found: u64,
+    },
+}
+
+/// A bundle being read.
+pub struct BundleReader<R> {
+    r: R,
+    offset: u64,
+}
+
+fn octal(field: &[u8]) -> Option<u64> {
+    let s: String = field.iter().take_while(|&&b| b != 0).map(|&b| b as char).collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+impl<R: Read> BundleReader<R> {
+    /// Wraps a stream positioned at the start of a bundle.
+    pub fn new(r: R) -> BundleReader<R> {
+        BundleReader { r, offset: 0 }
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), BundleError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.r.read(&mut buf[got..]) {
+                Ok(0) => return Err(BundleError::Truncated { offset: self.offset, what: what.to_string() }),
+                Ok(n) => {
+                    got += n;
+                    self.offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BundleError::Io { offset: self.offset, source: e }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next header, which must be a regular file named `name` of at most `max`
+    /// bytes; returns its size.
+    pub fn expect_entry(&mut self, name: &str, max: u64) -> Result<u64, BundleError> {
+        let at = self.offset;
+        let mut h = [0u8; BLOCK as usize];
+        self.fill(&mut h, &format!("the header of {name}"))?;
+        if h.iter().all(|&b| b == 0) {
+            return Err(BundleError::UnexpectedEntry { offset: at, expected: name.into(), found: "end of archive".into() });
+        }
+        let bad = |why: String| BundleError::BadHeader { offset: at, why };
+        let stored = octal(&h[148..156]).ok_or_else(|| bad("checksum field is not octal".into()))?;
+        let sum: u64 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+        if stored != sum {
+            return Err(bad(format!("checksum {stored:o} does not match the header ({sum:o})")));
+        }
+        if &h[257..262] != b"ustar" {
+            return Err(bad("not a ustar header".into()));
+        }
+        let raw_name = &h[0..100];
+        let found: String = String::from_utf8_lossy(&raw_name[..raw_name.iter().position(|&b| b == 0).unwrap_or(100)]).into_owned();
+        let prefix_empty = h[345..500].iter().all(|&b| b == 0);
+        let typeflag = h[156];
+        if found != name || !prefix_empty {
+            return Err(BundleError::UnexpectedEntry { offset: at, expected: name.into(), found });
+        }
+        if typeflag != b'0' && typeflag != 0 {
+            return Err(bad(format!("{name} is not a regular file (type {:?})", typeflag as char)));
+        }
+        let size = octal(&h[124..136]).ok_or_else(|| bad("size field is not octal".into()))?;
+        if size > max {
+            return Err(BundleError::TooLarge { name: name.into(), size, max });
+        }
+        Ok(size)
+    }
+
+    fn skip_padding(&mut self, size: u64, name: &str) -> Result<(), BundleError> {
+        let pad = (BLOCK - size % BLOCK) % BLOCK;
+        let mut b = [0u8; BLOCK as usize];
+        self.fill(&mut b[..pad as usize], &format!("the padding after {name}"))
+    }
+
+    /// Reads an entry's data whole (for the small manifest and signature files).
+    pub fn read_small(&mut self, name: &str, size: u64) -> Result<Vec<u8>, BundleError> {
+        let mut v = vec![0u8; size as usize];
+        self.fill(&mut v, name)?;
+        self.skip_padding(size, name)?;
+        Ok(v)
+    }
+
+    /// Streams an entry's data in chunks to `sink` (which may hash and write it).
+    pub fn stream<E>(&mut self, name: &str, size: u64, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<Result<(), E>, BundleError> {
+        let mut buf = vec![0u8; (1 << 20).min(size.max(1)) as usize];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.fill(&mut buf[..n], name)?;
+            if let Err(e) = sink(&buf[..n]) {
+                return Ok(Err(e));
+            }
+            left -= n as u64;
+        }
+        self.skip_padding(size, name)?;
+        Ok(Ok(()))
+    }
+
+    /// Reads the end-of-archive marker; anything else there is an extra entry.
+    pub fn expect_end(&mut self) -> Result<(), BundleError> {
+        let at = self.offset;
+        let mut b = [0u8; BLOCK as usize];
+        self.fill(&mut b, "the end-of-archive marker")?;
+        if b.iter().any(|&x| x != 0) {
+            let name: String = String::from_utf8_lossy(&b[..b[..100].iter().position(|&c| c == 0).unwrap_or(100)]).into_owned();
+            return Err(BundleError::UnexpectedEntry { offset: at, expected: "end of archive".into(), found: name });
+        }
+        Ok(())
+    }
+}
+
+/// Writes one ustar entry header.
+pub fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> io::Result<()> {
+    if name.len() >= 100 || size >= 1 << 33 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: name or size too large for ustar")));
+    }
+    let mut h = [0u8; BLOCK as usize];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(format!("{:011o}\0", mtime.max(0)).as_bytes());
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[265..269].copy_from_slice(b"root");
+    h[297..301].copy_from_slice(b"root");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    w.write_all(&h)
+}
+
+/// Writes the zero padding after `size` bytes of data.
+pub fn write_padding<W: Write>(w: &mut W, size: u64) -> io::Result<()> {
+    let pad = (BLOCK - size % BLOCK) % BLOCK;
+    w.write_all(&vec![0u8; pad as usize])
+}
+
+/// Writes a whole small entry.
+pub fn write_entry<W: Write>(w: &mut W, name: &str, data: &[u8], mtime: i64) -> io::Result<()> {
+    write_header(w, name, data.len() as u64, mtime)?;
+    w.write_all(data)?;
+    write_padding(w, data.len() as u64)
+}
+
+/// Writes the end-of-archive marker.
+pub fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
+    w.write_all(&[0u8; 2 * BLOCK as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (n, d) in entries {
+            write_entry(&mut v, n, d, 0).unwrap();
+        }
+        write_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn entries_read_back_in_order() {
+        let a = archive(&[("manifest.toml", b"m"), ("manifest.sig", b"sig")]);
+        let mut r = BundleReader::new(&a[..]);
+        let n = r.expect_entry("manifest.toml", 10).unwrap();
+        assert_eq!(r.read_small("manifest.toml", n).unwrap(), b"m");
+        let n = r.expect_entry("manifest.sig", 10).unwrap();
+        let mut got = Vec::new();
+        r.stream::<()>("manifest.sig", n, |c| {
+            got.extend_from_slice(c);
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, b"sig");
+        r.expect_end().unwrap();
+    }
+
+    #[test]
+    fn wrong_order_extra_and_truncated_are_refused_with_offsets() {
+        let a = archive(&[("manifest.sig", b"x")]);
+        let e = BundleReader::new(&a[..]).expect_entry("manifest.toml", 10).unwrap_err();
+        assert!(matches!(e, BundleError::UnexpectedEntry { offset: 0, .. }), "{e}");
+        let a = archive(&[("manifest.toml", b"x"), ("../evil", b"y")]);
+        let mut r = BundleReader::new(&a[..]);
+        let n = r.expect_entry("manifest.toml", 10).unwrap();
+        r.read_small("manifest.toml", n).unwrap();
+        assert!(matches!(r.expect_end(), Err(BundleError::UnexpectedEntry { offset: 1024, .. })));
+        let a = archive(&[("manifest.toml", &[7u8; 600])]);
+        let mut r = BundleReader::new(&a[..700]);
+        let n = r.expect_entry("manifest.toml", 1000).unwrap();
+        assert!(matches!(r.read_small("manifest.toml", n), Err(BundleError::Truncated { offset: 700, .. })));
+        let mut bad = archive(&[("manifest.toml", b"x")]);
+        bad[0] = b'M';
+        assert!(matches!(BundleReader::new(&bad[..]).expect_entry("manifest.toml", 10), Err(BundleError::BadHeader { offset: 0, .. })));
+        assert!(matches!(BundleReader::new(&archive(&[("manifest.toml", &[0; 20])])[..]).expect_entry("manifest.toml", 10), Err(BundleError::TooLarge { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn any_data_round_trips(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            let a = archive(&[("rootfs.img", &data)]);
+            let mut r = BundleReader::new(&a[..]);
+            let n = r.expect_entry("rootfs.img", u64::MAX).unwrap();
+            prop_assert_eq!(r.read_small("rootfs.img", n).unwrap(), data);
+            r.expect_end().unwrap();
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let mut r = BundleReader::new(&data[..]);
+            let _ = r.expect_entry("manifest.toml", 1 << 16).and_then(|n| r.read_small("manifest.toml", n));
+        }
+    }
+}
