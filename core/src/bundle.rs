@@ -87,7 +87,11 @@ pub struct BundleReader<R> {
 }
 
 fn octal(field: &[u8]) -> Option<u64> {
-    let s: String = field.iter().take_while(|&&b| b != 0).map(|&b| b as char).collect();
+    let s: String = field
+        .iter()
+        .take_while(|&&b| b != 0)
+        .map(|&b| b as char)
+        .collect();
     let s = s.trim();
     if s.is_empty() {
         return Some(0);
@@ -110,13 +114,23 @@ impl<R: Read> BundleReader<R> {
         let mut got = 0;
         while got < buf.len() {
             match self.r.read(&mut buf[got..]) {
-                Ok(0) => return Err(BundleError::Truncated { offset: self.offset, what: what.to_string() }),
+                Ok(0) => {
+                    return Err(BundleError::Truncated {
+                        offset: self.offset,
+                        what: what.to_string(),
+                    })
+                }
                 Ok(n) => {
                     got += n;
                     self.offset += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(BundleError::Io { offset: self.offset, source: e }),
+                Err(e) => {
+                    return Err(BundleError::Io {
+                        offset: self.offset,
+                        source: e,
+                    })
+                }
             }
         }
         Ok(())
@@ -129,30 +143,61 @@ impl<R: Read> BundleReader<R> {
         let mut h = [0u8; BLOCK as usize];
         self.fill(&mut h, &format!("the header of {name}"))?;
         if h.iter().all(|&b| b == 0) {
-            return Err(BundleError::UnexpectedEntry { offset: at, expected: name.into(), found: "end of archive".into() });
+            return Err(BundleError::UnexpectedEntry {
+                offset: at,
+                expected: name.into(),
+                found: "end of archive".into(),
+            });
         }
         let bad = |why: String| BundleError::BadHeader { offset: at, why };
-        let stored = octal(&h[148..156]).ok_or_else(|| bad("checksum field is not octal".into()))?;
-        let sum: u64 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+        let stored =
+            octal(&h[148..156]).ok_or_else(|| bad("checksum field is not octal".into()))?;
+        let sum: u64 = h
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u64::from(b)
+                }
+            })
+            .sum();
         if stored != sum {
-            return Err(bad(format!("checksum {stored:o} does not match the header ({sum:o})")));
+            return Err(bad(format!(
+                "checksum {stored:o} does not match the header ({sum:o})"
+            )));
         }
         if &h[257..262] != b"ustar" {
             return Err(bad("not a ustar header".into()));
         }
         let raw_name = &h[0..100];
-        let found: String = String::from_utf8_lossy(&raw_name[..raw_name.iter().position(|&b| b == 0).unwrap_or(100)]).into_owned();
+        let found: String = String::from_utf8_lossy(
+            &raw_name[..raw_name.iter().position(|&b| b == 0).unwrap_or(100)],
+        )
+        .into_owned();
         let prefix_empty = h[345..500].iter().all(|&b| b == 0);
         let typeflag = h[156];
         if found != name || !prefix_empty {
-            return Err(BundleError::UnexpectedEntry { offset: at, expected: name.into(), found });
+            return Err(BundleError::UnexpectedEntry {
+                offset: at,
+                expected: name.into(),
+                found,
+            });
         }
         if typeflag != b'0' && typeflag != 0 {
-            return Err(bad(format!("{name} is not a regular file (type {:?})", typeflag as char)));
+            return Err(bad(format!(
+                "{name} is not a regular file (type {:?})",
+                typeflag as char
+            )));
         }
         let size = octal(&h[124..136]).ok_or_else(|| bad("size field is not octal".into()))?;
         if size > max {
-            return Err(BundleError::TooLarge { name: name.into(), size, max });
+            return Err(BundleError::TooLarge {
+                name: name.into(),
+                size,
+                max,
+            });
         }
         Ok(size)
     }
@@ -172,7 +217,12 @@ impl<R: Read> BundleReader<R> {
     }
 
     /// Streams an entry's data in chunks to `sink` (which may hash and write it).
-    pub fn stream<E>(&mut self, name: &str, size: u64, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<Result<(), E>, BundleError> {
+    pub fn stream<E>(
+        &mut self,
+        name: &str,
+        size: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, BundleError> {
         let mut buf = vec![0u8; (1 << 20).min(size.max(1)) as usize];
         let mut left = size;
         while left > 0 {
@@ -193,8 +243,14 @@ impl<R: Read> BundleReader<R> {
         let mut b = [0u8; BLOCK as usize];
         self.fill(&mut b, "the end-of-archive marker")?;
         if b.iter().any(|&x| x != 0) {
-            let name: String = String::from_utf8_lossy(&b[..b[..100].iter().position(|&c| c == 0).unwrap_or(100)]).into_owned();
-            return Err(BundleError::UnexpectedEntry { offset: at, expected: "end of archive".into(), found: name });
+            let name: String =
+                String::from_utf8_lossy(&b[..b[..100].iter().position(|&c| c == 0).unwrap_or(100)])
+                    .into_owned();
+            return Err(BundleError::UnexpectedEntry {
+                offset: at,
+                expected: "end of archive".into(),
+                found: name,
+            });
         }
         Ok(())
     }
@@ -203,7 +259,10 @@ impl<R: Read> BundleReader<R> {
 /// Writes one ustar entry header.
 pub fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> io::Result<()> {
     if name.len() >= 100 || size >= 1 << 33 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: name or size too large for ustar")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}: name or size too large for ustar"),
+        ));
     }
     let mut h = [0u8; BLOCK as usize];
     h[..name.len()].copy_from_slice(name.as_bytes());
@@ -276,21 +335,39 @@ mod tests {
     #[test]
     fn wrong_order_extra_and_truncated_are_refused_with_offsets() {
         let a = archive(&[("manifest.sig", b"x")]);
-        let e = BundleReader::new(&a[..]).expect_entry("manifest.toml", 10).unwrap_err();
-        assert!(matches!(e, BundleError::UnexpectedEntry { offset: 0, .. }), "{e}");
+        let e = BundleReader::new(&a[..])
+            .expect_entry("manifest.toml", 10)
+            .unwrap_err();
+        assert!(
+            matches!(e, BundleError::UnexpectedEntry { offset: 0, .. }),
+            "{e}"
+        );
         let a = archive(&[("manifest.toml", b"x"), ("../evil", b"y")]);
         let mut r = BundleReader::new(&a[..]);
         let n = r.expect_entry("manifest.toml", 10).unwrap();
         r.read_small("manifest.toml", n).unwrap();
-        assert!(matches!(r.expect_end(), Err(BundleError::UnexpectedEntry { offset: 1024, .. })));
+        assert!(matches!(
+            r.expect_end(),
+            Err(BundleError::UnexpectedEntry { offset: 1024, .. })
+        ));
         let a = archive(&[("manifest.toml", &[7u8; 600])]);
         let mut r = BundleReader::new(&a[..700]);
         let n = r.expect_entry("manifest.toml", 1000).unwrap();
-        assert!(matches!(r.read_small("manifest.toml", n), Err(BundleError::Truncated { offset: 700, .. })));
+        assert!(matches!(
+            r.read_small("manifest.toml", n),
+            Err(BundleError::Truncated { offset: 700, .. })
+        ));
         let mut bad = archive(&[("manifest.toml", b"x")]);
         bad[0] = b'M';
-        assert!(matches!(BundleReader::new(&bad[..]).expect_entry("manifest.toml", 10), Err(BundleError::BadHeader { offset: 0, .. })));
-        assert!(matches!(BundleReader::new(&archive(&[("manifest.toml", &[0; 20])])[..]).expect_entry("manifest.toml", 10), Err(BundleError::TooLarge { .. })));
+        assert!(matches!(
+            BundleReader::new(&bad[..]).expect_entry("manifest.toml", 10),
+            Err(BundleError::BadHeader { offset: 0, .. })
+        ));
+        assert!(matches!(
+            BundleReader::new(&archive(&[("manifest.toml", &[0; 20])])[..])
+                .expect_entry("manifest.toml", 10),
+            Err(BundleError::TooLarge { .. })
+        ));
     }
 
     proptest! {

@@ -45,7 +45,11 @@ pub struct VerityParams {
 impl VerityParams {
     /// As the kernel command line carries it.
     pub fn info(&self) -> Result<crate::verity::VerityInfo, crate::verity::VerityError> {
-        format!("{}:{}:{}:{}", self.root_hash, self.salt, self.data_blocks, self.hash_offset).parse()
+        format!(
+            "{}:{}:{}:{}",
+            self.root_hash, self.salt, self.data_blocks, self.hash_offset
+        )
+        .parse()
     }
 }
 
@@ -174,39 +178,72 @@ impl Manifest {
     /// Parses and checks the structure of manifest bytes (not the signatures).
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(ManifestError::TooLarge { file: "manifest.toml", size: bytes.len() as u64, max: MAX_MANIFEST });
+            return Err(ManifestError::TooLarge {
+                file: "manifest.toml",
+                size: bytes.len() as u64,
+                max: MAX_MANIFEST,
+            });
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Parse { file: "manifest.toml", why: format!("not UTF-8 at byte {}", e.valid_up_to()) })?;
+        let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Parse {
+            file: "manifest.toml",
+            why: format!("not UTF-8 at byte {}", e.valid_up_to()),
+        })?;
         // The format is checked before the rest so a future format gets a clear refusal.
         #[derive(Deserialize)]
         struct Head {
             format: u32,
         }
-        let head: Head = toml::from_str(text).map_err(|e| ManifestError::Parse { file: "manifest.toml", why: e.message().to_string() })?;
+        let head: Head = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            file: "manifest.toml",
+            why: e.message().to_string(),
+        })?;
         if head.format != FORMAT {
             return Err(ManifestError::Format(head.format));
         }
-        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse { file: "manifest.toml", why: e.message().to_string() })?;
+        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            file: "manifest.toml",
+            why: e.message().to_string(),
+        })?;
         let names: Vec<&str> = m.artifacts.iter().map(|a| a.name.as_str()).collect();
-        if names != ARTIFACTS || m.artifacts[0].verity.is_none() || m.artifacts[1..].iter().any(|a| a.verity.is_some()) {
+        if names != ARTIFACTS
+            || m.artifacts[0].verity.is_none()
+            || m.artifacts[1..].iter().any(|a| a.verity.is_some())
+        {
             return Err(ManifestError::Artifacts(format!("got {names:?}")));
         }
         if let Some(v) = &m.artifacts[0].verity {
-            let info = v.info().map_err(|e| ManifestError::Artifacts(e.to_string()))?;
+            let info = v
+                .info()
+                .map_err(|e| ManifestError::Artifacts(e.to_string()))?;
             if info.image_size() != m.artifacts[0].size {
-                return Err(ManifestError::Artifacts(format!("rootfs.img size {} does not match its verity layout ({} bytes)", m.artifacts[0].size, info.image_size())));
+                return Err(ManifestError::Artifacts(format!(
+                    "rootfs.img size {} does not match its verity layout ({} bytes)",
+                    m.artifacts[0].size,
+                    info.image_size()
+                )));
             }
         }
         for a in &m.artifacts {
             if a.sha256.len() != 64 || hex::decode(&a.sha256).is_err() {
-                return Err(ManifestError::Artifacts(format!("{} has a malformed sha256", a.name)));
+                return Err(ManifestError::Artifacts(format!(
+                    "{} has a malformed sha256",
+                    a.name
+                )));
             }
             if a.name != "rootfs.img" && a.size > MAX_BOOT_ARTIFACT {
-                return Err(ManifestError::Artifacts(format!("{} is {} bytes, over the {MAX_BOOT_ARTIFACT} limit", a.name, a.size)));
+                return Err(ManifestError::Artifacts(format!(
+                    "{} is {} bytes, over the {MAX_BOOT_ARTIFACT} limit",
+                    a.name, a.size
+                )));
             }
         }
-        if m.options.contains("slate.slot=") || m.options.contains("slate.verity=") || m.options.contains('\n') {
-            return Err(ManifestError::Artifacts("options must not set slate.slot or slate.verity".into()));
+        if m.options.contains("slate.slot=")
+            || m.options.contains("slate.verity=")
+            || m.options.contains('\n')
+        {
+            return Err(ManifestError::Artifacts(
+                "options must not set slate.slot or slate.verity".into(),
+            ));
         }
         Ok(m)
     }
@@ -250,10 +287,20 @@ impl Signatures {
     /// Parses signature file bytes.
     pub fn parse(bytes: &[u8]) -> Result<Signatures, ManifestError> {
         if bytes.len() as u64 > MAX_SIGNATURES {
-            return Err(ManifestError::TooLarge { file: "manifest.sig", size: bytes.len() as u64, max: MAX_SIGNATURES });
+            return Err(ManifestError::TooLarge {
+                file: "manifest.sig",
+                size: bytes.len() as u64,
+                max: MAX_SIGNATURES,
+            });
         }
-        let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::Parse { file: "manifest.sig", why: "not UTF-8".into() })?;
-        toml::from_str(text).map_err(|e| ManifestError::Parse { file: "manifest.sig", why: e.message().to_string() })
+        let text = std::str::from_utf8(bytes).map_err(|_| ManifestError::Parse {
+            file: "manifest.sig",
+            why: "not UTF-8".into(),
+        })?;
+        toml::from_str(text).map_err(|e| ManifestError::Parse {
+            file: "manifest.sig",
+            why: e.message().to_string(),
+        })
     }
 
     /// The TOML text.
@@ -286,14 +333,24 @@ pub struct Trust {
 impl Trust {
     /// Parses and checks a trust file: ids match keys, threshold within 1..=keys.
     pub fn parse(text: &str) -> Result<Trust, ManifestError> {
-        let t: Trust = toml::from_str(text).map_err(|e| ManifestError::Parse { file: "trust.toml", why: e.message().to_string() })?;
+        let t: Trust = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            file: "trust.toml",
+            why: e.message().to_string(),
+        })?;
         if t.threshold == 0 || t.threshold > t.keys.len() {
-            return Err(ManifestError::Trust(format!("threshold {} with {} key(s)", t.threshold, t.keys.len())));
+            return Err(ManifestError::Trust(format!(
+                "threshold {} with {} key(s)",
+                t.threshold,
+                t.keys.len()
+            )));
         }
         for k in &t.keys {
             let key = decode_key(&k.public_key).map_err(ManifestError::Trust)?;
             if key_id(&key) != k.id {
-                return Err(ManifestError::Trust(format!("key id {} does not match its public key", k.id)));
+                return Err(ManifestError::Trust(format!(
+                    "key id {} does not match its public key",
+                    k.id
+                )));
             }
         }
         Ok(t)
@@ -301,7 +358,10 @@ impl Trust {
 }
 
 fn decode_key(hex_key: &str) -> Result<VerifyingKey, String> {
-    let bytes: [u8; 32] = hex::decode(hex_key).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| format!("public key {hex_key:?} is not 32 bytes of hex"))?;
+    let bytes: [u8; 32] = hex::decode(hex_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("public key {hex_key:?} is not 32 bytes of hex"))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| format!("public key {hex_key:?}: {e}"))
 }
 
@@ -330,7 +390,11 @@ pub struct Verifier<'a> {
 
 impl Verifier<'_> {
     /// Step 1: at least `threshold` distinct trusted keys signed these exact manifest bytes.
-    pub fn check_signatures(&self, manifest: &[u8], sigs: &Signatures) -> Result<usize, ManifestError> {
+    pub fn check_signatures(
+        &self,
+        manifest: &[u8],
+        sigs: &Signatures,
+    ) -> Result<usize, ManifestError> {
         let mut good = std::collections::BTreeSet::new();
         let mut notes = Vec::new();
         for s in &sigs.signatures {
@@ -339,7 +403,10 @@ impl Verifier<'_> {
                 continue;
             };
             let key = decode_key(&k.public_key).map_err(ManifestError::Trust)?;
-            let sig = hex::decode(&s.signature).ok().and_then(|b| <[u8; 64]>::try_from(b).ok()).map(|b| Signature::from_bytes(&b));
+            let sig = hex::decode(&s.signature)
+                .ok()
+                .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                .map(|b| Signature::from_bytes(&b));
             match sig {
                 Some(sig) if key.verify(manifest, &sig).is_ok() => {
                     good.insert(k.id.clone());
@@ -351,32 +418,59 @@ impl Verifier<'_> {
             if sigs.signatures.is_empty() {
                 notes.push("no signatures".into());
             }
-            return Err(ManifestError::Threshold { good: good.len(), threshold: self.trust.threshold, detail: notes.join("; ") });
+            return Err(ManifestError::Threshold {
+                good: good.len(),
+                threshold: self.trust.threshold,
+                detail: notes.join("; "),
+            });
         }
         Ok(good.len())
     }
 
     /// The whole check, in order: 1 signatures, 2 parse, 3 product, 4 board, 5 expiry,
     /// 6 version newer, 7 security epoch, 8 not a known-bad version (unless `force`).
-    pub fn verify(&self, manifest_bytes: &[u8], sigs: &Signatures, device: &DeviceFacts, force: bool) -> Result<Manifest, ManifestError> {
+    pub fn verify(
+        &self,
+        manifest_bytes: &[u8],
+        sigs: &Signatures,
+        device: &DeviceFacts,
+        force: bool,
+    ) -> Result<Manifest, ManifestError> {
         self.check_signatures(manifest_bytes, sigs)?;
         let m = Manifest::parse(manifest_bytes)?;
         if m.product != device.product {
-            return Err(ManifestError::Incompatible { what: "product", bundle: m.product, device: device.product.clone() });
+            return Err(ManifestError::Incompatible {
+                what: "product",
+                bundle: m.product,
+                device: device.product.clone(),
+            });
         }
         if m.board != device.board {
-            return Err(ManifestError::Incompatible { what: "board", bundle: m.board, device: device.board.clone() });
+            return Err(ManifestError::Incompatible {
+                what: "board",
+                bundle: m.board,
+                device: device.board.clone(),
+            });
         }
         if let Some(expires) = m.expires {
             if device.now >= expires {
-                return Err(ManifestError::Expired { expires, now: device.now });
+                return Err(ManifestError::Expired {
+                    expires,
+                    now: device.now,
+                });
             }
         }
         if m.version <= device.version && !force {
-            return Err(ManifestError::NotNewer { bundle: m.version, running: device.version.clone() });
+            return Err(ManifestError::NotNewer {
+                bundle: m.version,
+                running: device.version.clone(),
+            });
         }
         if m.security_epoch < device.security_epoch {
-            return Err(ManifestError::Epoch { bundle: m.security_epoch, device: device.security_epoch });
+            return Err(ManifestError::Epoch {
+                bundle: m.security_epoch,
+                device: device.security_epoch,
+            });
         }
         if !force && device.failed_versions.contains(&m.version) {
             return Err(ManifestError::PreviouslyFailed(m.version));
@@ -397,12 +491,23 @@ mod tests {
     fn trust(keys: &[&SigningKey], threshold: usize) -> Trust {
         Trust {
             threshold,
-            keys: keys.iter().map(|k| TrustedKey { id: key_id(&k.verifying_key()), public_key: hex::encode(k.verifying_key().as_bytes()) }).collect(),
+            keys: keys
+                .iter()
+                .map(|k| TrustedKey {
+                    id: key_id(&k.verifying_key()),
+                    public_key: hex::encode(k.verifying_key().as_bytes()),
+                })
+                .collect(),
         }
     }
 
     fn manifest(version: &str) -> Manifest {
-        let verity = VerityParams { root_hash: "ab".repeat(32), salt: "00".repeat(32), data_blocks: 10, hash_offset: 40960 };
+        let verity = VerityParams {
+            root_hash: "ab".repeat(32),
+            salt: "00".repeat(32),
+            data_blocks: 10,
+            hash_offset: 40960,
+        };
         let size = verity.info().unwrap().image_size();
         Manifest {
             format: FORMAT,
@@ -414,19 +519,49 @@ mod tests {
             expires: Some(1000),
             options: "console=ttyS0".into(),
             artifacts: vec![
-                Artifact { name: "rootfs.img".into(), size, sha256: "00".repeat(32), verity: Some(verity) },
-                Artifact { name: "vmlinuz".into(), size: 1, sha256: "11".repeat(32), verity: None },
-                Artifact { name: "initrd.img".into(), size: 1, sha256: "22".repeat(32), verity: None },
+                Artifact {
+                    name: "rootfs.img".into(),
+                    size,
+                    sha256: "00".repeat(32),
+                    verity: Some(verity),
+                },
+                Artifact {
+                    name: "vmlinuz".into(),
+                    size: 1,
+                    sha256: "11".repeat(32),
+                    verity: None,
+                },
+                Artifact {
+                    name: "initrd.img".into(),
+                    size: 1,
+                    sha256: "22".repeat(32),
+                    verity: None,
+                },
             ],
         }
     }
 
     fn sign(bytes: &[u8], keys: &[&SigningKey]) -> Signatures {
-        Signatures { signatures: keys.iter().map(|k| SignatureEntry { key_id: key_id(&k.verifying_key()), signature: hex::encode(k.sign(bytes).to_bytes()) }).collect() }
+        Signatures {
+            signatures: keys
+                .iter()
+                .map(|k| SignatureEntry {
+                    key_id: key_id(&k.verifying_key()),
+                    signature: hex::encode(k.sign(bytes).to_bytes()),
+                })
+                .collect(),
+        }
     }
 
     fn device() -> DeviceFacts {
-        DeviceFacts { product: "p".into(), board: "b".into(), version: "1.0.0".parse().unwrap(), security_epoch: 1, failed_versions: vec![], now: 500 }
+        DeviceFacts {
+            product: "p".into(),
+            board: "b".into(),
+            version: "1.0.0".parse().unwrap(),
+            security_epoch: 1,
+            failed_versions: vec![],
+            now: 500,
+        }
     }
 
     #[test]
@@ -441,52 +576,108 @@ mod tests {
         let t = trust(&[&a, &b], 2);
         let v = Verifier { trust: &t };
         let bytes = manifest("1.1.0").to_bytes();
-        assert!(v.verify(&bytes, &sign(&bytes, &[&a, &b]), &device(), false).is_ok());
+        assert!(v
+            .verify(&bytes, &sign(&bytes, &[&a, &b]), &device(), false)
+            .is_ok());
         // Too few, unknown key, same key twice.
-        assert!(matches!(v.verify(&bytes, &sign(&bytes, &[&a]), &device(), false), Err(ManifestError::Threshold { good: 1, .. })));
-        assert!(matches!(v.verify(&bytes, &sign(&bytes, &[&a, &c]), &device(), false), Err(ManifestError::Threshold { .. })));
-        assert!(matches!(v.verify(&bytes, &sign(&bytes, &[&a, &a]), &device(), false), Err(ManifestError::Threshold { good: 1, .. })));
+        assert!(matches!(
+            v.verify(&bytes, &sign(&bytes, &[&a]), &device(), false),
+            Err(ManifestError::Threshold { good: 1, .. })
+        ));
+        assert!(matches!(
+            v.verify(&bytes, &sign(&bytes, &[&a, &c]), &device(), false),
+            Err(ManifestError::Threshold { .. })
+        ));
+        assert!(matches!(
+            v.verify(&bytes, &sign(&bytes, &[&a, &a]), &device(), false),
+            Err(ManifestError::Threshold { good: 1, .. })
+        ));
         // One flipped byte in the signed manifest.
         let mut bad = bytes.clone();
         bad[10] ^= 1;
-        assert!(matches!(v.verify(&bad, &sign(&bytes, &[&a, &b]), &device(), false), Err(ManifestError::Threshold { good: 0, .. })));
+        assert!(matches!(
+            v.verify(&bad, &sign(&bytes, &[&a, &b]), &device(), false),
+            Err(ManifestError::Threshold { good: 0, .. })
+        ));
         let check = |m: Manifest, d: DeviceFacts| {
             let bytes = m.to_bytes();
             v.verify(&bytes, &sign(&bytes, &[&a, &b]), &d, false)
         };
         let mut m = manifest("1.1.0");
         m.product = "other".into();
-        assert!(matches!(check(m, device()), Err(ManifestError::Incompatible { what: "product", .. })));
+        assert!(matches!(
+            check(m, device()),
+            Err(ManifestError::Incompatible {
+                what: "product",
+                ..
+            })
+        ));
         let mut m = manifest("1.1.0");
         m.board = "other".into();
-        assert!(matches!(check(m, device()), Err(ManifestError::Incompatible { what: "board", .. })));
-        assert!(matches!(check(manifest("1.0.0"), device()), Err(ManifestError::NotNewer { .. })));
+        assert!(matches!(
+            check(m, device()),
+            Err(ManifestError::Incompatible { what: "board", .. })
+        ));
+        assert!(matches!(
+            check(manifest("1.0.0"), device()),
+            Err(ManifestError::NotNewer { .. })
+        ));
         let mut d = device();
         d.security_epoch = 2;
-        assert!(matches!(check(manifest("1.1.0"), d), Err(ManifestError::Epoch { .. })));
+        assert!(matches!(
+            check(manifest("1.1.0"), d),
+            Err(ManifestError::Epoch { .. })
+        ));
         let mut d = device();
         d.now = 1000;
-        assert!(matches!(check(manifest("1.1.0"), d), Err(ManifestError::Expired { .. })));
+        assert!(matches!(
+            check(manifest("1.1.0"), d),
+            Err(ManifestError::Expired { .. })
+        ));
         let mut d = device();
         d.failed_versions = vec!["1.1.0".parse().unwrap()];
-        assert!(matches!(check(manifest("1.1.0"), d), Err(ManifestError::PreviouslyFailed(_))));
+        assert!(matches!(
+            check(manifest("1.1.0"), d),
+            Err(ManifestError::PreviouslyFailed(_))
+        ));
     }
 
     #[test]
     fn malformed_manifests_are_refused() {
-        assert!(matches!(Manifest::parse(b"format = 2\n"), Err(ManifestError::Format(2))));
-        assert!(matches!(Manifest::parse(b"format = \"one\"\n"), Err(ManifestError::Parse { .. })));
-        assert!(matches!(Manifest::parse(&[0xff, 0xfe]), Err(ManifestError::Parse { .. })));
-        assert!(matches!(Manifest::parse(&vec![b'#'; 70_000]), Err(ManifestError::TooLarge { .. })));
+        assert!(matches!(
+            Manifest::parse(b"format = 2\n"),
+            Err(ManifestError::Format(2))
+        ));
+        assert!(matches!(
+            Manifest::parse(b"format = \"one\"\n"),
+            Err(ManifestError::Parse { .. })
+        ));
+        assert!(matches!(
+            Manifest::parse(&[0xff, 0xfe]),
+            Err(ManifestError::Parse { .. })
+        ));
+        assert!(matches!(
+            Manifest::parse(&vec![b'#'; 70_000]),
+            Err(ManifestError::TooLarge { .. })
+        ));
         let mut m = manifest("1.1.0");
         m.artifacts.swap(1, 2);
-        assert!(matches!(Manifest::parse(&m.to_bytes()), Err(ManifestError::Artifacts(_))));
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Artifacts(_))
+        ));
         let mut m = manifest("1.1.0");
         m.artifacts[0].size += 4096;
-        assert!(matches!(Manifest::parse(&m.to_bytes()), Err(ManifestError::Artifacts(_))));
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Artifacts(_))
+        ));
         let mut m = manifest("1.1.0");
         m.options = "slate.slot=a".into();
-        assert!(matches!(Manifest::parse(&m.to_bytes()), Err(ManifestError::Artifacts(_))));
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(ManifestError::Artifacts(_))
+        ));
     }
 
     #[test]

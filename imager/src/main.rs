@@ -3,12 +3,12 @@
 //! Exit codes: 0 success; 1 failure (I/O, a host tool, a damaged image); 2 usage error;
 //! 3 bad input (spec, board, package, output folder) that the user must fix.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use slate_imager::build::{self, BuildOptions};
 use slate_imager::error::BuildError;
 use slate_imager::progress::Progress;
-use slate_imager::{flash, inspect};
+use slate_imager::{bundle, flash, inspect, keys};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,6 +78,64 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Make an ed25519 signing key pair: NAME.pem (private, 0600) and NAME.pub.pem.
+    Keygen {
+        /// Base name of the key files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a trust file (k of n public keys) for an image to bake in.
+    Trust {
+        /// Public (or private) key PEM files; repeat for several.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Valid signatures a bundle needs.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        /// Where to write trust.toml.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a signed update bundle from a build folder.
+    Bundle {
+        /// Output folder of `slate build`.
+        #[arg(long)]
+        build: PathBuf,
+        /// Private key(s) to sign with; repeat for several.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Anti-rollback epoch (devices refuse bundles below the highest they installed).
+        #[arg(long, default_value_t = 0)]
+        security_epoch: u64,
+        /// Devices refuse the bundle after this (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or unix seconds).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Bundle file to write (*.slate).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a signature to a bundle in place.
+    Sign {
+        /// Private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle.
+        bundle: PathBuf,
+    },
+    /// Check a bundle offline the way a device would.
+    Verify {
+        /// Trust file the device has.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Build folder of the image the device runs (adds product, board and version checks).
+        #[arg(long, value_name = "BUILD_DIR")]
+        against: Option<PathBuf>,
+        /// The device's security epoch.
+        #[arg(long, default_value_t = 0)]
+        security_epoch: u64,
+        /// The bundle.
+        bundle: PathBuf,
+    },
     /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
     #[command(hide = true)]
     VerityFormat {
@@ -89,9 +147,9 @@ enum Command {
         #[arg(long, default_value = "")]
         salt: String,
     },
-    /// Show the partitions, slots and boot entries of a disk image.
+    /// Show a disk image (partitions, slots, boot entries) or a bundle (manifest, signers).
     Inspect {
-        /// The disk image.
+        /// A disk image or a *.slate bundle.
         image: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
@@ -180,8 +238,84 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(&hash, &tree.area)?;
             println!("Root hash: {}", hex::encode(tree.info.root_hash));
         }
+        Command::Keygen { out } => {
+            let (private, public, id) = keys::keygen(&out)?;
+            println!(
+                "key {id}: private {} (keep it secret), public {}",
+                private.display(),
+                public.display()
+            );
+        }
+        Command::Trust {
+            keys: key_files,
+            threshold,
+            out,
+        } => {
+            let t = keys::trust(&key_files, threshold)?;
+            std::fs::write(&out, toml::to_string(&t)?)?;
+            println!(
+                "{}: {} of {} keys",
+                out.display(),
+                t.threshold,
+                t.keys.len()
+            );
+        }
+        Command::Bundle {
+            build,
+            keys: key_files,
+            security_epoch,
+            expires,
+            out,
+        } => {
+            let signers = key_files
+                .iter()
+                .map(|k| keys::load_private(k))
+                .collect::<Result<Vec<_>>>()?;
+            let expires = expires.map(|e| bundle::parse_time(&e)).transpose()?;
+            let m = bundle::make(&build, &signers, security_epoch, expires, &out)?;
+            println!(
+                "{}: {} {} for {}, {} signature(s)",
+                out.display(),
+                m.product,
+                m.version,
+                m.board,
+                signers.len()
+            );
+        }
+        Command::Sign { key, bundle: path } => {
+            let n = bundle::sign(&path, &keys::load_private(&key)?)?;
+            println!("{}: now {n} signature(s)", path.display());
+        }
+        Command::Verify {
+            trust,
+            against,
+            security_epoch,
+            bundle: path,
+        } => {
+            let text = std::fs::read_to_string(&trust)
+                .with_context(|| format!("reading {}", trust.display()))?;
+            let t = slate_core::manifest::Trust::parse(&text)
+                .with_context(|| format!("{}", trust.display()))?;
+            let facts = against
+                .map(|d| bundle::facts_from_build(&d, security_epoch, Vec::new()))
+                .transpose()?;
+            let m = bundle::verify(&path, &t, facts.as_ref())
+                .with_context(|| format!("{} is refused", path.display()))?;
+            println!(
+                "{}: OK ({} {} for {})",
+                path.display(),
+                m.product,
+                m.version,
+                m.board
+            );
+        }
+        Command::Inspect { image, json } if image.extension().is_some_and(|e| e == "slate") => {
+            if json {
+                anyhow::bail!("--json is not available for bundles yet");
+            }
+            print!("{}", bundle::describe(&image)?);
+        }
         Command::Inspect { image, json } => {
-            inspect::check_kind(&image)?;
             let info = inspect::inspect(&image)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);

@@ -1,0 +1,376 @@
+//! `slate bundle`, `slate sign`, `slate verify` and bundle inspection (DESIGN §7).
+//!
+//! A bundle is made from a build folder: its `build.toml` names the version, board and verity
+//! parameters, and each artifact is hashed again so a folder changed after the build is caught.
+
+use crate::build::{hash_file, Report};
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+use slate_core::bundle::{self, BundleReader};
+use slate_core::manifest::{
+    self, key_id, Artifact, DeviceFacts, Manifest, SignatureEntry, Signatures, Trust, Verifier,
+    VerityParams,
+};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles).
+pub fn now() -> i64 {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return e;
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or unix seconds.
+pub fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let bad = || {
+        anyhow::anyhow!(
+            "{s:?} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC) or unix seconds"
+        )
+    };
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let t: Vec<i64> = time
+        .trim_end_matches('Z')
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    if d.len() != 3
+        || t.len() != 3
+        || !(1..=12).contains(&d[1])
+        || !(1..=31).contains(&d[2])
+        || t[0] > 23
+        || t[1] > 59
+        || t[2] > 60
+    {
+        return Err(bad());
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+}
+
+fn sign_entry(key: &SigningKey, manifest: &[u8]) -> SignatureEntry {
+    SignatureEntry {
+        key_id: key_id(&key.verifying_key()),
+        signature: hex::encode(key.sign(manifest).to_bytes()),
+    }
+}
+
+fn partial(out: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.partial", out.display()))
+}
+
+/// Makes a signed bundle from a build folder.
+pub fn make(
+    build_dir: &Path,
+    keys: &[SigningKey],
+    security_epoch: u64,
+    expires: Option<i64>,
+    out: &Path,
+) -> Result<Manifest> {
+    if keys.is_empty() {
+        bail!("give at least one --key to sign with");
+    }
+    let report = Report::load(build_dir)?;
+    let mut artifacts = Vec::new();
+    for name in manifest::ARTIFACTS {
+        let path = build_dir.join(name);
+        let (size, sha256) = hash_file(&path)?;
+        let recorded = report
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .with_context(|| format!("build.toml lists no {name}"))?;
+        if recorded.sha256 != sha256 || recorded.size != size {
+            bail!(
+                "{} changed since `slate build` recorded it in build.toml; rebuild",
+                path.display()
+            );
+        }
+        let verity = (name == "rootfs.img").then(|| VerityParams {
+            root_hash: report.verity.root_hash.clone(),
+            salt: report.verity.salt.clone(),
+            data_blocks: report.verity.data_blocks,
+            hash_offset: report.verity.hash_offset,
+        });
+        artifacts.push(Artifact {
+            name: name.into(),
+            size,
+            sha256,
+            verity,
+        });
+    }
+    let created = now();
+    let m = Manifest {
+        format: manifest::FORMAT,
+        product: report.image.name.clone(),
+        board: report.image.board.clone(),
+        version: report.image.version.clone(),
+        security_epoch,
+        created,
+        expires,
+        options: report.boot.options.clone(),
+        artifacts,
+    };
+    let bytes = m.to_bytes();
+    Manifest::parse(&bytes).context("the manifest made from build.toml is invalid")?;
+    let sigs = Signatures {
+        signatures: keys.iter().map(|k| sign_entry(k, &bytes)).collect(),
+    };
+    let tmp = partial(out);
+    let result = (|| -> Result<()> {
+        let mut w = BufWriter::new(
+            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        bundle::write_entry(&mut w, "manifest.toml", &bytes, created)?;
+        bundle::write_entry(&mut w, "manifest.sig", &sigs.to_bytes(), created)?;
+        for a in &m.artifacts {
+            bundle::write_header(&mut w, &a.name, a.size, created)?;
+            let copied = std::io::copy(&mut File::open(build_dir.join(&a.name))?, &mut w)?;
+            if copied != a.size {
+                bail!("{} changed while being bundled", a.name);
+            }
+            bundle::write_padding(&mut w, a.size)?;
+        }
+        bundle::write_end(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("moving the bundle to {}", out.display()))?;
+    Ok(m)
+}
+
+/// The manifest bytes and signatures at the head of a bundle.
+pub fn read_head<R: Read>(r: &mut BundleReader<R>) -> Result<(Vec<u8>, Signatures)> {
+    let n = r.expect_entry("manifest.toml", manifest::MAX_MANIFEST)?;
+    let m = r.read_small("manifest.toml", n)?;
+    let n = r.expect_entry("manifest.sig", manifest::MAX_SIGNATURES)?;
+    let s = Signatures::parse(&r.read_small("manifest.sig", n)?)?;
+    Ok((m, s))
+}
+
+/// Adds a signature to a bundle, rewriting it through a temporary file.
+pub fn sign(path: &Path, key: &SigningKey) -> Result<usize> {
+    let mut r = BundleReader::new(BufReader::new(
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    ));
+    let (m, mut sigs) = read_head(&mut r)?;
+    let manifest = Manifest::parse(&m)?;
+    let id = key_id(&key.verifying_key());
+    if sigs.signatures.iter().any(|s| s.key_id == id) {
+        bail!("{} is already signed by key {id}", path.display());
+    }
+    sigs.signatures.push(sign_entry(key, &m));
+    let tmp = partial(path);
+    let result = (|| -> Result<()> {
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        bundle::write_entry(&mut w, "manifest.toml", &m, manifest.created)?;
+        bundle::write_entry(&mut w, "manifest.sig", &sigs.to_bytes(), manifest.created)?;
+        for a in &manifest.artifacts {
+            let size = r.expect_entry(&a.name, a.size)?;
+            bundle::write_header(&mut w, &a.name, size, manifest.created)?;
+            r.stream(&a.name, size, |c| w.write_all(c))??;
+            bundle::write_padding(&mut w, size)?;
+        }
+        r.expect_end()?;
+        bundle::write_end(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(sigs.signatures.len())
+}
+
+/// Facts of a device to verify against, from the build folder of the image it runs.
+pub fn facts_from_build(
+    dir: &Path,
+    security_epoch: u64,
+    failed: Vec<slate_core::Version>,
+) -> Result<DeviceFacts> {
+    let r = Report::load(dir)?;
+    Ok(DeviceFacts {
+        product: r.image.name,
+        board: r.image.board,
+        version: r.image.version,
+        security_epoch,
+        failed_versions: failed,
+        now: now(),
+    })
+}
+
+/// Everything a device checks, offline: signatures and threshold, manifest, compatibility
+/// (when `device` is given), expiry, then every artifact's size and sha256 and the root
+/// image's verity tree and root hash.
+pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Result<Manifest> {
+    let mut r = BundleReader::new(BufReader::new(
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    ));
+    let (m, sigs) = read_head(&mut r)?;
+    let v = Verifier { trust };
+    let manifest = match device {
+        Some(d) => v.verify(&m, &sigs, d, false)?,
+        None => {
+            v.check_signatures(&m, &sigs)?;
+            let manifest = Manifest::parse(&m)?;
+            if let Some(e) = manifest.expires.filter(|&e| now() >= e) {
+                return Err(manifest::ManifestError::Expired {
+                    expires: e,
+                    now: now(),
+                }
+                .into());
+            }
+            manifest
+        }
+    };
+    let scratch = tempfile_in_tmp()?;
+    for a in &manifest.artifacts {
+        let size = r.expect_entry(&a.name, a.size.max(1))?;
+        if size != a.size {
+            return Err(slate_core::bundle::BundleError::SizeMismatch {
+                name: a.name.clone(),
+                expected: a.size,
+                found: size,
+            }
+            .into());
+        }
+        let mut h = Sha256::new();
+        let mut keep = if a.verity.is_some() {
+            Some(
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .truncate(true)
+                    .create(true)
+                    .open(&scratch)?,
+            )
+        } else {
+            None
+        };
+        r.stream(&a.name, size, |c| -> std::io::Result<()> {
+            h.update(c);
+            if let Some(f) = keep.as_mut() {
+                f.write_all(c)?;
+            }
+            Ok(())
+        })??;
+        let got = hex::encode(h.finalize());
+        if got != a.sha256 {
+            bail!(
+                "{}: sha256 {got} does not match the manifest's {}",
+                a.name,
+                a.sha256
+            );
+        }
+        if let (Some(vp), Some(mut f)) = (&a.verity, keep) {
+            check_verity(&mut f, vp)?;
+        }
+    }
+    let _ = std::fs::remove_file(&scratch);
+    r.expect_end()?;
+    Ok(manifest)
+}
+
+fn tempfile_in_tmp() -> Result<PathBuf> {
+    Ok(std::env::temp_dir().join(format!("slate-verify-{}.img", std::process::id())))
+}
+
+/// Recomputes the verity tree of a root image file and compares it with the file and manifest.
+pub fn check_verity(f: &mut File, vp: &VerityParams) -> Result<()> {
+    let info = vp.info()?;
+    f.seek(SeekFrom::Start(0))?;
+    let tree = slate_core::verity::build(
+        BufReader::new(&mut *f).take(info.hash_offset),
+        info.hash_offset,
+        &info.salt,
+        slate_core::Guid::NIL,
+        2,
+        &mut |_| {},
+    )?;
+    if tree.info.root_hash != info.root_hash {
+        bail!(
+            "rootfs.img: the data's verity root hash {} differs from the manifest's {}",
+            hex::encode(tree.info.root_hash),
+            vp.root_hash
+        );
+    }
+    f.seek(SeekFrom::Start(
+        info.hash_offset + slate_core::verity::BLOCK,
+    ))?;
+    let mut area = Vec::new();
+    f.read_to_end(&mut area)?;
+    if area != tree.area[slate_core::verity::BLOCK as usize..] {
+        bail!(
+            "rootfs.img: the hash tree stored after byte {} does not match its data",
+            info.hash_offset
+        );
+    }
+    Ok(())
+}
+
+/// Human description of a bundle (no trust needed).
+pub fn describe(path: &Path) -> Result<String> {
+    let mut r = BundleReader::new(BufReader::new(
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    ));
+    let (m, sigs) = read_head(&mut r)?;
+    let manifest = Manifest::parse(&m)?;
+    let mut s = format!(
+        "{}: bundle of {} {} for board {}\n  security epoch {}, created {}, expires {}\n  options: {}\n",
+        path.display(),
+        manifest.product,
+        manifest.version,
+        manifest.board,
+        manifest.security_epoch,
+        manifest.created,
+        manifest.expires.map_or("never".to_string(), |e| e.to_string()),
+        manifest.options
+    );
+    for a in &manifest.artifacts {
+        s.push_str(&format!(
+            "  {:<11} {:>12} bytes  sha256 {}\n",
+            a.name, a.size, a.sha256
+        ));
+        if let Some(v) = &a.verity {
+            s.push_str(&format!(
+                "              verity root {} ({} data blocks)\n",
+                v.root_hash, v.data_blocks
+            ));
+        }
+    }
+    for sig in &sigs.signatures {
+        s.push_str(&format!("  signed by key {}\n", sig.key_id));
+    }
+    if sigs.signatures.is_empty() {
+        s.push_str("  not signed\n");
+    }
+    Ok(s)
+}

@@ -1,0 +1,107 @@
+//! Signing keys: `slate keygen`, `slate trust`, and loading PKCS#8 PEM files (what `openssl
+//! genpkey -algorithm ed25519` writes, and what Slate writes for openssl to read).
+
+use anyhow::{bail, Context, Result};
+use ed25519_dalek::pkcs8::{
+    spki::der::pem::LineEnding, DecodePrivateKey, DecodePublicKey, EncodePrivateKey,
+    EncodePublicKey,
+};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use slate_core::manifest::{key_id, Trust, TrustedKey};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Writes `NAME.pem` (private, mode 0600) and `NAME.pub.pem`; refuses to overwrite.
+pub fn keygen(name: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    let private = name.with_extension("pem");
+    let public = PathBuf::from(format!("{}.pub.pem", name.display()));
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!(
+                "{} exists; keys are never overwritten (choose another --out)",
+                p.display()
+            );
+        }
+    }
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| anyhow::anyhow!("reading the system random source: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    // PKCS#8 v1 (the private key alone), as `openssl genpkey` writes it: OpenSSL 3.0 does not
+    // read the v2 form with the public key embedded.
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .context("encoding the private key")?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private)
+        .with_context(|| format!("creating {}", private.display()))?;
+    f.write_all(pem.as_bytes())?;
+    f.sync_all()?;
+    let pub_pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .context("encoding the public key")?;
+    std::fs::write(&public, pub_pem).with_context(|| format!("writing {}", public.display()))?;
+    Ok((private, public, key_id(&key.verifying_key())))
+}
+
+/// Reads a PKCS#8 PEM private key.
+pub fn load_private(path: &Path) -> Result<SigningKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    SigningKey::from_pkcs8_pem(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a PKCS#8 PEM ed25519 private key ({e})",
+            path.display()
+        )
+    })
+}
+
+/// Reads a public key (SubjectPublicKeyInfo PEM); a private key file also yields its public key.
+pub fn load_public(path: &Path) -> Result<VerifyingKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    if let Ok(k) = VerifyingKey::from_public_key_pem(&text) {
+        return Ok(k);
+    }
+    if let Ok(k) = SigningKey::from_pkcs8_pem(&text) {
+        return Ok(k.verifying_key());
+    }
+    bail!("{}: not a PEM ed25519 public key", path.display())
+}
+
+/// Builds a trust file from public keys.
+pub fn trust(keys: &[PathBuf], threshold: usize) -> Result<Trust> {
+    if keys.is_empty() {
+        bail!("give at least one --key");
+    }
+    let mut out = Vec::new();
+    for p in keys {
+        let k = load_public(p)?;
+        let id = key_id(&k);
+        if out.iter().any(|t: &TrustedKey| t.id == id) {
+            bail!("{} is given twice", p.display());
+        }
+        out.push(TrustedKey {
+            id,
+            public_key: hex::encode(k.as_bytes()),
+        });
+    }
+    if threshold == 0 || threshold > out.len() {
+        bail!(
+            "--threshold {threshold} must be between 1 and the number of keys ({})",
+            out.len()
+        );
+    }
+    Ok(Trust {
+        threshold,
+        keys: out,
+    })
+}
