@@ -5,11 +5,15 @@
 //! system calls that need `unsafe` live in [`sys`]; policy (command line, restart decisions,
 //! health results) is pure and unit-tested.
 
+pub mod agent;
 pub mod cmdline;
+pub mod esp;
 pub mod health;
+pub mod install;
 pub mod marker;
 pub mod stage1;
 pub mod stage2;
+pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod sys;

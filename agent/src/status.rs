@@ -91,7 +91,7 @@ pub struct Health {
 }
 
 /// The status document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
     /// Running slot.
     pub slot: Slot,
@@ -111,6 +111,20 @@ pub struct Status {
     pub uptime_s: f64,
     /// Health checks.
     pub health: Health,
+    /// Both slots, from the boot entries on the ESP.
+    pub slots: Vec<slate_core::slots::SlotView>,
+    /// The last install and its outcome.
+    pub last_attempt: Option<crate::state::Attempt>,
+    /// The last refused bundle and why.
+    pub last_refusal: Option<crate::state::Attempt>,
+    /// Versions that failed and are not retried automatically.
+    pub failed: Vec<crate::state::Failed>,
+    /// Boots the agent has seen on this device.
+    pub boots: u64,
+    /// Highest security epoch committed.
+    pub security_epoch: u64,
+    /// An install is running.
+    pub installing: bool,
 }
 
 #[cfg(test)]

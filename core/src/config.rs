@@ -248,6 +248,9 @@ pub struct AgentConfig {
     /// Path of the trust file in the image; None: the image refuses every update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<String>,
+    /// Bearer token `POST` requests must carry; None: no token needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -255,6 +258,7 @@ impl Default for AgentConfig {
         AgentConfig {
             port: default_port(),
             trust: None,
+            token: None,
         }
     }
 }

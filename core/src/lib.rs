@@ -12,6 +12,7 @@ pub mod gpt;
 pub mod guid;
 pub mod layout;
 pub mod manifest;
+pub mod slots;
 pub mod verity;
 pub mod version;
 

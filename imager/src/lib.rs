@@ -25,6 +25,7 @@ pub mod keys;
 pub mod kmod;
 pub mod progress;
 pub mod provenance;
+pub mod push;
 pub mod spec;
 pub mod squashfs;
 pub mod tools;

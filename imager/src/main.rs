@@ -136,6 +136,28 @@ enum Command {
         /// The bundle.
         bundle: PathBuf,
     },
+    /// Send a bundle to a device's agent; with --wait, follow it to commit or rollback.
+    ///
+    /// Exit status 0 only when the update was installed (and, with --wait, committed).
+    Push {
+        /// The agent, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        device: String,
+        /// Bearer token, if the image requires one.
+        #[arg(long)]
+        token: Option<String>,
+        /// Follow the device through its reboot to the outcome.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: seconds to wait for the outcome.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The bundle.
+        bundle: PathBuf,
+    },
     /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
     #[command(hide = true)]
     VerityFormat {
@@ -237,6 +259,43 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             std::fs::write(&hash, &tree.area)?;
             println!("Root hash: {}", hex::encode(tree.info.root_hash));
+        }
+        Command::Push {
+            device,
+            token,
+            wait,
+            timeout,
+            quiet,
+            bundle: path,
+        } => {
+            let wait = wait.then(|| std::time::Duration::from_secs(timeout));
+            let p = slate_imager::push::push(
+                &device,
+                &path,
+                token.as_deref(),
+                wait,
+                Progress::new(quiet),
+            )?;
+            println!("device: {}", p.answer);
+            if let Some(s) = p.outcome {
+                let a = &s["last_attempt"];
+                if a["outcome"] == "committed" {
+                    println!(
+                        "committed: slot {} runs {}",
+                        s["slot"].as_str().unwrap_or("?"),
+                        s["version"].as_str().unwrap_or("?")
+                    );
+                } else {
+                    anyhow::bail!(
+                        "rolled back: {} on slot {} failed ({}); the device runs {} on slot {}",
+                        a["version"].as_str().unwrap_or("?"),
+                        a["slot"].as_str().unwrap_or("?"),
+                        a["reason"].as_str().unwrap_or("?"),
+                        s["version"].as_str().unwrap_or("?"),
+                        s["slot"].as_str().unwrap_or("?")
+                    );
+                }
+            }
         }
         Command::Keygen { out } => {
             let (private, public, id) = keys::keygen(&out)?;

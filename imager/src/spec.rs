@@ -277,6 +277,9 @@ pub struct AgentSpec {
     /// Trust file on the host, relative to the spec; baked in at `/etc/slate/trust.toml`.
     #[serde(default)]
     pub trust: Option<PathBuf>,
+    /// Bearer token the agent requires on `POST` requests.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl AgentSpec {
@@ -286,6 +289,7 @@ impl AgentSpec {
         AgentConfig {
             port: self.port.unwrap_or(AgentConfig::default().port),
             trust: has_trust.then(|| format!("/{}", slate_core::config::paths::TRUST)),
+            token: self.token.clone(),
         }
     }
 }

@@ -102,15 +102,37 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence).
+/// The development signing key and the trust file the demo image ships, made once in
+/// `.cache/keys` (never committed). Bundles for the demo image are signed with `dev.pem`.
+pub fn dev_trust() -> Result<PathBuf> {
+    let dir = root().join(".cache/keys");
+    let trust = dir.join("trust.toml");
+    if !trust.exists() {
+        std::fs::create_dir_all(&dir)?;
+        let (_, public, id) = slate_imager::keys::keygen(&dir.join("dev"))?;
+        let t = slate_imager::keys::trust(&[public], 1)?;
+        std::fs::write(&trust, toml::to_string(&t)?)?;
+        eprintln!(
+            "made development key {id} in {} (sign demo bundles with dev.pem)",
+            dir.display()
+        );
+    }
+    Ok(trust)
+}
+
+/// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
+/// trusting the development key.
 pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
     let out = root().join("out").join(board);
+    let trust = dev_trust()?;
     run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
     run(Command::new(root().join("target/release/slate"))
         .arg("build")
         .arg("--spec")
         .arg(spec)
         .args(["--board", board])
+        .arg("--trust")
+        .arg(&trust)
         .arg("--out")
         .arg(&out))?;
     Ok(out)

@@ -1,25 +1,33 @@
 //! `slated`: the Slate agent on the device.
 //!
-//! It runs the image's health checks once per boot and prints `slate: healthy slot=<s>
-//! version=<v>` (or `slate: unhealthy …`), and serves a small HTTP API on the configured port:
-//! `GET /v1/status` (JSON), `POST /v1/reboot`, `POST /v1/poweroff`.
+//! As a service (no arguments) it runs the health checks once per boot and prints
+//! `slate: healthy …`; on a trial boot it then commits (`slate: committed …`) or marks the slot
+//! bad and reboots (`slate: rollback …`). It serves on the configured port:
+//! `GET /v1/status`, `GET /metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
+//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`; POSTs need the bearer token when
+//! the image sets one.
+//!
+//! `slated install FILE [--force] [--no-reboot]` installs a bundle from a file (a USB stick, a
+//! bundle on /data) with the same checks.
 
-use anyhow::{Context, Result};
-use http_body_util::Full;
+use anyhow::{bail, Context, Result};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use slate_agent::status::{BootState, Health, Status};
-use slate_agent::{cmdline, health, marker, uptime_ms};
-use slate_core::config::{self, paths, AgentConfig, ImageInfo};
-use std::sync::{Arc, Mutex};
+use slate_agent::agent::Agent;
+use slate_agent::install::InstallError;
+use slate_agent::{health, marker};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    toml::from_str(&text).with_context(|| format!("parsing {path}"))
-}
+/// A client that sends nothing for this long has its upload aborted, freeing the agent.
+const UPLOAD_STALL: Duration = Duration::from_secs(30);
 
-fn json(code: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+type Resp = Response<Full<Bytes>>;
+
+fn json(code: StatusCode, body: serde_json::Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -29,60 +37,178 @@ fn json(code: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
-fn signal_init(sig: rustix::process::Signal) {
-    let _ = rustix::process::kill_process(rustix::process::Pid::INIT, sig);
+fn signal_init_later(sig: rustix::process::Signal) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = rustix::process::kill_process(rustix::process::Pid::INIT, sig);
+    });
+}
+
+/// Reads a bundle from the chunks the HTTP task forwards; a closed channel is the end.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    buf: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.buf = b,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+fn query_flag(req: &Request<hyper::body::Incoming>, name: &str) -> Option<bool> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        (k == name).then(|| v == "true" || v == "1")
+    })
+}
+
+async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
+    let force = query_flag(&req, "force").unwrap_or(false);
+    let reboot = query_flag(&req, "reboot").unwrap_or(true);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let worker_agent = agent.clone();
+    let worker = tokio::task::spawn_blocking(move || {
+        worker_agent.install(
+            ChannelReader {
+                rx,
+                buf: Bytes::new(),
+            },
+            force,
+        )
+    });
+    let mut body = req.into_body();
+    let mut stalled = false;
+    loop {
+        match tokio::time::timeout(UPLOAD_STALL, body.frame()).await {
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    // Once the installer stops reading (it refused the bundle), the rest is
+                    // drained so the client can read the answer.
+                    if !tx.is_closed() {
+                        let _ = tx.send(data).await;
+                    }
+                }
+            }
+        }
+    }
+    drop(tx);
+    let result = match worker.await {
+        Ok(r) => r,
+        Err(e) => Err(InstallError::Failed(anyhow::anyhow!("install task: {e}"))),
+    };
+    match result {
+        Ok(i) => {
+            if reboot {
+                signal_init_later(rustix::process::Signal::TERM);
+            }
+            json(
+                StatusCode::OK,
+                serde_json::json!({"result": "installed", "slot": i.slot.to_string(), "version": i.manifest.version.to_string(), "bytes": i.bytes_written, "seconds": i.seconds, "reboot": reboot}),
+            )
+        }
+        Err(InstallError::Refused(why)) => {
+            let why = if stalled {
+                format!("upload stalled for {} s: {why}", UPLOAD_STALL.as_secs())
+            } else {
+                why
+            };
+            let code = if why.contains("in progress") || why.contains("on trial") {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            json(code, serde_json::json!({"result": "refused", "error": why}))
+        }
+        Err(InstallError::Failed(e)) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"result": "failed", "error": format!("{e:#}")}),
+        ),
+    }
+}
+
+fn authorized(req: &Request<hyper::body::Incoming>, agent: &Agent) -> bool {
+    let Some(token) = &agent.config.token else {
+        return true;
+    };
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(token.as_str())
 }
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
-    state: Arc<Mutex<Status>>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/v1/status") => {
-            let mut s = state
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_else(|p| p.into_inner().clone());
-            s.uptime_s = uptime_ms() as f64 / 1000.0;
-            json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default())
+    agent: Arc<Agent>,
+) -> Result<Resp, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    if req.method() == Method::POST && !authorized(&req, &agent) {
+        return Ok(json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "missing or wrong bearer token"}),
+        ));
+    }
+    let resp = match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/status") => json(
+            StatusCode::OK,
+            serde_json::to_value(agent.status()).unwrap_or_default(),
+        ),
+        (Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(agent.metrics())));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
         }
-        (&Method::POST, "/v1/reboot") => {
-            tokio::spawn(async {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                signal_init(rustix::process::Signal::TERM)
-            });
+        (Method::POST, "/v1/update") => update(req, agent).await,
+        (Method::POST, "/v1/reboot") => {
+            signal_init_later(rustix::process::Signal::TERM);
             json(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"action": "reboot"}),
             )
         }
-        (&Method::POST, "/v1/poweroff") => {
-            tokio::spawn(async {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                signal_init(rustix::process::Signal::USR2)
-            });
+        (Method::POST, "/v1/poweroff") => {
+            signal_init_later(rustix::process::Signal::USR2);
             json(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"action": "poweroff"}),
             )
         }
-        (_, path) => json(
+        (m, p) => json(
             StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("no route {} {path}", req.method())}),
+            serde_json::json!({"error": format!("no route {m} {p}")}),
         ),
     };
     Ok(resp)
 }
 
-async fn serve(port: u16, state: Arc<Mutex<Status>>) -> Result<()> {
+async fn serve(agent: Arc<Agent>) -> Result<()> {
+    let port = agent.config.port;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("listening on port {port}"))?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let state = state.clone();
+        let agent = agent.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, state.clone()));
+            let svc = hyper::service::service_fn(move |req| handle(req, agent.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -90,72 +216,74 @@ async fn serve(port: u16, state: Arc<Mutex<Status>>) -> Result<()> {
     }
 }
 
-async fn run() -> Result<()> {
-    let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    let slot = cmdline::slot(&line)?;
-    let root_hash = cmdline::parse(&line)
-        .map(|p| hex::encode(p.verity.root_hash))
-        .unwrap_or_default();
-    let image: ImageInfo = read_toml(&format!("/{}", paths::IMAGE))?;
-    let agent: AgentConfig = read_toml(&format!("/{}", paths::AGENT)).unwrap_or_default();
-    let checks: config::Health = read_toml(&format!("/{}", paths::HEALTH)).unwrap_or_default();
-    let entry = slate_agent::status::selected_entry();
-    let state = Arc::new(Mutex::new(Status {
-        slot,
-        name: image.name.clone(),
-        version: image.version.to_string(),
-        board: image.board.clone(),
-        root_hash,
-        boot: BootState::from_entry(entry.as_deref()),
-        entry,
-        uptime_s: 0.0,
-        health: Health {
-            state: "pending".into(),
-            checks: Vec::new(),
-        },
-    }));
-
-    let health_state = state.clone();
+async fn daemon() -> Result<()> {
+    let agent = Arc::new(Agent::load(true)?);
+    agent.notice_fallback();
+    let a = agent.clone();
     tokio::spawn(async move {
-        let result = health::run_all(&checks).await;
-        if result.state == "passed" {
-            marker::emit(&format!(
-                "healthy slot={slot} version={} in {} ms since boot",
-                image.version,
-                uptime_ms()
-            ));
-        } else {
-            let failed: Vec<String> = result
-                .checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            marker::emit(&format!(
-                "unhealthy slot={slot} version={} failed={}",
-                image.version,
-                failed.join("; ")
-            ));
-        }
-        if let Ok(mut s) = health_state.lock() {
-            s.health = result;
+        let result = health::run_all(&a.checks).await;
+        if a.conclude(&result) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::INIT,
+                rustix::process::Signal::TERM,
+            );
         }
     });
-    serve(agent.port, state).await
+    serve(agent).await
+}
+
+fn install_cli(args: &[String]) -> Result<()> {
+    let mut file = None;
+    let (mut force, mut reboot) = (false, true);
+    for a in args {
+        match a.as_str() {
+            "--force" => force = true,
+            "--no-reboot" => reboot = false,
+            s if !s.starts_with('-') && file.is_none() => file = Some(s.to_string()),
+            other => bail!("unknown argument {other:?}; usage: slated install FILE.slate [--force] [--no-reboot]"),
+        }
+    }
+    let file = file.context("usage: slated install FILE.slate [--force] [--no-reboot]")?;
+    let agent = Agent::load(false)?;
+    let f = std::fs::File::open(&file).with_context(|| format!("opening {file}"))?;
+    let i = agent
+        .install(std::io::BufReader::new(f), force)
+        .map_err(|e| anyhow::anyhow!("{file} is refused: {e}"))?;
+    println!(
+        "installed {} {} into slot {} ({} bytes in {:.1} s)",
+        i.manifest.product, i.manifest.version, i.slot, i.bytes_written, i.seconds
+    );
+    if reboot {
+        marker::emit("rebooting into the new slot");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::INIT,
+            rustix::process::Signal::TERM,
+        );
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("slated: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("install") => install_cli(&args[1..]),
+        Some("--help") | Some("-h") => {
+            println!("slated: the Slate agent\n  slated                      run as the agent service (started by slate-init)\n  slated install FILE.slate   install a bundle [--force] [--no-reboot]");
+            Ok(())
         }
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown command {other:?}; see slated --help"
+        )),
+        None => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(daemon()),
+            Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
+        },
     };
-    match rt.block_on(run()) {
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slated: {e:#}");

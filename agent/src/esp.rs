@@ -1,0 +1,131 @@
+//! The ESP as the agent uses it: mounted (vfat) at /run/slate/esp; boot entries listed,
+//! written (temporary name, fsync, rename, fsync of the folder) and renamed.
+
+use crate::sys;
+use anyhow::{Context, Result};
+use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::layout::{self, Slot};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where the agent mounts the ESP.
+pub const MOUNT: &str = "/run/slate/esp";
+
+/// A mounted ESP.
+#[derive(Debug, Clone)]
+pub struct Esp {
+    root: PathBuf,
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing folder {}", dir.display()))
+}
+
+impl Esp {
+    /// Mounts the ESP (partition labelled `esp`) if it is not yet.
+    pub fn mount() -> Result<Esp> {
+        let root = PathBuf::from(MOUNT);
+        if !root.join(ENTRIES_DIR).is_dir() {
+            let dev = crate::stage1::find_partition(layout::ESP_LABEL)
+                .context("no partition labelled esp")?;
+            sys::mount(
+                &dev,
+                MOUNT,
+                "vfat",
+                sys::Flags::NOSUID | sys::Flags::NODEV | sys::Flags::NOEXEC,
+                "umask=0077,shortname=mixed,flush",
+            )?;
+        }
+        Ok(Esp { root })
+    }
+
+    /// An ESP at an arbitrary folder (tests).
+    pub fn at(root: &Path) -> Esp {
+        Esp {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn entries_dir(&self) -> PathBuf {
+        self.root.join(ENTRIES_DIR)
+    }
+
+    /// The Slate entries present.
+    pub fn entries(&self) -> Result<Vec<EntryName>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.entries_dir())
+            .with_context(|| format!("listing {}", self.entries_dir().display()))?
+        {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if let Ok(n) = name.parse::<EntryName>() {
+                out.push(n);
+            }
+        }
+        out.sort_by_key(|n| n.to_string());
+        Ok(out)
+    }
+
+    /// Removes every entry of `slot`: from here nothing can boot it (durable before returning).
+    pub fn remove_slot(&self, slot: Slot) -> Result<()> {
+        for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
+            let p = self.entries_dir().join(e.to_string());
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+        sync_dir(&self.entries_dir())
+    }
+
+    /// Writes `rel` from `fill` under a temporary name, fsyncs, renames into place, fsyncs.
+    pub fn write_atomic(
+        &self,
+        rel: &str,
+        fill: impl FnOnce(&mut File) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.root.join(rel);
+        let dir = path
+            .parent()
+            .context("ESP path without folder")?
+            .to_path_buf();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        fill(&mut f)?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        drop(f);
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} into place", path.display()))?;
+        sync_dir(&dir)
+    }
+
+    /// Writes a boot entry (last step of an install).
+    pub fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()> {
+        let text = entry.render();
+        self.write_atomic(&format!("{ENTRIES_DIR}/{name}"), |f| {
+            Ok(f.write_all(text.as_bytes())?)
+        })
+    }
+
+    /// Renames an entry (bless or mark bad).
+    pub fn rename_entry(&self, from: &EntryName, to: &EntryName) -> Result<()> {
+        let (a, b) = (
+            self.entries_dir().join(from.to_string()),
+            self.entries_dir().join(to.to_string()),
+        );
+        std::fs::rename(&a, &b)
+            .with_context(|| format!("renaming {} to {}", a.display(), b.display()))?;
+        sync_dir(&self.entries_dir())
+    }
+
+    /// Path of a file on the ESP.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+}

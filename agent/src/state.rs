@@ -1,0 +1,130 @@
+//! What the agent remembers across boots, in `/data/slate/state.json`, written atomically
+//! (temporary file, fsync, rename, fsync of the folder) so a power cut leaves the old or the
+//! new state, never a torn one.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// Folder of the agent's persistent files.
+pub const DIR: &str = "/data/slate";
+
+/// The last update attempt and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Version installed.
+    pub version: String,
+    /// Slot it went into.
+    pub slot: String,
+    /// installed (awaiting its trial boot), committed, rolled-back, or refused.
+    pub outcome: String,
+    /// Why, for rolled-back and refused.
+    #[serde(default)]
+    pub reason: String,
+    /// Security epoch of the bundle (raised on the device when committed).
+    #[serde(default)]
+    pub security_epoch: u64,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// A version that failed and is not retried automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// Version.
+    pub version: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// The whole state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Highest security epoch committed.
+    #[serde(default)]
+    pub security_epoch: u64,
+    /// Versions that failed their trial.
+    #[serde(default)]
+    pub failed: Vec<Failed>,
+    /// Last install attempt.
+    #[serde(default)]
+    pub last_attempt: Option<Attempt>,
+    /// Last refused bundle.
+    #[serde(default)]
+    pub last_refusal: Option<Attempt>,
+    /// Boots seen by the agent.
+    #[serde(default)]
+    pub boots: u64,
+    /// Update outcomes counted (for /metrics): installed, committed, rolled-back, refused.
+    #[serde(default)]
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+    /// Bytes written into slots and the ESP by updates.
+    #[serde(default)]
+    pub bytes_written: u64,
+    /// Seconds the last install took, upload to ready-to-reboot.
+    #[serde(default)]
+    pub last_install_seconds: f64,
+}
+
+impl State {
+    /// Loads the state (missing or unreadable: a fresh state, with a warning for the latter).
+    pub fn load(dir: &Path) -> State {
+        match std::fs::read(dir.join("state.json")) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                crate::marker::emit(&format!(
+                    "warning: {}/state.json is unreadable ({e}); starting from a fresh state",
+                    dir.display()
+                ));
+                State::default()
+            }),
+            Err(_) => State::default(),
+        }
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join("state.json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join("state.json"))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Counts an outcome.
+    pub fn count(&mut self, outcome: &str) {
+        *self.outcomes.entry(outcome.to_string()).or_default() += 1;
+    }
+
+    /// Records a failed version (once).
+    pub fn fail(&mut self, version: &str, reason: &str) {
+        if !self.failed.iter().any(|f| f.version == version) {
+            self.failed.push(Failed {
+                version: version.into(),
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = State::default();
+        s.fail("1.2.0", "web-page: HTTP 500");
+        s.fail("1.2.0", "again");
+        s.count("refused");
+        s.save(d.path()).unwrap();
+        let back = State::load(d.path());
+        assert_eq!(back, s);
+        assert_eq!(back.failed.len(), 1);
+        assert!(!d.path().join("state.json.tmp").exists());
+        std::fs::write(d.path().join("state.json"), b"{garbage").unwrap();
+        assert_eq!(State::load(d.path()), State::default());
+    }
+}
