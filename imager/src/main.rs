@@ -147,8 +147,11 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
         /// Follow the device through its reboot to the outcome.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_reboot")]
         wait: bool,
+        /// Install but do not reboot (the new slot is tried at the next reboot).
+        #[arg(long)]
+        no_reboot: bool,
         /// With --wait: seconds to wait for the outcome.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -264,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
             token,
             wait,
+            no_reboot,
             timeout,
             quiet,
             bundle: path,
@@ -273,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
                 &device,
                 &path,
                 token.as_deref(),
+                !no_reboot,
                 wait,
                 Progress::new(quiet),
             )?;

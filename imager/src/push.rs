@@ -119,6 +119,7 @@ pub fn push(
     device: &str,
     bundle: &Path,
     token: Option<&str>,
+    reboot: bool,
     wait: Option<Duration>,
     progress: Progress,
 ) -> Result<Pushed> {
@@ -127,10 +128,15 @@ pub fn push(
         std::fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let size = f.metadata()?.len();
     let bar = progress.bytes(size, "uploading");
+    let path = if reboot {
+        "/v1/update"
+    } else {
+        "/v1/update?reboot=false"
+    };
     let (code, body) = request(
         &addr,
         "POST",
-        "/v1/update",
+        path,
         token,
         Some((&mut f, size)),
         Some(&bar),
@@ -161,9 +167,10 @@ pub fn push(
         std::thread::sleep(Duration::from_secs(2));
         let Some(s) = status(&addr) else { continue };
         let a = &s["last_attempt"];
-        if a["version"] == version.as_str()
-            && (a["outcome"] == "committed" || a["outcome"] == "rolled-back")
-        {
+        // A rollback is final once the device runs the old slot again.
+        let done = (a["outcome"] == "committed" && s["slot"] == a["slot"])
+            || (a["outcome"] == "rolled-back" && s["slot"] != a["slot"]);
+        if a["version"] == version.as_str() && done {
             spinner.finish_and_clear();
             return Ok(Pushed {
                 answer,

@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod boot;
+mod hostile;
+mod update;
 mod verity;
