@@ -133,14 +133,7 @@ pub fn push(
     } else {
         "/v1/update?reboot=false"
     };
-    let (code, body) = request(
-        &addr,
-        "POST",
-        path,
-        token,
-        Some((&mut f, size)),
-        Some(&bar),
-    )?;
+    let (code, body) = request(&addr, "POST", path, token, Some((&mut f, size)), Some(&bar))?;
     bar.finish_and_clear();
     let answer: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|_| serde_json::json!({"raw": body}));

@@ -19,7 +19,12 @@ fn flip(parts: &Parts, name: &str, at: usize) -> Parts {
 fn truncated_upload(port: u16, bundle: &std::path::Path) -> String {
     let data = std::fs::read(bundle).unwrap();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
+    write!(
+        s,
+        "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
     s.write_all(&data[..data.len() / 2]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut resp = String::new();
@@ -41,7 +46,11 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     cases.push(("signed by an unknown key", p, "is not trusted"));
     let mut p = parts.clone();
     p.resign(&[&k.k1]);
-    cases.push(("too few signatures", p, "1 valid signature(s) from trusted keys, 2 required"));
+    cases.push((
+        "too few signatures",
+        p,
+        "1 valid signature(s) from trusted keys, 2 required",
+    ));
     let mut p = parts.clone();
     p.manifest.product = "other-product".into();
     p.resign(&[&k.k1, &k.k2]);
@@ -61,23 +70,44 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     let mut p = parts.clone();
     p.manifest_bytes[40] ^= 0x01;
     cases.push(("a flipped manifest byte", p, "valid signature"));
-    cases.push(("a flipped root image byte", flip(&parts, "rootfs.img", 5000), "rootfs.img sha256"));
-    cases.push(("a flipped verity tree byte", flip(&parts, "rootfs.img", usize::MAX), "rootfs.img sha256"));
-    cases.push(("a flipped kernel byte", flip(&parts, "vmlinuz", 1000), "vmlinuz sha256"));
-    cases.push(("a flipped initrd byte", flip(&parts, "initrd.img", 100), "initrd.img sha256"));
+    cases.push((
+        "a flipped root image byte",
+        flip(&parts, "rootfs.img", 5000),
+        "rootfs.img sha256",
+    ));
+    cases.push((
+        "a flipped verity tree byte",
+        flip(&parts, "rootfs.img", usize::MAX),
+        "rootfs.img sha256",
+    ));
+    cases.push((
+        "a flipped kernel byte",
+        flip(&parts, "vmlinuz", 1000),
+        "vmlinuz sha256",
+    ));
+    cases.push((
+        "a flipped initrd byte",
+        flip(&parts, "initrd.img", 100),
+        "initrd.img sha256",
+    ));
     let mut p = parts.clone();
     p.entries.swap(1, 2);
     cases.push(("entries out of order", p, "expected \"vmlinuz\""));
     let mut p = parts.clone();
     p.entries.swap(0, 1);
-    cases.push(("entries out of order (kernel first)", p, "expected \"rootfs.img\""));
+    cases.push((
+        "entries out of order (kernel first)",
+        p,
+        "expected \"rootfs.img\"",
+    ));
 
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let (root_a, root_len) = partition(&disk, "root-a").unwrap();
     let (esp, esp_len) = partition(&disk, "esp").unwrap();
     let slot_before = hash_range(&disk, root_a, root_len);
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT).unwrap();
+    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+        .unwrap();
     let url = vm.agent_url().unwrap();
     let facts = slate_core::manifest::DeviceFacts {
         product: "slate-demo".into(),
@@ -94,15 +124,28 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         let msg = format!("{e:#}");
         assert!(msg.contains(expect), "{what}: expected {expect:?} in {msg}");
         let offline = slate_imager::bundle::verify(&path, &k.trust, Some(&facts));
-        assert!(offline.is_err(), "slate verify accepted the bundle with {what}");
+        assert!(
+            offline.is_err(),
+            "slate verify accepted the bundle with {what}"
+        );
         let (code, _) = vm.http("GET", "/v1/status").unwrap();
         assert_eq!(code, 200, "agent stopped serving after {what}");
     }
     let resp = truncated_upload(vm.host_port().unwrap(), &good);
-    assert!(resp.contains("400") && resp.contains("truncated"), "truncated upload: {resp}");
+    assert!(
+        resp.contains("400") && resp.contains("truncated"),
+        "truncated upload: {resp}"
+    );
     let (_, body) = vm.http("GET", "/v1/status").unwrap();
     let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((s["slot"].as_str(), s["version"].as_str(), s["health"]["state"].as_str()), (Some("a"), Some("1.0.0"), Some("passed")));
+    assert_eq!(
+        (
+            s["slot"].as_str(),
+            s["version"].as_str(),
+            s["health"]["state"].as_str()
+        ),
+        (Some("a"), Some("1.0.0"), Some("passed"))
+    );
     assert_eq!(s["last_refusal"]["outcome"], "refused");
 
     // The next good update still works (and slate verify agrees it is good).
@@ -111,8 +154,21 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     assert_eq!(p.answer["result"], "installed");
     assert_eq!(p.answer["slot"], "b");
     vm.shutdown(Duration::from_secs(60)).unwrap();
-    assert_eq!(hash_range(&disk, root_a, root_len), slot_before, "the running slot changed");
-    let entry = std::process::Command::new("mdir").env("MTOOLS_SKIP_CHECK", "1").args(["-b", "-i", &format!("{}@@{esp}", disk.display()), "::/loader/entries"]).output().unwrap();
+    assert_eq!(
+        hash_range(&disk, root_a, root_len),
+        slot_before,
+        "the running slot changed"
+    );
+    let entry = std::process::Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args([
+            "-b",
+            "-i",
+            &format!("{}@@{esp}", disk.display()),
+            "::/loader/entries",
+        ])
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&entry.stdout);
     assert!(listing.contains("slate-a-1.0.0.conf"), "{listing}");
     assert!(listing.contains("slate-b-1.1.0+3.conf"), "{listing}");

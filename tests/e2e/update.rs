@@ -16,8 +16,16 @@ fn status(vm: &slate_qemu::Vm) -> serde_json::Value {
 }
 
 fn slot_state(s: &serde_json::Value, slot: &str) -> (String, String) {
-    let v = s["slots"].as_array().unwrap().iter().find(|x| x["slot"] == slot).unwrap();
-    (v["state"].as_str().unwrap_or("").to_string(), v["version"].as_str().unwrap_or("").to_string())
+    let v = s["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["slot"] == slot)
+        .unwrap();
+    (
+        v["state"].as_str().unwrap_or("").to_string(),
+        v["version"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 #[test]
@@ -35,7 +43,8 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT).unwrap();
+    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+        .unwrap();
     let url = vm.agent_url().unwrap();
     let quiet = Progress::new(true);
 
@@ -43,7 +52,10 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let p = push::push(&url, &v2, None, true, Some(WAIT), quiet).unwrap();
     assert_eq!(p.answer["slot"], "b");
     let s = status(&vm);
-    assert_eq!((s["slot"].as_str(), s["version"].as_str()), (Some("b"), Some("1.1.0")));
+    assert_eq!(
+        (s["slot"].as_str(), s["version"].as_str()),
+        (Some("b"), Some("1.1.0"))
+    );
     assert_eq!(s["last_attempt"]["outcome"], "committed");
     assert_eq!(slot_state(&s, "a"), ("good".into(), "1.0.0".into()));
     assert_eq!(slot_state(&s, "b"), ("good".into(), "1.1.0".into()));
@@ -52,33 +64,71 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     // Below the committed security epoch: refused before anything is written.
     let e = push::push(&url, &epoch_low, None, true, None, quiet).unwrap_err();
-    assert!(format!("{e:#}").contains("security epoch 1 is below the device's 2"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("security epoch 1 is below the device's 2"),
+        "{e:#}"
+    );
 
     // v3 fails a health check on its trial boot: marked bad, back to v2 with no human action.
     let mark = vm.mark();
     let p = push::push(&url, &v3_unhealthy, None, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
     assert_eq!(s["last_attempt"]["outcome"], "rolled-back", "{s}");
-    assert!(s["last_attempt"]["reason"].as_str().unwrap().contains("always-fails"), "{s}");
-    vm.wait_for_after("slate: rollback slot=a version=1.2.0", mark, BOOT_TIMEOUT).unwrap();
-    vm.wait_for_after("slate: healthy slot=b version=1.1.0", mark, BOOT_TIMEOUT).unwrap();
+    assert!(
+        s["last_attempt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("always-fails"),
+        "{s}"
+    );
+    vm.wait_for_after("slate: rollback slot=a version=1.2.0", mark, BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_for_after("slate: healthy slot=b version=1.1.0", mark, BOOT_TIMEOUT)
+        .unwrap();
     let s = status(&vm);
-    assert_eq!((s["slot"].as_str(), s["version"].as_str()), (Some("b"), Some("1.1.0")));
+    assert_eq!(
+        (s["slot"].as_str(), s["version"].as_str()),
+        (Some("b"), Some("1.1.0"))
+    );
     assert_eq!(slot_state(&s, "a"), ("bad".into(), "1.2.0".into()));
-    assert!(s["failed"].as_array().unwrap().iter().any(|f| f["version"] == "1.2.0"), "{s}");
+    assert!(
+        s["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["version"] == "1.2.0"),
+        "{s}"
+    );
     // The same version is not tried again automatically.
     let e = push::push(&url, &v3_unhealthy, None, true, None, quiet).unwrap_err();
-    assert!(format!("{e:#}").contains("failed its health checks before"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("failed its health checks before"),
+        "{e:#}"
+    );
 
     // 1.3.0 cannot boot: systemd-boot spends its three tries, then boots v2 again.
     let mark = vm.mark();
     let p = push::push(&url, &broken_path, None, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
     assert_eq!(s["last_attempt"]["outcome"], "rolled-back", "{s}");
-    assert!(s["last_attempt"]["reason"].as_str().unwrap().contains("boot-failed"), "{s}");
-    vm.wait_for_after("slate: rollback slot=a version=1.3.0", mark, Duration::from_secs(5)).unwrap();
+    assert!(
+        s["last_attempt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("boot-failed"),
+        "{s}"
+    );
+    vm.wait_for_after(
+        "slate: rollback slot=a version=1.3.0",
+        mark,
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let s = status(&vm);
-    assert_eq!((s["slot"].as_str(), s["version"].as_str()), (Some("b"), Some("1.1.0")));
+    assert_eq!(
+        (s["slot"].as_str(), s["version"].as_str()),
+        (Some("b"), Some("1.1.0"))
+    );
     assert_eq!(slot_state(&s, "a"), ("bad".into(), "1.3.0".into()));
     drop(tmp);
 }

@@ -83,16 +83,31 @@ pub struct Keys {
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let dir = Box::leak(Box::new(tempfile::Builder::new().prefix("slate-e2e-keys-").tempdir().expect("temp dir")));
+        let dir = Box::leak(Box::new(
+            tempfile::Builder::new()
+                .prefix("slate-e2e-keys-")
+                .tempdir()
+                .expect("temp dir"),
+        ));
         let mk = |n: &str| {
-            let (private, public, _) = slate_imager::keys::keygen(&dir.path().join(n)).expect("keygen");
-            (slate_imager::keys::load_private(&private).expect("load key"), public)
+            let (private, public, _) =
+                slate_imager::keys::keygen(&dir.path().join(n)).expect("keygen");
+            (
+                slate_imager::keys::load_private(&private).expect("load key"),
+                public,
+            )
         };
         let ((k1, p1), (k2, p2), (stranger, _)) = (mk("k1"), mk("k2"), mk("stranger"));
         let trust = slate_imager::keys::trust(&[p1, p2], 2).expect("trust");
         let trust_file = dir.path().join("trust.toml");
         std::fs::write(&trust_file, toml::to_string(&trust).expect("toml")).expect("write trust");
-        Keys { k1, k2, stranger, trust_file, trust }
+        Keys {
+            k1,
+            k2,
+            stranger,
+            trust_file,
+            trust,
+        }
     })
 }
 
@@ -108,9 +123,13 @@ pub enum Variant {
 /// Builds `rootfs/image.toml` (or its variant) for the QEMU board at `version`, trusting the
 /// test keys; cached per version and variant.
 pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
-    static IMAGES: std::sync::Mutex<Vec<(String, Variant, &'static Image)>> = std::sync::Mutex::new(Vec::new());
+    static IMAGES: std::sync::Mutex<Vec<(String, Variant, &'static Image)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut images = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, img)) = images.iter().find(|(v, w, _)| v == version && *w == variant) {
+    if let Some((_, _, img)) = images
+        .iter()
+        .find(|(v, w, _)| v == version && *w == variant)
+    {
         return img;
     }
     let spec = match variant {
@@ -119,7 +138,12 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
             let dir = workspace().join("target/e2e-specs/failing");
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("spec dir");
-            let ok = Command::new("cp").arg("-a").arg(workspace().join("rootfs/.")).arg(&dir).status().expect("cp");
+            let ok = Command::new("cp")
+                .arg("-a")
+                .arg(workspace().join("rootfs/."))
+                .arg(&dir)
+                .status()
+                .expect("cp");
             assert!(ok.success());
             let text = std::fs::read_to_string(dir.join("image.toml")).expect("spec");
             let text = text.replace("deadline_s = 60", "deadline_s = 20")
@@ -128,7 +152,9 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
             dir.join("image.toml")
         }
     };
-    let out = workspace().join("target/e2e-images").join(format!("{version}-{variant:?}"));
+    let out = workspace()
+        .join("target/e2e-images")
+        .join(format!("{version}-{variant:?}"));
     let opts = BuildOptions {
         spec,
         board: Some("qemu-x86_64".into()),
@@ -141,7 +167,9 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
         agent_dir: Some(agent_dir().to_path_buf()),
         trust: Some(keys().trust_file.clone()),
     };
-    let report = build::build(&opts).unwrap_or_else(|e| panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)"));
+    let report = build::build(&opts).unwrap_or_else(|e| {
+        panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)")
+    });
     let img: &'static Image = Box::leak(Box::new(Image { dir: out, report }));
     images.push((version.to_string(), variant, img));
     img
@@ -155,7 +183,14 @@ pub fn image(version: &str) -> &'static Image {
 /// A bundle of `img` signed by both trusted keys.
 pub fn bundle(img: &Image, security_epoch: u64) -> PathBuf {
     let out = img.dir.with_extension(format!("e{security_epoch}.slate"));
-    slate_imager::bundle::make(&img.dir, &[keys().k1.clone(), keys().k2.clone()], security_epoch, None, &out).expect("making a bundle");
+    slate_imager::bundle::make(
+        &img.dir,
+        &[keys().k1.clone(), keys().k2.clone()],
+        security_epoch,
+        None,
+        &out,
+    )
+    .expect("making a bundle");
     out
 }
 
@@ -184,7 +219,12 @@ impl Parts {
             let n = r.expect_entry(&a.name, u64::MAX).expect("entry");
             entries.push((a.name.clone(), r.read_small(&a.name, n).expect("data")));
         }
-        Parts { manifest, manifest_bytes, sigs, entries }
+        Parts {
+            manifest,
+            manifest_bytes,
+            sigs,
+            entries,
+        }
     }
 
     /// Re-serialises the manifest (after edits) and signs it with `signers`.
@@ -193,24 +233,38 @@ impl Parts {
         self.manifest_bytes = self.manifest.to_bytes();
         self.sigs.signatures = signers
             .iter()
-            .map(|k| slate_core::manifest::SignatureEntry { key_id: slate_core::manifest::key_id(&k.verifying_key()), signature: hex_encode(&k.sign(&self.manifest_bytes).to_bytes()) })
+            .map(|k| slate_core::manifest::SignatureEntry {
+                key_id: slate_core::manifest::key_id(&k.verifying_key()),
+                signature: hex_encode(&k.sign(&self.manifest_bytes).to_bytes()),
+            })
             .collect();
     }
 
     /// Replaces an artifact's bytes and fixes the manifest's size and sha256.
     pub fn replace_artifact(&mut self, name: &str, data: Vec<u8>) {
         use sha2_like::digest;
-        let a = self.manifest.artifacts.iter_mut().find(|a| a.name == name).expect("artifact");
+        let a = self
+            .manifest
+            .artifacts
+            .iter_mut()
+            .find(|a| a.name == name)
+            .expect("artifact");
         a.size = data.len() as u64;
         a.sha256 = digest(&data);
-        self.entries.iter_mut().find(|(n, _)| n == name).expect("entry").1 = data;
+        self.entries
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("entry")
+            .1 = data;
     }
 
     /// Writes a bundle.
     pub fn write(&self, out: &Path) {
         let mut w = std::io::BufWriter::new(std::fs::File::create(out).expect("create"));
-        slate_core::bundle::write_entry(&mut w, "manifest.toml", &self.manifest_bytes, 0).expect("write");
-        slate_core::bundle::write_entry(&mut w, "manifest.sig", &self.sigs.to_bytes(), 0).expect("write");
+        slate_core::bundle::write_entry(&mut w, "manifest.toml", &self.manifest_bytes, 0)
+            .expect("write");
+        slate_core::bundle::write_entry(&mut w, "manifest.sig", &self.sigs.to_bytes(), 0)
+            .expect("write");
         for (n, d) in &self.entries {
             slate_core::bundle::write_entry(&mut w, n, d, 0).expect("write");
         }
@@ -226,10 +280,23 @@ mod sha2_like {
     /// sha256 hex by the standard tool, so the tests do not share Slate's hashing code.
     pub fn digest(data: &[u8]) -> String {
         use std::io::Write;
-        let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("sha256sum");
-        child.stdin.take().expect("stdin").write_all(data).expect("write");
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(data)
+            .expect("write");
         let out = child.wait_with_output().expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
