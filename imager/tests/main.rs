@@ -9,5 +9,6 @@ mod util;
 
 mod bad_input;
 mod flash;
+mod keys;
 mod oracles;
 mod reproducible;

@@ -148,6 +148,38 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     );
     assert_eq!(s["last_refusal"]["outcome"], "refused");
 
+    // Two uploads at once: while one is in progress the other is refused; cutting the first
+    // frees the agent.
+    let data = std::fs::read(&good).unwrap();
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", vm.host_port().unwrap())).unwrap();
+    write!(
+        first,
+        "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    first.write_all(&data[..2 << 20]).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let e = push::push(&url, &good, None, true, None, Progress::new(true)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("another install is in progress"),
+        "{e:#}"
+    );
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = vm.http("GET", "/v1/status").unwrap();
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if s["installing"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut upload kept the agent busy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // The next good update still works (and slate verify agrees it is good).
     slate_imager::bundle::verify(&good, &k.trust, Some(&facts)).unwrap();
     let p = push::push(&url, &good, None, false, None, Progress::new(true)).unwrap();

@@ -62,11 +62,34 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     assert_eq!(s["security_epoch"], 2);
     assert!(vm.saw("slate: committed slot=b version=1.1.0"));
 
-    // Below the committed security epoch: refused before anything is written.
+    let (code, metrics) = vm.http("GET", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("slate_update_attempts_total{outcome=\"committed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slate_boots_total 2"), "{metrics}");
+
+    // Below the committed security epoch: refused before anything is written, by the device
+    // and by `slate verify` alike.
     let e = push::push(&url, &epoch_low, None, true, None, quiet).unwrap_err();
     assert!(
         format!("{e:#}").contains("security epoch 1 is below the device's 2"),
         "{e:#}"
+    );
+    let facts = slate_core::manifest::DeviceFacts {
+        product: "slate-demo".into(),
+        board: "qemu-x86_64".into(),
+        version: "1.1.0".parse().unwrap(),
+        security_epoch: 2,
+        failed_versions: vec![],
+        now: slate_imager::bundle::now(),
+    };
+    let offline =
+        slate_imager::bundle::verify(&epoch_low, &keys().trust, Some(&facts)).unwrap_err();
+    assert!(
+        format!("{offline:#}").contains("security epoch"),
+        "{offline:#}"
     );
 
     // v3 fails a health check on its trial boot: marked bad, back to v2 with no human action.
