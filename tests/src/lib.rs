@@ -12,6 +12,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod corpus;
+
 /// Generous bound for one boot to the healthy marker under TCG on a loaded CI machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
