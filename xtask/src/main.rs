@@ -6,7 +6,9 @@
 
 mod bench;
 mod deps;
+mod fuzz;
 mod qemu;
+mod soak;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -59,6 +61,21 @@ enum Cmd {
         /// With --headless: seconds to wait.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+    },
+    /// Fuzz every parser that takes outside input (cargo fuzz, nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// A→B→A updates back to back on one device; outcomes and RSS per cycle.
+    Soak {
+        /// Updates to run.
+        #[arg(long, default_value_t = 10)]
+        cycles: u32,
     },
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
@@ -176,6 +193,8 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::Soak { cycles } => soak::soak(cycles),
+        Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Cmd::Qemu {
             spec,
             board,

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::agent::Agent;
 use slate_agent::install::InstallError;
-use slate_agent::{health, marker};
+use slate_agent::{health, http, marker};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,16 +65,9 @@ impl Read for ChannelReader {
     }
 }
 
-fn query_flag(req: &Request<hyper::body::Incoming>, name: &str) -> Option<bool> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
-        (k == name).then(|| v == "true" || v == "1")
-    })
-}
-
 async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
-    let force = query_flag(&req, "force").unwrap_or(false);
-    let reboot = query_flag(&req, "reboot").unwrap_or(true);
+    let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
+    let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let worker_agent = agent.clone();
     let worker = tokio::task::spawn_blocking(move || {
@@ -145,11 +138,11 @@ fn authorized(req: &Request<hyper::body::Incoming>, agent: &Agent) -> bool {
     let Some(token) = &agent.config.token else {
         return true;
     };
-    req.headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        == Some(token.as_str())
+    http::bearer(
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    ) == Some(token.as_str())
 }
 
 async fn handle(
