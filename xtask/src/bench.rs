@@ -689,22 +689,16 @@ fn install_bench() -> Result<()> {
         Duration::from_secs(300),
     )?;
     let failed_at = line_time(&vm, mark, "slate: unhealthy").unwrap_or(0.0);
-    let healthy_at = vm
-        .lines()
-        .iter()
-        .skip(mark)
-        .filter(|l| l.text.contains("slate: healthy slot=b"))
-        .map(|l| l.at.as_secs_f64())
-        .last()
-        .unwrap_or(0.0);
-    let kernel = vm
-        .lines()
-        .iter()
-        .skip(mark)
-        .filter(|l| l.text.contains("slate: stage2 up"))
-        .last()
-        .map(|l| l.at.as_secs_f64())
-        .unwrap_or(0.0);
+    let last = |needle: &str| {
+        vm.lines()
+            .iter()
+            .skip(mark)
+            .rev()
+            .find(|l| l.text.contains(needle))
+            .map_or(0.0, |l| l.at.as_secs_f64())
+    };
+    let healthy_at = last("slate: healthy slot=b");
+    let kernel = last("slate: stage2 up");
     println!("\nfailed health check → old slot healthy: {:.1} s (of which the fallback boot from QEMU reset to stage 2 ≈ {:.1} s; goal: one boot + ≤ 5 s)", healthy_at - failed_at, kernel - failed_at);
     vm.power_cut();
     Ok(())
