@@ -87,6 +87,7 @@ impl Agent {
                 None
             }
         };
+        crate::hooks::arm(config.test_hooks);
         let dir = Path::new(state::DIR);
         let mut st = State::load(dir);
         if count_boot {
@@ -169,6 +170,20 @@ impl Agent {
     fn save(&self, st: &State) {
         if let Err(e) = st.save(Path::new(state::DIR)) {
             marker::emit(&format!("warning: saving agent state: {e}"));
+        }
+    }
+
+    /// Cut points at the start of a boot (test images only).
+    pub fn boot_cut_points(&self) {
+        if matches!(lock(&self.status).boot, BootState::Trial { .. }) {
+            crate::hooks::cut_point("trial-boot");
+        }
+        let after_rollback = lock(&self.state)
+            .last_attempt
+            .as_ref()
+            .is_some_and(|a| a.outcome == "rolled-back" && a.slot != self.slot.to_string());
+        if after_rollback {
+            crate::hooks::cut_point("fallback-boot");
         }
     }
 
@@ -263,6 +278,7 @@ impl Agent {
                 marker::emit(&format!("warning: blessing {current}: {e:#}"));
                 return false;
             }
+            crate::hooks::cut_point("blessed");
             st.security_epoch = st.security_epoch.max(attempt_epoch);
             st.last_attempt = Some(Attempt {
                 version: self.image.version.to_string(),
@@ -292,6 +308,7 @@ impl Agent {
             if let Err(e) = esp.rename_entry(&current, &slots::marked_bad(&current)) {
                 marker::emit(&format!("warning: marking {current} bad: {e:#}"));
             }
+            crate::hooks::cut_point("marked-bad");
             st.fail(&self.image.version.to_string(), &reason);
             st.last_attempt = Some(Attempt {
                 version: self.image.version.to_string(),

@@ -142,14 +142,20 @@ pub fn install<R: Read>(
 
     // 2. Nothing may boot a half-written slot.
     inst.esp.remove_slot(idle).map_err(failed)?;
+    crate::hooks::cut_point("entry-removed");
 
     // 3. The root image, hashed as it streams, then read back from the disk.
     expect_artifact(&mut r, &rootfs)?;
     slot.seek(SeekFrom::Start(0))
         .map_err(|e| failed(e.into()))?;
     let mut h = Sha256::new();
+    let mut streamed = 0u64;
     r.stream("rootfs.img", rootfs.size, |c| {
         h.update(c);
+        streamed += c.len() as u64;
+        if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
+            crate::hooks::cut_point("slot-partly-written");
+        }
         slot.write_all(c)
     })?
     .with_context(|| format!("writing {dev}"))
@@ -163,6 +169,7 @@ pub fn install<R: Read>(
     }
     slot.sync_all().map_err(|e| failed(e.into()))?;
     read_back(&mut slot, &rootfs).map_err(failed)?;
+    crate::hooks::cut_point("slot-written");
     let mut written = rootfs.size;
 
     // 4. Kernel and initrd, each checked before it takes its final name.
@@ -212,6 +219,7 @@ pub fn install<R: Read>(
         written += a.size;
     }
     r.expect_end()?;
+    crate::hooks::cut_point("boot-files-written");
 
     // 5. The entry, last.
     let info = rootfs
@@ -230,6 +238,7 @@ pub fn install<R: Read>(
     inst.esp
         .write_entry(&EntryName::trial(idle, m.version.clone(), TRIES), &entry)
         .map_err(failed)?;
+    crate::hooks::cut_point("entry-written");
     Ok(Installed {
         manifest: m,
         slot: idle,

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cmdline;
 pub mod esp;
 pub mod health;
+pub mod hooks;
 pub mod http;
 pub mod install;
 pub mod marker;

@@ -251,6 +251,10 @@ pub struct AgentConfig {
     /// Bearer token `POST` requests must carry; None: no token needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Test images only: halt at the cut point the QEMU harness names through fw_cfg
+    /// (`opt/slate/cut-at`), so a power cut can be placed at an exact step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_hooks: bool,
 }
 
 impl Default for AgentConfig {
@@ -259,6 +263,7 @@ impl Default for AgentConfig {
             port: default_port(),
             trust: None,
             token: None,
+            test_hooks: false,
         }
     }
 }

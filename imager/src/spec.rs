@@ -280,6 +280,9 @@ pub struct AgentSpec {
     /// Bearer token the agent requires on `POST` requests.
     #[serde(default)]
     pub token: Option<String>,
+    /// Test images only: honour the QEMU harness's cut points (never in production images).
+    #[serde(default)]
+    pub test_hooks: bool,
 }
 
 impl AgentSpec {
@@ -290,6 +293,7 @@ impl AgentSpec {
             port: self.port.unwrap_or(AgentConfig::default().port),
             trust: has_trust.then(|| format!("/{}", slate_core::config::paths::TRUST)),
             token: self.token.clone(),
+            test_hooks: self.test_hooks,
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod boot;
+mod gauntlet;
 mod hostile;
 mod update;
 mod verity;

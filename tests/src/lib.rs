@@ -134,26 +134,31 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
     {
         return img;
     }
-    let spec = match variant {
-        Variant::Demo => workspace().join("rootfs/image.toml"),
-        Variant::FailingHealth => {
-            let dir = workspace().join("target/e2e-specs/failing");
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("spec dir");
-            let ok = Command::new("cp")
-                .arg("-a")
-                .arg(workspace().join("rootfs/."))
-                .arg(&dir)
-                .status()
-                .expect("cp");
-            assert!(ok.success());
-            let text = std::fs::read_to_string(dir.join("image.toml")).expect("spec");
-            let text = text.replace("deadline_s = 60", "deadline_s = 20")
-                + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
-            std::fs::write(dir.join("image.toml"), text).expect("spec");
-            dir.join("image.toml")
-        }
-    };
+    // Test images are the demo spec with the harness's cut points enabled (never in
+    // production images), and for FailingHealth a check that always fails.
+    let dir = workspace().join(format!("target/e2e-specs/{variant:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("spec dir");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(workspace().join("rootfs/."))
+        .arg(&dir)
+        .status()
+        .expect("cp");
+    assert!(ok.success());
+    let mut text = std::fs::read_to_string(dir.join("image.toml"))
+        .expect("spec")
+        .replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
+    assert!(
+        text.contains("test_hooks = true"),
+        "the demo spec has no [agent] table"
+    );
+    if variant == Variant::FailingHealth {
+        text = text.replace("deadline_s = 60", "deadline_s = 20")
+            + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
+    }
+    std::fs::write(dir.join("image.toml"), text).expect("spec");
+    let spec = dir.join("image.toml");
     let out = workspace()
         .join("target/e2e-images")
         .join(format!("{version}-{variant:?}"));

@@ -211,9 +211,20 @@ async fn serve(agent: Arc<Agent>) -> Result<()> {
 
 async fn daemon() -> Result<()> {
     let agent = Arc::new(Agent::load(true)?);
+    agent.boot_cut_points();
     agent.notice_fallback();
     let a = agent.clone();
     tokio::spawn(async move {
+        if matches!(
+            a.status().boot,
+            slate_agent::status::BootState::Trial { .. }
+        ) {
+            let b = a.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                slate_agent::hooks::cut_point("health-running");
+            });
+        }
         let result = health::run_all(&a.checks).await;
         if a.conclude(&result) {
             tokio::time::sleep(Duration::from_secs(1)).await;
