@@ -1,5 +1,10 @@
-//! The ESP as the agent uses it: mounted (vfat) at /run/slate/esp; boot entries listed,
-//! written (temporary name, fsync, rename, fsync of the folder) and renamed.
+//! The ESP as the agent uses it: mounted (vfat) read-only at /run/slate/esp and switched to
+//! read-write only for the moment of a write; boot entries listed, written (temporary name,
+//! fsync, rename, fsync of the folder) and renamed.
+//!
+//! Linux marks a FAT volume dirty while it is mounted read-write and clean when it goes back
+//! to read-only, so outside those short windows a power cut leaves the ESP clean
+//! (`fsck.fat -n` finds nothing), which firmware and boot loader rely on.
 
 use crate::sys;
 use anyhow::{Context, Result};
@@ -16,7 +21,14 @@ pub const MOUNT: &str = "/run/slate/esp";
 #[derive(Debug, Clone)]
 pub struct Esp {
     root: PathBuf,
+    /// Remount read-write around writes (false for a plain folder in tests).
+    remount: bool,
 }
+
+const ESP_FLAGS: sys::Flags = sys::Flags::NOSUID
+    .union(sys::Flags::NODEV)
+    .union(sys::Flags::NOEXEC);
+const ESP_OPTIONS: &str = "umask=0077,shortname=mixed,flush";
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -35,17 +47,37 @@ impl Esp {
                 &dev,
                 MOUNT,
                 "vfat",
-                sys::Flags::NOSUID | sys::Flags::NODEV | sys::Flags::NOEXEC,
-                "umask=0077,shortname=mixed,flush",
+                ESP_FLAGS | sys::Flags::RDONLY,
+                ESP_OPTIONS,
             )?;
         }
-        Ok(Esp { root })
+        Ok(Esp {
+            root,
+            remount: true,
+        })
+    }
+
+    /// Runs `f` with the ESP writable, then makes it read-only (and clean) again, also when
+    /// `f` fails.
+    fn writable<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.remount {
+            return f();
+        }
+        sys::remount(MOUNT, ESP_FLAGS, ESP_OPTIONS).context("making the ESP writable")?;
+        let r = f();
+        sys::sync();
+        let back = sys::remount(MOUNT, ESP_FLAGS | sys::Flags::RDONLY, ESP_OPTIONS)
+            .context("making the ESP read-only again");
+        let v = r?;
+        back?;
+        Ok(v)
     }
 
     /// An ESP at an arbitrary folder (tests).
     pub fn at(root: &Path) -> Esp {
         Esp {
             root: root.to_path_buf(),
+            remount: false,
         }
     }
 
@@ -70,39 +102,48 @@ impl Esp {
 
     /// Removes every entry of `slot`: from here nothing can boot it (durable before returning).
     pub fn remove_slot(&self, slot: Slot) -> Result<()> {
-        for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
-            let p = self.entries_dir().join(e.to_string());
-            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-        }
-        sync_dir(&self.entries_dir())
+        self.writable(|| {
+            for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
+                let p = self.entries_dir().join(e.to_string());
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+            sync_dir(&self.entries_dir())
+        })
     }
 
     /// Writes `rel` from `fill` under a temporary name, fsyncs, renames into place, fsyncs.
+    /// A failed `fill` removes the temporary file.
     pub fn write_atomic(
         &self,
         rel: &str,
         fill: impl FnOnce(&mut File) -> Result<()>,
     ) -> Result<()> {
-        let path = self.root.join(rel);
-        let dir = path
-            .parent()
-            .context("ESP path without folder")?
-            .to_path_buf();
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
+        self.writable(|| {
+            let path = self.root.join(rel);
+            let dir = path
+                .parent()
+                .context("ESP path without folder")?
+                .to_path_buf();
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let name = path
+                .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        fill(&mut f)?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming {} into place", path.display()))?;
-        sync_dir(&dir)
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{name}.tmp"));
+            let mut f =
+                File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            if let Err(e) = fill(&mut f) {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            f.sync_all()
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+            drop(f);
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} into place", path.display()))?;
+            sync_dir(&dir)
+        })
     }
 
     /// Writes a boot entry (last step of an install).
@@ -115,13 +156,15 @@ impl Esp {
 
     /// Renames an entry (bless or mark bad).
     pub fn rename_entry(&self, from: &EntryName, to: &EntryName) -> Result<()> {
-        let (a, b) = (
-            self.entries_dir().join(from.to_string()),
-            self.entries_dir().join(to.to_string()),
-        );
-        std::fs::rename(&a, &b)
-            .with_context(|| format!("renaming {} to {}", a.display(), b.display()))?;
-        sync_dir(&self.entries_dir())
+        self.writable(|| {
+            let (a, b) = (
+                self.entries_dir().join(from.to_string()),
+                self.entries_dir().join(to.to_string()),
+            );
+            std::fs::rename(&a, &b)
+                .with_context(|| format!("renaming {} to {}", a.display(), b.display()))?;
+            sync_dir(&self.entries_dir())
+        })
     }
 
     /// Path of a file on the ESP.

@@ -318,7 +318,10 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
         }
     }
     sys::sync();
-    for m in ["/var", "/data"] {
+    for m in [crate::esp::MOUNT, "/var", "/data"] {
+        if m == crate::esp::MOUNT && !std::path::Path::new(m).join("loader").exists() {
+            continue;
+        }
         if let Err(e) = sys::unmount(m) {
             marker::emit(&format!("warning: {e:#}"));
         }

@@ -25,6 +25,12 @@ pub fn mount(
         .with_context(|| format!("mounting {fstype} {source} at {target}"))
 }
 
+/// Changes the flags of a mounted file system (read-only ↔ read-write).
+pub fn remount(target: &str, flags: MountFlags, data: &str) -> Result<()> {
+    rustix::mount::mount_remount(target, flags, data)
+        .with_context(|| format!("remounting {target}"))
+}
+
 /// Moves a mount to another place.
 pub fn mount_move(from: &str, to: &str) -> Result<()> {
     std::fs::create_dir_all(to).ok();

@@ -196,14 +196,12 @@ fn cuts_at_seeded_random_moments() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // A fixed seed unless one is given, so CI is repeatable; `cargo xtask gauntlet` passes a
+    // fresh one.
     let seed: u64 = std::env::var("SLATE_GAUNTLET_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_secs())
-        });
+        .unwrap_or(20_261_122);
     eprintln!("random power cuts: {n}, seed {seed} (replay with SLATE_GAUNTLET_SEED={seed})");
     let mut x = seed | 1;
     for i in 0..n {

@@ -187,17 +187,29 @@ pub fn image(version: &str) -> &'static Image {
     image_variant(version, Variant::Demo)
 }
 
-/// A bundle of `img` signed by both trusted keys.
+/// A bundle of `img` signed by both trusted keys (made once per image and epoch).
 pub fn bundle(img: &Image, security_epoch: u64) -> PathBuf {
-    let out = img.dir.with_extension(format!("e{security_epoch}.slate"));
-    slate_imager::bundle::make(
-        &img.dir,
-        &[keys().k1.clone(), keys().k2.clone()],
-        security_epoch,
-        None,
-        &out,
-    )
-    .expect("making a bundle");
+    static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let name = img
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = img
+        .dir
+        .with_file_name(format!("{name}-epoch{security_epoch}.slate"));
+    if !made.contains(&out) {
+        slate_imager::bundle::make(
+            &img.dir,
+            &[keys().k1.clone(), keys().k2.clone()],
+            security_epoch,
+            None,
+            &out,
+        )
+        .expect("making a bundle");
+        made.push(out.clone());
+    }
     out
 }
 

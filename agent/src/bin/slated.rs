@@ -219,7 +219,6 @@ async fn daemon() -> Result<()> {
             a.status().boot,
             slate_agent::status::BootState::Trial { .. }
         ) {
-            let b = a.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 slate_agent::hooks::cut_point("health-running");
