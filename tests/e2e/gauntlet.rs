@@ -4,7 +4,8 @@
 //! must be intact, and a following update must commit.
 //!
 //! A failure names the step or seed and the serial logs needed to replay it.
-//! `SLATE_GAUNTLET_RANDOM=N` sets the number of random cuts (default 3).
+//! `SLATE_GAUNTLET_RANDOM=N` sets the number of random cuts (default 3) and
+//! `SLATE_GAUNTLET_SEED` their seed (default fixed, so CI repeats itself).
 
 use slate_imager::progress::Progress;
 use slate_imager::push;
@@ -12,6 +13,7 @@ use slate_tests::*;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(900);
+const SHORT: Duration = Duration::from_secs(30);
 
 /// Where the power is cut.
 enum Cut {
@@ -21,6 +23,21 @@ enum Cut {
     After(u64),
 }
 
+/// What a cut broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// No slot came up healthy.
+    Brick,
+    /// A synced /data file was lost.
+    DataLoss,
+    /// The ESP does not pass fsck.fat -n.
+    Esp,
+    /// The following update did not commit, or another promise failed.
+    Other,
+}
+
+type Outcome = Result<(), (Broken, String)>;
+
 fn describe(cut: &Cut) -> String {
     match cut {
         Cut::Step(s) => format!("step {s}"),
@@ -28,9 +45,8 @@ fn describe(cut: &Cut) -> String {
     }
 }
 
-/// One cut: returns nothing, panics with the replay details on any broken promise.
-fn cut_and_recover(cut: Cut, failing_update: bool) {
-    let v1 = image("1.0.0");
+/// One cut and the checks after it.
+fn cut_and_recover(cut: Cut, failing_update: bool) -> Outcome {
     let update = if failing_update {
         bundle(image_variant("1.2.0", Variant::FailingHealth), 0)
     } else {
@@ -38,34 +54,32 @@ fn cut_and_recover(cut: Cut, failing_update: bool) {
     };
     let next = bundle(image("1.3.0"), 0);
     let what = describe(&cut);
-    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
+        .map_err(|e| (Broken::Other, format!("{e:#}")))?;
+    let harness = |e: anyhow::Error| (Broken::Other, format!("[{what}] harness: {e:#}"));
     let mut vm = boot(&disk, &tmp.path().join("before"), |c| {
         if let Cut::Step(s) = &cut {
             c.fw_cfg.push(("cut-at".into(), s.to_string()));
         }
     })
-    .unwrap();
-    let replay = |vm: &slate_qemu::Vm| format!("[{what}] serial log {}", vm.log_path().display());
+    .map_err(harness)?;
     vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{}: {e:#}", replay(&vm)));
-    vm.wait_prompt("slate# ", 0, Duration::from_secs(30))
-        .unwrap();
+        .map_err(harness)?;
+    vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
     let w = vm
-        .shell(
-            "echo precious > /data/precious && sync",
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    assert!(w.ends_with("exit=0"), "{}: {w}", replay(&vm));
-
-    let url = vm.agent_url().unwrap();
+        .shell("echo precious > /data/precious && sync", SHORT)
+        .map_err(harness)?;
+    if !w.ends_with("exit=0") {
+        return Err((Broken::Other, format!("[{what}] writing /data failed: {w}")));
+    }
+    let url = vm.agent_url().unwrap_or_default();
     let upload = std::thread::spawn(move || {
         push::push(&url, &update, None, true, None, Progress::new(true))
     });
     match cut {
         Cut::Step(s) => {
             vm.wait_for(&format!("slate: cut-point {s}"), LONG)
-                .unwrap_or_else(|e| panic!("{}: {e:#}", replay(&vm)));
+                .map_err(harness)?;
         }
         Cut::After(ms) => std::thread::sleep(Duration::from_millis(ms)),
     }
@@ -75,17 +89,18 @@ fn cut_and_recover(cut: Cut, failing_update: bool) {
     let _ = upload.join();
 
     // Cold boot, fresh firmware variables, no cut point.
-    let mut vm = boot(&disk, &tmp.path().join("after"), |_| {}).unwrap();
-    let replay = |vm: &slate_qemu::Vm| {
-        format!(
-            "[{what}] serial logs {} and {}",
-            first_log.display(),
-            vm.log_path().display()
+    let mut vm = boot(&disk, &tmp.path().join("after"), |_| {}).map_err(harness)?;
+    let logs = format!(
+        "[{what}] serial logs {} and {}",
+        first_log.display(),
+        vm.log_path().display()
+    );
+    let line = vm.wait_for("slate: healthy slot=", LONG).map_err(|e| {
+        (
+            Broken::Brick,
+            format!("{logs}: no healthy slot after the cut: {e:#}"),
         )
-    };
-    let line = vm
-        .wait_for("slate: healthy slot=", LONG)
-        .unwrap_or_else(|e| panic!("bricked after the cut: {}: {e:#}", replay(&vm)));
+    })?;
     let version = line
         .text
         .split("version=")
@@ -93,80 +108,96 @@ fn cut_and_recover(cut: Cut, failing_update: bool) {
         .and_then(|v| v.split_whitespace().next())
         .unwrap_or("")
         .to_string();
-    let allowed = if failing_update {
-        ["1.0.0", "1.0.0"]
+    let allowed: &[&str] = if failing_update {
+        &["1.0.0"]
     } else {
-        ["1.0.0", "1.1.0"]
+        &["1.0.0", "1.1.0"]
     };
-    assert!(
-        allowed.contains(&version.as_str()),
-        "{}: came up with version {version:?}",
-        replay(&vm)
-    );
-    // A trial boot that passed must also commit before the next update.
+    if !allowed.contains(&version.as_str()) {
+        return Err((
+            Broken::Brick,
+            format!("{logs}: came up with version {version:?}, expected one of {allowed:?}"),
+        ));
+    }
     if vm
         .wait_for("slate: committed", Duration::from_secs(5))
         .is_err()
     {
-        let (_, body) = vm.http("GET", "/v1/status").unwrap();
-        assert!(
-            body.contains("\"boot\":{\"state\":\"good\"}"),
-            "{}: not committed and not good: {body}",
-            replay(&vm)
-        );
+        let (_, body) = vm.http("GET", "/v1/status").map_err(harness)?;
+        if !body.contains("\"boot\":{\"state\":\"good\"}") {
+            return Err((
+                Broken::Other,
+                format!("{logs}: healthy but neither committed nor good: {body}"),
+            ));
+        }
     }
-    vm.wait_prompt("slate# ", 0, Duration::from_secs(30))
-        .unwrap();
-    let r = vm
-        .shell("cat /data/precious", Duration::from_secs(30))
-        .unwrap();
-    assert!(
-        r.contains("precious"),
-        "{}: synced /data file lost: {r}",
-        replay(&vm)
-    );
+    vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
+    let r = vm.shell("cat /data/precious", SHORT).map_err(harness)?;
+    if !r.contains("precious") {
+        return Err((
+            Broken::DataLoss,
+            format!("{logs}: synced /data file lost: {r}"),
+        ));
+    }
 
     // The next update works.
-    let url = vm.agent_url().unwrap();
-    let p = push::push(&url, &next, None, true, Some(LONG), Progress::new(true))
-        .unwrap_or_else(|e| panic!("{}: the following update failed: {e:#}", replay(&vm)));
-    let s = p.outcome.unwrap();
-    assert_eq!(
-        s["last_attempt"]["outcome"],
-        "committed",
-        "{}: {s}",
-        replay(&vm)
-    );
-    vm.shutdown(Duration::from_secs(60)).unwrap();
+    let url = vm.agent_url().unwrap_or_default();
+    match push::push(&url, &next, None, true, Some(LONG), Progress::new(true)) {
+        Ok(p)
+            if p.outcome
+                .as_ref()
+                .is_some_and(|s| s["last_attempt"]["outcome"] == "committed") => {}
+        Ok(p) => {
+            return Err((
+                Broken::Other,
+                format!(
+                    "{logs}: the following update did not commit: {:?}",
+                    p.outcome
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                Broken::Other,
+                format!("{logs}: the following update failed: {e:#}"),
+            ))
+        }
+    }
+    vm.shutdown(Duration::from_secs(60)).map_err(harness)?;
 
     let esp = tmp.path().join("esp.img");
-    let (off, len) = partition(&disk, "esp").unwrap();
-    let ok = std::process::Command::new("dd")
+    let (off, len) = partition(&disk, "esp").map_err(harness)?;
+    let _ = std::process::Command::new("dd")
         .arg(format!("if={}", disk.display()))
         .arg(format!("of={}", esp.display()))
         .args(["bs=1M", "status=none"])
         .arg(format!("skip={}", off >> 20))
         .arg(format!("count={}", len >> 20))
-        .status()
-        .unwrap();
-    assert!(ok.success());
+        .status();
     let fsck = std::process::Command::new("fsck.fat")
         .arg("-n")
         .arg(&esp)
         .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "[{what}] the ESP fails fsck.fat -n: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+        .map_err(|e| harness(e.into()))?;
+    if !fsck.status.success() {
+        return Err((
+            Broken::Esp,
+            format!(
+                "{logs}: the ESP fails fsck.fat -n: {}",
+                String::from_utf8_lossy(&fsck.stdout)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 macro_rules! cut_at {
     ($name:ident, $step:literal, $failing:expr) => {
         #[test]
         fn $name() {
-            cut_and_recover(Cut::Step($step), $failing);
+            if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing) {
+                panic!("{kind:?}: {why}");
+            }
         }
     };
 }
@@ -196,21 +227,46 @@ fn cuts_at_seeded_random_moments() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    // A fixed seed unless one is given, so CI is repeatable; `cargo xtask gauntlet` passes a
-    // fresh one.
     let seed: u64 = std::env::var("SLATE_GAUNTLET_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_261_122);
-    eprintln!("random power cuts: {n}, seed {seed} (replay with SLATE_GAUNTLET_SEED={seed})");
+    eprintln!("random power cuts: {n}, seed {seed} (replay with SLATE_GAUNTLET_SEED={seed} SLATE_GAUNTLET_RANDOM={n})");
     let mut x = seed | 1;
+    let mut failures: Vec<(Broken, String)> = Vec::new();
     for i in 0..n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        // Somewhere in the upload, install and reboot: 0.2 s to 40 s after the upload starts.
+        // Somewhere in the upload, the install or the reboot: 0.2 s to 40 s after it starts.
         let ms = 200 + x % 40_000;
-        eprintln!("  random cut {}/{n}: {ms} ms (seed {seed})", i + 1);
-        cut_and_recover(Cut::After(ms), false);
+        let r = cut_and_recover(Cut::After(ms), false);
+        eprintln!(
+            "  cut {}/{n} at {ms} ms: {}",
+            i + 1,
+            r.as_ref()
+                .map_or_else(|(k, _)| format!("{k:?}"), |_| "ok".into())
+        );
+        if let Err(f) = r {
+            failures.push(f);
+        }
     }
+    let count = |k: Broken| failures.iter().filter(|(b, _)| *b == k).count();
+    eprintln!(
+        "gauntlet summary: {n} random cuts (seed {seed}): {} bricks, {} data losses, {} ESP damaged, {} other failures",
+        count(Broken::Brick),
+        count(Broken::DataLoss),
+        count(Broken::Esp),
+        count(Broken::Other)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} cut(s) broke a promise:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|(k, w)| format!("{k:?}: {w}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

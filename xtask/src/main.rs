@@ -7,6 +7,7 @@
 mod bench;
 mod deps;
 mod fuzz;
+mod gauntlet;
 mod qemu;
 mod soak;
 
@@ -76,6 +77,18 @@ enum Cmd {
         /// Updates to run.
         #[arg(long, default_value_t = 10)]
         cycles: u32,
+    },
+    /// Power cuts at every update step and at random moments; --full runs ≥ 300 cuts.
+    Gauntlet {
+        /// 10 step cuts and 290 random ones.
+        #[arg(long)]
+        full: bool,
+        /// Number of random cuts (default 10, or 290 with --full).
+        #[arg(long)]
+        random: Option<u64>,
+        /// Seed of the random cuts (default: fresh, printed).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
@@ -168,6 +181,8 @@ fn ci() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
+    // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
+    fuzz::fuzz(10, None)?;
     // The README's sequence from a fresh checkout, then the result checked by the standard tools.
     let out = image("qemu-x86_64", Path::new("rootfs/image.toml"))?;
     run(Command::new(root().join("target/release/slate"))
@@ -193,6 +208,7 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::Gauntlet { full, random, seed } => gauntlet::gauntlet(full, random, seed),
         Cmd::Soak { cycles } => soak::soak(cycles),
         Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Cmd::Qemu {
