@@ -8,8 +8,10 @@
 //! console with host timestamps. A `Vm` kills its QEMU when dropped (also on a test panic)
 //! and QEMU dies with the thread that started it, so no process outlives its test.
 
+mod nbd;
 mod serial;
 mod vm;
 
+pub use nbd::{Loss, NbdDisk};
 pub use serial::Line;
 pub use vm::{Accel, Firmware, Vm, VmConfig};

@@ -86,6 +86,9 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// Serial on the terminal as well (for `cargo xtask qemu`).
     pub echo: bool,
+    /// Serve the disk through an NBD server with a volatile write cache: unflushed writes are
+    /// lost at a power cut, as `loss` says.
+    pub volatile_cache: Option<crate::nbd::Loss>,
     /// Give QEMU the terminal itself (stdin and stdout, `-serial mon:stdio`); nothing is
     /// captured, so waits and `shell` do not work.
     pub interactive: bool,
@@ -104,6 +107,7 @@ impl VmConfig {
             no_reboot: false,
             echo: false,
             interactive: false,
+            volatile_cache: None,
         }
     }
 }
@@ -158,6 +162,7 @@ pub struct Vm {
     accel: Accel,
     log: PathBuf,
     started: Instant,
+    nbd: Option<(crate::nbd::NbdDisk, crate::nbd::Loss)>,
     _slot: SlotGuard,
 }
 
@@ -231,6 +236,13 @@ impl Vm {
         let vars = cfg.work_dir.join("OVMF_VARS.fd");
         std::fs::copy(&fw.vars, &vars).with_context(|| format!("copying {}", fw.vars.display()))?;
         let host_port = cfg.guest_port.map(|_| free_port()).transpose()?;
+        let nbd = match cfg.volatile_cache {
+            Some(loss) => Some((
+                crate::nbd::NbdDisk::serve(&cfg.disk, &cfg.work_dir.join("disk.sock"))?,
+                loss,
+            )),
+            None => None,
+        };
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", &format!("q35,accel={}", accel.name())])
             .args(["-m", &cfg.memory_mib.to_string()])
@@ -255,10 +267,13 @@ impl Vm {
                 vars.display()
             ))
             .arg("-drive")
-            .arg(format!(
-                "if=none,id=d0,format=raw,file={}",
-                cfg.disk.display()
-            ))
+            .arg(match &nbd {
+                Some((d, _)) => format!(
+                    "if=none,id=d0,format=raw,file=nbd:unix:{}",
+                    d.socket().display()
+                ),
+                None => format!("if=none,id=d0,format=raw,file={}", cfg.disk.display()),
+            })
             .args(["-device", "virtio-blk-pci,drive=d0"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if accel == Accel::Kvm {
@@ -329,6 +344,7 @@ impl Vm {
             accel,
             log,
             started,
+            nbd,
             _slot: slot,
         })
     }
@@ -507,6 +523,15 @@ impl Vm {
     pub fn power_cut(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((d, loss)) = &self.nbd {
+            let (lost, kept) = d.cut(*loss);
+            eprintln!("slate-qemu: power cut on a volatile cache ({loss:?}): {lost} unflushed sectors lost, {kept} kept");
+        }
+    }
+
+    /// Writes and flushes the guest sent to a volatile-cache disk.
+    pub fn disk_counts(&self) -> Option<(u64, u64)> {
+        self.nbd.as_ref().map(|(d, _)| d.counts())
     }
 
     /// Waits for QEMU to exit by itself.

@@ -9,6 +9,7 @@
 
 use slate_imager::progress::Progress;
 use slate_imager::push;
+use slate_qemu::Loss;
 use slate_tests::*;
 use std::time::Duration;
 
@@ -45,19 +46,21 @@ fn describe(cut: &Cut) -> String {
     }
 }
 
-/// One cut and the checks after it.
-fn cut_and_recover(cut: Cut, failing_update: bool) -> Outcome {
+/// One cut and the checks after it; `volatile` serves the disk with a write cache that loses
+/// unflushed writes at the cut.
+fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Outcome {
     let update = if failing_update {
         bundle(image_variant("1.2.0", Variant::FailingHealth), 0)
     } else {
         bundle(image("1.1.0"), 0)
     };
     let next = bundle(image("1.3.0"), 0);
-    let what = describe(&cut);
+    let what = format!("{}{}", describe(&cut), if volatile.is_some() { " on the volatile-cache disk" } else { "" });
     let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
         .map_err(|e| (Broken::Other, format!("{e:#}")))?;
     let harness = |e: anyhow::Error| (Broken::Other, format!("[{what}] harness: {e:#}"));
     let mut vm = boot(&disk, &tmp.path().join("before"), |c| {
+        c.volatile_cache = volatile;
         if let Cut::Step(s) = &cut {
             c.fw_cfg.push(("cut-at".into(), s.to_string()));
         }
@@ -89,7 +92,7 @@ fn cut_and_recover(cut: Cut, failing_update: bool) -> Outcome {
     let _ = upload.join();
 
     // Cold boot, fresh firmware variables, no cut point.
-    let mut vm = boot(&disk, &tmp.path().join("after"), |_| {}).map_err(harness)?;
+    let mut vm = boot(&disk, &tmp.path().join("after"), |c| c.volatile_cache = volatile).map_err(harness)?;
     let logs = format!(
         "[{what}] serial logs {} and {}",
         first_log.display(),
@@ -193,10 +196,21 @@ fn cut_and_recover(cut: Cut, failing_update: bool) -> Outcome {
 
 macro_rules! cut_at {
     ($name:ident, $step:literal, $failing:expr) => {
-        #[test]
-        fn $name() {
-            if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing) {
-                panic!("{kind:?}: {why}");
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn plain_disk() {
+                if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing, None) {
+                    panic!("{kind:?}: {why}");
+                }
+            }
+
+            #[test]
+            fn volatile_cache_disk() {
+                if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing, Some(Loss::All)) {
+                    panic!("{kind:?}: {why}");
+                }
             }
         }
     };
@@ -240,7 +254,9 @@ fn cuts_at_seeded_random_moments() {
         x ^= x << 17;
         // Somewhere in the upload, the install or the reboot: 0.2 s to 40 s after it starts.
         let ms = 200 + x % 40_000;
-        let r = cut_and_recover(Cut::After(ms), false);
+        // Every other random cut loses a seeded random subset of the unflushed writes.
+        let volatile = (i % 2 == 1).then_some(Loss::Random(x));
+        let r = cut_and_recover(Cut::After(ms), false, volatile);
         eprintln!(
             "  cut {}/{n} at {ms} ms: {}",
             i + 1,

@@ -14,7 +14,7 @@ use std::process::Command;
 
 /// Debian packages providing the host tools: the imager's (mtools, e2fsprogs), the oracles the
 /// tests use (gdisk, dosfstools, squashfs-tools, cryptsetup-bin, bmap-tools, cpio, zstd,
-/// openssl) and QEMU with OVMF for the boot tests.
+/// openssl, qemu-io) and QEMU with OVMF for the boot tests.
 pub const HOST_PACKAGES: &[&str] = &[
     "mtools",
     "e2fsprogs",
@@ -27,6 +27,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "zstd",
     "openssl",
     "qemu-system-x86",
+    "qemu-utils",
     "ovmf",
     "time",
 ];
