@@ -259,29 +259,8 @@ fn read_back(slot: &mut File, a: &manifest::Artifact) -> Result<()> {
         .as_ref()
         .context("rootfs.img without verity parameters")?;
     let info = vp.info()?;
-    slot.seek(SeekFrom::Start(0))?;
-    let tree = slate_core::verity::build(
-        std::io::BufReader::new(&mut *slot).take(info.hash_offset),
-        info.hash_offset,
-        &info.salt,
-        slate_core::Guid::NIL,
-        2,
-        &mut |_| {},
-    )?;
-    if tree.info.root_hash != info.root_hash {
-        bail!(
-            "the verity root hash of the written slot is {}, the manifest says {}",
-            hex::encode(tree.info.root_hash),
-            vp.root_hash
-        );
-    }
-    slot.seek(SeekFrom::Start(
-        info.hash_offset + slate_core::verity::BLOCK,
-    ))?;
-    let mut stored = vec![0u8; tree.area.len() - slate_core::verity::BLOCK as usize];
-    slot.read_exact(&mut stored)?;
-    if stored != tree.area[slate_core::verity::BLOCK as usize..] {
-        bail!("the hash tree in the written slot does not match its data");
+    if let Err(why) = slate_core::verity::check_image(slot, &info, 2)? {
+        bail!("the slot read back wrong ({why}): the disk did not keep what was written");
     }
     Ok(())
 }

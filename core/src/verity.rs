@@ -361,6 +361,43 @@ pub fn build<R: Read>(
     })
 }
 
+/// Recomputes the tree of an image (data followed by its hash area, as Slate writes slots) and
+/// checks it against `info`: the data's root hash, and the stored hash blocks byte for byte.
+/// `Ok(Err(why))` means the image is wrong; `Err` means it could not be read.
+pub fn check_image<R: Read + std::io::Seek>(
+    image: &mut R,
+    info: &VerityInfo,
+    threads: usize,
+) -> io::Result<Result<(), String>> {
+    use std::io::SeekFrom;
+    image.seek(SeekFrom::Start(0))?;
+    let tree = build(
+        io::BufReader::new(&mut *image).take(info.hash_offset),
+        info.hash_offset,
+        &info.salt,
+        Guid::NIL,
+        threads,
+        &mut |_| {},
+    )?;
+    if tree.info.root_hash != info.root_hash {
+        return Ok(Err(format!(
+            "the data's verity root hash is {}, expected {}",
+            hex::encode(tree.info.root_hash),
+            hex::encode(info.root_hash)
+        )));
+    }
+    image.seek(SeekFrom::Start(info.hash_offset + BLOCK))?;
+    let mut stored = vec![0u8; tree.area.len() - BLOCK as usize];
+    image.read_exact(&mut stored)?;
+    if stored != tree.area[BLOCK as usize..] {
+        return Ok(Err(format!(
+            "the hash tree stored after byte {} does not match the data",
+            info.hash_offset
+        )));
+    }
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +413,31 @@ mod tests {
             &mut |_| {},
         )
         .unwrap()
+    }
+
+    #[test]
+    fn check_image_accepts_a_sealed_image_and_names_damage() {
+        let data: Vec<u8> = (0..300 * 4096).map(|i| (i % 251) as u8).collect();
+        let t = tree_of(&data, 2);
+        let mut image = data.clone();
+        image.extend_from_slice(&t.area);
+        assert_eq!(
+            check_image(&mut std::io::Cursor::new(&image), &t.info, 2).unwrap(),
+            Ok(())
+        );
+        let mut bad = image.clone();
+        bad[5] ^= 1;
+        assert!(check_image(&mut std::io::Cursor::new(&bad), &t.info, 2)
+            .unwrap()
+            .unwrap_err()
+            .contains("root hash"));
+        let mut bad = image.clone();
+        let last = bad.len() - 1;
+        bad[last - 4000] ^= 1;
+        assert!(check_image(&mut std::io::Cursor::new(&bad), &t.info, 2)
+            .unwrap()
+            .unwrap_err()
+            .contains("hash tree"));
     }
 
     #[test]

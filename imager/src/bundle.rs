@@ -13,7 +13,7 @@ use slate_core::manifest::{
     VerityParams,
 };
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles).
@@ -305,33 +305,8 @@ fn tempfile_in_tmp() -> Result<PathBuf> {
 
 /// Recomputes the verity tree of a root image file and compares it with the file and manifest.
 pub fn check_verity(f: &mut File, vp: &VerityParams) -> Result<()> {
-    let info = vp.info()?;
-    f.seek(SeekFrom::Start(0))?;
-    let tree = slate_core::verity::build(
-        BufReader::new(&mut *f).take(info.hash_offset),
-        info.hash_offset,
-        &info.salt,
-        slate_core::Guid::NIL,
-        2,
-        &mut |_| {},
-    )?;
-    if tree.info.root_hash != info.root_hash {
-        bail!(
-            "rootfs.img: the data's verity root hash {} differs from the manifest's {}",
-            hex::encode(tree.info.root_hash),
-            vp.root_hash
-        );
-    }
-    f.seek(SeekFrom::Start(
-        info.hash_offset + slate_core::verity::BLOCK,
-    ))?;
-    let mut area = Vec::new();
-    f.read_to_end(&mut area)?;
-    if area != tree.area[slate_core::verity::BLOCK as usize..] {
-        bail!(
-            "rootfs.img: the hash tree stored after byte {} does not match its data",
-            info.hash_offset
-        );
+    if let Err(why) = slate_core::verity::check_image(f, &vp.info()?, 2)? {
+        bail!("rootfs.img: {why}");
     }
     Ok(())
 }

@@ -55,7 +55,15 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
         bundle(image("1.1.0"), 0)
     };
     let next = bundle(image("1.3.0"), 0);
-    let what = format!("{}{}", describe(&cut), if volatile.is_some() { " on the volatile-cache disk" } else { "" });
+    let what = format!(
+        "{}{}",
+        describe(&cut),
+        if volatile.is_some() {
+            " on the volatile-cache disk"
+        } else {
+            ""
+        }
+    );
     let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
         .map_err(|e| (Broken::Other, format!("{e:#}")))?;
     let harness = |e: anyhow::Error| (Broken::Other, format!("[{what}] harness: {e:#}"));
@@ -92,7 +100,10 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
     let _ = upload.join();
 
     // Cold boot, fresh firmware variables, no cut point.
-    let mut vm = boot(&disk, &tmp.path().join("after"), |c| c.volatile_cache = volatile).map_err(harness)?;
+    let mut vm = boot(&disk, &tmp.path().join("after"), |c| {
+        c.volatile_cache = volatile
+    })
+    .map_err(harness)?;
     let logs = format!(
         "[{what}] serial logs {} and {}",
         first_log.display(),
@@ -208,7 +219,9 @@ macro_rules! cut_at {
 
             #[test]
             fn volatile_cache_disk() {
-                if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing, Some(Loss::All)) {
+                if let Err((kind, why)) =
+                    cut_and_recover(Cut::Step($step), $failing, Some(Loss::All))
+                {
                     panic!("{kind:?}: {why}");
                 }
             }
