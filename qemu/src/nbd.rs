@@ -244,8 +244,8 @@ fn serve_client(
             s.write_all(&out)
         };
         let in_range = offset.checked_add(len).is_some_and(|end| end <= size)
-            && offset % SECTOR == 0
-            && len % SECTOR == 0;
+            && offset.is_multiple_of(SECTOR)
+            && len.is_multiple_of(SECTOR);
         match kind {
             0 => {
                 if !in_range {
