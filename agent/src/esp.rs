@@ -21,8 +21,9 @@ pub const MOUNT: &str = "/run/slate/esp";
 #[derive(Debug, Clone)]
 pub struct Esp {
     root: PathBuf,
-    /// Remount read-write around writes (false for a plain folder in tests).
-    remount: bool,
+    /// The partition's block device: remounted read-write around writes, and flushed after
+    /// (None for a plain folder in tests).
+    device: Option<String>,
 }
 
 const ESP_FLAGS: sys::Flags = sys::Flags::NOSUID
@@ -40,9 +41,9 @@ impl Esp {
     /// Mounts the ESP (partition labelled `esp`) if it is not yet.
     pub fn mount() -> Result<Esp> {
         let root = PathBuf::from(MOUNT);
+        let dev = crate::stage1::find_partition(layout::ESP_LABEL)
+            .context("no partition labelled esp")?;
         if !root.join(ENTRIES_DIR).is_dir() {
-            let dev = crate::stage1::find_partition(layout::ESP_LABEL)
-                .context("no partition labelled esp")?;
             sys::mount(
                 &dev,
                 MOUNT,
@@ -53,23 +54,29 @@ impl Esp {
         }
         Ok(Esp {
             root,
-            remount: true,
+            device: Some(dev),
         })
     }
 
     /// Runs `f` with the ESP writable, then makes it read-only (and clean) again, also when
     /// `f` fails.
     fn writable<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        if !self.remount {
+        let Some(device) = &self.device else {
             return f();
-        }
+        };
         sys::remount(MOUNT, ESP_FLAGS, ESP_OPTIONS).context("making the ESP writable")?;
         let r = f();
-        sys::sync();
         let back = sys::remount(MOUNT, ESP_FLAGS | sys::Flags::RDONLY, ESP_OPTIONS)
             .context("making the ESP read-only again");
+        // Going read-only writes the clean state into the boot sector, but only into the
+        // disk's write cache: flush it, or a power cut leaves the volume marked dirty, which
+        // Linux then never clears (found by the gauntlet's volatile-cache disk).
+        let flushed = File::open(device)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("flushing {device}"));
         let v = r?;
         back?;
+        flushed?;
         Ok(v)
     }
 
@@ -77,7 +84,7 @@ impl Esp {
     pub fn at(root: &Path) -> Esp {
         Esp {
             root: root.to_path_buf(),
-            remount: false,
+            device: None,
         }
     }
 
