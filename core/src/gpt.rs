@@ -102,12 +102,16 @@ pub struct Partition {
 impl Partition {
     /// Byte offset of the partition on the disk.
     pub fn offset(&self) -> u64 {
-        self.first_lba * SECTOR
+        self.first_lba.saturating_mul(SECTOR)
     }
 
     /// Size of the partition in bytes.
     pub fn size(&self) -> u64 {
-        (self.last_lba + 1 - self.first_lba) * SECTOR
+        // Saturating: a table read from a damaged disk may have last < first.
+        self.last_lba
+            .saturating_add(1)
+            .saturating_sub(self.first_lba)
+            .saturating_mul(SECTOR)
     }
 }
 
@@ -393,7 +397,7 @@ impl Table {
         }
         Ok(Table {
             disk_guid: Guid::from_gpt_bytes(array16(&h[56..72])),
-            total_sectors: u64_at(h, 32) + 1,
+            total_sectors: u64_at(h, 32).saturating_add(1),
             partitions,
         })
     }

@@ -29,6 +29,8 @@ pub const BLOCK: u64 = 4096;
 pub const DIGEST: usize = 32;
 /// Digests per hash block.
 const FANOUT: u64 = BLOCK / DIGEST as u64;
+/// Largest data size (in blocks) accepted from outside: 4 PiB.
+pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
 /// Size of the encoded superblock.
 pub const SUPERBLOCK_SIZE: usize = 512;
 const SIGNATURE: &[u8; 8] = b"verity\0\0";
@@ -151,6 +153,10 @@ impl FromStr for VerityInfo {
             || hash_offset / BLOCK < data_blocks
         {
             return Err(bad("hash offset must be 4 KiB aligned and after the data"));
+        }
+        // Bounds that keep every size computed from these numbers far from u64 overflow.
+        if data_blocks > MAX_DATA_BLOCKS || hash_offset > 2 * MAX_DATA_BLOCKS * BLOCK {
+            return Err(bad("describes more than 4 PiB; not a slot image"));
         }
         Ok(VerityInfo {
             root_hash,
