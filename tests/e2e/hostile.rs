@@ -148,6 +148,54 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     let p = push::push(&url, &good, None, false, None, Progress::new(true)).unwrap();
     assert_eq!(p.answer["result"], "installed");
     assert_eq!(p.answer["slot"], "b");
+
+    // `slated install FILE` on the device console: the bundle fetched over the guest's network
+    // from a one-shot HTTP server on the host (QEMU's user network reaches it at 10.0.2.2).
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let body = std::fs::read(&good).unwrap();
+    let serve = std::thread::spawn(move || {
+        let (mut c, _) = server.accept().unwrap();
+        let mut req = [0u8; 1024];
+        let _ = c.read(&mut req);
+        write!(
+            c,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        c.write_all(&body).unwrap();
+    });
+    vm.wait_prompt("slate# ", 0, Duration::from_secs(30))
+        .unwrap();
+    let got = vm
+        .shell(
+            &format!("wget -q -O /data/update.slate http://10.0.2.2:{port}/"),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert!(got.ends_with("exit=0"), "{got}");
+    serve.join().unwrap();
+    let out = vm
+        .shell(
+            "slated install /data/update.slate --no-reboot",
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert!(
+        out.contains("installed slate-demo 1.1.0 into slot b") && out.ends_with("exit=0"),
+        "{out}"
+    );
+    let out = vm
+        .shell(
+            "slated install /data/update.slate --no-reboot --bogus",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(
+        out.contains("unknown argument") && !out.ends_with("exit=0"),
+        "{out}"
+    );
     vm.shutdown(Duration::from_secs(60)).unwrap();
     assert_eq!(
         hash_range(&disk, root_a, root_len),
