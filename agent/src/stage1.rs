@@ -9,7 +9,7 @@
 use crate::{cmdline, marker, sys, uptime_ms};
 use anyhow::{bail, Context, Result};
 use slate_core::config::{paths, InitrdConfig};
-use slate_core::layout::{self, Slot};
+use slate_core::layout;
 use std::time::{Duration, Instant};
 
 /// Where stage 2 lives in the real root.
@@ -174,11 +174,4 @@ fn mount_data() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Which slot a stage-1 failure concerns, if the command line says.
-pub fn failed_slot() -> Option<Slot> {
-    std::fs::read_to_string("/proc/cmdline")
-        .ok()
-        .and_then(|l| cmdline::slot(&l).ok())
 }

@@ -3,7 +3,7 @@
 //! It reads the GPT, each slot's squashfs superblock and verity superblock, the image identity
 //! inside each squashfs, and the boot entries on the ESP (through `fatfs`, read-only).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
 use slate_core::config::{paths, ImageInfo};
@@ -342,15 +342,4 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
         ));
     }
     s
-}
-
-/// Refuses files that are clearly not disk images, with a hint.
-pub fn check_kind(path: &Path) -> Result<()> {
-    if path.extension().is_some_and(|e| e == "slate") {
-        bail!(
-            "{}: bundles are not supported by this version of `slate inspect` yet; give a disk.img",
-            path.display()
-        );
-    }
-    Ok(())
 }
