@@ -15,10 +15,17 @@ fn post_bytes(port: u16, data: &[u8]) -> (u16, String) {
     let _ = s.write_all(data);
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     // The reason, decoded from the JSON answer (so quotes in it compare as written).
     let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let reason = serde_json::from_str::<serde_json::Value>(body.trim()).ok().and_then(|v| v["error"].as_str().map(str::to_string)).unwrap_or(resp);
+    let reason = serde_json::from_str::<serde_json::Value>(body.trim())
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(resp);
     (code, reason)
 }
 
