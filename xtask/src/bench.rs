@@ -126,16 +126,7 @@ dd if="$W/data.img" of="$W/disk.img" bs=1M seek=$((129 + 2*SLOT)) conv=notrunc,s
 "#;
 
 fn imager(mib: u64, rounds: u32) -> Result<()> {
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "slate-imager",
-        ]),
-    )?;
-    let slate = root().join("target/release/slate");
+    let slate = crate::release_imager()?;
     let scratch = root().join("target/bench-imager");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
@@ -235,18 +226,7 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
 }
 
 fn verity(rounds: u32) -> Result<()> {
-    let slate = root().join("target/release/slate");
-    if !slate.exists() {
-        run(
-            Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "slate-imager",
-            ]),
-        )?;
-    }
+    let slate = crate::release_imager()?;
     let scratch = root().join("target/bench-verity");
     std::fs::create_dir_all(&scratch)?;
     let data = scratch.join("data.bin");
@@ -544,16 +524,7 @@ fn install_bench() -> Result<()> {
     use slate_imager::progress::Progress;
     use slate_qemu::{Vm, VmConfig};
     use std::time::{Duration, Instant};
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "slate-imager",
-        ]),
-    )?;
-    let slate = root().join("target/release/slate");
+    let slate = crate::release_imager()?;
     let trust = crate::dev_trust()?;
     let key = root().join(".cache/keys/dev.pem");
     let scratch = root().join("target/bench-install");

@@ -150,13 +150,18 @@ pub fn dev_trust() -> Result<PathBuf> {
     Ok(trust)
 }
 
+/// Builds the release `slate` binary (a no-op when fresh) and returns its path.
+pub fn release_imager() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    Ok(root().join("target/release/slate"))
+}
+
 /// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
 /// trusting the development key.
 pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
     let out = root().join("out").join(board);
     let trust = dev_trust()?;
-    run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
-    run(Command::new(root().join("target/release/slate"))
+    run(Command::new(release_imager()?)
         .arg("build")
         .arg("--spec")
         .arg(spec)

@@ -25,16 +25,7 @@ fn rss(vm: &mut Vm) -> String {
 
 /// Runs the soak.
 pub fn soak(cycles: u32) -> Result<()> {
-    run(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())).args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "slate-imager",
-        ]),
-    )?;
-    let slate = root().join("target/release/slate");
+    let slate = crate::release_imager()?;
     let trust = dev_trust()?;
     let key = root().join(".cache/keys/dev.pem");
     let scratch = root().join("target/soak");
