@@ -4,18 +4,36 @@
 //!
 //! Linux marks a FAT volume dirty while it is mounted read-write and clean when it goes back
 //! to read-only, so outside those short windows a power cut leaves the ESP clean
-//! (`fsck.fat -n` finds nothing), which firmware and boot loader rely on.
+//! (`fsck.fat -n` finds nothing), which firmware and boot loader rely on. A cut inside a window
+//! leaves what Linux had in flight (dirty bit, lost clusters, a half-written temporary file);
+//! the volume is checked and repaired (`slate_core::fat`) before every first mount, since
+//! Linux never clears a dirty bit it did not set and the image carries no `fsck.fat`.
 
 use crate::sys;
 use anyhow::{Context, Result};
 use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::fat::{self, Repairs};
 use slate_core::layout::{self, Slot};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where the agent mounts the ESP.
 pub const MOUNT: &str = "/run/slate/esp";
+
+/// Checks the unmounted ESP and repairs what a cut left; flushes the device when it wrote.
+fn repair(dev: &str) -> Result<Repairs> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .with_context(|| format!("opening {dev}"))?;
+    let found = fat::repair(&mut f)?;
+    if !found.is_clean() {
+        f.sync_all().with_context(|| format!("flushing {dev}"))?;
+    }
+    Ok(found)
+}
 
 /// A mounted ESP.
 #[derive(Debug, Clone)]
@@ -44,6 +62,13 @@ impl Esp {
         let dev = crate::stage1::find_partition(layout::ESP_LABEL)
             .context("no partition labelled esp")?;
         if !root.join(ENTRIES_DIR).is_dir() {
+            match repair(&dev) {
+                Ok(r) if r.is_clean() => {}
+                Ok(r) => crate::marker::emit(&format!("esp repaired: {r}")),
+                Err(e) => crate::marker::emit(&format!(
+                    "warning: checking the ESP ({dev}): {e:#}; mounting it as it is"
+                )),
+            }
             sys::mount(
                 &dev,
                 MOUNT,
@@ -108,13 +133,23 @@ impl Esp {
     }
 
     /// Removes every entry of `slot`: from here nothing can boot it (durable before returning).
+    /// Temporary files a cut left in the slot's folder go too.
     pub fn remove_slot(&self, slot: Slot) -> Result<()> {
         self.writable(|| {
             for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
                 let p = self.entries_dir().join(e.to_string());
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             }
-            sync_dir(&self.entries_dir())
+            sync_dir(&self.entries_dir())?;
+            let dir = self.root.join(format!("slate/{slot}"));
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("removing {}", e.path().display()))?;
+                }
+            }
+            Ok(())
         })
     }
 

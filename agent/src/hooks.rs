@@ -14,6 +14,7 @@ pub const STEPS: &[&str] = &[
     "entry-removed",
     "slot-partly-written",
     "slot-written",
+    "boot-files-writing",
     "boot-files-written",
     "entry-written",
     "trial-boot",

@@ -203,6 +203,10 @@ pub fn install<R: Read>(
                     a.sha256
                 );
             }
+            if name == "initrd.img" {
+                // Inside the ESP's read-write window, the temporary file not yet synced.
+                crate::hooks::cut_point("boot-files-writing");
+            }
             Ok(())
         });
         if let Some(e) = stream_err {

@@ -8,6 +8,7 @@
 pub mod bootentry;
 pub mod bundle;
 pub mod config;
+pub mod fat;
 pub mod gpt;
 pub mod guid;
 pub mod layout;

@@ -236,6 +236,7 @@ cut_at!(
     false
 );
 cut_at!(cut_after_the_slot_is_written, "slot-written", false);
+cut_at!(cut_while_the_esp_is_writable, "boot-files-writing", false);
 cut_at!(
     cut_after_kernel_and_initrd_are_on_the_esp,
     "boot-files-written",
