@@ -236,6 +236,9 @@ impl Agent {
                 self.image.version,
                 uptime_ms()
             ));
+            if let Err(e) = crate::attempts::clear() {
+                marker::emit(&format!("warning: clearing the boot count: {e:#}"));
+            }
         } else {
             let failed: Vec<String> = health
                 .checks

@@ -6,6 +6,7 @@
 //! health results) is pure and unit-tested.
 
 pub mod agent;
+pub mod attempts;
 pub mod cmdline;
 pub mod esp;
 pub mod health;

@@ -1,15 +1,22 @@
 //! Stage 1 of `slate-init`, PID 1 in the initramfs: from kernel to the verified root.
 //!
 //! mount /dev /proc /sys → load modules in order → open the watchdog → read slot and verity
-//! parameters → wait for `PARTNAME=root-<slot>` → dm-verity (read-only, restart on corruption)
-//! → squashfs at /sysroot → data at /sysroot/data → move mounts → switch root → exec stage 2.
+//! parameters → data at /data, count this start of the slot → wait for `PARTNAME=root-<slot>`
+//! → dm-verity (read-only, restart on corruption) → squashfs at /sysroot → move mounts (data to
+//! /sysroot/data) → switch root → exec stage 2.
 //! Any failure prints `slate: stage1 failed: <what>` and reboots after a short delay, so boot
 //! counting can spend a try and fall back; a production image never gets a shell here.
+//! A *good* slot has no counter, so when it has started more than
+//! [`slots::MAX_FAILED_BOOTS`] times in a row without becoming healthy (dm-verity restarting
+//! the machine on a corrupt block, a panic, a hang), stage 1 marks its entry bad and reboots
+//! into the other slot (`slate: fallback from=<slot> to=<other> …`).
 
-use crate::{cmdline, marker, sys, uptime_ms};
+use crate::esp::{self, Esp};
+use crate::{attempts, cmdline, marker, sys, uptime_ms};
 use anyhow::{bail, Context, Result};
 use slate_core::config::{paths, InitrdConfig};
 use slate_core::layout;
+use slate_core::slots::{self, Attempts};
 use std::time::{Duration, Instant};
 
 /// Where stage 2 lives in the real root.
@@ -19,6 +26,8 @@ pub const WATCHDOG_FD_ENV: &str = "SLATE_WATCHDOG_FD";
 /// Name of the verity device (`/dev/mapper/root`).
 pub const ROOT_DM_NAME: &str = "root";
 const PARTITION_WAIT: Duration = Duration::from_secs(15);
+/// Where stage 1 mounts the data partition before the root exists (moved under it later).
+const EARLY_DATA: &str = "/data";
 
 /// Runs stage 1; returns only with an error.
 pub fn run() -> anyhow::Error {
@@ -92,6 +101,12 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
 
     let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let params = cmdline::parse(&line)?;
+    mount_data(EARLY_DATA)?;
+    match attempts::record(params.slot) {
+        Ok(a) if a.starts > slots::MAX_FAILED_BOOTS => give_up(a)?,
+        Ok(_) => {}
+        Err(e) => marker::emit(&format!("warning: counting this boot: {e:#}")),
+    }
     let root_dev = wait_for_partition(params.slot.label())?;
 
     let table = params
@@ -116,8 +131,7 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         )
     })?;
 
-    mount_data()?;
-
+    sys::mount_move(EARLY_DATA, "/sysroot/data")?;
     for m in ["/dev", "/proc", "/sys"] {
         sys::mount_move(m, &format!("/sysroot{m}"))?;
     }
@@ -146,11 +160,48 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     Err(sys::exec(STAGE2, &["--stage2"], &env))
 }
 
-/// Mounts the data partition at /sysroot/data; a missing or unmountable one falls back to a
-/// tmpfs with a loud warning, because refusing to boot would brick the device over /data.
-fn mount_data() -> Result<()> {
+/// Marks the running good slot bad and reboots into the other one, when the entries allow it
+/// (see [`slots::give_up`]); otherwise warns and lets this boot go on.
+fn give_up(a: Attempts) -> Result<()> {
+    std::fs::create_dir_all(esp::MOUNT).with_context(|| format!("creating {}", esp::MOUNT))?;
+    let esp = Esp::mount()?;
+    let decision = esp.entries().map(|e| slots::give_up(a, &e));
+    let renamed = match decision {
+        Ok(Some((from, to))) => esp.rename_entry(&from, &to).map(|()| Some(to)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let _ = sys::unmount(esp::MOUNT);
+    match renamed? {
+        Some(bad) => {
+            marker::emit(&format!(
+                "fallback from={} to={} reason=\"{} starts without becoming healthy\" marked={bad}",
+                a.slot,
+                a.slot.other(),
+                a.starts
+            ));
+            attempts::clear()?;
+            let _ = sys::unmount(EARLY_DATA);
+            sys::sync();
+            Err(sys::halt(sys::Halt::Reboot))
+        }
+        None => {
+            marker::emit(&format!(
+                "warning: slot {} started {} times without becoming healthy, but slot {} cannot boot; trying again",
+                a.slot,
+                a.starts,
+                a.slot.other()
+            ));
+            Ok(())
+        }
+    }
+}
+
+/// Mounts the data partition at `target`; a missing or unmountable one falls back to a tmpfs
+/// with a loud warning, because refusing to boot would brick the device over /data.
+fn mount_data(target: &str) -> Result<()> {
     use sys::Flags;
-    let target = "/sysroot/data";
+    std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
     let Some(dev) = find_partition(layout::DATA_LABEL) else {
         marker::emit("warning: no data partition; /data is a tmpfs and nothing persists");
         return sys::mount(

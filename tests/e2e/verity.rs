@@ -1,6 +1,10 @@
 //! dm-verity refuses a tampered root: the kernel reports the corruption, the tampered code
-//! never runs, and the boot ends (restart_on_corruption) instead of going on.
+//! never runs, and the boot ends (restart_on_corruption) instead of going on. A tampered
+//! *good* slot (no boot counter) is given up after a few starts, for the other slot.
 
+use slate_core::slots::MAX_FAILED_BOOTS;
+use slate_imager::progress::Progress;
+use slate_imager::push;
 use slate_tests::*;
 use std::process::Command;
 use std::time::Duration;
@@ -74,4 +78,84 @@ fn a_wrong_root_hash_on_the_command_line_is_refused() {
         .unwrap();
     assert!(ok.success());
     assert_refused(&disk, tmp.path());
+}
+
+#[test]
+fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
+    let v1 = image("1.0.0");
+    let v2 = image("1.1.0");
+    let v2_bundle = bundle(v2, 0);
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+
+    // v1 on a, v2 committed on b: both entries good, b (newer) boots by default.
+    let mut vm = boot(&disk, &tmp.path().join("update"), |_| {}).unwrap();
+    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+        .unwrap();
+    let url = vm.agent_url().unwrap();
+    let p = push::push(
+        &url,
+        &v2_bundle,
+        None,
+        true,
+        Some(Duration::from_secs(600)),
+        Progress::new(true),
+    )
+    .unwrap();
+    assert_eq!(p.answer["slot"], "b");
+    vm.wait_for(
+        "slate: committed slot=b version=1.1.0",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    vm.shutdown(Duration::from_secs(60)).unwrap();
+
+    // Slot b rots: a flipped byte in its init, read at every start.
+    let in_image =
+        squashfs_file_offset(&v2.dir.join("rootfs.img"), "/usr/lib/slate/slate-init").unwrap();
+    let (root_b, _) = partition(&disk, "root-b").unwrap();
+    flip_byte(&disk, root_b + in_image + 200).unwrap();
+
+    let vm = boot(&disk, &tmp.path().join("rot"), |_| {}).unwrap();
+    let fallback = vm
+        .wait_for("slate: fallback from=b to=a", Duration::from_secs(900))
+        .unwrap();
+    assert!(
+        fallback.text.contains("marked=slate-b-1.1.0+0.conf"),
+        "{}",
+        fallback.text
+    );
+    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+        .unwrap();
+    let lines = vm.lines();
+    let starts_of_b = lines
+        .iter()
+        .filter(|l| l.text.contains("slate: stage1 done slot=b"))
+        .count();
+    let corruptions = lines
+        .iter()
+        .filter(|l| l.text.contains("device-mapper: verity") && l.text.contains("is corrupted"))
+        .count();
+    assert_eq!(
+        starts_of_b,
+        MAX_FAILED_BOOTS as usize,
+        "slot b should start {MAX_FAILED_BOOTS} times before it is given up ({})",
+        vm.log_path().display()
+    );
+    assert!(corruptions >= starts_of_b, "{}", vm.tail(30));
+    let stage2_ups = lines
+        .iter()
+        .filter(|l| l.text.contains("slate: stage2 up"))
+        .count();
+    assert_eq!(stage2_ups, 1, "stage 2 ran from the tampered slot b");
+    let (code, body) = vm.http("GET", "/v1/status").unwrap();
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let b = s["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["slot"] == "b")
+        .unwrap()
+        .clone();
+    assert_eq!(b["state"], "bad", "{body}");
 }

@@ -1,0 +1,80 @@
+//! The boot-attempt count (`/data/slate/boot-attempts`, format and policy in
+//! `slate_core::slots`): stage 1 records every start of a slot before it touches the root, the
+//! agent clears it once the boot is healthy, and a *good* slot that keeps dying before that is
+//! given up for the other slot — the only way out of a blessed entry that no longer boots.
+
+use anyhow::{Context, Result};
+use slate_core::layout::Slot;
+use slate_core::slots::Attempts;
+use std::io::Write;
+use std::path::Path;
+
+/// Where the count lives (the same path before and after switch root: stage 1 mounts the data
+/// partition at /data first).
+pub const FILE: &str = "/data/slate/boot-attempts";
+
+/// Records one more start of `slot` in the folder of `file`, durable before returning.
+pub fn record_in(file: &Path, slot: Slot) -> Result<Attempts> {
+    let previous = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| Attempts::parse(&t));
+    let now = Attempts::next(previous, slot);
+    let dir = file.parent().context("attempt file without folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = file.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(now.render().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("writing {}", file.display()))?;
+    Ok(now)
+}
+
+/// Forgets the count (the boot is healthy, or the slot was given up).
+pub fn clear_in(file: &Path) -> Result<()> {
+    match std::fs::remove_file(file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// [`record_in`] at [`FILE`].
+pub fn record(slot: Slot) -> Result<Attempts> {
+    record_in(Path::new(FILE), slot)
+}
+
+/// [`clear_in`] at [`FILE`].
+pub fn clear() -> Result<()> {
+    clear_in(Path::new(FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_starts_and_clears() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("slate/boot-attempts");
+        assert_eq!(record_in(&f, Slot::A).unwrap().starts, 1);
+        assert_eq!(record_in(&f, Slot::A).unwrap().starts, 2);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "a 2\n");
+        assert_eq!(record_in(&f, Slot::B).unwrap().starts, 1);
+        clear_in(&f).unwrap();
+        assert!(!f.exists());
+        clear_in(&f).unwrap();
+        assert_eq!(record_in(&f, Slot::B).unwrap().starts, 1);
+        std::fs::write(&f, "torn").unwrap();
+        assert_eq!(record_in(&f, Slot::B).unwrap().starts, 1);
+    }
+}
