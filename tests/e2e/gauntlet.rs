@@ -4,8 +4,9 @@
 //! must be intact, and a following update must commit.
 //!
 //! A failure names the step or seed and the serial logs needed to replay it.
-//! `SLATE_GAUNTLET_RANDOM=N` sets the number of random cuts (default 3) and
-//! `SLATE_GAUNTLET_SEED` their seed (default fixed, so CI repeats itself).
+//! `SLATE_GAUNTLET_RANDOM=N` sets the number of random cuts (default 3),
+//! `SLATE_GAUNTLET_SEED` their seed (default fixed, so CI repeats itself) and
+//! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1).
 
 use slate_imager::progress::Progress;
 use slate_imager::push;
@@ -57,8 +58,26 @@ fn describe(cut: &Cut) -> String {
 }
 
 /// One cut and the checks after it; `volatile` serves the disk with a write cache that loses
-/// unflushed writes at the cut.
+/// unflushed writes at the cut. The work folder (disk, serial logs) is kept when a promise
+/// breaks, so the logs the failure names can be read.
 fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Outcome {
+    let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
+        .map_err(|e| (Broken::Other, format!("{e:#}")))?;
+    let r = cut_and_recover_in(tmp.path(), &disk, cut, failing_update, volatile);
+    if r.is_err() {
+        let kept = tmp.keep();
+        eprintln!("gauntlet: kept {} for the failure below", kept.display());
+    }
+    r
+}
+
+fn cut_and_recover_in(
+    work: &std::path::Path,
+    disk: &std::path::Path,
+    cut: Cut,
+    failing_update: bool,
+    volatile: Option<Loss>,
+) -> Outcome {
     let update = if failing_update {
         bundle(image_variant("1.2.0", Variant::FailingHealth), 0)
     } else {
@@ -74,10 +93,8 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
             ""
         }
     );
-    let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
-        .map_err(|e| (Broken::Other, format!("{e:#}")))?;
     let harness = |e: anyhow::Error| (Broken::Other, format!("[{what}] harness: {e:#}"));
-    let mut vm = boot(&disk, &tmp.path().join("before"), |c| {
+    let mut vm = boot(disk, &work.join("before"), |c| {
         c.volatile_cache = volatile;
         if let Cut::Step(s) = &cut {
             c.fw_cfg.push(("cut-at".into(), s.to_string()));
@@ -110,10 +127,8 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
     let _ = upload.join();
 
     // Cold boot, fresh firmware variables, no cut point.
-    let mut vm = boot(&disk, &tmp.path().join("after"), |c| {
-        c.volatile_cache = volatile
-    })
-    .map_err(harness)?;
+    let mut vm =
+        boot(disk, &work.join("after"), |c| c.volatile_cache = volatile).map_err(harness)?;
     let logs = format!(
         "[{what}] serial logs {} and {}",
         first_log.display(),
@@ -194,8 +209,8 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
     }
     vm.shutdown(Duration::from_secs(60)).map_err(harness)?;
 
-    let esp = tmp.path().join("esp.img");
-    let (off, len) = partition(&disk, "esp").map_err(harness)?;
+    let esp = work.join("esp.img");
+    let (off, len) = partition(disk, "esp").map_err(harness)?;
     let _ = std::process::Command::new("dd")
         .arg(format!("if={}", disk.display()))
         .arg(format!("of={}", esp.display()))
@@ -296,57 +311,76 @@ cut_at!(cut_during_the_fallback_boot, "fallback-boot", true);
 
 #[test]
 fn cuts_at_seeded_random_moments() {
-    let n: u64 = std::env::var("SLATE_GAUNTLET_RANDOM")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seed: u64 = std::env::var("SLATE_GAUNTLET_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_261_122);
-    eprintln!("random power cuts: {n}, seed {seed} (replay with SLATE_GAUNTLET_SEED={seed} SLATE_GAUNTLET_RANDOM={n})");
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("SLATE_GAUNTLET_RANDOM", 3);
+    let seed = env("SLATE_GAUNTLET_SEED", 20_261_122);
+    let jobs = env("SLATE_GAUNTLET_JOBS", 1).max(1);
+    eprintln!("random power cuts: {n}, seed {seed}, {jobs} at a time (replay with SLATE_GAUNTLET_SEED={seed} SLATE_GAUNTLET_RANDOM={n} SLATE_GAUNTLET_JOBS={jobs})");
+    // The plan depends on the seed alone; the cut times are relative to the upload, so a
+    // replay should use the same number of jobs (the machine's speed moves the moment too).
     let mut x = seed | 1;
-    let mut failures: Vec<(Broken, String)> = Vec::new();
-    let (mut new_version, mut repairs) = (0, 0);
-    for i in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // Somewhere in the upload, the install or the reboot: 0.2 s to 40 s after it starts.
-        let ms = 200 + x % 40_000;
-        // Every other random cut loses a seeded random subset of the unflushed writes.
-        let volatile = (i % 2 == 1).then_some(Loss::Random(x));
-        let started = std::time::Instant::now();
-        let r = cut_and_recover(Cut::After(ms), false, volatile);
-        let what = match &r {
-            Ok(ok) => {
-                new_version += usize::from(ok.version == "1.1.0");
-                repairs += usize::from(ok.esp_repaired.is_some());
-                format!(
-                    "ok, came up with {}{}",
-                    ok.version,
-                    ok.esp_repaired
-                        .as_ref()
-                        .map(|w| format!(", ESP repaired ({w})"))
-                        .unwrap_or_default()
-                )
-            }
-            Err((k, _)) => format!("{k:?}"),
-        };
-        eprintln!(
-            "  cut {}/{n} at {ms} ms{}: {what} ({:.0} s)",
-            i + 1,
-            if volatile.is_some() {
-                " (cache loses writes)"
-            } else {
-                ""
-            },
-            started.elapsed().as_secs_f64()
-        );
-        if let Err(f) = r {
-            failures.push(f);
+    let plan: Vec<(u64, Option<Loss>)> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Somewhere in the upload, the install or the reboot: 0.2 s to 40 s after it starts.
+            let ms = 200 + x % 40_000;
+            // Every other random cut loses a seeded random subset of the unflushed writes.
+            (ms, (i % 2 == 1).then_some(Loss::Random(x)))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&(ms, volatile)) = plan.get(i) else {
+                    return;
+                };
+                let started = std::time::Instant::now();
+                let r = cut_and_recover(Cut::After(ms), false, volatile);
+                let what = match &r {
+                    Ok(ok) => format!(
+                        "ok, came up with {}{}",
+                        ok.version,
+                        ok.esp_repaired
+                            .as_ref()
+                            .map(|w| format!(", ESP repaired ({w})"))
+                            .unwrap_or_default()
+                    ),
+                    Err((k, _)) => format!("{k:?}"),
+                };
+                eprintln!(
+                    "  cut {}/{n} at {ms} ms{}: {what} ({:.0} s)",
+                    i + 1,
+                    if volatile.is_some() {
+                        " (cache loses writes)"
+                    } else {
+                        ""
+                    },
+                    started.elapsed().as_secs_f64()
+                );
+                outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+            });
         }
-    }
+    });
+    let outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    let new_version = outcomes
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|ok| ok.version == "1.1.0"))
+        .count();
+    let repairs = outcomes
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|ok| ok.esp_repaired.is_some()))
+        .count();
+    let failures: Vec<(Broken, String)> = outcomes.into_iter().filter_map(Result::err).collect();
     let count = |k: Broken| failures.iter().filter(|(b, _)| *b == k).count();
     eprintln!(
         "gauntlet summary: {n} random cuts (seed {seed}): {} bricks, {} data losses, {} ESP damaged, {} other failures; {new_version} came up with the new version, {repairs} needed an ESP repair",

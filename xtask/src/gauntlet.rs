@@ -5,15 +5,22 @@ use crate::root;
 use anyhow::{bail, Result};
 use std::process::Command;
 
-/// Runs the gauntlet: `random` random cuts with `seed` (fresh when None).
-pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>) -> Result<()> {
+/// Deterministic cut points (agent/src/hooks.rs `STEPS`), each cut on two disks.
+const STEPS: u64 = 11;
+
+/// Runs the gauntlet: `random` random cuts with `seed` (fresh when None), `jobs` machines at
+/// once.
+pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>, jobs: u64) -> Result<()> {
     let random = random.unwrap_or(if full { 290 } else { 10 });
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs())
     });
-    eprintln!("gauntlet: 10 step cuts + {random} random cuts, seed {seed}");
+    eprintln!(
+        "gauntlet: {} step cuts (plain and volatile disk) + {random} random cuts, seed {seed}, {jobs} at a time",
+        2 * STEPS
+    );
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(root())
         .args([
@@ -26,9 +33,12 @@ pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>) -> Result<()
             "gauntlet",
             "--",
             "--nocapture",
+            "--test-threads",
         ])
+        .arg(jobs.to_string())
         .env("SLATE_GAUNTLET_RANDOM", random.to_string())
         .env("SLATE_GAUNTLET_SEED", seed.to_string())
+        .env("SLATE_GAUNTLET_JOBS", jobs.to_string())
         .status()?;
     if !status.success() {
         bail!("the gauntlet found broken promises (seed {seed}); see the summary and serial logs above");

@@ -80,7 +80,7 @@ enum Cmd {
     },
     /// Power cuts at every update step and at random moments; --full runs ≥ 300 cuts.
     Gauntlet {
-        /// 10 step cuts and 290 random ones.
+        /// 22 step cuts (11 steps, plain and volatile disk) and 290 random ones.
         #[arg(long)]
         full: bool,
         /// Number of random cuts (default 10, or 290 with --full).
@@ -89,6 +89,9 @@ enum Cmd {
         /// Seed of the random cuts (default: fresh, printed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Machines cutting at once (one TCG machine keeps about one core busy).
+        #[arg(long, default_value_t = 2)]
+        jobs: u64,
     },
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
@@ -213,7 +216,12 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
-        Cmd::Gauntlet { full, random, seed } => gauntlet::gauntlet(full, random, seed),
+        Cmd::Gauntlet {
+            full,
+            random,
+            seed,
+            jobs,
+        } => gauntlet::gauntlet(full, random, seed, jobs),
         Cmd::Soak { cycles } => soak::soak(cycles),
         Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
         Cmd::Qemu {
