@@ -79,7 +79,9 @@ pub fn add_package(
     })
 }
 
-/// Copies a host folder into the root, keeping modes; files are read at write time.
+/// Copies a host folder into the root, keeping modes but never group/other write: a checkout
+/// made under umask 002 must give the same image as one made under 022 (git keeps only the
+/// executable bit), while a deliberate 0600 stays 0600. Files are read at write time.
 fn add_overlay(
     tree: &mut Tree,
     host: &Path,
@@ -97,7 +99,7 @@ fn add_overlay(
             .join(&name)
             .map_err(|why| anyhow::anyhow!("{}: {why}", e.path().display()))?;
         let meta = std::fs::symlink_metadata(e.path())?;
-        let mode = (std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777) as u16;
+        let mode = (std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7755) as u16;
         let ft = meta.file_type();
         if ft.is_dir() {
             tree.insert(&dest, Node::dir(mode))?;

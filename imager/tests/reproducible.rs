@@ -36,6 +36,21 @@ fn two_builds_are_byte_identical_and_a_new_version_differs() {
         );
     }
     assert_eq!(report_value(&c, "image", "version").as_str(), Some("1.2.4"));
+
+    // A checkout made under umask 002 (group-writable overlay files) gives the same root.
+    let loose = tmp.path().join("loose-spec");
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(data().join("spec"))
+        .arg(&loose));
+    ok(Command::new("chmod").args(["-R", "g+w,o+w"]).arg(&loose));
+    let d = tmp.path().join("d");
+    ok(&mut build_cmd(&loose.join("image.toml"), &d));
+    assert_eq!(
+        sha256sum(&a.join("rootfs.img")),
+        sha256sum(&d.join("rootfs.img")),
+        "group/other-writable overlay files changed the root image"
+    );
 }
 
 #[test]
