@@ -329,8 +329,10 @@ fn cuts_at_seeded_random_moments() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            // Somewhere in the upload, the install or the reboot: 0.2 s to 40 s after it starts.
-            let ms = 200 + x % 40_000;
+            // Half in the upload and install (a test bundle installs in a few seconds), half
+            // anywhere up to the commit: 0.2 s to 8 s, or to 40 s, after the upload starts.
+            let span = if (x >> 40) % 2 == 0 { 8_000 } else { 40_000 };
+            let ms = 200 + x % span;
             // Every other random cut loses a seeded random subset of the unflushed writes.
             (ms, (i % 2 == 1).then_some(Loss::Random(x)))
         })
