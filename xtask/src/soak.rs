@@ -15,7 +15,7 @@ fn rss(vm: &mut Vm) -> String {
         Duration::from_secs(60),
     )
     .ok();
-    let out = vm.shell("grep VmRSS /proc/1/status /proc/$(busybox pidof slated)/status | busybox awk '{print $2}' | busybox tr '\\n' ' '", Duration::from_secs(60)).unwrap_or_default();
+    let out = vm.shell("grep VmRSS /proc/1/status /proc/$(busybox pidof slated)/status | busybox awk '{print $2}' | busybox xargs", Duration::from_secs(60)).unwrap_or_default();
     out.lines()
         .find(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .unwrap_or("?")
