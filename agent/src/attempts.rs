@@ -6,7 +6,6 @@
 use anyhow::{Context, Result};
 use slate_core::layout::Slot;
 use slate_core::slots::Attempts;
-use std::io::Write;
 use std::path::Path;
 
 /// Where the count lives (the same path before and after switch root: stage 1 mounts the data
@@ -21,15 +20,8 @@ pub fn record_in(file: &Path, slot: Slot) -> Result<Attempts> {
     let now = Attempts::next(previous, slot);
     let dir = file.parent().context("attempt file without folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = file.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(now.render().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing {}", file.display()))?;
+    crate::state::write_atomic(file, now.render().as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
     Ok(now)
 }
 

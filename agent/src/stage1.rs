@@ -165,12 +165,12 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
 fn give_up(a: Attempts) -> Result<()> {
     std::fs::create_dir_all(esp::MOUNT).with_context(|| format!("creating {}", esp::MOUNT))?;
     let esp = Esp::mount()?;
-    let decision = esp.entries().map(|e| slots::give_up(a, &e));
-    let renamed = match decision {
-        Ok(Some((from, to))) => esp.rename_entry(&from, &to).map(|()| Some(to)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let renamed = esp
+        .entries()
+        .and_then(|entries| match slots::give_up(a, &entries) {
+            Some((from, to)) => esp.rename_entry(&from, &to).map(|()| Some(to)),
+            None => Ok(None),
+        });
     let _ = sys::unmount(esp::MOUNT);
     match renamed? {
         Some(bad) => {

@@ -9,6 +9,19 @@ use std::path::Path;
 /// Folder of the agent's persistent files.
 pub const DIR: &str = "/data/slate";
 
+/// Replaces `path` with `bytes` so that a power cut leaves the old or the new content: a
+/// temporary file beside it (`<name>.tmp`), fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The last update attempt and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -84,12 +97,10 @@ impl State {
     /// Writes the state atomically and durably.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join("state.json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join("state.json"))?;
-        std::fs::File::open(dir)?.sync_all()
+        write_atomic(
+            &dir.join("state.json"),
+            &serde_json::to_vec_pretty(self).unwrap_or_default(),
+        )
     }
 
     /// Counts an outcome.
