@@ -296,9 +296,18 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
             "poweroff"
         }
     ));
-    for s in services.iter() {
-        if let Some(pid) = s.pid {
+    // SIGTERM asks daemons to stop (SIGCONT lets a stopped one act on it). A console program
+    // (the debug shell) holds nothing to save: it is killed and not waited for. An
+    // interactive shell ignores SIGTERM, and its exit can hang for seconds while the kernel
+    // drains the console it leaves; before, every reboot waited out the grace period for it.
+    for s in services.iter_mut() {
+        let Some(pid) = s.pid else { continue };
+        if s.console {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+            s.pid = None;
+        } else {
             let _ = rustix::process::kill_process(pid, Signal::TERM);
+            let _ = rustix::process::kill_process(pid, Signal::CONT);
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
@@ -314,6 +323,11 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
     }
     for s in services.iter() {
         if let Some(pid) = s.pid {
+            marker::emit(&format!(
+                "warning: service {} did not stop within {} s; killing it",
+                s.service.name,
+                STOP_GRACE.as_secs()
+            ));
             let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
     }

@@ -60,18 +60,49 @@ fn read_response(s: TcpStream) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
+/// How long an upload may wait for the device's answer (it verifies and writes the whole
+/// slot before answering).
+const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
+/// A status request answers at once from a running agent; while the device reboots, the
+/// forwarded or routed connection may hang instead of failing, so give up soon and ask again.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often `--wait` asks the device for its status.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A device that is off or unreachable should fail a connection in seconds, not after the
+/// system's minutes of SYN retries.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        )
+    }))
+}
+
 /// One request with an optional body from a reader.
 fn request(
     addr: &str,
+    read_timeout: Duration,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<(&mut dyn Read, u64)>,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<(u16, String)> {
-    let mut s =
-        TcpStream::connect(addr).with_context(|| format!("connecting to the device at {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let mut s = connect(addr, read_timeout.min(CONNECT_TIMEOUT))
+        .with_context(|| format!("connecting to the device at {addr}"))?;
+    s.set_read_timeout(Some(read_timeout))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -99,7 +130,7 @@ fn request(
 
 /// GET /v1/status as JSON, or None while the device is down.
 pub fn status(addr: &str) -> Option<serde_json::Value> {
-    let (code, body) = request(addr, "GET", "/v1/status", None, None, None).ok()?;
+    let (code, body) = request(addr, STATUS_TIMEOUT, "GET", "/v1/status", None, None, None).ok()?;
     (code == 200)
         .then(|| serde_json::from_str(&body).ok())
         .flatten()
@@ -133,7 +164,15 @@ pub fn push(
     } else {
         "/v1/update?reboot=false"
     };
-    let (code, body) = request(&addr, "POST", path, token, Some((&mut f, size)), Some(&bar))?;
+    let (code, body) = request(
+        &addr,
+        UPLOAD_ANSWER_TIMEOUT,
+        "POST",
+        path,
+        token,
+        Some((&mut f, size)),
+        Some(&bar),
+    )?;
     bar.finish_and_clear();
     let answer: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|_| serde_json::json!({"raw": body}));
@@ -157,7 +196,7 @@ pub fn push(
     let deadline = Instant::now() + limit;
     let spinner = progress.spinner("waiting for the trial boot");
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(POLL_INTERVAL);
         let Some(s) = status(&addr) else { continue };
         let a = &s["last_attempt"];
         // A rollback is final once the device runs the old slot again.

@@ -5,13 +5,17 @@
 //! the accelerator (`SLATE_ACCEL=kvm|tcg|auto`; auto falls back to TCG when KVM cannot run
 //! OVMF, as on nested "PVM" hosts), forwards the agent's port to a free loopback port, adds
 //! an i6300esb watchdog and `isa-debug-exit`, passes fw_cfg strings, and captures the serial
-//! console with host timestamps. A `Vm` kills its QEMU when dropped (also on a test panic)
+//! console with host timestamps. A running machine can be saved to files and resumed from
+//! them (the gauntlet resumes one healthy machine for every random cut). A `Vm` kills its
+//! QEMU when dropped (also on a test panic)
 //! and QEMU dies with the thread that started it, so no process outlives its test.
 
 mod nbd;
 mod serial;
+mod snapshot;
 mod vm;
 
 pub use nbd::{Loss, NbdDisk};
 pub use serial::Line;
+pub use snapshot::Snapshot;
 pub use vm::{Accel, Firmware, Vm, VmConfig};

@@ -2,6 +2,7 @@
 #![allow(unsafe_code)]
 
 use crate::serial::{Line, Serial};
+use crate::snapshot::{self, Snapshot};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -92,6 +93,8 @@ pub struct VmConfig {
     /// Give QEMU the terminal itself (stdin and stdout, `-serial mon:stdio`); nothing is
     /// captured, so waits and `shell` do not work.
     pub interactive: bool,
+    /// Resume this saved machine instead of booting (`disk` must be a copy of its disk).
+    pub resume: Option<Snapshot>,
 }
 
 impl VmConfig {
@@ -108,6 +111,7 @@ impl VmConfig {
             echo: false,
             interactive: false,
             volatile_cache: None,
+            resume: None,
         }
     }
 }
@@ -163,6 +167,11 @@ pub struct Vm {
     log: PathBuf,
     started: Instant,
     nbd: Option<(crate::nbd::NbdDisk, crate::nbd::Loss)>,
+    disk: PathBuf,
+    vars: PathBuf,
+    memory_mib: u32,
+    /// QEMU's HMP monitor socket (None in interactive mode, where it is on the terminal).
+    monitor: Option<PathBuf>,
     _slot: SlotGuard,
 }
 
@@ -193,6 +202,12 @@ impl Vm {
     /// Boots `cfg.disk`, choosing the accelerator as `SLATE_ACCEL` says.
     pub fn start(cfg: &VmConfig) -> Result<Vm> {
         let slot = SlotGuard::take();
+        if let Some(snap) = &cfg.resume {
+            // The saved state only runs under the accelerator it was saved with.
+            let vm = Vm::spawn(cfg, snap.accel, slot)?;
+            vm.wait_resumed(Duration::from_secs(120))?;
+            return Ok(vm);
+        }
         match requested_accel()? {
             Some(a) => Vm::spawn(cfg, a, slot),
             None if kvm_usable() => {
@@ -234,7 +249,22 @@ impl Vm {
         let fw = Firmware::find()?;
         std::fs::create_dir_all(&cfg.work_dir)?;
         let vars = cfg.work_dir.join("OVMF_VARS.fd");
-        std::fs::copy(&fw.vars, &vars).with_context(|| format!("copying {}", fw.vars.display()))?;
+        let vars_from = cfg.resume.as_ref().map_or(&fw.vars, |s| &s.vars);
+        std::fs::copy(vars_from, &vars)
+            .with_context(|| format!("copying {}", vars_from.display()))?;
+        if let Some(snap) = &cfg.resume {
+            if snap.memory_mib != cfg.memory_mib {
+                bail!(
+                    "the snapshot was saved with {} MiB of memory, not {}",
+                    snap.memory_mib,
+                    cfg.memory_mib
+                );
+            }
+        }
+        let monitor = (!cfg.interactive).then(|| cfg.work_dir.join("monitor.sock"));
+        if let Some(m) = &monitor {
+            let _ = std::fs::remove_file(m);
+        }
         let host_port = cfg.guest_port.map(|_| free_port()).transpose()?;
         let nbd = match cfg.volatile_cache {
             Some(loss) => Some((
@@ -292,6 +322,13 @@ impl Vm {
         if cfg.no_reboot {
             cmd.arg("-no-reboot");
         }
+        if let Some(m) = &monitor {
+            cmd.arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", m.display()));
+        }
+        if let Some(snap) = &cfg.resume {
+            cmd.arg("-incoming").arg(snap.incoming()?);
+        }
         for (k, v) in &cfg.fw_cfg {
             cmd.arg("-fw_cfg")
                 .arg(format!("name=opt/slate/{k},string={v}"));
@@ -345,7 +382,75 @@ impl Vm {
             log,
             started,
             nbd,
+            disk: cfg.disk.clone(),
+            vars,
+            memory_mib: cfg.memory_mib,
+            monitor,
             _slot: slot,
+        })
+    }
+
+    /// Waits until QEMU has loaded a saved state and runs the guest. A connection made before
+    /// that reaches a guest that is not there yet; its retries then cost seconds.
+    fn wait_resumed(&self, timeout: Duration) -> Result<()> {
+        let socket = self
+            .monitor
+            .clone()
+            .context("this VM has no monitor socket")?;
+        let deadline = Instant::now() + timeout;
+        let mut monitor = snapshot::Monitor::connect(&socket, timeout)?;
+        loop {
+            let status = monitor.run("info status")?;
+            if status.contains("VM status: running") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the saved machine did not resume within {} s: {status}; QEMU said: {}",
+                    timeout.as_secs(),
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Saves the machine as it is now into `dir` (state, disk copy and UEFI variables) and
+    /// stops it; resume copies of it with `VmConfig::resume`. Only a plain disk can be
+    /// saved: a volatile cache's unflushed writes would not be in the copy.
+    pub fn save(&mut self, dir: &Path) -> Result<Snapshot> {
+        if self.nbd.is_some() {
+            bail!("a machine on a volatile-cache disk cannot be saved (its unflushed writes live in the harness)");
+        }
+        let socket = self
+            .monitor
+            .clone()
+            .context("this VM has no monitor socket")?;
+        std::fs::create_dir_all(dir)?;
+        let mut monitor = snapshot::Monitor::connect(&socket, Duration::from_secs(10))?;
+        let state = snapshot::save_state(&mut monitor, dir)?;
+        let _ = monitor.run("quit");
+        drop(monitor);
+        self.wait_exit(Duration::from_secs(30))?;
+        let disk = dir.join("disk.img");
+        let copied = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.disk)
+            .arg(&disk)
+            .status()
+            .context("running cp")?;
+        if !copied.success() {
+            bail!("copying {} to {}", self.disk.display(), disk.display());
+        }
+        let vars = dir.join("OVMF_VARS.fd");
+        std::fs::copy(&self.vars, &vars)
+            .with_context(|| format!("copying {}", self.vars.display()))?;
+        Ok(Snapshot {
+            disk,
+            vars,
+            state,
+            accel: self.accel,
+            memory_mib: self.memory_mib,
         })
     }
 

@@ -61,6 +61,9 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
 
     vm.shutdown(Duration::from_secs(60)).unwrap();
     assert!(vm.saw("slate: shutdown poweroff"));
+    // Every service, the debug shell included, stops when asked: none waits out the grace
+    // period to be killed.
+    assert!(!vm.saw("did not stop within"), "{}", vm.tail(10));
 }
 
 #[test]

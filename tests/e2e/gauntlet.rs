@@ -6,11 +6,12 @@
 //! A failure names the step or seed and the serial logs needed to replay it.
 //! `SLATE_GAUNTLET_RANDOM=N` sets the number of random cuts (default 3),
 //! `SLATE_GAUNTLET_SEED` their seed (default fixed, so CI repeats itself) and
-//! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1).
+//! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1). `SLATE_GAUNTLET_KEEP=1`
+//! keeps every cut's work folder (disk, serial logs), not only a failing one's.
 
 use slate_imager::progress::Progress;
 use slate_imager::push;
-use slate_qemu::Loss;
+use slate_qemu::{Loss, Snapshot};
 use slate_tests::*;
 use std::time::Duration;
 
@@ -50,6 +51,44 @@ struct Recovered {
 
 type Outcome = Result<Recovered, (Broken, String)>;
 
+/// How the machine that is cut gets to a healthy version 1 with synced data on /data.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Boot it from a fresh copy of the image (the step cuts: their cut point is read at
+    /// boot).
+    Cold,
+    /// Resume the saved machine of `healthy_v1` (the random cuts: saves a boot per cut).
+    Resume(&'static Snapshot),
+}
+
+/// A machine booted from image 1.0.0 to healthy, with `/data/precious` written and synced,
+/// saved once per test process so every random cut starts from the same moment.
+fn healthy_v1() -> Result<&'static Snapshot, String> {
+    static SAVED: std::sync::Mutex<Option<&'static Snapshot>> = std::sync::Mutex::new(None);
+    let mut saved = SAVED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = *saved {
+        return Ok(s);
+    }
+    let save = || -> anyhow::Result<Snapshot> {
+        let dir = workspace().join("target/e2e-snapshot");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))?;
+        let mut vm = boot(&disk, tmp.path(), |_| {})?;
+        vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)?;
+        vm.wait_prompt("slate# ", 0, SHORT)?;
+        let w = vm.shell("echo precious > /data/precious && sync", SHORT)?;
+        anyhow::ensure!(w.ends_with("exit=0"), "writing /data failed: {w}");
+        // A smaller memory image resumes faster; the guest reads back what it needs.
+        vm.shell("echo 3 > /proc/sys/vm/drop_caches", SHORT)?;
+        vm.save(&dir)
+    };
+    let snap: &'static Snapshot = Box::leak(Box::new(
+        save().map_err(|e| format!("saving a healthy version 1: {e:#}"))?,
+    ));
+    *saved = Some(snap);
+    Ok(snap)
+}
+
 fn describe(cut: &Cut) -> String {
     match cut {
         Cut::Step(s) => format!("step {s}"),
@@ -60,13 +99,24 @@ fn describe(cut: &Cut) -> String {
 /// One cut and the checks after it; `volatile` serves the disk with a write cache that loses
 /// unflushed writes at the cut. The work folder (disk, serial logs) is kept when a promise
 /// breaks, so the logs the failure names can be read.
-fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Outcome {
-    let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))
-        .map_err(|e| (Broken::Other, format!("{e:#}")))?;
-    let r = cut_and_recover_in(tmp.path(), &disk, cut, failing_update, volatile);
+fn cut_and_recover(
+    start: Start,
+    cut: Cut,
+    failing_update: bool,
+    volatile: Option<Loss>,
+) -> Outcome {
+    let from = match start {
+        Start::Cold => image("1.0.0").dir.join("disk.img"),
+        Start::Resume(snap) => snap.disk.clone(),
+    };
+    let (tmp, disk) = copy_disk(&from).map_err(|e| (Broken::Other, format!("{e:#}")))?;
+    let r = cut_and_recover_in(tmp.path(), &disk, start, cut, failing_update, volatile);
     if r.is_err() {
         let kept = tmp.keep();
         eprintln!("gauntlet: kept {} for the failure below", kept.display());
+    } else if std::env::var_os("SLATE_GAUNTLET_KEEP").is_some() {
+        let kept = tmp.keep();
+        eprintln!("gauntlet: kept {} (SLATE_GAUNTLET_KEEP)", kept.display());
     }
     r
 }
@@ -74,6 +124,7 @@ fn cut_and_recover(cut: Cut, failing_update: bool, volatile: Option<Loss>) -> Ou
 fn cut_and_recover_in(
     work: &std::path::Path,
     disk: &std::path::Path,
+    start: Start,
     cut: Cut,
     failing_update: bool,
     volatile: Option<Loss>,
@@ -99,16 +150,21 @@ fn cut_and_recover_in(
         if let Cut::Step(s) = &cut {
             c.fw_cfg.push(("cut-at".into(), s.to_string()));
         }
+        if let Start::Resume(snap) = start {
+            c.resume = Some(snap.clone());
+        }
     })
     .map_err(harness)?;
-    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)
-        .map_err(harness)?;
-    vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
-    let w = vm
-        .shell("echo precious > /data/precious && sync", SHORT)
-        .map_err(harness)?;
-    if !w.ends_with("exit=0") {
-        return Err((Broken::Other, format!("[{what}] writing /data failed: {w}")));
+    if let Start::Cold = start {
+        vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)
+            .map_err(harness)?;
+        vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
+        let w = vm
+            .shell("echo precious > /data/precious && sync", SHORT)
+            .map_err(harness)?;
+        if !w.ends_with("exit=0") {
+            return Err((Broken::Other, format!("[{what}] writing /data failed: {w}")));
+        }
     }
     let url = vm.agent_url().unwrap_or_default();
     let upload = std::thread::spawn(move || {
@@ -163,12 +219,17 @@ fn cut_and_recover_in(
             format!("{logs}: came up with version {version:?}, expected one of {allowed:?}"),
         ));
     }
-    if vm
-        .wait_for("slate: committed", Duration::from_secs(5))
-        .is_err()
-    {
-        let (_, body) = vm.http("GET", "/v1/status").map_err(harness)?;
-        if !body.contains("\"boot\":{\"state\":\"good\"}") {
+    // The slot is good already (the old version, or a commit before the cut), or the
+    // trial boot commits right after the healthy marker.
+    let good = |vm: &slate_qemu::Vm| {
+        vm.http("GET", "/v1/status")
+            .map(|(_, body)| (body.contains("\"boot\":{\"state\":\"good\"}"), body))
+    };
+    let (is_good, _) = good(&vm).map_err(harness)?;
+    if !is_good {
+        let _ = vm.wait_for("slate: committed", SHORT);
+        let (is_good, body) = good(&vm).map_err(harness)?;
+        if !is_good {
             return Err((
                 Broken::Other,
                 format!("{logs}: healthy but neither committed nor good: {body}"),
@@ -245,7 +306,9 @@ macro_rules! cut_at {
 
             #[test]
             fn plain_disk() {
-                if let Err((kind, why)) = cut_and_recover(Cut::Step($step), $failing, None) {
+                if let Err((kind, why)) =
+                    cut_and_recover(Start::Cold, Cut::Step($step), $failing, None)
+                {
                     panic!("{kind:?}: {why}");
                 }
             }
@@ -253,7 +316,7 @@ macro_rules! cut_at {
             #[test]
             fn volatile_cache_disk() {
                 if let Err((kind, why)) =
-                    cut_and_recover(Cut::Step($step), $failing, Some(Loss::All))
+                    cut_and_recover(Start::Cold, Cut::Step($step), $failing, Some(Loss::All))
                 {
                     panic!("{kind:?}: {why}");
                 }
@@ -276,7 +339,7 @@ mod cut_while_the_esp_is_writable {
 
     #[test]
     fn plain_disk() {
-        match cut_and_recover(Cut::Step("boot-files-writing"), false, None) {
+        match cut_and_recover(Start::Cold, Cut::Step("boot-files-writing"), false, None) {
             Err((kind, why)) => panic!("{kind:?}: {why}"),
             Ok(r) => {
                 let what = r
@@ -289,9 +352,12 @@ mod cut_while_the_esp_is_writable {
 
     #[test]
     fn volatile_cache_disk() {
-        if let Err((kind, why)) =
-            cut_and_recover(Cut::Step("boot-files-writing"), false, Some(Loss::All))
-        {
+        if let Err((kind, why)) = cut_and_recover(
+            Start::Cold,
+            Cut::Step("boot-files-writing"),
+            false,
+            Some(Loss::All),
+        ) {
             panic!("{kind:?}: {why}");
         }
     }
@@ -330,8 +396,9 @@ fn cuts_at_seeded_random_moments() {
             x ^= x >> 7;
             x ^= x << 17;
             // Half in the upload and install (a test bundle installs in a few seconds), half
-            // anywhere up to the commit: 0.2 s to 8 s, or to 40 s, after the upload starts.
-            let span = if (x >> 40) % 2 == 0 { 8_000 } else { 40_000 };
+            // anywhere up to the commit (a reboot and a boot later, about 20 s under TCG):
+            // 0.2 s to 8 s, or to 24 s, after the upload starts.
+            let span = if (x >> 40) % 2 == 0 { 8_000 } else { 24_000 };
             let ms = 200 + x % span;
             // Every other random cut loses a seeded random subset of the unflushed writes.
             (ms, (i % 2 == 1).then_some(Loss::Random(x)))
@@ -347,7 +414,11 @@ fn cuts_at_seeded_random_moments() {
                     return;
                 };
                 let started = std::time::Instant::now();
-                let r = cut_and_recover(Cut::After(ms), false, volatile);
+                let r = healthy_v1()
+                    .map_err(|e| (Broken::Other, e))
+                    .and_then(|snap| {
+                        cut_and_recover(Start::Resume(snap), Cut::After(ms), false, volatile)
+                    });
                 let what = match &r {
                     Ok(ok) => format!(
                         "ok, came up with {}{}",
@@ -401,4 +472,38 @@ fn cuts_at_seeded_random_moments() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The random cuts start from a resumed machine: it must be the healthy version 1 it was when
+/// saved (agent answering, /data mounted with the synced file, console shell alive).
+#[test]
+fn the_saved_healthy_machine_resumes() {
+    let snap = healthy_v1().unwrap();
+    let (tmp, disk) = copy_disk(&snap.disk).unwrap();
+    let started = std::time::Instant::now();
+    let mut vm = boot(&disk, tmp.path(), |c| c.resume = Some(snap.clone())).unwrap();
+    let deadline = started + SHORT;
+    let status = loop {
+        match vm.http("GET", "/v1/status") {
+            Ok((200, body)) => break body,
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => panic!(
+                "the resumed agent does not answer: {other:?}\n{}",
+                vm.tail(10)
+            ),
+        }
+    };
+    eprintln!(
+        "resumed and answering in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(status.contains("\"version\":\"1.0.0\""), "{status}");
+    assert!(status.contains("\"boot\":{\"state\":\"good\"}"), "{status}");
+    let mark = vm.mark();
+    vm.send("\n").unwrap();
+    vm.wait_prompt("slate# ", mark, SHORT).unwrap();
+    let r = vm.shell("cat /data/precious", SHORT).unwrap();
+    assert!(r.contains("precious") && r.ends_with("exit=0"), "{r}");
 }

@@ -80,10 +80,10 @@ enum Cmd {
     },
     /// Power cuts at every update step and at random moments; --full runs ≥ 300 cuts.
     Gauntlet {
-        /// 22 step cuts (11 steps, plain and volatile disk) and 290 random ones.
+        /// 22 step cuts (11 steps, plain and volatile disk) and 278 random ones (300 cuts).
         #[arg(long)]
         full: bool,
-        /// Number of random cuts (default 10, or 290 with --full).
+        /// Number of random cuts (default 10, or 278 with --full).
         #[arg(long)]
         random: Option<u64>,
         /// Seed of the random cuts (default: fresh, printed).
