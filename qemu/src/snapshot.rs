@@ -36,12 +36,18 @@ pub struct Snapshot {
 impl Snapshot {
     /// `-incoming` argument that reads the saved state.
     pub(crate) fn incoming(&self) -> Result<String> {
-        let path = self.state.to_str().context("snapshot path is not UTF-8")?;
-        if path.contains('\'') {
-            bail!("snapshot path {path:?} contains a quote");
-        }
-        Ok(format!("exec:cat '{path}'"))
+        Ok(format!("exec:cat '{}'", quotable(&self.state)?))
     }
+}
+
+/// The state file's path as text that can sit inside the quotes of QEMU's `exec:` shell
+/// command (and of the HMP command around it).
+fn quotable(path: &Path) -> Result<&str> {
+    let text = path.to_str().context("snapshot path is not UTF-8")?;
+    if text.contains('\'') || text.contains('"') {
+        bail!("snapshot path {text:?} contains a quote");
+    }
+    Ok(text)
 }
 
 /// The HMP monitor of one QEMU.
@@ -98,10 +104,7 @@ impl Monitor {
 /// and variables.
 pub(crate) fn save_state(monitor: &mut Monitor, dir: &Path) -> Result<PathBuf> {
     let state = dir.join("state");
-    let path = state.to_str().context("snapshot path is not UTF-8")?;
-    if path.contains('\'') || path.contains('"') {
-        bail!("snapshot path {path:?} contains a quote");
-    }
+    let path = quotable(&state)?;
     // Migrating a running machine (not a stopped one) makes the resumed copy run at once: a
     // destination starts in the run state the source had. QEMU stops the source at the end.
     let said = monitor.run(&format!("migrate \"exec:cat > '{path}'\""))?;

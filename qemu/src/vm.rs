@@ -248,10 +248,6 @@ impl Vm {
     fn spawn(cfg: &VmConfig, accel: Accel, slot: SlotGuard) -> Result<Vm> {
         let fw = Firmware::find()?;
         std::fs::create_dir_all(&cfg.work_dir)?;
-        let vars = cfg.work_dir.join("OVMF_VARS.fd");
-        let vars_from = cfg.resume.as_ref().map_or(&fw.vars, |s| &s.vars);
-        std::fs::copy(vars_from, &vars)
-            .with_context(|| format!("copying {}", vars_from.display()))?;
         if let Some(snap) = &cfg.resume {
             if snap.memory_mib != cfg.memory_mib {
                 bail!(
@@ -261,6 +257,10 @@ impl Vm {
                 );
             }
         }
+        let vars = cfg.work_dir.join("OVMF_VARS.fd");
+        let vars_from = cfg.resume.as_ref().map_or(&fw.vars, |s| &s.vars);
+        std::fs::copy(vars_from, &vars)
+            .with_context(|| format!("copying {}", vars_from.display()))?;
         let monitor = (!cfg.interactive).then(|| cfg.work_dir.join("monitor.sock"));
         if let Some(m) = &monitor {
             let _ = std::fs::remove_file(m);
@@ -390,15 +390,19 @@ impl Vm {
         })
     }
 
+    fn monitor(&self, timeout: Duration) -> Result<snapshot::Monitor> {
+        let socket = self
+            .monitor
+            .as_deref()
+            .context("this VM has no monitor socket")?;
+        snapshot::Monitor::connect(socket, timeout)
+    }
+
     /// Waits until QEMU has loaded a saved state and runs the guest. A connection made before
     /// that reaches a guest that is not there yet; its retries then cost seconds.
     fn wait_resumed(&self, timeout: Duration) -> Result<()> {
-        let socket = self
-            .monitor
-            .clone()
-            .context("this VM has no monitor socket")?;
         let deadline = Instant::now() + timeout;
-        let mut monitor = snapshot::Monitor::connect(&socket, timeout)?;
+        let mut monitor = self.monitor(timeout)?;
         loop {
             let status = monitor.run("info status")?;
             if status.contains("VM status: running") {
@@ -422,12 +426,8 @@ impl Vm {
         if self.nbd.is_some() {
             bail!("a machine on a volatile-cache disk cannot be saved (its unflushed writes live in the harness)");
         }
-        let socket = self
-            .monitor
-            .clone()
-            .context("this VM has no monitor socket")?;
         std::fs::create_dir_all(dir)?;
-        let mut monitor = snapshot::Monitor::connect(&socket, Duration::from_secs(10))?;
+        let mut monitor = self.monitor(Duration::from_secs(10))?;
         let state = snapshot::save_state(&mut monitor, dir)?;
         let _ = monitor.run("quit");
         drop(monitor);

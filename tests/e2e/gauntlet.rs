@@ -61,32 +61,34 @@ enum Start {
     Resume(&'static Snapshot),
 }
 
+/// Waits for a cold-booted version 1 to be healthy, then writes and syncs `/data/precious`,
+/// the file every cut must find again.
+fn healthy_with_precious_data(vm: &mut slate_qemu::Vm) -> anyhow::Result<()> {
+    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)?;
+    vm.wait_prompt("slate# ", 0, SHORT)?;
+    let w = vm.shell("echo precious > /data/precious && sync", SHORT)?;
+    anyhow::ensure!(w.ends_with("exit=0"), "writing /data failed: {w}");
+    Ok(())
+}
+
 /// A machine booted from image 1.0.0 to healthy, with `/data/precious` written and synced,
 /// saved once per test process so every random cut starts from the same moment.
 fn healthy_v1() -> Result<&'static Snapshot, String> {
-    static SAVED: std::sync::Mutex<Option<&'static Snapshot>> = std::sync::Mutex::new(None);
-    let mut saved = SAVED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = *saved {
-        return Ok(s);
-    }
+    static SAVED: std::sync::OnceLock<Result<Snapshot, String>> = std::sync::OnceLock::new();
     let save = || -> anyhow::Result<Snapshot> {
         let dir = workspace().join("target/e2e-snapshot");
         let _ = std::fs::remove_dir_all(&dir);
         let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img"))?;
         let mut vm = boot(&disk, tmp.path(), |_| {})?;
-        vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)?;
-        vm.wait_prompt("slate# ", 0, SHORT)?;
-        let w = vm.shell("echo precious > /data/precious && sync", SHORT)?;
-        anyhow::ensure!(w.ends_with("exit=0"), "writing /data failed: {w}");
+        healthy_with_precious_data(&mut vm)?;
         // A smaller memory image resumes faster; the guest reads back what it needs.
         vm.shell("echo 3 > /proc/sys/vm/drop_caches", SHORT)?;
         vm.save(&dir)
     };
-    let snap: &'static Snapshot = Box::leak(Box::new(
-        save().map_err(|e| format!("saving a healthy version 1: {e:#}"))?,
-    ));
-    *saved = Some(snap);
-    Ok(snap)
+    SAVED
+        .get_or_init(|| save().map_err(|e| format!("saving a healthy version 1: {e:#}")))
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn describe(cut: &Cut) -> String {
@@ -156,15 +158,7 @@ fn cut_and_recover_in(
     })
     .map_err(harness)?;
     if let Start::Cold = start {
-        vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)
-            .map_err(harness)?;
-        vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
-        let w = vm
-            .shell("echo precious > /data/precious && sync", SHORT)
-            .map_err(harness)?;
-        if !w.ends_with("exit=0") {
-            return Err((Broken::Other, format!("[{what}] writing /data failed: {w}")));
-        }
+        healthy_with_precious_data(&mut vm).map_err(harness)?;
     }
     let url = vm.agent_url().unwrap_or_default();
     let upload = std::thread::spawn(move || {
