@@ -178,6 +178,14 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
     let total = Command::new("du").args(["-sh"]).arg(&tree).output()?;
     println!("imager: tree of {} (kernel modules + busybox{}), zstd level {level}, {rounds} rounds alternating", String::from_utf8_lossy(&total.stdout).split_whitespace().next().unwrap_or("?"), if tree_mib < mib { " + padding" } else { "" });
 
+    // The device binaries are built once here, untimed: a fresh checkout has none yet, and
+    // the timed builds below take them from --agent-dir so they measure the imager alone.
+    let agent = slate_imager::agentbin::locate(None, slate_imager::progress::Progress::new(false))?;
+    let agent_dir = agent
+        .init
+        .parent()
+        .context("the slate-init path has no parent folder")?
+        .to_path_buf();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         eprintln!("  round {}/{rounds}", r + 1);
@@ -189,7 +197,7 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
             .arg("--out")
             .arg(scratch.join("slate-out"))
             .arg("--agent-dir")
-            .arg(root().join("target/x86_64-unknown-linux-gnu/release"));
+            .arg(&agent_dir);
         ours.push(timed(&mut s, &scratch)?);
         let mut p = Command::new("bash");
         p.arg("-c")
