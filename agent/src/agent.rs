@@ -1,16 +1,19 @@
-//! `slated`'s core: what it knows about this boot, the post-boot decisions (commit, roll back,
-//! notice a fallback) and the install entry point shared by the HTTP API and the console.
+//! `slated`'s core: what it knows about this boot, carrying out the post-boot decisions
+//! (commit, roll back, notice a fallback — computed purely by [`slate_core::slots`]) and the
+//! install entry point shared by the HTTP API and the console.
 
 use crate::esp::Esp;
-use crate::install::{self, InstallError, Installed, Installer};
-use crate::state::{self, Attempt, State};
-use crate::status::{BootState, Health, Status};
-use crate::{cmdline, marker, uptime_ms};
+use crate::install::{self, InstallError, Installed, Installer, Refusal};
+use crate::state::{self, State};
+use crate::{marker, uptime_ms};
 use anyhow::{Context, Result};
+use slate_core::api::{
+    BootState, Health, HealthState, Marker, Outcome, SlotState, Status, UpdateRecord,
+};
 use slate_core::config::{self, paths, AgentConfig, ImageInfo};
 use slate_core::layout::Slot;
 use slate_core::manifest::{DeviceFacts, Trust};
-use slate_core::slots::{self, State as SlotState};
+use slate_core::slots::{self, Boot, Plan, Step};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
@@ -58,9 +61,10 @@ impl Agent {
     /// Reads the configuration and state; mounts the ESP.
     pub fn load(count_boot: bool) -> Result<Agent> {
         let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-        let slot = cmdline::slot(&line)?;
-        let root_hash = cmdline::parse(&line)
-            .map(|p| hex::encode(p.verity.root_hash))
+        let slot = slate_core::cmdline::slot(&line)?;
+        let root_hash = line
+            .parse::<slate_core::cmdline::BootParams>()
+            .map(|p| p.verity.root_hash.to_string())
             .unwrap_or_default();
         let image: ImageInfo = read_toml(&format!("/{}", paths::IMAGE))?;
         let config: AgentConfig = read_toml(&format!("/{}", paths::AGENT)).unwrap_or_default();
@@ -72,9 +76,7 @@ impl Agent {
             {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    marker::emit(&format!(
-                        "warning: trust file {p}: {e:#}; updates are refused"
-                    ));
+                    marker::warn(format!("trust file {p}: {e:#}; updates are refused"));
                     None
                 }
             },
@@ -83,7 +85,7 @@ impl Agent {
         let esp = match Esp::mount() {
             Ok(e) => Some(e),
             Err(e) => {
-                marker::emit(&format!("warning: ESP: {e:#}; updates are refused"));
+                marker::warn(format!("ESP: {e:#}; updates are refused"));
                 None
             }
         };
@@ -93,11 +95,11 @@ impl Agent {
         if count_boot {
             st.boots += 1;
             if let Err(e) = st.save(dir) {
-                marker::emit(&format!("warning: saving {}: {e}", dir.display()));
+                marker::warn(format!("saving {}: {e}", dir.display()));
             }
         }
         let entry = crate::status::selected_entry();
-        let mut boot = BootState::from_entry(entry.as_deref());
+        let mut boot = crate::status::boot_state(entry.as_deref());
         if boot == BootState::Unknown {
             // No boot loader variables: the running slot's entry on the ESP says it.
             if let Some(v) = esp
@@ -124,10 +126,7 @@ impl Agent {
             entry,
             boot,
             uptime_s: 0.0,
-            health: Health {
-                state: "pending".into(),
-                checks: Vec::new(),
-            },
+            health: Health::default(),
             slots: Vec::new(),
             last_attempt: None,
             last_refusal: None,
@@ -169,7 +168,7 @@ impl Agent {
 
     fn save(&self, st: &State) {
         if let Err(e) = st.save(Path::new(state::DIR)) {
-            marker::emit(&format!("warning: saving agent state: {e}"));
+            marker::warn(format!("saving agent state: {e}"));
         }
     }
 
@@ -181,154 +180,108 @@ impl Agent {
         let after_rollback = lock(&self.state)
             .last_attempt
             .as_ref()
-            .is_some_and(|a| a.outcome == "rolled-back" && a.slot != self.slot.to_string());
+            .is_some_and(|a| a.outcome == Outcome::RolledBack && a.slot != self.slot.to_string());
         if after_rollback {
             crate::hooks::cut_point("fallback-boot");
         }
+    }
+
+    /// What the pure decision functions need about this boot.
+    fn decide(&self, esp: &Esp, decide: impl FnOnce(&Boot<'_>) -> Plan) -> Option<Plan> {
+        let entries = match esp.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                marker::warn(format!("reading the boot entries: {e:#}"));
+                return None;
+            }
+        };
+        let boot = lock(&self.status).boot;
+        let last_attempt = lock(&self.state).last_attempt.clone();
+        Some(decide(&Boot {
+            running: self.slot,
+            version: &self.image.version,
+            boot,
+            entries: &entries,
+            last_attempt: last_attempt.as_ref(),
+            now: now(),
+        }))
+    }
+
+    /// Carries out a plan step by step; returns false when a required step failed (the steps
+    /// after it are not carried out).
+    fn carry_out(&self, esp: &Esp, plan: &Plan) -> bool {
+        for step in &plan.steps {
+            match step {
+                Step::Rename { from, to, required } => {
+                    if let Err(e) = esp.rename_entry(from, to) {
+                        marker::warn(format!("renaming {from} to {to}: {e:#}"));
+                        if *required {
+                            return false;
+                        }
+                    }
+                }
+                Step::CutPoint(step) => crate::hooks::cut_point(step),
+                Step::Fail { version, reason } => lock(&self.state).fail(version, reason),
+                Step::RaiseEpoch(epoch) => {
+                    let mut st = lock(&self.state);
+                    st.security_epoch = st.security_epoch.max(*epoch);
+                }
+                Step::Record(record) => {
+                    let mut st = lock(&self.state);
+                    st.count(record.outcome);
+                    st.last_attempt = Some(record.clone());
+                    self.save(&st);
+                }
+                Step::Say(m) => marker::emit(m),
+                Step::Reboot => {}
+            }
+        }
+        if plan.commits() {
+            lock(&self.status).boot = BootState::Good;
+        }
+        true
     }
 
     /// After a boot on the old slot: if the last install never got committed and its slot is
     /// bad (or empty), the new version failed to boot and systemd-boot fell back.
     pub fn notice_fallback(&self) {
         let Some(esp) = &self.esp else { return };
-        let Ok(entries) = esp.entries() else { return };
-        let mut st = lock(&self.state);
-        let Some(a) = st.last_attempt.clone() else {
-            return;
-        };
-        if a.outcome != "installed"
-            || a.slot == self.slot.to_string()
-            || lock(&self.status).boot != BootState::Good
-        {
-            return;
-        }
-        let Ok(their_slot) = a.slot.parse::<Slot>() else {
-            return;
-        };
-        let view = slots::view(their_slot, &entries);
-        if matches!(view.state, SlotState::Bad | SlotState::Empty) {
-            let reason = "boot-failed: the new slot used up its boot tries; systemd-boot fell back"
-                .to_string();
-            st.fail(&a.version, &reason);
-            st.last_attempt = Some(Attempt {
-                outcome: "rolled-back".into(),
-                reason: reason.clone(),
-                at: now(),
-                ..a.clone()
-            });
-            st.count("rolled-back");
-            self.save(&st);
-            marker::emit(&format!(
-                "rollback slot={} version={} reason={reason}",
-                a.slot, a.version
-            ));
+        if let Some(plan) = self.decide(esp, slots::notice_fallback) {
+            self.carry_out(esp, &plan);
         }
     }
 
     /// Acts on the health result: on a trial boot, bless (commit) or mark bad and reboot.
     /// Returns true when the machine must reboot.
     pub fn conclude(&self, health: &Health) -> bool {
-        let passed = health.state == "passed";
-        if passed {
-            marker::emit(&format!(
-                "healthy slot={} version={} in {} ms since boot",
-                self.slot,
-                self.image.version,
-                uptime_ms()
-            ));
+        if health.state == HealthState::Passed {
+            marker::emit(&Marker::Healthy {
+                slot: self.slot,
+                version: self.image.version.to_string(),
+                ms: uptime_ms(),
+            });
             if let Err(e) = crate::attempts::clear() {
-                marker::emit(&format!("warning: clearing the boot count: {e:#}"));
+                marker::warn(format!("clearing the boot count: {e:#}"));
             }
         } else {
-            let failed: Vec<String> = health
-                .checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            marker::emit(&format!(
-                "unhealthy slot={} version={} failed={}",
-                self.slot,
-                self.image.version,
-                failed.join("; ")
-            ));
+            marker::emit(&Marker::Unhealthy {
+                slot: self.slot,
+                version: self.image.version.to_string(),
+                failed: health.failures(),
+            });
         }
         lock(&self.status).health = health.clone();
         if !matches!(lock(&self.status).boot, BootState::Trial { .. }) {
             return false;
         }
         let Some(esp) = &self.esp else {
-            marker::emit("warning: trial boot without an ESP; cannot commit or roll back");
+            marker::warn("trial boot without an ESP; cannot commit or roll back");
             return false;
         };
-        let current = esp.entries().ok().and_then(|es| {
-            es.into_iter()
-                .filter(|e| e.slot == self.slot && e.counter.is_some())
-                .max_by(|a, b| a.version.cmp(&b.version))
-        });
-        let Some(current) = current else {
-            marker::emit("warning: trial boot but no trial entry for this slot on the ESP");
+        let Some(plan) = self.decide(esp, |b| slots::after_health(b, health)) else {
             return false;
         };
-        let mut st = lock(&self.state);
-        let attempt_epoch = st
-            .last_attempt
-            .as_ref()
-            .filter(|a| a.version == self.image.version.to_string())
-            .map_or(0, |a| a.security_epoch);
-        if passed {
-            if let Err(e) = esp.rename_entry(&current, &slots::blessed(&current)) {
-                marker::emit(&format!("warning: blessing {current}: {e:#}"));
-                return false;
-            }
-            crate::hooks::cut_point("blessed");
-            st.security_epoch = st.security_epoch.max(attempt_epoch);
-            st.last_attempt = Some(Attempt {
-                version: self.image.version.to_string(),
-                slot: self.slot.to_string(),
-                outcome: "committed".into(),
-                reason: String::new(),
-                security_epoch: attempt_epoch,
-                at: now(),
-            });
-            st.count("committed");
-            self.save(&st);
-            lock(&self.status).boot = BootState::Good;
-            marker::emit(&format!(
-                "committed slot={} version={}",
-                self.slot, self.image.version
-            ));
-            false
-        } else {
-            let reason = health
-                .checks
-                .iter()
-                .filter(|c| !c.ok)
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect::<Vec<_>>()
-                .join("; ");
-            let reason = format!("health check failed: {reason}");
-            if let Err(e) = esp.rename_entry(&current, &slots::marked_bad(&current)) {
-                marker::emit(&format!("warning: marking {current} bad: {e:#}"));
-            }
-            crate::hooks::cut_point("marked-bad");
-            st.fail(&self.image.version.to_string(), &reason);
-            st.last_attempt = Some(Attempt {
-                version: self.image.version.to_string(),
-                slot: self.slot.to_string(),
-                outcome: "rolled-back".into(),
-                reason: reason.clone(),
-                security_epoch: attempt_epoch,
-                at: now(),
-            });
-            st.count("rolled-back");
-            self.save(&st);
-            marker::emit(&format!(
-                "rollback slot={} version={} reason={reason}",
-                self.slot, self.image.version
-            ));
-            true
-        }
+        self.carry_out(esp, &plan) && plan.reboots()
     }
 
     /// Installs a bundle from `body` (one at a time, across processes).
@@ -346,13 +299,9 @@ impl Agent {
         )
         .is_err()
         {
-            return Err(InstallError::Refused(
-                "another install is in progress".into(),
-            ));
+            return Err(Refusal::Busy.into());
         }
-        let esp = self.esp.as_ref().ok_or_else(|| {
-            InstallError::Refused("the ESP is not mounted; updates are off".into())
-        })?;
+        let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
         let facts = {
             let st = lock(&self.state);
             DeviceFacts {
@@ -378,38 +327,41 @@ impl Agent {
             running_on_trial,
             force,
         };
-        let r = install::install(&inst, body, &|m| marker::emit(m));
+        let r = install::install(&inst, body, &marker::emit);
         lock(&self.status).installing = false;
         let mut st = lock(&self.state);
         match &r {
             Ok(i) => {
-                st.last_attempt = Some(Attempt {
+                st.last_attempt = Some(UpdateRecord {
                     version: i.manifest.version.to_string(),
                     slot: i.slot.to_string(),
-                    outcome: "installed".into(),
+                    outcome: Outcome::Installed,
                     reason: String::new(),
                     security_epoch: i.manifest.security_epoch,
                     at: now(),
                 });
-                st.count("installed");
+                st.count(Outcome::Installed);
                 st.bytes_written += i.bytes_written;
                 st.last_install_seconds = i.seconds;
-                marker::emit(&format!(
-                    "installed slot={} version={} in {:.1} s; reboot to try it",
-                    i.slot, i.manifest.version, i.seconds
-                ));
+                marker::emit(&Marker::Installed {
+                    slot: i.slot,
+                    version: i.manifest.version.to_string(),
+                    seconds: i.seconds,
+                });
             }
             Err(e) => {
-                st.last_refusal = Some(Attempt {
+                st.last_refusal = Some(UpdateRecord {
                     version: String::new(),
                     slot: self.slot.other().to_string(),
-                    outcome: "refused".into(),
+                    outcome: Outcome::Refused,
                     reason: e.to_string(),
                     security_epoch: 0,
                     at: now(),
                 });
-                st.count("refused");
-                marker::emit(&format!("update refused: {e}"));
+                st.count(Outcome::Refused);
+                marker::emit(&Marker::UpdateRefused {
+                    reason: e.to_string(),
+                });
             }
         }
         self.save(&st);
@@ -422,16 +374,16 @@ impl Agent {
         let s = lock(&self.status);
         let mut out = String::new();
         out.push_str("# HELP slate_update_attempts_total Update attempts by outcome.\n# TYPE slate_update_attempts_total counter\n");
-        for o in ["installed", "committed", "rolled-back", "refused"] {
+        for o in Outcome::ALL {
             out.push_str(&format!(
                 "slate_update_attempts_total{{outcome=\"{o}\"}} {}\n",
-                st.outcomes.get(o).copied().unwrap_or(0)
+                st.counted(o)
             ));
         }
         out.push_str(&format!("# HELP slate_update_bytes_written_total Bytes written by updates.\n# TYPE slate_update_bytes_written_total counter\nslate_update_bytes_written_total {}\n", st.bytes_written));
         out.push_str(&format!("# HELP slate_update_install_seconds Duration of the last install.\n# TYPE slate_update_install_seconds gauge\nslate_update_install_seconds {}\n", st.last_install_seconds));
         out.push_str(&format!("# HELP slate_boots_total Boots seen by the agent.\n# TYPE slate_boots_total counter\nslate_boots_total {}\n", st.boots));
-        out.push_str(&format!("# HELP slate_healthy 1 when this boot passed its health checks.\n# TYPE slate_healthy gauge\nslate_healthy {}\n", u8::from(s.health.state == "passed")));
+        out.push_str(&format!("# HELP slate_healthy 1 when this boot passed its health checks.\n# TYPE slate_healthy gauge\nslate_healthy {}\n", u8::from(s.health.state == HealthState::Passed)));
         out
     }
 }

@@ -59,14 +59,16 @@ impl Esp {
     /// Mounts the ESP (partition labelled `esp`) if it is not yet.
     pub fn mount() -> Result<Esp> {
         let root = PathBuf::from(MOUNT);
-        let dev = crate::stage1::find_partition(layout::ESP_LABEL)
-            .context("no partition labelled esp")?;
+        let dev =
+            crate::partitions::find(layout::ESP_LABEL).context("no partition labelled esp")?;
         if !root.join(ENTRIES_DIR).is_dir() {
             match repair(&dev) {
                 Ok(r) if r.is_clean() => {}
-                Ok(r) => crate::marker::emit(&format!("esp repaired: {r}")),
-                Err(e) => crate::marker::emit(&format!(
-                    "warning: checking the ESP ({dev}): {e:#}; mounting it as it is"
+                Ok(r) => crate::marker::emit(&slate_core::api::Marker::EspRepaired {
+                    what: r.to_string(),
+                }),
+                Err(e) => crate::marker::warn(format!(
+                    "checking the ESP ({dev}): {e:#}; mounting it as it is"
                 )),
             }
             sys::mount(

@@ -1,78 +1,62 @@
 //! Health checks: each probe retried until it passes or the deadline (counted from boot)
 //! passes. All checks run concurrently.
 
-use crate::status::{CheckResult, Health};
+use slate_core::api::{CheckResult, Health, HealthState};
 use slate_core::config::{self, Check, Probe};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
-/// Splits `http://host:port/path` into (host:port, host, path).
-pub fn split_http_url(url: &str) -> Result<(String, String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("{url:?} has no host"));
+/// Where an `http://` probe connects: host (IPv6 literals without brackets), port, and the
+/// URI to request. Parsed by `http`'s URI parser, so `[::1]:8080` and userinfo-free authorities
+/// read as the standard says.
+pub fn http_target(url: &str) -> Result<(String, u16, hyper::Uri), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?} is not an http:// URL"));
     }
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
         .to_string();
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    Ok((addr, host, path.to_string()))
+    let port = uri.port_u16().unwrap_or(80);
+    Ok((host, port, uri))
 }
 
-/// The status code of an HTTP/1 response's first line.
-pub fn status_code(head: &str) -> Option<u16> {
-    let mut parts = head.split_whitespace();
-    let proto = parts.next()?;
-    if !proto.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
+/// One GET with hyper's HTTP/1 client; a 2xx status passes.
 async fn http_get(url: &str) -> Result<String, String> {
-    let (addr, host, path) = split_http_url(url)?;
-    let mut s = TcpStream::connect(&addr)
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    let (host, port, uri) = http_target(url)?;
+    let stream = TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: slated\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut buf = vec![0u8; 1024];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = s
-            .read(&mut buf[got..])
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 || buf[..got + n].contains(&b'\n') {
-            got += n;
-            break;
-        }
-        got += n;
-    }
-    let head = String::from_utf8_lossy(&buf[..got]);
-    let line = head.lines().next().unwrap_or("");
-    match status_code(line) {
-        Some(c) if (200..300).contains(&c) => Ok(format!("HTTP {c}")),
-        Some(c) => Err(format!("HTTP {c}")),
-        None => Err(format!("not an HTTP response: {line:?}")),
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+    tokio::spawn(conn);
+    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "slated")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("not an HTTP response: {e}"))?;
+    let c = resp.status().as_u16();
+    if resp.status().is_success() {
+        Ok(format!("HTTP {c}"))
+    } else {
+        Err(format!("HTTP {c}"))
     }
 }
 
@@ -173,7 +157,11 @@ pub async fn run_all(health: &config::Health) -> Health {
     let checks: Vec<CheckResult> = results.into_iter().map(|(_, r)| r).collect();
     let ok = checks.len() == health.checks.len() && checks.iter().all(|c| c.ok);
     Health {
-        state: if ok { "passed".into() } else { "failed".into() },
+        state: if ok {
+            HealthState::Passed
+        } else {
+            HealthState::Failed
+        },
         checks,
     }
 }
@@ -183,21 +171,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_split_into_address_host_and_path() {
+    fn probe_urls_parse_with_ipv6_and_default_ports() {
+        let (h, p, u) = http_target("http://127.0.0.1:8080/x?y").unwrap();
         assert_eq!(
-            split_http_url("http://127.0.0.1:8080/x?y").unwrap(),
-            ("127.0.0.1:8080".into(), "127.0.0.1".into(), "/x?y".into())
+            (h.as_str(), p, u.path_and_query().unwrap().as_str()),
+            ("127.0.0.1", 8080, "/x?y")
         );
-        assert_eq!(
-            split_http_url("http://localhost").unwrap(),
-            ("localhost:80".into(), "localhost".into(), "/".into())
-        );
-        assert!(split_http_url("https://x/").is_err());
+        let (h, p, _) = http_target("http://localhost").unwrap();
+        assert_eq!((h.as_str(), p), ("localhost", 80));
+        let (h, p, _) = http_target("http://[::1]:9000/health").unwrap();
+        assert_eq!((h.as_str(), p), ("::1", 9000));
+        assert!(http_target("https://x/").is_err());
+        assert!(http_target("http:///nohost").is_err());
     }
 
+    /// A real server on loopback answering with a chunked body: the probe reads the status.
     #[test]
-    fn status_lines_parse() {
-        assert_eq!(status_code("HTTP/1.1 204 No Content"), Some(204));
-        assert_eq!(status_code("SSH-2.0"), None);
+    fn probes_read_chunked_answers() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for code in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).unwrap();
+                write!(
+                    s,
+                    "HTTP/1.1 {code}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+                )
+                .unwrap();
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/");
+        assert_eq!(rt.block_on(http_get(&url)), Ok("HTTP 200".into()));
+        assert_eq!(rt.block_on(http_get(&url)), Err("HTTP 503".into()));
+        server.join().unwrap();
     }
 }

@@ -40,7 +40,7 @@ pub fn arm(enabled: bool) {
 /// Stops here forever if the harness asked to cut at `step`.
 pub fn cut_point(step: &str) {
     if ARMED.get().and_then(|s| s.as_deref()) == Some(step) {
-        crate::marker::emit(&format!("cut-point {step}"));
+        crate::marker::emit(&slate_core::api::Marker::CutPoint { step: step.into() });
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

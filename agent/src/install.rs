@@ -14,32 +14,127 @@
 use crate::esp::Esp;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
+use slate_core::api::Marker;
 use slate_core::bootentry::{Entry, EntryName};
-use slate_core::bundle::BundleReader;
+use slate_core::bundle::{BundleError, BundleReader};
+use slate_core::cmdline::BootParams;
 use slate_core::layout::Slot;
-use slate_core::manifest::{self, DeviceFacts, Manifest, Signatures, Trust, Verifier};
+use slate_core::manifest::{
+    self, DeviceFacts, Manifest, ManifestError, Signatures, Trust, Verifier,
+};
+use slate_core::slots::TRIES;
+use slate_core::Digest32;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Instant;
 
-/// Tries a new entry gets.
-pub const TRIES: u32 = 3;
+/// Why a bundle, or the moment it came, was not acceptable: the client's problem, decided by
+/// type (never by the wording of a message). Nothing bootable changed; at most the idle slot,
+/// which has no entry, holds part of the bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The running slot is not blessed yet; its fallback must not be overwritten.
+    #[error("slot {running} is still on trial; an update waits until it is committed (the other slot is the fallback)")]
+    OnTrial {
+        /// The running slot.
+        running: Slot,
+    },
+    /// Another install holds the lock.
+    #[error("another install is in progress")]
+    Busy,
+    /// The image has no (usable) trust file.
+    #[error("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust")]
+    NoTrust,
+    /// The ESP did not mount at boot.
+    #[error("the ESP is not mounted; updates are off")]
+    NoEsp,
+    /// The archive is malformed, truncated or out of order (the error names the byte offset).
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The manifest, its signatures or its rules (compatibility, version, epoch, expiry).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// An artifact's bytes are not what the signed manifest says.
+    #[error("{artifact} sha256 {got} does not match the manifest's {expected}; slot {slot} is left without an entry")]
+    DigestMismatch {
+        /// Which artifact.
+        artifact: String,
+        /// The manifest's digest.
+        expected: Digest32,
+        /// The digest of what arrived.
+        got: Digest32,
+        /// The idle slot, now empty.
+        slot: Slot,
+    },
+    /// The root image does not fit the idle slot.
+    #[error("rootfs.img is {size} bytes but slot {slot} ({device}) holds {capacity}")]
+    TooLarge {
+        /// Bytes the image needs.
+        size: u64,
+        /// The idle slot.
+        slot: Slot,
+        /// Its device node.
+        device: String,
+        /// Bytes it holds.
+        capacity: u64,
+    },
+    /// The client stopped sending.
+    #[error("upload stalled for {seconds} s: {inner}")]
+    Stalled {
+        /// Seconds without a byte.
+        seconds: u64,
+        /// What the installer saw when the stream stopped.
+        inner: Box<Refusal>,
+    },
+}
+
+impl Refusal {
+    /// The HTTP status of the refusal: 409 when the moment is wrong (try again later), 400 when
+    /// the bundle is.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Refusal::OnTrial { .. } | Refusal::Busy => 409,
+            Refusal::Stalled { inner, .. } => inner.http_status(),
+            _ => 400,
+        }
+    }
+
+    /// A stable word for programs (`kind` in the upload answer).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::OnTrial { .. } => "on-trial",
+            Refusal::Busy => "busy",
+            Refusal::NoTrust => "no-trust",
+            Refusal::NoEsp => "no-esp",
+            Refusal::Bundle(_) => "bundle",
+            Refusal::Manifest(_) => "manifest",
+            Refusal::DigestMismatch { .. } => "digest-mismatch",
+            Refusal::TooLarge { .. } => "too-large",
+            Refusal::Stalled { .. } => "stalled",
+        }
+    }
+}
 
 /// Why an install did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    /// The bundle or the moment is not acceptable (the client's problem); nothing changed
-    /// except possibly the idle slot, which has no entry.
-    #[error("{0}")]
-    Refused(String),
+    /// The bundle or the moment is not acceptable (the client's problem).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The device failed while installing.
     #[error("{0:#}")]
     Failed(anyhow::Error),
 }
 
-impl From<slate_core::bundle::BundleError> for InstallError {
-    fn from(e: slate_core::bundle::BundleError) -> InstallError {
-        InstallError::Refused(e.to_string())
+impl From<BundleError> for InstallError {
+    fn from(e: BundleError) -> InstallError {
+        InstallError::Refused(e.into())
+    }
+}
+
+impl From<ManifestError> for InstallError {
+    fn from(e: ManifestError) -> InstallError {
+        InstallError::Refused(e.into())
     }
 }
 
@@ -76,8 +171,7 @@ fn read_head<R: Read>(r: &mut BundleReader<R>) -> Result<(Vec<u8>, Signatures), 
     let n = r.expect_entry("manifest.toml", manifest::MAX_MANIFEST)?;
     let m = r.read_small("manifest.toml", n)?;
     let n = r.expect_entry("manifest.sig", manifest::MAX_SIGNATURES)?;
-    let s = Signatures::parse(&r.read_small("manifest.sig", n)?)
-        .map_err(|e| InstallError::Refused(e.to_string()))?;
+    let s = Signatures::parse(&r.read_small("manifest.sig", n)?)?;
     Ok((m, s))
 }
 
@@ -91,10 +185,12 @@ fn expect_artifact<R: Read>(
 ) -> Result<(), InstallError> {
     let size = r.expect_entry(&a.name, a.size)?;
     if size != a.size {
-        return Err(InstallError::Refused(format!(
-            "{} is {size} bytes in the archive but the manifest says {}",
-            a.name, a.size
-        )));
+        return Err(BundleError::SizeMismatch {
+            name: a.name.clone(),
+            expected: a.size,
+            found: size,
+        }
+        .into());
     }
     Ok(())
 }
@@ -103,25 +199,28 @@ fn expect_artifact<R: Read>(
 pub fn install<R: Read>(
     inst: &Installer<'_>,
     body: R,
-    progress: &dyn Fn(&str),
+    progress: &dyn Fn(&Marker),
 ) -> Result<Installed, InstallError> {
     let started = Instant::now();
     if inst.running_on_trial {
-        return Err(InstallError::Refused(format!("slot {} is still on trial; an update waits until it is committed (the other slot is the fallback)", inst.running)));
+        return Err(Refusal::OnTrial {
+            running: inst.running,
+        }
+        .into());
     }
-    let trust = inst.trust.ok_or_else(|| InstallError::Refused("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust".into()))?;
+    let trust = inst.trust.ok_or(Refusal::NoTrust)?;
     let mut r = BundleReader::new(body);
     let (m_bytes, sigs) = read_head(&mut r)?;
-    let m = Verifier { trust }
-        .verify(&m_bytes, &sigs, &inst.facts, inst.force)
-        .map_err(|e| InstallError::Refused(e.to_string()))?;
+    let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     let idle = inst.running.other();
-    let dev = crate::stage1::find_partition(idle.label())
+    let dev = crate::partitions::find(idle.label())
         .ok_or_else(|| failed(anyhow!("no partition labelled {}", idle.label())))?;
-    let rootfs = m
-        .artifact("rootfs.img")
-        .ok_or_else(|| InstallError::Refused("no rootfs.img".into()))?
-        .clone();
+    // Manifest::parse guarantees the three artifacts, and verity parameters on the root.
+    let rootfs = m.artifacts[0].clone();
+    let verity = rootfs
+        .verity
+        .clone()
+        .ok_or_else(|| failed(anyhow!("a parsed manifest without verity parameters")))?;
     let mut slot = File::options()
         .read(true)
         .write(true)
@@ -130,15 +229,20 @@ pub fn install<R: Read>(
         .map_err(failed)?;
     let slot_size = slot.seek(SeekFrom::End(0)).map_err(|e| failed(e.into()))?;
     if rootfs.size > slot_size {
-        return Err(InstallError::Refused(format!(
-            "rootfs.img is {} bytes but slot {idle} ({dev}) holds {slot_size}",
-            rootfs.size
-        )));
+        return Err(Refusal::TooLarge {
+            size: rootfs.size,
+            slot: idle,
+            device: dev,
+            capacity: slot_size,
+        }
+        .into());
     }
-    progress(&format!(
-        "installing {} {} into slot {idle} ({dev})",
-        m.product, m.version
-    ));
+    progress(&Marker::Installing {
+        product: m.product.clone(),
+        version: m.version.to_string(),
+        slot: idle,
+        device: dev.clone(),
+    });
 
     // 2. Nothing may boot a half-written slot.
     inst.esp.remove_slot(idle).map_err(failed)?;
@@ -160,26 +264,27 @@ pub fn install<R: Read>(
     })?
     .with_context(|| format!("writing {dev}"))
     .map_err(failed)?;
-    let got = hex::encode(h.finalize());
+    let got = Digest32(h.finalize().into());
     if got != rootfs.sha256 {
-        return Err(InstallError::Refused(format!(
-            "rootfs.img sha256 {got} does not match the manifest's {}; slot {idle} is left empty",
-            rootfs.sha256
-        )));
+        return Err(Refusal::DigestMismatch {
+            artifact: rootfs.name.clone(),
+            expected: rootfs.sha256,
+            got,
+            slot: idle,
+        }
+        .into());
     }
     slot.sync_all().map_err(|e| failed(e.into()))?;
-    read_back(&mut slot, &rootfs).map_err(failed)?;
+    read_back(&mut slot, &verity).map_err(failed)?;
     crate::hooks::cut_point("slot-written");
     let mut written = rootfs.size;
 
     // 4. Kernel and initrd, each checked before it takes its final name.
-    for name in ["vmlinuz", "initrd.img"] {
-        let a = m
-            .artifact(name)
-            .ok_or_else(|| InstallError::Refused(format!("no {name}")))?
-            .clone();
+    for a in m.artifacts[1..].iter().cloned() {
+        let name = a.name.as_str();
         expect_artifact(&mut r, &a)?;
         let mut stream_err = None;
+        let mut mismatch = None;
         let rel = format!("slate/{idle}/{name}");
         let res = inst.esp.write_atomic(&rel, |f| {
             let mut h = Sha256::new();
@@ -196,12 +301,10 @@ pub fn install<R: Read>(
                 }
                 Ok(Ok(())) => {}
             }
-            let got = hex::encode(h.finalize());
+            let got = Digest32(h.finalize().into());
             if got != a.sha256 {
-                bail!(
-                    "{name} sha256 {got} does not match the manifest's {}",
-                    a.sha256
-                );
+                mismatch = Some(got);
+                bail!("{name} does not match the manifest; not kept");
             }
             if name == "initrd.img" {
                 // Inside the ESP's read-write window, the temporary file not yet synced.
@@ -212,32 +315,28 @@ pub fn install<R: Read>(
         if let Some(e) = stream_err {
             return Err(e.into());
         }
-        if let Err(e) = res {
-            let msg = format!("{e:#}");
-            return Err(if msg.contains("does not match") {
-                InstallError::Refused(msg)
-            } else {
-                InstallError::Failed(e)
-            });
+        if let Some(got) = mismatch {
+            return Err(Refusal::DigestMismatch {
+                artifact: a.name.clone(),
+                expected: a.sha256,
+                got,
+                slot: idle,
+            }
+            .into());
         }
+        res.map_err(failed)?;
         written += a.size;
     }
     r.expect_end()?;
     crate::hooks::cut_point("boot-files-written");
 
     // 5. The entry, last.
-    let info = rootfs
-        .verity
-        .as_ref()
-        .ok_or_else(|| InstallError::Refused("rootfs.img has no verity parameters".into()))?
-        .info()
-        .map_err(|e| InstallError::Refused(e.to_string()))?;
     let entry = Entry {
         title: format!("{} {} (slot {idle})", m.product, m.version),
         version: m.version.clone(),
         linux: Entry::kernel_path(idle),
         initrd: Entry::initrd_path(idle),
-        options: format!("{} slate.slot={idle} slate.verity={info}", m.options),
+        options: BootParams { slot: idle, verity }.options(&m.options),
     };
     inst.esp
         .write_entry(&EntryName::trial(idle, m.version.clone(), TRIES), &entry)
@@ -253,17 +352,12 @@ pub fn install<R: Read>(
 
 /// Drops the slot's cached pages and reads it back from the disk: the verity tree of its data
 /// against the manifest's root hash, and the stored tree against the recomputed one.
-fn read_back(slot: &mut File, a: &manifest::Artifact) -> Result<()> {
+fn read_back(slot: &mut File, info: &slate_core::verity::VerityInfo) -> Result<()> {
     // One pass over the disk: the verity root hash (signed in the manifest) covers every data
     // byte, and the stored tree is compared byte for byte, so a separate sha256 of the whole
     // image would only hash the same bytes again.
     let _ = rustix::fs::fadvise(&*slot, 0, None, rustix::fs::Advice::DontNeed);
-    let vp = a
-        .verity
-        .as_ref()
-        .context("rootfs.img without verity parameters")?;
-    let info = vp.info()?;
-    if let Err(why) = slate_core::verity::check_image(slot, &info, 2)? {
+    if let Err(why) = slate_core::verity::check_image(slot, info, 2)? {
         bail!("the slot read back wrong ({why}): the disk did not keep what was written");
     }
     Ok(())

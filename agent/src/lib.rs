@@ -7,13 +7,13 @@
 
 pub mod agent;
 pub mod attempts;
-pub mod cmdline;
 pub mod esp;
 pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod install;
 pub mod marker;
+pub mod partitions;
 pub mod stage1;
 pub mod stage2;
 pub mod state;

@@ -1,12 +1,18 @@
-//! Console markers: lines starting with `slate:` that the QEMU harness and operators wait for.
-//! Their wording is a contract (DESIGN §8); change only by adding new ones.
+//! Prints console markers. What they say is rendered by [`slate_core::api::Marker`], the one
+//! place their wording lives (DESIGN §8); this module only writes the line.
 
+use slate_core::api::Marker;
 use std::io::Write;
 
-/// Prints `slate: <text>` as one line on stdout (the console for PID 1 and its services).
-pub fn emit(text: &str) {
-    let line = format!("slate: {text}\n");
+/// Prints the marker as one line on stdout (the console for PID 1 and its services).
+pub fn emit(marker: &Marker) {
+    let line = format!("{marker}\n");
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(line.as_bytes());
     let _ = out.flush();
+}
+
+/// Prints `slate: warning: <text>`: something is wrong but the boot goes on.
+pub fn warn(text: impl Into<String>) {
+    emit(&Marker::Warning(text.into()));
 }

@@ -12,12 +12,14 @@
 //! into the other slot (`slate: fallback from=<slot> to=<other> …`).
 
 use crate::esp::{self, Esp};
-use crate::{attempts, cmdline, marker, sys, uptime_ms};
-use anyhow::{bail, Context, Result};
+use crate::{attempts, marker, partitions, sys, uptime_ms};
+use anyhow::{Context, Result};
+use slate_core::api::Marker;
+use slate_core::cmdline::BootParams;
 use slate_core::config::{paths, InitrdConfig};
 use slate_core::layout;
 use slate_core::slots::{self, Attempts};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where stage 2 lives in the real root.
 pub const STAGE2: &str = "/usr/lib/slate/slate-init";
@@ -35,34 +37,6 @@ pub fn run() -> anyhow::Error {
     match boot(started) {
         Ok(never) => match never {},
         Err(e) => e,
-    }
-}
-
-/// The block device of the partition labelled `label`, from sysfs uevents (no udev here).
-pub fn find_partition(label: &str) -> Option<String> {
-    let dir = std::fs::read_dir("/sys/class/block").ok()?;
-    for e in dir.flatten() {
-        let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else {
-            continue;
-        };
-        if uevent.lines().any(|l| l == format!("PARTNAME={label}")) {
-            let dev = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
-            return Some(format!("/dev/{dev}"));
-        }
-    }
-    None
-}
-
-fn wait_for_partition(label: &str) -> Result<String> {
-    let deadline = Instant::now() + PARTITION_WAIT;
-    loop {
-        if let Some(dev) = find_partition(label) {
-            return Ok(dev);
-        }
-        if Instant::now() > deadline {
-            bail!("no partition labelled {label} appeared within {} s (disk driver missing from the board's modules?)", PARTITION_WAIT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -100,27 +74,21 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     };
 
     let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    let params = cmdline::parse(&line)?;
+    let params: BootParams = line.parse()?;
     mount_data(EARLY_DATA)?;
     match attempts::record(params.slot) {
         Ok(a) if a.starts > slots::MAX_FAILED_BOOTS => give_up(a)?,
         Ok(_) => {}
-        Err(e) => marker::emit(&format!("warning: counting this boot: {e:#}")),
+        Err(e) => marker::warn(format!("counting this boot: {e:#}")),
     }
-    let root_dev = wait_for_partition(params.slot.label())?;
+    let root_dev = partitions::wait_for(params.slot.label(), PARTITION_WAIT)?;
 
-    let table = params
+    let target = params
         .verity
-        .dm_table(&root_dev, &["restart_on_corruption"]);
-    // dm_table() renders "start len verity <params>"; the ioctl wants the parameters alone.
-    let verity_params = table
-        .splitn(4, ' ')
-        .nth(3)
-        .context("verity table")?
-        .to_string();
+        .dm_target(&root_dev, &["restart_on_corruption"]);
     let dm = sys::dm_create_readonly(
         ROOT_DM_NAME,
-        (0, params.verity.data_blocks * 8, "verity", &verity_params),
+        (target.start, target.sectors, target.kind, &target.params),
     )?;
     let mapper = format!("/dev/mapper/{}", dm.name);
     sys::mknod_block(&mapper, dm.major, dm.minor)?;
@@ -151,12 +119,11 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
             std::os::fd::AsRawFd::as_raw_fd(w).to_string(),
         ));
     }
-    marker::emit(&format!(
-        "stage1 done slot={} root={} in {} ms",
-        params.slot,
-        hex::encode(params.verity.root_hash),
-        uptime_ms().saturating_sub(started)
-    ));
+    marker::emit(&Marker::Stage1Done {
+        slot: params.slot,
+        root: params.verity.root_hash,
+        ms: uptime_ms().saturating_sub(started),
+    });
     Err(sys::exec(STAGE2, &["--stage2"], &env))
 }
 
@@ -174,20 +141,19 @@ fn give_up(a: Attempts) -> Result<()> {
     let _ = sys::unmount(esp::MOUNT);
     match renamed? {
         Some(bad) => {
-            marker::emit(&format!(
-                "fallback from={} to={} reason=\"{} starts without becoming healthy\" marked={bad}",
-                a.slot,
-                a.slot.other(),
-                a.starts
-            ));
+            marker::emit(&Marker::Fallback {
+                from: a.slot,
+                starts: a.starts,
+                marked: bad.to_string(),
+            });
             attempts::clear()?;
             let _ = sys::unmount(EARLY_DATA);
             sys::sync();
             Err(sys::halt(sys::Halt::Reboot))
         }
         None => {
-            marker::emit(&format!(
-                "warning: slot {} started {} times without becoming healthy, but slot {} cannot boot; trying again",
+            marker::warn(format!(
+                "slot {} started {} times without becoming healthy, but slot {} cannot boot; trying again",
                 a.slot,
                 a.starts,
                 a.slot.other()
@@ -202,8 +168,8 @@ fn give_up(a: Attempts) -> Result<()> {
 fn mount_data(target: &str) -> Result<()> {
     use sys::Flags;
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
-    let Some(dev) = find_partition(layout::DATA_LABEL) else {
-        marker::emit("warning: no data partition; /data is a tmpfs and nothing persists");
+    let Some(dev) = partitions::find(layout::DATA_LABEL) else {
+        marker::warn("no data partition; /data is a tmpfs and nothing persists");
         return sys::mount(
             "tmpfs",
             target,
@@ -213,8 +179,8 @@ fn mount_data(target: &str) -> Result<()> {
         );
     };
     if let Err(e) = sys::mount(&dev, target, "ext4", Flags::NOSUID | Flags::NODEV, "") {
-        marker::emit(&format!(
-            "warning: data partition {dev} did not mount ({e:#}); /data is a tmpfs"
+        marker::warn(format!(
+            "data partition {dev} did not mount ({e:#}); /data is a tmpfs"
         ));
         return sys::mount(
             "tmpfs",

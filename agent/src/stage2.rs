@@ -11,6 +11,7 @@ use crate::supervisor::{self, Exit};
 use crate::{marker, stage1, sys, uptime_ms, watchdog};
 use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal, WaitOptions};
+use slate_core::api::Marker;
 use slate_core::config::{paths, InitConfig, Network, Restart, Service};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -78,7 +79,7 @@ fn setup_mounts() -> Result<()> {
             Flags::NOSUID | Flags::NODEV | Flags::NOEXEC,
             "",
         ) {
-            marker::emit(&format!("warning: efivarfs: {e:#}"));
+            marker::warn(format!("efivarfs: {e:#}"));
         }
     }
     Ok(())
@@ -95,7 +96,7 @@ fn setup_network() {
         Ok(())
     })();
     if let Err(e) = result {
-        marker::emit(&format!("warning: network {}: {e:#}", net.interface));
+        marker::warn(format!("network {}: {e:#}", net.interface));
     }
 }
 
@@ -112,7 +113,7 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
     for f in files {
         match read_toml::<Service>(&f.to_string_lossy()) {
             Ok(service) => list.push(service),
-            Err(e) => marker::emit(&format!("warning: service {}: {e:#}", f.display())),
+            Err(e) => marker::warn(format!("service {}: {e:#}", f.display())),
         }
     }
     list.push(Service {
@@ -237,7 +238,10 @@ fn start(s: &mut Supervised) {
             std::mem::forget(child);
         }
         Err(e) => {
-            marker::emit(&format!("service {} failed to start: {e}", s.service.name));
+            marker::emit(&Marker::ServiceFailedToStart {
+                name: s.service.name.clone(),
+                error: e.to_string(),
+            });
             s.pid = None;
             s.next_start = Some(Instant::now() + supervisor::BACKOFF_MAX);
         }
@@ -258,17 +262,18 @@ fn on_exit(s: &mut Supervised, exit: Exit) {
             s.restarts += 1;
             s.next_start = Some(Instant::now() + delay);
             if !s.console {
-                marker::emit(&format!(
-                    "service {} exited ({exit:?}); restart in {} ms",
-                    s.service.name,
-                    delay.as_millis()
-                ));
+                marker::emit(&Marker::ServiceExited {
+                    name: s.service.name.clone(),
+                    exit: format!("{exit:?}"),
+                    restart_ms: Some(delay.as_millis()),
+                });
             }
         }
-        None => marker::emit(&format!(
-            "service {} exited ({exit:?}); not restarted",
-            s.service.name
-        )),
+        None => marker::emit(&Marker::ServiceExited {
+            name: s.service.name.clone(),
+            exit: format!("{exit:?}"),
+            restart_ms: None,
+        }),
     }
     write_state(s);
 }
@@ -288,14 +293,9 @@ fn reap() -> Vec<(Pid, Exit)> {
 }
 
 fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
-    marker::emit(&format!(
-        "shutdown {}",
-        if how == sys::Halt::Reboot {
-            "reboot"
-        } else {
-            "poweroff"
-        }
-    ));
+    marker::emit(&Marker::Shutdown {
+        reboot: how == sys::Halt::Reboot,
+    });
     // SIGTERM asks daemons to stop (SIGCONT lets a stopped one act on it). A console program
     // (the debug shell) holds nothing to save: it is killed and not waited for. An
     // interactive shell ignores SIGTERM, and its exit can hang for seconds while the kernel
@@ -323,8 +323,8 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
     }
     for s in services.iter() {
         if let Some(pid) = s.pid {
-            marker::emit(&format!(
-                "warning: service {} did not stop within {} s; killing it",
+            marker::warn(format!(
+                "service {} did not stop within {} s; killing it",
                 s.service.name,
                 STOP_GRACE.as_secs()
             ));
@@ -337,7 +337,7 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
             continue;
         }
         if let Err(e) = sys::unmount(m) {
-            marker::emit(&format!("warning: {e:#}"));
+            marker::warn(format!("{e:#}"));
         }
     }
     sys::sync();
@@ -366,7 +366,7 @@ fn supervise() -> Result<std::convert::Infallible> {
         debug_shell: false,
     });
     if let Err(e) = sys::set_hostname(&init.hostname) {
-        marker::emit(&format!("warning: {e:#}"));
+        marker::warn(format!("{e:#}"));
     }
     setup_network();
 
@@ -381,11 +381,10 @@ fn supervise() -> Result<std::convert::Infallible> {
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
 
     let mut services = load_services(&init);
-    marker::emit(&format!(
-        "stage2 up in {} ms since boot ({} services)",
-        uptime_ms(),
-        services.len()
-    ));
+    marker::emit(&Marker::Stage2Up {
+        ms: uptime_ms(),
+        services: services.len(),
+    });
     loop {
         if poweroff.load(Ordering::Relaxed) {
             return Err(shutdown(&mut services, sys::Halt::PowerOff));

@@ -3,6 +3,7 @@
 //! new state, never a torn one.
 
 use serde::{Deserialize, Serialize};
+use slate_core::api::{Failed, Outcome, UpdateRecord};
 use std::io::Write;
 use std::path::Path;
 
@@ -22,34 +23,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// The last update attempt and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// Version installed.
-    pub version: String,
-    /// Slot it went into.
-    pub slot: String,
-    /// installed (awaiting its trial boot), committed, rolled-back, or refused.
-    pub outcome: String,
-    /// Why, for rolled-back and refused.
-    #[serde(default)]
-    pub reason: String,
-    /// Security epoch of the bundle (raised on the device when committed).
-    #[serde(default)]
-    pub security_epoch: u64,
-    /// Unix seconds.
-    pub at: i64,
-}
-
-/// A version that failed and is not retried automatically.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failed {
-    /// Version.
-    pub version: String,
-    /// Why it failed.
-    pub reason: String,
-}
-
 /// The whole state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -61,10 +34,10 @@ pub struct State {
     pub failed: Vec<Failed>,
     /// Last install attempt.
     #[serde(default)]
-    pub last_attempt: Option<Attempt>,
+    pub last_attempt: Option<UpdateRecord>,
     /// Last refused bundle.
     #[serde(default)]
-    pub last_refusal: Option<Attempt>,
+    pub last_refusal: Option<UpdateRecord>,
     /// Boots seen by the agent.
     #[serde(default)]
     pub boots: u64,
@@ -84,8 +57,8 @@ impl State {
     pub fn load(dir: &Path) -> State {
         match std::fs::read(dir.join("state.json")) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                crate::marker::emit(&format!(
-                    "warning: {}/state.json is unreadable ({e}); starting from a fresh state",
+                crate::marker::warn(format!(
+                    "{}/state.json is unreadable ({e}); starting from a fresh state",
                     dir.display()
                 ));
                 State::default()
@@ -104,8 +77,16 @@ impl State {
     }
 
     /// Counts an outcome.
-    pub fn count(&mut self, outcome: &str) {
-        *self.outcomes.entry(outcome.to_string()).or_default() += 1;
+    pub fn count(&mut self, outcome: Outcome) {
+        *self
+            .outcomes
+            .entry(outcome.as_str().to_string())
+            .or_default() += 1;
+    }
+
+    /// How many times an outcome happened.
+    pub fn counted(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(outcome.as_str()).copied().unwrap_or(0)
     }
 
     /// Records a failed version (once).
@@ -129,7 +110,7 @@ mod tests {
         let mut s = State::default();
         s.fail("1.2.0", "web-page: HTTP 500");
         s.fail("1.2.0", "again");
-        s.count("refused");
+        s.count(Outcome::Refused);
         s.save(d.path()).unwrap();
         let back = State::load(d.path());
         assert_eq!(back, s);

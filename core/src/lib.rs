@@ -5,9 +5,12 @@
 //! The imager writes these formats and the agent reads them; keeping both sides on one
 //! implementation is what guarantees they agree.
 
+pub mod api;
 pub mod bootentry;
 pub mod bundle;
+pub mod cmdline;
 pub mod config;
+pub mod digest;
 pub mod fat;
 pub mod gpt;
 pub mod guid;
@@ -17,5 +20,6 @@ pub mod slots;
 pub mod verity;
 pub mod version;
 
+pub use digest::Digest32;
 pub use guid::Guid;
 pub use version::Version;

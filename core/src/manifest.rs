@@ -12,6 +12,8 @@
 //! only after the signature is checked does anything else of a bundle get read.
 //! Verification follows the numbered steps of [`Verifier::verify`].
 
+use crate::digest::Digest32;
+use crate::verity::VerityInfo;
 use crate::version::Version;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -28,31 +30,6 @@ pub const ARTIFACTS: [&str; 3] = ["rootfs.img", "vmlinuz", "initrd.img"];
 /// Largest kernel or initrd accepted (the ESP holds two of each).
 pub const MAX_BOOT_ARTIFACT: u64 = 64 << 20;
 
-/// dm-verity parameters of the root image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerityParams {
-    /// Root hash (hex).
-    pub root_hash: String,
-    /// Salt (hex).
-    pub salt: String,
-    /// Data blocks.
-    pub data_blocks: u64,
-    /// Superblock offset.
-    pub hash_offset: u64,
-}
-
-impl VerityParams {
-    /// As the kernel command line carries it.
-    pub fn info(&self) -> Result<crate::verity::VerityInfo, crate::verity::VerityError> {
-        format!(
-            "{}:{}:{}:{}",
-            self.root_hash, self.salt, self.data_blocks, self.hash_offset
-        )
-        .parse()
-    }
-}
-
 /// One artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,11 +38,11 @@ pub struct Artifact {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// sha256 (hex).
-    pub sha256: String,
-    /// For `rootfs.img`.
+    /// sha256 of the file (64 lower-case hex digits in the TOML).
+    pub sha256: Digest32,
+    /// For `rootfs.img`: the verity parameters its boot entry carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verity: Option<VerityParams>,
+    pub verity: Option<VerityInfo>,
 }
 
 /// The manifest.
@@ -211,10 +188,7 @@ impl Manifest {
         {
             return Err(ManifestError::Artifacts(format!("got {names:?}")));
         }
-        if let Some(v) = &m.artifacts[0].verity {
-            let info = v
-                .info()
-                .map_err(|e| ManifestError::Artifacts(e.to_string()))?;
+        if let Some(info) = &m.artifacts[0].verity {
             if info.image_size() != m.artifacts[0].size {
                 return Err(ManifestError::Artifacts(format!(
                     "rootfs.img size {} does not match its verity layout ({} bytes)",
@@ -224,12 +198,6 @@ impl Manifest {
             }
         }
         for a in &m.artifacts {
-            if a.sha256.len() != 64 || hex::decode(&a.sha256).is_err() {
-                return Err(ManifestError::Artifacts(format!(
-                    "{} has a malformed sha256",
-                    a.name
-                )));
-            }
             if a.name != "rootfs.img" && a.size > MAX_BOOT_ARTIFACT {
                 return Err(ManifestError::Artifacts(format!(
                     "{} is {} bytes, over the {MAX_BOOT_ARTIFACT} limit",
@@ -237,10 +205,7 @@ impl Manifest {
                 )));
             }
         }
-        if m.options.contains("slate.slot=")
-            || m.options.contains("slate.verity=")
-            || m.options.contains('\n')
-        {
+        if crate::cmdline::sets_slate_params(&m.options) || m.options.contains('\n') {
             return Err(ManifestError::Artifacts(
                 "options must not set slate.slot or slate.verity".into(),
             ));
@@ -502,13 +467,8 @@ mod tests {
     }
 
     fn manifest(version: &str) -> Manifest {
-        let verity = VerityParams {
-            root_hash: "ab".repeat(32),
-            salt: "00".repeat(32),
-            data_blocks: 10,
-            hash_offset: 40960,
-        };
-        let size = verity.info().unwrap().image_size();
+        let verity = VerityInfo::new(Digest32([0xab; 32]), vec![0; 32], 10, 40960).unwrap();
+        let size = verity.image_size();
         Manifest {
             format: FORMAT,
             product: "p".into(),
@@ -522,19 +482,19 @@ mod tests {
                 Artifact {
                     name: "rootfs.img".into(),
                     size,
-                    sha256: "00".repeat(32),
+                    sha256: Digest32([0x00; 32]),
                     verity: Some(verity),
                 },
                 Artifact {
                     name: "vmlinuz".into(),
                     size: 1,
-                    sha256: "11".repeat(32),
+                    sha256: Digest32([0xcd; 32]),
                     verity: None,
                 },
                 Artifact {
                     name: "initrd.img".into(),
                     size: 1,
-                    sha256: "22".repeat(32),
+                    sha256: Digest32([0x22; 32]),
                     verity: None,
                 },
             ],
@@ -678,6 +638,31 @@ mod tests {
             Manifest::parse(&m.to_bytes()),
             Err(ManifestError::Artifacts(_))
         ));
+    }
+
+    /// Digests are parsed while the manifest is read, so a bad one is refused before a device
+    /// writes anything (an upper-case sha256 used to pass here and fail after the slot was
+    /// written).
+    #[test]
+    fn upper_case_or_malformed_digests_are_refused_at_parse_time() {
+        let text = String::from_utf8(manifest("1.1.0").to_bytes()).unwrap();
+        let good = "cd".repeat(32);
+        assert!(text.contains(&good));
+        for bad in [
+            good.to_uppercase(),
+            "cd".repeat(31),
+            format!("{}zz", "cd".repeat(31)),
+        ] {
+            let err = Manifest::parse(text.replace(&good, &bad).as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, ManifestError::Parse { why, .. } if why.contains("hex") || why.contains("64")),
+                "{bad}: {err}"
+            );
+        }
+        let root = "ab".repeat(32);
+        assert!(text.contains(&root));
+        let err = Manifest::parse(text.replace(&root, &root.to_uppercase()).as_bytes());
+        assert!(matches!(err, Err(ManifestError::Parse { .. })), "{err:?}");
     }
 
     #[test]

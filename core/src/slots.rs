@@ -8,58 +8,34 @@
 //! ```
 //! Functions here only compute; the agent does the renames they call for.
 
+use crate::api::{
+    BootState, Health, HealthState, Marker, Outcome, SlotState, SlotStatus, UpdateRecord,
+};
 use crate::bootentry::{Counter, EntryName};
 use crate::layout::Slot;
 use crate::version::Version;
-use serde::Serialize;
 
-/// State of one slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// No entry.
-    Empty,
-    /// Blessed entry.
-    Good,
-    /// Counter with tries left.
-    Trial,
-    /// Counter at zero.
-    Bad,
-}
-
-/// One slot as the entries describe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SlotView {
-    /// Which slot.
-    pub slot: Slot,
-    /// Its state.
-    pub state: State,
-    /// Version of its entry.
-    pub version: Option<Version>,
-    /// Tries left, for trial and bad.
-    pub tries_left: Option<u32>,
-    /// Entry file name.
-    pub entry: Option<String>,
-}
+/// Tries a new entry gets (`+3`): systemd-boot spends one per start of a trial slot.
+pub const TRIES: u32 = 3;
 
 /// The view of `slot` given all entry names found (several for one slot: the newest wins).
-pub fn view(slot: Slot, entries: &[EntryName]) -> SlotView {
+pub fn view(slot: Slot, entries: &[EntryName]) -> SlotStatus {
     let mut mine: Vec<&EntryName> = entries.iter().filter(|e| e.slot == slot).collect();
     mine.sort_by(|a, b| a.version.cmp(&b.version));
     match mine.last() {
-        None => SlotView {
+        None => SlotStatus {
             slot,
-            state: State::Empty,
+            state: SlotState::Empty,
             version: None,
             tries_left: None,
             entry: None,
         },
-        Some(e) => SlotView {
+        Some(e) => SlotStatus {
             slot,
             state: match e.counter {
-                None => State::Good,
-                Some(Counter { left: 0, .. }) => State::Bad,
-                Some(_) => State::Trial,
+                None => SlotState::Good,
+                Some(Counter { left: 0, .. }) => SlotState::Bad,
+                Some(_) => SlotState::Trial,
             },
             version: Some(e.version.clone()),
             tries_left: e.counter.map(|c| c.left),
@@ -135,12 +111,223 @@ pub fn give_up(attempts: Attempts, entries: &[EntryName]) -> Option<(EntryName, 
     }
     let mine = view(attempts.slot, entries);
     let other = view(attempts.slot.other(), entries);
-    if mine.state != State::Good || !matches!(other.state, State::Good | State::Trial) {
+    if mine.state != SlotState::Good || !bootable(other.state) {
         return None;
     }
     let name: EntryName = mine.entry?.parse().ok()?;
     let bad = marked_bad(&name);
     Some((name, bad))
+}
+
+/// Whether systemd-boot can start a slot in this state.
+pub fn bootable(state: SlotState) -> bool {
+    matches!(state, SlotState::Good | SlotState::Trial)
+}
+
+/// One thing the agent does to carry out a decision, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Rename a boot entry on the ESP. When `required`, a failure stops the plan there.
+    Rename {
+        /// Current name.
+        from: EntryName,
+        /// New name.
+        to: EntryName,
+        /// Whether the rest of the plan depends on it.
+        required: bool,
+    },
+    /// A power-cut test point (test images only).
+    CutPoint(&'static str),
+    /// Remember a version that failed, so it is not retried automatically.
+    Fail {
+        /// Version.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// Raise the device's security epoch to at least this.
+    RaiseEpoch(u64),
+    /// Make this the last attempt and count its outcome.
+    Record(UpdateRecord),
+    /// Print a marker.
+    Say(Marker),
+    /// Reboot once the plan is done.
+    Reboot,
+}
+
+/// What to do after a boot: computed purely by [`after_health`] or [`notice_fallback`],
+/// carried out step by step by the agent.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Whether the plan ends with a reboot.
+    pub fn reboots(&self) -> bool {
+        self.steps.contains(&Step::Reboot)
+    }
+
+    /// Whether the plan commits the running slot.
+    pub fn commits(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, Step::Record(r) if r.outcome == Outcome::Committed))
+    }
+
+    /// The entries after the plan's renames (for checking a plan before it runs).
+    pub fn apply_renames(&self, entries: &[EntryName]) -> Vec<EntryName> {
+        let mut out = entries.to_vec();
+        for step in &self.steps {
+            if let Step::Rename { from, to, .. } = step {
+                for e in out.iter_mut().filter(|e| *e == from) {
+                    *e = to.clone();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the agent knows about this boot when it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Boot<'a> {
+    /// Running slot.
+    pub running: Slot,
+    /// Running version.
+    pub version: &'a Version,
+    /// How systemd-boot chose this boot.
+    pub boot: BootState,
+    /// Boot entries on the ESP.
+    pub entries: &'a [EntryName],
+    /// The last update attempt the agent recorded.
+    pub last_attempt: Option<&'a UpdateRecord>,
+    /// Unix seconds now.
+    pub now: i64,
+}
+
+impl Boot<'_> {
+    /// The running slot's trial entry (the newest, if a power cut left two).
+    fn trial_entry(&self) -> Option<&EntryName> {
+        self.entries
+            .iter()
+            .filter(|e| e.slot == self.running && e.counter.is_some())
+            .max_by(|a, b| a.version.cmp(&b.version))
+    }
+
+    fn record(&self, outcome: Outcome, reason: String, security_epoch: u64) -> UpdateRecord {
+        UpdateRecord {
+            version: self.version.to_string(),
+            slot: self.running.to_string(),
+            outcome,
+            reason,
+            security_epoch,
+            at: self.now,
+        }
+    }
+}
+
+/// The decision after this boot's health checks: on a trial boot, bless the entry and commit
+/// (passed), or mark it bad, remember the version as failed and reboot (failed). A good boot
+/// needs no decision. Health still pending decides nothing.
+pub fn after_health(b: &Boot<'_>, health: &Health) -> Plan {
+    if !matches!(b.boot, BootState::Trial { .. }) || health.state == HealthState::Pending {
+        return Plan::default();
+    }
+    let Some(current) = b.trial_entry().cloned() else {
+        return Plan {
+            steps: vec![Step::Say(Marker::Warning(
+                "trial boot but no trial entry for this slot on the ESP".into(),
+            ))],
+        };
+    };
+    let version = b.version.to_string();
+    // The epoch the installed bundle carried; only the version that was installed raises it.
+    let epoch = b
+        .last_attempt
+        .filter(|a| a.version == version)
+        .map_or(0, |a| a.security_epoch);
+    if health.state == HealthState::Passed {
+        Plan {
+            steps: vec![
+                Step::Rename {
+                    from: current.clone(),
+                    to: blessed(&current),
+                    required: true,
+                },
+                Step::CutPoint("blessed"),
+                Step::RaiseEpoch(epoch),
+                Step::Record(b.record(Outcome::Committed, String::new(), epoch)),
+                Step::Say(Marker::Committed {
+                    slot: b.running,
+                    version,
+                }),
+            ],
+        }
+    } else {
+        let reason = format!("health check failed: {}", health.failures());
+        Plan {
+            steps: vec![
+                Step::Rename {
+                    from: current.clone(),
+                    to: marked_bad(&current),
+                    required: false,
+                },
+                Step::CutPoint("marked-bad"),
+                Step::Fail {
+                    version: version.clone(),
+                    reason: reason.clone(),
+                },
+                Step::Record(b.record(Outcome::RolledBack, reason.clone(), epoch)),
+                Step::Say(Marker::Rollback {
+                    slot: b.running,
+                    version,
+                    reason,
+                }),
+                Step::Reboot,
+            ],
+        }
+    }
+}
+
+/// After a good boot of the old slot: when the last install never got committed and its slot
+/// is now bad or empty, the new version used up its boot tries and systemd-boot fell back.
+/// Records that as a rollback (nothing on the ESP changes).
+pub fn notice_fallback(b: &Boot<'_>) -> Plan {
+    let Some(a) = b.last_attempt else {
+        return Plan::default();
+    };
+    let Ok(their_slot) = a.slot.parse::<Slot>() else {
+        return Plan::default();
+    };
+    if a.outcome != Outcome::Installed || their_slot == b.running || b.boot != BootState::Good {
+        return Plan::default();
+    }
+    if bootable(view(their_slot, b.entries).state) {
+        return Plan::default();
+    }
+    let reason =
+        "boot-failed: the new slot used up its boot tries; systemd-boot fell back".to_string();
+    Plan {
+        steps: vec![
+            Step::Fail {
+                version: a.version.clone(),
+                reason: reason.clone(),
+            },
+            Step::Record(UpdateRecord {
+                outcome: Outcome::RolledBack,
+                reason: reason.clone(),
+                at: b.now,
+                ..a.clone()
+            }),
+            Step::Say(Marker::Rollback {
+                slot: their_slot,
+                version: a.version.clone(),
+                reason,
+            }),
+        ],
+    }
 }
 
 #[cfg(test)]
@@ -154,14 +341,14 @@ mod tests {
     #[test]
     fn states_follow_counters() {
         let entries = vec![n("slate-a-1.0.0.conf"), n("slate-b-1.1.0+2-1.conf")];
-        assert_eq!(view(Slot::A, &entries).state, State::Good);
+        assert_eq!(view(Slot::A, &entries).state, SlotState::Good);
         let b = view(Slot::B, &entries);
-        assert_eq!((b.state, b.tries_left), (State::Trial, Some(2)));
+        assert_eq!((b.state, b.tries_left), (SlotState::Trial, Some(2)));
         assert_eq!(
             view(Slot::B, &[n("slate-b-1.1.0+0-3.conf")]).state,
-            State::Bad
+            SlotState::Bad
         );
-        assert_eq!(view(Slot::B, &[]).state, State::Empty);
+        assert_eq!(view(Slot::B, &[]).state, SlotState::Empty);
     }
 
     #[test]
@@ -193,7 +380,7 @@ mod tests {
         let (from, to) = give_up(at(MAX_FAILED_BOOTS + 1), &both).unwrap();
         assert_eq!(from.to_string(), "slate-b-1.1.0.conf");
         assert_eq!(to.to_string(), "slate-b-1.1.0+0.conf");
-        assert_eq!(view(Slot::B, &[to]).state, State::Bad);
+        assert_eq!(view(Slot::B, &[to]).state, SlotState::Bad);
         // No fallback: keep trying the only slot that can boot.
         let alone = vec![n("slate-a-1.0.0+0-3.conf"), n("slate-b-1.1.0.conf")];
         assert_eq!(give_up(at(10), &alone), None);
@@ -215,5 +402,163 @@ mod tests {
             marked_bad(&n("slate-b-1.1.0+3.conf")).to_string(),
             "slate-b-1.1.0+0-1.conf"
         );
+    }
+
+    mod decisions {
+        use super::*;
+        use crate::api::CheckResult;
+        use proptest::prelude::*;
+
+        fn entry() -> impl Strategy<Value = EntryName> {
+            (
+                prop_oneof![Just(Slot::A), Just(Slot::B)],
+                0u64..4,
+                prop_oneof![
+                    Just(None),
+                    (0u32..4, 0u32..4).prop_map(|(left, done)| Some(Counter { left, done }))
+                ],
+            )
+                .prop_map(|(slot, minor, counter)| EntryName {
+                    slot,
+                    version: format!("1.{minor}.0").parse().unwrap(),
+                    counter,
+                })
+        }
+
+        fn health(passed: bool) -> Health {
+            Health {
+                state: if passed {
+                    HealthState::Passed
+                } else {
+                    HealthState::Failed
+                },
+                checks: vec![CheckResult {
+                    name: "web".into(),
+                    ok: passed,
+                    detail: "x".into(),
+                    attempts: 1,
+                }],
+            }
+        }
+
+        fn good_exists(entries: &[EntryName]) -> bool {
+            [Slot::A, Slot::B]
+                .iter()
+                .any(|&s| view(s, entries).state == SlotState::Good)
+        }
+
+        proptest! {
+            #[test]
+            fn plans_keep_a_good_entry_and_bless_only_what_passed(
+                entries in proptest::collection::vec(entry(), 0..5),
+                running_b in any::<bool>(),
+                trial in any::<bool>(),
+                passed in any::<bool>(),
+                minor in 0u64..4,
+            ) {
+                let running = if running_b { Slot::B } else { Slot::A };
+                let version: Version = format!("1.{minor}.0").parse().unwrap();
+                let b = Boot {
+                    running,
+                    version: &version,
+                    boot: if trial { BootState::Trial { left: 2, done: 1 } } else { BootState::Good },
+                    entries: &entries,
+                    last_attempt: None,
+                    now: 1,
+                };
+                let plan = after_health(&b, &health(passed));
+                let after = plan.apply_renames(&entries);
+                if good_exists(&entries) {
+                    prop_assert!(good_exists(&after), "{entries:?} -> {after:?}");
+                }
+                for step in &plan.steps {
+                    if let Step::Rename { from, to, .. } = step {
+                        // Only the running slot's own trial entry is ever renamed.
+                        prop_assert_eq!(from.slot, running);
+                        prop_assert_eq!(to.slot, running);
+                        prop_assert!(from.counter.is_some());
+                        // A failed boot is never blessed.
+                        if !passed {
+                            prop_assert!(to.counter.is_some_and(|c| c.left == 0));
+                        }
+                    }
+                }
+                if !trial {
+                    prop_assert!(plan.steps.is_empty());
+                }
+                prop_assert_eq!(plan.reboots(), trial && !passed && plan.steps.len() > 1);
+                prop_assert_eq!(plan.commits(), trial && passed && plan.steps.len() > 1);
+            }
+
+            #[test]
+            fn a_noticed_fallback_renames_nothing(
+                entries in proptest::collection::vec(entry(), 0..5),
+                other_b in any::<bool>(),
+            ) {
+                let theirs = if other_b { Slot::B } else { Slot::A };
+                let version: Version = "1.0.0".parse().unwrap();
+                let attempt = UpdateRecord {
+                    version: "1.1.0".into(),
+                    slot: theirs.to_string(),
+                    outcome: Outcome::Installed,
+                    reason: String::new(),
+                    security_epoch: 0,
+                    at: 0,
+                };
+                let b = Boot {
+                    running: theirs.other(),
+                    version: &version,
+                    boot: BootState::Good,
+                    entries: &entries,
+                    last_attempt: Some(&attempt),
+                    now: 1,
+                };
+                let plan = notice_fallback(&b);
+                prop_assert_eq!(plan.apply_renames(&entries), entries.clone());
+                let fell_back = !bootable(view(theirs, &entries).state);
+                prop_assert_eq!(!plan.steps.is_empty(), fell_back);
+            }
+        }
+
+        #[test]
+        fn commit_raises_the_epoch_of_the_installed_version_only() {
+            let entries = vec![
+                "slate-a-1.0.0.conf".parse().unwrap(),
+                "slate-b-1.1.0+2-1.conf".parse().unwrap(),
+            ];
+            let version: Version = "1.1.0".parse().unwrap();
+            let attempt = UpdateRecord {
+                version: "1.1.0".into(),
+                slot: "b".into(),
+                outcome: Outcome::Installed,
+                reason: String::new(),
+                security_epoch: 7,
+                at: 0,
+            };
+            let b = Boot {
+                running: Slot::B,
+                version: &version,
+                boot: BootState::Trial { left: 2, done: 1 },
+                entries: &entries,
+                last_attempt: Some(&attempt),
+                now: 5,
+            };
+            let plan = after_health(&b, &health(true));
+            assert!(plan.steps.contains(&Step::RaiseEpoch(7)));
+            assert_eq!(
+                plan.apply_renames(&entries)[1].to_string(),
+                "slate-b-1.1.0.conf"
+            );
+            let failed = after_health(&b, &health(false));
+            assert_eq!(
+                failed.apply_renames(&entries)[1].to_string(),
+                "slate-b-1.1.0+0-1.conf"
+            );
+            assert!(failed.reboots());
+            assert!(failed.steps.contains(&Step::Fail {
+                version: "1.1.0".into(),
+                reason: "health check failed: web: x".into()
+            }));
+        }
     }
 }

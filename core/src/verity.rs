@@ -17,7 +17,9 @@
 //! This matches cryptsetup's `lib/verity/verity_hash.c` byte for byte, which is what the
 //! kernel's dm-verity target reads; a test compares with `veritysetup format` itself.
 
+use crate::digest::Digest32;
 use crate::guid::Guid;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::{self, Read};
@@ -37,10 +39,15 @@ const SIGNATURE: &[u8; 8] = b"verity\0\0";
 const MAX_SALT: usize = 256;
 
 /// What the kernel needs to map a slot: everything `slate.verity=` carries on the command line.
+///
+/// The one typed form of these parameters from `slate build` to stage 1: `build.toml` and the
+/// manifest store it as a table (`root_hash`, `salt`, `data_blocks`, `hash_offset`), the boot
+/// entry as `root:salt:blocks:offset`, and stage 1 hands [`VerityInfo::dm_target`] to the kernel.
+/// Every way in goes through [`VerityInfo::new`], so no form accepts what another refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityInfo {
     /// Root hash of the tree.
-    pub root_hash: [u8; DIGEST],
+    pub root_hash: Digest32,
     /// Salt mixed into every digest.
     pub salt: Vec<u8>,
     /// Number of 4 KiB data blocks covered.
@@ -49,26 +56,83 @@ pub struct VerityInfo {
     pub hash_offset: u64,
 }
 
+/// One device-mapper target line, in the pieces `DM_TABLE_LOAD` takes (no text to split again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmTarget {
+    /// First sector.
+    pub start: u64,
+    /// Length in 512-byte sectors.
+    pub sectors: u64,
+    /// Target type (`verity`).
+    pub kind: &'static str,
+    /// The target's parameters.
+    pub params: String,
+}
+
+impl fmt::Display for DmTarget {
+    /// As `dmsetup table` prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.start, self.sectors, self.kind, self.params
+        )
+    }
+}
+
 impl VerityInfo {
+    /// Checks the parameters together: the one gate for the command line, the manifest and
+    /// `build.toml`.
+    pub fn new(
+        root_hash: Digest32,
+        salt: Vec<u8>,
+        data_blocks: u64,
+        hash_offset: u64,
+    ) -> Result<VerityInfo, &'static str> {
+        if salt.len() > MAX_SALT {
+            return Err("salt longer than 256 bytes");
+        }
+        if data_blocks == 0
+            || !hash_offset.is_multiple_of(BLOCK)
+            || hash_offset / BLOCK < data_blocks
+        {
+            return Err("hash offset must be 4 KiB aligned and after the data");
+        }
+        // Bounds that keep every size computed from these numbers far from u64 overflow.
+        if data_blocks > MAX_DATA_BLOCKS || hash_offset > 2 * MAX_DATA_BLOCKS * BLOCK {
+            return Err("describes more than 4 PiB; not a slot image");
+        }
+        Ok(VerityInfo {
+            root_hash,
+            salt,
+            data_blocks,
+            hash_offset,
+        })
+    }
+
     /// The first hash block the kernel reads, in 4 KiB blocks (the superblock is skipped).
     pub fn hash_start_block(&self) -> u64 {
         self.hash_offset / BLOCK + 1
     }
 
-    /// The device-mapper table line for this tree on `dev` (data and hash on the same device).
-    pub fn dm_table(&self, dev: &str, options: &[&str]) -> String {
-        let mut t = format!(
-            "0 {} verity 1 {dev} {dev} {BLOCK} {BLOCK} {} {} sha256 {} {}",
-            self.data_blocks * (BLOCK / 512),
+    /// The device-mapper target for this tree on `dev` (data and hash on the same device).
+    pub fn dm_target(&self, dev: &str, options: &[&str]) -> DmTarget {
+        let mut params = format!(
+            "1 {dev} {dev} {BLOCK} {BLOCK} {} {} sha256 {} {}",
             self.data_blocks,
             self.hash_start_block(),
-            hex::encode(self.root_hash),
+            self.root_hash,
             hex::encode(&self.salt),
         );
         if !options.is_empty() {
-            t.push_str(&format!(" {} {}", options.len(), options.join(" ")));
+            params.push_str(&format!(" {} {}", options.len(), options.join(" ")));
         }
-        t
+        DmTarget {
+            start: 0,
+            sectors: self.data_blocks * (BLOCK / 512),
+            kind: "verity",
+            params,
+        }
     }
 
     /// Total bytes of the slot image: data, superblock block and tree.
@@ -83,7 +147,7 @@ impl fmt::Display for VerityInfo {
         write!(
             f,
             "{}:{}:{}:{}",
-            hex::encode(self.root_hash),
+            self.root_hash,
             hex::encode(&self.salt),
             self.data_blocks,
             self.hash_offset
@@ -134,36 +198,57 @@ impl FromStr for VerityInfo {
         if f.len() != 4 {
             return Err(bad("need 4 colon-separated fields"));
         }
-        let root = hex::decode(f[0]).map_err(|_| bad("root hash is not hex"))?;
-        let root_hash: [u8; DIGEST] = root
-            .try_into()
-            .map_err(|_| bad("root hash is not 32 bytes"))?;
-        let salt = hex::decode(f[1]).map_err(|_| bad("salt is not hex"))?;
-        if salt.len() > MAX_SALT {
-            return Err(bad("salt longer than 256 bytes"));
-        }
+        let root_hash: Digest32 = f[0]
+            .parse()
+            .map_err(|e: crate::digest::DigestError| bad(&format!("root hash: {e}")))?;
+        let salt = decode_salt(f[1]).map_err(|e| bad(&e))?;
         let data_blocks: u64 = f[2]
             .parse()
             .map_err(|_| bad("data blocks is not a number"))?;
         let hash_offset: u64 = f[3]
             .parse()
             .map_err(|_| bad("hash offset is not a number"))?;
-        if data_blocks == 0
-            || !hash_offset.is_multiple_of(BLOCK)
-            || hash_offset / BLOCK < data_blocks
-        {
-            return Err(bad("hash offset must be 4 KiB aligned and after the data"));
+        VerityInfo::new(root_hash, salt, data_blocks, hash_offset).map_err(bad)
+    }
+}
+
+/// Lower-case hex only, like every digest Slate writes, so one salt has one spelling.
+fn decode_salt(text: &str) -> Result<Vec<u8>, String> {
+    if text.chars().any(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
+        return Err("salt is not lower-case hex".into());
+    }
+    hex::decode(text).map_err(|e| format!("salt: {e}"))
+}
+
+/// The table form of `build.toml` and the manifest (`[verity]` / `[artifact.verity]`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerityTable {
+    root_hash: Digest32,
+    salt: String,
+    data_blocks: u64,
+    hash_offset: u64,
+}
+
+impl Serialize for VerityInfo {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        VerityTable {
+            root_hash: self.root_hash,
+            salt: hex::encode(&self.salt),
+            data_blocks: self.data_blocks,
+            hash_offset: self.hash_offset,
         }
-        // Bounds that keep every size computed from these numbers far from u64 overflow.
-        if data_blocks > MAX_DATA_BLOCKS || hash_offset > 2 * MAX_DATA_BLOCKS * BLOCK {
-            return Err(bad("describes more than 4 PiB; not a slot image"));
-        }
-        Ok(VerityInfo {
-            root_hash,
-            salt,
-            data_blocks,
-            hash_offset,
-        })
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for VerityInfo {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<VerityInfo, D::Error> {
+        use serde::de::Error;
+        let t = VerityTable::deserialize(d)?;
+        let salt = decode_salt(&t.salt).map_err(D::Error::custom)?;
+        VerityInfo::new(t.root_hash, salt, t.data_blocks, t.hash_offset)
+            .map_err(|why| D::Error::custom(format!("verity parameters: {why}")))
     }
 }
 
@@ -331,7 +416,7 @@ pub fn build<R: Read>(
     let root_hash;
     let mut levels: Vec<Vec<u8>> = Vec::new();
     if sizes.is_empty() {
-        root_hash = level0[..DIGEST].try_into().map_err(io::Error::other)?;
+        root_hash = Digest32(level0[..DIGEST].try_into().map_err(io::Error::other)?);
     } else {
         let mut below = level0;
         for &blocks in &sizes {
@@ -343,7 +428,7 @@ pub fn build<R: Read>(
             levels.push(level);
             below = next;
         }
-        root_hash = below[..DIGEST].try_into().map_err(io::Error::other)?;
+        root_hash = Digest32(below[..DIGEST].try_into().map_err(io::Error::other)?);
     }
 
     let uuid_sb = Superblock {
@@ -388,8 +473,7 @@ pub fn check_image<R: Read + std::io::Seek>(
     if tree.info.root_hash != info.root_hash {
         return Ok(Err(format!(
             "the data's verity root hash is {}, expected {}",
-            hex::encode(tree.info.root_hash),
-            hex::encode(info.root_hash)
+            tree.info.root_hash, info.root_hash
         )));
     }
     image.seek(SeekFrom::Start(info.hash_offset + BLOCK))?;
@@ -459,7 +543,7 @@ mod tests {
     fn single_block_root_is_the_salted_block_digest() {
         let data = vec![7u8; 4096];
         let t = tree_of(&data, 1);
-        assert_eq!(t.info.root_hash, digest(b"salt", &data));
+        assert_eq!(t.info.root_hash.0, digest(b"salt", &data));
         assert_eq!(t.area.len(), 4096);
     }
 
@@ -472,7 +556,7 @@ mod tests {
         level[..32].copy_from_slice(&digest(b"salt", &data[..4096]));
         level[32..64].copy_from_slice(&digest(b"salt", &data[4096..]));
         assert_eq!(&t.area[4096..], &level[..]);
-        assert_eq!(t.info.root_hash, digest(b"salt", &level));
+        assert_eq!(t.info.root_hash.0, digest(b"salt", &level));
     }
 
     #[test]
@@ -496,7 +580,7 @@ mod tests {
     #[test]
     fn cmdline_form_round_trips_and_rejects_garbage() {
         let info = VerityInfo {
-            root_hash: [3; 32],
+            root_hash: Digest32([3; 32]),
             salt: vec![1, 2],
             data_blocks: 10,
             hash_offset: 40960,
@@ -509,15 +593,15 @@ mod tests {
     }
 
     #[test]
-    fn dm_table_skips_the_superblock() {
+    fn dm_target_skips_the_superblock() {
         let info = VerityInfo {
-            root_hash: [0; 32],
+            root_hash: Digest32([0; 32]),
             salt: vec![0xaa],
             data_blocks: 10,
             hash_offset: 40960,
         };
         assert_eq!(
-            info.dm_table("/dev/vda2", &["restart_on_corruption"]),
+            info.dm_target("/dev/vda2", &["restart_on_corruption"]).to_string(),
             format!("0 80 verity 1 /dev/vda2 /dev/vda2 4096 4096 10 11 sha256 {} aa 1 restart_on_corruption", "00".repeat(32))
         );
     }

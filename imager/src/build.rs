@@ -25,8 +25,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::cmdline::BootParams;
 use slate_core::layout::{self, Slot};
-use slate_core::{verity, Guid, Version};
+use slate_core::{verity, Digest32, Guid, Version};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -95,17 +96,13 @@ pub struct ImageReport {
     pub kernel_release: String,
 }
 
-/// dm-verity parameters.
+/// dm-verity parameters: the typed [`verity::VerityInfo`] the manifest and the boot entries
+/// carry (`root_hash`, `salt`, `data_blocks`, `hash_offset`), and the superblock's UUID.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VerityReport {
-    /// Root hash (hex).
-    pub root_hash: String,
-    /// Salt (hex).
-    pub salt: String,
-    /// Data blocks (4 KiB).
-    pub data_blocks: u64,
-    /// Byte offset of the verity superblock in `rootfs.img`.
-    pub hash_offset: u64,
+    /// What the kernel needs to map the slot.
+    #[serde(flatten)]
+    pub info: verity::VerityInfo,
     /// UUID in the verity superblock.
     pub uuid: String,
 }
@@ -141,8 +138,8 @@ pub struct OutputReport {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// sha256 (hex).
-    pub sha256: String,
+    /// sha256 of the file.
+    pub sha256: Digest32,
 }
 
 impl Report {
@@ -154,18 +151,6 @@ impl Report {
             source: e,
         })?;
         Ok(crate::error::parse_toml(&path, &bytes)?)
-    }
-
-    /// The verity parameters as the device uses them.
-    pub fn verity_info(&self) -> Result<verity::VerityInfo> {
-        Ok(format!(
-            "{}:{}:{}:{}",
-            self.verity.root_hash,
-            self.verity.salt,
-            self.verity.data_blocks,
-            self.verity.hash_offset
-        )
-        .parse()?)
     }
 }
 
@@ -453,7 +438,7 @@ fn write_outputs(
     progress.step(format!(
         "root image {:.1} MiB, root hash {}",
         image_bytes as f64 / 1048576.0,
-        hex::encode(tree.info.root_hash)
+        tree.info.root_hash
     ));
 
     // Kernel and initramfs.
@@ -492,7 +477,11 @@ fn write_outputs(
         version: version.clone(),
         linux: Entry::kernel_path(Slot::A),
         initrd: Entry::initrd_path(Slot::A),
-        options: format!("{options} slate.slot=a slate.verity={}", tree.info),
+        options: BootParams {
+            slot: Slot::A,
+            verity: tree.info.clone(),
+        }
+        .options(&options),
     };
     let entry_name = EntryName::good(Slot::A, version.clone());
     let loader_conf = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\nrandom-seed-mode off\n";
@@ -588,7 +577,7 @@ fn write_outputs(
         "disk.img",
         "disk.img.bmap",
     ] {
-        let (size, sha256) = hash_file(&dir.join(name))?;
+        let (size, sha256) = crate::hashing::hash_file(&dir.join(name))?;
         outputs.push(OutputReport {
             name: name.into(),
             size,
@@ -603,10 +592,7 @@ fn write_outputs(
             kernel_release: kernel.release.clone(),
         },
         verity: VerityReport {
-            root_hash: hex::encode(tree.info.root_hash),
-            salt: hex::encode(&tree.info.salt),
-            data_blocks: tree.info.data_blocks,
-            hash_offset: tree.info.hash_offset,
+            info: tree.info.clone(),
             uuid: verity_uuid.to_string(),
         },
         boot: BootReport { options },
@@ -627,12 +613,4 @@ fn write_outputs(
     );
     std::fs::write(dir.join("build.toml"), text)?;
     Ok(report)
-}
-
-/// Size and sha256 of a file, streaming.
-pub fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let size = std::io::copy(&mut f, &mut h)?;
-    Ok((size, hex::encode(h.finalize())))
 }

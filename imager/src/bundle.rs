@@ -3,15 +3,17 @@
 //! A bundle is made from a build folder: its `build.toml` names the version, board and verity
 //! parameters, and each artifact is hashed again so a folder changed after the build is caught.
 
-use crate::build::{hash_file, Report};
+use crate::build::Report;
+use crate::hashing::hash_file;
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use slate_core::bundle::{self, BundleReader};
 use slate_core::manifest::{
     self, key_id, Artifact, DeviceFacts, Manifest, SignatureEntry, Signatures, Trust, Verifier,
-    VerityParams,
 };
+use slate_core::verity::VerityInfo;
+use slate_core::Digest32;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -107,12 +109,7 @@ pub fn make(
                 path.display()
             );
         }
-        let verity = (name == "rootfs.img").then(|| VerityParams {
-            root_hash: report.verity.root_hash.clone(),
-            salt: report.verity.salt.clone(),
-            data_blocks: report.verity.data_blocks,
-            hash_offset: report.verity.hash_offset,
-        });
+        let verity = (name == "rootfs.img").then(|| report.verity.info.clone());
         artifacts.push(Artifact {
             name: name.into(),
             size,
@@ -282,7 +279,7 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
             }
             Ok(())
         })??;
-        let got = hex::encode(h.finalize());
+        let got = Digest32(h.finalize().into());
         if got != a.sha256 {
             bail!(
                 "{}: sha256 {got} does not match the manifest's {}",
@@ -304,8 +301,8 @@ fn tempfile_in_tmp() -> Result<PathBuf> {
 }
 
 /// Recomputes the verity tree of a root image file and compares it with the file and manifest.
-pub fn check_verity(f: &mut File, vp: &VerityParams) -> Result<()> {
-    if let Err(why) = slate_core::verity::check_image(f, &vp.info()?, 2)? {
+pub fn check_verity(f: &mut File, info: &VerityInfo) -> Result<()> {
+    if let Err(why) = slate_core::verity::check_image(f, info, 2)? {
         bail!("rootfs.img: {why}");
     }
     Ok(())

@@ -10,7 +10,7 @@ use crate::board::Board;
 use crate::deb::{self, EntryKind};
 use crate::error::BuildError;
 use crate::kernel::Kernel;
-use crate::provenance::{sha256_hex, FileUsed, Provenance};
+use crate::provenance::{FileUsed, Provenance};
 use crate::spec::{ImagePath, LoadedSpec};
 use crate::tree::{Content, Kind, Node, Tree};
 use anyhow::{Context, Result};
@@ -110,7 +110,7 @@ fn add_overlay(
         } else if ft.is_file() {
             // Hashed now, streaming; read again only when the squashfs is written, so a large
             // overlay never sits in memory.
-            let (_, sha256) = crate::build::hash_file(&e.path())?;
+            let (_, sha256) = crate::hashing::hash_file(&e.path())?;
             prov.files.push(FileUsed {
                 source: label.join(&name).display().to_string(),
                 dest: dest.to_string(),
@@ -171,7 +171,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         prov.files.push(FileUsed {
             source: f.source.display().to_string(),
             dest: f.dest.to_string(),
-            sha256: sha256_hex(&bytes),
+            sha256: slate_core::Digest32::of(&bytes),
         });
         let mut node = Node::file(
             Content::Bytes(Arc::new(bytes)),
@@ -220,7 +220,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         prov.files.push(FileUsed {
             source: role.into(),
             dest: dest.into(),
-            sha256: sha256_hex(&bytes),
+            sha256: slate_core::Digest32::of(&bytes),
         });
         tree.insert(
             &ip(dest),
@@ -279,7 +279,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         prov.files.push(FileUsed {
             source: "trust".into(),
             dest: format!("/{}", paths::TRUST),
-            sha256: sha256_hex(&bytes),
+            sha256: slate_core::Digest32::of(&bytes),
         });
         tree.insert(
             &ip(&format!("/{}", paths::TRUST)),

@@ -5,7 +5,9 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use slate_core::api::SlotState;
 use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::cmdline::BootParams;
 use slate_core::config::{paths, ImageInfo};
 use slate_core::gpt::{self, Table};
 use slate_core::layout::{self, Slot};
@@ -90,7 +92,7 @@ pub struct EntryInfo {
     /// Version.
     pub version: String,
     /// good, trial or bad.
-    pub state: String,
+    pub state: SlotState,
     /// Tries left, for trial and bad entries.
     pub tries_left: Option<u32>,
     /// Root hash the entry asks for.
@@ -103,7 +105,7 @@ pub struct SlotInfo {
     /// Slot.
     pub slot: Slot,
     /// empty, good, trial or bad (from its boot entry).
-    pub state: String,
+    pub state: SlotState,
     /// Version of the image in the partition (from /etc/slate/image.toml inside it).
     pub version: Option<String>,
     /// Product name of that image.
@@ -190,7 +192,7 @@ pub fn inspect(path: &Path) -> Result<DiskInfo> {
         let entry = entries.iter().find(|e| e.slot == slot);
         let mut info = SlotInfo {
             slot,
-            state: entry.map_or("empty".into(), |e| e.state.clone()),
+            state: entry.map_or(SlotState::Empty, |e| e.state),
             version: None,
             name: None,
             squashfs_bytes: None,
@@ -262,21 +264,20 @@ fn read_entries(w: Window) -> Result<Vec<EntryInfo>> {
         e.to_file().read_to_string(&mut text)?;
         let entry = Entry::parse(&text).ok();
         let (state, tries_left) = match name.counter {
-            None => ("good", None),
-            Some(c) if c.left == 0 => ("bad", Some(0)),
-            Some(c) => ("trial", Some(c.left)),
+            None => (SlotState::Good, None),
+            Some(c) if c.left == 0 => (SlotState::Bad, Some(0)),
+            Some(c) => (SlotState::Trial, Some(c.left)),
         };
         out.push(EntryInfo {
             file,
             slot: name.slot,
             version: name.version.to_string(),
-            state: state.into(),
+            state,
             tries_left,
             root_hash: entry
                 .as_ref()
-                .and_then(|e| e.option("slate.verity"))
-                .and_then(|v| v.split(':').next())
-                .map(str::to_string),
+                .and_then(|e| e.options.parse::<BootParams>().ok())
+                .map(|p| p.verity.root_hash.to_string()),
         });
     }
     out.sort_by(|a, b| a.file.cmp(&b.file));
@@ -322,7 +323,11 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
             (None, Some(b)) => format!("squashfs {} (no image identity found)", mib(b)),
             _ => "no image".into(),
         };
-        s.push_str(&format!("  {}: {:<6} {content}\n", sl.slot, sl.state));
+        s.push_str(&format!(
+            "  {}: {:<6} {content}\n",
+            sl.slot,
+            sl.state.as_str()
+        ));
         if let Some(h) = &sl.root_hash {
             s.push_str(&format!("     root hash {h}\n"));
         }
@@ -338,7 +343,10 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
             .unwrap_or_default();
         s.push_str(&format!(
             "  {:<28} slot {} version {} {}{tries}\n",
-            e.file, e.slot, e.version, e.state
+            e.file,
+            e.slot,
+            e.version,
+            e.state.as_str()
         ));
     }
     s

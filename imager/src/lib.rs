@@ -19,6 +19,7 @@ pub mod error;
 pub mod esp;
 pub mod ext4;
 pub mod flash;
+pub mod hashing;
 pub mod inspect;
 pub mod kernel;
 pub mod keys;

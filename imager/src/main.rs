@@ -220,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
                     out.display(),
                     report.disk.size as f64 / 1048576.0,
                     report.disk.mapped_bytes as f64 / 1048576.0,
-                    report.verity.root_hash
+                    report.verity.info.root_hash
                 );
             }
         }
@@ -261,7 +261,7 @@ fn run(cli: Cli) -> Result<()> {
                 &mut |_| {},
             )?;
             std::fs::write(&hash, &tree.area)?;
-            println!("Root hash: {}", hex::encode(tree.info.root_hash));
+            println!("Root hash: {}", tree.info.root_hash);
         }
         Command::Push {
             device,
@@ -281,24 +281,21 @@ fn run(cli: Cli) -> Result<()> {
                 wait,
                 Progress::new(quiet),
             )?;
-            println!("device: {}", p.answer);
+            println!("device: {}", serde_json::to_string(&p.answer)?);
             if let Some(s) = p.outcome {
-                let a = &s["last_attempt"];
-                if a["outcome"] == "committed" {
-                    println!(
-                        "committed: slot {} runs {}",
-                        s["slot"].as_str().unwrap_or("?"),
-                        s["version"].as_str().unwrap_or("?")
-                    );
-                } else {
-                    anyhow::bail!(
+                match &s.last_attempt {
+                    Some(a) if a.outcome == slate_core::api::Outcome::Committed => {
+                        println!("committed: slot {} runs {}", s.slot, s.version)
+                    }
+                    Some(a) => anyhow::bail!(
                         "rolled back: {} on slot {} failed ({}); the device runs {} on slot {}",
-                        a["version"].as_str().unwrap_or("?"),
-                        a["slot"].as_str().unwrap_or("?"),
-                        a["reason"].as_str().unwrap_or("?"),
-                        s["version"].as_str().unwrap_or("?"),
-                        s["slot"].as_str().unwrap_or("?")
-                    );
+                        a.version,
+                        a.slot,
+                        a.reason,
+                        s.version,
+                        s.slot
+                    ),
+                    None => anyhow::bail!("the device reports no update attempt"),
                 }
             }
         }

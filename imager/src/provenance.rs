@@ -35,7 +35,7 @@ pub struct FileUsed {
     /// Where it went in the image.
     pub dest: String,
     /// sha256.
-    pub sha256: String,
+    pub sha256: slate_core::Digest32,
 }
 
 /// All inputs of a build.

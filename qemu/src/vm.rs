@@ -5,7 +5,6 @@ use crate::serial::{Line, Serial};
 use crate::snapshot::{self, Snapshot};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -604,24 +603,24 @@ impl Vm {
         self.host_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
-    /// One HTTP/1.1 request to the agent; returns (status, body).
+    /// One HTTP/1.1 request to the agent (ureq's client); returns (status, body) whatever the
+    /// status.
     pub fn http(&self, method: &str, path: &str) -> Result<(u16, String)> {
         let port = self.host_port.context("no forwarded port")?;
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: slate\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp)?;
-        let text = String::from_utf8_lossy(&resp).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .context("malformed HTTP response")?;
-        let code: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("no HTTP status")?;
-        Ok((code, body.to_string()))
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        let resp = match agent
+            .request(method, &format!("http://127.0.0.1:{port}{path}"))
+            .set("Content-Length", "0")
+            .call()
+        {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e).with_context(|| format!("{method} {path}")),
+        };
+        let code = resp.status();
+        let body = resp.into_string().context("reading the answer")?;
+        Ok((code, body))
     }
 
     /// Kills QEMU at once: a power cut. The disk keeps what the guest wrote before it.

@@ -1,6 +1,8 @@
 //! The default image boots to healthy; the root is the verified, read-only squashfs; /data is
 //! persistent ext4 across a clean reboot and a power cut.
 
+use slate_core::api::{BootState, HealthState, Kind};
+use slate_core::layout::Slot;
 use slate_tests::*;
 use std::time::Duration;
 
@@ -11,9 +13,9 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     let img = image("1.0.0");
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
-    let root = &img.report.verity.root_hash;
+    let root = img.report.verity.info.root_hash.to_string();
     vm.wait_for(
-        &format!("slate: stage1 done slot=a root={root}"),
+        &format!("{} root={root}", Kind::Stage1Done.on(Slot::A)),
         BOOT_TIMEOUT,
     )
     .unwrap();
@@ -21,16 +23,14 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
         .unwrap();
 
-    let (code, body) = vm.http("GET", "/v1/status").unwrap();
-    assert_eq!(code, 200, "{body}");
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(s["slot"], "a");
-    assert_eq!(s["version"], "1.0.0");
-    assert_eq!(s["name"], "slate-demo");
-    assert_eq!(s["root_hash"].as_str(), Some(root.as_str()));
-    assert_eq!(s["boot"]["state"], "good");
-    assert_eq!(s["entry"], "slate-a-1.0.0.conf");
-    assert_eq!(s["health"]["state"], "passed");
+    let s = status(&vm);
+    assert_eq!(s.slot, Slot::A);
+    assert_eq!(s.version, "1.0.0");
+    assert_eq!(s.name, "slate-demo");
+    assert_eq!(s.root_hash, root);
+    assert_eq!(s.boot, BootState::Good);
+    assert_eq!(s.entry.as_deref(), Some("slate-a-1.0.0.conf"));
+    assert_eq!(s.health.state, HealthState::Passed);
 
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let mounts = vm

@@ -245,7 +245,8 @@ fn cut_and_recover_in(
         Ok(p)
             if p.outcome
                 .as_ref()
-                .is_some_and(|s| s["last_attempt"]["outcome"] == "committed") => {}
+                .and_then(|s| s.last_attempt.as_ref())
+                .is_some_and(|a| a.outcome == slate_core::api::Outcome::Committed) => {}
         Ok(p) => {
             return Err((
                 Broken::Other,

@@ -2,6 +2,8 @@
 //! itself and is not retried; one that cannot boot falls back through systemd-boot's boot
 //! counting; a bundle below the security epoch is refused.
 
+use slate_core::api::{Kind, Outcome, SlotState, Status};
+use slate_core::layout::Slot;
 use slate_imager::progress::Progress;
 use slate_imager::push;
 use slate_tests::*;
@@ -9,23 +11,19 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(600);
 
-fn status(vm: &slate_qemu::Vm) -> serde_json::Value {
-    let (code, body) = vm.http("GET", "/v1/status").unwrap();
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+fn slot_state(s: &Status, slot: Slot) -> (SlotState, String) {
+    let v = s.slot_status(slot).expect("slot in status");
+    (
+        v.state,
+        v.version
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+    )
 }
 
-fn slot_state(s: &serde_json::Value, slot: &str) -> (String, String) {
-    let v = s["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["slot"] == slot)
-        .unwrap();
-    (
-        v["state"].as_str().unwrap_or("").to_string(),
-        v["version"].as_str().unwrap_or("").to_string(),
-    )
+fn last(s: &Status) -> &slate_core::api::UpdateRecord {
+    s.last_attempt.as_ref().expect("a last attempt")
 }
 
 #[test]
@@ -43,24 +41,21 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
     let quiet = Progress::new(true);
 
     // v1 → v2: installed into b, trial boot, healthy, committed.
     let p = push::push(&url, &v2, None, true, Some(WAIT), quiet).unwrap();
-    assert_eq!(p.answer["slot"], "b");
+    assert_eq!(installed_slot(&p.answer), Slot::B);
     let s = status(&vm);
-    assert_eq!(
-        (s["slot"].as_str(), s["version"].as_str()),
-        (Some("b"), Some("1.1.0"))
-    );
-    assert_eq!(s["last_attempt"]["outcome"], "committed");
-    assert_eq!(slot_state(&s, "a"), ("good".into(), "1.0.0".into()));
-    assert_eq!(slot_state(&s, "b"), ("good".into(), "1.1.0".into()));
-    assert_eq!(s["security_epoch"], 2);
-    assert!(vm.saw("slate: committed slot=b version=1.1.0"));
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!(last(&s).outcome, Outcome::Committed);
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Good, "1.0.0".into()));
+    assert_eq!(slot_state(&s, Slot::B), (SlotState::Good, "1.1.0".into()));
+    assert_eq!(s.security_epoch, 2);
+    assert!(vm.saw(&Kind::Committed.on_version(Slot::B, "1.1.0")));
 
     let (code, metrics) = vm.http("GET", "/metrics").unwrap();
     assert_eq!(code, 200);
@@ -96,32 +91,24 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let mark = vm.mark();
     let p = push::push(&url, &v3_unhealthy, None, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
-    assert_eq!(s["last_attempt"]["outcome"], "rolled-back", "{s}");
-    assert!(
-        s["last_attempt"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("always-fails"),
-        "{s}"
-    );
-    vm.wait_for_after("slate: rollback slot=a version=1.2.0", mark, BOOT_TIMEOUT)
-        .unwrap();
-    vm.wait_for_after("slate: healthy slot=b version=1.1.0", mark, BOOT_TIMEOUT)
-        .unwrap();
+    assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
+    assert!(last(&s).reason.contains("always-fails"), "{s:?}");
+    vm.wait_for_after(
+        &Kind::Rollback.on_version(Slot::A, "1.2.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    vm.wait_for_after(
+        &Kind::Healthy.on_version(Slot::B, "1.1.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     let s = status(&vm);
-    assert_eq!(
-        (s["slot"].as_str(), s["version"].as_str()),
-        (Some("b"), Some("1.1.0"))
-    );
-    assert_eq!(slot_state(&s, "a"), ("bad".into(), "1.2.0".into()));
-    assert!(
-        s["failed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["version"] == "1.2.0"),
-        "{s}"
-    );
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
+    assert!(s.failed.iter().any(|f| f.version == "1.2.0"), "{s:?}");
     // The same version is not tried again automatically.
     let e = push::push(&url, &v3_unhealthy, None, true, None, quiet).unwrap_err();
     assert!(
@@ -133,25 +120,16 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let mark = vm.mark();
     let p = push::push(&url, &broken_path, None, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
-    assert_eq!(s["last_attempt"]["outcome"], "rolled-back", "{s}");
-    assert!(
-        s["last_attempt"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("boot-failed"),
-        "{s}"
-    );
+    assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
+    assert!(last(&s).reason.contains("boot-failed"), "{s:?}");
     vm.wait_for_after(
-        "slate: rollback slot=a version=1.3.0",
+        &Kind::Rollback.on_version(Slot::A, "1.3.0"),
         mark,
         Duration::from_secs(5),
     )
     .unwrap();
     let s = status(&vm);
-    assert_eq!(
-        (s["slot"].as_str(), s["version"].as_str()),
-        (Some("b"), Some("1.1.0"))
-    );
-    assert_eq!(slot_state(&s, "a"), ("bad".into(), "1.3.0".into()));
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.3.0".into()));
     drop(tmp);
 }

@@ -64,7 +64,7 @@ fn a_wrong_root_hash_on_the_command_line_is_refused() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let root = &img.report.verity.root_hash;
+    let root = img.report.verity.info.root_hash.to_string();
     assert!(text.contains(root.as_str()));
     let wrong: String = root.chars().rev().collect();
     let edited = tmp.path().join("entry.conf");
@@ -101,7 +101,7 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
         Progress::new(true),
     )
     .unwrap();
-    assert_eq!(p.answer["slot"], "b");
+    assert_eq!(installed_slot(&p.answer), slate_core::layout::Slot::B);
     vm.wait_for(
         "slate: committed slot=b version=1.1.0",
         Duration::from_secs(60),

@@ -275,10 +275,19 @@ pub fn generate(good: &Parts) -> Vec<Case> {
         signed(&|p| p.manifest.options.push_str(" slate.slot=a")),
         "must not set slate.slot",
     );
+    let kernel_sha = good.manifest.artifacts[1].sha256.to_string();
     add(
         "a malformed sha256",
-        signed(&|p| p.manifest.artifacts[1].sha256 = "abc".into()),
-        "malformed sha256",
+        raw_manifest(text.replace(&kernel_sha, "abc").as_bytes()),
+        "64 hex digits",
+    );
+    add(
+        "an upper-case sha256 (refused before anything is written)",
+        raw_manifest(
+            text.replace(&kernel_sha, &kernel_sha.to_uppercase())
+                .as_bytes(),
+        ),
+        "lower-case hex digit",
     );
     add(
         "rootfs size that does not match its verity layout",
@@ -291,7 +300,7 @@ pub fn generate(good: &Parts) -> Vec<Case> {
             let v = p.manifest.artifacts[0].verity.as_mut().expect("verity");
             v.data_blocks = 200_000;
             v.hash_offset = 200_000 * 4096;
-            let size = v.info().expect("info").image_size();
+            let size = v.image_size();
             p.manifest.artifacts[0].size = size;
         }),
         "but slot b",

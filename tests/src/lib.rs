@@ -296,8 +296,9 @@ fn hex_encode(b: &[u8]) -> String {
 }
 
 mod sha2_like {
-    /// sha256 hex by the standard tool, so the tests do not share Slate's hashing code.
-    pub fn digest(data: &[u8]) -> String {
+    /// sha256 by the standard tool, so the tests do not share Slate's hashing code. A failed
+    /// or empty answer panics: two failures must never compare equal.
+    pub fn digest(data: &[u8]) -> slate_core::Digest32 {
         use std::io::Write;
         let mut child = std::process::Command::new("sha256sum")
             .stdin(std::process::Stdio::piped())
@@ -311,16 +312,16 @@ mod sha2_like {
             .write_all(data)
             .expect("write");
         let out = child.wait_with_output().expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
+        assert!(out.status.success(), "sha256sum failed: {}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text.split_whitespace().next().unwrap_or_default();
+        hex.parse()
+            .unwrap_or_else(|e| panic!("sha256sum printed {text:?}: {e}"))
     }
 }
 
 /// sha256 of a byte range of a file (host side), for "byte-identical" checks.
-pub fn hash_range(file: &Path, offset: u64, len: u64) -> String {
+pub fn hash_range(file: &Path, offset: u64, len: u64) -> slate_core::Digest32 {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(file).expect("open");
     f.seek(SeekFrom::Start(offset)).expect("seek");
@@ -396,4 +397,21 @@ pub fn flip_byte(file: &Path, offset: u64) -> Result<()> {
     f.write_all(&[b[0] ^ 0x10])?;
     f.sync_all()?;
     Ok(())
+}
+
+/// `GET /v1/status`, parsed into the agent's own type.
+pub fn status(vm: &slate_qemu::Vm) -> slate_core::api::Status {
+    let (code, body) = vm
+        .http("GET", slate_core::api::STATUS_ROUTE)
+        .expect("status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status {body}: {e}"))
+}
+
+/// The slot an upload answer says was written (panics on a refusal, with its reason).
+pub fn installed_slot(answer: &slate_core::api::UploadAnswer) -> slate_core::layout::Slot {
+    match answer {
+        slate_core::api::UploadAnswer::Installed { slot, .. } => *slot,
+        other => panic!("not installed: {other:?}"),
+    }
 }

@@ -616,7 +616,13 @@ fn install_bench() -> Result<()> {
         Progress::new(true),
     )?;
     let ours = t.elapsed().as_secs_f64();
-    let device_seconds = p.answer["seconds"].as_f64().unwrap_or(0.0);
+    let slate_core::api::UploadAnswer::Installed {
+        seconds: device_seconds,
+        ..
+    } = p.answer
+    else {
+        anyhow::bail!("the device did not install the bundle: {:?}", p.answer);
+    };
     println!(
         "\ninstall of a {:.0} MiB root image (TCG guest, virtio-blk, user-mode network)",
         rootfs_bytes as f64 / 1048576.0

@@ -77,19 +77,18 @@ pub fn soak(cycles: u32) -> Result<()> {
         );
         let secs = t.elapsed().as_secs_f64();
         let (outcome, slot) = match &r {
-            Ok(p) => {
-                let s = p.outcome.clone().unwrap_or_default();
-                (
-                    s["last_attempt"]["outcome"]
-                        .as_str()
-                        .unwrap_or("?")
-                        .to_string(),
-                    s["slot"].as_str().unwrap_or("?").to_string(),
-                )
-            }
+            Ok(p) => match &p.outcome {
+                Some(s) => (
+                    s.last_attempt
+                        .as_ref()
+                        .map_or("?".to_string(), |a| a.outcome.to_string()),
+                    s.slot.to_string(),
+                ),
+                None => ("no outcome".to_string(), "?".to_string()),
+            },
             Err(e) => (format!("error: {e:#}"), "?".into()),
         };
-        if outcome != "committed" {
+        if outcome != slate_core::api::Outcome::Committed.as_str() {
             failures += 1;
         }
         let mark = vm.mark();

@@ -22,10 +22,13 @@ fn main() {
     } else {
         ("stage1", stage1::run())
     };
-    marker::emit(&format!("{which} failed: {err:#}"));
+    marker::emit(&slate_core::api::Marker::StageFailed {
+        stage: which,
+        error: format!("{err:#}"),
+    });
     std::thread::sleep(FAIL_DELAY);
     let e = sys::halt(sys::Halt::Reboot);
-    marker::emit(&format!("{which}: {e:#}"));
+    marker::warn(format!("{which}: {e:#}"));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -16,8 +16,9 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::agent::Agent;
-use slate_agent::install::InstallError;
+use slate_agent::install::{InstallError, Refusal};
 use slate_agent::{health, http, marker};
+use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,10 @@ const UPLOAD_STALL: Duration = Duration::from_secs(30);
 
 type Resp = Response<Full<Bytes>>;
 
-fn json(code: StatusCode, body: serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+fn json(code: StatusCode, body: &impl serde::Serialize) -> Resp {
+    let text = serde_json::to_string(body)
+        .unwrap_or_else(|e| format!("{{\"error\":\"serialising the answer: {e}\"}}"));
+    let mut r = Response::new(Full::new(Bytes::from(text + "\n")));
     *r.status_mut() = code;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -111,25 +114,38 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
             }
             json(
                 StatusCode::OK,
-                serde_json::json!({"result": "installed", "slot": i.slot.to_string(), "version": i.manifest.version.to_string(), "bytes": i.bytes_written, "seconds": i.seconds, "reboot": reboot}),
+                &UploadAnswer::Installed {
+                    slot: i.slot,
+                    version: i.manifest.version.to_string(),
+                    bytes: i.bytes_written,
+                    seconds: i.seconds,
+                    reboot,
+                },
             )
         }
         Err(InstallError::Refused(why)) => {
             let why = if stalled {
-                format!("upload stalled for {} s: {why}", UPLOAD_STALL.as_secs())
+                Refusal::Stalled {
+                    seconds: UPLOAD_STALL.as_secs(),
+                    inner: Box::new(why),
+                }
             } else {
                 why
             };
-            let code = if why.contains("in progress") || why.contains("on trial") {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            json(code, serde_json::json!({"result": "refused", "error": why}))
+            let code = StatusCode::from_u16(why.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            json(
+                code,
+                &UploadAnswer::Refused {
+                    error: why.to_string(),
+                    kind: Some(why.kind().to_string()),
+                },
+            )
         }
         Err(InstallError::Failed(e)) => json(
             StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"result": "failed", "error": format!("{e:#}")}),
+            &UploadAnswer::Failed {
+                error: format!("{e:#}"),
+            },
         ),
     }
 }
@@ -153,15 +169,14 @@ async fn handle(
     if req.method() == Method::POST && !authorized(&req, &agent) {
         return Ok(json(
             StatusCode::UNAUTHORIZED,
-            serde_json::json!({"error": "missing or wrong bearer token"}),
+            &ErrorAnswer {
+                error: "missing or wrong bearer token".into(),
+            },
         ));
     }
     let resp = match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/v1/status") => json(
-            StatusCode::OK,
-            serde_json::to_value(agent.status()).unwrap_or_default(),
-        ),
-        (Method::GET, "/metrics") => {
+        (Method::GET, api::STATUS_ROUTE) => json(StatusCode::OK, &agent.status()),
+        (Method::GET, api::METRICS_ROUTE) => {
             let mut r = Response::new(Full::new(Bytes::from(agent.metrics())));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -169,24 +184,30 @@ async fn handle(
             );
             r
         }
-        (Method::POST, "/v1/update") => update(req, agent).await,
-        (Method::POST, "/v1/reboot") => {
+        (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
+        (Method::POST, api::REBOOT_ROUTE) => {
             signal_init_later(rustix::process::Signal::TERM);
             json(
                 StatusCode::ACCEPTED,
-                serde_json::json!({"action": "reboot"}),
+                &ActionAnswer {
+                    action: "reboot".into(),
+                },
             )
         }
-        (Method::POST, "/v1/poweroff") => {
+        (Method::POST, api::POWEROFF_ROUTE) => {
             signal_init_later(rustix::process::Signal::USR2);
             json(
                 StatusCode::ACCEPTED,
-                serde_json::json!({"action": "poweroff"}),
+                &ActionAnswer {
+                    action: "poweroff".into(),
+                },
             )
         }
         (m, p) => json(
             StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("no route {m} {p}")}),
+            &ErrorAnswer {
+                error: format!("no route {m} {p}"),
+            },
         ),
     };
     Ok(resp)
@@ -215,10 +236,7 @@ async fn daemon() -> Result<()> {
     agent.notice_fallback();
     let a = agent.clone();
     tokio::spawn(async move {
-        if matches!(
-            a.status().boot,
-            slate_agent::status::BootState::Trial { .. }
-        ) {
+        if matches!(a.status().boot, slate_core::api::BootState::Trial { .. }) {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 slate_agent::hooks::cut_point("health-running");
@@ -258,7 +276,7 @@ fn install_cli(args: &[String]) -> Result<()> {
         i.manifest.product, i.manifest.version, i.slot, i.bytes_written, i.seconds
     );
     if reboot {
-        marker::emit("rebooting into the new slot");
+        marker::emit(&Marker::RebootingIntoNewSlot);
         let _ = rustix::process::kill_process(
             rustix::process::Pid::INIT,
             rustix::process::Signal::TERM,

@@ -1,0 +1,464 @@
+//! The contract between host and device: what slated's HTTP API answers and what its console
+//! markers say.
+//!
+//! slated serialises these types; `slate push`, `slate inspect`, xtask and the tests parse the
+//! same types with serde, so neither side reads the other's JSON by string keys and every
+//! outcome word is written in one place. The JSON field names and the marker texts are pinned
+//! by golden tests below: scripts and the QEMU tests rely on them byte for byte.
+
+use crate::layout::Slot;
+use crate::version::Version;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub mod marker;
+
+pub use marker::{Kind, Marker};
+
+/// `GET /v1/status`.
+pub const STATUS_ROUTE: &str = "/v1/status";
+/// `POST /v1/update` (body: a bundle; `?force=true`, `?reboot=false`).
+pub const UPDATE_ROUTE: &str = "/v1/update";
+/// `POST /v1/reboot`.
+pub const REBOOT_ROUTE: &str = "/v1/reboot";
+/// `POST /v1/poweroff`.
+pub const POWEROFF_ROUTE: &str = "/v1/poweroff";
+/// `GET /metrics` (Prometheus text).
+pub const METRICS_ROUTE: &str = "/metrics";
+
+/// How an update attempt ended, as status, state.json and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Written to the idle slot; waits for its trial boot.
+    Installed,
+    /// The trial boot passed its health checks and was blessed.
+    Committed,
+    /// The trial failed (health checks or boot tries) and the old slot runs again.
+    RolledBack,
+    /// The bundle or the moment was not acceptable; nothing bootable changed.
+    Refused,
+}
+
+impl Outcome {
+    /// Every outcome, in the order metrics list them.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Installed,
+        Outcome::Committed,
+        Outcome::RolledBack,
+        Outcome::Refused,
+    ];
+
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Installed => "installed",
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where this boot's health checks stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Still running.
+    #[default]
+    Pending,
+    /// All passed.
+    Passed,
+    /// At least one failed.
+    Failed,
+}
+
+/// The result of one health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// Check name.
+    pub name: String,
+    /// Passed.
+    pub ok: bool,
+    /// Last error, or what passed.
+    pub detail: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Health of this boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Health {
+    /// pending, passed or failed.
+    pub state: HealthState,
+    /// Per check.
+    pub checks: Vec<CheckResult>,
+}
+
+impl Health {
+    /// The failed checks as `name: detail; …` (the reason a rollback records).
+    pub fn failures(&self) -> String {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// How this boot was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum BootState {
+    /// A blessed entry (no counter).
+    Good,
+    /// A trial entry with tries left and spent.
+    Trial {
+        /// Tries left.
+        left: u32,
+        /// Tries spent (this boot included).
+        done: u32,
+    },
+    /// The boot loader did not say (no EFI variables, or not a Slate entry).
+    Unknown,
+}
+
+/// State of one slot, derived from the boot entries on the ESP (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// No entry.
+    Empty,
+    /// Blessed entry.
+    Good,
+    /// Counter with tries left.
+    Trial,
+    /// Counter at zero.
+    Bad,
+}
+
+impl SlotState {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Empty => "empty",
+            SlotState::Good => "good",
+            SlotState::Trial => "trial",
+            SlotState::Bad => "bad",
+        }
+    }
+}
+
+/// One slot as the boot entries describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// Which slot.
+    pub slot: Slot,
+    /// Its state.
+    pub state: SlotState,
+    /// Version of its entry.
+    pub version: Option<Version>,
+    /// Tries left, for trial and bad.
+    pub tries_left: Option<u32>,
+    /// Entry file name.
+    pub entry: Option<String>,
+}
+
+/// One update attempt and how it ended (status `last_attempt`/`last_refusal`, and state.json).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateRecord {
+    /// Version installed (empty when a refusal came before the manifest was read).
+    pub version: String,
+    /// Slot it went into.
+    pub slot: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why, for rolled-back and refused.
+    #[serde(default)]
+    pub reason: String,
+    /// Security epoch of the bundle (raised on the device when committed).
+    #[serde(default)]
+    pub security_epoch: u64,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+impl UpdateRecord {
+    /// Whether this record is about `version` in `slot`.
+    pub fn is(&self, slot: Slot, version: &str) -> bool {
+        self.slot == slot.to_string() && self.version == version
+    }
+}
+
+/// A version that failed and is not retried automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    /// Version.
+    pub version: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// The status document, `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Running slot.
+    pub slot: Slot,
+    /// Product name.
+    pub name: String,
+    /// Running version.
+    pub version: String,
+    /// Board.
+    pub board: String,
+    /// Root hash of the running slot (empty when the command line had none).
+    pub root_hash: String,
+    /// Boot entry systemd-boot started.
+    pub entry: Option<String>,
+    /// Good or trial.
+    pub boot: BootState,
+    /// Seconds since the kernel started.
+    pub uptime_s: f64,
+    /// Health checks.
+    pub health: Health,
+    /// Both slots, from the boot entries on the ESP.
+    pub slots: Vec<SlotStatus>,
+    /// The last install and its outcome.
+    pub last_attempt: Option<UpdateRecord>,
+    /// The last refused bundle and why.
+    pub last_refusal: Option<UpdateRecord>,
+    /// Versions that failed and are not retried automatically.
+    pub failed: Vec<Failed>,
+    /// Boots the agent has seen on this device.
+    pub boots: u64,
+    /// Highest security epoch committed.
+    pub security_epoch: u64,
+    /// An install is running.
+    pub installing: bool,
+}
+
+impl Status {
+    /// The slot `slot` as the ESP shows it.
+    pub fn slot_status(&self, slot: Slot) -> Option<&SlotStatus> {
+        self.slots.iter().find(|s| s.slot == slot)
+    }
+
+    /// Whether the device has decided about `version` for good: committed and running it, or
+    /// rolled back and running the other slot again.
+    pub fn decided(&self, version: &str) -> Option<&UpdateRecord> {
+        let a = self.last_attempt.as_ref()?;
+        if a.version != version {
+            return None;
+        }
+        let running_it = a.slot == self.slot.to_string();
+        match a.outcome {
+            Outcome::Committed if running_it => Some(a),
+            Outcome::RolledBack if !running_it => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to `POST /v1/update`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum UploadAnswer {
+    /// Written to the idle slot (HTTP 200).
+    Installed {
+        /// Slot written.
+        slot: Slot,
+        /// Version installed.
+        version: String,
+        /// Bytes written to the slot and the ESP.
+        bytes: u64,
+        /// Seconds from the first byte to the entry written.
+        seconds: f64,
+        /// Whether the device reboots into it now.
+        reboot: bool,
+    },
+    /// The bundle or the moment was not acceptable (HTTP 400 or 409).
+    Refused {
+        /// Why, for a person.
+        error: String,
+        /// Why, for a program (absent from agents before the typed refusals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+    },
+    /// The device failed while installing (HTTP 500).
+    Failed {
+        /// What failed.
+        error: String,
+    },
+}
+
+/// Any other error answer (`401`, `404`): `{"error": "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    /// What is wrong.
+    pub error: String,
+}
+
+/// The answer to `POST /v1/reboot` and `/v1/poweroff` (HTTP 202): `{"action": "reboot"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionAnswer {
+    /// `reboot` or `poweroff`.
+    pub action: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_status() -> Status {
+        Status {
+            slot: Slot::B,
+            name: "slate-demo".into(),
+            version: "1.1.0".into(),
+            board: "qemu-x86_64".into(),
+            root_hash: "ab".repeat(32),
+            entry: Some("slate-b-1.1.0+2-1.conf".into()),
+            boot: BootState::Trial { left: 2, done: 1 },
+            uptime_s: 4.5,
+            health: Health {
+                state: HealthState::Passed,
+                checks: vec![CheckResult {
+                    name: "web".into(),
+                    ok: true,
+                    detail: "HTTP 200".into(),
+                    attempts: 1,
+                }],
+            },
+            slots: vec![
+                SlotStatus {
+                    slot: Slot::A,
+                    state: SlotState::Good,
+                    version: Some("1.0.0".parse().unwrap()),
+                    tries_left: None,
+                    entry: Some("slate-a-1.0.0.conf".into()),
+                },
+                SlotStatus {
+                    slot: Slot::B,
+                    state: SlotState::Empty,
+                    version: None,
+                    tries_left: None,
+                    entry: None,
+                },
+            ],
+            last_attempt: Some(UpdateRecord {
+                version: "1.1.0".into(),
+                slot: "b".into(),
+                outcome: Outcome::RolledBack,
+                reason: "health check failed: web: HTTP 500".into(),
+                security_epoch: 2,
+                at: 1700000000,
+            }),
+            last_refusal: None,
+            failed: vec![Failed {
+                version: "1.1.0".into(),
+                reason: "x".into(),
+            }],
+            boots: 3,
+            security_epoch: 1,
+            installing: false,
+        }
+    }
+
+    /// The status JSON as agents have always served it: field names and words pinned.
+    #[test]
+    fn golden_status_json() {
+        let got = serde_json::to_string(&sample_status()).unwrap();
+        let want = concat!(
+            r#"{"slot":"b","name":"slate-demo","version":"1.1.0","board":"qemu-x86_64","#,
+            r#""root_hash":"abababababababababababababababababababababababababababababababab","#,
+            r#""entry":"slate-b-1.1.0+2-1.conf","boot":{"state":"trial","left":2,"done":1},"#,
+            r#""uptime_s":4.5,"health":{"state":"passed","checks":[{"name":"web","ok":true,"#,
+            r#""detail":"HTTP 200","attempts":1}]},"slots":[{"slot":"a","state":"good","#,
+            r#""version":"1.0.0","tries_left":null,"entry":"slate-a-1.0.0.conf"},{"slot":"b","#,
+            r#""state":"empty","version":null,"tries_left":null,"entry":null}],"#,
+            r#""last_attempt":{"version":"1.1.0","slot":"b","outcome":"rolled-back","#,
+            r#""reason":"health check failed: web: HTTP 500","security_epoch":2,"at":1700000000},"#,
+            r#""last_refusal":null,"failed":[{"version":"1.1.0","reason":"x"}],"boots":3,"#,
+            r#""security_epoch":1,"installing":false}"#
+        );
+        assert_eq!(got, want);
+        let back: Status = serde_json::from_str(want).unwrap();
+        assert_eq!(back, sample_status());
+    }
+
+    #[test]
+    fn golden_upload_answers() {
+        let ok = UploadAnswer::Installed {
+            slot: Slot::B,
+            version: "1.1.0".into(),
+            bytes: 42,
+            seconds: 1.5,
+            reboot: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"result":"installed","slot":"b","version":"1.1.0","bytes":42,"seconds":1.5,"reboot":true}"#
+        );
+        let refused = UploadAnswer::Refused {
+            error: "no".into(),
+            kind: Some("busy".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&refused).unwrap(),
+            r#"{"result":"refused","error":"no","kind":"busy"}"#
+        );
+        // An older agent's refusal has no kind.
+        let old: UploadAnswer =
+            serde_json::from_str(r#"{"result":"refused","error":"no"}"#).unwrap();
+        assert_eq!(
+            old,
+            UploadAnswer::Refused {
+                error: "no".into(),
+                kind: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&UploadAnswer::Failed { error: "io".into() }).unwrap(),
+            r#"{"result":"failed","error":"io"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ActionAnswer {
+                action: "reboot".into()
+            })
+            .unwrap(),
+            r#"{"action":"reboot"}"#
+        );
+    }
+
+    #[test]
+    fn outcome_words_are_the_wire_words() {
+        for o in Outcome::ALL {
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
+        }
+        assert_eq!(Outcome::RolledBack.to_string(), "rolled-back");
+    }
+
+    #[test]
+    fn decided_means_committed_and_running_or_rolled_back_and_not() {
+        let mut s = sample_status();
+        // Rolled back from b, but b still runs: not decided yet.
+        assert_eq!(s.decided("1.1.0"), None);
+        s.slot = Slot::A;
+        assert!(s.decided("1.1.0").is_some());
+        assert_eq!(s.decided("1.2.0"), None);
+        if let Some(a) = s.last_attempt.as_mut() {
+            a.outcome = Outcome::Committed;
+        }
+        assert_eq!(s.decided("1.1.0"), None);
+        s.slot = Slot::B;
+        assert!(s.decided("1.1.0").is_some());
+    }
+}

@@ -1,0 +1,390 @@
+//! Console markers: the `slate: …` lines the QEMU harness, the tests and operators wait for.
+//!
+//! Every marker is rendered here and nowhere else (DESIGN §8). Their wording is a contract:
+//! add new variants, never reword old ones (the golden test pins each one). Waiters build
+//! their needles from [`Kind`] so a test cannot wait for a line the device never prints.
+
+use crate::digest::Digest32;
+use crate::layout::Slot;
+use std::fmt;
+
+/// What every marker line starts with.
+pub const PREFIX: &str = "slate: ";
+
+/// The kinds of marker a waiter can look for, by their first word(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `slate: stage1 done slot=… root=… in … ms`
+    Stage1Done,
+    /// `slate: stage2 up in … ms since boot (… services)`
+    Stage2Up,
+    /// `slate: healthy slot=… version=… in … ms since boot`
+    Healthy,
+    /// `slate: unhealthy slot=… version=… failed=…`
+    Unhealthy,
+    /// `slate: committed slot=… version=…`
+    Committed,
+    /// `slate: rollback slot=… version=… reason=…`
+    Rollback,
+    /// `slate: fallback from=… to=… reason="…" marked=…`
+    Fallback,
+    /// `slate: installed slot=… version=… in … s; reboot to try it`
+    Installed,
+    /// `slate: update refused: …`
+    UpdateRefused,
+    /// `slate: esp repaired: …`
+    EspRepaired,
+    /// `slate: cut-point <step>`
+    CutPoint,
+    /// `slate: shutdown reboot|poweroff`
+    Shutdown,
+}
+
+impl Kind {
+    /// The words after `slate: ` that start this kind of line.
+    pub fn words(self) -> &'static str {
+        match self {
+            Kind::Stage1Done => "stage1 done",
+            Kind::Stage2Up => "stage2 up",
+            Kind::Healthy => "healthy",
+            Kind::Unhealthy => "unhealthy",
+            Kind::Committed => "committed",
+            Kind::Rollback => "rollback",
+            Kind::Fallback => "fallback",
+            Kind::Installed => "installed",
+            Kind::UpdateRefused => "update refused:",
+            Kind::EspRepaired => "esp repaired:",
+            Kind::CutPoint => "cut-point",
+            Kind::Shutdown => "shutdown",
+        }
+    }
+
+    /// `slate: <words>`: matches every line of this kind.
+    pub fn prefix(self) -> String {
+        format!("{PREFIX}{}", self.words())
+    }
+
+    /// `slate: <words> slot=<slot>`: this kind of line about one slot.
+    pub fn on(self, slot: Slot) -> String {
+        format!("{} slot={slot}", self.prefix())
+    }
+
+    /// `slate: <words> slot=<slot> version=<version>`.
+    pub fn on_version(self, slot: Slot, version: &str) -> String {
+        format!("{} version={version}", self.on(slot))
+    }
+}
+
+/// A console marker with its values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Marker {
+    /// Stage 1 mounted the verified root and hands over.
+    Stage1Done {
+        /// Slot booted.
+        slot: Slot,
+        /// Its verity root hash.
+        root: Digest32,
+        /// Milliseconds stage 1 took.
+        ms: u64,
+    },
+    /// Stage 2 started its services.
+    Stage2Up {
+        /// Milliseconds since the kernel started.
+        ms: u64,
+        /// Services started.
+        services: usize,
+    },
+    /// Every health check passed.
+    Healthy {
+        /// Running slot.
+        slot: Slot,
+        /// Running version.
+        version: String,
+        /// Milliseconds since the kernel started.
+        ms: u64,
+    },
+    /// A health check failed.
+    Unhealthy {
+        /// Running slot.
+        slot: Slot,
+        /// Running version.
+        version: String,
+        /// `name: detail; …`
+        failed: String,
+    },
+    /// A trial boot was blessed.
+    Committed {
+        /// Slot blessed.
+        slot: Slot,
+        /// Its version.
+        version: String,
+    },
+    /// A trial version was given up.
+    Rollback {
+        /// The slot of the failed version.
+        slot: Slot,
+        /// The failed version.
+        version: String,
+        /// Why.
+        reason: String,
+    },
+    /// Stage 1 gave up on a good slot that kept failing to become healthy.
+    Fallback {
+        /// Slot given up.
+        from: Slot,
+        /// Starts in a row without becoming healthy.
+        starts: u32,
+        /// The entry name it now has.
+        marked: String,
+    },
+    /// An install started.
+    Installing {
+        /// Product.
+        product: String,
+        /// Version.
+        version: String,
+        /// Idle slot.
+        slot: Slot,
+        /// Its device node.
+        device: String,
+    },
+    /// An install finished; the new slot waits for its trial boot.
+    Installed {
+        /// Slot written.
+        slot: Slot,
+        /// Version.
+        version: String,
+        /// Seconds it took.
+        seconds: f64,
+    },
+    /// An update was refused.
+    UpdateRefused {
+        /// Why.
+        reason: String,
+    },
+    /// The ESP was repaired before it was mounted.
+    EspRepaired {
+        /// What was fixed.
+        what: String,
+    },
+    /// A test hook stopped the agent here (test images only).
+    CutPoint {
+        /// Step name.
+        step: String,
+    },
+    /// PID 1 shuts the machine down.
+    Shutdown {
+        /// Reboot (true) or power off.
+        reboot: bool,
+    },
+    /// `slated install` reboots into what it installed.
+    RebootingIntoNewSlot,
+    /// A stage of PID 1 failed; the machine reboots.
+    StageFailed {
+        /// `stage1` or `stage2`.
+        stage: &'static str,
+        /// The error.
+        error: String,
+    },
+    /// A supervised service failed to start.
+    ServiceFailedToStart {
+        /// Service.
+        name: String,
+        /// Why.
+        error: String,
+    },
+    /// A supervised service exited.
+    ServiceExited {
+        /// Service.
+        name: String,
+        /// How it ended (Debug form of the exit status).
+        exit: String,
+        /// Milliseconds until it restarts; None when it is not restarted.
+        restart_ms: Option<u128>,
+    },
+    /// Something is wrong but the boot goes on.
+    Warning(String),
+}
+
+impl fmt::Display for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(PREFIX)?;
+        match self {
+            Marker::Stage1Done { slot, root, ms } => {
+                write!(f, "stage1 done slot={slot} root={root} in {ms} ms")
+            }
+            Marker::Stage2Up { ms, services } => {
+                write!(f, "stage2 up in {ms} ms since boot ({services} services)")
+            }
+            Marker::Healthy { slot, version, ms } => {
+                write!(f, "healthy slot={slot} version={version} in {ms} ms since boot")
+            }
+            Marker::Unhealthy {
+                slot,
+                version,
+                failed,
+            } => write!(f, "unhealthy slot={slot} version={version} failed={failed}"),
+            Marker::Committed { slot, version } => {
+                write!(f, "committed slot={slot} version={version}")
+            }
+            Marker::Rollback {
+                slot,
+                version,
+                reason,
+            } => write!(f, "rollback slot={slot} version={version} reason={reason}"),
+            Marker::Fallback {
+                from,
+                starts,
+                marked,
+            } => write!(
+                f,
+                "fallback from={from} to={} reason=\"{starts} starts without becoming healthy\" marked={marked}",
+                from.other()
+            ),
+            Marker::Installing {
+                product,
+                version,
+                slot,
+                device,
+            } => write!(f, "installing {product} {version} into slot {slot} ({device})"),
+            Marker::Installed {
+                slot,
+                version,
+                seconds,
+            } => write!(
+                f,
+                "installed slot={slot} version={version} in {seconds:.1} s; reboot to try it"
+            ),
+            Marker::UpdateRefused { reason } => write!(f, "update refused: {reason}"),
+            Marker::EspRepaired { what } => write!(f, "esp repaired: {what}"),
+            Marker::CutPoint { step } => write!(f, "cut-point {step}"),
+            Marker::Shutdown { reboot } => {
+                write!(f, "shutdown {}", if *reboot { "reboot" } else { "poweroff" })
+            }
+            Marker::RebootingIntoNewSlot => f.write_str("rebooting into the new slot"),
+            Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
+            Marker::ServiceFailedToStart { name, error } => {
+                write!(f, "service {name} failed to start: {error}")
+            }
+            Marker::ServiceExited {
+                name,
+                exit,
+                restart_ms: Some(ms),
+            } => write!(f, "service {name} exited ({exit}); restart in {ms} ms"),
+            Marker::ServiceExited {
+                name,
+                exit,
+                restart_ms: None,
+            } => write!(f, "service {name} exited ({exit}); not restarted"),
+            Marker::Warning(text) => write!(f, "warning: {text}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each marker's exact text, as the QEMU tests and operators' scripts have always read it.
+    #[test]
+    fn golden_marker_texts() {
+        let v = || "1.1.0".to_string();
+        let cases: Vec<(Marker, String)> = vec![
+            (
+                Marker::Stage1Done {
+                    slot: Slot::A,
+                    root: Digest32([0xab; 32]),
+                    ms: 2720,
+                },
+                format!("slate: stage1 done slot=a root={} in 2720 ms", "ab".repeat(32)),
+            ),
+            (
+                Marker::Stage2Up { ms: 2900, services: 3 },
+                "slate: stage2 up in 2900 ms since boot (3 services)".into(),
+            ),
+            (
+                Marker::Healthy { slot: Slot::B, version: v(), ms: 5210 },
+                "slate: healthy slot=b version=1.1.0 in 5210 ms since boot".into(),
+            ),
+            (
+                Marker::Unhealthy { slot: Slot::B, version: v(), failed: "web: HTTP 500".into() },
+                "slate: unhealthy slot=b version=1.1.0 failed=web: HTTP 500".into(),
+            ),
+            (
+                Marker::Committed { slot: Slot::B, version: v() },
+                "slate: committed slot=b version=1.1.0".into(),
+            ),
+            (
+                Marker::Rollback { slot: Slot::B, version: v(), reason: "boom".into() },
+                "slate: rollback slot=b version=1.1.0 reason=boom".into(),
+            ),
+            (
+                Marker::Fallback { from: Slot::B, starts: 4, marked: "slate-b-1.1.0+0.conf".into() },
+                "slate: fallback from=b to=a reason=\"4 starts without becoming healthy\" marked=slate-b-1.1.0+0.conf".into(),
+            ),
+            (
+                Marker::Installing { product: "demo".into(), version: v(), slot: Slot::B, device: "/dev/vda3".into() },
+                "slate: installing demo 1.1.0 into slot b (/dev/vda3)".into(),
+            ),
+            (
+                Marker::Installed { slot: Slot::B, version: v(), seconds: 3.25 },
+                "slate: installed slot=b version=1.1.0 in 3.2 s; reboot to try it".into(),
+            ),
+            (
+                Marker::UpdateRefused { reason: "no".into() },
+                "slate: update refused: no".into(),
+            ),
+            (
+                Marker::EspRepaired { what: "dirty bit".into() },
+                "slate: esp repaired: dirty bit".into(),
+            ),
+            (
+                Marker::CutPoint { step: "slot-written".into() },
+                "slate: cut-point slot-written".into(),
+            ),
+            (Marker::Shutdown { reboot: true }, "slate: shutdown reboot".into()),
+            (Marker::Shutdown { reboot: false }, "slate: shutdown poweroff".into()),
+            (Marker::RebootingIntoNewSlot, "slate: rebooting into the new slot".into()),
+            (
+                Marker::StageFailed { stage: "stage1", error: "x".into() },
+                "slate: stage1 failed: x".into(),
+            ),
+            (
+                Marker::ServiceExited { name: "web".into(), exit: "Exited(1)".into(), restart_ms: Some(500) },
+                "slate: service web exited (Exited(1)); restart in 500 ms".into(),
+            ),
+            (Marker::Warning("w".into()), "slate: warning: w".into()),
+        ];
+        for (m, want) in cases {
+            assert_eq!(m.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn waiters_match_what_is_printed() {
+        let line = Marker::Healthy {
+            slot: Slot::A,
+            version: "1.0.0".into(),
+            ms: 1,
+        }
+        .to_string();
+        assert!(line.starts_with(&Kind::Healthy.prefix()));
+        assert!(line.starts_with(&Kind::Healthy.on(Slot::A)));
+        assert!(line.starts_with(&Kind::Healthy.on_version(Slot::A, "1.0.0")));
+        let line = Marker::Rollback {
+            slot: Slot::B,
+            version: "1.2.0".into(),
+            reason: "r".into(),
+        }
+        .to_string();
+        assert!(line.starts_with(&Kind::Rollback.on_version(Slot::B, "1.2.0")));
+        // "healthy" must not match "unhealthy" lines by prefix.
+        let bad = Marker::Unhealthy {
+            slot: Slot::A,
+            version: "1.0.0".into(),
+            failed: String::new(),
+        }
+        .to_string();
+        assert!(!bad.starts_with(&Kind::Healthy.prefix()));
+    }
+}
