@@ -98,7 +98,5 @@ fn building_needs_no_root() {
     } else {
         ok(&mut cmd);
     }
-    ok(Command::new("sgdisk")
-        .arg("-v")
-        .arg(work.join("out/disk.img")));
+    sgdisk_verify(&work.join("out/disk.img"));
 }

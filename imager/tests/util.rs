@@ -98,6 +98,16 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `sgdisk -v`, judged by what it prints: it exits 0 whenever the table loads, problems or not.
+pub fn sgdisk_verify(disk: &Path) {
+    let v = stdout(&ok(Command::new("sgdisk").arg("-v").arg(disk)));
+    assert!(
+        v.contains("No problems found"),
+        "sgdisk -v {}: {v}",
+        disk.display()
+    );
+}
+
 /// One shared build of the test spec, for tests that only read the outputs.
 pub fn shared_build() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

@@ -47,6 +47,9 @@ struct Recovered {
     esp_repaired: Option<String>,
     /// The version that came up healthy after the cut.
     version: String,
+    /// Whether the cut hit the update before the device decided about it (no `committed`
+    /// marker yet): a cut after the decision tests nothing about the update.
+    during_update: bool,
 }
 
 type Outcome = Result<Recovered, (Broken, String)>;
@@ -171,10 +174,26 @@ fn cut_and_recover_in(
         }
         Cut::After(ms) => std::thread::sleep(Duration::from_millis(ms)),
     }
+    let during_update = !vm.saw(&slate_core::api::Kind::Committed.prefix());
     vm.power_cut();
     let first_log = vm.log_path().to_path_buf();
     drop(vm);
-    let _ = upload.join();
+    // The upload either finished (installed) or was cut with the machine; a refusal means the
+    // update never started and the cut hit nothing.
+    let pushed = upload.join().map_err(|_| {
+        (
+            Broken::Other,
+            format!("[{what}] the upload thread panicked"),
+        )
+    })?;
+    if let Err(e) = &pushed {
+        if format!("{e:#}").contains("refused the bundle") {
+            return Err((
+                Broken::Other,
+                format!("[{what}] the device refused the update, so the cut hit no update: {e:#}"),
+            ));
+        }
+    }
 
     // Cold boot, fresh firmware variables, no cut point.
     let mut vm =
@@ -291,6 +310,7 @@ fn cut_and_recover_in(
     Ok(Recovered {
         esp_repaired,
         version,
+        during_update,
     })
 }
 
@@ -379,6 +399,10 @@ fn cuts_at_seeded_random_moments() {
             .unwrap_or(default)
     };
     let n = env("SLATE_GAUNTLET_RANDOM", 3);
+    assert!(
+        n >= 1,
+        "SLATE_GAUNTLET_RANDOM=0 would pass without a single cut; give at least 1"
+    );
     let seed = env("SLATE_GAUNTLET_SEED", 20_261_122);
     let jobs = env("SLATE_GAUNTLET_JOBS", 1).max(1);
     eprintln!("random power cuts: {n}, seed {seed}, {jobs} at a time (replay with SLATE_GAUNTLET_SEED={seed} SLATE_GAUNTLET_RANDOM={n} SLATE_GAUNTLET_JOBS={jobs})");
@@ -448,10 +472,14 @@ fn cuts_at_seeded_random_moments() {
         .iter()
         .filter(|r| r.as_ref().is_ok_and(|ok| ok.esp_repaired.is_some()))
         .count();
+    let during_update = outcomes
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|ok| ok.during_update))
+        .count();
     let failures: Vec<(Broken, String)> = outcomes.into_iter().filter_map(Result::err).collect();
     let count = |k: Broken| failures.iter().filter(|(b, _)| *b == k).count();
     eprintln!(
-        "gauntlet summary: {n} random cuts (seed {seed}): {} bricks, {} data losses, {} ESP damaged, {} other failures; {new_version} came up with the new version, {repairs} needed an ESP repair",
+        "gauntlet summary: {n} random cuts (seed {seed}): {} bricks, {} data losses, {} ESP damaged, {} other failures; {new_version} came up with the new version, {repairs} needed an ESP repair, {during_update} hit the update before it was decided",
         count(Broken::Brick),
         count(Broken::DataLoss),
         count(Broken::Esp),
@@ -466,6 +494,10 @@ fn cuts_at_seeded_random_moments() {
             .map(|(k, w)| format!("{k:?}: {w}"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(
+        during_update > 0,
+        "none of the {n} random cuts hit an update before it was decided (seed {seed}); they tested nothing"
     );
 }
 

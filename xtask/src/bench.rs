@@ -152,12 +152,12 @@ fn imager(mib: u64, rounds: u32) -> Result<()> {
         .arg(&bb))?;
     run(Command::new("cp").arg("-a").arg(bb.join("bin")).arg(&tree))?;
     let size_out = Command::new("du").args(["-sm"]).arg(&tree).output()?;
-    let tree_mib: u64 = String::from_utf8_lossy(&size_out.stdout)
+    let du = String::from_utf8_lossy(&size_out.stdout);
+    let tree_mib: u64 = du
         .split_whitespace()
         .next()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("du -sm printed {du:?}"))?;
     if tree_mib < mib {
         // Pad with compressible text so the tree reaches the asked size.
         let pad = tree.join("usr/share/pad");
@@ -456,9 +456,8 @@ fn boot_bench(rounds: u32) -> Result<()> {
             .text
             .rsplit(' ')
             .next()
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0.0);
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("no uptime in {:?}", line.text))?;
         let _ = vm.wait_exit(Duration::from_secs(30));
         let fw = vm
             .lines()
@@ -467,9 +466,9 @@ fn boot_bench(rounds: u32) -> Result<()> {
             .map(|l| l.at.as_secs_f64());
         floor_runs.push((fw, line.at.as_secs_f64() - uptime, line.at.as_secs_f64()));
         eprintln!(
-            "  floor {}: firmware done {:.2} s, kernel start {:.2} s, init up {:.2} s",
+            "  floor {}: firmware done {}, kernel start {:.2} s, init up {:.2} s",
             r + 1,
-            fw.unwrap_or(0.0),
+            fw.map_or("not seen".to_string(), |f| format!("{f:.2} s")),
             line.at.as_secs_f64() - uptime,
             line.at.as_secs_f64()
         );
@@ -673,17 +672,19 @@ fn install_bench() -> Result<()> {
             .map(|_| mark)?,
         Duration::from_secs(300),
     )?;
-    let failed_at = line_time(&vm, mark, "slate: unhealthy").unwrap_or(0.0);
+    let failed_at = line_time(&vm, mark, "slate: unhealthy")
+        .context("no `slate: unhealthy` line was seen; nothing to measure")?;
     let last = |needle: &str| {
         vm.lines()
             .iter()
             .skip(mark)
             .rev()
             .find(|l| l.text.contains(needle))
-            .map_or(0.0, |l| l.at.as_secs_f64())
+            .map(|l| l.at.as_secs_f64())
+            .with_context(|| format!("no {needle:?} line was seen; nothing to measure"))
     };
-    let healthy_at = last("slate: healthy slot=b");
-    let kernel = last("slate: stage2 up");
+    let healthy_at = last("slate: healthy slot=b")?;
+    let kernel = last("slate: stage2 up")?;
     println!("\nfailed health check → old slot healthy: {:.1} s (of which the fallback boot from QEMU reset to stage 2 ≈ {:.1} s; goal: one boot + ≤ 5 s)", healthy_at - failed_at, kernel - failed_at);
     vm.power_cut();
     Ok(())

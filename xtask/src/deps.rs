@@ -172,28 +172,47 @@ fn fetch(cache: &Path) -> Result<()> {
     Ok(())
 }
 
-fn host_tools() -> Result<()> {
-    let missing: Vec<&str> = HOST_PACKAGES
+fn missing_host_packages() -> Vec<&'static str> {
+    HOST_PACKAGES
         .iter()
         .copied()
         .filter(|p| !installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+        .collect()
+}
+
+/// Installs the host packages that are missing. A second pass catches packages that the first
+/// one removed: a machine with a newer qemu-utils (backports) loses it when bookworm's
+/// qemu-system-x86 comes in, and the NBD and qemu-io tests need it.
+fn host_tools() -> Result<()> {
+    for pass in 1..=2 {
+        let missing = missing_host_packages();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !is_root() {
+            bail!(
+                "missing host packages; run: sudo apt-get install -y {}",
+                missing.join(" ")
+            );
+        }
+        if pass == 1 {
+            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+        }
+        crate::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
     }
-    if !is_root() {
+    let missing = missing_host_packages();
+    if !missing.is_empty() {
         bail!(
-            "missing host packages; run: sudo apt-get install -y {}",
+            "apt-get could not install these host packages together: {}",
             missing.join(" ")
         );
     }
-    crate::run(Command::new("apt-get").args(["update", "-q"]))?;
-    crate::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    Ok(())
 }
 
 /// Runs `cargo xtask deps`.
