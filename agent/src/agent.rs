@@ -211,6 +211,7 @@ impl Agent {
     /// after it are not carried out).
     fn carry_out(&self, esp: &Esp, plan: &Plan) -> bool {
         for step in &plan.steps {
+            tracing::debug!(?step, "carrying out");
             match step {
                 Step::Rename { from, to, required } => {
                     if let Err(e) = esp.rename_entry(from, to) {

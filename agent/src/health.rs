@@ -118,6 +118,7 @@ async fn run_check(check: Check, deadline_ms: u64) -> CheckResult {
             Ok(r) => r,
             Err(_) => Err(format!("timed out after {} s", check.timeout_s)),
         };
+        tracing::debug!(check = %check.name, attempt = attempts, result = ?r, "health probe");
         match r {
             Ok(detail) => {
                 return CheckResult {

@@ -210,8 +210,11 @@ pub fn install<R: Read>(
     }
     let trust = inst.trust.ok_or(Refusal::NoTrust)?;
     let mut r = BundleReader::new(body);
+    let span = tracing::info_span!("install", step = "verify").entered();
     let (m_bytes, sigs) = read_head(&mut r)?;
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
+    tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
+    drop(span);
     let idle = inst.running.other();
     let dev = crate::partitions::find(idle.label())
         .ok_or_else(|| failed(anyhow!("no partition labelled {}", idle.label())))?;
@@ -245,10 +248,14 @@ pub fn install<R: Read>(
     });
 
     // 2. Nothing may boot a half-written slot.
+    let span = tracing::info_span!("install", step = "remove-entry", slot = %idle).entered();
     inst.esp.remove_slot(idle).map_err(failed)?;
+    drop(span);
     crate::hooks::cut_point("entry-removed");
 
     // 3. The root image, hashed as it streams, then read back from the disk.
+    let span =
+        tracing::info_span!("install", step = "write-root", slot = %idle, device = %dev).entered();
     expect_artifact(&mut r, &rootfs)?;
     slot.seek(SeekFrom::Start(0))
         .map_err(|e| failed(e.into()))?;
@@ -275,13 +282,18 @@ pub fn install<R: Read>(
         .into());
     }
     slot.sync_all().map_err(|e| failed(e.into()))?;
+    tracing::info!(bytes = rootfs.size, "root image written and synced");
     read_back(&mut slot, &verity).map_err(failed)?;
+    tracing::info!(root_hash = %verity.root_hash, "root image read back and verified");
+    drop(span);
     crate::hooks::cut_point("slot-written");
     let mut written = rootfs.size;
 
     // 4. Kernel and initrd, each checked before it takes its final name.
+    let span = tracing::info_span!("install", step = "boot-files", slot = %idle).entered();
     for a in m.artifacts[1..].iter().cloned() {
         let name = a.name.as_str();
+        tracing::debug!(artifact = name, bytes = a.size, "writing to the ESP");
         expect_artifact(&mut r, &a)?;
         let mut stream_err = None;
         let mut mismatch = None;
@@ -328,6 +340,7 @@ pub fn install<R: Read>(
         written += a.size;
     }
     r.expect_end()?;
+    drop(span);
     crate::hooks::cut_point("boot-files-written");
 
     // 5. The entry, last.
@@ -338,9 +351,14 @@ pub fn install<R: Read>(
         initrd: Entry::initrd_path(idle),
         options: BootParams { slot: idle, verity }.options(&m.options),
     };
-    inst.esp
-        .write_entry(&EntryName::trial(idle, m.version.clone(), TRIES), &entry)
-        .map_err(failed)?;
+    let name = EntryName::trial(idle, m.version.clone(), TRIES);
+    let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
+    inst.esp.write_entry(&name, &entry).map_err(failed)?;
+    tracing::info!(
+        bytes = written,
+        seconds = started.elapsed().as_secs_f64(),
+        "install complete"
+    );
     crate::hooks::cut_point("entry-written");
     Ok(Installed {
         manifest: m,

@@ -12,6 +12,8 @@ pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod install;
+pub mod logfile;
+pub mod logging;
 pub mod marker;
 pub mod partitions;
 pub mod stage1;

@@ -76,6 +76,13 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let params: BootParams = line.parse()?;
     mount_data(EARLY_DATA)?;
+    // Stage 1's lines so far, and the rest of them, are kept on /data from here on.
+    if let Err(e) = crate::logging::attach(
+        &std::path::Path::new(EARLY_DATA).join("slate/log/stage1.log"),
+        slate_core::config::LogConfig::default().max_bytes(),
+    ) {
+        marker::warn(format!("keeping stage 1's log on /data: {e}"));
+    }
     match attempts::record(params.slot) {
         Ok(a) if a.starts > slots::MAX_FAILED_BOOTS => give_up(a)?,
         Ok(_) => {}
@@ -124,6 +131,7 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         root: params.verity.root_hash,
         ms: uptime_ms().saturating_sub(started),
     });
+    crate::logging::flush();
     Err(sys::exec(STAGE2, &["--stage2"], &env))
 }
 

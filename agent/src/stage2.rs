@@ -8,7 +8,7 @@
 //! Signals (as busybox init): SIGTERM or SIGINT → reboot, SIGUSR2 → power off.
 
 use crate::supervisor::{self, Exit};
-use crate::{marker, stage1, sys, uptime_ms, watchdog};
+use crate::{logging, marker, stage1, sys, uptime_ms, watchdog};
 use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal, WaitOptions};
 use slate_core::api::Marker;
@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 /// Folder of per-service state files that slated reads (`<name>.json`).
 pub const SERVICE_STATE_DIR: &str = "/run/slate/services";
 /// Where service output is logged besides the console.
-pub const LOG_DIR: &str = "/data/slate/log";
+pub use crate::logging::LOG_DIR;
+/// Bytes each service's log may take on /data (from the image's `[log] max_mib`).
+static LOG_CAP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -156,11 +158,15 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
 /// Copies a service's output lines to the console (prefixed) and its log file.
 fn tee(name: String, pipe: impl std::io::Read + Send + 'static) {
     std::thread::spawn(move || {
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(format!("{LOG_DIR}/{name}.log"))
-            .ok();
+        let cap = LOG_CAP
+            .get()
+            .copied()
+            .unwrap_or_else(|| slate_core::config::LogConfig::default().max_bytes());
+        let mut log = crate::logfile::RotatingLog::open(
+            std::path::Path::new(&format!("{LOG_DIR}/{name}.log")),
+            cap,
+        )
+        .ok();
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             let text = if line.starts_with("slate:") {
@@ -234,6 +240,7 @@ fn start(s: &mut Supervised) {
             }
             s.pid = Pid::from_raw(child.id() as i32);
             s.started = Instant::now();
+            tracing::info!(service = %s.service.name, pid = child.id(), restarts = s.restarts, "service started");
             // The child is reaped by the waitpid loop, not through `child`.
             std::mem::forget(child);
         }
@@ -251,6 +258,7 @@ fn start(s: &mut Supervised) {
 
 fn on_exit(s: &mut Supervised, exit: Exit) {
     let ran = s.started.elapsed();
+    tracing::debug!(service = %s.service.name, ?exit, ran_ms = ran.as_millis() as u64, "service exited");
     s.pid = None;
     match supervisor::restart_after(s.service.restart, exit, ran, s.quick_restarts) {
         Some(delay) => {
@@ -293,6 +301,7 @@ fn reap() -> Vec<(Pid, Exit)> {
 }
 
 fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
+    tracing::info!(?how, services = services.len(), "shutting down");
     marker::emit(&Marker::Shutdown {
         reboot: how == sys::Halt::Reboot,
     });
@@ -364,7 +373,20 @@ fn supervise() -> Result<std::convert::Infallible> {
     let init: InitConfig = read_toml(&format!("/{}", paths::INIT)).unwrap_or(InitConfig {
         hostname: "slate".into(),
         debug_shell: false,
+        log: Default::default(),
     });
+    let _ = LOG_CAP.set(init.log.max_bytes());
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Err(e) = logging::attach(
+        &std::path::Path::new(LOG_DIR).join("init.log"),
+        init.log.max_bytes(),
+    ) {
+        marker::warn(format!("keeping PID 1's log in {LOG_DIR}: {e}"));
+    }
+    if let Some(w) = logging::init(&logging::filter_text(&cmdline, &init.log), true) {
+        marker::warn(w);
+    }
+    tracing::info!(hostname = %init.hostname, debug_shell = init.debug_shell, "stage 2 starting");
     if let Err(e) = sys::set_hostname(&init.hostname) {
         marker::warn(format!("{e:#}"));
     }

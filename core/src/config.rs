@@ -92,6 +92,51 @@ pub struct InitConfig {
     /// Start a root shell on the console (development images only).
     #[serde(default)]
     pub debug_shell: bool,
+    /// Log levels and the size cap of `/data/slate/log/`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How much the device logs, and how much of it it keeps on `/data`.
+///
+/// Every file in `/data/slate/log/` (one per service, `init.log` for PID 1, `stage1.log`) is
+/// rotated once it reaches half of `max_mib`, keeping one older generation, so each log holds
+/// at most `max_mib` and a chatty service can never fill `/data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Which events are kept: a level (`info`), or `target=level` pairs after it
+    /// (`info,slate_agent::install=debug`), as `RUST_LOG` reads them. The kernel command line's
+    /// `slate.log=` overrides it for one boot.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+    /// MiB one log file may take on `/data`, its rotated generation included.
+    #[serde(default = "default_log_max_mib")]
+    pub max_mib: u64,
+}
+
+fn default_log_filter() -> String {
+    "info".into()
+}
+
+fn default_log_max_mib() -> u64 {
+    8
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            filter: default_log_filter(),
+            max_mib: default_log_max_mib(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Bytes one log file may take, its rotated generation included.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// When a supervised service is restarted.

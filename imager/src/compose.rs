@@ -239,6 +239,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     let init = InitConfig {
         hostname: spec.hostname.clone(),
         debug_shell: spec.debug_shell,
+        log: spec.log.clone(),
     };
     tree.insert(
         &ip(&format!("/{}", paths::INIT)),

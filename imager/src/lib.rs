@@ -29,5 +29,6 @@ pub mod provenance;
 pub mod push;
 pub mod spec;
 pub mod squashfs;
+pub mod timings;
 pub mod tools;
 pub mod tree;

@@ -63,6 +63,9 @@ enum Command {
         /// Trust file to bake in at /etc/slate/trust.toml (overrides the spec).
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
+        /// Print each build stage's wall and CPU time at the end.
+        #[arg(long)]
+        timings: bool,
     },
     /// Write a disk image to a device or file: only mapped blocks, each checked by sha256.
     Flash {
@@ -195,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
             boards,
             agent_dir,
             trust,
+            timings,
         } => {
             let opts = BuildOptions {
                 spec,
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
                 boards,
                 agent_dir,
                 trust,
+                timings,
             };
             let started = std::time::Instant::now();
             let report = build::build(&opts)?;
@@ -388,7 +393,27 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Structured logs on stderr: quiet (`warn`) unless `SLATE_LOG` asks for more, in `RUST_LOG`'s
+/// syntax (`SLATE_LOG=info` shows every build stage with its wall and CPU time).
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let text = std::env::var("SLATE_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = text
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_else(|e| {
+            eprintln!("warning: SLATE_LOG={text:?}: {e}; logging at warn");
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+        });
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+}
+
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -112,6 +112,10 @@ pub struct ImageSpec {
     /// Start a root shell on the serial console (development images).
     #[serde(default)]
     pub debug_shell: bool,
+    /// Device log levels and the cap of `/data/slate/log/` (`[log] filter = "info"`,
+    /// `max_mib = 8`).
+    #[serde(default)]
+    pub log: slate_core::config::LogConfig,
     /// Folders copied into the root as they are (modes kept, owner root).
     #[serde(default)]
     pub overlays: Vec<PathBuf>,

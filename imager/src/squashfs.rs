@@ -3,13 +3,192 @@
 //!
 //! `backhand` writes deterministically given the same nodes in the same order; the tree gives
 //! sorted paths and fixed timestamps, so the same tree makes the same bytes.
+//!
+//! backhand compresses one data block at a time as it writes. To use every core, the blocks of
+//! every file that spans whole blocks are compressed first, in parallel, with the very call
+//! backhand makes (`zstd::bulk::Compressor` at the same level); backhand's compressor is then a
+//! [`Precompressed`] one that answers those blocks from memory and compresses everything else
+//! (fragments, metadata) itself. The bytes written are the same either way (a test compares).
 
 use crate::tree::{Content, Kind, Tree};
-use anyhow::{anyhow, Result};
-use backhand::compression::Compressor;
-use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
+use anyhow::{anyhow, Context, Result};
+use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
+use backhand::{BackhandError, FilesystemCompressor, FilesystemWriter, NodeHeader};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// backhand's data block size (its default, which Slate keeps).
+const BLOCK_SIZE: usize = backhand::DEFAULT_BLOCK_SIZE as usize;
+/// zstd levels a spec may ask for.
+const LEVELS: usize = 22;
+
+/// A compressor that answers blocks compressed ahead of time, one per zstd level (backhand needs
+/// a `&'static` compressor and does not say the level to it).
+struct Precompressed {
+    level: i32,
+    blocks: Mutex<BTreeMap<[u8; 32], Arc<Vec<u8>>>>,
+    /// Builds using this level right now; the blocks are dropped when the last one ends.
+    users: AtomicUsize,
+    /// Blocks answered from memory (a test checks the parallel path is taken).
+    hits: AtomicUsize,
+}
+
+static PRECOMPRESSED: [Precompressed; LEVELS] = {
+    const fn at(level: i32) -> Precompressed {
+        Precompressed {
+            level,
+            blocks: Mutex::new(BTreeMap::new()),
+            users: AtomicUsize::new(0),
+            hits: AtomicUsize::new(0),
+        }
+    }
+    [
+        at(1),
+        at(2),
+        at(3),
+        at(4),
+        at(5),
+        at(6),
+        at(7),
+        at(8),
+        at(9),
+        at(10),
+        at(11),
+        at(12),
+        at(13),
+        at(14),
+        at(15),
+        at(16),
+        at(17),
+        at(18),
+        at(19),
+        at(20),
+        at(21),
+        at(22),
+    ]
+};
+
+impl Precompressed {
+    fn blocks(&self) -> std::sync::MutexGuard<'_, BTreeMap<[u8; 32], Arc<Vec<u8>>>> {
+        self.blocks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What backhand's own zstd compressor returns for `bytes`.
+    fn compress_now(&self, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut c = zstd::bulk::Compressor::new(self.level)?;
+        let mut buf = Vec::with_capacity(zstd::zstd_safe::compress_bound(bytes.len()));
+        c.compress_to_buffer(bytes, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+impl CompressionAction for Precompressed {
+    type Error = BackhandError;
+    type Compressor = Compressor;
+    type FilesystemCompressor = FilesystemCompressor;
+    type SuperBlock = backhand::SuperBlock;
+
+    fn decompress(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        compressor: Compressor,
+    ) -> Result<(), BackhandError> {
+        DefaultCompressor.decompress(bytes, out, compressor)
+    }
+
+    fn compress(
+        &self,
+        bytes: &[u8],
+        fc: FilesystemCompressor,
+        block_size: u32,
+    ) -> Result<Vec<u8>, BackhandError> {
+        // Data blocks are found by content; fragments and metadata are not there and are
+        // compressed here, as backhand would.
+        if bytes.len() <= BLOCK_SIZE {
+            let key: [u8; 32] = Sha256::digest(bytes).into();
+            if let Some(b) = self.blocks().get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(b.as_ref().clone());
+            }
+        }
+        DefaultCompressor.compress(bytes, fc, block_size)
+    }
+
+    fn compression_options(
+        &self,
+        superblock: &mut backhand::SuperBlock,
+        kind: &backhand::kind::Kind,
+        fc: FilesystemCompressor,
+    ) -> Result<Option<Vec<u8>>, BackhandError> {
+        DefaultCompressor.compression_options(superblock, kind, fc)
+    }
+}
+
+/// Compresses, on `threads` threads, every block backhand will compress as a data block: all
+/// blocks of files of at least one block (the last, shorter one too), except all-zero blocks,
+/// which backhand stores as holes.
+fn precompress(tree: &Tree, p: &'static Precompressed, threads: usize) -> Result<()> {
+    let files: Vec<&Content> = tree
+        .iter()
+        .filter_map(|(_, n)| match &n.kind {
+            Kind::File(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(c) = files.get(i) else { return };
+                let result = c
+                    .read()
+                    .context("reading a file of the tree")
+                    .and_then(|data| {
+                        if data.len() < BLOCK_SIZE {
+                            return Ok(());
+                        }
+                        for chunk in data.chunks(BLOCK_SIZE) {
+                            if chunk.iter().all(|&b| b == 0) {
+                                continue;
+                            }
+                            let key: [u8; 32] = Sha256::digest(chunk).into();
+                            if p.blocks().contains_key(&key) {
+                                continue;
+                            }
+                            let compressed = p.compress_now(chunk).context("zstd")?;
+                            p.blocks().insert(key, Arc::new(compressed));
+                        }
+                        Ok(())
+                    });
+                if let Err(e) = result {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return;
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Holds a level's precompressed blocks for one build and drops them after the last one.
+struct Using(&'static Precompressed);
+
+impl Drop for Using {
+    fn drop(&mut self) {
+        if self.0.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.blocks().clear();
+        }
+    }
+}
 
 /// Bytes shared with backhand without copying.
 struct Shared(Arc<Vec<u8>>);
@@ -20,9 +199,30 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
-/// Writes `tree` to `out` (at its current position 0) and returns the padded size in bytes.
-pub fn write<W: Write + Seek>(tree: &Tree, mtime: u32, level: u32, mut out: W) -> Result<u64> {
+/// Writes `tree` to `out` (at its current position 0) and returns the padded size in bytes,
+/// compressing data blocks on `threads` threads (1: backhand's own single-threaded path).
+pub fn write<W: Write + Seek>(
+    tree: &Tree,
+    mtime: u32,
+    level: u32,
+    threads: usize,
+    mut out: W,
+) -> Result<u64> {
     let mut fs = FilesystemWriter::default();
+    let _using = if threads > 1 {
+        let p = usize::try_from(level)
+            .ok()
+            .and_then(|l| l.checked_sub(1))
+            .and_then(|i| PRECOMPRESSED.get(i))
+            .with_context(|| format!("zstd level {level} is not in 1..={LEVELS}"))?;
+        p.users.fetch_add(1, Ordering::SeqCst);
+        let using = Using(p);
+        precompress(tree, p, threads)?;
+        fs.set_kind(backhand::kind::Kind::new_v4(p));
+        Some(using)
+    } else {
+        None
+    };
     fs.set_time(mtime);
     let options = backhand::compression::CompressionOptions::Zstd(backhand::compression::Zstd {
         compression_level: level,
@@ -66,4 +266,51 @@ pub fn write<W: Write + Seek>(tree: &Tree, mtime: u32, level: u32, mut out: W) -
     }
     out.flush()?;
     Ok(padded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ImagePath;
+    use crate::tree::Node;
+
+    /// Files of one, several and partial blocks, a zero block and a duplicate: the parallel
+    /// path must write exactly the bytes backhand's own path writes.
+    #[test]
+    fn parallel_compression_writes_the_same_bytes() {
+        let mut tree = Tree::default();
+        let p = |s: &str| ImagePath::new(s).unwrap();
+        tree.insert(&p("/d"), Node::dir(0o755)).unwrap();
+        let noisy: Vec<u8> = (0..BLOCK_SIZE * 3 + 1234)
+            .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] & 0x3f)
+            .collect();
+        let mut zeros_inside = noisy.clone();
+        zeros_inside[BLOCK_SIZE..2 * BLOCK_SIZE].fill(0);
+        tree.insert(&p("/d/a"), Node::bytes(noisy.clone(), 0o644))
+            .unwrap();
+        tree.insert(&p("/d/b"), Node::bytes(zeros_inside, 0o644))
+            .unwrap();
+        tree.insert(&p("/d/dup"), Node::bytes(noisy, 0o644))
+            .unwrap();
+        tree.insert(&p("/d/small"), Node::bytes(b"small".to_vec(), 0o644))
+            .unwrap();
+        tree.insert(&p("/d/exact"), Node::bytes(vec![7u8; BLOCK_SIZE], 0o644))
+            .unwrap();
+        let write_with = |threads| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            write(&tree, 1_700_000_000, 15, threads, &mut out).unwrap();
+            out.into_inner()
+        };
+        let serial = write_with(1);
+        let hits = PRECOMPRESSED[14].hits.load(Ordering::Relaxed);
+        assert_eq!(write_with(4), serial);
+        // a: 4 blocks, b: 3 (one is a hole), dup: 4 (written, then found a duplicate), exact: 1.
+        let got = PRECOMPRESSED[14].hits.load(Ordering::Relaxed) - hits;
+        assert!(got >= 12, "{got} hits");
+        assert_eq!(write_with(2), serial);
+        assert!(
+            PRECOMPRESSED[14].blocks().is_empty(),
+            "blocks kept after the build"
+        );
+    }
 }

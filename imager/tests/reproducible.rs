@@ -100,3 +100,44 @@ fn building_needs_no_root() {
     }
     sgdisk_verify(&work.join("out/disk.img"));
 }
+
+/// A build that reuses the extraction cache (kernel package contents, compressed initramfs)
+/// writes the same bytes as one that starts from the packages alone.
+#[test]
+fn a_cached_build_is_byte_identical_to_a_cold_one() {
+    let tmp = tempdir();
+    let debs = tmp.path().join("debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    for e in std::fs::read_dir(workspace().join(".cache/debs")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), debs.join(e.file_name())).unwrap();
+        }
+    }
+    let spec = data().join("spec/image.toml");
+    let build = |out: &std::path::Path| {
+        ok(&mut build_cmd_with_debs(&spec, out, &debs));
+    };
+    let (cold, warm) = (tmp.path().join("cold"), tmp.path().join("warm"));
+    assert!(!debs.join("extracted").exists());
+    build(&cold);
+    assert!(
+        debs.join("extracted").is_dir(),
+        "the cold build left no extraction cache"
+    );
+    build(&warm);
+    for f in [
+        "disk.img",
+        "rootfs.img",
+        "initrd.img",
+        "vmlinuz",
+        "disk.img.bmap",
+        "build.toml",
+    ] {
+        assert_eq!(
+            sha256sum(&cold.join(f)),
+            sha256sum(&warm.join(f)),
+            "{f} differs between a cold and a cached build"
+        );
+    }
+}

@@ -46,7 +46,11 @@ pub fn slate() -> Command {
 
 /// `slate build` of `spec` into `out` with the test board folder, deb cache and fake agent.
 pub fn build_cmd(spec: &Path, out: &Path) -> Command {
-    let cache = workspace().join(".cache/debs");
+    build_cmd_with_debs(spec, out, &workspace().join(".cache/debs"))
+}
+
+/// [`build_cmd`] with another deb cache folder.
+pub fn build_cmd_with_debs(spec: &Path, out: &Path, cache: &Path) -> Command {
     assert!(
         cache.join("index.toml").is_file(),
         "the deb cache {} is empty: run `cargo xtask deps` first",

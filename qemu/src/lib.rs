@@ -10,12 +10,17 @@
 //! QEMU when dropped (also on a test panic)
 //! and QEMU dies with the thread that started it, so no process outlives its test.
 
+mod config;
+mod limit;
+mod machine;
 mod nbd;
 mod serial;
 mod snapshot;
 mod vm;
 
+pub use config::VmConfig;
+pub use machine::{Accel, Firmware};
 pub use nbd::{Loss, NbdDisk};
 pub use serial::Line;
 pub use snapshot::Snapshot;
-pub use vm::{Accel, Firmware, Vm, VmConfig};
+pub use vm::Vm;

@@ -10,7 +10,7 @@
 //! folder: `migrate "exec:cat > <file>"` returns when the migration has ended and the machine
 //! has stopped.
 
-use crate::vm::Accel;
+use crate::machine::Accel;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -1,159 +1,20 @@
 //! Starting, watching and stopping one QEMU virtual machine.
 #![allow(unsafe_code)]
 
+use crate::config::VmConfig;
+use crate::limit::SlotGuard;
+use crate::machine::{
+    free_port, kvm_usable, requested_accel, Accel, Firmware, KVM_BROKEN, KVM_PROBE,
+};
 use crate::serial::{Line, Serial};
 use crate::snapshot::{self, Snapshot};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// UEFI firmware files (Debian's `ovmf` package).
-#[derive(Debug, Clone)]
-pub struct Firmware {
-    /// Read-only code.
-    pub code: PathBuf,
-    /// Variable store template; each VM gets a copy.
-    pub vars: PathBuf,
-}
-
-impl Firmware {
-    /// Finds OVMF (4 MiB build first).
-    pub fn find() -> Result<Firmware> {
-        for (code, vars) in [
-            (
-                "/usr/share/OVMF/OVMF_CODE_4M.fd",
-                "/usr/share/OVMF/OVMF_VARS_4M.fd",
-            ),
-            (
-                "/usr/share/OVMF/OVMF_CODE.fd",
-                "/usr/share/OVMF/OVMF_VARS.fd",
-            ),
-        ] {
-            if Path::new(code).is_file() && Path::new(vars).is_file() {
-                return Ok(Firmware {
-                    code: code.into(),
-                    vars: vars.into(),
-                });
-            }
-        }
-        bail!("OVMF firmware not found in /usr/share/OVMF: install the Debian package ovmf (`cargo xtask deps`)")
-    }
-}
-
-/// Accelerator QEMU runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    /// Hardware virtualisation.
-    Kvm,
-    /// Software emulation (always works; ~10 s per boot here).
-    Tcg,
-}
-
-impl Accel {
-    fn name(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
-
-/// Set once KVM failed to run OVMF in this process, so later VMs go straight to TCG.
-static KVM_BROKEN: AtomicBool = AtomicBool::new(false);
-/// How long a KVM guest may stay silent before the harness decides KVM cannot run OVMF.
-const KVM_PROBE: Duration = Duration::from_secs(8);
-
-/// What to boot and how.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    /// Disk image (used in place; copy it first to keep the original).
-    pub disk: PathBuf,
-    /// Folder for the VM's variable store and serial log.
-    pub work_dir: PathBuf,
-    /// Guest memory.
-    pub memory_mib: u32,
-    /// Guest TCP port to forward from a free 127.0.0.1 port (the agent's).
-    pub guest_port: Option<u16>,
-    /// `opt/slate/<key>` fw_cfg strings.
-    pub fw_cfg: Vec<(String, String)>,
-    /// Add an i6300esb watchdog that resets the guest.
-    pub watchdog: bool,
-    /// Exit QEMU instead of rebooting the guest.
-    pub no_reboot: bool,
-    /// Serial on the terminal as well (for `cargo xtask qemu`).
-    pub echo: bool,
-    /// Serve the disk through an NBD server with a volatile write cache: unflushed writes are
-    /// lost at a power cut, as `loss` says.
-    pub volatile_cache: Option<crate::nbd::Loss>,
-    /// Give QEMU the terminal itself (stdin and stdout, `-serial mon:stdio`); nothing is
-    /// captured, so waits and `shell` do not work.
-    pub interactive: bool,
-    /// Resume this saved machine instead of booting (`disk` must be a copy of its disk).
-    pub resume: Option<Snapshot>,
-}
-
-impl VmConfig {
-    /// Defaults for a disk: 512 MiB, agent port 8080 forwarded, watchdog on.
-    pub fn new(disk: &Path, work_dir: &Path) -> VmConfig {
-        VmConfig {
-            disk: disk.to_path_buf(),
-            work_dir: work_dir.to_path_buf(),
-            memory_mib: 512,
-            guest_port: Some(8080),
-            fw_cfg: Vec::new(),
-            watchdog: true,
-            no_reboot: false,
-            echo: false,
-            interactive: false,
-            volatile_cache: None,
-            resume: None,
-        }
-    }
-}
-
-/// Limits how many VMs run at once in one process (TCG is CPU-bound).
-struct Slots {
-    used: Mutex<usize>,
-    cv: Condvar,
-}
-
-static SLOTS: Slots = Slots {
-    used: Mutex::new(0),
-    cv: Condvar::new(),
-};
-
-fn max_parallel() -> usize {
-    std::env::var("SLATE_QEMU_PARALLEL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(2)
-}
-
-struct SlotGuard;
-
-impl SlotGuard {
-    fn take() -> SlotGuard {
-        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used >= max_parallel() {
-            used = SLOTS.cv.wait(used).unwrap_or_else(|p| p.into_inner());
-        }
-        *used += 1;
-        SlotGuard
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let mut used = SLOTS.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used -= 1;
-        SLOTS.cv.notify_one();
-    }
-}
 
 /// A running virtual machine.
 pub struct Vm {
@@ -172,29 +33,6 @@ pub struct Vm {
     /// QEMU's HMP monitor socket (None in interactive mode, where it is on the terminal).
     monitor: Option<PathBuf>,
     _slot: SlotGuard,
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn requested_accel() -> Result<Option<Accel>> {
-    match std::env::var("SLATE_ACCEL").as_deref() {
-        Ok("kvm") => Ok(Some(Accel::Kvm)),
-        Ok("tcg") => Ok(Some(Accel::Tcg)),
-        Ok("auto") | Ok("") | Err(_) => Ok(None),
-        Ok(other) => bail!("SLATE_ACCEL={other:?}: expected kvm, tcg or auto"),
-    }
-}
-
-fn kvm_usable() -> bool {
-    !KVM_BROKEN.load(Ordering::Relaxed)
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_ok()
 }
 
 impl Vm {

@@ -163,6 +163,7 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
         .join("target/e2e-images")
         .join(format!("{version}-{variant:?}"));
     let opts = BuildOptions {
+        timings: false,
         spec,
         board: Some("qemu-x86_64".into()),
         version: Some(version.parse().expect("test version")),

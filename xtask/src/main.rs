@@ -8,8 +8,10 @@ mod bench;
 mod deps;
 mod fuzz;
 mod gauntlet;
+mod images;
 mod qemu;
 mod soak;
+mod timeline;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};

@@ -1,46 +1,9 @@
 //! `cargo xtask qemu`: build the image if needed and boot it, interactively or headless.
 
-use crate::root;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use slate_qemu::{Vm, VmConfig};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
-
-/// Newest modification time of any file under `p`.
-fn newest(p: &Path) -> SystemTime {
-    let mut t = std::fs::metadata(p)
-        .and_then(|m| m.modified())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    if let Ok(dir) = std::fs::read_dir(p) {
-        for e in dir.flatten() {
-            t = t.max(newest(&e.path()));
-        }
-    }
-    t
-}
-
-/// The image folder for `board`, rebuilt when missing, asked for, or older than its inputs.
-pub fn ensure_image(spec: &Path, board: &str, rebuild: bool) -> Result<PathBuf> {
-    let out = root().join("out").join(board);
-    let report = out.join("build.toml");
-    let built = std::fs::metadata(&report).and_then(|m| m.modified()).ok();
-    let inputs = [
-        spec.parent().unwrap_or(Path::new(".")).to_path_buf(),
-        root().join("boards"),
-        root().join("agent/src"),
-        root().join("core/src"),
-        root().join("imager/src"),
-    ];
-    let stale = match built {
-        None => true,
-        Some(b) => inputs.iter().any(|i| newest(i) > b),
-    };
-    if rebuild || stale {
-        crate::deps::deps(true).context("fetching packages (cargo xtask deps)")?;
-        crate::image(board, spec)?;
-    }
-    Ok(out)
-}
+use std::path::Path;
+use std::time::Duration;
 
 /// Runs `cargo xtask qemu`.
 pub fn qemu(
@@ -51,7 +14,7 @@ pub fn qemu(
     until: Option<&str>,
     timeout: u64,
 ) -> Result<()> {
-    let out = ensure_image(spec, board, rebuild)?;
+    let out = crate::images::ensure_image(spec, board, rebuild)?;
     let run = out.join("run");
     std::fs::create_dir_all(&run)?;
     let disk = run.join("disk.img");
@@ -98,7 +61,7 @@ pub fn qemu(
         0,
         budget,
     );
-    let timings = crate::bench::boot_timings(&vm);
+    let timings = crate::timeline::boot_timings(&vm);
     match result {
         Ok((0, line)) => {
             println!("{}", line.text);

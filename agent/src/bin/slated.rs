@@ -124,6 +124,12 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
             )
         }
         Err(InstallError::Refused(why)) => {
+            tracing::info!(
+                kind = why.kind(),
+                status = why.http_status(),
+                stalled,
+                "upload refused"
+            );
             let why = if stalled {
                 Refusal::Stalled {
                     seconds: UPLOAD_STALL.as_secs(),
@@ -166,6 +172,7 @@ async fn handle(
     agent: Arc<Agent>,
 ) -> Result<Resp, std::convert::Infallible> {
     let path = req.uri().path().to_string();
+    tracing::debug!(method = %req.method(), path = %path, "request");
     if req.method() == Method::POST && !authorized(&req, &agent) {
         return Ok(json(
             StatusCode::UNAUTHORIZED,
@@ -285,8 +292,30 @@ fn install_cli(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Logs to stdout (stage 2 keeps slated's output in /data/slate/log/slated.log) at the level
+/// the image or the kernel command line asks for.
+fn init_logging() {
+    let init: slate_core::config::InitConfig =
+        std::fs::read_to_string(format!("/{}", slate_core::config::paths::INIT))
+            .ok()
+            .and_then(|t| toml::from_str(&t).ok())
+            .unwrap_or(slate_core::config::InitConfig {
+                hostname: String::new(),
+                debug_shell: false,
+                log: Default::default(),
+            });
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let filter = slate_agent::logging::filter_text(&cmdline, &init.log);
+    if let Some(w) = slate_agent::logging::init(&filter, false) {
+        marker::warn(w);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if !matches!(args.first().map(String::as_str), Some("--help" | "-h")) {
+        init_logging();
+    }
     let result = match args.first().map(String::as_str) {
         Some("install") => install_cli(&args[1..]),
         Some("--help") | Some("-h") => {

@@ -1,0 +1,30 @@
+//! Update manifests (`manifest.toml`), their signatures (`manifest.sig`) and the device's trust
+//! file (`/etc/slate/trust.toml`) (DESIGN §7).
+//!
+//! ```text
+//! manifest.toml   format = 1, product, board, version, security_epoch, created, [expires],
+//!                 options (kernel command line), [[artifact]] name size sha256 [verity]
+//! manifest.sig    [[signature]] key_id (16 hex), signature (128 hex: ed25519 over the exact
+//!                 bytes of manifest.toml)
+//! trust.toml      threshold = k, [[key]] id, public_key (64 hex)
+//! ```
+//! Limits: a manifest is at most 64 KiB and a signature file 16 KiB; both are read whole and
+//! only after the signature is checked does anything else of a bundle get read.
+//! Verification follows the numbered steps of [`Verifier::verify`].
+
+mod error;
+mod format;
+mod signatures;
+mod trust;
+mod verify;
+
+pub use error::ManifestError;
+pub use format::{
+    Artifact, Manifest, ARTIFACTS, FORMAT, MAX_BOOT_ARTIFACT, MAX_MANIFEST, MAX_SIGNATURES,
+};
+pub use signatures::{key_id, SignatureEntry, Signatures};
+pub use trust::{Trust, TrustedKey};
+pub use verify::{DeviceFacts, Verifier};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! Manifest, signature and trust tests.
+
+use super::*;
+use crate::digest::Digest32;
+use crate::verity::VerityInfo;
+use ed25519_dalek::{Signer, SigningKey};
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn trust(keys: &[&SigningKey], threshold: usize) -> Trust {
+    Trust {
+        threshold,
+        keys: keys
+            .iter()
+            .map(|k| TrustedKey {
+                id: key_id(&k.verifying_key()),
+                public_key: hex::encode(k.verifying_key().as_bytes()),
+            })
+            .collect(),
+    }
+}
+
+fn manifest(version: &str) -> Manifest {
+    let verity = VerityInfo::new(Digest32([0xab; 32]), vec![0; 32], 10, 40960).unwrap();
+    let size = verity.image_size();
+    Manifest {
+        format: FORMAT,
+        product: "p".into(),
+        board: "b".into(),
+        version: version.parse().unwrap(),
+        security_epoch: 1,
+        created: 100,
+        expires: Some(1000),
+        options: "console=ttyS0".into(),
+        artifacts: vec![
+            Artifact {
+                name: "rootfs.img".into(),
+                size,
+                sha256: Digest32([0x00; 32]),
+                verity: Some(verity),
+            },
+            Artifact {
+                name: "vmlinuz".into(),
+                size: 1,
+                sha256: Digest32([0xcd; 32]),
+                verity: None,
+            },
+            Artifact {
+                name: "initrd.img".into(),
+                size: 1,
+                sha256: Digest32([0x22; 32]),
+                verity: None,
+            },
+        ],
+    }
+}
+
+fn sign(bytes: &[u8], keys: &[&SigningKey]) -> Signatures {
+    Signatures {
+        signatures: keys
+            .iter()
+            .map(|k| SignatureEntry {
+                key_id: key_id(&k.verifying_key()),
+                signature: hex::encode(k.sign(bytes).to_bytes()),
+            })
+            .collect(),
+    }
+}
+
+fn device() -> DeviceFacts {
+    DeviceFacts {
+        product: "p".into(),
+        board: "b".into(),
+        version: "1.0.0".parse().unwrap(),
+        security_epoch: 1,
+        failed_versions: vec![],
+        now: 500,
+    }
+}
+
+#[test]
+fn manifest_round_trips() {
+    let m = manifest("1.1.0");
+    assert_eq!(Manifest::parse(&m.to_bytes()).unwrap(), m);
+}
+
+#[test]
+fn good_bundle_passes_and_each_rule_refuses() {
+    let (a, b, c) = (key(1), key(2), key(3));
+    let t = trust(&[&a, &b], 2);
+    let v = Verifier { trust: &t };
+    let bytes = manifest("1.1.0").to_bytes();
+    assert!(v
+        .verify(&bytes, &sign(&bytes, &[&a, &b]), &device(), false)
+        .is_ok());
+    // Too few, unknown key, same key twice.
+    assert!(matches!(
+        v.verify(&bytes, &sign(&bytes, &[&a]), &device(), false),
+        Err(ManifestError::Threshold { good: 1, .. })
+    ));
+    assert!(matches!(
+        v.verify(&bytes, &sign(&bytes, &[&a, &c]), &device(), false),
+        Err(ManifestError::Threshold { .. })
+    ));
+    assert!(matches!(
+        v.verify(&bytes, &sign(&bytes, &[&a, &a]), &device(), false),
+        Err(ManifestError::Threshold { good: 1, .. })
+    ));
+    // One flipped byte in the signed manifest.
+    let mut bad = bytes.clone();
+    bad[10] ^= 1;
+    assert!(matches!(
+        v.verify(&bad, &sign(&bytes, &[&a, &b]), &device(), false),
+        Err(ManifestError::Threshold { good: 0, .. })
+    ));
+    let check = |m: Manifest, d: DeviceFacts| {
+        let bytes = m.to_bytes();
+        v.verify(&bytes, &sign(&bytes, &[&a, &b]), &d, false)
+    };
+    let mut m = manifest("1.1.0");
+    m.product = "other".into();
+    assert!(matches!(
+        check(m, device()),
+        Err(ManifestError::Incompatible {
+            what: "product",
+            ..
+        })
+    ));
+    let mut m = manifest("1.1.0");
+    m.board = "other".into();
+    assert!(matches!(
+        check(m, device()),
+        Err(ManifestError::Incompatible { what: "board", .. })
+    ));
+    assert!(matches!(
+        check(manifest("1.0.0"), device()),
+        Err(ManifestError::NotNewer { .. })
+    ));
+    let mut d = device();
+    d.security_epoch = 2;
+    assert!(matches!(
+        check(manifest("1.1.0"), d),
+        Err(ManifestError::Epoch { .. })
+    ));
+    let mut d = device();
+    d.now = 1000;
+    assert!(matches!(
+        check(manifest("1.1.0"), d),
+        Err(ManifestError::Expired { .. })
+    ));
+    let mut d = device();
+    d.failed_versions = vec!["1.1.0".parse().unwrap()];
+    assert!(matches!(
+        check(manifest("1.1.0"), d),
+        Err(ManifestError::PreviouslyFailed(_))
+    ));
+}
+
+#[test]
+fn malformed_manifests_are_refused() {
+    assert!(matches!(
+        Manifest::parse(b"format = 2\n"),
+        Err(ManifestError::Format(2))
+    ));
+    assert!(matches!(
+        Manifest::parse(b"format = \"one\"\n"),
+        Err(ManifestError::Parse { .. })
+    ));
+    assert!(matches!(
+        Manifest::parse(&[0xff, 0xfe]),
+        Err(ManifestError::Parse { .. })
+    ));
+    assert!(matches!(
+        Manifest::parse(&vec![b'#'; 70_000]),
+        Err(ManifestError::TooLarge { .. })
+    ));
+    let mut m = manifest("1.1.0");
+    m.artifacts.swap(1, 2);
+    assert!(matches!(
+        Manifest::parse(&m.to_bytes()),
+        Err(ManifestError::Artifacts(_))
+    ));
+    let mut m = manifest("1.1.0");
+    m.artifacts[0].size += 4096;
+    assert!(matches!(
+        Manifest::parse(&m.to_bytes()),
+        Err(ManifestError::Artifacts(_))
+    ));
+    let mut m = manifest("1.1.0");
+    m.options = "slate.slot=a".into();
+    assert!(matches!(
+        Manifest::parse(&m.to_bytes()),
+        Err(ManifestError::Artifacts(_))
+    ));
+}
+
+/// Digests are parsed while the manifest is read, so a bad one is refused before a device
+/// writes anything (an upper-case sha256 used to pass here and fail after the slot was
+/// written).
+#[test]
+fn upper_case_or_malformed_digests_are_refused_at_parse_time() {
+    let text = String::from_utf8(manifest("1.1.0").to_bytes()).unwrap();
+    let good = "cd".repeat(32);
+    assert!(text.contains(&good));
+    for bad in [
+        good.to_uppercase(),
+        "cd".repeat(31),
+        format!("{}zz", "cd".repeat(31)),
+    ] {
+        let err = Manifest::parse(text.replace(&good, &bad).as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, ManifestError::Parse { why, .. } if why.contains("hex") || why.contains("64")),
+            "{bad}: {err}"
+        );
+    }
+    let root = "ab".repeat(32);
+    assert!(text.contains(&root));
+    let err = Manifest::parse(text.replace(&root, &root.to_uppercase()).as_bytes());
+    assert!(matches!(err, Err(ManifestError::Parse { .. })), "{err:?}");
+}
+
+#[test]
+fn trust_files_are_checked() {
+    let a = key(1);
+    let mut t = trust(&[&a], 1);
+    assert!(Trust::parse(&toml::to_string(&t).unwrap()).is_ok());
+    t.threshold = 2;
+    assert!(Trust::parse(&toml::to_string(&t).unwrap()).is_err());
+    t.threshold = 1;
+    t.keys[0].id = "0000000000000000".into();
+    assert!(Trust::parse(&toml::to_string(&t).unwrap()).is_err());
+}

@@ -1,0 +1,392 @@
+//! `slate build`: spec + board + packages → `rootfs.img`, `vmlinuz`, `initrd.img`, `disk.img`,
+//! `disk.img.bmap` and `build.toml`.
+//!
+//! Order: parse and validate everything (pure), resolve packages and binaries (I/O, read-only),
+//! then write into `<out>.partial/` and rename it into place only when every output is done, so
+//! a failed build never leaves a half-written output folder.
+
+//!
+//! ```text
+//! mod.rs     options, inputs (spec, board, packages, binaries), the order of the stages
+//! root.rs    rootfs.img: squashfs on every core, dm-verity tree
+//! boot.rs    initramfs, kernel command line, the ESP's files
+//! disk.rs    ESP image, data ext4, disk.img, disk.img.bmap
+//! report.rs  build.toml
+//! ```
+//! Stages that do not depend on each other overlap: the initramfs and the data partition are
+//! made on their own threads while the root image is compressed.
+
+mod boot;
+mod disk;
+mod report;
+mod root;
+
+pub use report::{
+    BootReport, DiskReport, ImageReport, OutputReport, Report, VerityReport, OUTPUTS,
+};
+
+use crate::agentbin;
+use crate::board::LoadedBoard;
+use crate::compose::{self, RootInputs};
+use crate::deb::DebCache;
+use crate::error::BuildError;
+use crate::kernel;
+use crate::progress::Progress;
+use crate::provenance::{sha256_hex, DebUsed, Provenance};
+use crate::spec::LoadedSpec;
+use crate::timings::Timings;
+use crate::tools;
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use slate_core::layout;
+use slate_core::Version;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// First line of every build report; how `slate build` recognises a previous output folder.
+pub const REPORT_MAGIC: &str = "# Slate build report";
+/// Timestamp used when `SOURCE_DATE_EPOCH` is not set: 1980-01-01, the earliest FAT can store.
+pub const DEFAULT_EPOCH: i64 = 315_532_800;
+/// Folder of the deb cache that keeps what builds extracted from packages, by package sha256.
+pub const EXTRACTED: &str = "extracted";
+/// What `slate build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Image spec file.
+    pub spec: PathBuf,
+    /// Board name (default: the spec's).
+    pub board: Option<String>,
+    /// Version (default: the spec's).
+    pub version: Option<Version>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Replace an output folder that is not a previous build.
+    pub force: bool,
+    /// No progress output.
+    pub quiet: bool,
+    /// Print each stage's wall and CPU time when done (`--timings`).
+    pub timings: bool,
+    /// Deb cache folder (default: `.cache/debs` of the workspace).
+    pub debs: Option<PathBuf>,
+    /// Boards folder (default: `boards/` beside the spec's folder, or of the workspace).
+    pub boards: Option<PathBuf>,
+    /// Folder with prebuilt `slate-init` and `slated`.
+    pub agent_dir: Option<PathBuf>,
+    /// Trust file overriding the spec's.
+    pub trust: Option<PathBuf>,
+}
+
+/// Seeds for every derived value, from the spec's bytes, name, version and board.
+fn identity(spec: &LoadedSpec, version: &Version, board: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(&spec.bytes);
+    for part in [spec.spec.name.as_str(), &version.to_string(), board] {
+        h.update([0]);
+        h.update(part.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+fn epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|&e| e >= DEFAULT_EPOCH)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds at or after 1980-01-01 ({DEFAULT_EPOCH})")),
+        Err(_) => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// Checks the output folder before any work: empty, missing or a previous build is fine.
+fn check_out(out: &Path, force: bool) -> Result<(), BuildError> {
+    if force || !out.exists() {
+        return Ok(());
+    }
+    let is_build =
+        std::fs::read_to_string(out.join("build.toml")).is_ok_and(|t| t.starts_with(REPORT_MAGIC));
+    let is_empty = out.is_dir() && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+    if is_build || is_empty {
+        Ok(())
+    } else {
+        Err(BuildError::OutputExists {
+            path: out.to_path_buf(),
+        })
+    }
+}
+
+fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
+    let candidates = [spec_dir.join("..").join(rel), spec_dir.join(rel)];
+    for c in &candidates {
+        if c.exists() {
+            return c.clone();
+        }
+    }
+    if let Some(ws) = agentbin::find_workspace() {
+        return ws.join(rel);
+    }
+    PathBuf::from(rel)
+}
+
+/// Runs a whole build.
+pub fn build(opts: &BuildOptions) -> Result<Report> {
+    let progress = Progress::new(opts.quiet);
+    let mut t = Timings::default();
+    t.stage("inputs (spec, debs, agent)");
+    let spec = LoadedSpec::load(&opts.spec)?;
+    let version = opts
+        .version
+        .clone()
+        .unwrap_or_else(|| spec.spec.version.clone());
+    let board_name = opts
+        .board
+        .clone()
+        .unwrap_or_else(|| spec.spec.board.clone());
+    let boards_dir = opts
+        .boards
+        .clone()
+        .unwrap_or_else(|| default_dir(&spec.dir, "boards"));
+    let board = LoadedBoard::load(&boards_dir, &board_name)?;
+    check_out(&opts.out, opts.force)?;
+    let epoch = epoch()?;
+    let trust = opts
+        .trust
+        .clone()
+        .or_else(|| spec.spec.agent.trust.as_ref().map(|t| spec.resolve(t)));
+    if let Some(t) = &trust {
+        if !t.is_file() {
+            return Err(BuildError::MissingSource {
+                path: t.clone(),
+                field: "agent.trust (or --trust)".into(),
+            }
+            .into());
+        }
+    } else {
+        eprintln!("warning: no trust file (spec agent.trust or --trust): this image will refuse every update");
+    }
+    progress.step(format!(
+        "building {} {} for {}",
+        spec.spec.name, version, board_name
+    ));
+
+    // Inputs: packages and device binaries.
+    let debs_dir = opts
+        .debs
+        .clone()
+        .unwrap_or_else(|| default_dir(&spec.dir, ".cache/debs"));
+    let cache = DebCache::open(&debs_dir)?;
+    let mut prov = Provenance {
+        source_date_epoch: epoch,
+        imager: format!("slate {}", env!("CARGO_PKG_VERSION")),
+        ..Provenance::default()
+    };
+    let rel_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    prov.spec = BTreeMap::from([
+        ("file".into(), rel_name(&spec.path)),
+        ("sha256".into(), sha256_hex(&spec.bytes)),
+    ]);
+    prov.board = BTreeMap::from([
+        ("name".into(), board_name.clone()),
+        ("sha256".into(), sha256_hex(&board.bytes)),
+    ]);
+    let mut read_deb = |name: &str, role: &str| -> Result<Vec<u8>> {
+        let (rec, bytes) = cache.read(name)?;
+        prov.debs.push(DebUsed {
+            name: rec.name,
+            version: rec.version,
+            role: role.into(),
+            sha256: rec.sha256,
+        });
+        Ok(bytes)
+    };
+    let kernel_deb = read_deb(&board.board.kernel_package, "kernel")?;
+    let boot_deb = read_deb(&board.board.bootloader_package, "bootloader")?;
+    let mut packages = Vec::new();
+    for p in &spec.spec.packages {
+        packages.push((p.name.clone(), read_deb(&p.name, "rootfs")?));
+    }
+    let agent = agentbin::locate(opts.agent_dir.as_deref(), progress)?;
+    prov.tools = BTreeMap::from([
+        (
+            "mtools".into(),
+            tools::version("mformat", "mtools", "--version")?,
+        ),
+        (
+            "mkfs.ext4".into(),
+            tools::version("mkfs.ext4", "e2fsprogs", "-V")?,
+        ),
+    ]);
+
+    // Trees.
+    t.stage("compose root tree");
+    progress.step("composing the root tree");
+    let mut root = compose::root(
+        &RootInputs {
+            spec: &spec,
+            version: &version,
+            board: &board.board,
+            packages: &packages,
+            agent: &agent,
+            trust: trust.as_deref(),
+        },
+        &mut prov,
+    )?;
+    let prov_text = prov.to_toml();
+    compose::add_provenance(&mut root, &prov_text)?;
+    t.stage("kernel and modules");
+    let kernel_sha256 = cache.get(&board.board.kernel_package)?.sha256.clone();
+    let extracted = debs_dir.join(EXTRACTED);
+    let kernel = kernel::extract_cached(
+        &kernel_deb,
+        &kernel_sha256,
+        &board.board.kernel_package,
+        &board.board.modules,
+        Some(&extracted),
+    )?;
+
+    // Outputs, into a scratch folder beside the final one.
+    let partial = partial_dir(&opts.out);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing stale {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let inputs = Inputs {
+        agent: &agent,
+        dir: &partial,
+        spec: &spec,
+        version: &version,
+        board: &board,
+        root: &root,
+        kernel: &kernel,
+        boot_deb: &boot_deb,
+        epoch,
+        mtime: u32::try_from(epoch).context("SOURCE_DATE_EPOCH beyond 2106")?,
+        id: identity(&spec, &version, &board.board.name),
+        prov_text: &prov_text,
+        progress,
+        cache: Some(&extracted),
+    };
+    let result = write_outputs(&inputs, &mut t);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    if opts.out.exists() {
+        if opts.out.is_dir() {
+            std::fs::remove_dir_all(&opts.out)
+        } else {
+            std::fs::remove_file(&opts.out)
+        }
+        .with_context(|| format!("replacing {}", opts.out.display()))?;
+    }
+    std::fs::rename(&partial, &opts.out)
+        .with_context(|| format!("moving the build into {}", opts.out.display()))?;
+    t.finish();
+    if opts.timings {
+        eprint!("{}", t.table());
+    }
+    Ok(report)
+}
+
+fn partial_dir(out: &Path) -> PathBuf {
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "out".into());
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// Everything the output stages read, gathered once (instead of a dozen parameters).
+pub(crate) struct Inputs<'a> {
+    agent: &'a agentbin::AgentBinaries,
+    /// The output folder being written (`<out>.partial`).
+    dir: &'a Path,
+    spec: &'a LoadedSpec,
+    version: &'a Version,
+    board: &'a LoadedBoard,
+    root: &'a crate::tree::Tree,
+    kernel: &'a kernel::Kernel,
+    boot_deb: &'a [u8],
+    /// SOURCE_DATE_EPOCH.
+    epoch: i64,
+    /// The same, as the 32-bit mtime squashfs and cpio store.
+    mtime: u32,
+    /// Seed of every derived GUID and salt ([`identity`]).
+    id: Vec<u8>,
+    prov_text: &'a str,
+    progress: Progress,
+    /// The extraction cache (kernel package contents, compressed initramfs).
+    cache: Option<&'a Path>,
+}
+
+/// Writes every output into `inp.dir`, then `build.toml`.
+fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {
+    let b = &inp.board.board;
+    let scratch = inp.dir.join(".scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let table = layout::table(b.arch, b.disk.sizes(), &inp.id);
+    let data_img = scratch.join("data.img");
+    inp.progress.step(format!(
+        "initramfs: slate-init + {} modules for kernel {} (beside the root image)",
+        inp.kernel.modules.len(),
+        inp.kernel.release
+    ));
+    let (root, initrd, data) = std::thread::scope(|s| {
+        let initrd = s.spawn(|| boot::initramfs(inp));
+        let data = s.spawn(|| disk::data_partition(inp, &table, &data_img));
+        let root = root::write(inp, t);
+        t.stage("initramfs and data (waiting)");
+        let join = |what: &str| anyhow::anyhow!("{what}: the thread panicked");
+        (
+            root,
+            initrd.join().map_err(|_| join("initramfs")),
+            data.join().map_err(|_| join("data partition")),
+        )
+    });
+    let (root, initrd) = (root?, initrd??);
+    data??;
+    std::fs::write(inp.dir.join("initrd.img"), &initrd)?;
+    std::fs::write(inp.dir.join("vmlinuz"), &inp.kernel.vmlinuz)?;
+
+    let options = boot::options(inp);
+    let esp_files = boot::esp_files(inp, &root.info, &options, &initrd)?;
+    let disk = disk::write(inp, table, &root, &esp_files, &data_img, &scratch, t)?;
+    std::fs::remove_dir_all(&scratch)?;
+
+    t.stage("report (sha256 of outputs)");
+    let report = Report {
+        image: ImageReport {
+            name: inp.spec.spec.name.clone(),
+            version: inp.version.clone(),
+            board: b.name.clone(),
+            kernel_release: inp.kernel.release.clone(),
+        },
+        verity: VerityReport {
+            info: root.info.clone(),
+            uuid: root.uuid.to_string(),
+        },
+        boot: BootReport { options },
+        disk: DiskReport {
+            size: disk.table.total_sectors * slate_core::gpt::SECTOR,
+            guid: disk.table.disk_guid.to_string(),
+            esp_mib: b.disk.esp_mib,
+            slot_mib: b.disk.slot_mib,
+            data_mib: b.disk.data_mib,
+            mapped_bytes: disk.mapped_bytes,
+        },
+        outputs: report::hash_outputs(inp.dir)?,
+        provenance: toml::from_str(inp.prov_text).context("re-reading provenance")?,
+    };
+    report::write(inp.dir, &report)?;
+    Ok(report)
+}

@@ -1,0 +1,86 @@
+//! The machine QEMU emulates: which firmware, which accelerator (KVM when it can run OVMF,
+//! TCG otherwise, `SLATE_ACCEL` to force one), and a free host port to forward.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// UEFI firmware files (Debian's `ovmf` package).
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    /// Read-only code.
+    pub code: PathBuf,
+    /// Variable store template; each VM gets a copy.
+    pub vars: PathBuf,
+}
+
+impl Firmware {
+    /// Finds OVMF (4 MiB build first).
+    pub fn find() -> Result<Firmware> {
+        for (code, vars) in [
+            (
+                "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+            ),
+            (
+                "/usr/share/OVMF/OVMF_CODE.fd",
+                "/usr/share/OVMF/OVMF_VARS.fd",
+            ),
+        ] {
+            if Path::new(code).is_file() && Path::new(vars).is_file() {
+                return Ok(Firmware {
+                    code: code.into(),
+                    vars: vars.into(),
+                });
+            }
+        }
+        bail!("OVMF firmware not found in /usr/share/OVMF: install the Debian package ovmf (`cargo xtask deps`)")
+    }
+}
+
+/// Accelerator QEMU runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation (always works; ~10 s per boot here).
+    Tcg,
+}
+
+impl Accel {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Set once KVM failed to run OVMF in this process, so later VMs go straight to TCG.
+pub(crate) static KVM_BROKEN: AtomicBool = AtomicBool::new(false);
+/// How long a KVM guest may stay silent before the harness decides KVM cannot run OVMF.
+pub(crate) const KVM_PROBE: Duration = Duration::from_secs(8);
+
+pub(crate) fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub(crate) fn requested_accel() -> Result<Option<Accel>> {
+    match std::env::var("SLATE_ACCEL").as_deref() {
+        Ok("kvm") => Ok(Some(Accel::Kvm)),
+        Ok("tcg") => Ok(Some(Accel::Tcg)),
+        Ok("auto") | Ok("") | Err(_) => Ok(None),
+        Ok(other) => bail!("SLATE_ACCEL={other:?}: expected kvm, tcg or auto"),
+    }
+}
+
+pub(crate) fn kvm_usable() -> bool {
+    !KVM_BROKEN.load(Ordering::Relaxed)
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}

@@ -1,0 +1,110 @@
+//! `cargo xtask bench`: Slate beside the standard tools on the same input, as ratios.
+//!
+//! `imager`: `slate build` of a tree made of the kernel's modules plus busybox (~400 MiB)
+//! against the standard pipeline (dpkg-deb, cpio|zstd, mksquashfs -comp zstd, veritysetup
+//! format, mkfs.vfat + mcopy, mkfs.ext4, sgdisk, dd) at the same compression level, alternating,
+//! with wall time, CPU time and peak RSS from GNU time. Then the verity tree alone on 512 MiB
+//! against `veritysetup format`. Figures are printed, never asserted.
+
+mod boot;
+mod imager;
+mod install;
+mod verity;
+
+use crate::root;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+/// Runs `cmd` under GNU time and returns what it measured.
+pub(crate) fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
+    let report = scratch.join("time.out");
+    let mut t = Command::new("/usr/bin/time");
+    t.arg("-f")
+        .arg("%e %U %S %M")
+        .arg("-o")
+        .arg(&report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        t.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            t.env(k, v);
+        }
+    }
+    let out = t
+        .output()
+        .context("running /usr/bin/time (Debian package `time`)")?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(&report)?;
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 4 {
+        bail!("unexpected GNU time output {text:?}");
+    }
+    Ok(Sample {
+        wall: f[0],
+        cpu: f[1] + f[2],
+        rss_mib: f[3] / 1024.0,
+    })
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub(crate) fn summarize(name: &str, s: &[Sample]) -> Sample {
+    let m = Sample {
+        wall: median(s.iter().map(|x| x.wall).collect()),
+        cpu: median(s.iter().map(|x| x.cpu).collect()),
+        rss_mib: median(s.iter().map(|x| x.rss_mib).collect()),
+    };
+    println!(
+        "  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB",
+        m.wall, m.cpu, m.rss_mib
+    );
+    m
+}
+
+pub(crate) fn deb_file(requested: &str) -> Result<PathBuf> {
+    let cache = root().join(".cache/debs");
+    let index: slate_imager::deb::DebIndex = toml::from_str(
+        &std::fs::read_to_string(cache.join("index.toml"))
+            .context("no deb cache: run `cargo xtask deps`")?,
+    )?;
+    let rec = index
+        .packages
+        .iter()
+        .find(|p| p.requested == requested)
+        .with_context(|| format!("{requested} not in the deb cache"))?;
+    Ok(cache.join(&rec.file))
+}
+
+/// Runs `cargo xtask bench WHAT`.
+pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
+    match what {
+        "imager" => {
+            imager::measure(mib, rounds)?;
+            verity::measure(rounds.max(3))
+        }
+        "verity" => verity::measure(rounds.max(3)),
+        "boot" => boot::measure(rounds),
+        "install" => install::measure(),
+        other => bail!("unknown benchmark {other:?} (known: imager, verity, boot, install)"),
+    }
+}
