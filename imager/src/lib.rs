@@ -3,32 +3,25 @@
 //! It turns an image spec (`rootfs/image.toml`) and a board (`boards/*.toml`) into a
 //! reproducible, verity-sealed A/B disk image without root: compose the root tree, write it as
 //! squashfs, seal it with dm-verity, build the initramfs and the ESP, lay out the GPT disk and
-//! its block map. It also flashes images (`slate flash`) and describes them (`slate inspect`).
-//! Formats shared with the device live in `slate-core`.
+//! its block map. It also makes keys, signs bundles, pushes them to devices, flashes images
+//! and describes them. Formats shared with the device live in `slate-core`.
+//!
+//! ```text
+//! image/     the image pipeline and its inputs: spec, board, packages, compose, squashfs,
+//!            initramfs (cpio), ESP, ext4, disk, bmap, provenance, build (the stages in order)
+//! operator/  what an operator does with images and devices: keys, bundles, push, flash, inspect
+//! main.rs    the `slate` command line
+//! ```
+//! The modules are re-exported at the top (`slate_imager::build`, `slate_imager::push`, …), so
+//! their paths do not depend on the folders.
 
-pub mod agentbin;
-pub mod bmap;
-pub mod board;
-pub mod build;
-pub mod bundle;
-pub mod compose;
-pub mod cpio;
-pub mod deb;
-pub mod disk;
 pub mod error;
-pub mod esp;
-pub mod ext4;
-pub mod flash;
-pub mod hashing;
-pub mod inspect;
-pub mod kernel;
-pub mod keys;
-pub mod kmod;
+pub mod image;
+pub mod operator;
 pub mod progress;
-pub mod provenance;
-pub mod push;
-pub mod spec;
-pub mod squashfs;
-pub mod timings;
-pub mod tools;
-pub mod tree;
+
+pub use image::{
+    agentbin, bmap, board, build, compose, cpio, deb, disk, esp, ext4, hashing, kernel, kmod,
+    provenance, spec, squashfs, timings, tools, tree,
+};
+pub use operator::{bundle, flash, inspect, keys, push};

@@ -174,6 +174,9 @@ enum Command {
         /// Salt (hex).
         #[arg(long, default_value = "")]
         salt: String,
+        /// Threads hashing the lowest level [default: every core].
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Show a disk image (partitions, slots, boot entries) or a bundle (manifest, signers).
     Inspect {
@@ -252,11 +255,19 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::VerityFormat { data, hash, salt } => {
+        Command::VerityFormat {
+            data,
+            hash,
+            salt,
+            threads,
+        } => {
             let salt = hex::decode(&salt).map_err(|e| anyhow::anyhow!("--salt: {e}"))?;
-            let f = std::fs::File::open(&data)?;
+            let f = std::fs::File::open(&data)
+                .with_context(|| format!("opening {}", data.display()))?;
             let len = f.metadata()?.len();
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
             let tree = slate_core::verity::build(
                 std::io::BufReader::with_capacity(1 << 20, f),
                 len,
@@ -265,7 +276,11 @@ fn run(cli: Cli) -> Result<()> {
                 threads,
                 &mut |_| {},
             )?;
-            std::fs::write(&hash, &tree.area)?;
+            // Written and synced, as veritysetup leaves its hash device.
+            let mut out = std::fs::File::create(&hash)
+                .with_context(|| format!("creating {}", hash.display()))?;
+            std::io::Write::write_all(&mut out, &tree.area)?;
+            out.sync_all()?;
             println!("Root hash: {}", tree.info.root_hash);
         }
         Command::Push {

@@ -18,6 +18,28 @@ fn bmaptool_copy_reproduces_the_image() {
     assert_eq!(sha256sum(&copy), sha256sum(&out.join("disk.img")));
 }
 
+/// A block map written by bmaptool (the standard's own writer) is read by our XML parser.
+#[test]
+fn slate_flash_reads_a_block_map_that_bmaptool_wrote() {
+    let out = shared_build();
+    let tmp = tempdir();
+    let theirs = tmp.path().join("theirs.bmap");
+    ok(Command::new("bmaptool")
+        .arg("create")
+        .arg("-o")
+        .arg(&theirs)
+        .arg(out.join("disk.img")));
+    let target = tmp.path().join("target.img");
+    ok(slate()
+        .arg("flash")
+        .arg(out.join("disk.img"))
+        .arg("--bmap")
+        .arg(&theirs)
+        .arg("--to")
+        .arg(&target));
+    assert_eq!(sha256sum(&target), sha256sum(&out.join("disk.img")));
+}
+
 #[test]
 fn slate_flash_writes_a_file_that_equals_the_image() {
     let out = shared_build();

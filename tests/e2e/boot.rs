@@ -59,6 +59,25 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
         .unwrap();
     assert!(ok.ends_with("exit=0"), "{ok}");
 
+    // The logs are kept on /data: stage 1's lines (written before the root existed), PID 1's
+    // structured events, and slated's output, each a capped file.
+    let logs = vm
+        .shell(
+            "cat /data/slate/log/stage1.log; grep -q 'service started' /data/slate/log/init.log && echo init-log-ok; grep -m1 'slate: healthy' /data/slate/log/slated.log",
+            SHELL,
+        )
+        .unwrap();
+    assert!(
+        logs.contains(&format!("{} root={root}", Kind::Stage1Done.on(Slot::A))),
+        "stage 1's log: {logs}"
+    );
+    assert!(
+        logs.contains(&Kind::Healthy.on_version(Slot::A, "1.0.0")),
+        "slated's log: {logs}"
+    );
+    assert!(logs.contains("\ninit-log-ok"), "PID 1's log: {logs}");
+    assert!(logs.ends_with("exit=0"), "{logs}");
+
     vm.shutdown(Duration::from_secs(60)).unwrap();
     assert!(vm.saw("slate: shutdown poweroff"));
     // Every service, the debug shell included, stops when asked: none waits out the grace

@@ -1,10 +1,10 @@
 //! `cargo xtask bench boot`: Slate's boot beside a busybox-only floor on the same firmware,
 //! boot loader and kernel.
 
-use super::{deb_file, median};
+use super::{cell, deb_file, median};
 use crate::timeline::BootTimes;
 use crate::{root, run};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -147,14 +147,39 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
         "", "firmware", "kernel", "stage 1", "stage 2", "healthy"
     );
     println!(
-        "  {:<22} {fw:>8.2} {kernel:>8.2} {s1:>9.2} {s2:>9.2} {healthy:>9.2}",
-        "slate"
+        "  {:<22} {} {} {} {} {}",
+        "slate",
+        cell(fw, 8),
+        cell(kernel, 8),
+        cell(s1, 9),
+        cell(s2, 9),
+        cell(healthy, 9)
     );
     println!(
-        "  {:<22} {f_fw:>8.2} {f_kernel:>8.2} {:>9} {:>9} {f_up:>9.2}",
-        "floor (busybox initrd)", "-", "-"
+        "  {:<22} {} {} {:>9} {:>9} {}",
+        "floor (busybox initrd)",
+        cell(f_fw, 8),
+        cell(f_kernel, 8),
+        "-",
+        "-",
+        cell(f_up, 9)
     );
-    println!("  slate over the floor, kernel start → ready: {:.2} s (slate healthy − kernel start {:.2} s; floor init up − kernel start {:.2} s; goal ≤ 0.5 s)", (healthy - kernel) - (f_up - f_kernel), healthy - kernel, f_up - f_kernel);
+    // Spans are taken within each boot, then their medians compared: subtracting medians of
+    // separate series would pair milestones of different boots.
+    let slate_spans: Vec<f64> = slate_runs
+        .iter()
+        .filter_map(|t| Some(t.healthy? - t.kernel?))
+        .collect();
+    let floor_spans: Vec<f64> = floor_runs.iter().map(|x| x.2 - x.1).collect();
+    if slate_spans.is_empty() || floor_spans.is_empty() {
+        bail!("no boot measured both its kernel start and its ready line; nothing to compare");
+    }
+    let (Some(slate_span), Some(floor_span)) =
+        (median(slate_spans.clone()), median(floor_spans.clone()))
+    else {
+        bail!("no boot span was measured");
+    };
+    println!("  slate over the floor, kernel start → ready: {:.2} s (median of {} slate boots' healthy − kernel start: {slate_span:.2} s; median of {} floor boots' init up − kernel start: {floor_span:.2} s; goal ≤ 0.5 s)", slate_span - floor_span, slate_spans.len(), floor_spans.len());
     println!("\nidle RSS (kB, from /proc/<pid>/status in the guest):\n{rss}");
     for b in ["slate-init", "slated"] {
         let p = root()

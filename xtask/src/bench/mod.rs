@@ -63,16 +63,25 @@ pub(crate) fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
     })
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+/// The median, or None when nothing was measured (so no figure is printed for it).
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied()
+}
+
+/// A table cell: the figure, or "n/a" when it was not measured.
+pub(crate) fn cell(v: Option<f64>, width: usize) -> String {
+    v.map_or_else(
+        || format!("{:>width$}", "n/a"),
+        |x| format!("{x:>width$.2}"),
+    )
 }
 
 pub(crate) fn summarize(name: &str, s: &[Sample]) -> Sample {
     let m = Sample {
-        wall: median(s.iter().map(|x| x.wall).collect()),
-        cpu: median(s.iter().map(|x| x.cpu).collect()),
-        rss_mib: median(s.iter().map(|x| x.rss_mib).collect()),
+        wall: median(s.iter().map(|x| x.wall).collect()).unwrap_or(f64::NAN),
+        cpu: median(s.iter().map(|x| x.cpu).collect()).unwrap_or(f64::NAN),
+        rss_mib: median(s.iter().map(|x| x.rss_mib).collect()).unwrap_or(f64::NAN),
     };
     println!(
         "  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB",

@@ -4,11 +4,7 @@
 //! Debian's kernel package ships no `modules.dep` (depmod runs at install time), so Slate
 //! computes the closure itself from the modules' own metadata.
 //!
-//! ```text
-//! ELF64 LE header: e_shoff u64 @0x28, e_shentsize u16 @0x3a, e_shnum u16 @0x3c, e_shstrndx u16 @0x3e
-//! section header (64 bytes): sh_name u32 @0, sh_offset u64 @24, sh_size u64 @32
-//! .modinfo: NUL-separated "key=value" strings (name=, depends=a,b, ...)
-//! ```
+//! `.modinfo` holds NUL-separated `key=value` strings (`name=`, `depends=a,b`, …).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,63 +34,30 @@ pub fn normalize(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// Reads the `.modinfo` key/value pairs of a module.
+/// Reads the `.modinfo` key/value pairs of a module (ELF parsed by the `object` crate).
 pub fn modinfo(file: &str, elf: &[u8]) -> Result<Vec<(String, String)>, KmodError> {
+    use object::{Object, ObjectSection};
     let bad = |why| KmodError::NotElf {
         file: file.to_string(),
         why,
     };
-    if elf.len() < 64 || &elf[0..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
-        return Err(bad("bad ELF identification"));
+    let obj = object::read::elf::ElfFile64::<object::Endianness>::parse(elf)
+        .map_err(|_| bad("not a 64-bit ELF file"))?;
+    if !obj.is_little_endian() {
+        return Err(bad("big-endian"));
     }
-    let u16_at = |at: usize| -> Option<u16> {
-        Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?))
+    let Some(section) = obj.section_by_name(".modinfo") else {
+        return Ok(Vec::new());
     };
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?))
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?))
-    };
-    let shoff = u64_at(0x28).ok_or(bad("truncated header"))? as usize;
-    let shentsize = u16_at(0x3a).ok_or(bad("truncated header"))? as usize;
-    let shnum = u16_at(0x3c).ok_or(bad("truncated header"))? as usize;
-    let shstrndx = u16_at(0x3e).ok_or(bad("truncated header"))? as usize;
-    if shentsize < 64 || shstrndx >= shnum {
-        return Err(bad("bad section table"));
-    }
-    let section = |i: usize| -> Option<(u32, usize, usize)> {
-        let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((
-            u32_at(h)?,
-            u64_at(h + 24)? as usize,
-            u64_at(h + 32)? as usize,
-        ))
-    };
-    let (_, stroff, strsize) = section(shstrndx).ok_or(bad("bad section table"))?;
-    let strtab = elf
-        .get(stroff..stroff.checked_add(strsize).ok_or(bad("bad string table"))?)
-        .ok_or(bad("bad string table"))?;
-    for i in 0..shnum {
-        let (name, off, size) = section(i).ok_or(bad("bad section table"))?;
-        let name = strtab.get(name as usize..).unwrap_or_default();
-        let name = name.split(|&b| b == 0).next().unwrap_or_default();
-        if name != b".modinfo" {
-            continue;
-        }
-        let data = elf
-            .get(off..off.checked_add(size).ok_or(bad("bad .modinfo"))?)
-            .ok_or(bad("bad .modinfo"))?;
-        return Ok(data
-            .split(|&b| b == 0)
-            .filter_map(|kv| {
-                let kv = std::str::from_utf8(kv).ok()?;
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_string(), v.to_string()))
-            })
-            .collect());
-    }
-    Ok(Vec::new())
+    let data = section.data().map_err(|_| bad("bad .modinfo"))?;
+    Ok(data
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect())
 }
 
 /// The dependencies `depends=` lists.

@@ -150,21 +150,23 @@ impl Bmap {
 
     /// Parses a bmap file, checking its own checksum.
     pub fn parse(text: &str) -> Result<Bmap> {
-        let field = |name: &str| -> Result<String> {
-            let open = format!("<{name}>");
-            let close = format!("</{name}>");
-            let start = text
-                .find(&open)
-                .with_context(|| format!("bmap has no <{name}>"))?
-                + open.len();
-            let end = text[start..]
-                .find(&close)
-                .with_context(|| format!("bmap <{name}> is not closed"))?;
-            Ok(text[start..start + end].trim().to_string())
-        };
-        if !text.contains("<bmap version=\"2.") {
-            bail!("not a bmap file of version 2.x");
+        let doc =
+            roxmltree::Document::parse(text).context("the bmap file is not well-formed XML")?;
+        let root = doc.root_element();
+        if !root.has_tag_name("bmap")
+            || !root
+                .attribute("version")
+                .is_some_and(|v| v.starts_with("2."))
+        {
+            bail!("not a bmap file of version 2.x (root element <bmap version=\"2.x\">)");
         }
+        let field = |name: &str| -> Result<String> {
+            let node = root
+                .children()
+                .find(|n| n.has_tag_name(name))
+                .with_context(|| format!("bmap has no <{name}>"))?;
+            Ok(node.text().unwrap_or("").trim().to_string())
+        };
         let block: u64 = field("BlockSize")?.parse().context("bmap <BlockSize>")?;
         if block != BLOCK {
             bail!("bmap block size is {block}; Slate reads {BLOCK}");
@@ -172,26 +174,31 @@ impl Bmap {
         if field("ChecksumType")? != "sha256" {
             bail!("bmap checksum type is not sha256");
         }
+        // The checksum covers the file's text with its own value zeroed (as bmaptool computes it).
         let stored = field("BmapFileChecksum")?;
         let zeroed = text.replacen(&stored, &"0".repeat(64), 1);
         let actual = hex::encode(Sha256::digest(zeroed.as_bytes()));
-        if stored != actual {
+        if stored.to_ascii_lowercase() != actual {
             bail!("bmap file checksum mismatch (stored {stored}, computed {actual}): the bmap file is damaged");
         }
         let image_size: u64 = field("ImageSize")?.parse().context("bmap <ImageSize>")?;
+        let map = root
+            .children()
+            .find(|n| n.has_tag_name("BlockMap"))
+            .context("bmap has no <BlockMap>")?;
         let mut ranges = Vec::new();
-        for (i, part) in text.split("<Range ").skip(1).enumerate() {
-            let sha = part
-                .split("chksum=\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .with_context(|| format!("bmap range {i} has no chksum"))?;
-            let span = part
-                .split('>')
-                .nth(1)
-                .and_then(|s| s.split('<').next())
-                .with_context(|| format!("bmap range {i} is malformed"))?
-                .trim();
+        for (i, r) in map
+            .children()
+            .filter(|n| n.has_tag_name("Range"))
+            .enumerate()
+        {
+            let sha = r
+                .attribute("chksum")
+                .with_context(|| format!("bmap range {i} has no chksum"))?
+                .to_ascii_lowercase();
+            sha.parse::<slate_core::Digest32>()
+                .with_context(|| format!("bmap range {i} chksum {sha:?}"))?;
+            let span = r.text().unwrap_or("").trim();
             let (a, b) = span.split_once('-').unwrap_or((span, span));
             let first: u64 = a
                 .trim()
@@ -207,7 +214,7 @@ impl Bmap {
             ranges.push(Range {
                 first,
                 last,
-                sha256: sha.to_string(),
+                sha256: sha,
             });
         }
         Ok(Bmap { image_size, ranges })

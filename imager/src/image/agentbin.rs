@@ -114,15 +114,25 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
 
 /// True for an ELF file with a program interpreter (PT_INTERP), i.e. one that needs ld.so.
 pub fn is_dynamic_elf(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[0..4] != b"\x7fELF" || b[4] != 2 {
+    use object::read::elf::ProgramHeader;
+    let Ok(elf) = object::read::elf::ElfFile64::<object::Endianness>::parse(b) else {
         return false;
+    };
+    let endian = elf.endian();
+    elf.elf_program_headers()
+        .iter()
+        .any(|p| p.p_type(endian) == object::elf::PT_INTERP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamically_linked_program_is_recognised() {
+        let dynamic = std::fs::read("/bin/true").unwrap();
+        assert!(is_dynamic_elf(&dynamic));
+        assert!(!is_dynamic_elf(b"#!/bin/sh\necho not an ELF file at all\n"));
+        assert!(!is_dynamic_elf(&dynamic[..40]));
     }
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap_or_default()) as usize;
-    let phentsize = u16::from_le_bytes([b[0x36], b[0x37]]) as usize;
-    let phnum = u16::from_le_bytes([b[0x38], b[0x39]]) as usize;
-    (0..phnum).any(|i| {
-        let at = phoff + i * phentsize;
-        b.get(at..at + 4)
-            .is_some_and(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3)
-    })
 }

@@ -1,0 +1,21 @@
+//! The image pipeline and its inputs: from a spec, a board and packages to `disk.img`.
+
+pub mod agentbin;
+pub mod bmap;
+pub mod board;
+pub mod build;
+pub mod compose;
+pub mod cpio;
+pub mod deb;
+pub mod disk;
+pub mod esp;
+pub mod ext4;
+pub mod hashing;
+pub mod kernel;
+pub mod kmod;
+pub mod provenance;
+pub mod spec;
+pub mod squashfs;
+pub mod timings;
+pub mod tools;
+pub mod tree;

@@ -1,0 +1,8 @@
+//! What an operator does with images and devices: keys and trust files, signed bundles,
+//! pushing them to a device, flashing a disk, and describing either.
+
+pub mod bundle;
+pub mod flash;
+pub mod inspect;
+pub mod keys;
+pub mod push;
