@@ -3,6 +3,8 @@
 //! have theirs beside their code: the overlay umask in `imager/tests/reproducible.rs`, the
 //! hostile-bundle quoting in `tests/e2e/hostile.rs`, the ESP dirty bit in `core/tests/fat_oracle.rs`.)
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use slate_core::api::{Kind, Marker, Outcome, SlotState};
 use slate_core::bootentry::EntryName;
 use slate_core::cmdline::BootParams;
