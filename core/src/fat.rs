@@ -26,6 +26,7 @@
 //!   13 checksum of the 8.3 name of the short entry that follows
 //! ```
 
+use crate::le::{u16_at, u32_at};
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -140,14 +141,6 @@ struct Geometry {
     clusters: u32,
     root: u32,
     fsinfo: Option<u64>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 impl Geometry {

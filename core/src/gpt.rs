@@ -13,6 +13,7 @@
 //! and the agent.
 
 use crate::guid::Guid;
+use crate::le::{u32_at, u64_at};
 use std::fmt;
 
 /// Logical sector size Slate images use.
@@ -414,16 +415,6 @@ fn write_protective_mbr(mbr: &mut [u8], total_sectors: u64) {
     p[12..16].copy_from_slice(&size.to_le_bytes());
     mbr[510] = 0x55;
     mbr[511] = 0xAA;
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 fn array16(b: &[u8]) -> [u8; 16] {

@@ -15,6 +15,7 @@ pub mod fat;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
+pub mod le;
 pub mod manifest;
 pub mod slots;
 pub mod verity;

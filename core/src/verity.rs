@@ -288,7 +288,7 @@ impl Superblock {
                 found: String::from_utf8_lossy(&b[..b.len().min(8)]).into_owned(),
             });
         }
-        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u32_at = |at: usize| crate::le::u32_at(b, at);
         let alg_end = b[32..64].iter().position(|&c| c == 0).unwrap_or(32);
         let alg = String::from_utf8_lossy(&b[32..32 + alg_end]).into_owned();
         if u32_at(8) != 1 || u32_at(12) != 1 || alg != "sha256" {
@@ -309,7 +309,7 @@ impl Superblock {
                 ),
             });
         }
-        let salt_size = u16::from_le_bytes([b[80], b[81]]) as usize;
+        let salt_size = crate::le::u16_at(b, 80) as usize;
         if salt_size > MAX_SALT {
             return Err(VerityError::Unsupported {
                 what: format!("salt size {salt_size} > 256"),
@@ -317,11 +317,9 @@ impl Superblock {
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[16..32]);
-        let mut blocks = [0u8; 8];
-        blocks.copy_from_slice(&b[72..80]);
         Ok(Superblock {
             uuid: Guid(uuid),
-            data_blocks: u64::from_le_bytes(blocks),
+            data_blocks: crate::le::u64_at(b, 72),
             salt: b[88..88 + salt_size].to_vec(),
         })
     }
