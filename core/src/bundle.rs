@@ -20,6 +20,9 @@ use std::io::{self, Read, Write};
 
 /// Size of a tar block.
 pub const BLOCK: u64 = 512;
+/// [`BLOCK`] as a buffer length.
+const BLOCK_BYTES: usize = 512;
+const _: () = assert!(BLOCK_BYTES as u64 == BLOCK);
 
 /// Why a bundle stream was refused.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ impl<R: Read> BundleReader<R> {
     /// bytes; returns its size.
     pub fn expect_entry(&mut self, name: &str, max: u64) -> Result<u64, BundleError> {
         let at = self.offset;
-        let mut h = [0u8; BLOCK as usize];
+        let mut h = [0u8; BLOCK_BYTES];
         self.fill(&mut h, &format!("the header of {name}"))?;
         if h.iter().all(|&b| b == 0) {
             return Err(BundleError::UnexpectedEntry {
@@ -204,13 +207,16 @@ impl<R: Read> BundleReader<R> {
 
     fn skip_padding(&mut self, size: u64, name: &str) -> Result<(), BundleError> {
         let pad = (BLOCK - size % BLOCK) % BLOCK;
-        let mut b = [0u8; BLOCK as usize];
-        self.fill(&mut b[..pad as usize], &format!("the padding after {name}"))
+        let mut b = [0u8; BLOCK_BYTES];
+        self.fill(
+            &mut b[..crate::num::usize_of(pad)],
+            &format!("the padding after {name}"),
+        )
     }
 
     /// Reads an entry's data whole (for the small manifest and signature files).
     pub fn read_small(&mut self, name: &str, size: u64) -> Result<Vec<u8>, BundleError> {
-        let mut v = vec![0u8; size as usize];
+        let mut v = vec![0u8; crate::num::usize_of(size)];
         self.fill(&mut v, name)?;
         self.skip_padding(size, name)?;
         Ok(v)
@@ -223,10 +229,10 @@ impl<R: Read> BundleReader<R> {
         size: u64,
         mut sink: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<Result<(), E>, BundleError> {
-        let mut buf = vec![0u8; (1 << 20).min(size.max(1)) as usize];
+        let mut buf = vec![0u8; crate::num::usize_of((1 << 20).min(size.max(1)))];
         let mut left = size;
         while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
+            let n = crate::num::usize_of(left.min(buf.len() as u64));
             self.fill(&mut buf[..n], name)?;
             if let Err(e) = sink(&buf[..n]) {
                 return Ok(Err(e));
@@ -240,7 +246,7 @@ impl<R: Read> BundleReader<R> {
     /// Reads the end-of-archive marker; anything else there is an extra entry.
     pub fn expect_end(&mut self) -> Result<(), BundleError> {
         let at = self.offset;
-        let mut b = [0u8; BLOCK as usize];
+        let mut b = [0u8; BLOCK_BYTES];
         self.fill(&mut b, "the end-of-archive marker")?;
         if b.iter().any(|&x| x != 0) {
             let name: String =
@@ -264,7 +270,7 @@ pub fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> i
             format!("{name}: name or size too large for ustar"),
         ));
     }
-    let mut h = [0u8; BLOCK as usize];
+    let mut h = [0u8; BLOCK_BYTES];
     h[..name.len()].copy_from_slice(name.as_bytes());
     h[100..108].copy_from_slice(b"0000644\0");
     h[108..116].copy_from_slice(b"0000000\0");
@@ -297,7 +303,7 @@ pub fn write_entry<W: Write>(w: &mut W, name: &str, data: &[u8], mtime: i64) -> 
 
 /// Writes the end-of-archive marker.
 pub fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
-    w.write_all(&[0u8; 2 * BLOCK as usize])
+    w.write_all(&[0u8; 2 * BLOCK_BYTES])
 }
 
 #[cfg(test)]

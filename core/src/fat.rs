@@ -27,6 +27,7 @@
 //! ```
 
 use crate::le::{u16_at, u32_at};
+use crate::num::{u32_of, usize_of};
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -245,7 +246,7 @@ struct Checker<'v, V> {
 
 impl<V: Read + Write + Seek> Checker<'_, V> {
     fn read(&mut self, at: u64, len: u64) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0; len as usize];
+        let mut buf = vec![0; usize_of(len)];
         self.volume.seek(SeekFrom::Start(at))?;
         self.volume.read_exact(&mut buf)?;
         Ok(buf)
@@ -297,7 +298,7 @@ impl<V: Read + Write + Seek> Checker<'_, V> {
     }
 
     fn read_chain(&mut self, chain: &[u32]) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::with_capacity(chain.len() * self.geo.cluster as usize);
+        let mut buf = Vec::with_capacity(chain.len() * usize_of(self.geo.cluster));
         for &c in chain {
             let at = self.geo.cluster_offset(c);
             buf.extend(self.read(at, self.geo.cluster)?);
@@ -390,7 +391,7 @@ impl<V: Read + Write + Seek> Checker<'_, V> {
             }
             let (held, ending) = self.claim(first, Some(needed));
             if (held.len() as u64) < needed {
-                let size = (held.len() as u64 * self.geo.cluster) as u32;
+                let size = u32_of(held.len() as u64 * self.geo.cluster); // ≤ needed, a u32 file size
                 set_first_and_size(&mut buf[at..at + ENTRY], first, size);
                 self.found.sizes_fixed += 1;
             } else if ending == Ending::Capped {
@@ -400,7 +401,8 @@ impl<V: Read + Write + Seek> Checker<'_, V> {
         self.orphan(&mut buf, &mut pending);
         if write && buf != original {
             for (n, &c) in chain.iter().enumerate() {
-                let range = n * self.geo.cluster as usize..(n + 1) * self.geo.cluster as usize;
+                let cluster = usize_of(self.geo.cluster);
+                let range = n * cluster..(n + 1) * cluster;
                 if buf[range.clone()] != original[range.clone()] {
                     let at = self.geo.cluster_offset(c);
                     self.write(at, &buf[range])?;
@@ -424,8 +426,9 @@ impl<V: Read + Write + Seek> Checker<'_, V> {
 }
 
 fn set_first_and_size(entry: &mut [u8], first: u32, size: u32) {
-    entry[20..22].copy_from_slice(&((first >> 16) as u16).to_le_bytes());
-    entry[26..28].copy_from_slice(&(first as u16).to_le_bytes());
+    let [lo0, lo1, hi0, hi1] = first.to_le_bytes();
+    entry[20..22].copy_from_slice(&[hi0, hi1]);
+    entry[26..28].copy_from_slice(&[lo0, lo1]);
     entry[28..32].copy_from_slice(&size.to_le_bytes());
 }
 
@@ -469,7 +472,7 @@ fn run<V: Read + Write + Seek>(volume: &mut V, write: bool) -> Result<Repairs, F
     while let Some(chain) = folders.pop() {
         folders.extend(c.scan_folder(&chain, write)?);
     }
-    for n in 2..entries as u32 {
+    for n in 2..u32_of(entries as u64) {
         if !c.claimed[n as usize] && !matches!(c.value(n), FREE | BAD) {
             c.set(n, FREE);
             c.found.lost_clusters += 1;
@@ -479,7 +482,7 @@ fn run<V: Read + Write + Seek>(volume: &mut V, write: bool) -> Result<Repairs, F
     // Every FAT copy gets the checked first copy, sector by sector where it differs.
     let fixed: Vec<u8> = c.fat.iter().flat_map(|v| v.to_le_bytes()).collect();
     if write {
-        let step = geo.sector as usize;
+        let step = usize_of(geo.sector);
         for (k, copy) in copies.iter().enumerate() {
             for start in (0..fixed.len()).step_by(step) {
                 let end = (start + step).min(fixed.len());
@@ -496,7 +499,11 @@ fn run<V: Read + Write + Seek>(volume: &mut V, write: bool) -> Result<Repairs, F
         let mut info = c.read(at, 512)?;
         if u32_at(&info, 0) == FSINFO_LEAD && u32_at(&info, 484) == FSINFO_STRUCT {
             let stored = u32_at(&info, FSINFO_FREE);
-            let free = (2..entries as u32).filter(|&n| c.value(n) == FREE).count() as u32;
+            let free = u32_of(
+                (2..u32_of(entries as u64))
+                    .filter(|&n| c.value(n) == FREE)
+                    .count() as u64,
+            );
             if stored != UNKNOWN_FREE && stored != free {
                 c.found.free_count = true;
                 if write {

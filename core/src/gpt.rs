@@ -25,6 +25,13 @@ pub const ENTRY_SIZE: u32 = 128;
 /// Sectors taken by the entry array.
 const ENTRY_SECTORS: u64 = (ENTRY_COUNT as u64 * ENTRY_SIZE as u64) / SECTOR;
 const HEADER_SIZE: u32 = 92;
+/// [`SECTOR`] and [`HEADER_SIZE`] as buffer lengths.
+const SECTOR_BYTES: usize = 512;
+const HEADER_BYTES: usize = 92;
+const _: () = assert!(SECTOR_BYTES as u64 == SECTOR && HEADER_BYTES as u64 == HEADER_SIZE as u64);
+/// Bytes of the protective MBR, the header sector and the entry array.
+const PRIMARY_BYTES: usize =
+    (2 + ENTRY_COUNT as usize * ENTRY_SIZE as usize / SECTOR_BYTES) * SECTOR_BYTES;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const REVISION: u32 = 0x0001_0000;
 
@@ -259,13 +266,13 @@ impl Table {
         let last = self.total_sectors - 1;
         let backup_entries_lba = last - ENTRY_SECTORS;
 
-        let mut primary = vec![0u8; ((2 + ENTRY_SECTORS) * SECTOR) as usize];
-        write_protective_mbr(&mut primary[..SECTOR as usize], self.total_sectors);
+        let mut primary = vec![0u8; PRIMARY_BYTES];
+        write_protective_mbr(&mut primary[..SECTOR_BYTES], self.total_sectors);
         let header = self.header(1, last, 2, entries_crc);
-        primary[SECTOR as usize..SECTOR as usize + header.len()].copy_from_slice(&header);
-        primary[(2 * SECTOR) as usize..].copy_from_slice(&entries);
+        primary[SECTOR_BYTES..SECTOR_BYTES + header.len()].copy_from_slice(&header);
+        primary[2 * SECTOR_BYTES..].copy_from_slice(&entries);
 
-        let mut backup = vec![0u8; ((ENTRY_SECTORS + 1) * SECTOR) as usize];
+        let mut backup = vec![0u8; PRIMARY_BYTES - SECTOR_BYTES];
         backup[..entries.len()].copy_from_slice(&entries);
         let header = self.header(last, 1, backup_entries_lba, entries_crc);
         backup[entries.len()..entries.len() + header.len()].copy_from_slice(&header);
@@ -327,14 +334,14 @@ impl Table {
     /// Reads the primary table from the first 34 sectors of a disk, checking both CRCs.
     /// `total_sectors` is taken from the header's alternate LBA.
     pub fn decode(primary: &[u8]) -> Result<Table, GptError> {
-        let needed = ((2 + ENTRY_SECTORS) * SECTOR) as usize;
+        let needed = PRIMARY_BYTES;
         if primary.len() < needed {
             return Err(GptError::Truncated {
                 needed,
                 got: primary.len(),
             });
         }
-        let h = &primary[SECTOR as usize..SECTOR as usize + HEADER_SIZE as usize];
+        let h = &primary[SECTOR_BYTES..SECTOR_BYTES + HEADER_BYTES];
         if &h[0..8] != SIGNATURE {
             return Err(GptError::NoSignature {
                 found: String::from_utf8_lossy(&h[0..8]).into_owned(),
@@ -366,7 +373,7 @@ impl Table {
                 computed,
             });
         }
-        let entries = &primary[(2 * SECTOR) as usize..needed];
+        let entries = &primary[2 * SECTOR_BYTES..needed];
         let stored = u32_at(h, 88);
         let computed = crc32fast::hash(entries);
         if stored != computed {

@@ -5,6 +5,22 @@
 //! The imager writes these formats and the agent reads them; keeping both sides on one
 //! implementation is what guarantees they agree.
 
+// Casts that could truncate or wrap a size read from outside are errors here (CI denies
+// warnings); conversions go through `num` instead. Test data generators may cast freely.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
+
 pub mod api;
 pub mod bootentry;
 pub mod bundle;
@@ -17,6 +33,7 @@ pub mod guid;
 pub mod layout;
 pub mod le;
 pub mod manifest;
+pub mod num;
 pub mod slots;
 pub mod verity;
 pub mod version;

@@ -19,6 +19,7 @@
 
 use crate::digest::Digest32;
 use crate::guid::Guid;
+use crate::num::usize_of;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -27,6 +28,10 @@ use std::str::FromStr;
 
 /// Data and hash block size Slate uses (the kernel page size; the format allows others).
 pub const BLOCK: u64 = 4096;
+/// [`BLOCK`] as a buffer length and as the superblock's 32-bit field.
+const BLOCK_BYTES: usize = 4096;
+const BLOCK_U32: u32 = 4096;
+const _: () = assert!(BLOCK_BYTES as u64 == BLOCK && BLOCK_U32 as u64 == BLOCK);
 /// Size of one digest (sha256) and of its slot in a hash block.
 pub const DIGEST: usize = 32;
 /// Digests per hash block.
@@ -272,11 +277,12 @@ impl Superblock {
         b[12..16].copy_from_slice(&1u32.to_le_bytes());
         b[16..32].copy_from_slice(&self.uuid.0);
         b[32..38].copy_from_slice(b"sha256");
-        b[64..68].copy_from_slice(&(BLOCK as u32).to_le_bytes());
-        b[68..72].copy_from_slice(&(BLOCK as u32).to_le_bytes());
+        b[64..68].copy_from_slice(&BLOCK_U32.to_le_bytes());
+        b[68..72].copy_from_slice(&BLOCK_U32.to_le_bytes());
         b[72..80].copy_from_slice(&self.data_blocks.to_le_bytes());
         let n = self.salt.len().min(MAX_SALT);
-        b[80..82].copy_from_slice(&(n as u16).to_le_bytes());
+        let n16 = u16::try_from(n).unwrap_or(u16::MAX); // n ≤ MAX_SALT = 256
+        b[80..82].copy_from_slice(&n16.to_le_bytes());
         b[88..88 + n].copy_from_slice(&self.salt[..n]);
         b
     }
@@ -300,7 +306,7 @@ impl Superblock {
                 ),
             });
         }
-        if u32_at(64) != BLOCK as u32 || u32_at(68) != BLOCK as u32 {
+        if u32_at(64) != BLOCK_U32 || u32_at(68) != BLOCK_U32 {
             return Err(VerityError::Unsupported {
                 what: format!(
                     "block sizes {}/{} (Slate reads 4096/4096)",
@@ -360,15 +366,15 @@ fn digest(salt: &[u8], block: &[u8]) -> [u8; DIGEST] {
 /// Hashes `data` block by block into `out` (DIGEST bytes per block) on up to `threads` threads.
 /// Blocks are independent, so the lowest (and by far the largest) level parallelises.
 fn hash_blocks(salt: &[u8], data: &[u8], out: &mut [u8], threads: usize) {
-    let blocks = data.len() / BLOCK as usize;
+    let blocks = data.len() / BLOCK_BYTES;
     let per_thread = blocks.div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         for (d, o) in data
-            .chunks(per_thread * BLOCK as usize)
+            .chunks(per_thread * BLOCK_BYTES)
             .zip(out.chunks_mut(per_thread * DIGEST))
         {
             s.spawn(move || {
-                for (block, slot) in d.chunks(BLOCK as usize).zip(o.chunks_mut(DIGEST)) {
+                for (block, slot) in d.chunks(BLOCK_BYTES).zip(o.chunks_mut(DIGEST)) {
                     slot.copy_from_slice(&digest(salt, block));
                 }
             });
@@ -398,14 +404,14 @@ pub fn build<R: Read>(
 
     // Level 0 (or, with one block, the root) from the data stream.
     const BATCH: usize = 16 << 20;
-    let mut level0 = vec![0u8; (data_blocks as usize) * DIGEST];
+    let mut level0 = vec![0u8; usize_of(data_blocks) * DIGEST];
     let mut buf = vec![0u8; BATCH];
     let mut done: u64 = 0;
     while done < data_len {
-        let n = (data_len - done).min(BATCH as u64) as usize;
+        let n = usize_of((data_len - done).min(BATCH as u64));
         data.read_exact(&mut buf[..n])?;
-        let first = (done / BLOCK) as usize;
-        let out = &mut level0[first * DIGEST..(first + n / BLOCK as usize) * DIGEST];
+        let first = usize_of(done / BLOCK);
+        let out = &mut level0[first * DIGEST..(first + n / BLOCK_BYTES) * DIGEST];
         hash_blocks(salt, &buf[..n], out, threads);
         done += n as u64;
         progress(done);
@@ -418,9 +424,9 @@ pub fn build<R: Read>(
     } else {
         let mut below = level0;
         for &blocks in &sizes {
-            let mut level = vec![0u8; (blocks * BLOCK) as usize];
+            let mut level = vec![0u8; usize_of(blocks * BLOCK)];
             level[..below.len()].copy_from_slice(&below);
-            let next_len = blocks as usize * DIGEST;
+            let next_len = usize_of(blocks) * DIGEST;
             let mut next = vec![0u8; next_len];
             hash_blocks(salt, &level, &mut next, threads);
             levels.push(level);
@@ -434,7 +440,7 @@ pub fn build<R: Read>(
         data_blocks,
         salt: salt.to_vec(),
     };
-    let mut area = vec![0u8; BLOCK as usize];
+    let mut area = vec![0u8; BLOCK_BYTES];
     area[..SUPERBLOCK_SIZE].copy_from_slice(&uuid_sb.encode());
     for level in levels.iter().rev() {
         area.extend_from_slice(level);
@@ -475,9 +481,9 @@ pub fn check_image<R: Read + std::io::Seek>(
         )));
     }
     image.seek(SeekFrom::Start(info.hash_offset + BLOCK))?;
-    let mut stored = vec![0u8; tree.area.len() - BLOCK as usize];
+    let mut stored = vec![0u8; tree.area.len() - BLOCK_BYTES];
     image.read_exact(&mut stored)?;
-    if stored != tree.area[BLOCK as usize..] {
+    if stored != tree.area[BLOCK_BYTES..] {
         return Ok(Err(format!(
             "the hash tree stored after byte {} does not match the data",
             info.hash_offset
