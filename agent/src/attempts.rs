@@ -20,24 +20,14 @@ pub fn record_in(file: &Path, slot: Slot) -> Result<Attempts> {
     let now = Attempts::next(previous, slot);
     let dir = file.parent().context("attempt file without folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::state::write_atomic(file, now.render().as_bytes())
+    crate::durable::replace(file, now.render().as_bytes())
         .with_context(|| format!("writing {}", file.display()))?;
     Ok(now)
 }
 
 /// Forgets the count (the boot is healthy, or the slot was given up).
 pub fn clear_in(file: &Path) -> Result<()> {
-    match std::fs::remove_file(file) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
-    }
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-    }
-    Ok(())
+    crate::durable::remove(file)
 }
 
 /// [`record_in`] at [`FILE`].

@@ -49,11 +49,7 @@ const ESP_FLAGS: sys::Flags = sys::Flags::NOSUID
     .union(sys::Flags::NOEXEC);
 const ESP_OPTIONS: &str = "umask=0077,shortname=mixed,flush";
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing folder {}", dir.display()))
-}
+use crate::durable::sync_dir;
 
 impl Esp {
     /// Mounts the ESP (partition labelled `esp`) if it is not yet.
@@ -164,29 +160,9 @@ impl Esp {
     ) -> Result<()> {
         self.writable(|| {
             let path = self.root.join(rel);
-            let dir = path
-                .parent()
-                .context("ESP path without folder")?
-                .to_path_buf();
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(".{name}.tmp"));
-            let mut f =
-                File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            if let Err(e) = fill(&mut f) {
-                drop(f);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            f.sync_all()
-                .with_context(|| format!("syncing {}", tmp.display()))?;
-            drop(f);
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("renaming {} into place", path.display()))?;
-            sync_dir(&dir)
+            let dir = path.parent().context("ESP path without folder")?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::durable::replace_with(&path, fill)
         })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod attempts;
+pub mod durable;
 pub mod esp;
 pub mod health;
 pub mod hooks;

@@ -4,24 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 use slate_core::api::{Failed, Outcome, UpdateRecord};
-use std::io::Write;
 use std::path::Path;
 
 /// Folder of the agent's persistent files.
 pub const DIR: &str = "/data/slate";
-
-/// Replaces `path` with `bytes` so that a power cut leaves the old or the new content: a
-/// temporary file beside it (`<name>.tmp`), fsync, rename, fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
-}
 
 /// The whole state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,9 +54,9 @@ impl State {
     }
 
     /// Writes the state atomically and durably.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        write_atomic(
+        crate::durable::replace(
             &dir.join("state.json"),
             &serde_json::to_vec_pretty(self).unwrap_or_default(),
         )
@@ -115,7 +101,7 @@ mod tests {
         let back = State::load(d.path());
         assert_eq!(back, s);
         assert_eq!(back.failed.len(), 1);
-        assert!(!d.path().join("state.json.tmp").exists());
+        assert!(!crate::durable::temp_path(&d.path().join("state.json")).exists());
         std::fs::write(d.path().join("state.json"), b"{garbage").unwrap();
         assert_eq!(State::load(d.path()), State::default());
     }
