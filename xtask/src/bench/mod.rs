@@ -17,11 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One measured run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Sample {
     wall: f64,
     cpu: f64,
     rss_mib: f64,
+    /// What the command printed on stderr (`slate build --timings` puts its table there).
+    stderr: String,
 }
 
 /// Runs `cmd` under GNU time and returns what it measured.
@@ -60,6 +62,7 @@ pub(crate) fn timed(cmd: &mut Command, scratch: &Path) -> Result<Sample> {
         wall: f[0],
         cpu: f[1] + f[2],
         rss_mib: f[3] / 1024.0,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
 
@@ -82,6 +85,7 @@ pub(crate) fn summarize(name: &str, s: &[Sample]) -> Sample {
         wall: median(s.iter().map(|x| x.wall).collect()).unwrap_or(f64::NAN),
         cpu: median(s.iter().map(|x| x.cpu).collect()).unwrap_or(f64::NAN),
         rss_mib: median(s.iter().map(|x| x.rss_mib).collect()).unwrap_or(f64::NAN),
+        stderr: String::new(),
     };
     println!(
         "  {name:<34} {:>8.2} s {:>9.2} s {:>9.0} MiB",
