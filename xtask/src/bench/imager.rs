@@ -10,7 +10,7 @@ const PIPELINE: &str = r#"set -euo pipefail
 W=$1; TREE=$2; KDEB=$3; BOOTDEB=$4; LEVEL=$5
 rm -rf "$W" && mkdir -p "$W/k" "$W/b" "$W/initrd"
 # only what the image needs from the kernel package, as a person would take it
-dpkg-deb --fsys-tarfile "$KDEB" | tar -x -C "$W/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/md/*
+dpkg-deb --fsys-tarfile "$KDEB" | tar -x -C "$W/k" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/md/*'
 dpkg-deb -x "$BOOTDEB" "$W/b"
 KREL=$(ls "$W/k/lib/modules")
 # initramfs: init + the verity modules, newc + zstd
