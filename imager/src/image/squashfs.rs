@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
 use backhand::{BackhandError, FilesystemCompressor, FilesystemWriter, NodeHeader};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -128,44 +128,162 @@ impl CompressionAction for Precompressed {
     }
 }
 
-/// Compresses, on `threads` threads, every block backhand will compress as a data block: all
-/// blocks of files of at least one block (the last, shorter one too), except all-zero blocks,
-/// which backhand stores as holes.
-fn precompress(tree: &Tree, p: &'static Precompressed, threads: usize) -> Result<()> {
-    let files: Vec<&Content> = tree
+/// What one worker compresses: the data blocks of one file, or one fragment block (the small
+/// files backhand packs together, in its order).
+enum Unit<'a> {
+    File(&'a Content),
+    Fragment(Vec<&'a Content>),
+}
+
+/// The regular files in the order backhand writes their data: its nodes are sorted by path
+/// component by component (`a/b` before `a-b`), not as strings.
+fn files_in_write_order(tree: &Tree) -> Vec<&Content> {
+    let mut files: Vec<(&str, &Content)> = tree
         .iter()
-        .filter_map(|(_, n)| match &n.kind {
-            Kind::File(c) => Some(c),
+        .filter_map(|(path, n)| match &n.kind {
+            Kind::File(c) => Some((path.as_str(), c)),
             _ => None,
         })
         .collect();
+    files.sort_by(|a, b| std::path::Path::new(a.0).cmp(std::path::Path::new(b.0)));
+    files.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The work: every file of at least one block, and the fragment blocks backhand will make by
+/// packing smaller files in write order (a new block when the next file would overflow it).
+/// A wrong guess only costs speed: a block not found is compressed by backhand itself.
+fn units(tree: &Tree) -> Result<Vec<Unit<'_>>> {
+    let mut units = Vec::new();
+    let mut fragment: Vec<&Content> = Vec::new();
+    let mut fragment_len = 0usize;
+    for c in files_in_write_order(tree) {
+        let len = slate_core::num::usize_of(c.size().context("reading a file's size")?);
+        if len >= BLOCK_SIZE {
+            units.push(Unit::File(c));
+        } else if len > 0 {
+            if fragment_len + len > BLOCK_SIZE {
+                units.push(Unit::Fragment(std::mem::take(&mut fragment)));
+                fragment_len = 0;
+            }
+            fragment.push(c);
+            fragment_len += len;
+        }
+    }
+    if !fragment.is_empty() {
+        units.push(Unit::Fragment(fragment));
+    }
+    Ok(units)
+}
+
+/// Compressed blocks kept on disk between builds, by the sha256 of their uncompressed bytes,
+/// one folder per zstd level; a block is reused only when it decompresses to the same bytes.
+struct DiskCache {
+    dir: std::path::PathBuf,
+}
+
+impl DiskCache {
+    fn path(&self, key: &[u8; 32]) -> std::path::PathBuf {
+        self.dir.join(hex::encode(key))
+    }
+
+    fn load(&self, key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
+        let compressed = std::fs::read(self.path(key)).ok()?;
+        let back = zstd::bulk::decompress(&compressed, bytes.len()).ok()?;
+        (back == bytes).then_some(compressed)
+    }
+
+    fn store(&self, key: &[u8; 32], compressed: &[u8]) {
+        let path = self.path(key);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let kept = std::fs::write(&tmp, compressed).and_then(|()| std::fs::rename(&tmp, &path));
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Drops the blocks this build did not use that are older than an hour (a build beside
+    /// this one may be using fresh ones), so the cache holds about one image per level.
+    fn prune(&self, used: &BTreeSet<[u8; 32]>) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut key = [0u8; 32];
+            let is_used = hex::decode_to_slice(&name, &mut key).is_ok() && used.contains(&key);
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > hour);
+            if !is_used && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Compresses, on `threads` threads, every block backhand will compress: all blocks of files of
+/// at least one block (the last, shorter one too) except all-zero ones (holes), and the fragment
+/// blocks. Returns the keys of the blocks this build uses.
+fn precompress(
+    tree: &Tree,
+    p: &'static Precompressed,
+    threads: usize,
+    cache: Option<&DiskCache>,
+) -> Result<BTreeSet<[u8; 32]>> {
+    let units = units(tree)?;
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let used = Mutex::new(BTreeSet::new());
+    let block = |bytes: &[u8]| -> Result<()> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        used.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        if p.blocks().contains_key(&key) {
+            return Ok(());
+        }
+        let compressed = match cache.and_then(|c| c.load(&key, bytes)) {
+            Some(c) => c,
+            None => {
+                let c = p.compress_now(bytes).context("zstd")?;
+                if let Some(cache) = cache {
+                    cache.store(&key, &c);
+                }
+                c
+            }
+        };
+        p.blocks().insert(key, Arc::new(compressed));
+        Ok(())
+    };
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(c) = files.get(i) else { return };
-                let result = c
-                    .read()
-                    .context("reading a file of the tree")
-                    .and_then(|data| {
-                        if data.len() < BLOCK_SIZE {
-                            return Ok(());
-                        }
-                        for chunk in data.chunks(BLOCK_SIZE) {
-                            if chunk.iter().all(|&b| b == 0) {
-                                continue;
-                            }
-                            let key: [u8; 32] = Sha256::digest(chunk).into();
-                            if p.blocks().contains_key(&key) {
-                                continue;
-                            }
-                            let compressed = p.compress_now(chunk).context("zstd")?;
-                            p.blocks().insert(key, Arc::new(compressed));
-                        }
-                        Ok(())
-                    });
+                let Some(unit) = units.get(i) else { return };
+                let result = match unit {
+                    Unit::File(c) => {
+                        c.read()
+                            .context("reading a file of the tree")
+                            .and_then(|data| {
+                                data.chunks(BLOCK_SIZE)
+                                    .filter(|chunk| !chunk.iter().all(|&b| b == 0))
+                                    .try_for_each(&block)
+                            })
+                    }
+                    Unit::Fragment(files) => {
+                        let mut bytes = Vec::with_capacity(BLOCK_SIZE);
+                        files
+                            .iter()
+                            .try_for_each(|c| {
+                                bytes.extend_from_slice(&c.read()?);
+                                Ok::<(), std::io::Error>(())
+                            })
+                            .context("reading a file of the tree")
+                            .and_then(|()| block(&bytes))
+                    }
+                };
                 if let Err(e) = result {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
@@ -175,7 +293,7 @@ fn precompress(tree: &Tree, p: &'static Precompressed, threads: usize) -> Result
     });
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(used.into_inner().unwrap_or_else(|p| p.into_inner())),
     }
 }
 
@@ -200,15 +318,23 @@ impl AsRef<[u8]> for Shared {
 }
 
 /// Writes `tree` to `out` (at its current position 0) and returns the padded size in bytes,
-/// compressing data blocks on `threads` threads (1: backhand's own single-threaded path).
+/// compressing data blocks on `threads` threads (1: backhand's own single-threaded path), and
+/// reusing blocks compressed by earlier builds from `cache` (a folder) when given.
 pub fn write<W: Write + Seek>(
     tree: &Tree,
     mtime: u32,
     level: u32,
     threads: usize,
+    cache: Option<&std::path::Path>,
     mut out: W,
 ) -> Result<u64> {
     let mut fs = FilesystemWriter::default();
+    let disk = cache.and_then(|c| {
+        let dir = c.join(format!("zstd-{level}"));
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(DiskCache { dir })
+    });
+    let mut used = None;
     let _using = if threads > 1 {
         let p = usize::try_from(level)
             .ok()
@@ -217,7 +343,7 @@ pub fn write<W: Write + Seek>(
             .with_context(|| format!("zstd level {level} is not in 1..={LEVELS}"))?;
         p.users.fetch_add(1, Ordering::SeqCst);
         let using = Using(p);
-        precompress(tree, p, threads)?;
+        used = Some(precompress(tree, p, threads, disk.as_ref())?);
         fs.set_kind(backhand::kind::Kind::new_v4(p));
         Some(using)
     } else {
@@ -259,6 +385,9 @@ pub fn write<W: Write + Seek>(
     let (_, written) = fs
         .write(&mut out)
         .map_err(|e| anyhow!("writing the squashfs: {e}"))?;
+    if let (Some(disk), Some(used)) = (&disk, &used) {
+        disk.prune(used);
+    }
     let padded = written.div_ceil(4096) * 4096;
     if padded > written {
         out.seek(SeekFrom::Start(padded - 1))?;
@@ -296,18 +425,41 @@ mod tests {
             .unwrap();
         tree.insert(&p("/d/exact"), Node::bytes(vec![7u8; BLOCK_SIZE], 0o644))
             .unwrap();
-        let write_with = |threads| {
+        let write_with = |threads, cache: Option<&std::path::Path>| {
             let mut out = std::io::Cursor::new(Vec::new());
-            write(&tree, 1_700_000_000, 15, threads, &mut out).unwrap();
+            write(&tree, 1_700_000_000, 15, threads, cache, &mut out).unwrap();
             out.into_inner()
         };
-        let serial = write_with(1);
+        let serial = write_with(1, None);
         let hits = PRECOMPRESSED[14].hits.load(Ordering::Relaxed);
-        assert_eq!(write_with(4), serial);
-        // a: 4 blocks, b: 3 (one is a hole), dup: 4 (written, then found a duplicate), exact: 1.
+        assert_eq!(write_with(4, None), serial);
+        // a: 4 blocks, b: 3 (one is a hole), dup: 4 (written, then found a duplicate), exact: 1,
+        // and the one fragment block holding `small`.
         let got = PRECOMPRESSED[14].hits.load(Ordering::Relaxed) - hits;
-        assert!(got >= 12, "{got} hits");
-        assert_eq!(write_with(2), serial);
+        assert!(got >= 13, "{got} hits");
+        assert_eq!(write_with(2, None), serial);
+        // Blocks kept on disk by one build are reused by the next, with the same bytes.
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(write_with(2, Some(dir.path())), serial);
+        let count = || {
+            std::fs::read_dir(dir.path().join("zstd-15"))
+                .unwrap()
+                .count()
+        };
+        let kept = count();
+        // The distinct blocks: a's full blocks, its tail, `exact`, and the fragment.
+        assert!(kept >= 3, "{kept} blocks kept");
+        assert_eq!(write_with(2, Some(dir.path())), serial);
+        assert_eq!(
+            count(),
+            kept,
+            "a second build added blocks it should have reused"
+        );
+        // A damaged kept block is not reused: the output stays the same.
+        for e in std::fs::read_dir(dir.path().join("zstd-15")).unwrap() {
+            std::fs::write(e.unwrap().path(), b"garbage").unwrap();
+        }
+        assert_eq!(write_with(2, Some(dir.path())), serial);
         assert!(
             PRECOMPRESSED[14].blocks().is_empty(),
             "blocks kept after the build"

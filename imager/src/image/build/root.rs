@@ -47,6 +47,7 @@ pub fn write(inp: &Inputs<'_>, t: &mut Timings) -> Result<RootImage> {
         inp.mtime,
         spec.squashfs.compression_level,
         threads,
+        inp.cache.map(|c| c.join("squashfs")).as_deref(),
         &mut rootfs,
     )?;
     spinner.finish_and_clear();
