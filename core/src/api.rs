@@ -190,13 +190,6 @@ pub struct UpdateRecord {
     pub at: i64,
 }
 
-impl UpdateRecord {
-    /// Whether this record is about `version` in `slot`.
-    pub fn is(&self, slot: Slot, version: &str) -> bool {
-        self.slot == slot.to_string() && self.version == version
-    }
-}
-
 /// A version that failed and is not retried automatically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failed {

@@ -295,17 +295,14 @@ fn install_cli(args: &[String]) -> Result<()> {
 /// Logs to stdout (stage 2 keeps slated's output in /data/slate/log/slated.log) at the level
 /// the image or the kernel command line asks for.
 fn init_logging() {
-    let init: slate_core::config::InitConfig =
+    let log: slate_core::config::LogConfig =
         std::fs::read_to_string(format!("/{}", slate_core::config::paths::INIT))
             .ok()
-            .and_then(|t| toml::from_str(&t).ok())
-            .unwrap_or(slate_core::config::InitConfig {
-                hostname: String::new(),
-                debug_shell: false,
-                log: Default::default(),
-            });
+            .and_then(|t| toml::from_str::<slate_core::config::InitConfig>(&t).ok())
+            .map(|init| init.log)
+            .unwrap_or_default();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let filter = slate_agent::logging::filter_text(&cmdline, &init.log);
+    let filter = slate_agent::logging::filter_text(&cmdline, &log);
     if let Some(w) = slate_agent::logging::init(&filter, false) {
         marker::warn(w);
     }

@@ -8,9 +8,9 @@
 
 use crate::deb::{self, EntryKind};
 use crate::kmod;
+use crate::provenance::sha256_hex;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -43,10 +43,6 @@ struct ModuleEntry {
     path: String,
     depends: Vec<String>,
     sha256: String,
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 /// The kernel and the modules `wanted` needs, from the extraction cache when it has them, else

@@ -4,6 +4,7 @@ pub mod agentbin;
 pub mod bmap;
 pub mod board;
 pub mod build;
+pub mod cache;
 pub mod compose;
 pub mod cpio;
 pub mod deb;

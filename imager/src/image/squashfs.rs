@@ -187,18 +187,12 @@ impl DiskCache {
     }
 
     fn load(&self, key: &[u8; 32], bytes: &[u8]) -> Option<Vec<u8>> {
-        let compressed = std::fs::read(self.path(key)).ok()?;
-        let back = zstd::bulk::decompress(&compressed, bytes.len()).ok()?;
-        (back == bytes).then_some(compressed)
+        crate::cache::load_zstd(&self.path(key), bytes)
     }
 
     fn store(&self, key: &[u8; 32], compressed: &[u8]) {
-        let path = self.path(key);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let kept = std::fs::write(&tmp, compressed).and_then(|()| std::fs::rename(&tmp, &path));
-        if kept.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        // A block not kept is compressed again by the next build; nothing else depends on it.
+        let _ = crate::cache::keep(&self.path(key), compressed);
     }
 
     /// Drops the blocks this build did not use that are older than an hour (a build beside

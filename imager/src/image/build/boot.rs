@@ -2,6 +2,7 @@
 //! kernel, and slot A's boot entry with its command line.
 
 use super::Inputs;
+use crate::cache;
 use crate::compose;
 use crate::cpio;
 use crate::esp::EspFile;
@@ -25,31 +26,16 @@ pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
         c.join("initramfs")
             .join(format!("{}.zst", slate_core::Digest32::of(&cpio)))
     });
-    if let Some(bytes) = cached.as_ref().and_then(|p| reuse(p, &cpio)) {
+    if let Some(bytes) = cached.as_ref().and_then(|p| cache::load_zstd(p, &cpio)) {
         return Ok(bytes);
     }
     let compressed = zstd::bulk::compress(&cpio, 19).context("compressing the initramfs")?;
     if let Some(p) = &cached {
-        let kept = p
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, &compressed)?;
-                std::fs::rename(&tmp, p)
-            });
-        if let Err(e) = kept {
+        if let Err(e) = cache::keep(p, &compressed) {
             tracing::warn!(cache = %p.display(), error = %e, "could not keep the initramfs");
         }
     }
     Ok(compressed)
-}
-
-/// A kept initramfs, when it decompresses to exactly `cpio` (a damaged file is not reused).
-fn reuse(path: &std::path::Path, cpio: &[u8]) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    let back = zstd::bulk::decompress(&bytes, cpio.len()).ok()?;
-    (back == cpio).then_some(bytes)
 }
 
 /// Options every entry carries besides Slate's own parameters: console, panic, the board's.
