@@ -71,6 +71,12 @@ pub enum BundleError {
         /// The limit.
         max: u64,
     },
+    /// Bytes follow the end-of-archive marker (two zero blocks).
+    #[error("bundle has bytes after its end-of-archive marker, at byte {offset}; a bundle ends with exactly two zero blocks")]
+    Trailing {
+        /// First byte that should not be there.
+        offset: u64,
+    },
     /// The entry's size differs from what the manifest says.
     #[error("{name} is {found} bytes in the archive but the manifest says {expected}")]
     SizeMismatch {
@@ -243,12 +249,21 @@ impl<R: Read> BundleReader<R> {
         Ok(Ok(()))
     }
 
-    /// Reads the end-of-archive marker; anything else there is an extra entry.
+    /// Reads the end-of-archive marker, exactly two zero blocks and then the end of the
+    /// stream: anything else there is an extra entry or trailing bytes, which a signed bundle
+    /// never has (and which could smuggle data past a reader that stops early).
     pub fn expect_end(&mut self) -> Result<(), BundleError> {
         let at = self.offset;
-        let mut b = [0u8; BLOCK_BYTES];
+        let mut b = [0u8; 2 * BLOCK_BYTES];
         self.fill(&mut b, "the end-of-archive marker")?;
-        if b.iter().any(|&x| x != 0) {
+        if let Some(i) = b[BLOCK_BYTES..].iter().position(|&x| x != 0) {
+            if b[..BLOCK_BYTES].iter().all(|&x| x == 0) {
+                return Err(BundleError::Trailing {
+                    offset: at + (BLOCK_BYTES + i) as u64,
+                });
+            }
+        }
+        if b[..BLOCK_BYTES].iter().any(|&x| x != 0) {
             let name: String =
                 String::from_utf8_lossy(&b[..b[..100].iter().position(|&c| c == 0).unwrap_or(100)])
                     .into_owned();
@@ -258,7 +273,24 @@ impl<R: Read> BundleReader<R> {
                 found: name,
             });
         }
-        Ok(())
+        let mut one = [0u8; 1];
+        loop {
+            match self.r.read(&mut one) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    return Err(BundleError::Trailing {
+                        offset: self.offset,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(BundleError::Io {
+                        offset: self.offset,
+                        source: e,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -373,6 +405,34 @@ mod tests {
             BundleReader::new(&archive(&[("manifest.toml", &[0; 20])])[..])
                 .expect_entry("manifest.toml", 10),
             Err(BundleError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_end_is_exactly_two_zero_blocks() {
+        let ok = archive(&[("manifest.toml", b"m")]);
+        let read_end = |bytes: &[u8]| {
+            let mut r = BundleReader::new(bytes);
+            let n = r.expect_entry("manifest.toml", 10).unwrap();
+            r.read_small("manifest.toml", n).unwrap();
+            r.expect_end()
+        };
+        read_end(&ok).unwrap();
+        let mut extra = ok.clone();
+        extra.push(0);
+        assert!(matches!(
+            read_end(&extra),
+            Err(BundleError::Trailing { offset: 2048 })
+        ));
+        let mut second = ok.clone();
+        second[1024 + 600] = 9;
+        assert!(matches!(
+            read_end(&second),
+            Err(BundleError::Trailing { offset: 1624 })
+        ));
+        assert!(matches!(
+            read_end(&ok[..ok.len() - 512]),
+            Err(BundleError::Truncated { .. })
         ));
     }
 

@@ -363,6 +363,24 @@ pub fn generate(good: &Parts) -> Vec<Case> {
         "expected \"end of archive\"",
     );
     add(
+        "bytes after the end-of-archive marker",
+        {
+            let mut v = archive(
+                m,
+                &sig,
+                &entries(vec![
+                    ("rootfs.img", 0, b'0'),
+                    ("vmlinuz", 1, b'0'),
+                    ("initrd.img", 2, b'0'),
+                ]),
+                true,
+            );
+            v.extend_from_slice(b"#!/bin/sh\n");
+            v
+        },
+        "bytes after its end-of-archive marker",
+    );
+    add(
         "a missing initrd entry",
         archive(
             m,

@@ -232,3 +232,57 @@ fn trust_files_are_checked() {
     t.keys[0].id = "0000000000000000".into();
     assert!(Trust::parse(&toml::to_string(&t).unwrap()).is_err());
 }
+
+/// The identity point: a weak (small-order) public key.
+const IDENTITY: [u8; 32] = {
+    let mut b = [0u8; 32];
+    b[0] = 1;
+    b
+};
+
+/// R = identity, s = 0: with the identity as the key, the plain (non-strict) check accepts
+/// this one signature for every message.
+fn forged() -> ed25519_dalek::Signature {
+    let mut b = [0u8; 64];
+    b[..32].copy_from_slice(&IDENTITY);
+    ed25519_dalek::Signature::from_bytes(&b)
+}
+
+#[test]
+fn a_weak_key_and_a_signature_only_the_plain_check_accepts_are_refused() {
+    use ed25519_dalek::Verifier as _;
+    let weak = ed25519_dalek::VerifyingKey::from_bytes(&IDENTITY).unwrap();
+    // The premise: the non-strict check is fooled by this pair.
+    assert!(weak.verify(b"any manifest", &forged()).is_ok());
+    assert!(weak.verify_strict(b"any manifest", &forged()).is_err());
+
+    let t = Trust {
+        threshold: 1,
+        keys: vec![TrustedKey {
+            id: key_id(&weak),
+            public_key: hex::encode(IDENTITY),
+        }],
+    };
+    let err = Trust::parse(&toml::to_string(&t).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("weak"), "{err}");
+
+    // Even a trust file that was never parsed (built in memory) does not count it.
+    let bytes = manifest("2.0.0").to_bytes();
+    let sigs = Signatures {
+        signatures: vec![SignatureEntry {
+            key_id: key_id(&weak),
+            signature: hex::encode(forged().to_bytes()),
+        }],
+    };
+    let r = Verifier { trust: &t }.check_signatures(&bytes, &sigs);
+    assert!(r.is_err(), "{r:?}");
+}
+
+#[test]
+fn a_key_listed_twice_is_refused() {
+    let a = key(1);
+    let mut t = trust(&[&a], 1);
+    t.keys.push(t.keys[0].clone());
+    let err = Trust::parse(&toml::to_string(&t).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+}

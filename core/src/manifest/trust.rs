@@ -28,7 +28,10 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Parses and checks a trust file: ids match keys, threshold within 1..=keys.
+    /// Parses and checks a trust file: ids match keys, no id twice, no weak key, threshold
+    /// within 1..=keys. A key listed twice would let one signer count twice toward the
+    /// threshold in a file that was edited by hand; a weak (small-order) key would accept one
+    /// fixed signature for every manifest.
     pub fn parse(text: &str) -> Result<Trust, ManifestError> {
         let t: Trust = toml::from_str(text).map_err(|e| ManifestError::Parse {
             file: "trust.toml",
@@ -41,7 +44,14 @@ impl Trust {
                 t.keys.len()
             )));
         }
+        let mut seen = std::collections::BTreeSet::new();
         for k in &t.keys {
+            if !seen.insert(k.id.as_str()) {
+                return Err(ManifestError::Trust(format!(
+                    "key id {} is listed twice; each key may appear once",
+                    k.id
+                )));
+            }
             let key = decode_key(&k.public_key).map_err(ManifestError::Trust)?;
             if key_id(&key) != k.id {
                 return Err(ManifestError::Trust(format!(
@@ -54,10 +64,19 @@ impl Trust {
     }
 }
 
+/// Decodes a trusted public key, refusing a weak one (a point of small order, such as the
+/// identity): with such a key, one fixed signature verifies for every message.
 pub(super) fn decode_key(hex_key: &str) -> Result<VerifyingKey, String> {
     let bytes: [u8; 32] = hex::decode(hex_key)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("public key {hex_key:?} is not 32 bytes of hex"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("public key {hex_key:?}: {e}"))
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|e| format!("public key {hex_key:?}: {e}"))?;
+    if key.is_weak() {
+        return Err(format!(
+            "public key {hex_key:?} is a weak (small-order) key, which any forger can satisfy; make a new key with `slate keygen`"
+        ));
+    }
+    Ok(key)
 }

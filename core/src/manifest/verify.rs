@@ -7,7 +7,7 @@ use super::format::Manifest;
 use super::signatures::Signatures;
 use super::trust::{decode_key, Trust};
 use crate::version::Version;
-use ed25519_dalek::{Signature, Verifier as _};
+use ed25519_dalek::Signature;
 
 /// What the device knows when it judges a bundle.
 #[derive(Debug, Clone)]
@@ -52,7 +52,8 @@ impl Verifier<'_> {
                 .and_then(|b| <[u8; 64]>::try_from(b).ok())
                 .map(|b| Signature::from_bytes(&b));
             match sig {
-                Some(sig) if key.verify(manifest, &sig).is_ok() => {
+                // Strict: refuses non-canonical and small-order R, which the plain check accepts.
+                Some(sig) if key.verify_strict(manifest, &sig).is_ok() => {
                     good.insert(k.id.clone());
                 }
                 _ => notes.push(format!("signature by {} does not verify", s.key_id)),

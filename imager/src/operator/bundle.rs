@@ -248,7 +248,9 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
             manifest
         }
     };
-    let scratch = tempfile_in_tmp()?;
+    // A private file (0600, a name no one can guess), removed when dropped.
+    let scratch =
+        tempfile::NamedTempFile::new().context("creating a scratch file for the root image")?;
     for a in &manifest.artifacts {
         let size = r.expect_entry(&a.name, a.size.max(1))?;
         if size != a.size {
@@ -261,14 +263,9 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
         }
         let mut h = Sha256::new();
         let mut keep = if a.verity.is_some() {
-            Some(
-                File::options()
-                    .read(true)
-                    .write(true)
-                    .truncate(true)
-                    .create(true)
-                    .open(&scratch)?,
-            )
+            let f = scratch.reopen().context("reopening the scratch file")?;
+            f.set_len(0).context("emptying the scratch file")?;
+            Some(f)
         } else {
             None
         };
@@ -291,13 +288,9 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
             check_verity(&mut f, vp)?;
         }
     }
-    let _ = std::fs::remove_file(&scratch);
+    drop(scratch);
     r.expect_end()?;
     Ok(manifest)
-}
-
-fn tempfile_in_tmp() -> Result<PathBuf> {
-    Ok(std::env::temp_dir().join(format!("slate-verify-{}.img", std::process::id())))
 }
 
 /// Recomputes the verity tree of a root image file and compares it with the file and manifest.

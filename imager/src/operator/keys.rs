@@ -24,8 +24,8 @@ pub fn keygen(name: &Path) -> Result<(PathBuf, PathBuf, String)> {
             );
         }
     }
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed)
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(seed.as_mut())
         .map_err(|e| anyhow::anyhow!("reading the system random source: {e}"))?;
     let key = SigningKey::from_bytes(&seed);
     // PKCS#8 v1 (the private key alone), as `openssl genpkey` writes it: OpenSSL 3.0 does not
@@ -52,10 +52,32 @@ pub fn keygen(name: &Path) -> Result<(PathBuf, PathBuf, String)> {
     Ok((private, public, key_id(&key.verifying_key())))
 }
 
-/// Reads a PKCS#8 PEM private key.
+/// Refuses a private key file that others may read, as ssh does: a signing or identity key
+/// that another user can copy is no longer a secret.
+pub fn check_private_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading key {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{}: private key is readable by group or others (mode {:04o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads a PKCS#8 PEM private key (its file must be private, [`check_private_mode`]); the
+/// text read is wiped from memory afterwards.
 pub fn load_private(path: &Path) -> Result<SigningKey> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    check_private_mode(path)?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?,
+    );
     SigningKey::from_pkcs8_pem(&text).map_err(|e| {
         anyhow::anyhow!(
             "{}: not a PKCS#8 PEM ed25519 private key ({e})",
@@ -85,6 +107,12 @@ pub fn trust(keys: &[PathBuf], threshold: usize) -> Result<Trust> {
     let mut out = Vec::new();
     for p in keys {
         let k = load_public(p)?;
+        if k.is_weak() {
+            bail!(
+                "{}: a weak (small-order) ed25519 key, which accepts forged signatures; make a new one with `slate keygen`",
+                p.display()
+            );
+        }
         let id = key_id(&k);
         if out.iter().any(|t: &TrustedKey| t.id == id) {
             bail!("{} is given twice", p.display());
@@ -104,4 +132,33 @@ pub fn trust(keys: &[PathBuf], threshold: usize) -> Result<Trust> {
         threshold,
         keys: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_key_others_can_read_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (private, _, _) = keygen(&d.path().join("k")).unwrap();
+        load_private(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = load_private(&private).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_weak_public_key_is_not_trusted() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let d = tempfile::tempdir().unwrap();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let p = d.path().join("weak.pub.pem");
+        std::fs::write(&p, weak.to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        let err = trust(&[p], 1).unwrap_err().to_string();
+        assert!(err.contains("weak"), "{err}");
+    }
 }
