@@ -25,6 +25,34 @@ pub fn record_in(file: &Path, slot: Slot) -> Result<Attempts> {
     Ok(now)
 }
 
+/// Takes back the last start of `slot` (an orderly shutdown); removes the file when nothing is
+/// left to count. Returns what remains.
+pub fn forgive_in(file: &Path, slot: Slot) -> Result<Option<Attempts>> {
+    let previous = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| Attempts::parse(&t));
+    if previous.is_none() {
+        return Ok(None);
+    }
+    match Attempts::forgive(previous, slot) {
+        Some(left) => {
+            crate::durable::replace(file, left.render().as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
+            Ok(Some(left))
+        }
+        None if previous.is_some_and(|p| p.slot == slot) => {
+            crate::durable::remove(file)?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// [`forgive_in`] at [`FILE`].
+pub fn forgive(slot: Slot) -> Result<Option<Attempts>> {
+    forgive_in(Path::new(FILE), slot)
+}
+
 /// Forgets the count (the boot is healthy, or the slot was given up).
 pub fn clear_in(file: &Path) -> Result<()> {
     crate::durable::remove(file)
@@ -58,5 +86,11 @@ mod tests {
         assert_eq!(record_in(&f, Slot::B).unwrap().starts, 1);
         std::fs::write(&f, "torn").unwrap();
         assert_eq!(record_in(&f, Slot::B).unwrap().starts, 1);
+        record_in(&f, Slot::B).unwrap();
+        assert_eq!(forgive_in(&f, Slot::B).unwrap().map(|a| a.starts), Some(1));
+        assert_eq!(forgive_in(&f, Slot::A).unwrap(), None);
+        assert!(f.exists(), "another slot's count is left alone");
+        assert_eq!(forgive_in(&f, Slot::B).unwrap(), None);
+        assert!(!f.exists());
     }
 }

@@ -13,6 +13,7 @@ pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod install;
+pub mod lines;
 pub mod logfile;
 pub mod logging;
 pub mod marker;

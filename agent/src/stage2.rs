@@ -8,13 +8,13 @@
 //! Signals (as busybox init): SIGTERM or SIGINT → reboot, SIGUSR2 → power off.
 
 use crate::supervisor::{self, Exit};
-use crate::{logging, marker, stage1, sys, uptime_ms, watchdog};
+use crate::{attempts, lines, logging, marker, stage1, sys, uptime_ms, watchdog};
 use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal, WaitOptions};
 use slate_core::api::Marker;
 use slate_core::config::{paths, InitConfig, Network, Restart, Service};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -114,6 +114,10 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
     files.sort();
     for f in files {
         match read_toml::<Service>(&f.to_string_lossy()) {
+            Ok(service) if service.exec.is_empty() => marker::warn(format!(
+                "service {}: `exec` is empty; it is not started",
+                f.display()
+            )),
             Ok(service) => list.push(service),
             Err(e) => marker::warn(format!("service {}: {e:#}", f.display())),
         }
@@ -155,31 +159,43 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
     out
 }
 
-/// Copies a service's output lines to the console (prefixed) and its log file.
+/// Copies a service's output lines to the console (prefixed) and its log file, holding at
+/// most [`lines::MAX_LINE`] bytes of a line at a time.
 fn tee(name: String, pipe: impl std::io::Read + Send + 'static) {
-    std::thread::spawn(move || {
-        let cap = LOG_CAP
-            .get()
-            .copied()
-            .unwrap_or_else(|| slate_core::config::LogConfig::default().max_bytes());
-        let mut log = crate::logfile::RotatingLog::open(
-            std::path::Path::new(&format!("{LOG_DIR}/{name}.log")),
-            cap,
-        )
-        .ok();
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let text = if line.starts_with("slate:") {
-                format!("{line}\n")
-            } else {
-                format!("[{name}] {line}\n")
-            };
-            let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            if let Some(l) = log.as_mut() {
-                let _ = l.write_all(format!("{line}\n").as_bytes());
+    let thread = format!("tee-{name}");
+    let spawned = std::thread::Builder::new()
+        .name(thread.clone())
+        .spawn(move || {
+            let cap = LOG_CAP
+                .get()
+                .copied()
+                .unwrap_or_else(|| slate_core::config::LogConfig::default().max_bytes());
+            let mut log = crate::logfile::RotatingLog::open(
+                std::path::Path::new(&format!("{LOG_DIR}/{name}.log")),
+                cap,
+            )
+            .ok();
+            let mut pipe = BufReader::new(pipe);
+            let mut raw = Vec::new();
+            while let Ok(true) = lines::next_line(&mut pipe, &mut raw, lines::MAX_LINE) {
+                let line = String::from_utf8_lossy(&raw);
+                let text = if line.starts_with("slate:") {
+                    format!("{line}\n")
+                } else {
+                    format!("[{name}] {line}\n")
+                };
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                if let Some(l) = log.as_mut() {
+                    let _ = l.write_all(format!("{line}\n").as_bytes());
+                }
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        // The pipe is dropped with the closure: the service gets EPIPE, PID 1 lives on.
+        marker::warn(format!(
+            "no thread {thread} to copy a service's output: {e}"
+        ));
+    }
 }
 
 fn write_state(s: &Supervised) {
@@ -199,8 +215,12 @@ fn write_state(s: &Supervised) {
 
 fn start(s: &mut Supervised) {
     s.next_start = None;
-    let mut cmd = Command::new(&s.service.exec[0]);
-    cmd.args(&s.service.exec[1..])
+    let Some((program, args)) = s.service.exec.split_first() else {
+        marker::warn(format!("service {}: `exec` is empty", s.service.name));
+        return;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_clear()
         .env("PATH", PATH)
         .env("HOME", "/root")
@@ -340,6 +360,7 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
             let _ = rustix::process::kill_process(pid, Signal::KILL);
         }
     }
+    forgive_this_start();
     sys::sync();
     for m in [crate::esp::MOUNT, "/var", "/data"] {
         if m == crate::esp::MOUNT && !std::path::Path::new(m).join("loader").exists() {
@@ -351,6 +372,26 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
     }
     sys::sync();
     sys::halt(how)
+}
+
+/// An orderly reboot or poweroff (through the API or a signal to PID 1) is not a failed start:
+/// the start stage 1 counted for this boot is taken back, so only panics, verity restarts,
+/// watchdog resets and power cuts bring a good slot closer to being given up. Otherwise
+/// anyone who may reboot the device could make it fall back to the older slot.
+fn forgive_this_start() {
+    let slot = std::fs::read_to_string("/proc/cmdline")
+        .ok()
+        .and_then(|line| line.parse::<slate_core::cmdline::BootParams>().ok())
+        .map(|p| p.slot);
+    if let Some(slot) = slot {
+        match attempts::forgive(slot) {
+            Ok(Some(left)) => {
+                tracing::info!(slot = %slot, starts = left.starts, "orderly shutdown: this start is not counted")
+            }
+            Ok(None) => {}
+            Err(e) => marker::warn(format!("taking back this boot's start: {e:#}")),
+        }
+    }
 }
 
 /// Runs stage 2; returns only with an error.
@@ -368,7 +409,9 @@ fn supervise() -> Result<std::convert::Infallible> {
         .and_then(|v| v.parse().ok())
         .and_then(sys::adopt_fd)
     {
-        watchdog::feed_forever(w);
+        if let Err(e) = watchdog::feed_forever(w) {
+            marker::warn(format!("{e:#}; the watchdog will reset the machine"));
+        }
     }
     let init: InitConfig = read_toml(&format!("/{}", paths::INIT)).unwrap_or(InitConfig {
         hostname: "slate".into(),

@@ -355,12 +355,18 @@ pub fn keep_across_exec(f: &File) -> Result<()> {
     Ok(())
 }
 
-/// Adopts a file descriptor inherited across exec.
+/// Adopts a file descriptor inherited across exec, and marks it close-on-exec again so it
+/// goes no further: the watchdog descriptor must not leak into services, or any of them
+/// could stop it (magic close) and turn off hang recovery.
 pub fn adopt_fd(fd: i32) -> Option<File> {
     use std::os::fd::FromRawFd;
     // F_GETFD succeeds only for an open descriptor.
     // SAFETY: fcntl(F_GETFD) has no side effects on any descriptor number.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is open (checked above); F_SETFD only sets its close-on-exec flag.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         return None;
     }
     // SAFETY: the descriptor is open (checked above) and was handed to this process, which

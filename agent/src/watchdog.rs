@@ -25,11 +25,16 @@ pub fn open(device: &str) -> Result<File> {
     }
 }
 
-/// Feeds the watchdog forever from a background thread.
-pub fn feed_forever(mut dev: File) {
-    std::thread::spawn(move || loop {
-        let _ = dev.write_all(b"\0");
-        let _ = dev.flush();
-        std::thread::sleep(FEED_EVERY);
-    });
+/// Feeds the watchdog forever from a background thread. Without a thread the watchdog is not
+/// fed and resets the machine: the same outcome as a hang, which is what it is for.
+pub fn feed_forever(mut dev: File) -> Result<()> {
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || loop {
+            let _ = dev.write_all(b"\0");
+            let _ = dev.flush();
+            std::thread::sleep(FEED_EVERY);
+        })
+        .context("starting the watchdog thread")?;
+    Ok(())
 }

@@ -96,6 +96,14 @@ impl Attempts {
         Attempts { slot, starts }
     }
 
+    /// The record after an orderly shutdown of `slot`: its last start is taken back (an
+    /// orderly reboot is not a failed start). None when nothing is left to count.
+    pub fn forgive(previous: Option<Attempts>, slot: Slot) -> Option<Attempts> {
+        let p = previous.filter(|p| p.slot == slot)?;
+        let starts = p.starts.checked_sub(1).filter(|&s| s > 0)?;
+        Some(Attempts { slot, starts })
+    }
+
     /// The text stored.
     pub fn render(&self) -> String {
         format!("{} {}\n", self.slot, self.starts)
@@ -365,6 +373,17 @@ mod tests {
         );
         assert_eq!(Attempts::next(Some(a2), Slot::B).starts, 1);
         assert_eq!(Attempts::parse("garbage"), None);
+        let three = Attempts {
+            slot: Slot::A,
+            starts: 3,
+        };
+        assert_eq!(
+            Attempts::forgive(Some(three), Slot::A).map(|a| a.starts),
+            Some(2)
+        );
+        assert_eq!(Attempts::forgive(Some(three), Slot::B), None);
+        assert_eq!(Attempts::forgive(Attempts::parse("a 1\n"), Slot::A), None);
+        assert_eq!(Attempts::forgive(None, Slot::A), None);
         assert_eq!(Attempts::parse("a"), None);
         assert_eq!(Attempts::parse(""), None);
     }

@@ -120,3 +120,33 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
 }
+
+#[test]
+fn orderly_reboots_before_healthy_are_not_failed_starts() {
+    // An image whose health check always fails: its boots are never found healthy, so every
+    // start stage 1 counts stays counted unless the shutdown was orderly.
+    let img = image_variant("1.2.0", Variant::FailingHealth);
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    let mut mark = 0;
+    // Before the fix, the fourth of these made stage 1 give the slot up.
+    for _ in 0..4 {
+        vm.wait_for_after("slate: stage2 up", mark, BOOT_TIMEOUT)
+            .unwrap();
+        vm.wait_prompt("slate# ", mark, SHELL).unwrap();
+        mark = vm.mark();
+        let (code, body) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
+        assert_eq!(code, 202, "{body}");
+        vm.wait_for_after("slate: shutdown reboot", mark, SHELL)
+            .unwrap();
+    }
+    vm.wait_for_after("slate: stage2 up", mark, BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_prompt("slate# ", mark, SHELL).unwrap();
+    // Only this boot's own start is on record.
+    let count = vm.shell("cat /data/slate/boot-attempts", SHELL).unwrap();
+    assert!(count.contains("a 1\n"), "{count}");
+    assert!(!vm.saw("without becoming healthy"), "{}", vm.tail(20));
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.2.0"));
+}

@@ -192,6 +192,19 @@ async fn handle(
             r
         }
         (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
+        (Method::POST, api::REBOOT_ROUTE)
+            if matches!(agent.status().boot, api::BootState::Trial { .. })
+                && !http::query_flag(req.uri().query(), "force").unwrap_or(false) =>
+        {
+            // Each start of a trial slot spends one of its tries; reboots from the network
+            // could otherwise veto an update before its health checks finish.
+            json(
+                StatusCode::CONFLICT,
+                &ErrorAnswer {
+                    error: "the running slot is on trial: rebooting now would spend one of its tries; wait for `healthy`, or add ?force=true".into(),
+                },
+            )
+        }
         (Method::POST, api::REBOOT_ROUTE) => {
             signal_init_later(rustix::process::Signal::TERM);
             json(
