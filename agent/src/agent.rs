@@ -20,6 +20,9 @@ use std::sync::Mutex;
 
 /// Lock file that keeps the API and `slated install` from installing at once.
 pub const INSTALL_LOCK: &str = "/run/slate/install.lock";
+/// Where kernel and initrd of an update are checked before they go onto the ESP: /data, not the
+/// RAM of a small device.
+pub const STAGING: &str = "/data/slate/staging";
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &str) -> Result<T> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -67,8 +70,13 @@ impl Agent {
             .map(|p| p.verity.root_hash.to_string())
             .unwrap_or_default();
         let image: ImageInfo = read_toml(&format!("/{}", paths::IMAGE))?;
-        let config: AgentConfig = read_toml(&format!("/{}", paths::AGENT)).unwrap_or_default();
-        let checks: config::Health = read_toml(&format!("/{}", paths::HEALTH)).unwrap_or_default();
+        // Fail closed: without its settings the agent would run without authentication, and
+        // without its checks it would commit every trial boot.
+        let config: AgentConfig = read_toml(&format!("/{}", paths::AGENT))?;
+        if config.token.is_some() {
+            anyhow::bail!("/{}: {}", paths::AGENT, config::TOKEN_REMOVED);
+        }
+        let checks: config::Health = read_toml(&format!("/{}", paths::HEALTH))?;
         let trust = match &config.trust {
             Some(p) => match std::fs::read_to_string(p)
                 .map_err(anyhow::Error::from)
@@ -134,6 +142,7 @@ impl Agent {
             boots: 0,
             security_epoch: 0,
             installing: false,
+            identity: None,
         };
         Ok(Agent {
             slot,
@@ -145,6 +154,11 @@ impl Agent {
             state: Mutex::new(st),
             status: Mutex::new(status),
         })
+    }
+
+    /// Records the device's TLS identity for the status.
+    pub fn set_identity(&self, fingerprint: slate_core::Fingerprint) {
+        lock(&self.status).identity = Some(fingerprint);
     }
 
     /// The status with slots and state filled in.
@@ -327,6 +341,7 @@ impl Agent {
             running: self.slot,
             running_on_trial,
             force,
+            staging: std::path::PathBuf::from(STAGING),
         };
         let r = install::install(&inst, body, &marker::emit);
         lock(&self.status).installing = false;

@@ -1,5 +1,5 @@
 //! The small pieces of HTTP request handling slated does itself (hyper parses the rest):
-//! query flags and the bearer token. Pure, so they can be fuzzed and unit-tested.
+//! query flags. Pure, so they can be fuzzed and unit-tested.
 
 /// The value of a boolean query flag (`?force=true`, `?reboot=0`, `?force`).
 pub fn query_flag(query: Option<&str>, name: &str) -> Option<bool> {
@@ -9,17 +9,12 @@ pub fn query_flag(query: Option<&str>, name: &str) -> Option<bool> {
     })
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer(header: Option<&str>) -> Option<&str> {
-    header?.strip_prefix("Bearer ").map(str::trim)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn flags_and_tokens_parse() {
+    fn flags_parse() {
         assert_eq!(
             query_flag(Some("force=true&reboot=false"), "reboot"),
             Some(false)
@@ -27,7 +22,5 @@ mod tests {
         assert_eq!(query_flag(Some("force"), "force"), Some(true));
         assert_eq!(query_flag(None, "force"), None);
         assert_eq!(query_flag(Some("forced=true"), "force"), None);
-        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(Some("Basic abc")), None);
     }
 }

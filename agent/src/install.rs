@@ -6,7 +6,8 @@
 //! 2. delete the idle slot's boot entries (the slot is now empty: nothing boots it);
 //! 3. stream `rootfs.img` into the idle partition, hashing; fsync; drop the cache and read it
 //!    back: the verity tree and root hash must match the manifest (sha256 checked while streaming);
-//! 4. write kernel and initrd to `/slate/<slot>/` on the ESP (temporary name, check, rename);
+//! 4. stage kernel and initrd outside the ESP, check them and the end of the bundle, then copy
+//!    them to `/slate/<slot>/` on the ESP in one read-write window (temporary name, rename);
 //! 5. write the new entry `slate-<slot>-<version>+3.conf` last.
 //!
 //! A failure at any step leaves the running slot and its entry untouched.
@@ -78,11 +79,13 @@ pub enum Refusal {
         /// Bytes it holds.
         capacity: u64,
     },
-    /// The client stopped sending.
-    #[error("upload stalled for {seconds} s: {inner}")]
+    /// The client stopped sending, or sent slower than the image's minimum rate.
+    #[error("upload cut off after {seconds} s, slower than the minimum {min_kib_s} KiB/s: {inner}")]
     Stalled {
-        /// Seconds without a byte.
+        /// Seconds from the start of the upload.
         seconds: u64,
+        /// The minimum rate (`[agent] min_upload_kib_s`).
+        min_kib_s: u32,
         /// What the installer saw when the stream stopped.
         inner: Box<Refusal>,
     },
@@ -152,6 +155,9 @@ pub struct Installer<'a> {
     pub running_on_trial: bool,
     /// Install even a version that failed before or is not newer.
     pub force: bool,
+    /// A folder outside the ESP where kernel and initrd are checked before they are copied in
+    /// (emptied before and after each install).
+    pub staging: std::path::PathBuf,
 }
 
 /// A finished install.
@@ -289,45 +295,34 @@ pub fn install<R: Read>(
     crate::hooks::cut_point("slot-written");
     let mut written = rootfs.size;
 
-    // 4. Kernel and initrd, each checked before it takes its final name.
+    // 4. Kernel and initrd: streamed into the staging folder on /data and checked there, then
+    //    copied onto the ESP in one short read-write window, so a slow or stalled client never
+    //    holds the ESP writable (a power cut then could leave it dirty).
     let span = tracing::info_span!("install", step = "boot-files", slot = %idle).entered();
+    let staging = &inst.staging;
+    let _ = std::fs::remove_dir_all(staging);
+    std::fs::create_dir_all(staging)
+        .with_context(|| format!("creating {}", staging.display()))
+        .map_err(failed)?;
+    let mut staged = Vec::new();
     for a in m.artifacts[1..].iter().cloned() {
         let name = a.name.as_str();
-        tracing::debug!(artifact = name, bytes = a.size, "writing to the ESP");
+        tracing::debug!(artifact = name, bytes = a.size, "staging");
         expect_artifact(&mut r, &a)?;
-        let mut stream_err = None;
-        let mut mismatch = None;
-        let rel = format!("slate/{idle}/{name}");
-        let res = inst.esp.write_atomic(&rel, |f| {
-            let mut h = Sha256::new();
-            match r.stream(name, a.size, |c| {
-                h.update(c);
-                f.write_all(c)
-            }) {
-                Err(e) => {
-                    stream_err = Some(e);
-                    bail!("bundle stream failed")
-                }
-                Ok(Err(e)) => {
-                    return Err(anyhow::Error::new(e).context(format!("writing {rel} on the ESP")))
-                }
-                Ok(Ok(())) => {}
-            }
-            let got = Digest32(h.finalize().into());
-            if got != a.sha256 {
-                mismatch = Some(got);
-                bail!("{name} does not match the manifest; not kept");
-            }
-            if name == "initrd.img" {
-                // Inside the ESP's read-write window, the temporary file not yet synced.
-                crate::hooks::cut_point("boot-files-writing");
-            }
-            Ok(())
-        });
-        if let Some(e) = stream_err {
-            return Err(e.into());
-        }
-        if let Some(got) = mismatch {
+        let path = staging.join(name);
+        let mut f = File::create(&path)
+            .with_context(|| format!("creating {}", path.display()))
+            .map_err(failed)?;
+        let mut h = Sha256::new();
+        r.stream(name, a.size, |c| {
+            h.update(c);
+            f.write_all(c)
+        })?
+        .with_context(|| format!("writing {}", path.display()))
+        .map_err(failed)?;
+        let got = Digest32(h.finalize().into());
+        if got != a.sha256 {
+            let _ = std::fs::remove_dir_all(staging);
             return Err(Refusal::DigestMismatch {
                 artifact: a.name.clone(),
                 expected: a.sha256,
@@ -336,10 +331,20 @@ pub fn install<R: Read>(
             }
             .into());
         }
-        res.map_err(failed)?;
+        staged.push((format!("slate/{idle}/{name}"), path));
         written += a.size;
     }
+    // Nothing may follow the last artifact; checked before the ESP is touched.
     r.expect_end()?;
+    inst.esp
+        .copy_in(&staged, |rel| {
+            if rel.ends_with("initrd.img") {
+                // Inside the ESP's read-write window, the temporary file not yet synced.
+                crate::hooks::cut_point("boot-files-writing");
+            }
+        })
+        .map_err(failed)?;
+    let _ = std::fs::remove_dir_all(staging);
     drop(span);
     crate::hooks::cut_point("boot-files-written");
 

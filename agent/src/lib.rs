@@ -7,11 +7,13 @@
 
 pub mod agent;
 pub mod attempts;
+pub mod conntable;
 pub mod durable;
 pub mod esp;
 pub mod health;
 pub mod hooks;
 pub mod http;
+pub mod identity;
 pub mod install;
 pub mod lines;
 pub mod logfile;
@@ -23,6 +25,7 @@ pub mod stage2;
 pub mod state;
 pub mod status;
 pub mod supervisor;
+pub mod server;
 pub mod sys;
 pub mod watchdog;
 

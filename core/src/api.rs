@@ -234,6 +234,9 @@ pub struct Status {
     pub security_epoch: u64,
     /// An install is running.
     pub installing: bool,
+    /// The fingerprint of the device's TLS certificate (None when it serves plain HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::Fingerprint>,
 }
 
 impl Status {
@@ -359,6 +362,7 @@ mod tests {
             boots: 3,
             security_epoch: 1,
             installing: false,
+            identity: None,
         }
     }
 

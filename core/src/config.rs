@@ -6,7 +6,7 @@
 //!          /etc/slate/init.toml           InitConfig     hostname, debug shell
 //!          /etc/slate/services/<n>.toml   Service        one supervised service each
 //!          /etc/slate/health.toml         Health         checks and their deadline
-//!          /etc/slate/agent.toml          AgentConfig    slated's port and trust file
+//!          /etc/slate/agent.toml          AgentConfig    slated's port, trust file, operator CA
 //! ```
 //! They live here, not in the imager or the agent, so both sides parse the same types.
 //! Unknown fields are refused so a typo in an image spec is caught on the build host.
@@ -33,6 +33,8 @@ pub mod paths {
     pub const NETWORK: &str = "etc/slate/network.toml";
     /// Trust anchors for update signatures.
     pub const TRUST: &str = "etc/slate/trust.toml";
+    /// The operator CA's certificate(s), which authorise requests to the agent.
+    pub const OPERATORS: &str = "etc/slate/operators.pem";
     /// Provenance of every input of the image.
     pub const PROVENANCE: &str = "usr/lib/slate/provenance.toml";
 }
@@ -284,16 +286,35 @@ impl Network {
 }
 
 /// Settings of `slated`.
+///
+/// Secure by default: the API is HTTPS with client certificates, and only certificates issued
+/// by the operator CA in `operators` are authorised. Plain HTTP needs `insecure_http`, which
+/// `slate build` refuses together with a trust file unless asked for by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// TCP port of the HTTP API.
+    /// TCP port of the API.
     #[serde(default = "default_port")]
     pub port: u16,
     /// Path of the trust file in the image; None: the image refuses every update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<String>,
-    /// Bearer token `POST` requests must carry; None: no token needed.
+    /// Path in the image of the operator CA's certificate(s) (PEM, public only). Requests with
+    /// a client certificate issued by it are authorised; None: no request is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operators: Option<String>,
+    /// Serve `GET /v1/status` and `/metrics` without a client certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_status: bool,
+    /// Plain HTTP without authentication, for development only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+    /// Slowest upload accepted, in KiB/s averaged from its start (after a short grace): a
+    /// client that trickles cannot hold the install lock.
+    #[serde(default = "default_min_upload_kib_s")]
+    pub min_upload_kib_s: u32,
+    /// Removed: the bearer token was one fleet-wide secret in cleartext in every image. Kept
+    /// only so that `slate build` and the agent can say what to use instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Test images only: halt at the cut point the QEMU harness names through fw_cfg
@@ -302,15 +323,26 @@ pub struct AgentConfig {
     pub test_hooks: bool,
 }
 
+/// What `token` users are told.
+pub const TOKEN_REMOVED: &str = "the bearer `token` option is gone (it was one fleet-wide secret, in cleartext in every image): remove it, make an operator CA with `slate ca init --out ops-ca`, set `[agent] operators = \"ops-ca.crt.pem\"` (or `slate build --operators ops-ca.crt.pem`), and push with `slate push --identity` and a certificate from `slate ca issue`";
+
 impl Default for AgentConfig {
     fn default() -> AgentConfig {
         AgentConfig {
             port: default_port(),
             trust: None,
+            operators: None,
+            public_status: false,
+            insecure_http: false,
+            min_upload_kib_s: default_min_upload_kib_s(),
             token: None,
             test_hooks: false,
         }
     }
+}
+
+fn default_min_upload_kib_s() -> u32 {
+    64
 }
 
 fn default_port() -> u16 {

@@ -28,6 +28,7 @@ pub mod cmdline;
 pub mod config;
 pub mod digest;
 pub mod fat;
+pub mod fingerprint;
 pub mod gpt;
 pub mod guid;
 pub mod layout;
@@ -39,5 +40,6 @@ pub mod verity;
 pub mod version;
 
 pub use digest::Digest32;
+pub use fingerprint::Fingerprint;
 pub use guid::Guid;
 pub use version::Version;

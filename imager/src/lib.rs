@@ -24,4 +24,4 @@ pub use image::{
     agentbin, bmap, board, build, cache, compose, cpio, deb, disk, esp, ext4, hashing, kernel,
     kmod, provenance, spec, squashfs, timings, tools, tree,
 };
-pub use operator::{bundle, flash, inspect, keys, push};
+pub use operator::{bundle, ca, flash, inspect, keys, push, tls};

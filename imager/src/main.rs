@@ -63,6 +63,18 @@ enum Command {
         /// Trust file to bake in at /etc/slate/trust.toml (overrides the spec).
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
+        /// Operator CA certificate to bake in at /etc/slate/operators.pem (overrides the
+        /// spec's `[agent] operators`): its client certificates may use the agent's API.
+        #[arg(long, value_name = "CA.crt.pem")]
+        operators: Option<PathBuf>,
+        /// Allow `[agent] insecure_http` (plain HTTP, no authentication) in an image with a
+        /// trust file. Development only.
+        #[arg(long)]
+        allow_insecure: bool,
+        /// Allow `debug_shell` and `[agent] test_hooks` in an image with a trust file.
+        /// Development only.
+        #[arg(long)]
+        allow_debug: bool,
         /// Print each build stage's wall and CPU time at the end.
         #[arg(long)]
         timings: bool,
@@ -141,13 +153,18 @@ enum Command {
     },
     /// Send a bundle to a device's agent; with --wait, follow it to commit or rollback.
     ///
-    /// Exit status 0 only when the update was installed (and, with --wait, committed).
+    /// The device is reached over mutual TLS: --identity presents the operator's certificate,
+    /// and the device's certificate must match the fingerprint pinned on first contact (or
+    /// given with --fingerprint). Exit status 0 only when the update was installed (and, with
+    /// --wait, committed).
     Push {
-        /// The agent, e.g. http://127.0.0.1:8080.
+        /// The agent, e.g. https://10.0.0.7:8080 (http:// for an insecure_http image).
         #[arg(long)]
         device: String,
-        /// Bearer token, if the image requires one.
-        #[arg(long)]
+        #[command(flatten)]
+        access: AccessArgs,
+        /// Removed (the bearer token is gone): use --identity.
+        #[arg(long, hide = true)]
         token: Option<String>,
         /// Follow the device through its reboot to the outcome.
         #[arg(long, conflicts_with = "no_reboot")]
@@ -163,6 +180,22 @@ enum Command {
         quiet: bool,
         /// The bundle.
         bundle: PathBuf,
+    },
+    /// Show a device's status (slots, versions, health, last update) over mutual TLS.
+    Status {
+        /// The agent, e.g. https://10.0.0.7:8080.
+        #[arg(long)]
+        device: String,
+        #[command(flatten)]
+        access: AccessArgs,
+        /// The status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The operator CA whose certificate an image trusts, and the certificates it issues.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
     },
     /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
     #[command(hide = true)]
@@ -188,6 +221,60 @@ enum Command {
     },
 }
 
+/// How to reach and trust a device (`slate push`, `slate status`).
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// Operator certificate pair NAME (NAME.crt.pem and NAME.key.pem, from `slate ca issue`).
+    #[arg(long, value_name = "NAME")]
+    identity: Option<PathBuf>,
+    /// The device's certificate fingerprint (sha256:…, from its console), instead of pinning
+    /// it on first contact.
+    #[arg(long, value_name = "sha256:HEX")]
+    fingerprint: Option<slate_core::Fingerprint>,
+    /// Known-devices file [default: $SLATE_KNOWN_DEVICES, or ~/.config/slate/known_devices].
+    #[arg(long, value_name = "FILE")]
+    known_devices: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    fn access(self) -> slate_imager::push::Access {
+        slate_imager::push::Access {
+            identity: self.identity,
+            fingerprint: self.fingerprint,
+            known_devices: self.known_devices,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Make an operator CA: NAME.crt.pem (bake it into images) and NAME.key.pem (0600, keep
+    /// it offline).
+    Init {
+        /// Base name of the files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Slate operator CA")]
+        name: String,
+    },
+    /// Issue an operator certificate: OUT.crt.pem and OUT.key.pem (0600).
+    Issue {
+        /// The CA pair NAME (NAME.crt.pem, NAME.key.pem).
+        #[arg(long, value_name = "NAME")]
+        ca: PathBuf,
+        /// Who it is for (the certificate's common name, shown in the device's log).
+        #[arg(long)]
+        name: String,
+        /// Days it is valid.
+        #[arg(long, default_value_t = slate_imager::ca::OPERATOR_DAYS)]
+        days: u32,
+        /// Base name of the files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
@@ -201,9 +288,17 @@ fn run(cli: Cli) -> Result<()> {
             boards,
             agent_dir,
             trust,
+            operators,
+            allow_insecure,
+            allow_debug,
             timings,
         } => {
             let opts = BuildOptions {
+                operators,
+                allow: build::policy::Allow {
+                    insecure: allow_insecure,
+                    debug: allow_debug,
+                },
                 spec,
                 board,
                 version: image_version,
@@ -283,8 +378,49 @@ fn run(cli: Cli) -> Result<()> {
             out.sync_all()?;
             println!("Root hash: {}", tree.info.root_hash);
         }
+        Command::Status {
+            device,
+            access,
+            json,
+        } => {
+            let dev = slate_imager::push::Device::open(&device, &access.access())?;
+            let s = dev.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", slate_imager::inspect::render_status(&s));
+            }
+        }
+        Command::Ca {
+            command: CaCommand::Init { out, name },
+        } => {
+            let (crt, key) = slate_imager::ca::init(&out, &name)?;
+            println!(
+                "operator CA: certificate {} (bake into images: --operators), key {} (keep it offline)",
+                crt.display(),
+                key.display()
+            );
+        }
+        Command::Ca {
+            command:
+                CaCommand::Issue {
+                    ca,
+                    name,
+                    days,
+                    out,
+                },
+        } => {
+            let (crt, key) = slate_imager::ca::issue(&ca, &name, days, &out)?;
+            println!(
+                "operator certificate for {name:?}, valid {days} days: {} and {} (use with --identity {})",
+                crt.display(),
+                key.display(),
+                out.display()
+            );
+        }
         Command::Push {
             device,
+            access,
             token,
             wait,
             no_reboot,
@@ -292,11 +428,14 @@ fn run(cli: Cli) -> Result<()> {
             quiet,
             bundle: path,
         } => {
+            if token.is_some() {
+                anyhow::bail!("--token is gone with the bearer token: devices authorise operators by certificate; use --identity NAME (see `slate ca issue`)");
+            }
             let wait = wait.then(|| std::time::Duration::from_secs(timeout));
             let p = slate_imager::push::push(
                 &device,
                 &path,
-                token.as_deref(),
+                &access.access(),
                 !no_reboot,
                 wait,
                 Progress::new(quiet),

@@ -30,6 +30,9 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Resume this saved machine instead of booting (`disk` must be a copy of its disk).
     pub resume: Option<Snapshot>,
+    /// Talk to the agent over TLS with this client configuration (an operator certificate and
+    /// the device pin); None: plain HTTP, for images built with `insecure_http`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl VmConfig {
@@ -47,6 +50,7 @@ impl VmConfig {
             interactive: false,
             volatile_cache: None,
             resume: None,
+            tls: None,
         }
     }
 }

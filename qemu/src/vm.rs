@@ -23,6 +23,7 @@ pub struct Vm {
     serial: Serial,
     stderr: std::sync::Arc<Mutex<String>>,
     host_port: Option<u16>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     accel: Accel,
     log: PathBuf,
     started: Instant,
@@ -215,6 +216,7 @@ impl Vm {
             serial,
             stderr,
             host_port,
+            tls: cfg.tls.clone(),
             accel,
             log,
             started,
@@ -436,20 +438,24 @@ impl Vm {
         self.host_port
     }
 
-    /// `http://127.0.0.1:<port>` of the agent.
+    /// `https://127.0.0.1:<port>` of the agent (`http://` when the VM has no TLS client).
     pub fn agent_url(&self) -> Option<String> {
-        self.host_port.map(|p| format!("http://127.0.0.1:{p}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.host_port
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
     }
 
-    /// One HTTP/1.1 request to the agent (ureq's client); returns (status, body) whatever the
-    /// status.
+    /// One HTTP/1.1 request to the agent (ureq's client, over TLS with the VM's client
+    /// configuration); returns (status, body) whatever the status.
     pub fn http(&self, method: &str, path: &str) -> Result<(u16, String)> {
-        let port = self.host_port.context("no forwarded port")?;
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
-            .build();
+        let url = self.agent_url().context("no forwarded port")?;
+        let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            agent = agent.tls_config(tls.clone());
+        }
+        let agent = agent.build();
         let resp = match agent
-            .request(method, &format!("http://127.0.0.1:{port}{path}"))
+            .request(method, &format!("{url}{path}"))
             .set("Content-Length", "0")
             .call()
         {

@@ -164,8 +164,9 @@ fn cut_and_recover_in(
         healthy_with_precious_data(&mut vm).map_err(harness)?;
     }
     let url = vm.agent_url().unwrap_or_default();
+    let acc = access(work);
     let upload = std::thread::spawn(move || {
-        push::push(&url, &update, None, true, None, Progress::new(true))
+        push::push(&url, &update, &acc, true, None, Progress::new(true))
     });
     match cut {
         Cut::Step(s) => {
@@ -260,7 +261,14 @@ fn cut_and_recover_in(
 
     // The next update works.
     let url = vm.agent_url().unwrap_or_default();
-    match push::push(&url, &next, None, true, Some(LONG), Progress::new(true)) {
+    match push::push(
+        &url,
+        &next,
+        &access(work),
+        true,
+        Some(LONG),
+        Progress::new(true),
+    ) {
         Ok(p)
             if p.outcome
                 .as_ref()

@@ -127,7 +127,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     .unwrap();
     first.write_all(&data[..2 << 20]).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let e = push::push(&url, &good, None, true, None, Progress::new(true)).unwrap_err();
+    let e = push::push(&url, &good, &access(tmp.path()), true, None, Progress::new(true)).unwrap_err();
     assert!(
         format!("{e:#}").contains("another install is in progress"),
         "{e:#}"
@@ -149,7 +149,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
 
     // The next good update still works (and slate verify agrees it is good).
     slate_imager::bundle::verify(&good, &k.trust, Some(&facts)).unwrap();
-    let p = push::push(&url, &good, None, false, None, Progress::new(true)).unwrap();
+    let p = push::push(&url, &good, &access(tmp.path()), false, None, Progress::new(true)).unwrap();
     assert_eq!(installed_slot(&p.answer), slate_core::layout::Slot::B);
 
     // `slated install FILE` on the device console: the bundle fetched over the guest's network

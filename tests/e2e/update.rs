@@ -44,10 +44,11 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
+    let acc = access(tmp.path());
     let quiet = Progress::new(true);
 
     // v1 → v2: installed into b, trial boot, healthy, committed.
-    let p = push::push(&url, &v2, None, true, Some(WAIT), quiet).unwrap();
+    let p = push::push(&url, &v2, &acc, true, Some(WAIT), quiet).unwrap();
     assert_eq!(installed_slot(&p.answer), Slot::B);
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
@@ -67,7 +68,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     // Below the committed security epoch: refused before anything is written, by the device
     // and by `slate verify` alike.
-    let e = push::push(&url, &epoch_low, None, true, None, quiet).unwrap_err();
+    let e = push::push(&url, &epoch_low, &acc, true, None, quiet).unwrap_err();
     assert!(
         format!("{e:#}").contains("security epoch 1 is below the device's 2"),
         "{e:#}"
@@ -89,7 +90,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     // v3 fails a health check on its trial boot: marked bad, back to v2 with no human action.
     let mark = vm.mark();
-    let p = push::push(&url, &v3_unhealthy, None, true, Some(WAIT), quiet).unwrap();
+    let p = push::push(&url, &v3_unhealthy, &acc, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
     assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
     assert!(last(&s).reason.contains("always-fails"), "{s:?}");
@@ -110,7 +111,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
     assert!(s.failed.iter().any(|f| f.version == "1.2.0"), "{s:?}");
     // The same version is not tried again automatically.
-    let e = push::push(&url, &v3_unhealthy, None, true, None, quiet).unwrap_err();
+    let e = push::push(&url, &v3_unhealthy, &acc, true, None, quiet).unwrap_err();
     assert!(
         format!("{e:#}").contains("failed its health checks before"),
         "{e:#}"
@@ -118,7 +119,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     // 1.3.0 cannot boot: systemd-boot spends its three tries, then boots v2 again.
     let mark = vm.mark();
-    let p = push::push(&url, &broken_path, None, true, Some(WAIT), quiet).unwrap();
+    let p = push::push(&url, &broken_path, &acc, true, Some(WAIT), quiet).unwrap();
     let s = p.outcome.unwrap();
     assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
     assert!(last(&s).reason.contains("boot-failed"), "{s:?}");

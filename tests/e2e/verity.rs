@@ -98,7 +98,7 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
     let p = push::push(
         &url,
         &v2_bundle,
-        None,
+        &access(tmp.path()),
         true,
         Some(Duration::from_secs(600)),
         Progress::new(true),

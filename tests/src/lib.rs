@@ -113,6 +113,75 @@ pub fn keys() -> &'static Keys {
     })
 }
 
+/// Test operator certificates, made once per test process: the CA test images trust, an
+/// operator it issued, an operator of another CA, and an expired one of the right CA.
+pub struct Operators {
+    /// The CA's certificate, baked into test images.
+    pub ca_crt: PathBuf,
+    /// The operator pair (base name) the tests act as.
+    pub identity: PathBuf,
+    /// An operator pair from another CA.
+    pub stranger: PathBuf,
+    /// An operator pair of the right CA whose certificate has expired.
+    pub expired: PathBuf,
+    /// A TLS client presenting `identity` that accepts any device certificate (the harness
+    /// talks to many devices; pinning is tested through [`access`]).
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+/// The operator certificates, made once per test process.
+pub fn operators() -> &'static Operators {
+    static OPS: OnceLock<Operators> = OnceLock::new();
+    OPS.get_or_init(|| {
+        let dir = Box::leak(Box::new(
+            tempfile::Builder::new()
+                .prefix("slate-e2e-operators-")
+                .tempdir()
+                .expect("temp dir"),
+        ))
+        .path();
+        let (ca_crt, _) = slate_imager::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
+        slate_imager::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops")).expect("issue");
+        slate_imager::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
+        slate_imager::ca::issue(&dir.join("other-ca"), "stranger", 1, &dir.join("stranger"))
+            .expect("issue");
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        slate_imager::ca::issue_between(
+            &dir.join("ca"),
+            "expired",
+            now - 3 * day,
+            now - day,
+            &dir.join("expired"),
+        )
+        .expect("issue");
+        let identity = dir.join("ops");
+        let id = slate_imager::tls::Identity::load(&identity).expect("identity");
+        let client = slate_imager::tls::client_config(
+            Some(&id),
+            slate_imager::tls::PinVerifier::new(None),
+        )
+        .expect("client config");
+        Operators {
+            ca_crt,
+            identity,
+            stranger: dir.join("stranger"),
+            expired: dir.join("expired"),
+            client,
+        }
+    })
+}
+
+/// How tests reach a device as its operator: the test identity, device pins kept in `work`
+/// (one file per test, so devices of other tests on a reused port do not clash).
+pub fn access(work: &Path) -> slate_imager::push::Access {
+    slate_imager::push::Access {
+        identity: Some(operators().identity.clone()),
+        fingerprint: None,
+        known_devices: Some(work.join("known_devices")),
+    }
+}
+
 /// Image variants the scenarios need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -174,6 +243,12 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
         boards: Some(workspace().join("boards")),
         agent_dir: Some(agent_dir().to_path_buf()),
         trust: Some(keys().trust_file.clone()),
+        operators: Some(operators().ca_crt.clone()),
+        // Test images keep the demo's debug shell and enable the harness's cut points.
+        allow: build::policy::Allow {
+            insecure: false,
+            debug: true,
+        },
     };
     let report = build::build(&opts).unwrap_or_else(|e| {
         panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)")
@@ -348,6 +423,7 @@ pub fn copy_disk(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
 /// Boots `disk` with default settings plus `tweak`.
 pub fn boot(disk: &Path, work: &Path, tweak: impl FnOnce(&mut VmConfig)) -> Result<Vm> {
     let mut cfg = VmConfig::new(disk, work);
+    cfg.tls = Some(operators().client.clone());
     tweak(&mut cfg);
     Vm::start(&cfg).context("starting QEMU")
 }

@@ -4,8 +4,9 @@
 //! `slate: healthy …`; on a trial boot it then commits (`slate: committed …`) or marks the slot
 //! bad and reboots (`slate: rollback …`). It serves on the configured port:
 //! `GET /v1/status`, `GET /metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
-//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`; POSTs need the bearer token when
-//! the image sets one.
+//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`. The API is HTTPS; every route
+//! needs a client certificate from the image's operator CA (status and metrics not, with
+//! `public_status`). Plain HTTP without authentication only with `insecure_http`.
 //!
 //! `slated install FILE [--force] [--no-reboot]` installs a bundle from a file (a USB stick, a
 //! bundle on /data) with the same checks.
@@ -17,14 +18,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::agent::Agent;
 use slate_agent::install::{InstallError, Refusal};
+use slate_agent::identity::{self, Identity};
+use slate_agent::server::{self, Caller};
 use slate_agent::{health, http, marker};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A client that sends nothing for this long has its upload aborted, freeing the agent.
-const UPLOAD_STALL: Duration = Duration::from_secs(30);
+/// An upload may fall behind the minimum rate by this much time (its first bytes, a slow
+/// start of the connection) before it is cut off.
+const UPLOAD_GRACE: Duration = Duration::from_secs(15);
 
 type Resp = Response<Full<Bytes>>;
 
@@ -68,6 +72,13 @@ impl Read for ChannelReader {
     }
 }
 
+/// When an upload that has received `received` bytes since `started` falls below
+/// `min_bytes_s`: the deadline for its next bytes.
+fn upload_deadline(started: tokio::time::Instant, received: u64, min_bytes_s: u64) -> tokio::time::Instant {
+    let behind_allowed = Duration::from_secs_f64(received as f64 / min_bytes_s.max(1) as f64);
+    started + UPLOAD_GRACE + behind_allowed
+}
+
 async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
@@ -84,8 +95,14 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     });
     let mut body = req.into_body();
     let mut stalled = false;
+    // A client that sends slower than the minimum rate (averaged from the start, after a
+    // grace) is cut off, so it can hold neither the install lock nor this connection.
+    let min_bytes_s = u64::from(agent.config.min_upload_kib_s) * 1024;
+    let started = tokio::time::Instant::now();
+    let mut received = 0u64;
     loop {
-        match tokio::time::timeout(UPLOAD_STALL, body.frame()).await {
+        let deadline = upload_deadline(started, received, min_bytes_s);
+        match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 stalled = true;
                 break;
@@ -93,6 +110,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
             Ok(None) | Ok(Some(Err(_))) => break,
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
                     // Once the installer stops reading (it refused the bundle), the rest is
                     // drained so the client can read the answer.
                     if !tx.is_closed() {
@@ -132,7 +150,8 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
             );
             let why = if stalled {
                 Refusal::Stalled {
-                    seconds: UPLOAD_STALL.as_secs(),
+                    seconds: started.elapsed().as_secs(),
+                    min_kib_s: agent.config.min_upload_kib_s,
                     inner: Box::new(why),
                 }
             } else {
@@ -156,30 +175,34 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     }
 }
 
-fn authorized(req: &Request<hyper::body::Incoming>, agent: &Agent) -> bool {
-    let Some(token) = &agent.config.token else {
+/// Whether `caller` may use `method path`: everything needs an operator certificate, except
+/// status and metrics in an image with `public_status`, and everything in an `insecure_http`
+/// image (development only).
+fn authorized(method: &Method, path: &str, caller: &Caller, agent: &Agent) -> bool {
+    if agent.config.insecure_http || caller.operator.is_some() {
         return true;
-    };
-    http::bearer(
-        req.headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    ) == Some(token.as_str())
+    }
+    let read_only = *method == Method::GET && (path == api::STATUS_ROUTE || path == api::METRICS_ROUTE);
+    read_only && agent.config.public_status
 }
 
 async fn handle(
     req: Request<hyper::body::Incoming>,
     agent: Arc<Agent>,
+    caller: Caller,
 ) -> Result<Resp, std::convert::Infallible> {
     let path = req.uri().path().to_string();
-    tracing::debug!(method = %req.method(), path = %path, "request");
-    if req.method() == Method::POST && !authorized(&req, &agent) {
+    tracing::debug!(method = %req.method(), path = %path, peer = %caller.addr, operator = ?caller.operator, "request");
+    if !authorized(req.method(), &path, &caller, &agent) {
         return Ok(json(
             StatusCode::UNAUTHORIZED,
             &ErrorAnswer {
-                error: "missing or wrong bearer token".into(),
+                error: "this device needs a client certificate from its operator CA (slate push/status --identity NAME, with NAME.crt.pem from `slate ca issue`)".into(),
             },
         ));
+    }
+    if req.method() == Method::POST {
+        tracing::info!(path = %path, peer = %caller.addr, operator = ?caller.operator, "operator request");
     }
     let resp = match (req.method().clone(), path.as_str()) {
         (Method::GET, api::STATUS_ROUTE) => json(StatusCode::OK, &agent.status()),
@@ -235,19 +258,46 @@ async fn handle(
 
 async fn serve(agent: Arc<Agent>) -> Result<()> {
     let port = agent.config.port;
+    server::raise_fd_limit();
+    let tls = if agent.config.insecure_http {
+        None
+    } else {
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let (identity, made) =
+            Identity::load_or_make(std::path::Path::new(identity::DIR), &hostname)?;
+        if made {
+            tracing::info!(fingerprint = %identity.fingerprint, "made the device identity");
+        }
+        marker::emit(&Marker::Identity {
+            fingerprint: identity.fingerprint,
+        });
+        agent.set_identity(identity.fingerprint);
+        Some(server::tls_config(&identity, agent.config.operators.as_deref())?)
+    };
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("listening on port {port}"))?;
-    loop {
-        let (stream, _) = listener.accept().await?;
+    marker::emit(&Marker::Api {
+        port,
+        tls: tls.is_some(),
+        operators: agent.config.operators.is_some(),
+    });
+    let serve_one = move |io: Box<dyn server::Io>, caller: Caller| {
         let agent = agent.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, agent.clone()));
+        async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, agent.clone(), caller));
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(server::HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(io), svc)
                 .await;
-        });
-    }
+        }
+    };
+    server::run(listener, tls, serve_one).await;
+    anyhow::bail!("the listener on port {port} is gone")
 }
 
 async fn daemon() -> Result<()> {

@@ -38,6 +38,10 @@ pub enum Kind {
     CutPoint,
     /// `slate: shutdown reboot|poweroff`
     Shutdown,
+    /// `slate: identity fingerprint=sha256:…`
+    Identity,
+    /// `slate: api https port=… operators=…` or `slate: api http port=… (insecure)`
+    Api,
 }
 
 impl Kind {
@@ -56,6 +60,8 @@ impl Kind {
             Kind::EspRepaired => "esp repaired:",
             Kind::CutPoint => "cut-point",
             Kind::Shutdown => "shutdown",
+            Kind::Identity => "identity",
+            Kind::Api => "api",
         }
     }
 
@@ -179,6 +185,20 @@ pub enum Marker {
     },
     /// `slated install` reboots into what it installed.
     RebootingIntoNewSlot,
+    /// The device's TLS identity, for operators to compare with what their tools pinned.
+    Identity {
+        /// sha256 of the device's certificate.
+        fingerprint: crate::Fingerprint,
+    },
+    /// The agent's API is listening.
+    Api {
+        /// TCP port.
+        port: u16,
+        /// Mutual TLS (false: plain HTTP, development only).
+        tls: bool,
+        /// Whether an operator CA is configured (no CA: no request is authorised).
+        operators: bool,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -262,6 +282,19 @@ impl fmt::Display for Marker {
                 write!(f, "shutdown {}", if *reboot { "reboot" } else { "poweroff" })
             }
             Marker::RebootingIntoNewSlot => f.write_str("rebooting into the new slot"),
+            Marker::Identity { fingerprint } => write!(f, "identity fingerprint={fingerprint}"),
+            Marker::Api {
+                port,
+                tls: true,
+                operators,
+            } => write!(
+                f,
+                "api https port={port} operators={}",
+                if *operators { "ca" } else { "none" }
+            ),
+            Marker::Api { port, tls: false, .. } => {
+                write!(f, "api http port={port} (insecure, development only)")
+            }
             Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
             Marker::ServiceFailedToStart { name, error } => {
                 write!(f, "service {name} failed to start: {error}")
@@ -345,6 +378,18 @@ mod tests {
             (Marker::Shutdown { reboot: true }, "slate: shutdown reboot".into()),
             (Marker::Shutdown { reboot: false }, "slate: shutdown poweroff".into()),
             (Marker::RebootingIntoNewSlot, "slate: rebooting into the new slot".into()),
+            (
+                Marker::Identity { fingerprint: crate::Fingerprint(Digest32([0xab; 32])) },
+                format!("slate: identity fingerprint=sha256:{}", "ab".repeat(32)),
+            ),
+            (
+                Marker::Api { port: 8080, tls: true, operators: true },
+                "slate: api https port=8080 operators=ca".into(),
+            ),
+            (
+                Marker::Api { port: 8080, tls: false, operators: false },
+                "slate: api http port=8080 (insecure, development only)".into(),
+            ),
             (
                 Marker::StageFailed { stage: "stage1", error: "x".into() },
                 "slate: stage1 failed: x".into(),

@@ -141,6 +141,8 @@ pub struct RootInputs<'a> {
     pub agent: &'a AgentBinaries,
     /// Trust file on the host, if any.
     pub trust: Option<&'a Path>,
+    /// Operator CA certificate on the host, if any.
+    pub operators: Option<&'a Path>,
 }
 
 /// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
@@ -267,7 +269,21 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::NETWORK)),
         Node::bytes(toml_text(&spec.network)?, 0o644),
     )?;
-    let agent: config::AgentConfig = spec.agent.device_config_with(inputs.trust.is_some());
+    let agent: config::AgentConfig = spec
+        .agent
+        .device_config_with(inputs.trust.is_some(), inputs.operators.is_some());
+    if let Some(ops) = inputs.operators {
+        let bytes = operator_ca(ops)?;
+        prov.files.push(FileUsed {
+            source: "operators".into(),
+            dest: format!("/{}", paths::OPERATORS),
+            sha256: slate_core::Digest32::of(&bytes),
+        });
+        tree.insert(
+            &ip(&format!("/{}", paths::OPERATORS)),
+            Node::bytes(bytes, 0o644),
+        )?;
+    }
     tree.insert(
         &ip(&format!("/{}", paths::AGENT)),
         Node::bytes(toml_text(&agent)?, 0o644),
@@ -295,6 +311,31 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     );
     tree.insert(&ip("/etc/os-release"), Node::bytes(os_release, 0o644))?;
     Ok(tree)
+}
+
+/// Reads an operator CA file for the image: PEM certificates only. A private key in it is
+/// refused (an image is no place for a secret), and so is a file without a certificate.
+fn operator_ca(path: &Path) -> Result<Vec<u8>, BuildError> {
+    let bytes = std::fs::read(path).map_err(|_| BuildError::MissingSource {
+        path: path.to_path_buf(),
+        field: "agent.operators (or --operators)".into(),
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let why = if text.contains("PRIVATE KEY") {
+        Some("it holds a private key; give the CA's certificate (NAME.crt.pem), never its key")
+    } else if !text.contains("-----BEGIN CERTIFICATE-----") {
+        Some("it holds no PEM certificate (expected NAME.crt.pem from `slate ca init`)")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(BuildError::Spec {
+            path: path.to_path_buf(),
+            field: "agent.operators".into(),
+            why: why.into(),
+        }),
+        None => Ok(bytes),
+    }
 }
 
 /// Adds the provenance file (the last thing added to the root).

@@ -275,13 +275,27 @@ fn default_deadline() -> u32 {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
-    /// Port of the HTTP API (default 8080).
+    /// Port of the API (default 8080).
     #[serde(default)]
     pub port: Option<u16>,
     /// Trust file on the host, relative to the spec; baked in at `/etc/slate/trust.toml`.
     #[serde(default)]
     pub trust: Option<PathBuf>,
-    /// Bearer token the agent requires on `POST` requests.
+    /// Operator CA certificate (PEM, public) on the host, relative to the spec; baked in at
+    /// `/etc/slate/operators.pem`. Client certificates it issued may use the API.
+    #[serde(default)]
+    pub operators: Option<PathBuf>,
+    /// Serve status and metrics without a client certificate.
+    #[serde(default)]
+    pub public_status: bool,
+    /// Plain HTTP without authentication (development only; refused with a trust file unless
+    /// `slate build --allow-insecure`).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Slowest upload accepted, KiB/s (default 64).
+    #[serde(default)]
+    pub min_upload_kib_s: Option<u32>,
+    /// Removed; a spec that sets it is refused with what to use instead.
     #[serde(default)]
     pub token: Option<String>,
     /// Test images only: honour the QEMU harness's cut points (never in production images).
@@ -290,13 +304,19 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
-    /// The device-side configuration this produces; `has_trust` says whether a trust file is
-    /// baked in (from the spec or `--trust`).
-    pub fn device_config_with(&self, has_trust: bool) -> AgentConfig {
+    /// The device-side configuration this produces; `has_trust` and `has_operators` say
+    /// whether a trust file and an operator CA are baked in (from the spec or the command line).
+    pub fn device_config_with(&self, has_trust: bool, has_operators: bool) -> AgentConfig {
+        let defaults = AgentConfig::default();
         AgentConfig {
-            port: self.port.unwrap_or(AgentConfig::default().port),
+            port: self.port.unwrap_or(defaults.port),
             trust: has_trust.then(|| format!("/{}", slate_core::config::paths::TRUST)),
-            token: self.token.clone(),
+            operators: has_operators
+                .then(|| format!("/{}", slate_core::config::paths::OPERATORS)),
+            public_status: self.public_status,
+            insecure_http: self.insecure_http,
+            min_upload_kib_s: self.min_upload_kib_s.unwrap_or(defaults.min_upload_kib_s),
+            token: None,
             test_hooks: self.test_hooks,
         }
     }

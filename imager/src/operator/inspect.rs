@@ -351,3 +351,38 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
     }
     s
 }
+
+/// A device's status for people (`slate status`).
+pub fn render_status(s: &slate_core::api::Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {} on {} — slot {} ({:?}), up {:.0} s, {} boot(s)",
+        s.name, s.version, s.board, s.slot, s.boot, s.uptime_s, s.boots
+    );
+    if let Some(id) = &s.identity {
+        let _ = writeln!(out, "identity     {id}");
+    }
+    let _ = writeln!(out, "health       {:?}", s.health.state);
+    for c in &s.health.checks {
+        let _ = writeln!(out, "  {:<12} {}", c.name, if c.ok { "ok" } else { c.detail.as_str() });
+    }
+    for sl in &s.slots {
+        let _ = writeln!(
+            out,
+            "slot {}       {} {}",
+            sl.slot,
+            sl.state.as_str(),
+            sl.version.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        );
+    }
+    if let Some(a) = &s.last_attempt {
+        let _ = writeln!(out, "last update  {} → slot {}: {} {}", a.version, a.slot, a.outcome, a.reason);
+    }
+    if let Some(r) = &s.last_refusal {
+        let _ = writeln!(out, "last refusal {}", r.reason);
+    }
+    let _ = writeln!(out, "security epoch {}", s.security_epoch);
+    out
+}

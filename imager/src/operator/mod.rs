@@ -2,7 +2,9 @@
 //! pushing them to a device, flashing a disk, and describing either.
 
 pub mod bundle;
+pub mod ca;
 pub mod flash;
 pub mod inspect;
 pub mod keys;
 pub mod push;
+pub mod tls;

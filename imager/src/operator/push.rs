@@ -1,14 +1,18 @@
-//! `slate push`: stream a bundle to a device's agent over HTTP and, with `--wait`, follow the
-//! device through its reboot to the outcome (committed, or rolled back and why).
+//! `slate push` and `slate status`: talk to a device's agent over mutual TLS (the operator's
+//! certificate, the device's pinned fingerprint), stream a bundle and, with `--wait`, follow
+//! the device through its reboot to the outcome (committed, or rolled back and why).
 //!
 //! HTTP is `ureq`'s; URLs are parsed by `ureq`'s URL parser (IPv6 literals, default ports).
 //! Answers are the [`slate_core::api`] types the agent serves, never read by string keys.
 
 use crate::progress::Progress;
+use crate::tls::{self, Identity, KnownDevices, PinVerifier};
 use anyhow::{bail, Context, Result};
 use slate_core::api::{self, Status, UploadAnswer};
+use slate_core::Fingerprint;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an upload may wait for the device's answer (it verifies and writes the whole
@@ -23,55 +27,217 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// system's minutes of SYN retries.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The device's base URL, checked: `http://HOST[:PORT]` with no path (IPv6 as `[::1]`).
+/// The most of an answer read from a device: answers are small JSON documents, and a device
+/// (or whatever answers at its address) must not make the operator's tool read without end.
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// The device's base URL, checked: `https://HOST[:PORT]` (or `http://` for a development image
+/// built with `insecure_http`) with no path (IPv6 as `[::1]`).
 pub fn base_url(device: &str) -> Result<String> {
     let url = url::Url::parse(device)
-        .with_context(|| format!("--device {device:?}: expected http://HOST:PORT"))?;
-    if url.scheme() != "http" {
-        bail!("--device {device:?}: only http:// is supported (expected http://HOST:PORT)");
+        .with_context(|| format!("--device {device:?}: expected https://HOST:PORT"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        bail!("--device {device:?}: expected https://HOST:PORT (or http:// for a development image)");
     }
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
         .with_context(|| format!("--device {device:?} has no host"))?;
-    let port = url.port_or_known_default().unwrap_or(80);
-    Ok(format!("http://{host}:{port}"))
+    let port = url.port_or_known_default().unwrap_or(443);
+    Ok(format!("{}://{host}:{port}", url.scheme()))
 }
 
-fn agent(read_timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout_connect(read_timeout.min(CONNECT_TIMEOUT))
-        .timeout_read(read_timeout)
-        .user_agent(concat!("slate/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// How to reach and trust a device: the operator's certificate, and the device's fingerprint
+/// (given, or pinned before in the known-devices file).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The operator's pair (`NAME` for `NAME.crt.pem` and `NAME.key.pem`).
+    pub identity: Option<PathBuf>,
+    /// The device's certificate fingerprint, given up front (overrides the known-devices file).
+    pub fingerprint: Option<Fingerprint>,
+    /// Known-devices file [default: [`KnownDevices::default_path`]].
+    pub known_devices: Option<PathBuf>,
 }
 
-/// The status code and body of an answer, whatever its status (4xx/5xx answers carry JSON).
-fn answer(
-    r: std::result::Result<ureq::Response, ureq::Error>,
-    what: &str,
-) -> Result<(u16, String)> {
-    let resp = match r {
-        Ok(resp) => resp,
-        Err(ureq::Error::Status(_, resp)) => resp,
-        Err(e) => return Err(anyhow::Error::new(e)).context(what.to_string()),
-    };
-    let code = resp.status();
-    let body = resp
-        .into_string()
-        .with_context(|| format!("{what}: reading the answer"))?;
-    Ok((code, body))
+/// A device's API, reached over TLS with its certificate pinned (or plain HTTP).
+pub struct Device {
+    base: String,
+    /// `host:port`, the key in the known-devices file.
+    addr: String,
+    tls: Option<Pinning>,
 }
 
-/// GET /v1/status, or None while the device is down.
-pub fn status(base: &str) -> Option<Status> {
-    let r = agent(STATUS_TIMEOUT)
-        .get(&format!("{base}{}", api::STATUS_ROUTE))
-        .call();
-    let (code, body) = answer(r, "status").ok()?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
+struct Pinning {
+    config: Arc<rustls::ClientConfig>,
+    verifier: Arc<PinVerifier>,
+    known: Option<PathBuf>,
+}
+
+impl Device {
+    /// Prepares to talk to the device at `url` with `access` (no connection yet).
+    pub fn open(url: &str, access: &Access) -> Result<Device> {
+        let base = base_url(url)?;
+        let addr = base
+            .split_once("://")
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
+        if base.starts_with("http://") {
+            if access.identity.is_some() || access.fingerprint.is_some() {
+                bail!("--device {url}: --identity and --fingerprint need https:// (the device serves TLS unless built with insecure_http)");
+            }
+            return Ok(Device {
+                base,
+                addr,
+                tls: None,
+            });
+        }
+        let known = access.known_devices.clone().or_else(KnownDevices::default_path);
+        let pinned = match (&access.fingerprint, &known) {
+            (Some(f), _) => Some(*f),
+            (None, Some(k)) => KnownDevices::load(k)?.devices.get(&addr).copied(),
+            (None, None) => None,
+        };
+        let identity = access
+            .identity
+            .as_deref()
+            .map(Identity::load)
+            .transpose()?;
+        let verifier = PinVerifier::new(pinned);
+        let config = tls::client_config(identity.as_ref(), verifier.clone())?;
+        Ok(Device {
+            base,
+            addr,
+            tls: Some(Pinning {
+                config,
+                verifier,
+                known,
+            }),
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn agent(&self, read_timeout: Duration) -> ureq::Agent {
+        let mut b = ureq::AgentBuilder::new()
+            .timeout_connect(read_timeout.min(CONNECT_TIMEOUT))
+            .timeout_read(read_timeout)
+            .user_agent(concat!("slate/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = &self.tls {
+            b = b.tls_config(t.config.clone());
+        }
+        b.build()
+    }
+
+    /// After a successful exchange: a device seen for the first time is pinned.
+    fn remember(&self) -> Result<()> {
+        let Some(t) = &self.tls else { return Ok(()) };
+        let (None, Some(seen), Some(known)) = (t.verifier.expected(), t.verifier.seen(), &t.known)
+        else {
+            return Ok(());
+        };
+        let mut k = KnownDevices::load(known)?;
+        if k.devices.get(&self.addr) == Some(&seen) {
+            return Ok(());
+        }
+        k.devices.insert(self.addr.clone(), seen);
+        k.save(known)?;
+        eprintln!(
+            "pinned {} as {seen} in {} (compare with the device's console line `slate: identity fingerprint=…`)",
+            self.addr,
+            known.display()
+        );
+        Ok(())
+    }
+
+    /// Turns a failed exchange into the reason, loudly when the device's certificate is not
+    /// the pinned one.
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        if let Some(t) = &self.tls {
+            if let (Some(want), Some(got)) = (t.verifier.expected(), t.verifier.seen()) {
+                if want != got {
+                    let file = t
+                        .known
+                        .as_ref()
+                        .map(|k| k.display().to_string())
+                        .unwrap_or_else(|| "--fingerprint".into());
+                    return anyhow::anyhow!(
+                        "THE DEVICE AT {} PRESENTS A DIFFERENT CERTIFICATE: {got}, but {file} pins {want}. \
+                         Someone may be impersonating it, or it was re-flashed or lost its /data. \
+                         Check the fingerprint on its console (`slate: identity fingerprint=…`); if it is \
+                         right, remove the line for {} from {file} and try again.",
+                        self.addr,
+                        self.addr
+                    );
+                }
+            }
+        }
+        e
+    }
+
+    /// Sends `req` (with `body`, if any) and returns the status code and body of the answer,
+    /// whatever its status; pins a first-seen device.
+    fn exchange(
+        &self,
+        req: ureq::Request,
+        body: Option<&mut dyn Read>,
+        what: &str,
+    ) -> Result<(u16, String)> {
+        let r = match body {
+            Some(b) => req.send(b),
+            None => req.call(),
+        };
+        let resp = match r {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => {
+                return Err(self.explain(anyhow::Error::new(e).context(what.to_string())));
+            }
+        };
+        self.remember()?;
+        let code = resp.status();
+        let mut body = String::new();
+        resp.into_reader()
+            .take(MAX_ANSWER)
+            .read_to_string(&mut body)
+            .with_context(|| format!("{what}: reading the answer"))?;
+        Ok((code, body))
+    }
+
+    /// `GET /v1/status`, with the reason when it fails.
+    pub fn status(&self) -> Result<Status> {
+        let what = format!("asking {} for its status", self.base);
+        let req = self
+            .agent(STATUS_TIMEOUT * 5)
+            .get(&format!("{}{}", self.base, api::STATUS_ROUTE));
+        let (code, body) = self.exchange(req, None, &what)?;
+        if code != 200 {
+            bail!("{what}: HTTP {code}: {}", error_text(&body));
+        }
+        serde_json::from_str(&body).with_context(|| format!("{what}: not a status: {body}"))
+    }
+
+    /// GET /v1/status, or None while the device is down (a changed certificate is an error).
+    fn poll_status(&self) -> Result<Option<Status>> {
+        let req = self
+            .agent(STATUS_TIMEOUT)
+            .get(&format!("{}{}", self.base, api::STATUS_ROUTE));
+        match self.exchange(req, None, "status") {
+            Ok((200, body)) => Ok(serde_json::from_str(&body).ok()),
+            Ok(_) => Ok(None),
+            Err(e) if e.to_string().starts_with("THE DEVICE") => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The `error` of a JSON error answer, or the body as it is.
+fn error_text(body: &str) -> String {
+    serde_json::from_str::<api::ErrorAnswer>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| body.trim().to_string())
 }
 
 /// Outcome of a push.
@@ -101,34 +267,37 @@ impl<R: Read> Read for Counting<'_, R> {
 pub fn push(
     device: &str,
     bundle: &Path,
-    token: Option<&str>,
+    access: &Access,
     reboot: bool,
     wait: Option<Duration>,
     progress: Progress,
 ) -> Result<Pushed> {
-    let base = base_url(device)?;
+    let dev = Device::open(device, access)?;
+    let base = dev.base().to_string();
     let f = std::fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let size = f.metadata()?.len();
     let bar = progress.bytes(size, "uploading");
-    let mut req = agent(UPLOAD_ANSWER_TIMEOUT)
+    let mut req = dev
+        .agent(UPLOAD_ANSWER_TIMEOUT)
         .post(&format!("{base}{}", api::UPDATE_ROUTE))
         .set("Content-Type", "application/octet-stream")
         .set("Content-Length", &size.to_string());
     if !reboot {
         req = req.query("reboot", "false");
     }
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let sent = req.send(Counting {
+    let mut body = Counting {
         inner: std::io::BufReader::with_capacity(1 << 20, f),
         bar: &bar,
-    });
+    };
+    let sent = dev.exchange(req, Some(&mut body), &format!("sending the bundle to {base}"));
     bar.finish_and_clear();
-    let (code, body) = answer(sent, &format!("sending the bundle to {base}"))?;
+    let (code, body) = sent?;
     let answer: UploadAnswer = match serde_json::from_str(&body) {
         Ok(a) => a,
-        Err(_) if code == 401 => bail!("the device refused the bundle (HTTP 401): missing or wrong bearer token"),
+        Err(_) if code == 401 => bail!(
+            "the device refused the bundle (HTTP 401): {}",
+            error_text(&body)
+        ),
         Err(e) => bail!("the device answered HTTP {code} with something that is not an upload answer ({e}): {body}"),
     };
     let (slot, version) = match &answer {
@@ -150,7 +319,7 @@ pub fn push(
     let spinner = progress.spinner("waiting for the trial boot");
     while Instant::now() < deadline {
         std::thread::sleep(POLL_INTERVAL);
-        let Some(s) = status(&base) else { continue };
+        let Some(s) = dev.poll_status()? else { continue };
         if s.decided(&version).is_some() {
             spinner.finish_and_clear();
             return Ok(Pushed {
@@ -181,6 +350,10 @@ mod tests {
             "http://dev.local:80"
         );
         assert_eq!(base_url("http://[::1]:9").unwrap(), "http://[::1]:9");
+        assert_eq!(
+            base_url("https://10.0.0.7:8080/").unwrap(),
+            "https://10.0.0.7:8080"
+        );
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("127.0.0.1:8080").is_err());
     }

@@ -18,6 +18,7 @@
 
 mod boot;
 mod disk;
+pub mod policy;
 mod report;
 mod root;
 
@@ -74,6 +75,10 @@ pub struct BuildOptions {
     pub agent_dir: Option<PathBuf>,
     /// Trust file overriding the spec's.
     pub trust: Option<PathBuf>,
+    /// Operator CA certificate overriding the spec's.
+    pub operators: Option<PathBuf>,
+    /// Development conveniences allowed by name in an image with a trust file.
+    pub allow: policy::Allow,
 }
 
 /// Seeds for every derived value, from the spec's bytes, name, version and board.
@@ -165,6 +170,22 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     } else {
         eprintln!("warning: no trust file (spec agent.trust or --trust): this image will refuse every update");
     }
+    let operators = opts
+        .operators
+        .clone()
+        .or_else(|| spec.spec.agent.operators.as_ref().map(|t| spec.resolve(t)));
+    let warnings = policy::check(
+        &spec.path,
+        &spec.spec,
+        policy::Facts {
+            trust: trust.is_some(),
+            operators: operators.is_some(),
+        },
+        opts.allow,
+    )?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     progress.step(format!(
         "building {} {} for {}",
         spec.spec.name, version, board_name
@@ -233,6 +254,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             packages: &packages,
             agent: &agent,
             trust: trust.as_deref(),
+            operators: operators.as_deref(),
         },
         &mut prov,
     )?;
