@@ -61,7 +61,7 @@ impl Table {
         let evictable = |only: Option<IpAddr>| {
             self.conns
                 .iter()
-                .find(|(_, c)| !c.authenticated && only.map_or(true, |a| c.addr == a))
+                .find(|(_, c)| !c.authenticated && only.is_none_or(|a| c.addr == a))
                 .map(|(id, _)| *id)
         };
         let decision = if from_addr >= caps.per_address {
@@ -102,6 +102,12 @@ impl Table {
     }
 }
 
+/// Locks a mutex, taking over from a holder that panicked (the table stays consistent: every
+/// change is one map operation).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +134,10 @@ mod tests {
         assert_eq!(t.len(), 3);
         // Another address fills the last place, then pushes out the oldest flood connection.
         assert_eq!(t.admit(ip(2), CAPS).0, Admission::Accept);
-        assert_eq!(t.admit(ip(2), CAPS).0, Admission::AcceptEvicting(b.unwrap()));
+        assert_eq!(
+            t.admit(ip(2), CAPS).0,
+            Admission::AcceptEvicting(b.unwrap())
+        );
         // Once every connection in the way has authenticated, new ones are refused.
         for id in [c.unwrap(), 4, 5] {
             t.authenticated(id);
@@ -137,10 +146,4 @@ mod tests {
         t.remove(op.unwrap());
         assert_eq!(t.admit(ip(3), CAPS).0, Admission::Accept);
     }
-}
-
-/// Locks a mutex, taking over from a holder that panicked (the table stays consistent: every
-/// change is one map operation).
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -169,11 +169,7 @@ impl Esp {
     /// Copies checked files (`(path on the ESP, source)`) in one read-write window, each under a
     /// temporary name, fsynced and renamed. `before_sync` runs for each file with its data
     /// written and not yet synced (where the harness places a cut).
-    pub fn copy_in(
-        &self,
-        files: &[(String, PathBuf)],
-        before_sync: impl Fn(&str),
-    ) -> Result<()> {
+    pub fn copy_in(&self, files: &[(String, PathBuf)], before_sync: impl Fn(&str)) -> Result<()> {
         self.writable(|| {
             for (rel, src) in files {
                 let path = self.root.join(rel);
@@ -181,10 +177,11 @@ impl Esp {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 crate::durable::replace_with(&path, |f| {
-                    let mut from = File::open(src)
-                        .with_context(|| format!("opening {}", src.display()))?;
-                    std::io::copy(&mut from, f)
-                        .with_context(|| format!("copying {} to {rel} on the ESP", src.display()))?;
+                    let mut from =
+                        File::open(src).with_context(|| format!("opening {}", src.display()))?;
+                    std::io::copy(&mut from, f).with_context(|| {
+                        format!("copying {} to {rel} on the ESP", src.display())
+                    })?;
                     before_sync(rel);
                     Ok(())
                 })?;

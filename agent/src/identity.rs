@@ -78,7 +78,9 @@ fn make(dir: &Path, hostname: &str) -> Result<()> {
     params.not_before = rcgen::date_time_ymd(1970, 1, 1);
     params.not_after = rcgen::date_time_ymd(9999, 12, 31);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key).context("signing the device certificate")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the device certificate")?;
     let tmp = PathBuf::from(format!("{}.new", dir.display()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -113,7 +115,10 @@ mod tests {
         let dir = d.path().join("identity");
         let (a, made) = Identity::load_or_make(&dir, "slate").unwrap();
         assert!(made);
-        let mode = std::fs::metadata(dir.join(KEY)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(KEY))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (b, made) = Identity::load_or_make(&dir, "slate").unwrap();
         assert!(!made);

@@ -80,7 +80,9 @@ pub enum Refusal {
         capacity: u64,
     },
     /// The client stopped sending, or sent slower than the image's minimum rate.
-    #[error("upload cut off after {seconds} s, slower than the minimum {min_kib_s} KiB/s: {inner}")]
+    #[error(
+        "upload cut off after {seconds} s, slower than the minimum {min_kib_s} KiB/s: {inner}"
+    )]
     Stalled {
         /// Seconds from the start of the upload.
         seconds: u64,

@@ -20,12 +20,12 @@ pub mod logfile;
 pub mod logging;
 pub mod marker;
 pub mod partitions;
+pub mod server;
 pub mod stage1;
 pub mod stage2;
 pub mod state;
 pub mod status;
 pub mod supervisor;
-pub mod server;
 pub mod sys;
 pub mod watchdog;
 

@@ -103,7 +103,10 @@ struct Throttle {
 impl Throttle {
     fn note(&mut self, what: &str, detail: &dyn std::fmt::Display) {
         let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
             self.held += 1;
             return;
         }
@@ -156,13 +159,20 @@ pub async fn run<F, Fut>(
             }
         }
         let Some(id) = id else {
-            refused.note("connection refused: every place is held by operators", &addr);
+            refused.note(
+                "connection refused: every place is held by operators",
+                &addr,
+            );
             continue;
         };
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
         crate::conntable::lock(&closers).insert(id, close_tx);
-        let (table, closers, acceptor, serve_one) =
-            (table.clone(), closers.clone(), acceptor.clone(), serve_one.clone());
+        let (table, closers, acceptor, serve_one) = (
+            table.clone(),
+            closers.clone(),
+            acceptor.clone(),
+            serve_one.clone(),
+        );
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let work = async {

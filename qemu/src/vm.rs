@@ -441,8 +441,7 @@ impl Vm {
     /// `https://127.0.0.1:<port>` of the agent (`http://` when the VM has no TLS client).
     pub fn agent_url(&self) -> Option<String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        self.host_port
-            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
+        self.host_port.map(|p| format!("{scheme}://127.0.0.1:{p}"))
     }
 
     /// One HTTP/1.1 request to the agent (ureq's client, over TLS with the VM's client

@@ -7,32 +7,21 @@ use slate_tests::*;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-/// Uploads raw bytes as a bundle; returns (status, body).
+/// Uploads raw bytes as a bundle, as the test operator; returns (status, reason).
 fn post_bytes(port: u16, data: &[u8]) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
-    write!(s, "POST /v1/update?reboot=false HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", data.len()).unwrap();
-    let _ = s.write_all(data);
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    // The reason, decoded from the JSON answer (so quotes in it compare as written).
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let reason = serde_json::from_str::<serde_json::Value>(body.trim())
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or(resp);
-    (code, reason)
+    raw_request(
+        port,
+        Some(&operators().identity),
+        "POST",
+        "/v1/update?reboot=false",
+        data,
+    )
 }
 
 /// Sends the first half of a bundle with the full Content-Length, then closes: a cut upload.
 fn truncated_upload(port: u16, bundle: &std::path::Path) -> String {
     let data = std::fs::read(bundle).unwrap();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = tls_stream(port, Some(&operators().identity)).unwrap();
     write!(
         s,
         "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -40,11 +29,143 @@ fn truncated_upload(port: u16, bundle: &std::path::Path) -> String {
     )
     .unwrap();
     s.write_all(&data[..data.len() / 2]).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut resp = String::new();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let _ = s.read_to_string(&mut resp);
-    resp
+    s.conn.send_close_notify();
+    s.flush().unwrap();
+    s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+/// Every route without an operator certificate of the image's CA: refused, nothing changes.
+fn strangers_are_refused(vm: &slate_qemu::Vm, good: &std::path::Path, work: &std::path::Path) {
+    let port = vm.host_port().unwrap();
+    let bundle = std::fs::read(good).unwrap();
+    let ops = operators();
+    let routes: [(&str, &str, &[u8]); 5] = [
+        ("GET", slate_core::api::STATUS_ROUTE, b""),
+        ("GET", slate_core::api::METRICS_ROUTE, b""),
+        ("POST", slate_core::api::UPDATE_ROUTE, &bundle[..64 << 10]),
+        ("POST", "/v1/reboot?force=true", b""),
+        ("POST", slate_core::api::POWEROFF_ROUTE, b""),
+    ];
+    for (method, path, body) in routes {
+        let (code, why) = raw_request(port, None, method, path, body);
+        assert_eq!(code, 401, "{method} {path} without a certificate: {why}");
+        assert!(why.contains("client certificate"), "{why}");
+        // Another CA's operator, and the right CA's expired one: the handshake itself fails.
+        for who in [&ops.stranger, &ops.expired] {
+            let (code, why) = raw_request(port, Some(who), method, path, body);
+            assert_eq!(
+                code,
+                0,
+                "{method} {path} as {}: HTTP {code} {why}",
+                who.display()
+            );
+        }
+    }
+    // `slate push` without an identity is refused with what to do.
+    let anonymous = push::Access {
+        identity: None,
+        ..access(work)
+    };
+    let url = vm.agent_url().unwrap();
+    let e = push::push(&url, good, &anonymous, false, None, Progress::new(true)).unwrap_err();
+    assert!(format!("{e:#}").contains("HTTP 401"), "{e:#}");
+    // A device whose certificate is not the pinned one is refused loudly.
+    let known = work.join("wrong_pin");
+    std::fs::write(
+        &known,
+        format!(
+            "127.0.0.1:{port} {}\n",
+            slate_core::Fingerprint::of_der(b"someone else")
+        ),
+    )
+    .unwrap();
+    let pinned_elsewhere = push::Access {
+        known_devices: Some(known),
+        ..access(work)
+    };
+    let e = push::push(
+        &url,
+        good,
+        &pinned_elsewhere,
+        false,
+        None,
+        Progress::new(true),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("PRESENTS A DIFFERENT CERTIFICATE"),
+        "{e:#}"
+    );
+    // Nothing changed: no install, no refusal recorded, no reboot.
+    let s = status(vm);
+    assert!(
+        !s.installing && s.last_refusal.is_none() && s.last_attempt.is_none(),
+        "{s:?}"
+    );
+    assert!(!vm.saw("slate: shutdown"), "{}", vm.tail(10));
+    // The console's fingerprint is the one `slate status` pinned on first contact.
+    let id = s.identity.expect("a TLS device shows its fingerprint");
+    assert!(vm.saw(&format!("slate: identity fingerprint={id}")));
+    let pins = std::fs::read_to_string(work.join("known_devices")).unwrap();
+    assert!(pins.contains(&format!("127.0.0.1:{port} {id}")), "{pins}");
+}
+
+/// Thousands of idle connections and an operator's upload trickling below the minimum rate:
+/// the agent stays up, the ESP stays read-only, and the trickle is cut off, freeing the lock.
+fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &std::path::Path) {
+    let port = vm.host_port().unwrap();
+    let data = std::fs::read(good).unwrap();
+    let mut trickle = tls_stream(port, Some(&operators().identity)).unwrap();
+    write!(
+        trickle,
+        "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        data.len()
+    )
+    .unwrap();
+    trickle.write_all(&data[..1 << 20]).unwrap();
+    let idle: Vec<_> = (0..2000)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 1500, "only {} connections opened", idle.len());
+    // While the trickle holds the install, the ESP is read-only.
+    let mounts = vm
+        .shell(
+            "grep ' /run/slate/esp ' /proc/mounts",
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert!(mounts.contains(" ro,"), "{mounts}");
+    // One byte every two seconds until the agent cuts the upload off.
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for b in &data[1 << 20..] {
+        if trickle
+            .write_all(std::slice::from_ref(b))
+            .and_then(|()| trickle.flush())
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(150) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let mut answer = Vec::new();
+    let _ = trickle.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        cut || answer.contains("cut off"),
+        "a trickling upload was not cut off in {:.0} s: {answer}",
+        started.elapsed().as_secs_f64()
+    );
+    let s = status(vm);
+    assert!(!s.installing, "{s:?}");
+    drop(idle);
 }
 
 #[test]
@@ -68,6 +189,12 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
+    // First contact pins the device (what `slate status` does for an operator).
+    slate_imager::push::Device::open(&url, &access(tmp.path()))
+        .unwrap()
+        .status()
+        .unwrap();
+    strangers_are_refused(&vm, &good, tmp.path());
     let facts = slate_core::manifest::DeviceFacts {
         product: "slate-demo".into(),
         board: "qemu-x86_64".into(),
@@ -103,22 +230,24 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         resp.contains("400") && resp.contains("truncated"),
         "truncated upload: {resp}"
     );
-    let (_, body) = vm.http("GET", "/v1/status").unwrap();
-    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let s = status(&vm);
     assert_eq!(
+        (s.slot, s.version.as_str(), s.health.state),
         (
-            s["slot"].as_str(),
-            s["version"].as_str(),
-            s["health"]["state"].as_str()
-        ),
-        (Some("a"), Some("1.0.0"), Some("passed"))
+            slate_core::layout::Slot::A,
+            "1.0.0",
+            slate_core::api::HealthState::Passed
+        )
     );
-    assert_eq!(s["last_refusal"]["outcome"], "refused");
+    assert_eq!(
+        s.last_refusal.map(|r| r.outcome),
+        Some(slate_core::api::Outcome::Refused)
+    );
 
     // Two uploads at once: while one is in progress the other is refused; cutting the first
     // frees the agent.
     let data = std::fs::read(&good).unwrap();
-    let mut first = std::net::TcpStream::connect(("127.0.0.1", vm.host_port().unwrap())).unwrap();
+    let mut first = tls_stream(vm.host_port().unwrap(), Some(&operators().identity)).unwrap();
     write!(
         first,
         "POST /v1/update HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
@@ -127,7 +256,15 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     .unwrap();
     first.write_all(&data[..2 << 20]).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let e = push::push(&url, &good, &access(tmp.path()), true, None, Progress::new(true)).unwrap_err();
+    let e = push::push(
+        &url,
+        &good,
+        &access(tmp.path()),
+        true,
+        None,
+        Progress::new(true),
+    )
+    .unwrap_err();
     assert!(
         format!("{e:#}").contains("another install is in progress"),
         "{e:#}"
@@ -147,9 +284,19 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    a_flood_and_a_trickle_do_not_stop_the_agent(&mut vm, &good);
+
     // The next good update still works (and slate verify agrees it is good).
     slate_imager::bundle::verify(&good, &k.trust, Some(&facts)).unwrap();
-    let p = push::push(&url, &good, &access(tmp.path()), false, None, Progress::new(true)).unwrap();
+    let p = push::push(
+        &url,
+        &good,
+        &access(tmp.path()),
+        false,
+        None,
+        Progress::new(true),
+    )
+    .unwrap();
     assert_eq!(installed_slot(&p.answer), slate_core::layout::Slot::B);
 
     // `slated install FILE` on the device console: the bundle fetched over the guest's network

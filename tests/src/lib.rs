@@ -36,7 +36,8 @@ pub fn agent_dir() -> &'static Path {
             .current_dir(workspace())
             .args([
                 "build",
-                "--release",
+                "--profile",
+                slate_imager::agentbin::DEVICE_PROFILE,
                 "--locked",
                 "--quiet",
                 "-p",
@@ -55,7 +56,9 @@ pub fn agent_dir() -> &'static Path {
             .status()
             .expect("running cargo to build the agent");
         assert!(status.success(), "building slate-agent failed");
-        target.join("x86_64-unknown-linux-gnu/release")
+        target
+            .join(slate_imager::agentbin::DEVICE_TARGET)
+            .join(slate_imager::agentbin::DEVICE_PROFILE)
     })
 }
 
@@ -157,11 +160,9 @@ pub fn operators() -> &'static Operators {
         .expect("issue");
         let identity = dir.join("ops");
         let id = slate_imager::tls::Identity::load(&identity).expect("identity");
-        let client = slate_imager::tls::client_config(
-            Some(&id),
-            slate_imager::tls::PinVerifier::new(None),
-        )
-        .expect("client config");
+        let client =
+            slate_imager::tls::client_config(Some(&id), slate_imager::tls::PinVerifier::new(None))
+                .expect("client config");
         Operators {
             ca_crt,
             identity,
@@ -420,8 +421,86 @@ pub fn copy_disk(src: &Path) -> Result<(tempfile::TempDir, PathBuf)> {
     Ok((dir, disk))
 }
 
+/// Raises this process's descriptor limit to the hard limit (QEMU inherits it), so tests
+/// that open thousands of connections to a guest are limited by the guest, not by the host.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        );
+    }
+}
+
+/// A raw TLS connection to the agent on `port` as the operator pair `identity` (None: no
+/// client certificate), for tests that write requests byte by byte.
+pub fn tls_stream(
+    port: u16,
+    identity: Option<&Path>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let id = identity
+        .map(slate_imager::tls::Identity::load)
+        .transpose()?;
+    let cfg =
+        slate_imager::tls::client_config(id.as_ref(), slate_imager::tls::PinVerifier::new(None))?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let name = rustls::pki_types::ServerName::try_from("slate-device")?;
+    let conn = rustls::ClientConnection::new(cfg, name)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Sends one request over `tls_stream(port, identity)` with `body`; returns the status code
+/// (0 when the connection failed, for example a refused handshake) and the answer's text.
+pub fn raw_request(
+    port: u16,
+    identity: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = tls_stream(port, identity) else {
+        return (0, "no connection".into());
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if let Err(e) = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
+    {
+        return (0, format!("sending: {e}"));
+    }
+    let mut resp = Vec::new();
+    let read = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if code == 0 {
+        return (0, format!("{resp} ({read:?})"));
+    }
+    // The reason, decoded from the JSON answer (so quotes in it compare as written).
+    let text = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let reason = serde_json::from_str::<serde_json::Value>(text.trim())
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(resp);
+    (code, reason)
+}
+
 /// Boots `disk` with default settings plus `tweak`.
 pub fn boot(disk: &Path, work: &Path, tweak: impl FnOnce(&mut VmConfig)) -> Result<Vm> {
+    raise_fd_limit();
     let mut cfg = VmConfig::new(disk, work);
     cfg.tls = Some(operators().client.clone());
     tweak(&mut cfg);

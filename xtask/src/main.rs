@@ -155,6 +155,52 @@ pub fn dev_trust() -> Result<PathBuf> {
     Ok(trust)
 }
 
+/// The development operator CA the demo image trusts (`.cache/keys/operators-ca.crt.pem`) and
+/// the operator certificate `cargo xtask` and the README's commands use
+/// (`.cache/keys/operator.{crt,key}.pem`), made once and never committed. Returns the CA
+/// certificate.
+pub fn dev_operators() -> Result<PathBuf> {
+    let dir = root().join(".cache/keys");
+    std::fs::create_dir_all(&dir)?;
+    let ca = dir.join("operators-ca");
+    let (ca_crt, _) = slate_imager::ca::pair_paths(&ca);
+    if !ca_crt.exists() {
+        slate_imager::ca::init(&ca, "Slate development operator CA")?;
+        eprintln!("made the development operator CA in {}", dir.display());
+    }
+    let op = dir.join("operator");
+    if !slate_imager::ca::pair_paths(&op).0.exists() {
+        slate_imager::ca::issue(&ca, "developer", 3650, &op)?;
+    }
+    Ok(ca_crt)
+}
+
+/// The development operator pair (base name) made by [`dev_operators`].
+pub fn dev_operator() -> Result<PathBuf> {
+    dev_operators()?;
+    Ok(root().join(".cache/keys/operator"))
+}
+
+/// A VM configuration that talks to the agent as the development operator.
+pub fn dev_vm(disk: &Path, work: &Path) -> Result<slate_qemu::VmConfig> {
+    let mut cfg = slate_qemu::VmConfig::new(disk, work);
+    let id = slate_imager::tls::Identity::load(&dev_operator()?)?;
+    cfg.tls = Some(slate_imager::tls::client_config(
+        Some(&id),
+        slate_imager::tls::PinVerifier::new(None),
+    )?);
+    Ok(cfg)
+}
+
+/// How `cargo xtask` pushes to its VMs: the development operator, pins kept in `work`.
+pub fn dev_access(work: &Path) -> Result<slate_imager::push::Access> {
+    Ok(slate_imager::push::Access {
+        identity: Some(dev_operator()?),
+        fingerprint: None,
+        known_devices: Some(work.join("known_devices")),
+    })
+}
+
 /// Builds the release `slate` binary (a no-op when fresh) and returns its path.
 pub fn release_imager() -> Result<PathBuf> {
     run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
@@ -162,10 +208,11 @@ pub fn release_imager() -> Result<PathBuf> {
 }
 
 /// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
-/// trusting the development key.
+/// trusting the development signing key and operator CA.
 pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
     let out = root().join("out").join(board);
     let trust = dev_trust()?;
+    let operators = dev_operators()?;
     run(Command::new(release_imager()?)
         .arg("build")
         .arg("--spec")
@@ -173,6 +220,10 @@ pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
         .args(["--board", board])
         .arg("--trust")
         .arg(&trust)
+        .arg("--operators")
+        .arg(&operators)
+        // The demo image keeps its debug shell on the console.
+        .arg("--allow-debug")
         .arg("--out")
         .arg(&out))?;
     Ok(out)

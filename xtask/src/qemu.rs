@@ -1,7 +1,7 @@
 //! `cargo xtask qemu`: build the image if needed and boot it, interactively or headless.
 
 use anyhow::{bail, Result};
-use slate_qemu::{Vm, VmConfig};
+use slate_qemu::Vm;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,12 +27,12 @@ pub fn qemu(
     if !ok {
         bail!("copying the disk image into {}", run.display());
     }
-    let mut cfg = VmConfig::new(&disk, &run);
+    let mut cfg = crate::dev_vm(&disk, &run)?;
     if !headless {
         cfg.interactive = true;
         let mut vm = Vm::start(&cfg)?;
         eprintln!(
-            "slate: booting {} ({:?}); agent status at {}/v1/status",
+            "slate: booting {} ({:?}); once up: slate status --device {} --identity .cache/keys/operator",
             disk.display(),
             vm.accel(),
             vm.agent_url().unwrap_or_default()

@@ -4,7 +4,7 @@
 use crate::{dev_trust, root, run};
 use anyhow::{Context, Result};
 use slate_imager::progress::Progress;
-use slate_qemu::{Vm, VmConfig};
+use slate_qemu::Vm;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,17 @@ pub fn soak(cycles: u32) -> Result<()> {
         let version = format!("1.{i}.0");
         let out = scratch.join(&version);
         run(Command::new(&slate)
-            .args(["build", "--quiet", "--version", &version, "--trust"])
+            .args([
+                "build",
+                "--quiet",
+                "--allow-debug",
+                "--version",
+                &version,
+                "--trust",
+            ])
             .arg(&trust)
+            .arg("--operators")
+            .arg(crate::dev_operators()?)
             .arg("--out")
             .arg(&out))?;
         if i > 0 {
@@ -55,7 +64,8 @@ pub fn soak(cycles: u32) -> Result<()> {
         .arg("--sparse=always")
         .arg(scratch.join("1.0.0/disk.img"))
         .arg(&disk))?;
-    let mut vm = Vm::start(&VmConfig::new(&disk, &scratch.join("vm")))?;
+    let mut vm = Vm::start(&crate::dev_vm(&disk, &scratch.join("vm"))?)?;
+    let access = crate::dev_access(&scratch)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))?;
     let url = vm.agent_url().context("no agent port")?;
     println!("cycle  version  outcome      seconds  slot  RSS kB (PID 1, slated)");
@@ -70,7 +80,7 @@ pub fn soak(cycles: u32) -> Result<()> {
         let r = slate_imager::push::push(
             &url,
             &scratch.join(format!("{version}.slate")),
-            None,
+            &access,
             true,
             Some(Duration::from_secs(600)),
             Progress::new(true),

@@ -17,8 +17,8 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::agent::Agent;
-use slate_agent::install::{InstallError, Refusal};
 use slate_agent::identity::{self, Identity};
+use slate_agent::install::{InstallError, Refusal};
 use slate_agent::server::{self, Caller};
 use slate_agent::{health, http, marker};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
@@ -74,7 +74,11 @@ impl Read for ChannelReader {
 
 /// When an upload that has received `received` bytes since `started` falls below
 /// `min_bytes_s`: the deadline for its next bytes.
-fn upload_deadline(started: tokio::time::Instant, received: u64, min_bytes_s: u64) -> tokio::time::Instant {
+fn upload_deadline(
+    started: tokio::time::Instant,
+    received: u64,
+    min_bytes_s: u64,
+) -> tokio::time::Instant {
     let behind_allowed = Duration::from_secs_f64(received as f64 / min_bytes_s.max(1) as f64);
     started + UPLOAD_GRACE + behind_allowed
 }
@@ -182,7 +186,8 @@ fn authorized(method: &Method, path: &str, caller: &Caller, agent: &Agent) -> bo
     if agent.config.insecure_http || caller.operator.is_some() {
         return true;
     }
-    let read_only = *method == Method::GET && (path == api::STATUS_ROUTE || path == api::METRICS_ROUTE);
+    let read_only =
+        *method == Method::GET && (path == api::STATUS_ROUTE || path == api::METRICS_ROUTE);
     read_only && agent.config.public_status
 }
 
@@ -275,7 +280,10 @@ async fn serve(agent: Arc<Agent>) -> Result<()> {
             fingerprint: identity.fingerprint,
         });
         agent.set_identity(identity.fingerprint);
-        Some(server::tls_config(&identity, agent.config.operators.as_deref())?)
+        Some(server::tls_config(
+            &identity,
+            agent.config.operators.as_deref(),
+        )?)
     };
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await

@@ -11,6 +11,8 @@ use std::process::Command;
 
 /// Target triple of the device binaries (the only one guaranteed on the build machine).
 pub const DEVICE_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The cargo profile device binaries are built with (`[profile.device]`: release, sized).
+pub const DEVICE_PROFILE: &str = "device";
 
 /// The two device binaries.
 #[derive(Debug, Clone)]
@@ -80,7 +82,8 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
     cmd.current_dir(ws)
         .args([
             "build",
-            "--release",
+            "--profile",
+            DEVICE_PROFILE,
             "--locked",
             "-p",
             "slate-agent",
@@ -105,7 +108,7 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"));
-    let dir = target_dir.join(DEVICE_TARGET).join("release");
+    let dir = target_dir.join(DEVICE_TARGET).join(DEVICE_PROFILE);
     Ok(AgentBinaries {
         init: dir.join("slate-init"),
         slated: dir.join("slated"),

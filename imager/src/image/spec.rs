@@ -311,8 +311,7 @@ impl AgentSpec {
         AgentConfig {
             port: self.port.unwrap_or(defaults.port),
             trust: has_trust.then(|| format!("/{}", slate_core::config::paths::TRUST)),
-            operators: has_operators
-                .then(|| format!("/{}", slate_core::config::paths::OPERATORS)),
+            operators: has_operators.then(|| format!("/{}", slate_core::config::paths::OPERATORS)),
             public_status: self.public_status,
             insecure_http: self.insecure_http,
             min_upload_kib_s: self.min_upload_kib_s.unwrap_or(defaults.min_upload_kib_s),

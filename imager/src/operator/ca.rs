@@ -160,7 +160,10 @@ mod tests {
                 PathBuf::from("keys/ops.key.pem")
             )
         );
-        assert_eq!(pair_paths(Path::new("ops.crt.pem")), pair_paths(Path::new("ops")));
+        assert_eq!(
+            pair_paths(Path::new("ops.crt.pem")),
+            pair_paths(Path::new("ops"))
+        );
     }
 
     #[test]
@@ -181,7 +184,11 @@ mod tests {
             .output()
             .expect("running openssl");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains(": OK"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && text.contains(": OK"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(issue(&d.path().join("ca"), "ops", 30, &d.path().join("ops")).is_err());
     }
 }

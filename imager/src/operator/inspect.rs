@@ -366,7 +366,12 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
     }
     let _ = writeln!(out, "health       {:?}", s.health.state);
     for c in &s.health.checks {
-        let _ = writeln!(out, "  {:<12} {}", c.name, if c.ok { "ok" } else { c.detail.as_str() });
+        let _ = writeln!(
+            out,
+            "  {:<12} {}",
+            c.name,
+            if c.ok { "ok" } else { c.detail.as_str() }
+        );
     }
     for sl in &s.slots {
         let _ = writeln!(
@@ -374,11 +379,18 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
             "slot {}       {} {}",
             sl.slot,
             sl.state.as_str(),
-            sl.version.as_ref().map(|v| v.to_string()).unwrap_or_default()
+            sl.version
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default()
         );
     }
     if let Some(a) = &s.last_attempt {
-        let _ = writeln!(out, "last update  {} → slot {}: {} {}", a.version, a.slot, a.outcome, a.reason);
+        let _ = writeln!(
+            out,
+            "last update  {} → slot {}: {} {}",
+            a.version, a.slot, a.outcome, a.reason
+        );
     }
     if let Some(r) = &s.last_refusal {
         let _ = writeln!(out, "last refusal {}", r.reason);

@@ -37,7 +37,9 @@ pub fn base_url(device: &str) -> Result<String> {
     let url = url::Url::parse(device)
         .with_context(|| format!("--device {device:?}: expected https://HOST:PORT"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        bail!("--device {device:?}: expected https://HOST:PORT (or http:// for a development image)");
+        bail!(
+            "--device {device:?}: expected https://HOST:PORT (or http:// for a development image)"
+        );
     }
     let host = url
         .host_str()
@@ -91,17 +93,16 @@ impl Device {
                 tls: None,
             });
         }
-        let known = access.known_devices.clone().or_else(KnownDevices::default_path);
+        let known = access
+            .known_devices
+            .clone()
+            .or_else(KnownDevices::default_path);
         let pinned = match (&access.fingerprint, &known) {
             (Some(f), _) => Some(*f),
             (None, Some(k)) => KnownDevices::load(k)?.devices.get(&addr).copied(),
             (None, None) => None,
         };
-        let identity = access
-            .identity
-            .as_deref()
-            .map(Identity::load)
-            .transpose()?;
+        let identity = access.identity.as_deref().map(Identity::load).transpose()?;
         let verifier = PinVerifier::new(pinned);
         let config = tls::client_config(identity.as_ref(), verifier.clone())?;
         Ok(Device {
@@ -209,9 +210,9 @@ impl Device {
     /// `GET /v1/status`, with the reason when it fails.
     pub fn status(&self) -> Result<Status> {
         let what = format!("asking {} for its status", self.base);
-        let req = self
-            .agent(STATUS_TIMEOUT * 5)
-            .get(&format!("{}{}", self.base, api::STATUS_ROUTE));
+        let req =
+            self.agent(STATUS_TIMEOUT * 5)
+                .get(&format!("{}{}", self.base, api::STATUS_ROUTE));
         let (code, body) = self.exchange(req, None, &what)?;
         if code != 200 {
             bail!("{what}: HTTP {code}: {}", error_text(&body));
@@ -289,7 +290,11 @@ pub fn push(
         inner: std::io::BufReader::with_capacity(1 << 20, f),
         bar: &bar,
     };
-    let sent = dev.exchange(req, Some(&mut body), &format!("sending the bundle to {base}"));
+    let sent = dev.exchange(
+        req,
+        Some(&mut body),
+        &format!("sending the bundle to {base}"),
+    );
     bar.finish_and_clear();
     let (code, body) = sent?;
     let answer: UploadAnswer = match serde_json::from_str(&body) {
@@ -319,7 +324,9 @@ pub fn push(
     let spinner = progress.spinner("waiting for the trial boot");
     while Instant::now() < deadline {
         std::thread::sleep(POLL_INTERVAL);
-        let Some(s) = dev.poll_status()? else { continue };
+        let Some(s) = dev.poll_status()? else {
+            continue;
+        };
         if s.decided(&version).is_some() {
             spinner.finish_and_clear();
             return Ok(Pushed {

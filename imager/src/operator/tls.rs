@@ -168,9 +168,13 @@ impl KnownDevices {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (addr, fp) = line
-                .split_once(char::is_whitespace)
-                .with_context(|| format!("{}:{}: expected `host:port sha256:…`", path.display(), i + 1))?;
+            let (addr, fp) = line.split_once(char::is_whitespace).with_context(|| {
+                format!(
+                    "{}:{}: expected `host:port sha256:…`",
+                    path.display(),
+                    i + 1
+                )
+            })?;
             let fp: Fingerprint = fp
                 .trim()
                 .parse()
@@ -204,7 +208,8 @@ impl KnownDevices {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.render()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, self.render())
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
 }

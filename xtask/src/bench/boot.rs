@@ -81,7 +81,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
             .arg("--sparse=always")
             .arg(image.join("disk.img"))
             .arg(&disk))?;
-        let mut vm = Vm::start(&VmConfig::new(&disk, &work))?;
+        let mut vm = Vm::start(&crate::dev_vm(&disk, &work)?)?;
         vm.wait_for("slate: healthy", budget)?;
         let t = BootTimes::of(&vm);
         eprintln!("  slate {}: {}", r + 1, crate::timeline::boot_timings(&vm));
@@ -183,7 +183,9 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     println!("\nidle RSS (kB, from /proc/<pid>/status in the guest):\n{rss}");
     for b in ["slate-init", "slated"] {
         let p = root()
-            .join("target/x86_64-unknown-linux-gnu/release")
+            .join("target")
+            .join(slate_imager::agentbin::DEVICE_TARGET)
+            .join(slate_imager::agentbin::DEVICE_PROFILE)
             .join(b);
         if let Ok(m) = std::fs::metadata(&p) {
             println!("  {b}: {:.2} MiB static binary", m.len() as f64 / 1048576.0);

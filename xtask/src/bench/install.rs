@@ -10,7 +10,7 @@ use std::process::Command;
 /// guest; then the time from a failed health check to the old slot healthy again.
 pub(super) fn measure() -> Result<()> {
     use slate_imager::progress::Progress;
-    use slate_qemu::{Vm, VmConfig};
+    use slate_qemu::Vm;
     use std::time::{Duration, Instant};
     let slate = crate::release_imager()?;
     let trust = crate::dev_trust()?;
@@ -49,6 +49,9 @@ pub(super) fn measure() -> Result<()> {
             .arg(scratch.join("boards"))
             .arg("--trust")
             .arg(&trust)
+            .arg("--operators")
+            .arg(crate::dev_operators()?)
+            .arg("--allow-debug")
             .arg("--out")
             .arg(scratch.join(out)))?;
         run(Command::new(&slate)
@@ -66,7 +69,8 @@ pub(super) fn measure() -> Result<()> {
         .arg("--sparse=always")
         .arg(scratch.join("v1/disk.img"))
         .arg(&disk))?;
-    let mut vm = Vm::start(&VmConfig::new(&disk, &scratch.join("vm")))?;
+    let mut vm = Vm::start(&crate::dev_vm(&disk, &scratch.join("vm"))?)?;
+    let access = crate::dev_access(&scratch)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))?;
     vm.wait_prompt("slate# ", 0, Duration::from_secs(60))?;
     let url = vm.agent_url().context("no agent port")?;
@@ -90,7 +94,7 @@ pub(super) fn measure() -> Result<()> {
     let p = slate_imager::push::push(
         &url,
         &scratch.join("v2.slate"),
-        None,
+        &access,
         false,
         None,
         Progress::new(true),
@@ -142,7 +146,7 @@ pub(super) fn measure() -> Result<()> {
     slate_imager::push::push(
         &url,
         &scratch.join("v3.slate"),
-        None,
+        &access,
         true,
         None,
         Progress::new(true),
