@@ -54,6 +54,9 @@ pub struct Agent {
     pub state: Mutex<State>,
     /// What /v1/status shows.
     pub status: Mutex<Status>,
+    /// When a refusal was last printed, and how many were held back since: a client that
+    /// sends bad bundles in a loop fills neither the console nor /data.
+    refusals: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,6 +103,14 @@ impl Agent {
         crate::hooks::arm(config.test_hooks);
         let dir = Path::new(state::DIR);
         let mut st = State::load(dir);
+        // The floor: what was committed (its own file, then the state), and never below the
+        // running image's epoch, so losing state.json lowers nothing.
+        st.security_epoch = st
+            .security_epoch
+            .max(crate::floor::read())
+            .max(image.security_epoch);
+        st.slot_epochs
+            .insert(slot.to_string(), image.security_epoch);
         if count_boot {
             st.boots += 1;
             if let Err(e) = st.save(dir) {
@@ -123,6 +134,12 @@ impl Agent {
                     },
                     _ => BootState::Unknown,
                 };
+            }
+        }
+        if boot == BootState::Good {
+            // A committed image: the floor is at least its epoch, whatever the files say.
+            if let Err(e) = crate::floor::raise(image.security_epoch) {
+                marker::warn(format!("recording the security floor: {e:#}"));
             }
         }
         let status = Status {
@@ -153,6 +170,7 @@ impl Agent {
             esp,
             state: Mutex::new(st),
             status: Mutex::new(status),
+            refusals: Mutex::new((None, 0)),
         })
     }
 
@@ -210,13 +228,21 @@ impl Agent {
             }
         };
         let boot = lock(&self.status).boot;
-        let last_attempt = lock(&self.state).last_attempt.clone();
+        let (last_attempt, other_epoch) = {
+            let st = lock(&self.state);
+            (
+                st.last_attempt.clone(),
+                st.slot_epochs.get(&self.slot.other().to_string()).copied(),
+            )
+        };
         Some(decide(&Boot {
             running: self.slot,
             version: &self.image.version,
             boot,
             entries: &entries,
             last_attempt: last_attempt.as_ref(),
+            security_epoch: self.image.security_epoch,
+            other_epoch,
             now: now(),
         }))
     }
@@ -238,6 +264,9 @@ impl Agent {
                 Step::CutPoint(step) => crate::hooks::cut_point(step),
                 Step::Fail { version, reason } => lock(&self.state).fail(version, reason),
                 Step::RaiseEpoch(epoch) => {
+                    if let Err(e) = crate::floor::raise(*epoch) {
+                        marker::warn(format!("raising the security floor to {epoch}: {e:#}"));
+                    }
                     let mut st = lock(&self.state);
                     st.security_epoch = st.security_epoch.max(*epoch);
                 }
@@ -357,6 +386,8 @@ impl Agent {
                     at: now(),
                 });
                 st.count(Outcome::Installed);
+                st.slot_epochs
+                    .insert(i.slot.to_string(), i.manifest.security_epoch);
                 st.bytes_written += i.bytes_written;
                 st.last_install_seconds = i.seconds;
                 marker::emit(&Marker::Installed {
@@ -375,12 +406,28 @@ impl Agent {
                     at: now(),
                 });
                 st.count(Outcome::Refused);
-                marker::emit(&Marker::UpdateRefused {
-                    reason: e.to_string(),
-                });
+                let mut printed = lock(&self.refusals);
+                let quiet = printed
+                    .0
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+                if quiet {
+                    printed.1 += 1;
+                } else {
+                    if printed.1 > 0 {
+                        tracing::warn!(held_back = printed.1, "refusals not printed");
+                    }
+                    marker::emit(&Marker::UpdateRefused {
+                        reason: e.to_string(),
+                    });
+                    *printed = (Some(std::time::Instant::now()), 0);
+                }
             }
         }
-        self.save(&st);
+        // A refusal changes nothing on the device: it is counted and shown in memory, and
+        // not written to /data per request.
+        if r.is_ok() {
+            self.save(&st);
+        }
         r
     }
 

@@ -10,6 +10,7 @@ pub mod attempts;
 pub mod conntable;
 pub mod durable;
 pub mod esp;
+pub mod floor;
 pub mod health;
 pub mod hooks;
 pub mod http;

@@ -88,6 +88,10 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         Ok(_) => {}
         Err(e) => marker::warn(format!("counting this boot: {e:#}")),
     }
+    let floor = crate::floor::read();
+    if !slots::epoch_allows(cfg.security_epoch, floor) {
+        refuse_below_floor(params.slot, cfg.security_epoch, floor)?;
+    }
     let root_dev = partitions::wait_for(params.slot.label(), PARTITION_WAIT)?;
 
     let target = params
@@ -133,6 +137,34 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     });
     crate::logging::flush();
     Err(sys::exec(STAGE2, &["--stage2"], &env))
+}
+
+/// This slot's image is below the device's security floor: it never reaches stage 2. Its entry
+/// is marked bad and the machine reboots into the other slot; with no other slot to boot, it
+/// powers off rather than run an image the device has moved past.
+fn refuse_below_floor(slot: slate_core::layout::Slot, epoch: u64, floor: u64) -> Result<()> {
+    marker::emit(&Marker::BelowFloor { slot, epoch, floor });
+    std::fs::create_dir_all(esp::MOUNT).with_context(|| format!("creating {}", esp::MOUNT))?;
+    let esp = Esp::mount()?;
+    let renamed =
+        esp.entries()
+            .and_then(|entries| match slots::refuse_below_floor(slot, &entries) {
+                Some((from, to)) => esp.rename_entry(&from, &to).map(|()| true),
+                None => Ok(false),
+            });
+    let _ = sys::unmount(esp::MOUNT);
+    let renamed = renamed?;
+    let _ = sys::unmount(EARLY_DATA);
+    sys::sync();
+    if renamed {
+        Err(sys::halt(sys::Halt::Reboot))
+    } else {
+        marker::warn(format!(
+            "slot {} cannot boot either; powering off",
+            slot.other()
+        ));
+        Err(sys::halt(sys::Halt::PowerOff))
+    }
 }
 
 /// Marks the running good slot bad and reboots into the other one, when the entries allow it

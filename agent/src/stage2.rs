@@ -12,8 +12,7 @@ use crate::{attempts, lines, logging, marker, stage1, sys, uptime_ms, watchdog};
 use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal, WaitOptions};
 use slate_core::api::Marker;
-use slate_core::config::{paths, InitConfig, Network, Restart, Service};
-use std::collections::BTreeMap;
+use slate_core::config::{paths, InitConfig, Network, Service};
 use std::io::{BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,16 +117,23 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
                 "service {}: `exec` is empty; it is not started",
                 f.display()
             )),
+            Ok(service)
+                if service
+                    .capabilities
+                    .iter()
+                    .any(|c| slate_core::config::capability_bit(c).is_none()) =>
+            {
+                marker::warn(format!(
+                    "service {}: unknown capability in {:?}; it is not started",
+                    f.display(),
+                    service.capabilities
+                ))
+            }
             Ok(service) => list.push(service),
             Err(e) => marker::warn(format!("service {}: {e:#}", f.display())),
         }
     }
-    list.push(Service {
-        name: "slated".into(),
-        exec: vec!["/usr/bin/slated".into()],
-        env: BTreeMap::new(),
-        restart: Restart::Always,
-    });
+    list.push(Service::root("slated", vec!["/usr/bin/slated".into()]));
     let mut out: Vec<Supervised> = list
         .into_iter()
         .map(|service| Supervised {
@@ -142,12 +148,7 @@ fn load_services(init: &InitConfig) -> Vec<Supervised> {
         .collect();
     if init.debug_shell && std::path::Path::new("/bin/sh").exists() {
         out.push(Supervised {
-            service: Service {
-                name: "debug-shell".into(),
-                exec: vec!["/bin/sh".into(), "-l".into()],
-                env: BTreeMap::new(),
-                restart: Restart::Always,
-            },
+            service: Service::root("debug-shell", vec!["/bin/sh".into(), "-l".into()]),
             pid: None,
             started: Instant::now(),
             quick_restarts: 0,
@@ -226,6 +227,18 @@ fn start(s: &mut Supervised) {
         .env("HOME", "/root")
         .env("TERM", "linux")
         .envs(&s.service.env);
+    let bits: Vec<u32> = s
+        .service
+        .capabilities
+        .iter()
+        .filter_map(|c| slate_core::config::capability_bit(c))
+        .collect();
+    sys::run_as(
+        &mut cmd,
+        s.service.uid,
+        s.service.gid,
+        sys::capability_set(&bits),
+    );
     let spawned = if s.console {
         match std::fs::File::options()
             .read(true)

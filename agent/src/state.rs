@@ -36,17 +36,26 @@ pub struct State {
     /// Seconds the last install took, upload to ready-to-reboot.
     #[serde(default)]
     pub last_install_seconds: f64,
+    /// The security epoch of the image in each slot (`a`, `b`), as far as the agent knows:
+    /// the running image's, and what it installed.
+    #[serde(default)]
+    pub slot_epochs: std::collections::BTreeMap<String, u64>,
 }
 
 impl State {
-    /// Loads the state (missing or unreadable: a fresh state, with a warning for the latter).
+    /// Loads the state (missing or unreadable: a fresh state, with a warning for the latter,
+    /// the damaged file kept as `state.json.damaged`). The security floor is never taken from
+    /// here alone: see [`crate::floor`].
     pub fn load(dir: &Path) -> State {
-        match std::fs::read(dir.join("state.json")) {
+        let path = dir.join("state.json");
+        match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
                 crate::marker::warn(format!(
-                    "{}/state.json is unreadable ({e}); starting from a fresh state",
-                    dir.display()
+                    "{} is unreadable ({e}); starting from a fresh state (the security floor is kept in {})",
+                    path.display(),
+                    crate::floor::FILE
                 ));
+                let _ = std::fs::rename(&path, dir.join("state.json.damaged"));
                 State::default()
             }),
             Err(_) => State::default(),

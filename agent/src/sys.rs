@@ -393,3 +393,58 @@ pub use rustix::mount::MountFlags as Flags;
 pub fn cstring(s: &str) -> Result<CString> {
     CString::new(s).with_context(|| format!("{s:?} contains NUL"))
 }
+
+/// Makes the child of `cmd` run with `uid`, `gid` (no supplementary groups) and only the
+/// capabilities in `caps` (as ambient capabilities, so they survive exec of a program without
+/// file capabilities), and with `no_new_privs`, before it execs. For uid 0 with no
+/// capabilities named, only `no_new_privs` is set (a root service keeps root).
+pub fn run_as(
+    cmd: &mut std::process::Command,
+    uid: u32,
+    gid: u32,
+    caps: rustix::thread::CapabilitySet,
+) {
+    use rustix::thread::{self as t, CapabilitySets};
+    use std::os::unix::process::CommandExt;
+    let drop_root = uid != 0 || gid != 0 || !caps.is_empty();
+    let io = |e: rustix::io::Errno| std::io::Error::from(e);
+    // SAFETY: the closure runs in the forked child between fork and exec. It only makes raw
+    // system calls (prctl, setgroups, setresgid, setresuid, capset) on the one thread the
+    // child has, allocates nothing and takes no lock, so it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if drop_root {
+                t::set_keep_capabilities(true).map_err(io)?;
+                t::set_thread_groups(&[]).map_err(io)?;
+                let g = rustix::process::Gid::from_raw(gid);
+                t::set_thread_res_gid(g, g, g).map_err(io)?;
+                let u = rustix::process::Uid::from_raw(uid);
+                t::set_thread_res_uid(u, u, u).map_err(io)?;
+                t::set_capabilities(
+                    None,
+                    CapabilitySets {
+                        effective: caps,
+                        permitted: caps,
+                        inheritable: caps,
+                    },
+                )
+                .map_err(io)?;
+                for cap in caps.iter() {
+                    t::configure_capability_in_ambient_set(cap, true).map_err(io)?;
+                }
+                t::set_keep_capabilities(false).map_err(io)?;
+            }
+            t::set_no_new_privs(true).map_err(io)?;
+            Ok(())
+        });
+    }
+}
+
+/// The capability set of bit numbers (from `slate_core::config::capability_bit`).
+pub fn capability_set(bits: &[u32]) -> rustix::thread::CapabilitySet {
+    bits.iter()
+        .filter(|&&b| b < 64)
+        .fold(rustix::thread::CapabilitySet::empty(), |s, &b| {
+            s | rustix::thread::CapabilitySet::from_bits_retain(1u64 << b)
+        })
+}

@@ -51,6 +51,9 @@ pub struct InitrdConfig {
     /// Hardware watchdog to open early, if the board has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<Watchdog>,
+    /// The image's security epoch: stage 1 refuses to start it below the device's floor.
+    #[serde(default)]
+    pub security_epoch: u64,
 }
 
 /// A hardware watchdog: PID 1 opens it early and feeds it while alive, so a hang reboots.
@@ -83,6 +86,10 @@ pub struct ImageInfo {
     pub version: Version,
     /// Board name; bundles for another board are refused.
     pub board: String,
+    /// Security epoch (anti-rollback): the device's floor never drops below the running
+    /// image's, and a committed higher epoch makes lower-epoch images unbootable.
+    #[serde(default)]
+    pub security_epoch: u64,
 }
 
 /// Settings for PID 1's second stage.
@@ -168,6 +175,92 @@ pub struct Service {
     /// Restart policy.
     #[serde(default)]
     pub restart: Restart,
+    /// User id it runs as (0: root; the imager resolves the spec's user name).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uid: u32,
+    /// Group id it runs as (no supplementary groups).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gid: u32,
+    /// Capabilities it keeps (names from capabilities(7) without `CAP_`, lower case), as
+    /// ambient capabilities across exec; every other one is gone. Every service also runs
+    /// with `no_new_privs`, so no setuid program gives any back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Service {
+    /// A root service with no other settings (slated, the debug shell).
+    pub fn root(name: &str, exec: Vec<String>) -> Service {
+        Service {
+            name: name.into(),
+            exec,
+            env: BTreeMap::new(),
+            restart: Restart::Always,
+            uid: 0,
+            gid: 0,
+            capabilities: Vec::new(),
+        }
+    }
+}
+
+/// Linux capability names (capabilities(7), without `CAP_`, lower case), in bit order: what a
+/// service may name in `capabilities`.
+pub const CAPABILITIES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+/// The bit of a capability name (`net_bind_service`, or `CAP_NET_BIND_SERVICE`).
+pub fn capability_bit(name: &str) -> Option<u32> {
+    let n = name.to_ascii_lowercase();
+    let n = n.strip_prefix("cap_").unwrap_or(&n);
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == n)
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 /// What a health check probes.
@@ -374,6 +467,14 @@ mod tests {
         assert_eq!(h.checks.len(), 2);
         assert_eq!(h.checks[0].timeout_s, 5);
         assert!(matches!(h.checks[1].probe, Probe::Service { for_s: 5, .. }));
+    }
+
+    #[test]
+    fn capability_names_map_to_their_bits() {
+        assert_eq!(capability_bit("net_bind_service"), Some(10));
+        assert_eq!(capability_bit("CAP_NET_BIND_SERVICE"), Some(10));
+        assert_eq!(capability_bit("checkpoint_restore"), Some(40));
+        assert_eq!(capability_bit("root"), None);
     }
 
     #[test]

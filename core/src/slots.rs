@@ -110,6 +110,30 @@ impl Attempts {
     }
 }
 
+/// The entry systemd-boot would start for `slot` (the newest version of it).
+fn entry_of(slot: Slot, entries: &[EntryName]) -> Option<&EntryName> {
+    entries
+        .iter()
+        .filter(|e| e.slot == slot)
+        .max_by(|a, b| a.version.cmp(&b.version))
+}
+
+/// Whether stage 1 may start an image of `epoch` on a device whose floor is `floor`.
+pub fn epoch_allows(epoch: u64, floor: u64) -> bool {
+    epoch >= floor
+}
+
+/// For a slot whose image is below the device's security floor: the rename that marks its
+/// entry bad, when the other slot can boot instead (None: nothing else to boot).
+pub fn refuse_below_floor(slot: Slot, entries: &[EntryName]) -> Option<(EntryName, EntryName)> {
+    if !bootable(view(slot.other(), entries).state) {
+        return None;
+    }
+    let e = entry_of(slot, entries)?;
+    let bad = marked_bad(e);
+    (bad != *e).then(|| (e.clone(), bad))
+}
+
 /// Whether to give up on the slot being started: when it is *good*, has started more than
 /// [`MAX_FAILED_BOOTS`] times in a row without becoming healthy, and the other slot can boot
 /// (good, or trial with tries left). Returns the rename that marks it bad.
@@ -211,6 +235,10 @@ pub struct Boot<'a> {
     pub entries: &'a [EntryName],
     /// The last update attempt the agent recorded.
     pub last_attempt: Option<&'a UpdateRecord>,
+    /// The running image's security epoch.
+    pub security_epoch: u64,
+    /// The other slot's image's security epoch, when known.
+    pub other_epoch: Option<u64>,
     /// Unix seconds now.
     pub now: i64,
 }
@@ -251,28 +279,47 @@ pub fn after_health(b: &Boot<'_>, health: &Health) -> Plan {
         };
     };
     let version = b.version.to_string();
-    // The epoch the installed bundle carried; only the version that was installed raises it.
-    let epoch = b
-        .last_attempt
-        .filter(|a| a.version == version)
-        .map_or(0, |a| a.security_epoch);
+    // The image's own epoch (the manifest that installed it carried the same).
+    let epoch = b.security_epoch;
     if health.state == HealthState::Passed {
-        Plan {
-            steps: vec![
-                Step::Rename {
-                    from: current.clone(),
-                    to: blessed(&current),
-                    required: true,
-                },
-                Step::CutPoint("blessed"),
-                Step::RaiseEpoch(epoch),
-                Step::Record(b.record(Outcome::Committed, String::new(), epoch)),
-                Step::Say(Marker::Committed {
-                    slot: b.running,
-                    version,
-                }),
-            ],
+        let mut steps = vec![
+            Step::Rename {
+                from: current.clone(),
+                to: blessed(&current),
+                required: true,
+            },
+            Step::CutPoint("blessed"),
+            Step::RaiseEpoch(epoch),
+        ];
+        // The other slot's image is now below the floor: stage 1 would refuse it anyway, and
+        // systemd-boot must not fall back to it.
+        if let Some((from, to)) = b
+            .other_epoch
+            .filter(|&e| e < epoch)
+            .and_then(|_| entry_of(b.running.other(), b.entries))
+            .map(|e| (e.clone(), marked_bad(e)))
+            .filter(|(from, to)| from != to)
+        {
+            steps.push(Step::Say(Marker::Warning(format!(
+                "slot {} holds an image below the committed security epoch {epoch}; marking {from} bad",
+                b.running.other()
+            ))));
+            steps.push(Step::Rename {
+                from,
+                to,
+                required: false,
+            });
         }
+        steps.push(Step::Record(b.record(
+            Outcome::Committed,
+            String::new(),
+            epoch,
+        )));
+        steps.push(Step::Say(Marker::Committed {
+            slot: b.running,
+            version,
+        }));
+        Plan { steps }
     } else {
         let reason = format!("health check failed: {}", health.failures());
         Plan {
@@ -483,6 +530,8 @@ mod tests {
                     boot: if trial { BootState::Trial { left: 2, done: 1 } } else { BootState::Good },
                     entries: &entries,
                     last_attempt: None,
+                    security_epoch: 0,
+                    other_epoch: None,
                     now: 1,
                 };
                 let plan = after_health(&b, &health(passed));
@@ -530,6 +579,8 @@ mod tests {
                     boot: BootState::Good,
                     entries: &entries,
                     last_attempt: Some(&attempt),
+                    security_epoch: 0,
+                    other_epoch: None,
                     now: 1,
                 };
                 let plan = notice_fallback(&b);
@@ -540,7 +591,22 @@ mod tests {
         }
 
         #[test]
-        fn commit_raises_the_epoch_of_the_installed_version_only() {
+        fn a_slot_below_the_floor_is_refused_only_with_a_fallback() {
+            let both: Vec<EntryName> = vec![
+                "slate-a-1.0.0.conf".parse().unwrap(),
+                "slate-b-1.1.0.conf".parse().unwrap(),
+            ];
+            assert!(epoch_allows(2, 2) && !epoch_allows(1, 2));
+            let (from, to) = refuse_below_floor(Slot::A, &both).unwrap();
+            assert_eq!(
+                (from.to_string(), to.to_string()),
+                ("slate-a-1.0.0.conf".into(), "slate-a-1.0.0+0.conf".into())
+            );
+            assert_eq!(refuse_below_floor(Slot::A, &both[..1]), None);
+        }
+
+        #[test]
+        fn commit_raises_the_floor_to_the_image_epoch_and_marks_a_lower_other_slot_bad() {
             let entries = vec![
                 "slate-a-1.0.0.conf".parse().unwrap(),
                 "slate-b-1.1.0+2-1.conf".parse().unwrap(),
@@ -560,13 +626,22 @@ mod tests {
                 boot: BootState::Trial { left: 2, done: 1 },
                 entries: &entries,
                 last_attempt: Some(&attempt),
+                security_epoch: 7,
+                other_epoch: Some(6),
                 now: 5,
             };
             let plan = after_health(&b, &health(true));
             assert!(plan.steps.contains(&Step::RaiseEpoch(7)));
+            let after = plan.apply_renames(&entries);
+            assert_eq!(after[1].to_string(), "slate-b-1.1.0.conf");
+            assert_eq!(after[0].to_string(), "slate-a-1.0.0+0.conf");
+            let same = Boot {
+                other_epoch: Some(7),
+                ..b
+            };
             assert_eq!(
-                plan.apply_renames(&entries)[1].to_string(),
-                "slate-b-1.1.0.conf"
+                after_health(&same, &health(true)).apply_renames(&entries)[0].to_string(),
+                "slate-a-1.0.0.conf"
             );
             let failed = after_health(&b, &health(false));
             assert_eq!(

@@ -75,6 +75,11 @@ enum Command {
         /// Development only.
         #[arg(long)]
         allow_debug: bool,
+        /// Security epoch (anti-rollback) of the image: recorded in build.toml, os-release,
+        /// the initramfs and every bundle made from it. Devices never start an image below the
+        /// highest epoch they committed. Raise it when an update fixes a vulnerability.
+        #[arg(long, default_value_t = 0)]
+        security_epoch: u64,
         /// Print each build stage's wall and CPU time at the end.
         #[arg(long)]
         timings: bool,
@@ -119,9 +124,10 @@ enum Command {
         /// Private key(s) to sign with; repeat for several.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
-        /// Anti-rollback epoch (devices refuse bundles below the highest they installed).
-        #[arg(long, default_value_t = 0)]
-        security_epoch: u64,
+        /// Anti-rollback epoch: the image's (`slate build --security-epoch`) unless given;
+        /// a different one is refused (the manifest and the image must agree).
+        #[arg(long)]
+        security_epoch: Option<u64>,
         /// Devices refuse the bundle after this (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or unix seconds).
         #[arg(long)]
         expires: Option<String>,
@@ -291,9 +297,11 @@ fn run(cli: Cli) -> Result<()> {
             operators,
             allow_insecure,
             allow_debug,
+            security_epoch,
             timings,
         } => {
             let opts = BuildOptions {
+                security_epoch,
                 operators,
                 allow: build::policy::Allow {
                     insecure: allow_insecure,

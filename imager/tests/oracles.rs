@@ -161,6 +161,8 @@ fn unsquashfs_lists_exactly_the_tree_the_spec_asked_for() {
         ("/tmp", "drwxrwxrwt", "0/0", None),
         ("/var", "drwxr-xr-x", "0/0", None),
         ("/etc/os-release", "-rw-r--r--", "0/0", None),
+        ("/etc/passwd", "-rw-r--r--", "0/0", None),
+        ("/etc/group", "-rw-r--r--", "0/0", None),
         ("/etc/slate", "drwxr-xr-x", "0/0", None),
         ("/etc/slate/agent.toml", "-rw-r--r--", "0/0", None),
         ("/etc/slate/health.toml", "-rw-r--r--", "0/0", None),

@@ -59,6 +59,34 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
         .unwrap();
     assert!(ok.ends_with("exit=0"), "{ok}");
 
+    // Each service runs as its spec says: httpd as www (33) with only net_bind_service (bit
+    // 10), and every service with no_new_privs.
+    let creds = vm
+        .shell(
+            "grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|CapAmb|NoNewPrivs):' /proc/$(busybox pidof httpd)/status",
+            SHELL,
+        )
+        .unwrap();
+    let field = |name: &str| {
+        creds
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no {name} in {creds}"))
+    };
+    assert_eq!(field("Uid"), "33 33 33 33", "{creds}");
+    assert_eq!(field("Gid"), "33 33 33 33", "{creds}");
+    assert_eq!(field("Groups"), "", "{creds}");
+    for set in ["CapEff", "CapPrm", "CapAmb"] {
+        assert_eq!(field(set), "0000000000000400", "{set}: {creds}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1", "{creds}");
+    // The watchdog descriptor stays with PID 1: no service holds it.
+    let fds = vm
+        .shell("ls -l /proc/$(busybox pidof slated)/fd /proc/$(busybox pidof httpd)/fd | grep -c watchdog", SHELL)
+        .unwrap();
+    assert!(fds.starts_with("0\n"), "{fds}");
+
     // The logs are kept on /data: stage 1's lines (written before the root existed), PID 1's
     // structured events, and slated's output, each a capped file.
     let logs = vm
@@ -131,9 +159,8 @@ fn orderly_reboots_before_healthy_are_not_failed_starts() {
     let mut mark = 0;
     // Before the fix, the fourth of these made stage 1 give the slot up.
     for _ in 0..4 {
-        vm.wait_for_after("slate: stage2 up", mark, BOOT_TIMEOUT)
+        vm.wait_for_after(&Kind::Api.prefix(), mark, BOOT_TIMEOUT)
             .unwrap();
-        vm.wait_prompt("slate# ", mark, SHELL).unwrap();
         mark = vm.mark();
         let (code, body) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
         assert_eq!(code, 202, "{body}");
@@ -147,6 +174,8 @@ fn orderly_reboots_before_healthy_are_not_failed_starts() {
     let count = vm.shell("cat /data/slate/boot-attempts", SHELL).unwrap();
     assert!(count.contains("a 1\n"), "{count}");
     assert!(!vm.saw("without becoming healthy"), "{}", vm.tail(20));
+    vm.wait_for_after(&Kind::Api.prefix(), mark, BOOT_TIMEOUT)
+        .unwrap();
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.2.0"));
 }

@@ -135,11 +135,11 @@ fn cut_and_recover_in(
     volatile: Option<Loss>,
 ) -> Outcome {
     let update = if failing_update {
-        bundle(image_variant("1.2.0", Variant::FailingHealth), 0)
+        bundle(image_variant("1.2.0", Variant::FailingHealth))
     } else {
-        bundle(image("1.1.0"), 0)
+        bundle(image("1.1.0"))
     };
-    let next = bundle(image("1.3.0"), 0);
+    let next = bundle(image("1.3.0"));
     let what = format!(
         "{}{}",
         describe(&cut),

@@ -26,21 +26,105 @@ fn last(s: &Status) -> &slate_core::api::UpdateRecord {
     s.last_attempt.as_ref().expect("a last attempt")
 }
 
+/// `name` as the UTF-16LE bytes of an efivarfs file (attributes NV|BS|RT first), as octal
+/// escapes for busybox printf.
+fn efivar_text(name: &str) -> String {
+    let mut bytes = vec![7u8, 0, 0, 0];
+    for u in name.encode_utf16().chain([0]) {
+        bytes.extend_from_slice(&u.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+}
+
+/// With the floor at 2 (slot b, 1.1.0, committed): a damaged state.json does not lower it, and
+/// the epoch-0 image in slot a, even with its entry made good again and chosen for the next
+/// boot, never reaches stage 2.
+fn floor_survives_a_damaged_state_and_refuses_older_images(
+    vm: &mut slate_qemu::Vm,
+    url: &str,
+    epoch_low: &std::path::Path,
+    acc: &push::Access,
+) {
+    let shell = Duration::from_secs(60);
+    vm.wait_prompt("slate# ", 0, shell).unwrap();
+    let out = vm
+        .shell("echo garbage > /data/slate/state.json && sync", shell)
+        .unwrap();
+    assert!(out.ends_with("exit=0"), "{out}");
+    let mark = vm.mark();
+    let (code, body) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
+    assert_eq!(code, 202, "{body}");
+    vm.wait_for_after(
+        &Kind::Healthy.on_version(Slot::B, "1.1.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    assert_eq!(status(vm).security_epoch, 2);
+    let e = push::push(url, epoch_low, acc, true, None, Progress::new(true)).unwrap_err();
+    assert!(format!("{e:#}").contains("below the device's 2"), "{e:#}");
+
+    vm.wait_prompt("slate# ", mark, shell).unwrap();
+    let dir = "/run/slate/esp/loader/entries";
+    let out = vm
+        .shell(
+            &format!(
+                "mount -o remount,rw /run/slate/esp && mv {dir}/slate-a-1.0.0+0.conf {dir}/slate-a-1.0.0.conf && mount -o remount,ro /run/slate/esp && printf '{}' > /sys/firmware/efi/efivars/LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f",
+                efivar_text("slate-a-1.0.0.conf")
+            ),
+            shell,
+        )
+        .unwrap();
+    assert!(out.ends_with("exit=0"), "{out}");
+    let mark = vm.mark();
+    let (code, body) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
+    assert_eq!(code, 202, "{body}");
+    let refused = vm
+        .wait_for_after(
+            &format!("{} slot=a epoch=0 floor=2", Kind::BelowFloor.prefix()),
+            mark,
+            BOOT_TIMEOUT,
+        )
+        .unwrap();
+    vm.wait_for_after(
+        &Kind::Healthy.on_version(Slot::B, "1.1.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    // Slot a never got to stage 2: the only stage 2 since is slot b's.
+    let stage2 = vm
+        .lines()
+        .iter()
+        .filter(|l| l.at > refused.at && l.text.contains(&Kind::Stage1Done.prefix()))
+        .map(|l| l.text.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        !stage2.is_empty()
+            && stage2
+                .iter()
+                .all(|t| t.contains(&Kind::Stage1Done.on(Slot::B))),
+        "{stage2:?}"
+    );
+    let s = status(vm);
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.0.0".into()));
+}
+
 #[test]
 fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let v1 = image("1.0.0");
-    let v2 = bundle(image("1.1.0"), 2);
-    let v3_unhealthy = bundle(image_variant("1.2.0", Variant::FailingHealth), 2);
-    let epoch_low = bundle(image("1.5.0"), 1);
+    let v2 = bundle(image_at("1.1.0", Variant::Demo, 2));
+    let v3_unhealthy = bundle(image_at("1.2.0", Variant::FailingHealth, 2));
+    let epoch_low = bundle(image_at("1.5.0", Variant::Demo, 1));
     // 1.3.0 whose initrd is garbage: signed and consistent, but the kernel cannot start it.
-    let mut broken = Parts::read(&bundle(image("1.3.0"), 2));
+    let mut broken = Parts::read(&bundle(image_at("1.3.0", Variant::Demo, 2)));
     broken.replace_artifact("initrd.img", vec![0x42; 64 * 1024]);
     broken.resign(&[&keys().k1, &keys().k2]);
     let broken_path = v1.dir.with_file_name("1.3.0-broken-initrd.slate");
     broken.write(&broken_path);
 
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
-    let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
@@ -53,7 +137,8 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
     assert_eq!(last(&s).outcome, Outcome::Committed);
-    assert_eq!(slot_state(&s, Slot::A), (SlotState::Good, "1.0.0".into()));
+    // Committing epoch 2 marked the epoch-0 image in slot a bad: no fallback below the floor.
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.0.0".into()));
     assert_eq!(slot_state(&s, Slot::B), (SlotState::Good, "1.1.0".into()));
     assert_eq!(s.security_epoch, 2);
     assert!(vm.saw(&Kind::Committed.on_version(Slot::B, "1.1.0")));
@@ -87,6 +172,8 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
         format!("{offline:#}").contains("security epoch"),
         "{offline:#}"
     );
+
+    floor_survives_a_damaged_state_and_refuses_older_images(&mut vm, &url, &epoch_low, &acc);
 
     // v3 fails a health check on its trial boot: marked bad, back to v2 with no human action.
     let mark = vm.mark();

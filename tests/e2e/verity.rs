@@ -87,7 +87,7 @@ fn a_wrong_root_hash_on_the_command_line_is_refused() {
 fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
     let v1 = image("1.0.0");
     let v2 = image("1.1.0");
-    let v2_bundle = bundle(v2, 0);
+    let v2_bundle = bundle(v2);
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
 
     // v1 on a, v2 committed on b: both entries good, b (newer) boots by default.

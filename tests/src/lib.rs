@@ -192,15 +192,20 @@ pub enum Variant {
     FailingHealth,
 }
 
-/// Builds `rootfs/image.toml` (or its variant) for the QEMU board at `version`, trusting the
-/// test keys; cached per version and variant.
+/// Builds `rootfs/image.toml` (or its variant) for the QEMU board at `version` and security
+/// epoch 0, trusting the test keys; cached per version and variant.
 pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
-    static IMAGES: std::sync::Mutex<Vec<(String, Variant, &'static Image)>> =
-        std::sync::Mutex::new(Vec::new());
+    image_at(version, variant, 0)
+}
+
+/// [`image_variant`] at a security epoch.
+pub fn image_at(version: &str, variant: Variant, security_epoch: u64) -> &'static Image {
+    type Built = (String, Variant, u64, &'static Image);
+    static IMAGES: std::sync::Mutex<Vec<Built>> = std::sync::Mutex::new(Vec::new());
     let mut images = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, img)) = images
+    if let Some((_, _, _, img)) = images
         .iter()
-        .find(|(v, w, _)| v == version && *w == variant)
+        .find(|(v, w, e, _)| v == version && *w == variant && *e == security_epoch)
     {
         return img;
     }
@@ -231,7 +236,7 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
     let spec = dir.join("image.toml");
     let out = workspace()
         .join("target/e2e-images")
-        .join(format!("{version}-{variant:?}"));
+        .join(format!("{version}-{variant:?}-epoch{security_epoch}"));
     let opts = BuildOptions {
         timings: false,
         spec,
@@ -250,12 +255,13 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
             insecure: false,
             debug: true,
         },
+        security_epoch,
     };
     let report = build::build(&opts).unwrap_or_else(|e| {
         panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)")
     });
     let img: &'static Image = Box::leak(Box::new(Image { dir: out, report }));
-    images.push((version.to_string(), variant, img));
+    images.push((version.to_string(), variant, security_epoch, img));
     img
 }
 
@@ -264,8 +270,9 @@ pub fn image(version: &str) -> &'static Image {
     image_variant(version, Variant::Demo)
 }
 
-/// A bundle of `img` signed by both trusted keys (made once per image and epoch).
-pub fn bundle(img: &Image, security_epoch: u64) -> PathBuf {
+/// A bundle of `img` (at the image's security epoch) signed by both trusted keys, made once
+/// per image.
+pub fn bundle(img: &Image) -> PathBuf {
     static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
     let name = img
@@ -273,14 +280,12 @@ pub fn bundle(img: &Image, security_epoch: u64) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let out = img
-        .dir
-        .with_file_name(format!("{name}-epoch{security_epoch}.slate"));
+    let out = img.dir.with_file_name(format!("{name}.slate"));
     if !made.contains(&out) {
         slate_imager::bundle::make(
             &img.dir,
             &[keys().k1.clone(), keys().k2.clone()],
-            security_epoch,
+            None,
             None,
             &out,
         )

@@ -40,6 +40,8 @@ pub enum Kind {
     Shutdown,
     /// `slate: identity fingerprint=sha256:…`
     Identity,
+    /// `slate: below floor slot=… epoch=… floor=…; not started`
+    BelowFloor,
     /// `slate: api https port=… operators=…` or `slate: api http port=… (insecure)`
     Api,
 }
@@ -61,6 +63,7 @@ impl Kind {
             Kind::CutPoint => "cut-point",
             Kind::Shutdown => "shutdown",
             Kind::Identity => "identity",
+            Kind::BelowFloor => "below floor",
             Kind::Api => "api",
         }
     }
@@ -185,6 +188,15 @@ pub enum Marker {
     },
     /// `slated install` reboots into what it installed.
     RebootingIntoNewSlot,
+    /// Stage 1 refused a slot whose image is below the device's security floor.
+    BelowFloor {
+        /// The slot refused.
+        slot: Slot,
+        /// Its image's epoch.
+        epoch: u64,
+        /// The device's floor.
+        floor: u64,
+    },
     /// The device's TLS identity, for operators to compare with what their tools pinned.
     Identity {
         /// sha256 of the device's certificate.
@@ -283,6 +295,10 @@ impl fmt::Display for Marker {
             }
             Marker::RebootingIntoNewSlot => f.write_str("rebooting into the new slot"),
             Marker::Identity { fingerprint } => write!(f, "identity fingerprint={fingerprint}"),
+            Marker::BelowFloor { slot, epoch, floor } => write!(
+                f,
+                "below floor slot={slot} epoch={epoch} floor={floor}; not started"
+            ),
             Marker::Api {
                 port,
                 tls: true,
@@ -381,6 +397,10 @@ mod tests {
             (
                 Marker::Identity { fingerprint: crate::Fingerprint(Digest32([0xab; 32])) },
                 format!("slate: identity fingerprint=sha256:{}", "ab".repeat(32)),
+            ),
+            (
+                Marker::BelowFloor { slot: Slot::B, epoch: 1, floor: 2 },
+                "slate: below floor slot=b epoch=1 floor=2; not started".into(),
             ),
             (
                 Marker::Api { port: 8080, tls: true, operators: true },

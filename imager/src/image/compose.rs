@@ -143,6 +143,8 @@ pub struct RootInputs<'a> {
     pub trust: Option<&'a Path>,
     /// Operator CA certificate on the host, if any.
     pub operators: Option<&'a Path>,
+    /// Security epoch of the image.
+    pub security_epoch: u64,
 }
 
 /// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
@@ -233,6 +235,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         name: spec.name.clone(),
         version: inputs.version.clone(),
         board: inputs.board.name.clone(),
+        security_epoch: inputs.security_epoch,
     };
     tree.insert(
         &ip(&format!("/{}", paths::IMAGE)),
@@ -247,12 +250,43 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::INIT)),
         Node::bytes(toml_text(&init)?, 0o644),
     )?;
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    for u in &spec.users {
+        passwd.push_str(&format!(
+            "{}:x:{}:{}:{}:{}:/bin/false\n",
+            u.name,
+            u.uid,
+            u.gid(),
+            u.name,
+            u.home.as_deref().unwrap_or("/")
+        ));
+        group.push_str(&format!("{}:x:{}:\n", u.name, u.gid()));
+    }
+    for (path, text) in [("/etc/passwd", passwd), ("/etc/group", group)] {
+        if tree.get(path.trim_start_matches('/')).is_some() {
+            return Err(BuildError::TreeConflict {
+                path: path.into(),
+                why: "an overlay ships it, but the imager writes it from the spec's [[user]] entries (root is always there): declare users with [[user]] and remove the file from the overlay".into(),
+            }
+            .into());
+        }
+        tree.insert(&ip(path), Node::bytes(text, 0o644))?;
+    }
     for s in &spec.services {
+        let (uid, gid) = spec.ids_of(s);
         let svc = Service {
             name: s.name.clone(),
             exec: s.exec.clone(),
             env: s.env.clone(),
             restart: s.restart,
+            uid,
+            gid,
+            capabilities: s
+                .capabilities
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
         };
         let path = ip(&format!("/{}/{}.toml", paths::SERVICES_DIR, s.name));
         tree.insert(&path, Node::bytes(toml_text(&svc)?, 0o644))?;
@@ -304,10 +338,11 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         )?;
     }
     let os_release = format!(
-        "NAME=\"{name}\"\nID=slate\nPRETTY_NAME=\"{name} {version}\"\nVERSION=\"{version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nSLATE_BOARD={board}\n",
+        "NAME=\"{name}\"\nID=slate\nPRETTY_NAME=\"{name} {version}\"\nVERSION=\"{version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nSLATE_BOARD={board}\nSLATE_SECURITY_EPOCH={epoch}\n",
         name = spec.name,
         version = inputs.version,
-        board = inputs.board.name
+        board = inputs.board.name,
+        epoch = inputs.security_epoch
     );
     tree.insert(&ip("/etc/os-release"), Node::bytes(os_release, 0o644))?;
     Ok(tree)
@@ -348,7 +383,12 @@ pub fn add_provenance(tree: &mut Tree, text: &str) -> Result<()> {
 }
 
 /// Builds the initramfs tree.
-pub fn initramfs(kernel: &Kernel, board: &Board, agent: &AgentBinaries) -> Result<Tree> {
+pub fn initramfs(
+    kernel: &Kernel,
+    board: &Board,
+    agent: &AgentBinaries,
+    security_epoch: u64,
+) -> Result<Tree> {
     let mut tree = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
         tree.insert(&ip(d), Node::dir(0o755))?;
@@ -375,6 +415,7 @@ pub fn initramfs(kernel: &Kernel, board: &Board, agent: &AgentBinaries) -> Resul
         kernel_release: kernel.release.clone(),
         modules: order,
         watchdog: board.watchdog.clone(),
+        security_epoch,
     };
     tree.insert(
         &ip(&format!("/{}", paths::INITRD)),

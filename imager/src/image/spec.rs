@@ -137,6 +137,9 @@ pub struct ImageSpec {
     /// Supervised services.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
+    /// System users for services.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserSpec>,
     /// Health checks gating a trial boot.
     #[serde(default)]
     pub health: HealthSpec,
@@ -244,6 +247,39 @@ pub struct ServiceSpec {
     /// Restart policy.
     #[serde(default)]
     pub restart: Restart,
+    /// User it runs as: `root` (the default, warned about) or a `[[user]]`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Group it runs as [default: the user's own group].
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Capabilities it keeps (`net_bind_service`, …; capabilities(7) without `CAP_`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// A system user (and its group of the same name and id) the imager writes into
+/// `/etc/passwd` and `/etc/group`, for services to run as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// Name.
+    pub name: String,
+    /// User id (not 0).
+    pub uid: u32,
+    /// Group id [default: the uid].
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Home folder [default: /].
+    #[serde(default)]
+    pub home: Option<String>,
+}
+
+impl UserSpec {
+    /// The group id.
+    pub fn gid(&self) -> u32 {
+        self.gid.unwrap_or(self.uid)
+    }
 }
 
 /// Health checks and their deadline.
@@ -301,6 +337,19 @@ pub struct AgentSpec {
     /// Test images only: honour the QEMU harness's cut points (never in production images).
     #[serde(default)]
     pub test_hooks: bool,
+}
+
+impl ImageSpec {
+    /// The (uid, gid) of a service's `user` and `group` (root when not given).
+    pub fn ids_of(&self, s: &ServiceSpec) -> (u32, u32) {
+        let user = |name: &str| self.users.iter().find(|u| u.name == name);
+        let uid = s.user.as_deref().and_then(user).map_or(0, |u| u.uid);
+        let gid = match s.group.as_deref() {
+            Some(g) => user(g).map_or(0, UserSpec::gid),
+            None => s.user.as_deref().and_then(user).map_or(0, UserSpec::gid),
+        };
+        (uid, gid)
+    }
 }
 
 impl AgentSpec {
@@ -419,6 +468,42 @@ impl ImageSpec {
                         "exec must start with an absolute program path".into(),
                     ))
                 }
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::from(["root".to_string()]);
+        for (i, u) in self.users.iter().enumerate() {
+            if !name_ok(&u.name) || !names.insert(u.name.clone()) {
+                return Err(bad(
+                    format!("user[{i}].name"),
+                    format!("{:?} is empty, invalid, root or used twice", u.name),
+                ));
+            }
+            if u.uid == 0 || !ids.insert(u.uid) {
+                return Err(bad(
+                    format!("user[{i}].uid"),
+                    format!("{} is 0 or used twice", u.uid),
+                ));
+            }
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            for (field, who) in [("user", &s.user), ("group", &s.group)] {
+                if let Some(who) = who.as_ref().filter(|w| !names.contains(*w)) {
+                    return Err(bad(
+                        format!("service[{i}].{field}"),
+                        format!("{who:?} is not root or a [[user]] of this spec"),
+                    ));
+                }
+            }
+            if let Some(c) = s
+                .capabilities
+                .iter()
+                .find(|c| slate_core::config::capability_bit(c).is_none())
+            {
+                return Err(bad(
+                    format!("service[{i}].capabilities"),
+                    format!("{c:?} is not a Linux capability (see capabilities(7); e.g. net_bind_service)"),
+                ));
             }
         }
         for (i, c) in self.health.checks.iter().enumerate() {

@@ -82,11 +82,12 @@ fn partial(out: &Path) -> PathBuf {
     PathBuf::from(format!("{}.partial", out.display()))
 }
 
-/// Makes a signed bundle from a build folder.
+/// Makes a signed bundle from a build folder. Its security epoch is the image's; one given
+/// (`security_epoch`) must be the same, so the manifest never says what the image does not.
 pub fn make(
     build_dir: &Path,
     keys: &[SigningKey],
-    security_epoch: u64,
+    security_epoch: Option<u64>,
     expires: Option<i64>,
     out: &Path,
 ) -> Result<Manifest> {
@@ -94,6 +95,14 @@ pub fn make(
         bail!("give at least one --key to sign with");
     }
     let report = Report::load(build_dir)?;
+    let image_epoch = report.image.security_epoch;
+    if let Some(asked) = security_epoch.filter(|&e| e != image_epoch) {
+        bail!(
+            "--security-epoch {asked}: the image in {} has security epoch {image_epoch} (build.toml); the manifest must agree with the image, so rebuild it with `slate build --security-epoch {asked}`",
+            build_dir.display()
+        );
+    }
+    let security_epoch = image_epoch;
     let mut artifacts = Vec::new();
     for name in manifest::ARTIFACTS {
         let path = build_dir.join(name);

@@ -275,6 +275,10 @@ pub fn push(
 ) -> Result<Pushed> {
     let dev = Device::open(device, access)?;
     let base = dev.base().to_string();
+    if dev.tls.is_some() && access.identity.is_none() {
+        // The device would refuse the upload at once and close the connection under it.
+        bail!("pushing to {base} needs an operator certificate: add --identity NAME (NAME.crt.pem and NAME.key.pem from `slate ca issue --ca CA --name you --out NAME`)");
+    }
     let f = std::fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
     let size = f.metadata()?.len();
     let bar = progress.bytes(size, "uploading");

@@ -20,7 +20,7 @@ const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware 
 /// seconds, so the result is kept in the extraction cache under the sha256 of the archive: a
 /// rebuild with the same initramfs content reuses the same bytes.
 pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
-    let tree = compose::initramfs(inp.kernel, &inp.board.board, inp.agent)?;
+    let tree = compose::initramfs(inp.kernel, &inp.board.board, inp.agent, inp.security_epoch)?;
     let cpio = cpio::write(&tree, inp.mtime, Vec::new())?;
     let cached = inp.cache.map(|c| {
         c.join("initramfs")

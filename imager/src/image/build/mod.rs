@@ -79,6 +79,8 @@ pub struct BuildOptions {
     pub operators: Option<PathBuf>,
     /// Development conveniences allowed by name in an image with a trust file.
     pub allow: policy::Allow,
+    /// Security epoch (anti-rollback) of the image; bundles made from it carry the same.
+    pub security_epoch: u64,
 }
 
 /// Seeds for every derived value, from the spec's bytes, name, version and board.
@@ -255,6 +257,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             agent: &agent,
             trust: trust.as_deref(),
             operators: operators.as_deref(),
+            security_epoch: opts.security_epoch,
         },
         &mut prov,
     )?;
@@ -293,6 +296,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         prov_text: &prov_text,
         progress,
         cache: Some(&extracted),
+        security_epoch: opts.security_epoch,
     };
     let result = write_outputs(&inputs, &mut t);
     let report = match result {
@@ -349,6 +353,8 @@ pub(crate) struct Inputs<'a> {
     progress: Progress,
     /// The extraction cache (kernel package contents, compressed initramfs).
     cache: Option<&'a Path>,
+    /// The image's security epoch (anti-rollback).
+    security_epoch: u64,
 }
 
 /// Writes every output into `inp.dir`, then `build.toml`.
@@ -392,6 +398,7 @@ fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {
             version: inp.version.clone(),
             board: b.name.clone(),
             kernel_release: inp.kernel.release.clone(),
+            security_epoch: inp.security_epoch,
         },
         verity: VerityReport {
             info: root.info.clone(),

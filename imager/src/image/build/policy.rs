@@ -64,10 +64,66 @@ pub fn check(
         }
     }
     let mut warnings = Vec::new();
+    for s in &spec.services {
+        if s.user.as_deref().unwrap_or("root") == "root" {
+            warnings.push(format!(
+                "service {} runs as root with every capability; give it a `user` (a [[user]]) and only the `capabilities` it needs",
+                s.name
+            ));
+        }
+    }
     if agent.insecure_http {
         warnings.push("agent.insecure_http: the API is plain HTTP and anyone on the network may use it (development only)".to_string());
     } else if !facts.operators {
         warnings.push("no operator CA (spec agent.operators or --operators): the agent's API will authorise no request; make one with `slate ca init`".to_string());
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> ImageSpec {
+        toml::from_str(&format!(
+            "name = \"t\"\nversion = \"1.0.0\"\nboard = \"b\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    const PROD: Facts = Facts {
+        trust: true,
+        operators: true,
+    };
+
+    #[test]
+    fn an_image_with_a_trust_file_has_no_way_in_unless_asked_by_name() {
+        let p = Path::new("image.toml");
+        let none = Allow::default();
+        let err = |s: &ImageSpec, a| check(p, s, PROD, a).unwrap_err().to_string();
+        assert!(err(&spec("[agent]\ntoken = \"x\""), none).contains("slate ca init"));
+        let insecure = spec("[agent]\ninsecure_http = true");
+        assert!(err(&insecure, none).contains("--allow-insecure"));
+        let allow = Allow {
+            insecure: true,
+            debug: false,
+        };
+        assert!(check(p, &insecure, PROD, allow).is_ok());
+        assert!(err(&spec("debug_shell = true"), none).contains("--allow-debug"));
+        assert!(err(&spec("[agent]\ntest_hooks = true"), none).contains("--allow-debug"));
+        // Without a trust file (a development image that takes no updates) they are fine.
+        let dev = Facts {
+            trust: false,
+            operators: false,
+        };
+        let w = check(p, &spec("debug_shell = true"), dev, none).unwrap();
+        assert!(w.iter().any(|w| w.contains("no operator CA")), "{w:?}");
+    }
+
+    #[test]
+    fn a_root_service_is_warned_about() {
+        let s = spec("[[service]]\nname = \"web\"\nexec = [\"/bin/web\"]\n");
+        let w = check(Path::new("i.toml"), &s, PROD, Allow::default()).unwrap();
+        assert!(w.iter().any(|w| w.contains("service web runs as root")), "{w:?}");
+    }
 }

@@ -37,6 +37,9 @@ pub struct ImageReport {
     pub board: String,
     /// Kernel release.
     pub kernel_release: String,
+    /// Security epoch (anti-rollback); `slate bundle` puts it in the manifest.
+    #[serde(default)]
+    pub security_epoch: u64,
 }
 
 /// dm-verity parameters: the typed [`verity::VerityInfo`] the manifest and the boot entries

@@ -1,0 +1,65 @@
+//! The device's security floor (`/data/slate/security-epoch`): the highest security epoch a
+//! committed image had. Stage 1 refuses to start an image below it, and the agent refuses
+//! bundles below it.
+//!
+//! It is its own small file, written only when an image is committed, so that a damaged or
+//! deleted `state.json` cannot lower it; and the agent never uses less than the running
+//! image's own epoch. Raising it is monotonic: a lower value is never written.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Where the floor lives (the same path before and after switch root).
+pub const FILE: &str = "/data/slate/security-epoch";
+
+/// The stored floor; a missing or unreadable file reads as 0 (the callers take the maximum
+/// with what else they know: the state file, the running image's epoch).
+pub fn read_in(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises the stored floor to `epoch` (never lowers it), durable before returning.
+pub fn raise_in(file: &Path, epoch: u64) -> Result<u64> {
+    let now = read_in(file);
+    if epoch <= now && file.exists() {
+        return Ok(now);
+    }
+    let new = now.max(epoch);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::durable::replace(file, format!("{new}\n").as_bytes())
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok(new)
+}
+
+/// [`read_in`] at [`FILE`].
+pub fn read() -> u64 {
+    read_in(Path::new(FILE))
+}
+
+/// [`raise_in`] at [`FILE`].
+pub fn raise(epoch: u64) -> Result<u64> {
+    raise_in(Path::new(FILE), epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_only_rises() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("slate/security-epoch");
+        assert_eq!(read_in(&f), 0);
+        assert_eq!(raise_in(&f, 3).unwrap(), 3);
+        assert_eq!(raise_in(&f, 1).unwrap(), 3);
+        assert_eq!(read_in(&f), 3);
+        std::fs::write(&f, "garbage").unwrap();
+        assert_eq!(read_in(&f), 0);
+        assert_eq!(raise_in(&f, 2).unwrap(), 2);
+    }
+}
