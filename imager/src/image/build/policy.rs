@@ -124,6 +124,9 @@ mod tests {
     fn a_root_service_is_warned_about() {
         let s = spec("[[service]]\nname = \"web\"\nexec = [\"/bin/web\"]\n");
         let w = check(Path::new("i.toml"), &s, PROD, Allow::default()).unwrap();
-        assert!(w.iter().any(|w| w.contains("service web runs as root")), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.contains("service web runs as root")),
+            "{w:?}"
+        );
     }
 }
