@@ -438,6 +438,16 @@ impl Vm {
         self.host_port
     }
 
+    /// The TLS client configuration the VM's requests use (None: plain HTTP).
+    pub fn tls_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
+    }
+
+    /// Switches the VM's requests to `tls` (None: plain HTTP, for an `insecure_http` image).
+    pub fn set_tls(&mut self, tls: Option<std::sync::Arc<rustls::ClientConfig>>) {
+        self.tls = tls;
+    }
+
     /// `https://127.0.0.1:<port>` of the agent (`http://` when the VM has no TLS client).
     pub fn agent_url(&self) -> Option<String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };

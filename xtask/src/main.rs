@@ -98,7 +98,8 @@ enum Cmd {
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
     /// Benchmarks beside the standard tools: `imager` (slate build vs mksquashfs, veritysetup,
-    /// mkfs.vfat, sgdisk, dd), `verity` (vs veritysetup format), `boot` (vs a busybox initrd).
+    /// mkfs.vfat, sgdisk, dd), `verity` (vs veritysetup format), `boot` (vs a busybox initrd),
+    /// `install` (vs dd and sha256sum), `api` (slated over mutual TLS vs plain HTTP).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "imager")]

@@ -6,6 +6,7 @@
 //! with wall time, CPU time and peak RSS from GNU time. Then the verity tree alone on 512 MiB
 //! against `veritysetup format`. Figures are printed, never asserted.
 
+mod api;
 mod boot;
 mod imager;
 mod install;
@@ -118,6 +119,7 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "verity" => verity::measure(rounds.max(3)),
         "boot" => boot::measure(rounds),
         "install" => install::measure(),
-        other => bail!("unknown benchmark {other:?} (known: imager, verity, boot, install)"),
+        "api" => api::measure(),
+        other => bail!("unknown benchmark {other:?} (known: imager, verity, boot, install, api)"),
     }
 }
