@@ -55,6 +55,7 @@ pub(super) fn measure() -> Result<()> {
     let tls_image = crate::images::ensure_image(&spec, "qemu-x86_64", false)?;
     let scratch = root().join("target/bench-api");
     let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
     let spec_dir = scratch.join("spec");
     run(Command::new("cp")
         .arg("-a")
