@@ -362,6 +362,14 @@ impl Agent {
             }
         };
         let running_on_trial = matches!(lock(&self.status).boot, BootState::Trial { .. });
+        if force {
+            // Force may retry a failed version or reinstall/downgrade within the epoch (never
+            // below it); it is always on record.
+            tracing::warn!("forced install: a failed or not newer version may be installed");
+            let mut st = lock(&self.state);
+            st.forced += 1;
+            self.save(&st);
+        }
         lock(&self.status).installing = true;
         let inst = Installer {
             esp,
@@ -445,6 +453,7 @@ impl Agent {
         }
         out.push_str(&format!("# HELP slate_update_bytes_written_total Bytes written by updates.\n# TYPE slate_update_bytes_written_total counter\nslate_update_bytes_written_total {}\n", st.bytes_written));
         out.push_str(&format!("# HELP slate_update_install_seconds Duration of the last install.\n# TYPE slate_update_install_seconds gauge\nslate_update_install_seconds {}\n", st.last_install_seconds));
+        out.push_str(&format!("# HELP slate_forced_installs_total Installs asked for with force.\n# TYPE slate_forced_installs_total counter\nslate_forced_installs_total {}\n", st.forced));
         out.push_str(&format!("# HELP slate_boots_total Boots seen by the agent.\n# TYPE slate_boots_total counter\nslate_boots_total {}\n", st.boots));
         out.push_str(&format!("# HELP slate_healthy 1 when this boot passed its health checks.\n# TYPE slate_healthy gauge\nslate_healthy {}\n", u8::from(s.health.state == HealthState::Passed)));
         out

@@ -1,8 +1,10 @@
-//! Cut points for the power-cut gauntlet, in test images only (`[agent] test_hooks = true`).
+//! Cut points for the power-cut gauntlet, in test images only: compiled in with the cargo
+//! feature `test-hooks` (test images' agent) and armed by `[agent] test_hooks = true`.
 //!
 //! The QEMU harness names a step through fw_cfg (`opt/slate/cut-at`); when the agent reaches
 //! it, it prints `slate: cut-point <step>` and stops there, so the harness can kill the machine
-//! at exactly that moment. Production images ignore fw_cfg entirely.
+//! at exactly that moment. A production build has none of this: `cut_point` does nothing and
+//! fw_cfg is never read.
 
 use std::sync::OnceLock;
 
@@ -26,15 +28,29 @@ pub const STEPS: &[&str] = &[
 
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
 
+/// Whether this build has the hooks (the `test-hooks` feature).
+pub const COMPILED_IN: bool = cfg!(feature = "test-hooks");
+
+#[cfg(feature = "test-hooks")]
+fn asked() -> Option<String> {
+    std::fs::read_to_string(FW_CFG)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn asked() -> Option<String> {
+    None
+}
+
 /// Arms the hooks (call once at start with the image's setting).
 pub fn arm(enabled: bool) {
-    let _ = ARMED.set(if enabled {
-        std::fs::read_to_string(FW_CFG)
-            .ok()
-            .map(|s| s.trim().to_string())
-    } else {
-        None
-    });
+    if enabled && !COMPILED_IN {
+        crate::marker::warn(
+            "[agent] test_hooks is set, but this agent was built without them (a production build); ignored",
+        );
+    }
+    let _ = ARMED.set(if enabled { asked() } else { None });
 }
 
 /// Stops here forever if the harness asked to cut at `step`.

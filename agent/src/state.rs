@@ -36,6 +36,9 @@ pub struct State {
     /// Seconds the last install took, upload to ready-to-reboot.
     #[serde(default)]
     pub last_install_seconds: f64,
+    /// Installs asked for with `force` (logged and counted: force is an operator's override).
+    #[serde(default)]
+    pub forced: u64,
     /// The security epoch of the image in each slot (`a`, `b`), as far as the agent knows:
     /// the running image's, and what it installed.
     #[serde(default)]

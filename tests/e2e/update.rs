@@ -26,6 +26,11 @@ fn last(s: &Status) -> &slate_core::api::UpdateRecord {
     s.last_attempt.as_ref().expect("a last attempt")
 }
 
+/// The fw_cfg path only the harness's cut points read.
+fn slate_agent_fw_cfg() -> &'static [u8] {
+    b"opt/slate/cut-at"
+}
+
 /// `name` as the UTF-16LE bytes of an efivarfs file (attributes NV|BS|RT first), as octal
 /// escapes for busybox printf.
 fn efivar_text(name: &str) -> String {
@@ -110,14 +115,23 @@ fn floor_survives_a_damaged_state_and_refuses_older_images(
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.0.0".into()));
 }
 
+/// What ships runs here: every image of this scenario is a production build, whose agent has
+/// the harness's cut points compiled out.
 #[test]
 fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
-    let v1 = image("1.0.0");
-    let v2 = bundle(image_at("1.1.0", Variant::Demo, 2));
-    let v3_unhealthy = bundle(image_at("1.2.0", Variant::FailingHealth, 2));
-    let epoch_low = bundle(image_at("1.5.0", Variant::Demo, 1));
+    let v1 = production_image("1.0.0", Variant::Demo, 0);
+    let slated = std::fs::read(agent_dir_for(false).join("slated")).unwrap();
+    assert!(
+        !slated
+            .windows(slate_agent_fw_cfg().len())
+            .any(|w| w == slate_agent_fw_cfg()),
+        "the production agent still reads the harness's fw_cfg"
+    );
+    let v2 = bundle(production_image("1.1.0", Variant::Demo, 2));
+    let v3_unhealthy = bundle(production_image("1.2.0", Variant::FailingHealth, 2));
+    let epoch_low = bundle(production_image("1.5.0", Variant::Demo, 1));
     // 1.3.0 whose initrd is garbage: signed and consistent, but the kernel cannot start it.
-    let mut broken = Parts::read(&bundle(image_at("1.3.0", Variant::Demo, 2)));
+    let mut broken = Parts::read(&bundle(production_image("1.3.0", Variant::Demo, 2)));
     broken.replace_artifact("initrd.img", vec![0x42; 64 * 1024]);
     broken.resign(&[&keys().k1, &keys().k2]);
     let broken_path = v1.dir.with_file_name("1.3.0-broken-initrd.slate");

@@ -25,41 +25,65 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds the agent's static release binaries once, in their own target folder so the
-/// nested cargo never waits on the lock of the cargo running the tests.
+/// Builds the agent's static device binaries, once per process for each kind: with the
+/// harness's cut points (`hooks`, the `test-hooks` feature) for the gauntlet's test images, or
+/// as production builds them (no hooks compiled in). Both share one target folder of their
+/// own, so the nested cargo never waits on the lock of the cargo running the tests; each
+/// result is copied out before the other build replaces it.
+pub fn agent_dir_for(hooks: bool) -> &'static Path {
+    static DIRS: std::sync::Mutex<Vec<(bool, &'static Path)>> = std::sync::Mutex::new(Vec::new());
+    let mut dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, d)) = dirs.iter().find(|(h, _)| *h == hooks) {
+        return d;
+    }
+    let target = workspace().join("target/e2e-agent");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace())
+        .args([
+            "build",
+            "--profile",
+            slate_imager::agentbin::DEVICE_PROFILE,
+            "--locked",
+            "--quiet",
+            "-p",
+            "slate-agent",
+            "--target",
+            slate_imager::agentbin::DEVICE_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        );
+    if hooks {
+        cmd.args(["--features", "test-hooks"]);
+    }
+    let status = cmd.status().expect("running cargo to build the agent");
+    assert!(status.success(), "building slate-agent failed");
+    let built = target
+        .join(slate_imager::agentbin::DEVICE_TARGET)
+        .join(slate_imager::agentbin::DEVICE_PROFILE);
+    let out = target.join(if hooks {
+        "with-test-hooks"
+    } else {
+        "production"
+    });
+    std::fs::create_dir_all(&out).expect("agent folder");
+    for b in ["slate-init", "slated"] {
+        std::fs::copy(built.join(b), out.join(b)).expect("copying the agent");
+    }
+    let out: &'static Path = Box::leak(out.into_boxed_path());
+    dirs.push((hooks, out));
+    out
+}
+
+/// The agent with the harness's cut points, for test images.
 pub fn agent_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = workspace().join("target/e2e-agent");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace())
-            .args([
-                "build",
-                "--profile",
-                slate_imager::agentbin::DEVICE_PROFILE,
-                "--locked",
-                "--quiet",
-                "-p",
-                "slate-agent",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ])
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env(
-                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static",
-            )
-            .status()
-            .expect("running cargo to build the agent");
-        assert!(status.success(), "building slate-agent failed");
-        target
-            .join(slate_imager::agentbin::DEVICE_TARGET)
-            .join(slate_imager::agentbin::DEVICE_PROFILE)
-    })
+    agent_dir_for(true)
 }
 
 /// A built image: its folder and report.
@@ -200,18 +224,33 @@ pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
 
 /// [`image_variant`] at a security epoch.
 pub fn image_at(version: &str, variant: Variant, security_epoch: u64) -> &'static Image {
-    type Built = (String, Variant, u64, &'static Image);
+    image_built(version, variant, security_epoch, true)
+}
+
+/// [`image_at`] as production builds it: the agent without the harness's cut points
+/// (compiled out) and no `test_hooks` in the spec.
+pub fn production_image(version: &str, variant: Variant, security_epoch: u64) -> &'static Image {
+    image_built(version, variant, security_epoch, false)
+}
+
+fn image_built(
+    version: &str,
+    variant: Variant,
+    security_epoch: u64,
+    hooks: bool,
+) -> &'static Image {
+    type Built = (String, Variant, u64, bool, &'static Image);
     static IMAGES: std::sync::Mutex<Vec<Built>> = std::sync::Mutex::new(Vec::new());
     let mut images = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, _, img)) = images
-        .iter()
-        .find(|(v, w, e, _)| v == version && *w == variant && *e == security_epoch)
-    {
+    if let Some((_, _, _, _, img)) = images.iter().find(|(v, w, e, h, _)| {
+        v == version && *w == variant && *e == security_epoch && *h == hooks
+    }) {
         return img;
     }
     // Test images are the demo spec with the harness's cut points enabled (never in
     // production images), and for FailingHealth a check that always fails.
-    let dir = workspace().join(format!("target/e2e-specs/{variant:?}"));
+    let kind = if hooks { "hooks" } else { "production" };
+    let dir = workspace().join(format!("target/e2e-specs/{variant:?}-{kind}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("spec dir");
     let ok = Command::new("cp")
@@ -221,22 +260,23 @@ pub fn image_at(version: &str, variant: Variant, security_epoch: u64) -> &'stati
         .status()
         .expect("cp");
     assert!(ok.success());
-    let mut text = std::fs::read_to_string(dir.join("image.toml"))
-        .expect("spec")
-        .replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
+    let mut text = std::fs::read_to_string(dir.join("image.toml")).expect("spec");
     assert!(
-        text.contains("test_hooks = true"),
+        text.contains("[agent]\n"),
         "the demo spec has no [agent] table"
     );
+    if hooks {
+        text = text.replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
+    }
     if variant == Variant::FailingHealth {
         text = text.replace("deadline_s = 60", "deadline_s = 20")
             + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
     }
     std::fs::write(dir.join("image.toml"), text).expect("spec");
     let spec = dir.join("image.toml");
-    let out = workspace()
-        .join("target/e2e-images")
-        .join(format!("{version}-{variant:?}-epoch{security_epoch}"));
+    let out = workspace().join("target/e2e-images").join(format!(
+        "{version}-{variant:?}-epoch{security_epoch}-{kind}"
+    ));
     let opts = BuildOptions {
         timings: false,
         spec,
@@ -247,7 +287,7 @@ pub fn image_at(version: &str, variant: Variant, security_epoch: u64) -> &'stati
         quiet: true,
         debs: Some(workspace().join(".cache/debs")),
         boards: Some(workspace().join("boards")),
-        agent_dir: Some(agent_dir().to_path_buf()),
+        agent_dir: Some(agent_dir_for(hooks).to_path_buf()),
         trust: Some(keys().trust_file.clone()),
         operators: Some(operators().ca_crt.clone()),
         // Test images keep the demo's debug shell and enable the harness's cut points.
@@ -261,7 +301,7 @@ pub fn image_at(version: &str, variant: Variant, security_epoch: u64) -> &'stati
         panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)")
     });
     let img: &'static Image = Box::leak(Box::new(Image { dir: out, report }));
-    images.push((version.to_string(), variant, security_epoch, img));
+    images.push((version.to_string(), variant, security_epoch, hooks, img));
     img
 }
 
