@@ -5,7 +5,8 @@
 use crate::esp::Esp;
 use crate::install::{self, InstallError, Installed, Installer, Refusal};
 use crate::state::{self, State};
-use crate::{marker, uptime_ms};
+use crate::throttle::Throttle;
+use crate::{lock, marker, uptime_ms};
 use anyhow::{Context, Result};
 use slate_core::api::{
     BootState, Health, HealthState, Marker, Outcome, SlotState, Status, UpdateRecord,
@@ -56,11 +57,7 @@ pub struct Agent {
     pub status: Mutex<Status>,
     /// When a refusal was last printed, and how many were held back since: a client that
     /// sends bad bundles in a loop fills neither the console nor /data.
-    refusals: Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    refusals: Mutex<Throttle>,
 }
 
 impl Agent {
@@ -170,7 +167,7 @@ impl Agent {
             esp,
             state: Mutex::new(st),
             status: Mutex::new(status),
-            refusals: Mutex::new((None, 0)),
+            refusals: Mutex::new(Throttle::default()),
         })
     }
 
@@ -414,20 +411,13 @@ impl Agent {
                     at: now(),
                 });
                 st.count(Outcome::Refused);
-                let mut printed = lock(&self.refusals);
-                let quiet = printed
-                    .0
-                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
-                if quiet {
-                    printed.1 += 1;
-                } else {
-                    if printed.1 > 0 {
-                        tracing::warn!(held_back = printed.1, "refusals not printed");
+                if let Some(held_back) = lock(&self.refusals).admit() {
+                    if held_back > 0 {
+                        tracing::warn!(held_back, "refusals not printed");
                     }
                     marker::emit(&Marker::UpdateRefused {
                         reason: e.to_string(),
                     });
-                    *printed = (Some(std::time::Instant::now()), 0);
                 }
             }
         }

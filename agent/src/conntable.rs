@@ -102,12 +102,6 @@ impl Table {
     }
 }
 
-/// Locks a mutex, taking over from a holder that panicked (the table stays consistent: every
-/// change is one map operation).
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,14 @@ pub mod state;
 pub mod status;
 pub mod supervisor;
 pub mod sys;
+pub mod throttle;
 pub mod watchdog;
+
+/// Locks a mutex, taking over from a holder that panicked: every value the agent keeps behind
+/// one is consistent after each single change, and PID 1 and the agent must not die of it.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Milliseconds since the kernel started (from /proc/uptime), the clock boot timings use.
 pub fn uptime_ms() -> u64 {

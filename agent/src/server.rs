@@ -14,6 +14,7 @@
 
 use crate::conntable::{Admission, Caps, Table};
 use crate::identity::Identity;
+use crate::throttle::Throttle;
 use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -23,7 +24,7 @@ use slate_core::Fingerprint;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connections kept in all.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -94,28 +95,6 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Logs an event at most once a second, counting what it held back.
-struct Throttle {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    fn note(&mut self, what: &str, detail: &dyn std::fmt::Display) {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            self.held += 1;
-            return;
-        }
-        tracing::warn!(held_back = self.held, "{what}: {detail}");
-        self.last = Some(now);
-        self.held = 0;
-    }
-}
-
 /// Serves connections on `listener` forever with `serve_one(stream, caller)`, over TLS when
 /// `tls` is given. Returns only if the listener itself is gone.
 pub async fn run<F, Fut>(
@@ -134,39 +113,37 @@ pub async fn run<F, Fut>(
         total: MAX_CONNECTIONS,
         per_address: MAX_PER_ADDRESS,
     };
-    let mut accept_errors = Throttle {
-        last: None,
-        held: 0,
-    };
-    let mut refused = Throttle {
-        last: None,
-        held: 0,
-    };
+    let mut accept_errors = Throttle::default();
+    let mut refused = Throttle::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                accept_errors.note("accepting a connection failed", &e);
+                if let Some(held_back) = accept_errors.admit() {
+                    tracing::warn!(held_back, "accepting a connection failed: {e}");
+                }
                 // EMFILE and friends: give closing connections a moment.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (decision, id) = crate::conntable::lock(&table).admit(addr.ip(), caps);
+        let (decision, id) = crate::lock(&table).admit(addr.ip(), caps);
         if let Admission::AcceptEvicting(old) = decision {
-            if let Some(close) = crate::conntable::lock(&closers).remove(&old) {
+            if let Some(close) = crate::lock(&closers).remove(&old) {
                 let _ = close.send(());
             }
         }
         let Some(id) = id else {
-            refused.note(
-                "connection refused: every place is held by operators",
-                &addr,
-            );
+            if let Some(held_back) = refused.admit() {
+                tracing::warn!(
+                    held_back,
+                    "connection from {addr} refused: every place is held by operators"
+                );
+            }
             continue;
         };
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
-        crate::conntable::lock(&closers).insert(id, close_tx);
+        crate::lock(&closers).insert(id, close_tx);
         let (table, closers, acceptor, serve_one) = (
             table.clone(),
             closers.clone(),
@@ -197,7 +174,7 @@ pub async fn run<F, Fut>(
                             .and_then(|c| c.first())
                             .map(|c| Fingerprint::of_der(c));
                         if operator.is_some() {
-                            crate::conntable::lock(&table).authenticated(id);
+                            crate::lock(&table).authenticated(id);
                         }
                         serve_one(Box::new(tls), Caller { addr, operator }).await;
                     }
@@ -207,8 +184,8 @@ pub async fn run<F, Fut>(
                 _ = work => {}
                 _ = close_rx => {}
             }
-            crate::conntable::lock(&table).remove(id);
-            crate::conntable::lock(&closers).remove(&id);
+            crate::lock(&table).remove(id);
+            crate::lock(&closers).remove(&id);
         });
     }
 }

@@ -185,11 +185,7 @@ pub fn dev_operator() -> Result<PathBuf> {
 /// A VM configuration that talks to the agent as the development operator.
 pub fn dev_vm(disk: &Path, work: &Path) -> Result<slate_qemu::VmConfig> {
     let mut cfg = slate_qemu::VmConfig::new(disk, work);
-    let id = slate_imager::tls::Identity::load(&dev_operator()?)?;
-    cfg.tls = Some(slate_imager::tls::client_config(
-        Some(&id),
-        slate_imager::tls::PinVerifier::new(None),
-    )?);
+    cfg.tls = Some(slate_imager::tls::unpinned_client(Some(&dev_operator()?))?);
     Ok(cfg)
 }
 

@@ -5,14 +5,12 @@
 //! `NAME.key.pem` (private, 0600, never into an image). Keys are ECDSA P-256, which every TLS
 //! stack and `openssl` read.
 
-use crate::keys::check_private_mode;
+use crate::keys::{check_private_mode, write_private};
 use anyhow::{bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -44,18 +42,6 @@ fn refuse_existing(paths: &[&Path]) -> Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
     Ok(())
 }
 

@@ -36,20 +36,27 @@ pub fn keygen(name: &Path) -> Result<(PathBuf, PathBuf, String)> {
     }
     .to_pkcs8_pem(LineEnding::LF)
     .context("encoding the private key")?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&private)
-        .with_context(|| format!("creating {}", private.display()))?;
-    f.write_all(pem.as_bytes())?;
-    f.sync_all()?;
+    write_private(&private, &pem)?;
     let pub_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .context("encoding the public key")?;
     std::fs::write(&public, pub_pem).with_context(|| format!("writing {}", public.display()))?;
     Ok((private, public, key_id(&key.verifying_key())))
+}
+
+/// Writes a new private key file: created, never replaced, mode 0600 from the start (no
+/// moment where others could read it), synced.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Refuses a private key file that others may read, as ssh does: a signing or identity key

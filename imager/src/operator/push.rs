@@ -153,29 +153,23 @@ impl Device {
         Ok(())
     }
 
-    /// Turns a failed exchange into the reason, loudly when the device's certificate is not
-    /// the pinned one.
+    /// Turns a failed exchange into the reason: a [`PinMismatch`] when the device's
+    /// certificate is not the pinned one.
     fn explain(&self, e: anyhow::Error) -> anyhow::Error {
-        if let Some(t) = &self.tls {
-            if let (Some(want), Some(got)) = (t.verifier.expected(), t.verifier.seen()) {
-                if want != got {
-                    let file = t
-                        .known
-                        .as_ref()
-                        .map(|k| k.display().to_string())
-                        .unwrap_or_else(|| "--fingerprint".into());
-                    return anyhow::anyhow!(
-                        "THE DEVICE AT {} PRESENTS A DIFFERENT CERTIFICATE: {got}, but {file} pins {want}. \
-                         Someone may be impersonating it, or it was re-flashed or lost its /data. \
-                         Check the fingerprint on its console (`slate: identity fingerprint=…`); if it is \
-                         right, remove the line for {} from {file} and try again.",
-                        self.addr,
-                        self.addr
-                    );
-                }
+        let Some(t) = &self.tls else { return e };
+        match (t.verifier.expected(), t.verifier.seen()) {
+            (Some(pinned), Some(presented)) if pinned != presented => PinMismatch {
+                addr: self.addr.clone(),
+                presented,
+                pinned,
+                pinned_in: t
+                    .known
+                    .as_ref()
+                    .map_or_else(|| "--fingerprint".into(), |k| k.display().to_string()),
             }
+            .into(),
+            _ => e,
         }
-        e
     }
 
     /// Sends `req` (with `body`, if any) and returns the status code and body of the answer,
@@ -228,10 +222,29 @@ impl Device {
         match self.exchange(req, None, "status") {
             Ok((200, body)) => Ok(serde_json::from_str(&body).ok()),
             Ok(_) => Ok(None),
-            Err(e) if e.to_string().starts_with("THE DEVICE") => Err(e),
+            Err(e) if e.is::<PinMismatch>() => Err(e),
             Err(_) => Ok(None),
         }
     }
+}
+
+/// The device presents another certificate than the one pinned for its address.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "THE DEVICE AT {addr} PRESENTS A DIFFERENT CERTIFICATE: {presented}, but {pinned_in} pins {pinned}. \
+     Someone may be impersonating it, or it was re-flashed or lost its /data. \
+     Check the fingerprint on its console (`slate: identity fingerprint=…`); if it is \
+     right, remove the line for {addr} from {pinned_in} and try again."
+)]
+pub struct PinMismatch {
+    /// `host:port`.
+    pub addr: String,
+    /// What the device presented.
+    pub presented: Fingerprint,
+    /// What was pinned.
+    pub pinned: Fingerprint,
+    /// Where the pin came from (the known-devices file, or `--fingerprint`).
+    pub pinned_in: String,
 }
 
 /// The `error` of a JSON error answer, or the body as it is.

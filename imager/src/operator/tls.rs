@@ -140,6 +140,14 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client presenting the operator pair `identity` (None: no certificate) that accepts any
+/// device certificate: for harnesses that talk to many throwaway devices, where pinning is not
+/// what is being tested.
+pub fn unpinned_client(identity: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    let id = identity.map(Identity::load).transpose()?;
+    client_config(id.as_ref(), PinVerifier::new(None))
+}
+
 /// Devices seen before: `host:port sha256:<hex>` per line, `#` comments.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KnownDevices {
