@@ -52,11 +52,10 @@ const ESP_OPTIONS: &str = "umask=0077,shortname=mixed,flush";
 use crate::durable::sync_dir;
 
 impl Esp {
-    /// Mounts the ESP (partition labelled `esp`) if it is not yet.
+    /// Mounts the ESP (the boot disk's partition labelled `esp`) if it is not yet.
     pub fn mount() -> Result<Esp> {
         let root = PathBuf::from(MOUNT);
-        let dev =
-            crate::partitions::find(layout::ESP_LABEL).context("no partition labelled esp")?;
+        let dev = crate::partitions::find(layout::ESP_LABEL)?;
         if !root.join(ENTRIES_DIR).is_dir() {
             match repair(&dev) {
                 Ok(r) if r.is_clean() => {}

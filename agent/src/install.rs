@@ -224,8 +224,7 @@ pub fn install<R: Read>(
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
     drop(span);
     let idle = inst.running.other();
-    let dev = crate::partitions::find(idle.label())
-        .ok_or_else(|| failed(anyhow!("no partition labelled {}", idle.label())))?;
+    let dev = crate::partitions::find(idle.label()).map_err(failed)?;
     // Manifest::parse guarantees the three artifacts, and verity parameters on the root.
     let rootfs = m.artifacts[0].clone();
     let verity = rootfs

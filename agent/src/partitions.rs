@@ -1,26 +1,76 @@
-//! Finding partitions by their GPT label (`PARTNAME=` in sysfs uevents; there is no udev in
-//! the initramfs). Stage 1, the ESP and the installer all look partitions up here.
+//! Finding Slate's partitions on the disk the firmware booted from, and nowhere else.
+//!
+//! A partition label is not an identity: a USB stick with a partition named `data` must not
+//! become /data. systemd-boot tells the OS which partition it was loaded from (the EFI
+//! variable `LoaderDevicePartUUID`, the ESP's PARTUUID); the boot disk is the one whose GPT
+//! holds that PARTUUID, and Slate's labels are looked up only in that disk's table (read with
+//! [`slate_core::gpt`]). The device cannot recompute the PARTUUIDs the imager derived (their
+//! seed is the spec of whichever image flashed the disk), so the ESP's PARTUUID is the anchor
+//! and the other partitions are the entries of the same table. There is no udev in the
+//! initramfs: partitions' device names come from sysfs.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use slate_core::gpt::{self, Table};
+use slate_core::guid::Guid;
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The block device of the partition labelled `label`, if one is present now.
-pub fn find(label: &str) -> Option<String> {
-    let dir = std::fs::read_dir("/sys/class/block").ok()?;
-    for e in dir.flatten() {
-        let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else {
-            continue;
-        };
-        if let Some(dev) = device_of(&uevent, label) {
-            return Some(dev);
-        }
-    }
-    None
+/// The efivarfs file in which systemd-boot leaves the ESP's PARTUUID.
+fn loader_device_part_uuid_path() -> String {
+    format!(
+        "/sys/firmware/efi/efivars/LoaderDevicePartUUID-{}",
+        crate::status::LOADER_GUID
+    )
 }
 
-/// `/dev/<DEVNAME>` when a uevent file describes the partition labelled `label`.
-fn device_of(uevent: &str, label: &str) -> Option<String> {
-    let wanted = format!("PARTNAME={label}");
+/// The disk the firmware booted from.
+#[derive(Debug, Clone)]
+pub struct BootDisk {
+    /// Kernel name of the whole disk (`vda`, `nvme0n1`).
+    pub name: String,
+    /// PARTUUID of the ESP the firmware loaded systemd-boot from.
+    pub esp: Guid,
+    table: Table,
+}
+
+impl BootDisk {
+    /// The block device of the partition labelled `label` on this disk, once the kernel has
+    /// made it (None if the table has no such label, or the device is not there yet).
+    pub fn partition(&self, label: &str) -> Option<String> {
+        let number = number_of(&self.table, label)?;
+        let dir = std::fs::read_dir(Path::new("/sys/block").join(&self.name)).ok()?;
+        for e in dir.flatten() {
+            let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else {
+                continue;
+            };
+            if let Some(dev) = device_of(&uevent, number) {
+                return Some(dev);
+            }
+        }
+        None
+    }
+}
+
+/// The 1-based partition number of `label` in `table`, if exactly one entry has it (two
+/// entries with one label are ambiguous, and neither is used).
+fn number_of(table: &Table, label: &str) -> Option<u32> {
+    let mut found = table
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name == label);
+    let (i, _) = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    u32::try_from(i + 1).ok()
+}
+
+/// `/dev/<DEVNAME>` when a partition's uevent file says it is partition `number`.
+fn device_of(uevent: &str, number: u32) -> Option<String> {
+    let wanted = format!("PARTN={number}");
     if !uevent.lines().any(|l| l == wanted) {
         return None;
     }
@@ -28,16 +78,125 @@ fn device_of(uevent: &str, label: &str) -> Option<String> {
     Some(format!("/dev/{dev}"))
 }
 
-/// Waits up to `timeout` for the partition to appear (disk drivers probe asynchronously).
-pub fn wait_for(label: &str, timeout: Duration) -> Result<String> {
+/// Whether `table` is the boot disk's: it holds the ESP's PARTUUID, on an entry labelled as
+/// Slate's ESP.
+fn holds_esp(table: &Table, esp: Guid) -> bool {
+    table
+        .partitions
+        .iter()
+        .any(|p| p.unique_guid == esp && p.name == slate_core::layout::ESP_LABEL)
+}
+
+/// The ESP's PARTUUID as systemd-boot reported it.
+fn esp_part_uuid() -> Result<Guid> {
+    let path = loader_device_part_uuid_path();
+    let raw = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading {path}: the firmware did not say which disk it booted from (Slate boots through systemd-boot, which sets it; is efivarfs mounted?)"
+        )
+    })?;
+    let text = crate::status::decode_efi_string(&raw)
+        .ok_or_else(|| anyhow!("{path} does not hold UTF-16 text"))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{path} does not hold a PARTUUID"))
+}
+
+/// Reads the primary GPT of `/dev/<name>`, if it has one that Slate can read.
+fn read_table(name: &str) -> Option<Table> {
+    let size: u64 = std::fs::read_to_string(Path::new("/sys/block").join(name).join("size"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if size == 0 {
+        return None;
+    }
+    let mut head = vec![0u8; gpt::PRIMARY_BYTES];
+    std::fs::File::open(format!("/dev/{name}"))
+        .and_then(|mut f| f.read_exact(&mut head))
+        .ok()?;
+    Table::decode(&head).ok()
+}
+
+/// Looks at every disk once for the one whose GPT holds `esp`.
+fn scan(esp: Guid) -> Result<Option<BootDisk>> {
+    let mut found: Option<BootDisk> = None;
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .context("listing /sys/block")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("dm-") && !n.starts_with("loop") && !n.starts_with("ram"))
+        .collect();
+    names.sort();
+    for name in names {
+        let Some(table) = read_table(&name) else {
+            continue;
+        };
+        if !holds_esp(&table, esp) {
+            continue;
+        }
+        if let Some(other) = &found {
+            bail!(
+                "two disks, /dev/{} and /dev/{name}, hold the ESP this machine booted from (PARTUUID {esp}); remove the copy",
+                other.name
+            );
+        }
+        found = Some(BootDisk { name, esp, table });
+    }
+    Ok(found)
+}
+
+static BOOT_DISK: OnceLock<BootDisk> = OnceLock::new();
+
+/// Waits up to `timeout` for the boot disk to appear (disk drivers probe asynchronously),
+/// then keeps it for the life of the process.
+pub fn boot_disk(timeout: Duration) -> Result<&'static BootDisk> {
+    if let Some(d) = BOOT_DISK.get() {
+        return Ok(d);
+    }
+    let esp = esp_part_uuid()?;
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(dev) = find(label) {
+        if let Some(d) = scan(esp)? {
+            return Ok(BOOT_DISK.get_or_init(|| d));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the disk the firmware booted from (the one holding ESP PARTUUID {esp}) did not appear within {} s (disk driver missing from the board's modules?)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a partition may take to appear once its disk is there.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The block device of the boot disk's partition labelled `label`.
+pub fn find(label: &str) -> Result<String> {
+    wait_for(label, SETTLE)
+}
+
+/// Waits up to `timeout` for the boot disk and its partition labelled `label`.
+pub fn wait_for(label: &str, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    let disk = boot_disk(timeout)?;
+    if number_of(&disk.table, label).is_none() {
+        bail!(
+            "the boot disk /dev/{} has no single partition labelled {label}",
+            disk.name
+        );
+    }
+    loop {
+        if let Some(dev) = disk.partition(label) {
             return Ok(dev);
         }
         if Instant::now() > deadline {
             bail!(
-                "no partition labelled {label} appeared within {} s (disk driver missing from the board's modules?)",
+                "partition {label} of the boot disk /dev/{} did not appear within {} s",
+                disk.name,
                 timeout.as_secs()
             );
         }
@@ -48,13 +207,49 @@ pub fn wait_for(label: &str, timeout: Duration) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slate_core::layout::{self, Arch, Sizes};
+
+    fn table(seed: &[u8]) -> Table {
+        let sizes = Sizes {
+            esp_mib: 1,
+            slot_mib: 1,
+            data_mib: 1,
+        };
+        layout::table(Arch::X86_64, sizes, seed)
+    }
 
     #[test]
-    fn a_label_matches_whole_lines_only() {
+    fn a_partition_number_matches_whole_lines_only() {
         let ev = "MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=root-a\n";
-        assert_eq!(device_of(ev, "root-a").as_deref(), Some("/dev/vda2"));
-        assert_eq!(device_of(ev, "root"), None);
-        assert_eq!(device_of(ev, "root-b"), None);
-        assert_eq!(device_of("PARTNAME=data\n", "data"), None);
+        assert_eq!(device_of(ev, 2).as_deref(), Some("/dev/vda2"));
+        assert_eq!(device_of(ev, 1), None);
+        assert_eq!(device_of("PARTN=12\nDEVNAME=vda12\n", 1), None);
+        assert_eq!(device_of("PARTN=2\n", 2), None);
+    }
+
+    #[test]
+    fn labels_are_numbered_from_the_table_and_a_duplicate_is_refused() {
+        let mut t = table(b"spec");
+        assert_eq!(number_of(&t, layout::ESP_LABEL), Some(1));
+        assert_eq!(number_of(&t, "root-b"), Some(3));
+        assert_eq!(number_of(&t, layout::DATA_LABEL), Some(4));
+        assert_eq!(number_of(&t, "swap"), None);
+        let mut twin = t.partitions[3].clone();
+        twin.unique_guid = Guid::derive("twin", b"data");
+        t.partitions.push(twin);
+        assert_eq!(number_of(&t, layout::DATA_LABEL), None);
+    }
+
+    #[test]
+    fn only_the_table_holding_the_booted_esp_is_the_boot_disk() {
+        let ours = table(b"ours");
+        let decoy = table(b"decoy");
+        let esp = ours.by_name(layout::ESP_LABEL).unwrap().unique_guid;
+        assert!(holds_esp(&ours, esp));
+        assert!(!holds_esp(&decoy, esp));
+        // The PARTUUID on an entry that is not labelled as the ESP does not count.
+        let mut relabelled = ours.clone();
+        relabelled.partitions[0].name = "data".into();
+        assert!(!holds_esp(&relabelled, esp));
     }
 }

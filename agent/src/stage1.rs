@@ -30,6 +30,8 @@ pub const ROOT_DM_NAME: &str = "root";
 const PARTITION_WAIT: Duration = Duration::from_secs(15);
 /// Where stage 1 mounts the data partition before the root exists (moved under it later).
 const EARLY_DATA: &str = "/data";
+/// Where stage 1 mounts efivarfs (it moves with /sys into the root).
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
 /// Runs stage 1; returns only with an error.
 pub fn run() -> anyhow::Error {
@@ -75,6 +77,21 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
 
     let line = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let params: BootParams = line.parse()?;
+    // Stage 1 needs to know which partition the firmware booted from; the mount moves with
+    // /sys into the root, where the agent reads systemd-boot's other variables.
+    sys::mount(
+        "efivarfs",
+        EFIVARS,
+        "efivarfs",
+        Flags::NOSUID | Flags::NODEV | Flags::NOEXEC,
+        "",
+    )
+    .context("mounting efivarfs (the board's modules need efivarfs)")?;
+    let disk = partitions::boot_disk(PARTITION_WAIT)?;
+    marker::emit(&Marker::BootDisk {
+        device: format!("/dev/{}", disk.name),
+        esp: disk.esp,
+    });
     mount_data(EARLY_DATA)?;
     // Stage 1's lines so far, and the rest of them, are kept on /data from here on.
     if let Err(e) = crate::logging::attach(
@@ -208,15 +225,20 @@ fn give_up(a: Attempts) -> Result<()> {
 fn mount_data(target: &str) -> Result<()> {
     use sys::Flags;
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
-    let Some(dev) = partitions::find(layout::DATA_LABEL) else {
-        marker::warn("no data partition; /data is a tmpfs and nothing persists");
-        return sys::mount(
-            "tmpfs",
-            target,
-            "tmpfs",
-            Flags::NOSUID | Flags::NODEV,
-            "mode=0755",
-        );
+    let dev = match partitions::find(layout::DATA_LABEL) {
+        Ok(dev) => dev,
+        Err(e) => {
+            marker::warn(format!(
+                "no data partition ({e:#}); /data is a tmpfs and nothing persists"
+            ));
+            return sys::mount(
+                "tmpfs",
+                target,
+                "tmpfs",
+                Flags::NOSUID | Flags::NODEV,
+                "mode=0755",
+            );
+        }
     };
     if let Err(e) = sys::mount(&dev, target, "ext4", Flags::NOSUID | Flags::NODEV, "") {
         marker::warn(format!(

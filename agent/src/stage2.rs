@@ -72,17 +72,6 @@ fn setup_mounts() -> Result<()> {
     sys::mount_bind("/data/var", "/var")?;
     std::fs::create_dir_all(LOG_DIR).ok();
     std::fs::create_dir_all(SERVICE_STATE_DIR)?;
-    if std::path::Path::new("/sys/firmware/efi/efivars").is_dir() {
-        if let Err(e) = sys::mount(
-            "efivarfs",
-            "/sys/firmware/efi/efivars",
-            "efivarfs",
-            Flags::NOSUID | Flags::NODEV | Flags::NOEXEC,
-            "",
-        ) {
-            marker::warn(format!("efivarfs: {e:#}"));
-        }
-    }
     Ok(())
 }
 

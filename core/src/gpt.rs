@@ -29,8 +29,9 @@ const HEADER_SIZE: u32 = 92;
 const SECTOR_BYTES: usize = 512;
 const HEADER_BYTES: usize = 92;
 const _: () = assert!(SECTOR_BYTES as u64 == SECTOR && HEADER_BYTES as u64 == HEADER_SIZE as u64);
-/// Bytes of the protective MBR, the header sector and the entry array.
-const PRIMARY_BYTES: usize =
+/// Bytes of the protective MBR, the header sector and the entry array: what [`Table::decode`]
+/// reads from the start of a disk.
+pub const PRIMARY_BYTES: usize =
     (2 + ENTRY_COUNT as usize * ENTRY_SIZE as usize / SECTOR_BYTES) * SECTOR_BYTES;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const REVISION: u32 = 0x0001_0000;

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 pub struct VmConfig {
     /// Disk image (used in place; copy it first to keep the original).
     pub disk: PathBuf,
+    /// Raw disks attached ahead of `disk` (the guest names them first: `vda`, …), as a USB
+    /// stick or a second drive would be; the firmware still boots `disk`.
+    pub decoys: Vec<PathBuf>,
     /// Folder for the VM's variable store and serial log.
     pub work_dir: PathBuf,
     /// Guest memory.
@@ -40,6 +43,7 @@ impl VmConfig {
     pub fn new(disk: &Path, work_dir: &Path) -> VmConfig {
         VmConfig {
             disk: disk.to_path_buf(),
+            decoys: Vec::new(),
             work_dir: work_dir.to_path_buf(),
             memory_mib: 512,
             guest_port: Some(8080),

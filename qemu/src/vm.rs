@@ -133,8 +133,16 @@ impl Vm {
             .arg(format!(
                 "if=pflash,format=raw,unit=1,file={}",
                 vars.display()
-            ))
-            .arg("-drive")
+            ));
+        for (i, decoy) in cfg.decoys.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=decoy{i},format=raw,file={}",
+                    decoy.display()
+                ))
+                .args(["-device", &format!("virtio-blk-pci,drive=decoy{i}")]);
+        }
+        cmd.arg("-drive")
             .arg(match &nbd {
                 Some((d, _)) => format!(
                     "if=none,id=d0,format=raw,file=nbd:unix:{}",
@@ -142,7 +150,14 @@ impl Vm {
                 ),
                 None => format!("if=none,id=d0,format=raw,file={}", cfg.disk.display()),
             })
-            .args(["-device", "virtio-blk-pci,drive=d0"])
+            .args([
+                "-device",
+                if cfg.decoys.is_empty() {
+                    "virtio-blk-pci,drive=d0"
+                } else {
+                    "virtio-blk-pci,drive=d0,bootindex=1"
+                },
+            ])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         if accel == Accel::Kvm {
             cmd.args(["-cpu", "host"]);

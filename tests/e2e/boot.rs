@@ -12,7 +12,17 @@ const SHELL: Duration = Duration::from_secs(30);
 fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     let img = image("1.0.0");
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
-    let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    // A second disk with Slate's partition names (and an ext4 `data`) is attached ahead of
+    // the boot disk, so the guest names it vda: the device must take its partitions from the
+    // disk the firmware booted from (vdb) alone.
+    let decoy = decoy_disk(tmp.path()).unwrap();
+    let mut vm = boot(&disk, tmp.path(), |cfg| cfg.decoys.push(decoy)).unwrap();
+    let esp = part_uuid(&disk, slate_core::layout::ESP_LABEL).unwrap();
+    vm.wait_for(
+        &format!("{} /dev/vdb esp={esp}", Kind::BootDisk.prefix()),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     let root = img.report.verity.info.root_hash.to_string();
     vm.wait_for(
         &format!("{} root={root}", Kind::Stage1Done.on(Slot::A)),
@@ -41,16 +51,20 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
         "{mounts}"
     );
     assert!(
-        mounts.lines().any(|l| l.contains(" /data ext4 rw")),
+        mounts
+            .lines()
+            .any(|l| l.starts_with("/dev/vdb4 /data ext4 rw")),
         "{mounts}"
     );
+    let decoy = vm.shell("ls /data/DECOY", SHELL).unwrap();
+    assert!(!decoy.ends_with("exit=0"), "{decoy}");
     let table = vm
         .shell(
             "cat /sys/block/dm-0/dm/name; ls /sys/block/dm-0/slaves",
             SHELL,
         )
         .unwrap();
-    assert!(table.contains("root") && table.contains("vda2"), "{table}");
+    assert!(table.contains("root") && table.contains("vdb2"), "{table}");
     let write = vm.shell("touch /probe", SHELL).unwrap();
     assert!(write.contains("Read-only file system"), "{write}");
     assert!(!write.contains("exit=0"), "{write}");

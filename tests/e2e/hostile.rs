@@ -146,14 +146,27 @@ fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &s
     )
     .unwrap();
     trickle.write_all(&data[..1 << 20]).unwrap();
-    // While the trickle holds the install, the ESP is read-only.
-    let mounts = vm
-        .shell(
-            "grep ' /run/slate/esp ' /proc/mounts",
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    assert!(mounts.contains(" ro,"), "{mounts}");
+    // While the trickle holds the install, the ESP is read-only. The install opens one short
+    // read-write window to remove the idle slot's entry when it starts; the ESP must be
+    // read-only again within seconds and stay so while the upload stalls.
+    let window = std::time::Instant::now();
+    loop {
+        let mounts = vm
+            .shell(
+                "grep ' /run/slate/esp ' /proc/mounts",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        if mounts.contains(" ro,") {
+            break;
+        }
+        assert!(
+            window.elapsed() < Duration::from_secs(30),
+            "the ESP is still read-write {:.0} s into a stalled upload: {mounts}",
+            window.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let s = status(vm);
     assert!(
         s.installing,

@@ -427,6 +427,60 @@ pub fn boot(disk: &Path, work: &Path, tweak: impl FnOnce(&mut VmConfig)) -> Resu
     Vm::start(&cfg).context("starting QEMU")
 }
 
+/// A disk that looks like a Slate disk to anything matching labels: the same four partition
+/// names with other PARTUUIDs, and an ext4 `data` holding `DECOY`. A device must not use it.
+pub fn decoy_disk(dir: &Path) -> Result<PathBuf> {
+    use slate_core::layout::{self, Arch, Sizes};
+    use std::io::{Seek, SeekFrom, Write};
+    let sizes = Sizes {
+        esp_mib: 1,
+        slot_mib: 1,
+        data_mib: 8,
+    };
+    let table = layout::table(Arch::X86_64, sizes, b"a decoy, not the boot disk");
+    let gpt = table.encode()?;
+    let files = dir.join("decoy-files");
+    std::fs::create_dir_all(&files)?;
+    std::fs::write(files.join("DECOY"), "not the device's data\n")?;
+    let ext4 = dir.join("decoy-data.ext4");
+    std::fs::File::create(&ext4)?.set_len(sizes.data_mib << 20)?;
+    let out = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&files)
+        .arg(&ext4)
+        .output()
+        .context("running mkfs.ext4 (e2fsprogs)")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("decoy.img");
+    let mut f = std::fs::File::create(&path)?;
+    f.set_len(sizes.disk_bytes())?;
+    f.write_all(&gpt.primary)?;
+    f.seek(SeekFrom::Start(gpt.backup_offset))?;
+    f.write_all(&gpt.backup)?;
+    let data = table
+        .by_name(layout::DATA_LABEL)
+        .context("the decoy table has no data partition")?;
+    f.seek(SeekFrom::Start(data.offset()))?;
+    f.write_all(&std::fs::read(&ext4)?)?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// The PARTUUID of a disk image's partition.
+pub fn part_uuid(disk: &Path, label: &str) -> Result<slate_core::guid::Guid> {
+    use std::io::Read;
+    let mut head = vec![0u8; slate_core::gpt::PRIMARY_BYTES];
+    std::fs::File::open(disk)?.read_exact(&mut head)?;
+    let t = slate_core::gpt::Table::decode(&head)?;
+    Ok(t.by_name(label)
+        .with_context(|| format!("no partition labelled {label} in {}", disk.display()))?
+        .unique_guid)
+}
+
 /// Byte offset and size of a partition, read from the disk's GPT.
 pub fn partition(disk: &Path, label: &str) -> Result<(u64, u64)> {
     use std::io::Read;

@@ -44,6 +44,8 @@ pub enum Kind {
     BelowFloor,
     /// `slate: api https port=… operators=…` or `slate: api http port=… (insecure)`
     Api,
+    /// `slate: boot disk /dev/… esp=<partuuid>`
+    BootDisk,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Identity => "identity",
             Kind::BelowFloor => "below floor",
             Kind::Api => "api",
+            Kind::BootDisk => "boot disk",
         }
     }
 
@@ -211,6 +214,14 @@ pub enum Marker {
         /// Whether an operator CA is configured (no CA: no request is authorised).
         operators: bool,
     },
+    /// Stage 1 found the disk the firmware booted from; Slate's partitions are taken from it
+    /// alone.
+    BootDisk {
+        /// Its block device (`/dev/vda`).
+        device: String,
+        /// The PARTUUID of the ESP systemd-boot was loaded from.
+        esp: crate::guid::Guid,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -311,6 +322,7 @@ impl fmt::Display for Marker {
             Marker::Api { port, tls: false, .. } => {
                 write!(f, "api http port={port} (insecure, development only)")
             }
+            Marker::BootDisk { device, esp } => write!(f, "boot disk {device} esp={esp}"),
             Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
             Marker::ServiceFailedToStart { name, error } => {
                 write!(f, "service {name} failed to start: {error}")
@@ -409,6 +421,13 @@ mod tests {
             (
                 Marker::Api { port: 8080, tls: false, operators: false },
                 "slate: api http port=8080 (insecure, development only)".into(),
+            ),
+            (
+                Marker::BootDisk {
+                    device: "/dev/vdb".into(),
+                    esp: "c12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse().unwrap(),
+                },
+                "slate: boot disk /dev/vdb esp=c12a7328-f81f-11d2-ba4b-00a0c93ec93b".into(),
             ),
             (
                 Marker::StageFailed { stage: "stage1", error: "x".into() },
