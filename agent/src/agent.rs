@@ -60,6 +60,26 @@ pub struct Agent {
     refusals: Mutex<Throttle>,
 }
 
+/// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
+/// slot's entry on the ESP says more. The variable keeps the name the entry had at boot, so a
+/// trial committed since (by an earlier agent process this boot: `slated install` on the
+/// console, or slated after a restart) shows only on the ESP; with no boot loader variables
+/// the ESP is all there is.
+fn running_boot_state(
+    selected: BootState,
+    on_esp: Option<&slate_core::api::SlotStatus>,
+) -> BootState {
+    match (selected, on_esp.map(|v| (v.state, v.tries_left))) {
+        (BootState::Trial { .. }, Some((SlotState::Good, _))) => BootState::Good,
+        (BootState::Unknown, Some((SlotState::Good, _))) => BootState::Good,
+        (BootState::Unknown, Some((SlotState::Trial, left))) => BootState::Trial {
+            left: left.unwrap_or(0),
+            done: 0,
+        },
+        (selected, _) => selected,
+    }
+}
+
 impl Agent {
     /// Reads the configuration and state; mounts the ESP.
     pub fn load(count_boot: bool) -> Result<Agent> {
@@ -115,24 +135,11 @@ impl Agent {
             }
         }
         let entry = crate::status::selected_entry();
-        let mut boot = crate::status::boot_state(entry.as_deref());
-        if boot == BootState::Unknown {
-            // No boot loader variables: the running slot's entry on the ESP says it.
-            if let Some(v) = esp
-                .as_ref()
-                .and_then(|e| e.entries().ok())
-                .map(|es| slots::view(slot, &es))
-            {
-                boot = match v.state {
-                    SlotState::Good => BootState::Good,
-                    SlotState::Trial => BootState::Trial {
-                        left: v.tries_left.unwrap_or(0),
-                        done: 0,
-                    },
-                    _ => BootState::Unknown,
-                };
-            }
-        }
+        let on_esp = esp
+            .as_ref()
+            .and_then(|e| e.entries().ok())
+            .map(|es| slots::view(slot, &es));
+        let boot = running_boot_state(crate::status::boot_state(entry.as_deref()), on_esp.as_ref());
         if boot == BootState::Good {
             // A committed image: the floor is at least its epoch, whatever the files say.
             if let Err(e) = crate::floor::raise(image.security_epoch) {
@@ -431,6 +438,8 @@ impl Agent {
 
     /// Prometheus text.
     pub fn metrics(&self) -> String {
+        // The slots as the ESP shows them now (taken before the state lock, which status takes).
+        let slots = self.status().slots;
         let st = lock(&self.state);
         let s = lock(&self.status);
         let mut out = String::new();
@@ -446,6 +455,64 @@ impl Agent {
         out.push_str(&format!("# HELP slate_forced_installs_total Installs asked for with force.\n# TYPE slate_forced_installs_total counter\nslate_forced_installs_total {}\n", st.forced));
         out.push_str(&format!("# HELP slate_boots_total Boots seen by the agent.\n# TYPE slate_boots_total counter\nslate_boots_total {}\n", st.boots));
         out.push_str(&format!("# HELP slate_healthy 1 when this boot passed its health checks.\n# TYPE slate_healthy gauge\nslate_healthy {}\n", u8::from(s.health.state == HealthState::Passed)));
+        // An alert on 0 catches a device with nothing to fall back to (after an install that
+        // failed while streaming, until the next one succeeds).
+        let fallback = slots
+            .iter()
+            .any(|v| v.slot == s.slot.other() && v.state == slate_core::api::SlotState::Good);
+        out.push_str(&format!("# HELP slate_fallback_available 1 when the other slot holds a good image to fall back to.\n# TYPE slate_fallback_available gauge\nslate_fallback_available {}\n", u8::from(fallback)));
+        out.push_str("# HELP slate_slot_state The state of each slot's boot entry (1 for the current one).\n# TYPE slate_slot_state gauge\n");
+        for v in &slots {
+            out.push_str(&format!(
+                "slate_slot_state{{slot=\"{}\",state=\"{}\"}} 1\n",
+                v.slot,
+                v.state.as_str()
+            ));
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slate_core::api::SlotStatus;
+
+    fn on_esp(state: SlotState, tries_left: Option<u32>) -> SlotStatus {
+        SlotStatus {
+            slot: Slot::B,
+            state,
+            version: None,
+            tries_left,
+            entry: None,
+        }
+    }
+
+    #[test]
+    fn a_trial_committed_since_boot_is_good() {
+        let trial = BootState::Trial { left: 2, done: 1 };
+        let committed = on_esp(SlotState::Good, None);
+        assert_eq!(running_boot_state(trial, Some(&committed)), BootState::Good);
+        let still = on_esp(SlotState::Trial, Some(2));
+        assert_eq!(running_boot_state(trial, Some(&still)), trial);
+        assert_eq!(running_boot_state(trial, None), trial);
+    }
+
+    #[test]
+    fn without_boot_loader_variables_the_esp_decides() {
+        let u = BootState::Unknown;
+        assert_eq!(
+            running_boot_state(u, Some(&on_esp(SlotState::Good, None))),
+            BootState::Good
+        );
+        assert_eq!(
+            running_boot_state(u, Some(&on_esp(SlotState::Trial, Some(1)))),
+            BootState::Trial { left: 1, done: 0 }
+        );
+        assert_eq!(
+            running_boot_state(u, Some(&on_esp(SlotState::Bad, Some(0)))),
+            u
+        );
+        assert_eq!(running_boot_state(BootState::Good, None), BootState::Good);
     }
 }

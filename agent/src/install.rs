@@ -254,6 +254,10 @@ pub fn install<R: Read>(
         device: dev.clone(),
     });
 
+    // The root image's archive header comes before the first write too: a bundle whose
+    // entries are out of order or disguised is refused with the fallback slot untouched.
+    expect_artifact(&mut r, &rootfs)?;
+
     // 2. Nothing may boot a half-written slot.
     let span = tracing::info_span!("install", step = "remove-entry", slot = %idle).entered();
     inst.esp.remove_slot(idle).map_err(failed)?;
@@ -263,7 +267,6 @@ pub fn install<R: Read>(
     // 3. The root image, hashed as it streams, then read back from the disk.
     let span =
         tracing::info_span!("install", step = "write-root", slot = %idle, device = %dev).entered();
-    expect_artifact(&mut r, &rootfs)?;
     slot.seek(SeekFrom::Start(0))
         .map_err(|e| failed(e.into()))?;
     let mut h = Sha256::new();

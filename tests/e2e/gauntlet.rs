@@ -292,28 +292,8 @@ fn cut_and_recover_in(
     }
     vm.shutdown(Duration::from_secs(60)).map_err(harness)?;
 
-    let esp = work.join("esp.img");
-    let (off, len) = partition(disk, "esp").map_err(harness)?;
-    let _ = std::process::Command::new("dd")
-        .arg(format!("if={}", disk.display()))
-        .arg(format!("of={}", esp.display()))
-        .args(["bs=1M", "status=none"])
-        .arg(format!("skip={}", off >> 20))
-        .arg(format!("count={}", len >> 20))
-        .status();
-    let fsck = std::process::Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .map_err(|e| harness(e.into()))?;
-    if !fsck.status.success() {
-        return Err((
-            Broken::Esp,
-            format!(
-                "{logs}: the ESP fails fsck.fat -n: {}",
-                String::from_utf8_lossy(&fsck.stdout)
-            ),
-        ));
+    if let Err(e) = esp_fsck(disk, work) {
+        return Err((Broken::Esp, format!("{logs}: the ESP is not clean: {e}")));
     }
     Ok(Recovered {
         esp_repaired,

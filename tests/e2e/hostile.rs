@@ -228,23 +228,43 @@ fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &s
     drop(idle);
 }
 
+/// What a pre-write refusal must leave as it was: the fallback slot's image bytes and entry.
+struct Fallback {
+    slot: slate_core::layout::Slot,
+    entry: String,
+    offset: u64,
+    len: u64,
+    hash: slate_core::Digest32,
+}
+
+fn metric(vm: &slate_qemu::Vm, name: &str) -> String {
+    let (code, text) = vm.http("GET", slate_core::api::METRICS_ROUTE).unwrap();
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .to_string()
+}
+
 #[test]
 fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
+    use slate_core::api::{HealthState, Outcome, SlotState};
+    use slate_core::layout::Slot;
+    use slate_tests::corpus::Stage;
     let v1 = image("1.0.0");
-    let good = bundle(image("1.1.0"));
+    let v2 = bundle(image("1.1.0"));
+    let good = bundle(image("1.3.0"));
     let parts = Parts::read(&good);
     let k = keys();
     let dir = tempfile::tempdir().unwrap();
-    let cases = slate_tests::corpus::generate(&parts);
+    let running: slate_core::Version = "1.1.0".parse().unwrap();
+    let cases = slate_tests::corpus::generate(&parts, &running);
     assert!(
         cases.len() >= 50,
         "the corpus has only {} kinds",
         cases.len()
     );
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
-    let (root_a, root_len) = partition(&disk, "root-a").unwrap();
-    let (esp, esp_len) = partition(&disk, "esp").unwrap();
-    let slot_before = hash_range(&disk, root_a, root_len);
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
         .unwrap();
@@ -254,16 +274,52 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .unwrap()
         .status()
         .unwrap();
-    strangers_are_refused(&vm, &good, tmp.path());
+    strangers_are_refused(&vm, &v2, tmp.path());
+
+    // Two good slots, as on a device that has updated once: 1.1.0 runs in b, committed, and
+    // 1.0.0 in a is the fallback the corpus must not touch.
+    let p = push::push(
+        &url,
+        &v2,
+        &access(tmp.path()),
+        true,
+        Some(Duration::from_secs(600)),
+        Progress::new(true),
+    )
+    .unwrap();
+    assert_eq!(installed_slot(&p.answer), Slot::B);
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    let a = s.slot_status(Slot::A).expect("slot a").clone();
+    assert_eq!(a.state, SlotState::Good, "{s:?}");
+    let (root_a, root_a_len) = partition(&disk, "root-a").unwrap();
+    // The fallback's image is v1's root (squashfs and hash tree) at the start of slot a.
+    let image_len = std::fs::metadata(v1.dir.join("rootfs.img")).unwrap().len();
+    assert!(image_len <= root_a_len);
+    let fallback = Fallback {
+        slot: Slot::A,
+        entry: a.entry.clone().expect("a good slot has an entry"),
+        offset: root_a,
+        len: image_len,
+        hash: hash_range(&disk, root_a, image_len),
+    };
+    let (root_b, root_b_len) = partition(&disk, "root-b").unwrap();
+    let running_before = hash_range(&disk, root_b, root_b_len);
+    assert_eq!(metric(&vm, "slate_fallback_available"), "1");
+    esp_fsck(&disk, dir.path()).unwrap();
+
     let facts = slate_core::manifest::DeviceFacts {
         product: "slate-demo".into(),
         board: "qemu-x86_64".into(),
-        version: "1.0.0".parse().unwrap(),
+        version: running.clone(),
         security_epoch: 0,
         failed_versions: vec![],
         now: slate_imager::bundle::now(),
     };
-    for case in &cases {
+    let (before, streaming): (Vec<_>, Vec<_>) =
+        cases.iter().partition(|c| c.stage == Stage::BeforeWrite);
+    let mut fallback_gone = false;
+    for case in before.iter().chain(streaming.iter()) {
         let path = dir.path().join("case.slate");
         std::fs::write(&path, &case.bytes).unwrap();
         let (code, answer) = post_bytes(vm.host_port().unwrap(), &case.bytes);
@@ -282,9 +338,58 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
             "slate verify accepted the bundle with {}",
             case.name
         );
-        let (code, _) = vm.http("GET", "/v1/status").unwrap();
-        assert_eq!(code, 200, "agent stopped serving after {}", case.name);
+        let s = status(&vm);
+        assert_eq!(
+            (s.slot, s.version.as_str(), s.health.state),
+            (Slot::B, "1.1.0", HealthState::Passed),
+            "{}",
+            case.name
+        );
+        let idle = s.slot_status(fallback.slot).expect("slot a").clone();
+        match case.stage {
+            Stage::BeforeWrite => {
+                assert_eq!(
+                    (idle.state, idle.entry.as_deref()),
+                    (SlotState::Good, Some(fallback.entry.as_str())),
+                    "{}: the fallback's entry changed",
+                    case.name
+                );
+                assert_eq!(
+                    hash_range(&disk, fallback.offset, fallback.len),
+                    fallback.hash,
+                    "{}: the fallback slot's bytes changed",
+                    case.name
+                );
+                assert_eq!(
+                    metric(&vm, "slate_fallback_available"),
+                    "1",
+                    "{}",
+                    case.name
+                );
+            }
+            Stage::WhileStreaming => {
+                // The half-written slot has no entry: it can never boot; status and metrics
+                // say there is nothing to fall back to.
+                assert_eq!(
+                    (idle.state, idle.entry.as_deref()),
+                    (SlotState::Empty, None),
+                    "{}: a half-written slot has an entry",
+                    case.name
+                );
+                assert_eq!(
+                    metric(&vm, "slate_fallback_available"),
+                    "0",
+                    "{}",
+                    case.name
+                );
+                fallback_gone = true;
+            }
+        }
+        if let Err(e) = esp_fsck(&disk, dir.path()) {
+            panic!("{}: the ESP is not clean after the refusal: {e}", case.name);
+        }
     }
+    assert!(fallback_gone, "no case was found while streaming");
     let resp = truncated_upload(vm.host_port().unwrap(), &good);
     assert!(
         resp.contains("400") && resp.contains("truncated"),
@@ -293,16 +398,9 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     let s = status(&vm);
     assert_eq!(
         (s.slot, s.version.as_str(), s.health.state),
-        (
-            slate_core::layout::Slot::A,
-            "1.0.0",
-            slate_core::api::HealthState::Passed
-        )
+        (Slot::B, "1.1.0", HealthState::Passed)
     );
-    assert_eq!(
-        s.last_refusal.map(|r| r.outcome),
-        Some(slate_core::api::Outcome::Refused)
-    );
+    assert_eq!(s.last_refusal.map(|r| r.outcome), Some(Outcome::Refused));
 
     // Two uploads at once: while one is in progress the other is refused; cutting the first
     // frees the agent.
@@ -357,7 +455,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         Progress::new(true),
     )
     .unwrap();
-    assert_eq!(installed_slot(&p.answer), slate_core::layout::Slot::B);
+    assert_eq!(installed_slot(&p.answer), Slot::A);
 
     // `slated install FILE` on the device console: the bundle fetched over the guest's network
     // from a one-shot HTTP server on the host (QEMU's user network reaches it at 10.0.2.2).
@@ -393,7 +491,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         )
         .unwrap();
     assert!(
-        out.contains("installed slate-demo 1.1.0 into slot b") && out.ends_with("exit=0"),
+        out.contains("installed slate-demo 1.3.0 into slot a") && out.ends_with("exit=0"),
         "{out}"
     );
     let out = vm
@@ -408,10 +506,12 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     );
     vm.shutdown(Duration::from_secs(60)).unwrap();
     assert_eq!(
-        hash_range(&disk, root_a, root_len),
-        slot_before,
+        hash_range(&disk, root_b, root_b_len),
+        running_before,
         "the running slot changed"
     );
+    esp_fsck(&disk, dir.path()).unwrap();
+    let (esp, _) = partition(&disk, "esp").unwrap();
     let entry = std::process::Command::new("mdir")
         .env("MTOOLS_SKIP_CHECK", "1")
         .args([
@@ -423,7 +523,6 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&entry.stdout);
-    assert!(listing.contains("slate-a-1.0.0.conf"), "{listing}");
-    assert!(listing.contains("slate-b-1.1.0+3.conf"), "{listing}");
-    let _ = esp_len;
+    assert!(listing.contains("slate-b-1.1.0.conf"), "{listing}");
+    assert!(listing.contains("slate-a-1.3.0+3.conf"), "{listing}");
 }

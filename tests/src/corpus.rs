@@ -7,6 +7,17 @@
 use crate::{keys, Parts};
 use slate_core::bundle;
 
+/// When the device must find what is wrong with a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before its first write: the manifest, its signatures, the facts, the sizes and the
+    /// root image's archive header. The fallback slot, its entry and the ESP stay as they were.
+    BeforeWrite,
+    /// Only while streaming the artifacts, after the idle slot's entry is gone: the fallback
+    /// is lost, and nothing half-written may boot.
+    WhileStreaming,
+}
+
 /// One hostile bundle.
 pub struct Case {
     /// What is wrong with it.
@@ -15,6 +26,42 @@ pub struct Case {
     pub bytes: Vec<u8>,
     /// A phrase the refusal must contain.
     pub expect: &'static str,
+    /// When the device finds it.
+    pub stage: Stage,
+}
+
+/// The cases that only streaming can find: the artifacts' bytes, lengths and order after the
+/// root image's header, and truncation past that header. Everything else is decided first.
+const STREAMING: &[&str] = &[
+    "initrd before the kernel",
+    "an extra entry at the end",
+    "bytes after the end-of-archive marker",
+    "a missing initrd entry",
+    "kernel shorter than the manifest says",
+    "initrd longer than the manifest says",
+    "root image longer than the manifest says",
+    "a flipped first root image byte",
+    "a flipped 4097th root image byte",
+    "a flipped middle root image byte",
+    "a flipped last (hash tree) root image byte",
+    "a flipped first kernel byte",
+    "a flipped last kernel byte",
+    "a flipped first initrd byte",
+    "a flipped last initrd byte",
+    "truncated: inside the rootfs.img data",
+    "truncated: right before the vmlinuz header",
+    "truncated: inside the vmlinuz data",
+    "truncated: right before the initrd.img header",
+    "truncated: inside the initrd.img data",
+    "truncated: before the end-of-archive marker",
+];
+
+fn stage_of(name: &str) -> Stage {
+    if STREAMING.contains(&name) {
+        Stage::WhileStreaming
+    } else {
+        Stage::BeforeWrite
+    }
 }
 
 fn ustar(name: &str, data: &[u8], typeflag: u8) -> Vec<u8> {
@@ -76,9 +123,9 @@ fn boundaries(p: &Parts) -> Vec<(String, usize)> {
     out
 }
 
-/// Builds the corpus from a good bundle of a version newer than the device's, signed by both
-/// trusted keys (threshold 2).
-pub fn generate(good: &Parts) -> Vec<Case> {
+/// Builds the corpus from a good bundle of a version newer than the device's (`running`),
+/// signed by both trusted keys (threshold 2).
+pub fn generate(good: &Parts, running: &slate_core::version::Version) -> Vec<Case> {
     let k = keys();
     let mut cases: Vec<Case> = Vec::new();
     let mut add = |name: &str, bytes: Vec<u8>, expect: &'static str| {
@@ -86,6 +133,7 @@ pub fn generate(good: &Parts) -> Vec<Case> {
             name: name.into(),
             bytes,
             expect,
+            stage: stage_of(name),
         })
     };
     let signed = |edit: &dyn Fn(&mut Parts)| {
@@ -197,7 +245,7 @@ pub fn generate(good: &Parts) -> Vec<Case> {
     );
     add(
         "the running version",
-        signed(&|p| p.manifest.version = "1.0.0".parse().expect("v")),
+        signed(&|p| p.manifest.version = running.clone()),
         "is not newer",
     );
     add(
@@ -303,7 +351,7 @@ pub fn generate(good: &Parts) -> Vec<Case> {
             let size = v.image_size();
             p.manifest.artifacts[0].size = size;
         }),
-        "but slot b",
+        "bytes but slot",
     );
     add(
         "a kernel larger than the limit",
@@ -577,6 +625,12 @@ pub fn generate(good: &Parts) -> Vec<Case> {
                 "truncated",
             );
         }
+    }
+    for name in STREAMING {
+        assert!(
+            cases.iter().any(|c| c.name == *name),
+            "the corpus has no case {name:?} to stream"
+        );
     }
     cases
 }

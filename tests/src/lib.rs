@@ -427,6 +427,51 @@ pub fn boot(disk: &Path, work: &Path, tweak: impl FnOnce(&mut VmConfig)) -> Resu
     Vm::start(&cfg).context("starting QEMU")
 }
 
+/// Checks a disk image's ESP with `fsck.fat -n` (on a copy of the partition in `work`). Clean
+/// means exit 0 *and* nothing reported: the tool exits 0 for some problems it only prints (a
+/// dirty bit, a boot sector that differs from its backup), so its output must be exactly the
+/// version line and the summary. Err carries what it printed.
+pub fn esp_fsck(disk: &Path, work: &Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let (off, len) = partition(disk, "esp").map_err(|e| format!("{e:#}"))?;
+    let esp = work.join("esp-fsck.img");
+    let copy = (|| -> std::io::Result<()> {
+        let mut from = std::fs::File::open(disk)?;
+        from.seek(SeekFrom::Start(off))?;
+        let mut to = std::fs::File::create(&esp)?;
+        let copied = std::io::copy(&mut from.take(len), &mut to)?;
+        if copied != len {
+            return Err(std::io::Error::other(format!(
+                "copied {copied} of the ESP's {len} bytes"
+            )));
+        }
+        Ok(())
+    })();
+    copy.map_err(|e| format!("copying the ESP of {}: {e}", disk.display()))?;
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&esp)
+        .output()
+        .map_err(|e| format!("running fsck.fat (dosfstools): {e}"))?;
+    let _ = std::fs::remove_file(&esp);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
+    let clean = out.status.success()
+        && lines.len() == 2
+        && lines[0].starts_with("fsck.fat ")
+        && lines[1].contains(" files, ")
+        && lines[1].contains(" clusters");
+    if clean {
+        Ok(())
+    } else {
+        Err(format!("fsck.fat -n ({}): {printed}", out.status))
+    }
+}
+
 /// A disk that looks like a Slate disk to anything matching labels: the same four partition
 /// names with other PARTUUIDs, and an ext4 `data` holding `DECOY`. A device must not use it.
 pub fn decoy_disk(dir: &Path) -> Result<PathBuf> {
