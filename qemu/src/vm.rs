@@ -405,6 +405,14 @@ impl Vm {
         self.lines().iter().any(|l| l.text.contains(needle))
     }
 
+    /// True if a console line after `mark` contains `needle`.
+    pub fn saw_after(&self, needle: &str, mark: usize) -> bool {
+        self.lines()
+            .iter()
+            .skip(mark)
+            .any(|l| l.text.contains(needle))
+    }
+
     /// Types `text` on the serial console (the debug shell reads it).
     pub fn send(&mut self, text: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("console input is closed")?;

@@ -31,6 +31,28 @@ fn slate_agent_fw_cfg() -> &'static [u8] {
     b"opt/slate/cut-at"
 }
 
+/// Polls the status (through reboots) until the device has decided about `version`.
+fn wait_decided(vm: &slate_qemu::Vm, version: &str) -> slate_core::api::Status {
+    let started = std::time::Instant::now();
+    loop {
+        let decided = vm
+            .http("GET", slate_core::api::STATUS_ROUTE)
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .and_then(|(_, body)| serde_json::from_str::<slate_core::api::Status>(&body).ok())
+            .filter(|s| s.decided(version).is_some());
+        if let Some(s) = decided {
+            return s;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no decision about {version}: {}",
+            vm.tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// `name` as the UTF-16LE bytes of an efivarfs file (attributes NV|BS|RT first), as octal
 /// escapes for busybox printf.
 fn efivar_text(name: &str) -> String {
@@ -191,8 +213,47 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
 
     // v3 fails a health check on its trial boot: marked bad, back to v2 with no human action.
     let mark = vm.mark();
-    let p = push::push(&url, &v3_unhealthy, &acc, true, Some(WAIT), quiet).unwrap();
-    let s = p.outcome.unwrap();
+    let p = push::push(&url, &v3_unhealthy, &acc, true, None, quiet).unwrap();
+    assert_eq!(installed_slot(&p.answer), Slot::A);
+    // While it is on trial (its failing check is retried until 20 s after boot), a reboot
+    // through the API is refused: it would spend one of the trial's tries.
+    let trial_started = std::time::Instant::now();
+    loop {
+        assert!(
+            !vm.saw_after(&Kind::Rollback.prefix(), mark),
+            "rolled back before the trial was seen"
+        );
+        assert!(
+            trial_started.elapsed() < WAIT,
+            "1.2.0 never ran on trial: {}",
+            vm.tail(20)
+        );
+        let on_trial = vm
+            .http("GET", slate_core::api::STATUS_ROUTE)
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .and_then(|(_, body)| serde_json::from_str::<slate_core::api::Status>(&body).ok())
+            .is_some_and(|s| {
+                s.slot == Slot::A
+                    && s.version == "1.2.0"
+                    && matches!(s.boot, slate_core::api::BootState::Trial { .. })
+            });
+        if on_trial {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let asked = vm.mark();
+    let (code, why) = vm.http("POST", "/v1/reboot").unwrap();
+    assert_eq!(code, 409, "{why}");
+    assert!(why.contains("trial"), "{why}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !vm.saw_after(&Kind::Shutdown.prefix(), asked),
+        "{}",
+        vm.tail(10)
+    );
+    let s = wait_decided(&vm, "1.2.0");
     assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
     assert!(last(&s).reason.contains("always-fails"), "{s:?}");
     vm.wait_for_after(

@@ -226,6 +226,28 @@ pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The cargo-deny release CI installs when it is missing (pinned, so a new release cannot
+/// change what CI accepts).
+const CARGO_DENY_VERSION: &str = "0.18.3";
+
+/// Licenses, banned crates and sources of every dependency, as `deny.toml` says.
+fn deny() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-deny",
+            "--locked",
+            "--version",
+            CARGO_DENY_VERSION,
+        ]))?;
+    }
+    run(cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]))
+}
+
 fn ci() -> Result<()> {
     deps::deps(false)?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -238,6 +260,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    deny()?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
     // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
     fuzz::fuzz(10, None)?;
