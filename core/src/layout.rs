@@ -108,6 +108,14 @@ impl Arch {
         parse_const(t)
     }
 
+    /// Debian's name for the architecture (packages, lists, `image.lock`).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
     /// File name UEFI firmware boots by default from `\EFI\BOOT\`.
     pub fn default_efi_name(self) -> &'static str {
         match self {

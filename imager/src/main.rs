@@ -26,6 +26,55 @@ struct Cli {
     command: Command,
 }
 
+/// Which spec, for which board, with which cache (`slate lock`, `slate fetch`).
+#[derive(clap::Args)]
+struct SpecTarget {
+    /// Image spec (TOML); its lock is image.lock beside it.
+    #[arg(long, default_value = "rootfs/image.toml")]
+    spec: PathBuf,
+    /// Board name (a file in the boards folder); default: the spec's `board`.
+    #[arg(long)]
+    board: Option<String>,
+    /// Boards folder [default: boards/ beside the spec, or of the source tree].
+    #[arg(long, value_name = "DIR")]
+    boards: Option<PathBuf>,
+    /// Cache folder for apt's lists and the .deb files [default: ~/.cache/slate].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+}
+
+impl SpecTarget {
+    /// The loaded spec, what its lock must be, the lock's path, and the private apt.
+    fn open(
+        &self,
+    ) -> Result<(
+        slate_imager::image::spec::LoadedSpec,
+        slate_imager::image::lock::LockedFor,
+        PathBuf,
+        slate_imager::image::apt::Apt,
+        PathBuf,
+    )> {
+        use slate_imager::image::{apt, board, lock, spec};
+        let spec = spec::LoadedSpec::load(&self.spec)?;
+        let name = self
+            .board
+            .clone()
+            .unwrap_or_else(|| spec.spec.board.clone());
+        let boards = self
+            .boards
+            .clone()
+            .unwrap_or_else(|| build::default_dir(&spec.dir, "boards"));
+        let board = board::LoadedBoard::load(&boards, &name)?;
+        let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
+        let cache = match &self.cache {
+            Some(c) => c.clone(),
+            None => lock::default_cache()?,
+        };
+        let apt = apt::Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
+        Ok((spec, wanted, path, apt, cache))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build a disk image and its parts from an image spec.
@@ -83,6 +132,21 @@ enum Command {
         /// Print each build stage's wall and CPU time at the end.
         #[arg(long)]
         timings: bool,
+    },
+    /// Resolve the spec's Debian packages and their dependencies into image.lock.
+    ///
+    /// Downloads the suite's package lists ([debian] in the spec) for the board's
+    /// architecture with a private apt configuration (never the host's apt state; no root),
+    /// picks what apt would install, and writes image.lock beside the spec: every package's
+    /// name, version, architecture, size and sha256. Commit the lock.
+    Lock {
+        #[command(flatten)]
+        target: SpecTarget,
+    },
+    /// Download exactly the files image.lock names into the cache, checking each sha256.
+    Fetch {
+        #[command(flatten)]
+        target: SpecTarget,
     },
     /// Write a disk image to a device or file: only mapped blocks, each checked by sha256.
     Flash {
@@ -334,6 +398,35 @@ fn run(cli: Cli) -> Result<()> {
                     report.verity.info.root_hash
                 );
             }
+        }
+        Command::Lock { target } => {
+            let (_, wanted, path, apt, _) = target.open()?;
+            eprintln!(
+                "resolving {} package(s) for {} in {} …",
+                wanted.requested.len(),
+                wanted.architecture,
+                wanted.suite
+            );
+            let lock = slate_imager::image::lock::lock(&apt, wanted, &path)?;
+            let bytes: u64 = lock.packages.iter().map(|p| p.size).sum();
+            println!(
+                "locked {} packages ({:.1} MiB of .deb files) in {}",
+                lock.packages.len(),
+                bytes as f64 / 1048576.0,
+                path.display()
+            );
+        }
+        Command::Fetch { target } => {
+            let (_, wanted, path, apt, cache) = target.open()?;
+            let lock = slate_imager::image::lock::Lock::read(&path)?;
+            lock.check_fresh(&wanted, &path)?;
+            let debs = cache.join("debs");
+            let files = slate_imager::image::lock::fetch(&apt, &lock, &debs)?;
+            println!(
+                "{} locked packages in {}, each sha256 as the lock says",
+                files.len(),
+                debs.display()
+            );
         }
         Command::Flash {
             image,

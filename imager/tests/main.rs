@@ -10,5 +10,6 @@ mod util;
 mod bad_input;
 mod flash;
 mod keys;
+mod lock;
 mod oracles;
 mod reproducible;

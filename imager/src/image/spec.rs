@@ -125,6 +125,9 @@ pub struct ImageSpec {
     /// Debian packages extracted into the root.
     #[serde(default, rename = "package")]
     pub packages: Vec<PackageSpec>,
+    /// The Debian archive the packages come from (`slate lock` resolves against it).
+    #[serde(default)]
+    pub debian: super::apt::DebianSource,
     /// Single files.
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,

@@ -123,7 +123,9 @@ fn check_out(out: &Path, force: bool) -> Result<(), BuildError> {
     }
 }
 
-fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
+/// A folder the spec did not name (`boards`, `.cache/debs`): beside or above the spec, else
+/// in the source tree `slate` was built from.
+pub fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
     let candidates = [spec_dir.join("..").join(rel), spec_dir.join(rel)];
     for c in &candidates {
         if c.exists() {
