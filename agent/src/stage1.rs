@@ -225,32 +225,19 @@ fn give_up(a: Attempts) -> Result<()> {
 fn mount_data(target: &str) -> Result<()> {
     use sys::Flags;
     std::fs::create_dir_all(target).with_context(|| format!("creating {target}"))?;
-    let dev = match partitions::find(layout::DATA_LABEL) {
-        Ok(dev) => dev,
-        Err(e) => {
-            marker::warn(format!(
-                "no data partition ({e:#}); /data is a tmpfs and nothing persists"
-            ));
-            return sys::mount(
-                "tmpfs",
-                target,
-                "tmpfs",
-                Flags::NOSUID | Flags::NODEV,
-                "mode=0755",
-            );
-        }
+    let why = match partitions::find(layout::DATA_LABEL) {
+        Err(e) => format!("no data partition ({e:#}); /data is a tmpfs and nothing persists"),
+        Ok(dev) => match sys::mount(&dev, target, "ext4", Flags::NOSUID | Flags::NODEV, "") {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("data partition {dev} did not mount ({e:#}); /data is a tmpfs"),
+        },
     };
-    if let Err(e) = sys::mount(&dev, target, "ext4", Flags::NOSUID | Flags::NODEV, "") {
-        marker::warn(format!(
-            "data partition {dev} did not mount ({e:#}); /data is a tmpfs"
-        ));
-        return sys::mount(
-            "tmpfs",
-            target,
-            "tmpfs",
-            Flags::NOSUID | Flags::NODEV,
-            "mode=0755",
-        );
-    }
-    Ok(())
+    marker::warn(why);
+    sys::mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        Flags::NOSUID | Flags::NODEV,
+        "mode=0755",
+    )
 }

@@ -12,6 +12,11 @@ use slate_imager::{bundle, flash, inspect, keys};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod operators;
+mod packages;
+
+use operators::{AccessArgs, CaCommand};
+
 /// Documented exit codes.
 #[repr(u8)]
 enum Exit {
@@ -24,55 +29,6 @@ enum Exit {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// Which spec, for which board, with which cache (`slate lock`, `slate fetch`).
-#[derive(clap::Args)]
-struct SpecTarget {
-    /// Image spec (TOML); its lock is image.lock beside it.
-    #[arg(long, default_value = "rootfs/image.toml")]
-    spec: PathBuf,
-    /// Board name (a file in the boards folder); default: the spec's `board`.
-    #[arg(long)]
-    board: Option<String>,
-    /// Boards folder [default: boards/ beside the spec, or of the source tree].
-    #[arg(long, value_name = "DIR")]
-    boards: Option<PathBuf>,
-    /// Cache folder for apt's lists and the .deb files [default: ~/.cache/slate].
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
-}
-
-impl SpecTarget {
-    /// The loaded spec, what its lock must be, the lock's path, and the private apt.
-    fn open(
-        &self,
-    ) -> Result<(
-        slate_imager::image::spec::LoadedSpec,
-        slate_imager::image::lock::LockedFor,
-        PathBuf,
-        slate_imager::image::apt::Apt,
-        PathBuf,
-    )> {
-        use slate_imager::image::{apt, board, lock, spec};
-        let spec = spec::LoadedSpec::load(&self.spec)?;
-        let name = self
-            .board
-            .clone()
-            .unwrap_or_else(|| spec.spec.board.clone());
-        let boards = self
-            .boards
-            .clone()
-            .unwrap_or_else(|| build::default_dir(&spec.dir, "boards"));
-        let board = board::LoadedBoard::load(&boards, &name)?;
-        let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
-        let cache = match &self.cache {
-            Some(c) => c.clone(),
-            None => lock::default_cache()?,
-        };
-        let apt = apt::Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
-        Ok((spec, wanted, path, apt, cache))
-    }
 }
 
 #[derive(Subcommand)]
@@ -141,12 +97,12 @@ enum Command {
     /// name, version, architecture, size and sha256. Commit the lock.
     Lock {
         #[command(flatten)]
-        target: SpecTarget,
+        target: packages::SpecTarget,
     },
     /// Download exactly the files image.lock names into the cache, checking each sha256.
     Fetch {
         #[command(flatten)]
-        target: SpecTarget,
+        target: packages::SpecTarget,
     },
     /// Write a disk image to a device or file: only mapped blocks, each checked by sha256.
     Flash {
@@ -291,60 +247,6 @@ enum Command {
     },
 }
 
-/// How to reach and trust a device (`slate push`, `slate status`).
-#[derive(clap::Args)]
-struct AccessArgs {
-    /// Operator certificate pair NAME (NAME.crt.pem and NAME.key.pem, from `slate ca issue`).
-    #[arg(long, value_name = "NAME")]
-    identity: Option<PathBuf>,
-    /// The device's certificate fingerprint (sha256:…, from its console), instead of pinning
-    /// it on first contact.
-    #[arg(long, value_name = "sha256:HEX")]
-    fingerprint: Option<slate_core::Fingerprint>,
-    /// Known-devices file [default: $SLATE_KNOWN_DEVICES, or ~/.config/slate/known_devices].
-    #[arg(long, value_name = "FILE")]
-    known_devices: Option<PathBuf>,
-}
-
-impl AccessArgs {
-    fn access(self) -> slate_imager::push::Access {
-        slate_imager::push::Access {
-            identity: self.identity,
-            fingerprint: self.fingerprint,
-            known_devices: self.known_devices,
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum CaCommand {
-    /// Make an operator CA: NAME.crt.pem (bake it into images) and NAME.key.pem (0600, keep
-    /// it offline).
-    Init {
-        /// Base name of the files.
-        #[arg(long, value_name = "NAME")]
-        out: PathBuf,
-        /// The CA's common name.
-        #[arg(long, default_value = "Slate operator CA")]
-        name: String,
-    },
-    /// Issue an operator certificate: OUT.crt.pem and OUT.key.pem (0600).
-    Issue {
-        /// The CA pair NAME (NAME.crt.pem, NAME.key.pem).
-        #[arg(long, value_name = "NAME")]
-        ca: PathBuf,
-        /// Who it is for (the certificate's common name, shown in the device's log).
-        #[arg(long)]
-        name: String,
-        /// Days it is valid.
-        #[arg(long, default_value_t = slate_imager::ca::OPERATOR_DAYS)]
-        days: u32,
-        /// Base name of the files.
-        #[arg(long, value_name = "NAME")]
-        out: PathBuf,
-    },
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
@@ -399,35 +301,8 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Lock { target } => {
-            let (_, wanted, path, apt, _) = target.open()?;
-            eprintln!(
-                "resolving {} package(s) for {} in {} …",
-                wanted.requested.len(),
-                wanted.architecture,
-                wanted.suite
-            );
-            let lock = slate_imager::image::lock::lock(&apt, wanted, &path)?;
-            let bytes: u64 = lock.packages.iter().map(|p| p.size).sum();
-            println!(
-                "locked {} packages ({:.1} MiB of .deb files) in {}",
-                lock.packages.len(),
-                bytes as f64 / 1048576.0,
-                path.display()
-            );
-        }
-        Command::Fetch { target } => {
-            let (_, wanted, path, apt, cache) = target.open()?;
-            let lock = slate_imager::image::lock::Lock::read(&path)?;
-            lock.check_fresh(&wanted, &path)?;
-            let debs = cache.join("debs");
-            let files = slate_imager::image::lock::fetch(&apt, &lock, &debs)?;
-            println!(
-                "{} locked packages in {}, each sha256 as the lock says",
-                files.len(),
-                debs.display()
-            );
-        }
+        Command::Lock { target } => packages::lock(&target)?,
+        Command::Fetch { target } => packages::fetch(&target)?,
         Command::Flash {
             image,
             to,
@@ -492,33 +367,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", slate_imager::inspect::render_status(&s));
             }
         }
-        Command::Ca {
-            command: CaCommand::Init { out, name },
-        } => {
-            let (crt, key) = slate_imager::ca::init(&out, &name)?;
-            println!(
-                "operator CA: certificate {} (bake into images: --operators), key {} (keep it offline)",
-                crt.display(),
-                key.display()
-            );
-        }
-        Command::Ca {
-            command:
-                CaCommand::Issue {
-                    ca,
-                    name,
-                    days,
-                    out,
-                },
-        } => {
-            let (crt, key) = slate_imager::ca::issue(&ca, &name, days, &out)?;
-            println!(
-                "operator certificate for {name:?}, valid {days} days: {} and {} (use with --identity {})",
-                crt.display(),
-                key.display(),
-                out.display()
-            );
-        }
+        Command::Ca { command } => command.run()?,
         Command::Push {
             device,
             access,

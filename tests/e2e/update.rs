@@ -31,28 +31,6 @@ fn slate_agent_fw_cfg() -> &'static [u8] {
     b"opt/slate/cut-at"
 }
 
-/// Polls the status (through reboots) until the device has decided about `version`.
-fn wait_decided(vm: &slate_qemu::Vm, version: &str) -> slate_core::api::Status {
-    let started = std::time::Instant::now();
-    loop {
-        let decided = vm
-            .http("GET", slate_core::api::STATUS_ROUTE)
-            .ok()
-            .filter(|(code, _)| *code == 200)
-            .and_then(|(_, body)| serde_json::from_str::<slate_core::api::Status>(&body).ok())
-            .filter(|s| s.decided(version).is_some());
-        if let Some(s) = decided {
-            return s;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "no decision about {version}: {}",
-            vm.tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// `name` as the UTF-16LE bytes of an efivarfs file (attributes NV|BS|RT first), as octal
 /// escapes for busybox printf.
 fn efivar_text(name: &str) -> String {
@@ -217,6 +195,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     assert_eq!(installed_slot(&p.answer), Slot::A);
     // While it is on trial (its failing check is retried until 20 s after boot), a reboot
     // through the API is refused: it would spend one of the trial's tries.
+    let device = push::Device::open(&url, &acc).unwrap();
     let trial_started = std::time::Instant::now();
     loop {
         assert!(
@@ -228,16 +207,11 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
             "1.2.0 never ran on trial: {}",
             vm.tail(20)
         );
-        let on_trial = vm
-            .http("GET", slate_core::api::STATUS_ROUTE)
-            .ok()
-            .filter(|(code, _)| *code == 200)
-            .and_then(|(_, body)| serde_json::from_str::<slate_core::api::Status>(&body).ok())
-            .is_some_and(|s| {
-                s.slot == Slot::A
-                    && s.version == "1.2.0"
-                    && matches!(s.boot, slate_core::api::BootState::Trial { .. })
-            });
+        let on_trial = device.poll_status().unwrap().is_some_and(|s| {
+            s.slot == Slot::A
+                && s.version == "1.2.0"
+                && matches!(s.boot, slate_core::api::BootState::Trial { .. })
+        });
         if on_trial {
             break;
         }
@@ -253,7 +227,10 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
         "{}",
         vm.tail(10)
     );
-    let s = wait_decided(&vm, "1.2.0");
+    let s = device
+        .wait_decided("1.2.0", WAIT)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no decision about 1.2.0: {}", vm.tail(20)));
     assert_eq!(last(&s).outcome, Outcome::RolledBack, "{s:?}");
     assert!(last(&s).reason.contains("always-fails"), "{s:?}");
     vm.wait_for_after(

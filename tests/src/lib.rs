@@ -515,26 +515,25 @@ pub fn decoy_disk(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The PARTUUID of a disk image's partition.
-pub fn part_uuid(disk: &Path, label: &str) -> Result<slate_core::guid::Guid> {
+/// A disk image's partition by label, from its primary GPT.
+fn gpt_partition(disk: &Path, label: &str) -> Result<slate_core::gpt::Partition> {
     use std::io::Read;
     let mut head = vec![0u8; slate_core::gpt::PRIMARY_BYTES];
     std::fs::File::open(disk)?.read_exact(&mut head)?;
     let t = slate_core::gpt::Table::decode(&head)?;
-    Ok(t.by_name(label)
-        .with_context(|| format!("no partition labelled {label} in {}", disk.display()))?
-        .unique_guid)
+    t.by_name(label)
+        .cloned()
+        .with_context(|| format!("no partition labelled {label} in {}", disk.display()))
+}
+
+/// The PARTUUID of a disk image's partition.
+pub fn part_uuid(disk: &Path, label: &str) -> Result<slate_core::guid::Guid> {
+    Ok(gpt_partition(disk, label)?.unique_guid)
 }
 
 /// Byte offset and size of a partition, read from the disk's GPT.
 pub fn partition(disk: &Path, label: &str) -> Result<(u64, u64)> {
-    use std::io::Read;
-    let mut head = vec![0u8; 34 * 512];
-    std::fs::File::open(disk)?.read_exact(&mut head)?;
-    let t = slate_core::gpt::Table::decode(&head)?;
-    let p = t
-        .by_name(label)
-        .with_context(|| format!("no partition {label}"))?;
+    let p = gpt_partition(disk, label)?;
     Ok((p.offset(), p.size()))
 }
 

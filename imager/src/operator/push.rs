@@ -214,8 +214,23 @@ impl Device {
         serde_json::from_str(&body).with_context(|| format!("{what}: not a status: {body}"))
     }
 
+    /// Polls the status through the device's reboots until it has decided about `version`
+    /// (committed it, or rolled it back); None when `limit` passes first.
+    pub fn wait_decided(&self, version: &str, limit: Duration) -> Result<Option<Status>> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            std::thread::sleep(POLL_INTERVAL);
+            if let Some(s) = self.poll_status()? {
+                if s.decided(version).is_some() {
+                    return Ok(Some(s));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// GET /v1/status, or None while the device is down (a changed certificate is an error).
-    fn poll_status(&self) -> Result<Option<Status>> {
+    pub fn poll_status(&self) -> Result<Option<Status>> {
         let req = self
             .agent(STATUS_TIMEOUT)
             .get(&format!("{}{}", self.base, api::STATUS_ROUTE));
@@ -337,26 +352,19 @@ pub fn push(
     progress.step(format!(
         "installed {version} in slot {slot}; waiting for the device to reboot and decide"
     ));
-    let deadline = Instant::now() + limit;
     let spinner = progress.spinner("waiting for the trial boot");
-    while Instant::now() < deadline {
-        std::thread::sleep(POLL_INTERVAL);
-        let Some(s) = dev.poll_status()? else {
-            continue;
-        };
-        if s.decided(&version).is_some() {
-            spinner.finish_and_clear();
-            return Ok(Pushed {
-                answer,
-                outcome: Some(s),
-            });
-        }
-    }
+    let decided = dev.wait_decided(&version, limit);
     spinner.finish_and_clear();
-    bail!(
-        "no outcome from the device within {} s (it may still be booting)",
-        limit.as_secs()
-    )
+    match decided? {
+        Some(s) => Ok(Pushed {
+            answer,
+            outcome: Some(s),
+        }),
+        None => bail!(
+            "no outcome from the device within {} s (it may still be booting)",
+            limit.as_secs()
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ fn check_out(out: &Path, force: bool) -> Result<(), BuildError> {
 
 /// A folder the spec did not name (`boards`, `.cache/debs`): beside or above the spec, else
 /// in the source tree `slate` was built from.
-pub fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
+fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
     let candidates = [spec_dir.join("..").join(rel), spec_dir.join(rel)];
     for c in &candidates {
         if c.exists() {
@@ -138,6 +138,19 @@ pub fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
     PathBuf::from(rel)
 }
 
+/// The board a spec is built for: `name`, else the spec's `board`; from `boards`, else the
+/// default boards folder. Returns the name with the board.
+pub fn board_for(
+    spec: &LoadedSpec,
+    name: Option<&str>,
+    boards: Option<&Path>,
+) -> Result<(String, LoadedBoard), BuildError> {
+    let name = name.map_or_else(|| spec.spec.board.clone(), str::to_string);
+    let dir = boards.map_or_else(|| default_dir(&spec.dir, "boards"), Path::to_path_buf);
+    let board = LoadedBoard::load(&dir, &name)?;
+    Ok((name, board))
+}
+
 /// Runs a whole build.
 pub fn build(opts: &BuildOptions) -> Result<Report> {
     let progress = Progress::new(opts.quiet);
@@ -148,15 +161,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         .version
         .clone()
         .unwrap_or_else(|| spec.spec.version.clone());
-    let board_name = opts
-        .board
-        .clone()
-        .unwrap_or_else(|| spec.spec.board.clone());
-    let boards_dir = opts
-        .boards
-        .clone()
-        .unwrap_or_else(|| default_dir(&spec.dir, "boards"));
-    let board = LoadedBoard::load(&boards_dir, &board_name)?;
+    let (board_name, board) = board_for(&spec, opts.board.as_deref(), opts.boards.as_deref())?;
     check_out(&opts.out, opts.force)?;
     let epoch = epoch()?;
     let trust = opts
