@@ -21,7 +21,7 @@ pub mod operator;
 pub mod progress;
 
 pub use image::{
-    agentbin, bmap, board, build, cache, compose, cpio, deb, disk, esp, ext4, hashing, kernel,
-    kmod, provenance, spec, squashfs, timings, tools, tree,
+    agentbin, apt, bmap, board, build, cache, compose, cpio, deb, debroot, disk, esp, ext4,
+    hashing, kernel, kmod, lock, provenance, spec, squashfs, timings, tools, tree,
 };
 pub use operator::{bundle, ca, flash, inspect, keys, push, tls};

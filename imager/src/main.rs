@@ -56,9 +56,14 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
-        /// Deb cache folder [default: .cache/debs of the source tree].
+        /// Deb cache folder of the board's kernel and boot loader [default: .cache/debs of the
+        /// source tree].
         #[arg(long, value_name = "DIR")]
         debs: Option<PathBuf>,
+        /// Cache `slate fetch` filled with the lock's packages [default: ~/.cache/slate, or
+        /// .cache/slate of the Slate source tree for a spec inside it].
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
         /// Boards folder [default: boards/ of the source tree].
         #[arg(long, value_name = "DIR")]
         boards: Option<PathBuf>,
@@ -257,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             force,
             quiet,
             debs,
+            cache,
             boards,
             agent_dir,
             trust,
@@ -280,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 quiet,
                 debs,
+                cache,
                 boards,
                 agent_dir,
                 trust,

@@ -16,7 +16,8 @@ pub struct SpecTarget {
     /// Boards folder [default: boards/ beside the spec, or of the source tree].
     #[arg(long, value_name = "DIR")]
     boards: Option<PathBuf>,
-    /// Cache folder for apt's lists and the .deb files [default: ~/.cache/slate].
+    /// Cache folder for apt's lists and the .deb files [default: ~/.cache/slate, or
+    /// .cache/slate of the Slate source tree for a spec inside it].
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
 }
@@ -36,7 +37,7 @@ impl SpecTarget {
         let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
         let cache = match &self.cache {
             Some(c) => c.clone(),
-            None => lock::default_cache()?,
+            None => lock::default_cache_for(&spec)?,
         };
         let apt = Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
         Ok(Target {

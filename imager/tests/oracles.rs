@@ -134,11 +134,14 @@ fn unsquashfs_lists_exactly_the_tree_the_spec_asked_for() {
     };
     let expected: Vec<(&str, &str, &str, Option<&str>)> = vec![
         ("/", "drwxr-xr-x", "0/0", None),
-        // From the package (only the path asked for), with the package's mode.
-        ("/bin", "drwxr-xr-x", "0/0", None),
-        ("/bin/busybox", "-rwxr-xr-x", "0/0", None),
-        ("/bin/sh", "lrwxrwxrwx", "0/0", Some("busybox")),
-        ("/bin/ls", "lrwxrwxrwx", "0/0", Some("busybox")),
+        // Merged-/usr, as Debian 12 lays out a root.
+        ("/bin", "lrwxrwxrwx", "0/0", Some("usr/bin")),
+        ("/sbin", "lrwxrwxrwx", "0/0", Some("usr/sbin")),
+        ("/lib", "lrwxrwxrwx", "0/0", Some("usr/lib")),
+        // From the package (only the path asked for), with the package's mode, under /usr.
+        ("/usr/bin/busybox", "-rwxr-xr-x", "0/0", None),
+        ("/usr/bin/sh", "lrwxrwxrwx", "0/0", Some("busybox")),
+        ("/usr/bin/ls", "lrwxrwxrwx", "0/0", Some("busybox")),
         // From the overlay.
         ("/etc", "drwxr-xr-x", "0/0", None),
         ("/etc/app", "drwxr-xr-x", "0/0", None),

@@ -87,6 +87,8 @@ fn building_needs_no_root() {
         .arg(work.join("data/boards"))
         .arg("--debs")
         .arg(work.join("debs"))
+        .arg("--cache")
+        .arg(workspace().join(".cache/slate"))
         .arg("--agent-dir")
         .arg(work.join("agent"))
         .env("HOME", work);

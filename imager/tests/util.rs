@@ -67,6 +67,8 @@ pub fn build_cmd_with_debs(spec: &Path, out: &Path, cache: &Path) -> Command {
         .arg(data().join("boards"))
         .arg("--debs")
         .arg(cache)
+        .arg("--cache")
+        .arg(workspace().join(".cache/slate"))
         .arg("--agent-dir")
         .arg(agent_dir());
     c

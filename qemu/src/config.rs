@@ -17,6 +17,9 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Guest TCP port to forward from a free 127.0.0.1 port (the agent's).
     pub guest_port: Option<u16>,
+    /// More guest TCP ports to forward (an application's, such as a web server's port 80);
+    /// [`crate::Vm::forwarded`] gives the host port of each.
+    pub extra_ports: Vec<u16>,
     /// `opt/slate/<key>` fw_cfg strings.
     pub fw_cfg: Vec<(String, String)>,
     /// Add an i6300esb watchdog that resets the guest.
@@ -47,6 +50,7 @@ impl VmConfig {
             work_dir: work_dir.to_path_buf(),
             memory_mib: 512,
             guest_port: Some(8080),
+            extra_ports: Vec::new(),
             fw_cfg: Vec::new(),
             watchdog: true,
             no_reboot: false,

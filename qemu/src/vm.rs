@@ -23,6 +23,7 @@ pub struct Vm {
     serial: Serial,
     stderr: std::sync::Arc<Mutex<String>>,
     host_port: Option<u16>,
+    extra_ports: Vec<(u16, u16)>,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     accel: Accel,
     log: PathBuf,
@@ -104,6 +105,11 @@ impl Vm {
             let _ = std::fs::remove_file(m);
         }
         let host_port = cfg.guest_port.map(|_| free_port()).transpose()?;
+        let extra_ports = cfg
+            .extra_ports
+            .iter()
+            .map(|&guest| Ok((guest, free_port()?)))
+            .collect::<Result<Vec<_>>>()?;
         let nbd = match cfg.volatile_cache {
             Some(loss) => Some((
                 crate::nbd::NbdDisk::serve(&cfg.disk, &cfg.work_dir.join("disk.sock"))?,
@@ -163,11 +169,12 @@ impl Vm {
             cmd.args(["-cpu", "host"]);
         }
         if let (Some(guest), Some(host)) = (cfg.guest_port, host_port) {
-            cmd.args([
-                "-netdev",
-                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host}-:{guest}"),
-            ])
-            .args(["-device", "virtio-net-pci,netdev=n0"]);
+            let mut netdev = format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+            for (guest, host) in &extra_ports {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            }
+            cmd.args(["-netdev", &netdev])
+                .args(["-device", "virtio-net-pci,netdev=n0"]);
         }
         if cfg.watchdog {
             cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
@@ -231,6 +238,7 @@ impl Vm {
             serial,
             stderr,
             host_port,
+            extra_ports,
             tls: cfg.tls.clone(),
             accel,
             log,
@@ -459,6 +467,13 @@ impl Vm {
     /// Forwarded loopback port of the agent.
     pub fn host_port(&self) -> Option<u16> {
         self.host_port
+    }
+
+    /// The host port forwarded to one of [`VmConfig::extra_ports`].
+    pub fn forwarded(&self, guest: u16) -> Option<u16> {
+        self.extra_ports
+            .iter()
+            .find_map(|&(g, host)| (g == guest).then_some(host))
     }
 
     /// The TLS client configuration the VM's requests use (None: plain HTTP).

@@ -2,6 +2,7 @@
 //! QEMU. One module per scenario; every failure message carries the serial log path.
 #![allow(clippy::unwrap_used)]
 
+mod apps;
 mod boot;
 mod gauntlet;
 mod hostile;

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod apps;
 pub mod corpus;
 mod operator;
 
@@ -222,6 +223,7 @@ fn image_built(
         force: true,
         quiet: true,
         debs: Some(workspace().join(".cache/debs")),
+        cache: Some(workspace().join(".cache/slate")),
         boards: Some(workspace().join("boards")),
         agent_dir: Some(agent_dir_for(hooks).to_path_buf()),
         trust: Some(keys().trust_file.clone()),

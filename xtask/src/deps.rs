@@ -1,5 +1,6 @@
-//! `cargo xtask deps`: Debian packages into `.cache/debs` (with an index of resolved name,
-//! version and sha256) and the host tools the build and the tests use.
+//! `cargo xtask deps`: the boards' kernel and boot loader packages into `.cache/debs` (with an
+//! index of resolved name, version and sha256), the repository specs' locked packages into
+//! `.cache/slate` (`slate lock`/`slate fetch`), and the host tools the build and the tests use.
 //!
 //! Nothing is hard-coded about versions: `linux-image-amd64` is resolved through apt to the
 //! versioned kernel package of the day, so Debian's security updates flow in.
@@ -100,9 +101,63 @@ fn wanted_packages() -> Result<BTreeSet<String>> {
             names.insert(b.board.bootloader_package.clone());
         }
     }
-    let spec = slate_imager::spec::LoadedSpec::load(&root().join("rootfs/image.toml"))?;
-    names.extend(spec.spec.packages.iter().map(|p| p.name.clone()));
     Ok(names)
+}
+
+/// The repository's own specs with their boards folders: the demo, the examples and the
+/// imager tests' spec. Their root packages come through `image.lock` like a user's.
+pub fn repo_specs() -> Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
+    let mut specs = vec![
+        (root().join("rootfs/image.toml"), root().join("boards")),
+        (
+            root().join("imager/tests/data/spec/image.toml"),
+            root().join("imager/tests/data/boards"),
+        ),
+    ];
+    let mut examples: Vec<_> = std::fs::read_dir(root().join("examples"))?
+        .flatten()
+        .map(|e| e.path().join("image.toml"))
+        .filter(|p| p.is_file())
+        .collect();
+    examples.sort();
+    specs.extend(examples.into_iter().map(|p| (p, root().join("boards"))));
+    Ok(specs)
+}
+
+/// Where the repository keeps what `slate fetch` downloads for its own specs.
+pub fn lock_cache() -> std::path::PathBuf {
+    root().join(".cache/slate")
+}
+
+/// `slate fetch` for every repository spec; `slate lock` first where the lock is missing or
+/// stale, or where the archive no longer has a locked version (Debian keeps only the newest of
+/// a suite, so a committed lock ages: it is locked again, and the change shows in `git diff`).
+fn fetch_locked() -> Result<()> {
+    use slate_imager::image::{apt::Apt, build, lock, spec::LoadedSpec};
+    let cache = lock_cache();
+    for (spec_path, boards) in repo_specs()? {
+        let spec = LoadedSpec::load(&spec_path)?;
+        if spec.spec.packages.is_empty() {
+            continue;
+        }
+        let (_, board) = build::board_for(&spec, None, Some(&boards))?;
+        let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
+        let apt = Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
+        let current = lock::Lock::read(&path)
+            .ok()
+            .filter(|l| l.check_fresh(&wanted, &path).is_ok());
+        let fetched = match &current {
+            Some(l) => lock::fetch(&apt, l, &cache.join("debs")).map(|_| ()),
+            None => Err(anyhow::anyhow!("no fresh lock")),
+        };
+        if let Err(e) = fetched {
+            eprintln!("deps: locking {} again ({e:#})", spec_path.display());
+            let l = lock::lock(&apt, wanted, &path)?;
+            lock::fetch(&apt, &l, &cache.join("debs"))?;
+        }
+        eprintln!("deps: {} fetched", path.display());
+    }
+    Ok(())
 }
 
 fn fetch(cache: &Path) -> Result<()> {
@@ -222,6 +277,7 @@ pub fn deps(no_tools: bool) -> Result<()> {
     }
     let cache = root().join(".cache/debs");
     fetch(&cache)?;
-    eprintln!("deps: packages in {} (index {INDEX})", cache.display());
+    eprintln!("deps: board packages in {} (index {INDEX})", cache.display());
+    fetch_locked()?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Composes the two trees of an image: the root filesystem and the initramfs.
 //!
-//! Root layers, later ones winning: packages, overlays, spec files, folders, links, then what
+//! Root layers, later ones winning: the lock's packages (merged-/usr, alternatives links),
+//! overlays, spec files, folders, links, then what
 //! Slate generates (device config under `/etc/slate`, `os-release`, the device binaries and
 //! the provenance). The initramfs holds only `/init` (slate-init), `/dev/console`, the board's
 //! modules with their dependencies, and the list of modules in load order.
@@ -8,6 +9,7 @@
 use crate::agentbin::AgentBinaries;
 use crate::board::Board;
 use crate::deb::{self, EntryKind};
+use crate::debroot::{self, LockedDeb};
 use crate::error::BuildError;
 use crate::kernel::Kernel;
 use crate::provenance::{FileUsed, Provenance};
@@ -135,8 +137,8 @@ pub struct RootInputs<'a> {
     pub version: &'a Version,
     /// Board.
     pub board: &'a Board,
-    /// Package bytes for each spec package, in spec order: (record name, bytes).
-    pub packages: &'a [(String, Vec<u8>)],
+    /// The lock's packages (the spec's and their dependencies), read and checked.
+    pub packages: &'a [LockedDeb],
     /// Device binaries.
     pub agent: &'a AgentBinaries,
     /// Trust file on the host, if any.
@@ -151,9 +153,25 @@ pub struct RootInputs<'a> {
 /// provenance file itself once all inputs are known.
 pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     let spec = &inputs.spec.spec;
-    let mut tree = Tree::default();
-    for (pkg, (name, bytes)) in spec.packages.iter().zip(inputs.packages) {
-        add_package(&mut tree, bytes, name, &pkg.paths)?;
+    let mut tree = Tree::merged_usr();
+    for deb in inputs.packages {
+        // A spec package may keep only some of its paths; dependencies come whole.
+        let only = spec
+            .packages
+            .iter()
+            .find(|p| p.name == deb.pkg.name)
+            .map_or(&[][..], |p| &p.paths[..]);
+        let what = format!("{} {}", deb.pkg.name, deb.pkg.version);
+        add_package(&mut tree, &deb.bytes, &what, only)?;
+    }
+    for alt in debroot::alternatives(inputs.packages) {
+        let link = ImagePath::new(&alt.link)
+            .map_err(|why| anyhow::anyhow!("alternative {}: {why}", alt.name))?;
+        // Only where the chosen file is in the root (a spec may keep part of a package).
+        let chosen = ImagePath::new(&alt.path).ok();
+        if chosen.is_some_and(|p| tree.get(p.rel()).is_some()) {
+            tree.insert(&link, Node::symlink(&alt.path))?;
+        }
     }
     for overlay in &spec.overlays {
         let host = inputs.spec.resolve(overlay);

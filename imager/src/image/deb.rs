@@ -13,6 +13,7 @@ use crate::error::{parse_toml, BuildError};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -126,6 +127,48 @@ pub struct DebEntry {
     pub gid: u32,
 }
 
+/// A decompressing reader for a `.deb` member named `<stem>.tar[.xz|.zst]`.
+fn tar_reader<'a>(id: &str, member: impl Read + 'a, what: &str) -> Result<Box<dyn Read + 'a>> {
+    Ok(match id.rsplit_once(".tar").map_or("", |(_, ext)| ext) {
+        ".xz" => Box::new(xz2::read::XzDecoder::new(member)),
+        ".zst" => Box::new(zstd::Decoder::new(member)?),
+        "" => Box::new(member),
+        _ => bail!("{what}: {id} uses a compression Slate does not read (xz, zstd or none)"),
+    })
+}
+
+/// The files of the package's `control.tar.*` (`control`, `conffiles`, `postinst`, …) by
+/// name: what dpkg would have read or run, for the imager to act on or warn about.
+pub fn control_files(deb: &[u8], what: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut ar = ar::Archive::new(deb);
+    while let Some(member) = ar.next_entry() {
+        let member = member.with_context(|| format!("{what}: not a valid .deb (ar archive)"))?;
+        let id = String::from_utf8_lossy(member.header().identifier()).into_owned();
+        if !id.starts_with("control.tar") {
+            continue;
+        }
+        let mut tar = tar::Archive::new(tar_reader(&id, member, what)?);
+        let mut files = BTreeMap::new();
+        for entry in tar
+            .entries()
+            .with_context(|| format!("{what}: reading {id}"))?
+        {
+            let mut entry = entry.with_context(|| format!("{what}: reading {id}"))?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("{what}: reading {id}/{name}"))?;
+            files.insert(name, bytes);
+        }
+        return Ok(files);
+    }
+    bail!("{what}: no control.tar member; is it a .deb?")
+}
+
 /// Calls `f` for every entry of the package's `data.tar.*`, with a reader for file contents.
 pub fn for_each_entry(
     deb: &[u8],
@@ -139,15 +182,7 @@ pub fn for_each_entry(
         if !id.starts_with("data.tar") {
             continue;
         }
-        let reader: Box<dyn Read> = match id.as_str() {
-            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(member)),
-            "data.tar.zst" => Box::new(zstd::Decoder::new(member)?),
-            "data.tar" => Box::new(member),
-            other => {
-                bail!("{what}: {other} uses a compression Slate does not read (xz, zstd or none)")
-            }
-        };
-        let mut tar = tar::Archive::new(reader);
+        let mut tar = tar::Archive::new(tar_reader(&id, member, what)?);
         for entry in tar
             .entries()
             .with_context(|| format!("{what}: reading {id}"))?

@@ -184,6 +184,19 @@ pub fn default_cache() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/slate"))
 }
 
+/// The cache for a spec's packages when none is given: the source tree's `.cache/slate` for a
+/// spec inside the Slate source tree (its demo and examples, built by `cargo xtask`), else
+/// [`default_cache`]. `slate lock`, `slate fetch` and `slate build` agree on it.
+pub fn default_cache_for(spec: &super::spec::LoadedSpec) -> Result<PathBuf> {
+    let spec_dir = std::fs::canonicalize(&spec.dir).unwrap_or_else(|_| spec.dir.clone());
+    match super::agentbin::find_workspace() {
+        Some(ws) if spec_dir.starts_with(std::fs::canonicalize(&ws).unwrap_or(ws.clone())) => {
+            Ok(ws.join(".cache/slate"))
+        }
+        _ => default_cache(),
+    }
+}
+
 /// The lock a spec needs for a board, and where it lives (beside the spec).
 pub fn wanted_by(
     spec: &super::spec::LoadedSpec,

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod compose;
 pub mod cpio;
 pub mod deb;
+pub mod debroot;
 pub mod debver;
 pub mod disk;
 pub mod esp;

@@ -105,25 +105,83 @@ impl Node {
     }
 }
 
+/// The top-level folders Debian 12 keeps under `/usr` (merged-/usr): `/bin` is a link to
+/// `usr/bin`, and a package's `/bin/sh` lands in `/usr/bin/sh`.
+pub const MERGED_USR: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
 /// A whole tree keyed by path (without the leading `/`; "" is the root).
 #[derive(Debug, Clone)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    merged_usr: bool,
 }
 
 impl Default for Tree {
     fn default() -> Tree {
         let mut nodes = BTreeMap::new();
         nodes.insert(String::new(), Node::dir(0o755));
-        Tree { nodes }
+        Tree {
+            nodes,
+            merged_usr: false,
+        }
     }
 }
 
 impl Tree {
+    /// A root laid out as Debian 12 expects (merged-/usr): every path under one of
+    /// [`MERGED_USR`] is stored under `/usr`, and those folders are links into it. Packages
+    /// built for a merged system and specs written with `/bin/…` paths then agree on one file.
+    pub fn merged_usr() -> Tree {
+        let mut t = Tree {
+            merged_usr: true,
+            ..Tree::default()
+        };
+        t.nodes.insert("usr".into(), Node::dir(0o755));
+        for top in ["bin", "sbin", "lib"] {
+            t.link_to_usr(top);
+        }
+        t
+    }
+
+    /// Adds the link `/<top>` → `usr/<top>` (the others of [`MERGED_USR`] appear only when
+    /// something is stored there, so no link dangles).
+    fn link_to_usr(&mut self, top: &str) {
+        self.nodes
+            .entry(top.to_string())
+            .or_insert_with(|| Node::symlink(&format!("usr/{top}")));
+    }
+
+    /// Where `rel` is stored: under `/usr` for a merged-/usr folder of a merged tree.
+    fn place(&self, rel: &str) -> String {
+        if self.merged_usr {
+            let top = rel.split('/').next().unwrap_or("");
+            if MERGED_USR.contains(&top) {
+                return format!("usr/{rel}");
+            }
+        }
+        rel.to_string()
+    }
+
     /// Puts `node` at `path`, creating missing parents. A folder over a folder keeps the
     /// children and takes the new mode; anything over a folder, or a folder over a non-folder,
     /// is a conflict.
     pub fn insert(&mut self, path: &ImagePath, node: Node) -> Result<(), BuildError> {
+        let placed;
+        let path = if self.merged_usr {
+            let top = path.rel().split('/').next().unwrap_or("");
+            if MERGED_USR.contains(&top) {
+                self.link_to_usr(top);
+            }
+            placed = ImagePath::new(&self.place(path.rel())).map_err(|why| {
+                BuildError::TreeConflict {
+                    path: path.to_string(),
+                    why,
+                }
+            })?;
+            &placed
+        } else {
+            path
+        };
         self.ensure_parents(path)?;
         let key = path.rel().to_string();
         match (self.nodes.get(&key).map(|n| &n.kind), &node.kind) {
@@ -178,9 +236,10 @@ impl Tree {
         Ok(())
     }
 
-    /// Looks a node up.
+    /// Looks a node up (`path` without the leading `/`; `bin/sh` finds `usr/bin/sh` in a
+    /// merged tree).
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(&self.place(path))
     }
 
     /// All nodes, parents before children.
@@ -228,6 +287,31 @@ mod tests {
         t.insert(&p("/a"), Node::dir(0o700)).unwrap();
         assert_eq!(t.get("a").unwrap().mode, 0o700);
         assert!(t.get("a/b/c").is_some());
+    }
+
+    #[test]
+    fn a_merged_tree_keeps_bin_and_lib_under_usr() {
+        let mut t = Tree::merged_usr();
+        t.insert(&p("/bin/busybox"), Node::bytes("bb", 0o755)).unwrap();
+        t.insert(&p("/bin"), Node::dir(0o755)).unwrap();
+        t.insert(&p("/lib64/ld.so"), Node::symlink("/lib/x/ld.so"))
+            .unwrap();
+        t.insert(&p("/usr/bin/sh"), Node::symlink("busybox")).unwrap();
+        t.insert(&p("/binaries/x"), Node::bytes("x", 0o644)).unwrap();
+        assert!(matches!(t.get("usr/bin/busybox").unwrap().kind, Kind::File(_)));
+        assert!(matches!(t.get("bin/busybox").unwrap().kind, Kind::File(_)));
+        assert!(t.get("usr/lib64/ld.so").is_some());
+        assert!(t.get("binaries/x").is_some(), "only whole components are merged");
+        let links: Vec<_> = t
+            .iter()
+            .filter_map(|(k, n)| match &n.kind {
+                Kind::Symlink(target) if !k.contains('/') => Some((k.clone(), target.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(links.contains(&("bin".into(), "usr/bin".into())), "{links:?}");
+        assert!(links.contains(&("lib64".into(), "usr/lib64".into())));
+        assert!(matches!(t.get("usr/bin").unwrap().kind, Kind::Dir));
     }
 
     #[test]

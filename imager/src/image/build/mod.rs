@@ -30,6 +30,8 @@ use crate::agentbin;
 use crate::board::LoadedBoard;
 use crate::compose::{self, RootInputs};
 use crate::deb::DebCache;
+use crate::debroot::{self, LockedDeb};
+use crate::lock::{self, Lock};
 use crate::error::BuildError;
 use crate::kernel;
 use crate::progress::Progress;
@@ -37,7 +39,7 @@ use crate::provenance::{sha256_hex, DebUsed, Provenance};
 use crate::spec::LoadedSpec;
 use crate::timings::Timings;
 use crate::tools;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::layout;
 use slate_core::Version;
@@ -67,8 +69,12 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Print each stage's wall and CPU time when done (`--timings`).
     pub timings: bool,
-    /// Deb cache folder (default: `.cache/debs` of the workspace).
+    /// Deb cache folder of the board's kernel and boot loader (default: `.cache/debs` of the
+    /// workspace).
     pub debs: Option<PathBuf>,
+    /// Cache `slate fetch` filled with the lock's packages (default:
+    /// [`lock::default_cache_for`]).
+    pub cache: Option<PathBuf>,
     /// Boards folder (default: `boards/` beside the spec's folder, or of the workspace).
     pub boards: Option<PathBuf>,
     /// Folder with prebuilt `slate-init` and `slated`.
@@ -149,6 +155,35 @@ pub fn board_for(
     let dir = boards.map_or_else(|| default_dir(&spec.dir, "boards"), Path::to_path_buf);
     let board = LoadedBoard::load(&dir, &name)?;
     Ok((name, board))
+}
+
+/// The root's packages: exactly those of the lock beside the spec, from the cache `slate fetch`
+/// filled. A spec without packages needs no lock.
+fn locked_packages(
+    spec: &LoadedSpec,
+    board: &LoadedBoard,
+    cache: Option<&Path>,
+) -> Result<Vec<LockedDeb>> {
+    if spec.spec.packages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (wanted, path) = lock::wanted_by(spec, board.board.arch);
+    if !path.is_file() {
+        bail!(
+            "{} has packages but no lock beside it ({}): run `slate lock --spec {}` and then `slate fetch --spec {}`",
+            spec.path.display(),
+            path.display(),
+            spec.path.display(),
+            spec.path.display()
+        );
+    }
+    let lock = Lock::read(&path)?;
+    lock.check_fresh(&wanted, &path)?;
+    let cache = match cache {
+        Some(c) => c.to_path_buf(),
+        None => lock::default_cache_for(spec)?,
+    };
+    debroot::load(&lock, &cache.join("debs"), &spec.path)
 }
 
 /// Runs a whole build.
@@ -236,9 +271,17 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     };
     let kernel_deb = read_deb(&board.board.kernel_package, "kernel")?;
     let boot_deb = read_deb(&board.board.bootloader_package, "bootloader")?;
-    let mut packages = Vec::new();
-    for p in &spec.spec.packages {
-        packages.push((p.name.clone(), read_deb(&p.name, "rootfs")?));
+    let packages = locked_packages(&spec, &board, opts.cache.as_deref())?;
+    for d in &packages {
+        prov.debs.push(DebUsed {
+            name: d.pkg.name.clone(),
+            version: d.pkg.version.clone(),
+            role: "rootfs".into(),
+            sha256: d.pkg.sha256.clone(),
+        });
+    }
+    for w in debroot::script_warnings(&packages) {
+        eprintln!("warning: {w}");
     }
     let agent = agentbin::locate(opts.agent_dir.as_deref(), progress)?;
     prov.tools = BTreeMap::from([
