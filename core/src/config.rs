@@ -104,6 +104,12 @@ pub struct InitConfig {
     /// Log levels and the size cap of `/data/slate/log/`.
     #[serde(default)]
     pub log: LogConfig,
+    /// Configuration files (absolute, under `/etc`, never `/etc/slate`) that a device may
+    /// replace with its own copy in `/data/etc`: stage 2 binds each one present there
+    /// read-only over the image's, so a device keeps its settings across updates while the
+    /// root stays the verified image.
+    #[serde(default)]
+    pub etc_overrides: Vec<String>,
 }
 
 /// How much the device logs, and how much of it it keeps on `/data`.

@@ -39,6 +39,15 @@ pub enum BuildError {
         /// Why it is refused.
         why: String,
     },
+    /// The spec's `image.lock` is missing, unreadable or made for something else, or the cache
+    /// lacks a locked file: the message says which of `slate lock`/`slate fetch` to run.
+    #[error("{path}: {why}")]
+    Lock {
+        /// The lock (or the cached file).
+        path: PathBuf,
+        /// What is wrong and what to run.
+        why: String,
+    },
     /// A source file or folder named by the spec does not exist.
     #[error(
         "{field} names {path}, which does not exist (paths are relative to the spec's folder)"

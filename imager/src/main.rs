@@ -36,7 +36,8 @@ enum Command {
     /// Build a disk image and its parts from an image spec.
     ///
     /// Writes rootfs.img, vmlinuz, initrd.img, disk.img, disk.img.bmap and build.toml into OUT.
-    /// Needs no root. Packages come from the deb cache filled by `cargo xtask deps`.
+    /// Needs no root. The root's packages come from image.lock beside the spec and the cache
+    /// `slate fetch` fills; the board's kernel and boot loader from `cargo xtask deps`.
     Build {
         /// Image spec (TOML).
         #[arg(long, default_value = "rootfs/image.toml")]

@@ -13,9 +13,49 @@ fn spec_with(dir: &Path, text: &str) -> std::path::PathBuf {
         .arg("-a")
         .arg(data().join("spec/files"))
         .arg(dir.join("files")));
+    std::fs::copy(data().join("spec/image.lock"), dir.join("image.lock")).unwrap();
     let p = dir.join("image.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+#[test]
+fn a_missing_or_stale_lock_says_what_to_run() {
+    let tmp = tempdir();
+    let spec = spec_with(tmp.path(), &base_spec());
+    let out = tmp.path().join("out");
+    let lock = tmp.path().join("image.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    for (what, edited, expected) in [
+        (
+            "another architecture",
+            text.replace(
+                "architecture = \"amd64\"\nsources",
+                "architecture = \"arm64\"\nsources",
+            ),
+            "is stale: it is for architecture arm64, the board needs amd64; run `slate lock",
+        ),
+        (
+            "another suite",
+            text.replacen("suite = \"bookworm\"", "suite = \"trixie\"", 1),
+            "is stale: it is for suite trixie, the spec names bookworm; run `slate lock",
+        ),
+    ] {
+        assert_ne!(edited, text, "{what}: the edit did not apply");
+        std::fs::write(&lock, &edited).unwrap();
+        let (code, err) = fails(&mut build_cmd(&spec, &out));
+        assert_eq!(code, 3, "{what}: {err}");
+        assert!(err.contains(expected), "{what}: {err}");
+        assert_nothing_written(&out);
+    }
+    std::fs::remove_file(&lock).unwrap();
+    let (code, err) = fails(&mut build_cmd(&spec, &out));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("image.lock: missing:") && err.contains("run `slate lock --spec"),
+        "{err}"
+    );
+    assert_nothing_written(&out);
 }
 
 fn base_spec() -> String {

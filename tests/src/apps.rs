@@ -71,15 +71,19 @@ pub fn build_app(spec: &Path, version: &str, name: &str) -> Image {
         allow: build::policy::Allow::default(),
         security_epoch: 0,
     };
-    let report = build::build(&opts)
-        .unwrap_or_else(|e| panic!("building {}: {e:#}", spec.display()));
+    let report =
+        build::build(&opts).unwrap_or_else(|e| panic!("building {}: {e:#}", spec.display()));
     Image { dir: out, report }
 }
 
 /// `path` inside an extracted root, with every link followed inside `root` (an absolute link
 /// target is taken from `root`, as the device's loader sees it). None when it does not exist.
 pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut parts: Vec<String> = path.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+    let mut parts: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect();
     parts.reverse();
     let mut at: Vec<String> = Vec::new();
     let mut hops = 0;
@@ -99,11 +103,20 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
             if hops > 40 {
                 return None;
             }
-            let target = std::fs::read_link(&host).ok()?.to_string_lossy().into_owned();
+            let target = std::fs::read_link(&host)
+                .ok()?
+                .to_string_lossy()
+                .into_owned();
             if target.starts_with('/') {
                 at.clear();
             }
-            parts.extend(target.split('/').filter(|c| !c.is_empty()).rev().map(String::from));
+            parts.extend(
+                target
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                    .map(String::from),
+            );
         } else {
             at.push(c);
         }
@@ -129,7 +142,10 @@ fn elf_needs(file: &Path) -> (Option<String>, Vec<String>) {
     let needed = run("-d")
         .lines()
         .filter(|l| l.contains("(NEEDED)"))
-        .filter_map(|l| l.split_once("Shared library: [").map(|(_, r)| r.trim_end_matches(']').to_string()))
+        .filter_map(|l| {
+            l.split_once("Shared library: [")
+                .map(|(_, r)| r.trim_end_matches(']').to_string())
+        })
         .collect();
     (interp, needed)
 }
@@ -178,4 +194,79 @@ pub fn missing_libraries(root: &Path, binaries: &[&str]) -> (Vec<String>, Vec<Pa
         }
     }
     (missing, found)
+}
+
+/// Puts `bytes` at `rel` (such as `etc/nginx/nginx.conf`) in the `data` partition of `disk`,
+/// creating its folders, as a device's own configuration would be there: the partition is
+/// copied out, written with e2fsprogs' `debugfs`, read back with it, and copied in again.
+pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
+    let (offset, len) = crate::partition(disk, "data").expect("data partition");
+    assert_eq!((offset | len) % (1 << 20), 0, "data is MiB-aligned");
+    let tmp = tempfile::tempdir().unwrap();
+    let part = tmp.path().join("data.ext4");
+    let dd = |args: &[String]| {
+        let ok = Command::new("dd")
+            .args(args)
+            .arg("status=none")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "dd {args:?}");
+    };
+    dd(&[
+        format!("if={}", disk.display()),
+        format!("of={}", part.display()),
+        "bs=1M".into(),
+        format!("skip={}", offset >> 20),
+        format!("count={}", len >> 20),
+    ]);
+    let host = tmp.path().join("file");
+    std::fs::write(&host, bytes).unwrap();
+    let mut script = String::new();
+    let mut dir = String::new();
+    for c in rel
+        .split('/')
+        .collect::<Vec<_>>()
+        .split_last()
+        .map_or(&[][..], |(_, d)| d)
+    {
+        dir.push('/');
+        dir.push_str(c);
+        script.push_str(&format!("mkdir {dir}\n"));
+    }
+    script.push_str(&format!(
+        "write {} /{rel}\nsif /{rel} mode 0100644\n",
+        host.display()
+    ));
+    let cmds = tmp.path().join("cmds");
+    std::fs::write(&cmds, script).unwrap();
+    let ok = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "debugfs: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let back = Command::new("debugfs")
+        .args(["-R", &format!("cat /{rel}")])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert_eq!(
+        back.stdout,
+        bytes,
+        "debugfs did not write /{rel}: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    dd(&[
+        format!("if={}", part.display()),
+        format!("of={}", disk.display()),
+        "bs=1M".into(),
+        format!("seek={}", offset >> 20),
+        "conv=notrunc".into(),
+    ]);
 }

@@ -277,7 +277,10 @@ pub fn deps(no_tools: bool) -> Result<()> {
     }
     let cache = root().join(".cache/debs");
     fetch(&cache)?;
-    eprintln!("deps: board packages in {} (index {INDEX})", cache.display());
+    eprintln!(
+        "deps: board packages in {} (index {INDEX})",
+        cache.display()
+    );
     fetch_locked()?;
     Ok(())
 }

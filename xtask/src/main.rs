@@ -9,6 +9,7 @@ mod deps;
 mod fuzz;
 mod gauntlet;
 mod images;
+mod install;
 mod qemu;
 mod soak;
 mod timeline;
@@ -64,6 +65,17 @@ enum Cmd {
         /// With --headless: seconds to wait.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Also forward this guest TCP port to a free port on 127.0.0.1 (an application's,
+        /// such as the nginx example's 80); repeatable. The host port is printed.
+        #[arg(long, value_name = "PORT")]
+        forward: Vec<u16>,
+    },
+    /// Install `slate`, the static device binaries and the boards under a prefix, so `slate
+    /// build` works outside the source tree.
+    Install {
+        /// Prefix: bin/slate, lib/slate/, share/slate/boards/.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
     },
     /// Fuzz every parser that takes outside input (cargo fuzz, nightly).
     Fuzz {
@@ -298,6 +310,7 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::Install { prefix } => install::install(&prefix),
         Cmd::Gauntlet {
             full,
             random,
@@ -313,7 +326,18 @@ fn main() -> Result<()> {
             headless,
             until,
             timeout,
-        } => qemu::qemu(&spec, &board, rebuild, headless, until.as_deref(), timeout),
+            forward,
+        } => qemu::qemu(
+            &spec,
+            &board,
+            qemu::Run {
+                rebuild,
+                headless,
+                until: until.as_deref(),
+                timeout,
+                forward: &forward,
+            },
+        ),
         Cmd::Bench { what, mib, rounds } => bench::bench(&what, mib, rounds),
     }
 }

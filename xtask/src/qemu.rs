@@ -5,15 +5,29 @@ use slate_qemu::Vm;
 use std::path::Path;
 use std::time::Duration;
 
+/// How `cargo xtask qemu` runs the machine.
+pub struct Run<'a> {
+    /// Rebuild the image even if it looks fresh.
+    pub rebuild: bool,
+    /// No terminal: wait for a marker, print timings, power off.
+    pub headless: bool,
+    /// With `headless`: the marker to wait for.
+    pub until: Option<&'a str>,
+    /// With `headless`: seconds to wait.
+    pub timeout: u64,
+    /// Guest ports to forward besides the agent's.
+    pub forward: &'a [u16],
+}
+
 /// Runs `cargo xtask qemu`.
-pub fn qemu(
-    spec: &Path,
-    board: &str,
-    rebuild: bool,
-    headless: bool,
-    until: Option<&str>,
-    timeout: u64,
-) -> Result<()> {
+pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
+    let Run {
+        rebuild,
+        headless,
+        until,
+        timeout,
+        forward,
+    } = run_as;
     let out = crate::images::ensure_image(spec, board, rebuild)?;
     let run = out.join("run");
     std::fs::create_dir_all(&run)?;
@@ -28,9 +42,15 @@ pub fn qemu(
         bail!("copying the disk image into {}", run.display());
     }
     let mut cfg = crate::dev_vm(&disk, &run)?;
+    cfg.extra_ports = forward.to_vec();
     if !headless {
         cfg.interactive = true;
         let mut vm = Vm::start(&cfg)?;
+        for &guest in forward {
+            if let Some(host) = vm.forwarded(guest) {
+                eprintln!("slate: guest port {guest} is http://127.0.0.1:{host}/");
+            }
+        }
         eprintln!(
             "slate: booting {} ({:?}); once up: slate status --device {} --identity .cache/keys/operator",
             disk.display(),

@@ -1,8 +1,10 @@
 //! Where the device binaries (`slate-init`, `slated`) come from.
 //!
 //! Inside the Slate source tree, `slate build` builds the agent crate itself, static
-//! (`+crt-static`) for the device target, so a fresh checkout needs no extra step; elsewhere
-//! `--agent-dir` names a folder holding both binaries.
+//! (`+crt-static`) for the device target, so a fresh checkout needs no extra step. Elsewhere
+//! `--agent-dir` names a folder holding both binaries, or an installed `slate` finds them in
+//! [`INSTALLED_DIR`] beside its own folder (`/usr/local/bin/slate` → `/usr/local/lib/slate/`),
+//! where `cargo xtask install` puts them.
 
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
@@ -13,6 +15,9 @@ use std::process::Command;
 pub const DEVICE_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The cargo profile device binaries are built with (`[profile.device]`: release, sized).
 pub const DEVICE_PROFILE: &str = "device";
+
+/// Where an installed `slate` keeps the device binaries, relative to its own folder.
+pub const INSTALLED_DIR: &str = "../lib/slate";
 
 /// The two device binaries.
 #[derive(Debug, Clone)]
@@ -30,12 +35,14 @@ pub fn locate(agent_dir: Option<&Path>, progress: Progress) -> Result<AgentBinar
             init: dir.join("slate-init"),
             slated: dir.join("slated"),
         },
-        None => {
-            let Some(ws) = find_workspace() else {
-                bail!("slate-init and slated were not found: pass --agent-dir DIR (a folder with both static binaries), or run `slate build` inside the Slate source tree so it can build them");
-            };
-            build_in_workspace(&ws, progress)?
-        }
+        None => match (find_workspace(), installed_dir()) {
+            (Some(ws), _) => build_in_workspace(&ws, progress)?,
+            (None, Some(dir)) => AgentBinaries {
+                init: dir.join("slate-init"),
+                slated: dir.join("slated"),
+            },
+            (None, None) => bail!("slate-init and slated were not found: pass --agent-dir DIR (a folder with both static binaries), install them beside slate with `cargo xtask install`, or run `slate build` inside the Slate source tree so it can build them"),
+        },
     };
     for p in [&bins.init, &bins.slated] {
         let bytes = std::fs::read(p).with_context(|| {
@@ -52,6 +59,13 @@ pub fn locate(agent_dir: Option<&Path>, progress: Progress) -> Result<AgentBinar
         }
     }
     Ok(bins)
+}
+
+/// [`INSTALLED_DIR`] of the running `slate`, when it holds `slate-init`.
+fn installed_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.join(INSTALLED_DIR);
+    dir.join("slate-init").is_file().then_some(dir)
 }
 
 /// The Slate workspace root: the first folder above the current folder, or above this

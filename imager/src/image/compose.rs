@@ -259,10 +259,21 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::IMAGE)),
         Node::bytes(toml_text(&info)?, 0o644),
     )?;
+    for (i, p) in spec.etc_overrides.iter().enumerate() {
+        if !matches!(tree.get(p.rel()).map(|n| &n.kind), Some(Kind::File(_))) {
+            return Err(BuildError::Spec {
+                path: inputs.spec.path.clone(),
+                field: format!("etc_overrides[{i}]"),
+                why: format!("{p} is not a file of the root (only a file the image ships can be replaced from /data/etc)"),
+            }
+            .into());
+        }
+    }
     let init = InitConfig {
         hostname: spec.hostname.clone(),
         debug_shell: spec.debug_shell,
         log: spec.log.clone(),
+        etc_overrides: spec.etc_overrides.iter().map(ToString::to_string).collect(),
     };
     tree.insert(
         &ip(&format!("/{}", paths::INIT)),

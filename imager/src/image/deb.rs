@@ -157,7 +157,11 @@ pub fn control_files(deb: &[u8], what: &str) -> Result<BTreeMap<String, Vec<u8>>
             if entry.header().entry_type() != tar::EntryType::Regular {
                 continue;
             }
-            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+            let name = entry
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
             let mut bytes = Vec::new();
             entry
                 .read_to_end(&mut bytes)

@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(alts.len(), 1);
         assert_eq!(alts[0].path, "/usr/bin/gawk");
         let w = script_warnings(&debs);
-        assert!(w[0].contains("create system users (Slate does not run them): gawk;"), "{w:?}");
+        assert!(
+            w[0].contains("create system users (Slate does not run them): gawk;"),
+            "{w:?}"
+        );
         assert!(w[1].contains("mawk (postinst), gawk (postinst)"), "{w:?}");
     }
 }

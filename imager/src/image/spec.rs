@@ -116,6 +116,10 @@ pub struct ImageSpec {
     /// `max_mib = 8`).
     #[serde(default)]
     pub log: slate_core::config::LogConfig,
+    /// Files under `/etc` a device may replace from `/data/etc` (a package's conffile such as
+    /// `/etc/nginx/nginx.conf`); each must be a file of the root, never under `/etc/slate`.
+    #[serde(default)]
+    pub etc_overrides: Vec<ImagePath>,
     /// Folders copied into the root as they are (modes kept, owner root).
     #[serde(default)]
     pub overlays: Vec<PathBuf>,
@@ -445,6 +449,15 @@ impl ImageSpec {
                 "hostname".into(),
                 format!("{:?} is not a valid hostname", self.hostname),
             ));
+        }
+        for (i, p) in self.etc_overrides.iter().enumerate() {
+            let rel = p.rel();
+            if !rel.starts_with("etc/") || rel.starts_with("etc/slate/") {
+                return Err(bad(
+                    format!("etc_overrides[{i}]"),
+                    format!("{p} must be a file under /etc and not under /etc/slate (the device's own configuration and trust come only from the image)"),
+                ));
+            }
         }
         if !(1..=22).contains(&self.squashfs.compression_level) {
             return Err(bad(

@@ -292,16 +292,25 @@ mod tests {
     #[test]
     fn a_merged_tree_keeps_bin_and_lib_under_usr() {
         let mut t = Tree::merged_usr();
-        t.insert(&p("/bin/busybox"), Node::bytes("bb", 0o755)).unwrap();
+        t.insert(&p("/bin/busybox"), Node::bytes("bb", 0o755))
+            .unwrap();
         t.insert(&p("/bin"), Node::dir(0o755)).unwrap();
         t.insert(&p("/lib64/ld.so"), Node::symlink("/lib/x/ld.so"))
             .unwrap();
-        t.insert(&p("/usr/bin/sh"), Node::symlink("busybox")).unwrap();
-        t.insert(&p("/binaries/x"), Node::bytes("x", 0o644)).unwrap();
-        assert!(matches!(t.get("usr/bin/busybox").unwrap().kind, Kind::File(_)));
+        t.insert(&p("/usr/bin/sh"), Node::symlink("busybox"))
+            .unwrap();
+        t.insert(&p("/binaries/x"), Node::bytes("x", 0o644))
+            .unwrap();
+        assert!(matches!(
+            t.get("usr/bin/busybox").unwrap().kind,
+            Kind::File(_)
+        ));
         assert!(matches!(t.get("bin/busybox").unwrap().kind, Kind::File(_)));
         assert!(t.get("usr/lib64/ld.so").is_some());
-        assert!(t.get("binaries/x").is_some(), "only whole components are merged");
+        assert!(
+            t.get("binaries/x").is_some(),
+            "only whole components are merged"
+        );
         let links: Vec<_> = t
             .iter()
             .filter_map(|(k, n)| match &n.kind {
@@ -309,7 +318,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(links.contains(&("bin".into(), "usr/bin".into())), "{links:?}");
+        assert!(
+            links.contains(&("bin".into(), "usr/bin".into())),
+            "{links:?}"
+        );
         assert!(links.contains(&("lib64".into(), "usr/lib64".into())));
         assert!(matches!(t.get("usr/bin").unwrap().kind, Kind::Dir));
     }

@@ -31,15 +31,15 @@ use crate::board::LoadedBoard;
 use crate::compose::{self, RootInputs};
 use crate::deb::DebCache;
 use crate::debroot::{self, LockedDeb};
-use crate::lock::{self, Lock};
 use crate::error::BuildError;
 use crate::kernel;
+use crate::lock::{self, Lock};
 use crate::progress::Progress;
 use crate::provenance::{sha256_hex, DebUsed, Provenance};
 use crate::spec::LoadedSpec;
 use crate::timings::Timings;
 use crate::tools;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::layout;
 use slate_core::Version;
@@ -130,7 +130,8 @@ fn check_out(out: &Path, force: bool) -> Result<(), BuildError> {
 }
 
 /// A folder the spec did not name (`boards`, `.cache/debs`): beside or above the spec, else
-/// in the source tree `slate` was built from.
+/// in the source tree `slate` was built from, else where an installed `slate` keeps it
+/// (`<prefix>/share/slate/<rel>`, `cargo xtask install`).
 fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
     let candidates = [spec_dir.join("..").join(rel), spec_dir.join(rel)];
     for c in &candidates {
@@ -141,7 +142,13 @@ fn default_dir(spec_dir: &Path, rel: &str) -> PathBuf {
     if let Some(ws) = agentbin::find_workspace() {
         return ws.join(rel);
     }
-    PathBuf::from(rel)
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("../share/slate").join(rel)));
+    match installed {
+        Some(dir) if dir.exists() => dir,
+        _ => PathBuf::from(rel),
+    }
 }
 
 /// The board a spec is built for: `name`, else the spec's `board`; from `boards`, else the
@@ -169,16 +176,23 @@ fn locked_packages(
     }
     let (wanted, path) = lock::wanted_by(spec, board.board.arch);
     if !path.is_file() {
-        bail!(
-            "{} has packages but no lock beside it ({}): run `slate lock --spec {}` and then `slate fetch --spec {}`",
-            spec.path.display(),
-            path.display(),
-            spec.path.display(),
-            spec.path.display()
-        );
+        return Err(BuildError::Lock {
+            why: format!(
+                "missing: {} has packages, and `slate build` takes them only from its lock; run `slate lock --spec {}` and then `slate fetch --spec {}`",
+                spec.path.display(),
+                spec.path.display(),
+                spec.path.display()
+            ),
+            path,
+        }
+        .into());
     }
-    let lock = Lock::read(&path)?;
-    lock.check_fresh(&wanted, &path)?;
+    let as_lock_error = |e: anyhow::Error| BuildError::Lock {
+        path: path.clone(),
+        why: format!("{e:#}"),
+    };
+    let lock = Lock::read(&path).map_err(as_lock_error)?;
+    lock.check_fresh(&wanted, &path).map_err(as_lock_error)?;
     let cache = match cache {
         Some(c) => c.to_path_buf(),
         None => lock::default_cache_for(spec)?,
