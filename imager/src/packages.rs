@@ -34,7 +34,7 @@ impl SpecTarget {
     fn open(&self) -> Result<Target> {
         let spec = LoadedSpec::load(&self.spec)?;
         let (_, board) = build::board_for(&spec, self.board.as_deref(), self.boards.as_deref())?;
-        let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
+        let (wanted, path) = lock::wanted_by(&spec, &board.board);
         let cache = match &self.cache {
             Some(c) => c.clone(),
             None => lock::default_cache_for(&spec)?,

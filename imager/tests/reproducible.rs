@@ -67,6 +67,11 @@ fn building_needs_no_root() {
     copy(&data(), &work.join("data"));
     copy(agent_dir(), &work.join("agent"));
     copy(&workspace().join(".cache/debs"), &work.join("debs"));
+    std::fs::create_dir_all(work.join("cache")).unwrap();
+    copy(
+        &workspace().join(".cache/slate/debs"),
+        &work.join("cache/debs"),
+    );
     copy(
         std::path::Path::new(env!("CARGO_BIN_EXE_slate")),
         &work.join("slate"),
@@ -88,7 +93,7 @@ fn building_needs_no_root() {
         .arg("--debs")
         .arg(work.join("debs"))
         .arg("--cache")
-        .arg(workspace().join(".cache/slate"))
+        .arg(work.join("cache"))
         .arg("--agent-dir")
         .arg(work.join("agent"))
         .env("HOME", work);
@@ -108,23 +113,28 @@ fn building_needs_no_root() {
 #[test]
 fn a_cached_build_is_byte_identical_to_a_cold_one() {
     let tmp = tempdir();
-    let debs = tmp.path().join("debs");
-    std::fs::create_dir_all(&debs).unwrap();
-    for e in std::fs::read_dir(workspace().join(".cache/debs")).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), debs.join(e.file_name())).unwrap();
-        }
+    // A cache with only the lock's packages: the spec's lock names the kernel too, so what the
+    // build extracts is kept beside them.
+    let cache = tmp.path().join("cache");
+    let lock = slate_imager::lock::Lock::read(&data().join("spec/image.lock")).unwrap();
+    std::fs::create_dir_all(cache.join("debs")).unwrap();
+    for p in lock.all_packages() {
+        let name = p.file_name();
+        std::fs::copy(
+            workspace().join(".cache/slate/debs").join(&name),
+            cache.join("debs").join(&name),
+        )
+        .unwrap();
     }
     let spec = data().join("spec/image.toml");
     let build = |out: &std::path::Path| {
-        ok(&mut build_cmd_with_debs(&spec, out, &debs));
+        ok(&mut build_cmd_with_cache(&spec, out, &cache));
     };
     let (cold, warm) = (tmp.path().join("cold"), tmp.path().join("warm"));
-    assert!(!debs.join("extracted").exists());
+    assert!(!cache.join("extracted").exists());
     build(&cold);
     assert!(
-        debs.join("extracted").is_dir(),
+        cache.join("extracted").is_dir(),
         "the cold build left no extraction cache"
     );
     build(&warm);

@@ -46,15 +46,16 @@ pub fn slate() -> Command {
 
 /// `slate build` of `spec` into `out` with the test board folder, deb cache and fake agent.
 pub fn build_cmd(spec: &Path, out: &Path) -> Command {
-    build_cmd_with_debs(spec, out, &workspace().join(".cache/debs"))
+    build_cmd_with_cache(spec, out, &workspace().join(".cache/slate"))
 }
 
-/// [`build_cmd`] with another deb cache folder.
-pub fn build_cmd_with_debs(spec: &Path, out: &Path, cache: &Path) -> Command {
+/// [`build_cmd`] with another cache of locked packages (`slate build --cache`).
+pub fn build_cmd_with_cache(spec: &Path, out: &Path, cache: &Path) -> Command {
+    let debs = workspace().join(".cache/debs");
     assert!(
-        cache.join("index.toml").is_file(),
+        debs.join("index.toml").is_file(),
         "the deb cache {} is empty: run `cargo xtask deps` first",
-        cache.display()
+        debs.display()
     );
     let mut c = slate();
     c.arg("build")
@@ -66,9 +67,9 @@ pub fn build_cmd_with_debs(spec: &Path, out: &Path, cache: &Path) -> Command {
         .arg("--boards")
         .arg(data().join("boards"))
         .arg("--debs")
-        .arg(cache)
+        .arg(&debs)
         .arg("--cache")
-        .arg(workspace().join(".cache/slate"))
+        .arg(cache)
         .arg("--agent-dir")
         .arg(agent_dir());
     c

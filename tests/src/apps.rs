@@ -35,7 +35,7 @@ pub fn lock_and_fetch(spec_path: &Path) -> lock::Lock {
     let spec = LoadedSpec::load(spec_path).expect("spec");
     let (_, board) =
         build::board_for(&spec, None, Some(&workspace().join("boards"))).expect("board");
-    let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
+    let (wanted, path) = lock::wanted_by(&spec, &board.board);
     let apt = Apt::new(&lock_cache(), &spec.spec.debian, &wanted.architecture).expect("apt");
     let current = lock::Lock::read(&path)
         .ok()

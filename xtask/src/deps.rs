@@ -141,7 +141,7 @@ fn fetch_locked() -> Result<()> {
             continue;
         }
         let (_, board) = build::board_for(&spec, None, Some(&boards))?;
-        let (wanted, path) = lock::wanted_by(&spec, board.board.arch);
+        let (wanted, path) = lock::wanted_by(&spec, &board.board);
         let apt = Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
         let current = lock::Lock::read(&path)
             .ok()

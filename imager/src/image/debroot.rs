@@ -15,7 +15,7 @@
 //! | anything else in pre/postinst         | a warning naming the package                      |
 //! | keep conffiles                        | they stay in the read-only `/etc`                 |
 
-use super::lock::{Lock, LockedPackage};
+use super::lock::LockedPackage;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,11 +30,11 @@ pub struct LockedDeb {
     pub control: BTreeMap<String, Vec<u8>>,
 }
 
-/// Reads every package of `lock` from `debs` (where `slate fetch` put them). A missing file or
-/// one whose sha256 differs from the lock is an error that says to run `slate fetch`.
-pub fn load(lock: &Lock, debs: &Path, spec: &Path) -> Result<Vec<LockedDeb>> {
-    let mut out = Vec::with_capacity(lock.packages.len());
-    for p in &lock.packages {
+/// Reads locked packages from `debs` (where `slate fetch` put them). A missing file or one
+/// whose sha256 differs from the lock is an error that says to run `slate fetch`.
+pub fn load(locked: &[LockedPackage], debs: &Path, spec: &Path) -> Result<Vec<LockedDeb>> {
+    let mut out = Vec::with_capacity(locked.len());
+    for p in locked {
         let path = debs.join(p.file_name());
         let bytes = std::fs::read(&path).with_context(|| {
             format!(

@@ -41,6 +41,9 @@ pub struct LockedFor {
     pub sources: String,
     /// The spec's package names, sorted.
     pub requested: Vec<String>,
+    /// The board's own packages as its file names them: kernel, then boot loader.
+    #[serde(default)]
+    pub board: Vec<String>,
 }
 
 /// One locked package.
@@ -93,6 +96,11 @@ pub struct Lock {
     /// The closure, sorted by name.
     #[serde(rename = "package")]
     pub packages: Vec<LockedPackage>,
+    /// The board's kernel and boot loader, in [`LockedFor::board`]'s order: these alone,
+    /// without their dependencies (the kernel's would bring initramfs-tools into the root),
+    /// and a kernel metapackage as the versioned package it stands for.
+    #[serde(default, rename = "board_package")]
+    pub board_packages: Vec<LockedPackage>,
 }
 
 impl Lock {
@@ -106,6 +114,7 @@ impl Lock {
             architecture: arch.to_string(),
             sources: source.sources_list(arch),
             requested,
+            board: Vec::new(),
         }
     }
 
@@ -117,10 +126,21 @@ impl Lock {
             &wanted.suite,
             &wanted.architecture,
         )?;
+        let board_packages = wanted
+            .board
+            .iter()
+            .map(|name| board_package(index, name).map(LockedPackage::from))
+            .collect::<Result<_>>()?;
         Ok(Lock {
             packages: chosen.values().map(|a| LockedPackage::from(*a)).collect(),
+            board_packages,
             debian: wanted,
         })
+    }
+
+    /// Every locked file: the root's packages, then the board's.
+    pub fn all_packages(&self) -> impl Iterator<Item = &LockedPackage> {
+        self.packages.iter().chain(&self.board_packages)
     }
 
     /// The lock's text (TOML with a header saying where it comes from).
@@ -162,6 +182,11 @@ impl Lock {
                 "it was made for packages {:?}, the spec now asks for {:?}",
                 have.requested, wanted.requested
             )
+        } else if have.board != wanted.board {
+            format!(
+                "it was made for board packages {:?}, the board now needs {:?}",
+                have.board, wanted.board
+            )
         } else {
             return Ok(());
         };
@@ -197,16 +222,44 @@ pub fn default_cache_for(spec: &super::spec::LoadedSpec) -> Result<PathBuf> {
     }
 }
 
+/// A board package as it is locked: the package itself, or for a kernel metapackage
+/// (`linux-image-amd64`) the versioned kernel it depends on (`linux-image-6.1.0-57-amd64`), so
+/// the lock names the kernel ABI the image boots.
+fn board_package<'a>(index: &'a Index, name: &str) -> Result<&'a Available> {
+    let found = index.candidate(name).with_context(|| {
+        format!("the board's package {name:?} is not in the archive's lists for this suite and architecture")
+    })?;
+    let is_meta = name.starts_with("linux-image-")
+        && !name.as_bytes().get(12).is_some_and(u8::is_ascii_digit);
+    if !is_meta {
+        return Ok(found);
+    }
+    let versioned = found
+        .depends
+        .iter()
+        .flatten()
+        .map(|a| a.name.as_str())
+        .find(|d| {
+            d.starts_with("linux-image-") && d.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
+        })
+        .with_context(|| format!("{name} depends on no versioned linux-image package"))?;
+    index
+        .candidate(versioned)
+        .with_context(|| format!("{name} depends on {versioned}, which is not in the lists"))
+}
+
 /// The lock a spec needs for a board, and where it lives (beside the spec).
 pub fn wanted_by(
     spec: &super::spec::LoadedSpec,
-    arch: slate_core::layout::Arch,
+    board: &super::board::Board,
 ) -> (LockedFor, PathBuf) {
     let names: Vec<String> = spec.spec.packages.iter().map(|p| p.name.clone()).collect();
-    (
-        Lock::wanted(&spec.spec.debian, arch.debian(), &names),
-        spec.dir.join(LOCK_FILE),
-    )
+    let mut wanted = Lock::wanted(&spec.spec.debian, board.arch.debian(), &names);
+    wanted.board = vec![
+        board.kernel_package.clone(),
+        board.bootloader_package.clone(),
+    ];
+    (wanted, spec.dir.join(LOCK_FILE))
 }
 
 /// `slate lock`: updates the private lists, resolves, writes `image.lock` beside the spec.
@@ -233,12 +286,12 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `slate fetch`: every locked file in `cache` (already there and matching, or downloaded
+/// `slate fetch`: every locked file (the root's and the board's) in `cache` (already there and matching, or downloaded
 /// through apt), its sha256 checked against the lock. Returns the files in lock order.
 pub fn fetch(apt: &Apt, lock: &Lock, cache: &Path) -> Result<Vec<PathBuf>> {
     let sha_of = |p: &Path| -> Result<String> { Ok(super::hashing::hash_file(p)?.1.to_string()) };
     let mut missing = Vec::new();
-    for p in &lock.packages {
+    for p in lock.all_packages() {
         let path = cache.join(p.file_name());
         if !path.exists() || sha_of(&path)? != p.sha256 {
             missing.push(p);
@@ -268,8 +321,7 @@ pub fn fetch(apt: &Apt, lock: &Lock, cache: &Path) -> Result<Vec<PathBuf>> {
     }
     let _ = std::fs::remove_dir_all(&partial);
     Ok(lock
-        .packages
-        .iter()
+        .all_packages()
         .map(|p| cache.join(p.file_name()))
         .collect())
 }
@@ -288,6 +340,7 @@ mod tests {
         let lock = Lock {
             debian: wanted("amd64", &["nginx-light", "busybox-static"]),
             packages: vec![],
+            board_packages: vec![],
         };
         let at = Path::new("spec/image.lock");
         lock.check_fresh(&wanted("amd64", &["busybox-static", "nginx-light"]), at)
@@ -321,6 +374,34 @@ mod tests {
     }
 
     #[test]
+    fn board_packages_are_locked_alone_and_a_kernel_metapackage_as_its_kernel() {
+        let text = "Package: linux-image-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: linux-image-6.1.0-57-amd64 (= 6.1.192-3)\nFilename: pool/m.deb\nSize: 1\nSHA256: aa\n\nPackage: linux-image-6.1.0-57-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: kmod, linux-base, initramfs-tools\nFilename: pool/k.deb\nSize: 2\nSHA256: bb\n\nPackage: systemd-boot-efi\nVersion: 252.39-1\nArchitecture: amd64\nFilename: pool/s.deb\nSize: 3\nSHA256: cc\n";
+        let index = Index::new(
+            super::super::packages::parse_packages(text, "test").unwrap(),
+            "amd64",
+        );
+        let mut w = wanted("amd64", &[]);
+        w.board = vec!["linux-image-amd64".into(), "systemd-boot-efi".into()];
+        let lock = Lock::resolve(&index, w.clone()).unwrap();
+        let names: Vec<&str> = lock
+            .board_packages
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["linux-image-6.1.0-57-amd64", "systemd-boot-efi"]);
+        assert!(
+            lock.packages.is_empty(),
+            "the kernel's dependencies are not locked"
+        );
+        let mut other = w;
+        other.board = vec!["linux-image-arm64".into(), "systemd-boot-efi".into()];
+        let e = lock
+            .check_fresh(&other, Path::new("image.lock"))
+            .unwrap_err();
+        assert!(e.to_string().contains("the board now needs"), "{e}");
+    }
+
+    #[test]
     fn a_lock_reads_back_what_it_wrote() {
         let lock = Lock {
             debian: wanted("amd64", &["x"]),
@@ -332,6 +413,7 @@ mod tests {
                 sha256: "ab".repeat(32),
                 filename: "pool/main/x/x/x_1.0-1_amd64.deb".into(),
             }],
+            board_packages: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOCK_FILE);

@@ -5,8 +5,11 @@
 //! format, mkfs.vfat + mcopy, mkfs.ext4, sgdisk, dd) at the same compression level, alternating,
 //! with wall time, CPU time and peak RSS from GNU time. Then the verity tree alone on 512 MiB
 //! against `veritysetup format`. Figures are printed, never asserted.
+//!
+//! `apps`: the nginx example (lock, fetch, build) beside debootstrap minbase + nginx-light.
 
 mod api;
+mod apps;
 mod boot;
 mod imager;
 mod install;
@@ -120,6 +123,9 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "boot" => boot::measure(rounds),
         "install" => install::measure(),
         "api" => api::measure(),
-        other => bail!("unknown benchmark {other:?} (known: imager, verity, boot, install, api)"),
+        "apps" => apps::measure(),
+        other => {
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, install, api, apps)")
+        }
     }
 }

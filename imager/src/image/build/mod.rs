@@ -7,7 +7,8 @@
 
 //!
 //! ```text
-//! mod.rs     options, inputs (spec, board, packages, binaries), the order of the stages
+//! mod.rs     options, inputs (spec, board, binaries), the order of the stages
+//! debs.rs    the packages: the lock's (root, kernel, boot loader) or the deb cache's
 //! root.rs    rootfs.img: squashfs on every core, dm-verity tree
 //! boot.rs    initramfs, kernel command line, the ESP's files
 //! disk.rs    ESP image, data ext4, disk.img, disk.img.bmap
@@ -17,6 +18,7 @@
 //! made on their own threads while the root image is compressed.
 
 mod boot;
+mod debs;
 mod disk;
 pub mod policy;
 mod report;
@@ -29,13 +31,11 @@ pub use report::{
 use crate::agentbin;
 use crate::board::LoadedBoard;
 use crate::compose::{self, RootInputs};
-use crate::deb::DebCache;
-use crate::debroot::{self, LockedDeb};
+use crate::debroot;
 use crate::error::BuildError;
 use crate::kernel;
-use crate::lock::{self, Lock};
 use crate::progress::Progress;
-use crate::provenance::{sha256_hex, DebUsed, Provenance};
+use crate::provenance::{sha256_hex, Provenance};
 use crate::spec::LoadedSpec;
 use crate::timings::Timings;
 use crate::tools;
@@ -164,42 +164,6 @@ pub fn board_for(
     Ok((name, board))
 }
 
-/// The root's packages: exactly those of the lock beside the spec, from the cache `slate fetch`
-/// filled. A spec without packages needs no lock.
-fn locked_packages(
-    spec: &LoadedSpec,
-    board: &LoadedBoard,
-    cache: Option<&Path>,
-) -> Result<Vec<LockedDeb>> {
-    if spec.spec.packages.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (wanted, path) = lock::wanted_by(spec, board.board.arch);
-    if !path.is_file() {
-        return Err(BuildError::Lock {
-            why: format!(
-                "missing: {} has packages, and `slate build` takes them only from its lock; run `slate lock --spec {}` and then `slate fetch --spec {}`",
-                spec.path.display(),
-                spec.path.display(),
-                spec.path.display()
-            ),
-            path,
-        }
-        .into());
-    }
-    let as_lock_error = |e: anyhow::Error| BuildError::Lock {
-        path: path.clone(),
-        why: format!("{e:#}"),
-    };
-    let lock = Lock::read(&path).map_err(as_lock_error)?;
-    lock.check_fresh(&wanted, &path).map_err(as_lock_error)?;
-    let cache = match cache {
-        Some(c) => c.to_path_buf(),
-        None => lock::default_cache_for(spec)?,
-    };
-    debroot::load(&lock, &cache.join("debs"), &spec.path)
-}
-
 /// Runs a whole build.
 pub fn build(opts: &BuildOptions) -> Result<Report> {
     let progress = Progress::new(opts.quiet);
@@ -250,11 +214,6 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     ));
 
     // Inputs: packages and device binaries.
-    let debs_dir = opts
-        .debs
-        .clone()
-        .unwrap_or_else(|| default_dir(&spec.dir, ".cache/debs"));
-    let cache = DebCache::open(&debs_dir)?;
     let mut prov = Provenance {
         source_date_epoch: epoch,
         imager: format!("slate {}", env!("CARGO_PKG_VERSION")),
@@ -273,28 +232,8 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         ("name".into(), board_name.clone()),
         ("sha256".into(), sha256_hex(&board.bytes)),
     ]);
-    let mut read_deb = |name: &str, role: &str| -> Result<Vec<u8>> {
-        let (rec, bytes) = cache.read(name)?;
-        prov.debs.push(DebUsed {
-            name: rec.name,
-            version: rec.version,
-            role: role.into(),
-            sha256: rec.sha256,
-        });
-        Ok(bytes)
-    };
-    let kernel_deb = read_deb(&board.board.kernel_package, "kernel")?;
-    let boot_deb = read_deb(&board.board.bootloader_package, "bootloader")?;
-    let packages = locked_packages(&spec, &board, opts.cache.as_deref())?;
-    for d in &packages {
-        prov.debs.push(DebUsed {
-            name: d.pkg.name.clone(),
-            version: d.pkg.version.clone(),
-            role: "rootfs".into(),
-            sha256: d.pkg.sha256.clone(),
-        });
-    }
-    for w in debroot::script_warnings(&packages) {
+    let debs = debs::read(&spec, &board, opts, &mut prov)?;
+    for w in debroot::script_warnings(&debs.root) {
         eprintln!("warning: {w}");
     }
     let agent = agentbin::locate(opts.agent_dir.as_deref(), progress)?;
@@ -317,7 +256,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             spec: &spec,
             version: &version,
             board: &board.board,
-            packages: &packages,
+            packages: &debs.root,
             agent: &agent,
             trust: trust.as_deref(),
             operators: operators.as_deref(),
@@ -328,14 +267,13 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     let prov_text = prov.to_toml();
     compose::add_provenance(&mut root, &prov_text)?;
     t.stage("kernel and modules");
-    let kernel_sha256 = cache.get(&board.board.kernel_package)?.sha256.clone();
-    let extracted = debs_dir.join(EXTRACTED);
+    let extracted = &debs.extracted;
     let kernel = kernel::extract_cached(
-        &kernel_deb,
-        &kernel_sha256,
+        &debs.kernel,
+        &debs.kernel_sha256,
         &board.board.kernel_package,
         &board.board.modules,
-        Some(&extracted),
+        Some(extracted),
     )?;
 
     // Outputs, into a scratch folder beside the final one.
@@ -353,13 +291,13 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         board: &board,
         root: &root,
         kernel: &kernel,
-        boot_deb: &boot_deb,
+        boot_deb: &debs.boot,
         epoch,
         mtime: u32::try_from(epoch).context("SOURCE_DATE_EPOCH beyond 2106")?,
         id: identity(&spec, &version, &board.board.name),
         prov_text: &prov_text,
         progress,
-        cache: Some(&extracted),
+        cache: Some(extracted),
         security_epoch: opts.security_epoch,
     };
     let result = write_outputs(&inputs, &mut t);

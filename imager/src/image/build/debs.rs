@@ -1,0 +1,133 @@
+//! The packages a build reads: the root's from the spec's `image.lock` and the cache `slate
+//! fetch` filled, and the board's kernel and boot loader from the same lock when it has them,
+//! else from the deb cache `cargo xtask deps` fills (`--debs`).
+
+use super::{default_dir, BuildOptions, EXTRACTED};
+use crate::board::LoadedBoard;
+use crate::deb::DebCache;
+use crate::debroot::{self, LockedDeb};
+use crate::error::BuildError;
+use crate::lock::{self, Lock};
+use crate::provenance::{DebUsed, Provenance};
+use crate::spec::LoadedSpec;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// What the build extracts.
+pub struct Debs {
+    /// The lock's root packages (the spec's and their dependencies).
+    pub root: Vec<LockedDeb>,
+    /// The kernel package's bytes.
+    pub kernel: Vec<u8>,
+    /// Its sha256 (the key of what is kept extracted).
+    pub kernel_sha256: String,
+    /// The boot loader package's bytes.
+    pub boot: Vec<u8>,
+    /// Where extracted kernel contents and compressed blocks are kept between builds.
+    pub extracted: PathBuf,
+}
+
+/// The spec's lock, checked against what the spec and board need: None when there is none and
+/// the spec has no packages (the board's packages then come from `--debs`).
+fn read_lock(spec: &LoadedSpec, board: &LoadedBoard) -> Result<Option<Lock>> {
+    let (wanted, path) = lock::wanted_by(spec, &board.board);
+    if !path.is_file() {
+        if spec.spec.packages.is_empty() {
+            return Ok(None);
+        }
+        return Err(BuildError::Lock {
+            why: format!(
+                "missing: {} has packages, and `slate build` takes them only from its lock; run `slate lock --spec {}` and then `slate fetch --spec {}`",
+                spec.path.display(),
+                spec.path.display(),
+                spec.path.display()
+            ),
+            path,
+        }
+        .into());
+    }
+    let as_lock_error = |e: anyhow::Error| BuildError::Lock {
+        path: path.clone(),
+        why: format!("{e:#}"),
+    };
+    let lock = Lock::read(&path).map_err(as_lock_error)?;
+    lock.check_fresh(&wanted, &path).map_err(as_lock_error)?;
+    Ok(Some(lock))
+}
+
+fn record(prov: &mut Provenance, d: &LockedDeb, role: &str) {
+    prov.debs.push(DebUsed {
+        name: d.pkg.name.clone(),
+        version: d.pkg.version.clone(),
+        role: role.into(),
+        sha256: d.pkg.sha256.clone(),
+    });
+}
+
+/// Reads every package the build needs, each checked against its recorded sha256, and lists
+/// them in the provenance.
+pub fn read(
+    spec: &LoadedSpec,
+    board: &LoadedBoard,
+    opts: &BuildOptions,
+    prov: &mut Provenance,
+) -> Result<Debs> {
+    let lock = read_lock(spec, board)?;
+    let cache = match &opts.cache {
+        Some(c) => c.clone(),
+        None => lock::default_cache_for(spec)?,
+    };
+    let fetched = cache.join("debs");
+    let (root, board_debs) = match &lock {
+        Some(l) => {
+            let root = debroot::load(&l.packages, &fetched, &spec.path)?;
+            let board_debs = debroot::load(&l.board_packages, &fetched, &spec.path)?;
+            (root, board_debs)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let (kernel, kernel_sha256, boot, extracted) = match <[LockedDeb; 2]>::try_from(board_debs) {
+        Ok([k, b]) => {
+            record(prov, &k, "kernel");
+            record(prov, &b, "bootloader");
+            let sha = k.pkg.sha256.clone();
+            (k.bytes, sha, b.bytes, cache.join(EXTRACTED))
+        }
+        Err(_) => from_deb_cache(spec, board, opts.debs.as_deref(), prov)?,
+    };
+    for d in &root {
+        record(prov, d, "rootfs");
+    }
+    Ok(Debs {
+        root,
+        kernel,
+        kernel_sha256,
+        boot,
+        extracted,
+    })
+}
+
+/// The board's kernel and boot loader from the deb cache of `cargo xtask deps`.
+fn from_deb_cache(
+    spec: &LoadedSpec,
+    board: &LoadedBoard,
+    debs: Option<&Path>,
+    prov: &mut Provenance,
+) -> Result<(Vec<u8>, String, Vec<u8>, PathBuf)> {
+    let dir = debs.map_or_else(|| default_dir(&spec.dir, ".cache/debs"), Path::to_path_buf);
+    let cache = DebCache::open(&dir)?;
+    let mut read = |name: &str, role: &str| -> Result<(Vec<u8>, String)> {
+        let (rec, bytes) = cache.read(name)?;
+        let sha = rec.sha256.clone();
+        prov.debs.push(DebUsed {
+            name: rec.name,
+            version: rec.version,
+            role: role.into(),
+            sha256: rec.sha256,
+        });
+        Ok((bytes, sha))
+    };
+    let (kernel, kernel_sha256) = read(&board.board.kernel_package, "kernel")?;
+    let (boot, _) = read(&board.board.bootloader_package, "bootloader")?;
+    Ok((kernel, kernel_sha256, boot, dir.join(EXTRACTED)))
+}
