@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod attempts;
 pub mod conntable;
+pub mod dhcp;
 pub mod durable;
 pub mod esp;
 pub mod floor;

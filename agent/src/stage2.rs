@@ -99,12 +99,14 @@ fn etc_overrides(files: &[String]) {
     }
 }
 
-fn setup_network() {
+fn setup_network(hostname: &str) {
     let _ = sys::link_up("lo");
     let net: Network = read_toml(&format!("/{}", paths::NETWORK)).unwrap_or_default();
     let result = (|| -> Result<()> {
         sys::link_up(&net.interface)?;
-        if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {
+        if net.dhcp {
+            crate::dhcp::start(&net.interface, hostname);
+        } else if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {
             sys::set_ipv4(&net.interface, ip, prefix)?;
         }
         Ok(())
@@ -461,7 +463,7 @@ fn supervise() -> Result<std::convert::Infallible> {
         marker::warn(format!("{e:#}"));
     }
     etc_overrides(&init.etc_overrides);
-    setup_network();
+    setup_network(&init.hostname);
 
     let reboot = Arc::new(AtomicBool::new(false));
     let poweroff = Arc::new(AtomicBool::new(false));

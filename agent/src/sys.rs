@@ -319,6 +319,75 @@ pub fn set_ipv4(name: &str, addr: std::net::Ipv4Addr, prefix: u8) -> Result<()> 
     )
 }
 
+/// The hardware (MAC) address of an interface.
+pub fn mac_address(name: &str) -> Result<[u8; 6]> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name)?;
+    if_ioctl(
+        &sock,
+        libc::SIOCGIFHWADDR,
+        &mut req,
+        &format!("reading the hardware address of {name}"),
+    )?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
+/// Makes a socket send and receive only on interface `name` (SO_BINDTODEVICE): a DHCP client
+/// talks on its interface before that has an address or a route.
+pub fn bind_to_device(sock: &impl AsRawFd, name: &str) -> Result<()> {
+    let bytes = name.as_bytes();
+    // SAFETY: the option value is the interface name's bytes, valid for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            bytes.as_ptr().cast(),
+            bytes.len() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("binding a socket to {name}"));
+    }
+    Ok(())
+}
+
+/// Adds the default route through `gateway` on interface `name` (an existing one is fine).
+pub fn add_default_route(name: &str, gateway: std::net::Ipv4Addr) -> Result<()> {
+    let sock = inet_socket()?;
+    let dev = std::ffi::CString::new(name).context("interface name")?;
+    // SAFETY: rtentry is plain old data; all-zero is a valid value.
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_gateway = sockaddr_in(gateway);
+    rt.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
+    rt.rt_dev = dev.as_ptr() as *mut libc::c_char;
+    // SAFETY: `rt` is a valid rtentry whose rt_dev points at `dev`, alive for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCADDRT,
+            &mut rt as *mut libc::rtentry,
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e)
+                .with_context(|| format!("adding the default route via {gateway} on {name}"));
+        }
+    }
+    Ok(())
+}
+
 /// Makes `fd` (the console) the controlling terminal of the calling session leader; for the
 /// debug shell's job control.
 pub fn set_controlling_tty() -> std::io::Result<()> {

@@ -350,6 +350,10 @@ pub struct Network {
     /// Static IPv4 address with prefix (`10.0.2.15/24`); none leaves the link up unaddressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Take the address, default route and DNS servers from a DHCP server instead (renewed
+    /// for as long as the device runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
 }
 
 impl Default for Network {
@@ -357,6 +361,7 @@ impl Default for Network {
         Network {
             interface: default_interface(),
             address: None,
+            dhcp: false,
         }
     }
 }

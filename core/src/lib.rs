@@ -26,6 +26,7 @@ pub mod bootentry;
 pub mod bundle;
 pub mod cmdline;
 pub mod config;
+pub mod dhcp;
 pub mod digest;
 pub mod fat;
 pub mod fingerprint;

@@ -14,6 +14,7 @@ mod config;
 mod limit;
 mod machine;
 mod nbd;
+mod ports;
 mod serial;
 mod snapshot;
 mod vm;

@@ -1,6 +1,7 @@
 //! Users' applications from Debian packages: the nginx example boots to healthy and serves its
 //! page through a forwarded port, then takes an ordinary signed update to v2 (a changed page
-//! and a Debian security update of nginx) that commits; the Python example's check passes.
+//! and a Debian security update of nginx) that commits; the Python example, on an address from
+//! DHCP, passes its check and answers through a forwarded port.
 
 use slate_core::api::{HealthState, Kind, Outcome};
 use slate_core::layout::Slot;
@@ -187,6 +188,13 @@ fn python_example_passes_its_check() {
     let mut vm = boot(&disk, tmp.path(), |cfg| cfg.extra_ports.push(8000)).unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
+    // The example takes its address from QEMU's DHCP server.
+    let lease = vm.wait_for("DHCP lease", BOOT_TIMEOUT).unwrap();
+    assert!(
+        lease.text.contains("10.0.2.15/24") && lease.text.contains("10.0.2.2"),
+        "{}",
+        lease.text
+    );
     let s = status(&vm);
     assert_eq!(s.name, "python-example");
     assert_eq!(s.health.state, HealthState::Passed);

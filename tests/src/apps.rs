@@ -202,14 +202,14 @@ pub fn missing_libraries(root: &Path, binaries: &[&str]) -> (Vec<String>, Vec<Pa
 pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
     let (offset, len) = crate::partition(disk, "data").expect("data partition");
     assert_eq!((offset | len) % (1 << 20), 0, "data is MiB-aligned");
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().expect("temporary folder");
     let part = tmp.path().join("data.ext4");
     let dd = |args: &[String]| {
         let ok = Command::new("dd")
             .args(args)
             .arg("status=none")
             .status()
-            .unwrap();
+            .expect("running dd");
         assert!(ok.success(), "dd {args:?}");
     };
     dd(&[
@@ -220,7 +220,7 @@ pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
         format!("count={}", len >> 20),
     ]);
     let host = tmp.path().join("file");
-    std::fs::write(&host, bytes).unwrap();
+    std::fs::write(&host, bytes).expect("writing the file to put");
     let mut script = String::new();
     let mut dir = String::new();
     for c in rel
@@ -238,14 +238,14 @@ pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
         host.display()
     ));
     let cmds = tmp.path().join("cmds");
-    std::fs::write(&cmds, script).unwrap();
+    std::fs::write(&cmds, script).expect("writing debugfs commands");
     let ok = Command::new("debugfs")
         .arg("-w")
         .arg("-f")
         .arg(&cmds)
         .arg(&part)
         .output()
-        .unwrap();
+        .expect("running debugfs (e2fsprogs)");
     assert!(
         ok.status.success(),
         "debugfs: {}",
@@ -255,7 +255,7 @@ pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
         .args(["-R", &format!("cat /{rel}")])
         .arg(&part)
         .output()
-        .unwrap();
+        .expect("running debugfs (e2fsprogs)");
     assert_eq!(
         back.stdout,
         bytes,

@@ -332,6 +332,10 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::NETWORK)),
         Node::bytes(toml_text(&spec.network)?, 0o644),
     )?;
+    // A DHCP lease's DNS servers are written at run time, on the tmpfs /run.
+    if spec.network.dhcp && tree.get("etc/resolv.conf").is_none() {
+        tree.insert(&ip("/etc/resolv.conf"), Node::symlink("/run/resolv.conf"))?;
+    }
     let agent: config::AgentConfig = spec
         .agent
         .device_config_with(inputs.trust.is_some(), inputs.operators.is_some());

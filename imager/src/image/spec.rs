@@ -450,6 +450,12 @@ impl ImageSpec {
                 format!("{:?} is not a valid hostname", self.hostname),
             ));
         }
+        if self.network.dhcp && self.network.address.is_some() {
+            return Err(bad(
+                "network.address".into(),
+                "an address and dhcp = true exclude each other: keep one".into(),
+            ));
+        }
         for (i, p) in self.etc_overrides.iter().enumerate() {
             let rel = p.rel();
             if !rel.starts_with("etc/") || rel.starts_with("etc/slate/") {
