@@ -12,6 +12,7 @@ pub mod dhcp;
 pub mod durable;
 pub mod esp;
 pub mod floor;
+pub mod grow;
 pub mod health;
 pub mod hooks;
 pub mod http;

@@ -10,9 +10,8 @@
 //! initramfs: partitions' device names come from sysfs.
 
 use anyhow::{anyhow, bail, Context, Result};
-use slate_core::gpt::{self, Table};
+use slate_core::gpt::Table;
 use slate_core::guid::Guid;
-use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -102,21 +101,15 @@ fn esp_part_uuid() -> Result<Guid> {
         .with_context(|| format!("{path} does not hold a PARTUUID"))
 }
 
-/// Reads the primary GPT of `/dev/<name>`, if it has one that Slate can read.
+/// Reads the GPT of `/dev/<name>` (the primary, else the backup at the disk's end), if it has
+/// one that Slate can read.
 fn read_table(name: &str) -> Option<Table> {
-    let size: u64 = std::fs::read_to_string(Path::new("/sys/block").join(name).join("size"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let size = crate::grow::sectors_of(&Path::new("/sys/block").join(name)).ok()?;
     if size == 0 {
         return None;
     }
-    let mut head = vec![0u8; gpt::PRIMARY_BYTES];
-    std::fs::File::open(format!("/dev/{name}"))
-        .and_then(|mut f| f.read_exact(&mut head))
-        .ok()?;
-    Table::decode(&head).ok()
+    let disk = std::fs::File::open(format!("/dev/{name}")).ok()?;
+    crate::grow::read_gpt(&disk, size).ok().map(|(t, _)| t)
 }
 
 /// Looks at every disk once for the one whose GPT holds `esp`.

@@ -92,6 +92,11 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         device: format!("/dev/{}", disk.name),
         esp: disk.esp,
     });
+    // A disk larger than the image: the GPT spans it and data fills it (crate::grow). A
+    // failure costs the extra space, never the boot.
+    if let Err(e) = crate::grow::grow_partition(disk) {
+        marker::warn(format!("growing data to the disk's end: {e:#}"));
+    }
     mount_data(EARLY_DATA)?;
     // Stage 1's lines so far, and the rest of them, are kept on /data from here on.
     if let Err(e) = crate::logging::attach(
@@ -228,7 +233,12 @@ fn mount_data(target: &str) -> Result<()> {
     let why = match partitions::find(layout::DATA_LABEL) {
         Err(e) => format!("no data partition ({e:#}); /data is a tmpfs and nothing persists"),
         Ok(dev) => match sys::mount(&dev, target, "ext4", Flags::NOSUID | Flags::NODEV, "") {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let Err(e) = crate::grow::grow_filesystem(&dev, target) {
+                    marker::warn(format!("growing the data file system: {e:#}"));
+                }
+                return Ok(());
+            }
             Err(e) => format!("data partition {dev} did not mount ({e:#}); /data is a tmpfs"),
         },
     };

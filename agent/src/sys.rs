@@ -338,6 +338,69 @@ pub fn mac_address(name: &str) -> Result<[u8; 6]> {
     Ok(mac)
 }
 
+/// `struct blkpg_partition` of `<linux/blkpg.h>`.
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+/// `struct blkpg_ioctl_arg` of `<linux/blkpg.h>`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+const BLKPG: libc::c_ulong = 0x1269;
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+/// `EXT4_IOC_RESIZE_FS`: `_IOW('f', 16, __u64)`.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+
+/// Tells the kernel that partition `number` of the disk open as `disk` now spans `length`
+/// bytes from `start` (BLKPG_RESIZE_PARTITION: works while other partitions are in use).
+pub fn resize_partition(disk: &impl AsRawFd, number: u32, start: u64, length: u64) -> Result<()> {
+    let mut part = BlkpgPartition {
+        start: i64::try_from(start).context("partition start")?,
+        length: i64::try_from(length).context("partition length")?,
+        pno: libc::c_int::try_from(number).context("partition number")?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&mut part as *mut BlkpgPartition).cast(),
+    };
+    // SAFETY: `arg` and the partition it points at are valid for the call, laid out as
+    // <linux/blkpg.h> declares them.
+    let rc = unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG, &mut arg as *mut BlkpgIoctlArg) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("resizing partition {number} in the kernel"));
+    }
+    Ok(())
+}
+
+/// Grows the mounted ext4 file system that `dir` (its mount point, opened) lies on to
+/// `blocks` blocks, online (EXT4_IOC_RESIZE_FS; the kernel journals each step).
+pub fn ext4_resize(dir: &impl AsRawFd, blocks: u64) -> Result<()> {
+    let mut count = blocks;
+    // SAFETY: the argument is a valid u64 for the call, as EXT4_IOC_RESIZE_FS reads it.
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &mut count as *mut u64) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("growing the ext4 file system to {blocks} blocks"));
+    }
+    Ok(())
+}
+
 /// Makes a socket send and receive only on interface `name` (SO_BINDTODEVICE): a DHCP client
 /// talks on its interface before that has an address or a route.
 pub fn bind_to_device(sock: &impl AsRawFd, name: &str) -> Result<()> {

@@ -343,6 +343,71 @@ impl Table {
             });
         }
         let h = &primary[SECTOR_BYTES..SECTOR_BYTES + HEADER_BYTES];
+        let entries = &primary[2 * SECTOR_BYTES..needed];
+        let table = Table::from_parts(h, entries, 2)?;
+        Ok(Table {
+            total_sectors: u64_at(h, 32).saturating_add(1),
+            ..table
+        })
+    }
+
+    /// Reads the backup table from the last 33 sectors of a disk of `total_sectors` (its
+    /// entries, then its header in the very last sector), checking both CRCs: what firmware
+    /// falls back to when the primary table is damaged.
+    pub fn decode_backup(tail: &[u8], total_sectors: u64) -> Result<Table, GptError> {
+        let needed = PRIMARY_BYTES - SECTOR_BYTES;
+        if tail.len() < needed || total_sectors < 2 * (2 + ENTRY_SECTORS) + 1 {
+            return Err(GptError::Truncated {
+                needed,
+                got: tail.len(),
+            });
+        }
+        let entries_bytes = PRIMARY_BYTES - 2 * SECTOR_BYTES;
+        let h = &tail[entries_bytes..entries_bytes + HEADER_BYTES];
+        let last = total_sectors - 1;
+        if u64_at(h, 24) != last {
+            return Err(GptError::Unsupported {
+                what: format!(
+                    "backup header says it is at LBA {}, not the last ({last})",
+                    u64_at(h, 24)
+                ),
+            });
+        }
+        let table = Table::from_parts(h, &tail[..entries_bytes], last - ENTRY_SECTORS)?;
+        Ok(Table {
+            total_sectors,
+            ..table
+        })
+    }
+
+    /// The table for the same disk grown to `sectors`: the backup at the new end and the
+    /// partition `label` extended to the new last usable sector (rounded down to a multiple of
+    /// `align` sectors, so it ends where a partition tool would end it). None when there is
+    /// nothing to grow: the disk is not larger, `label` is missing or not the last partition,
+    /// or it would not get bigger.
+    pub fn grown(&self, sectors: u64, label: &str, align: u64) -> Option<Table> {
+        if sectors <= self.total_sectors {
+            return None;
+        }
+        let i = self.partitions.iter().position(|p| p.name == label)?;
+        let last_end = self.partitions.iter().map(|p| p.last_lba).max()?;
+        if self.partitions[i].last_lba != last_end {
+            return None;
+        }
+        let mut t = self.clone();
+        t.total_sectors = sectors;
+        let usable_end = t.last_usable() + 1;
+        let end = usable_end - usable_end % align.max(1);
+        if end <= self.partitions[i].last_lba + 1 {
+            return None;
+        }
+        t.partitions[i].last_lba = end - 1;
+        Some(t)
+    }
+
+    /// The disk GUID and partitions from one header and its entry array, both CRCs checked;
+    /// `entries_lba` is where that header must say its entries are.
+    fn from_parts(h: &[u8], entries: &[u8], entries_lba_expected: u64) -> Result<Table, GptError> {
         if &h[0..8] != SIGNATURE {
             return Err(GptError::NoSignature {
                 found: String::from_utf8_lossy(&h[0..8]).into_owned(),
@@ -355,11 +420,11 @@ impl Table {
         if header_size != HEADER_SIZE
             || entry_size != ENTRY_SIZE
             || entry_count != ENTRY_COUNT
-            || entries_lba != 2
+            || entries_lba != entries_lba_expected
         {
             return Err(GptError::Unsupported {
                 what: format!(
-                    "header size {header_size}, {entry_count} entries of {entry_size} bytes at LBA {entries_lba} (Slate reads 92, 128 x 128 at LBA 2)"
+                    "header size {header_size}, {entry_count} entries of {entry_size} bytes at LBA {entries_lba} (Slate reads 92, 128 x 128 at LBA {entries_lba_expected})"
                 ),
             });
         }
@@ -374,7 +439,6 @@ impl Table {
                 computed,
             });
         }
-        let entries = &primary[2 * SECTOR_BYTES..needed];
         let stored = u32_at(h, 88);
         let computed = crc32fast::hash(entries);
         if stored != computed {
@@ -406,7 +470,7 @@ impl Table {
         }
         Ok(Table {
             disk_guid: Guid::from_gpt_bytes(array16(&h[56..72])),
-            total_sectors: u64_at(h, 32).saturating_add(1),
+            total_sectors: 0,
             partitions,
         })
     }
@@ -452,6 +516,72 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A disk image file holding `t` (both tables), `sectors` long.
+    fn disk_with(t: &Table, dir: &std::path::Path) -> std::path::PathBuf {
+        let enc = t.encode().unwrap();
+        let path = dir.join("disk.img");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(t.total_sectors * SECTOR).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&enc.primary, 0).unwrap();
+        f.write_all_at(&enc.backup, enc.backup_offset).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_grown_table_ends_the_last_partition_at_the_new_end_and_sgdisk_agrees() {
+        let mut t = table(vec![(2048, 4095, "esp"), (4096, 8191, "data")]);
+        t.total_sectors = 10240;
+        assert!(
+            t.grown(10240, "data", 2048).is_none(),
+            "same size: nothing to do"
+        );
+        assert!(
+            t.grown(20480, "esp", 2048).is_none(),
+            "esp is not the last partition"
+        );
+        let g = t.grown(20480 + 100, "data", 2048).unwrap();
+        assert_eq!(g.total_sectors, 20580);
+        let data = g.by_name("data").unwrap();
+        assert_eq!(data.first_lba, 4096);
+        assert_eq!((data.last_lba + 1) % 2048, 0);
+        assert!(data.last_lba <= g.last_usable() && data.last_lba + 2048 > g.last_usable());
+        assert_eq!(g.by_name("esp"), t.by_name("esp"));
+        assert!(g.grown(20580, "data", 2048).is_none(), "grown once");
+
+        // The standard tool reads the grown table with no problem.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk_with(&g, dir.path());
+        let out = std::process::Command::new("sgdisk")
+            .arg("-v")
+            .arg(&disk)
+            .output()
+            .expect("sgdisk (gdisk) is needed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("No problems found"), "{text}");
+        assert!(
+            !text.contains("Warning") && !text.contains("Problem:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_backup_table_reads_back_and_a_damaged_one_is_refused() {
+        let mut t = table(vec![(2048, 4095, "esp"), (4096, 8191, "data")]);
+        t.total_sectors = 10240;
+        let enc = t.encode().unwrap();
+        let back = Table::decode_backup(&enc.backup, t.total_sectors).unwrap();
+        assert_eq!(back, t);
+        let mut bad = enc.backup.clone();
+        bad[100] ^= 1;
+        assert!(matches!(
+            Table::decode_backup(&bad, t.total_sectors),
+            Err(GptError::BadCrc { .. })
+        ));
+        assert!(Table::decode_backup(&enc.backup, t.total_sectors + 8).is_err());
     }
 
     #[test]

@@ -12,6 +12,9 @@ const SHELL: Duration = Duration::from_secs(30);
 fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     let img = image("1.0.0");
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    // Flashed onto a disk 256 MiB larger than the image: data takes the rest on first boot.
+    let (_, data_before) = partition(&disk, "data").unwrap();
+    grow_file(&disk, 256 << 20);
     // A second disk with Slate's partition names (and an ext4 `data`) is attached ahead of
     // the boot disk, so the guest names it vda: the device must take its partitions from the
     // disk the firmware booted from (vdb) alone.
@@ -32,6 +35,15 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     vm.wait_for("slate: stage2 up", BOOT_TIMEOUT).unwrap();
     vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
         .unwrap();
+    let grown_mib = |what: &str| -> u64 {
+        let line = vm
+            .wait_for(&format!("{} {what} ", Kind::DataGrown.prefix()), SHELL)
+            .unwrap();
+        let words: Vec<&str> = line.text.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == what).unwrap();
+        words[at + 1].parse().unwrap()
+    };
+    let (part_mib, fs_mib) = (grown_mib("partition"), grown_mib("filesystem"));
 
     let s = status(&vm);
     assert_eq!(s.slot, Slot::A);
@@ -55,6 +67,18 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
             .lines()
             .any(|l| l.starts_with("/dev/vdb4 /data ext4 rw")),
         "{mounts}"
+    );
+    // /data is the grown file system: the image's data partition plus (nearly) 256 MiB.
+    let df = vm.shell("df -k /data | tail -1", SHELL).unwrap();
+    let total_kib: u64 = df
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{df}"));
+    assert!(
+        total_kib > (data_before >> 10) + 200 * 1024,
+        "/data has {total_kib} KiB, the image's data partition {} KiB: {df}",
+        data_before >> 10
     );
     let decoy = vm.shell("ls /data/DECOY", SHELL).unwrap();
     assert!(!decoy.ends_with("exit=0"), "{decoy}");
@@ -126,13 +150,59 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     // Every service, the debug shell included, stops when asked: none waits out the grace
     // period to be killed.
     assert!(!vm.saw("did not stop within"), "{}", vm.tail(10));
+
+    // The grown table is what the standard tool calls valid, and data ends at the disk's end.
+    sgdisk_clean(&disk);
+    let (offset, size) = partition(&disk, "data").unwrap();
+    let disk_len = std::fs::metadata(&disk).unwrap().len();
+    assert_eq!(size >> 20, part_mib);
+    assert!(size >= data_before + (255 << 20), "data is {size} bytes");
+    assert!(
+        disk_len - (offset + size) < (2 << 20),
+        "data ends {} bytes before the disk's end",
+        disk_len - (offset + size)
+    );
+    assert!(
+        fs_mib <= part_mib && fs_mib + 2 >= part_mib,
+        "file system {fs_mib} MiB, partition {part_mib} MiB"
+    );
+}
+
+/// Makes a disk image file `extra` bytes longer, as a larger disk would be.
+fn grow_file(disk: &std::path::Path, extra: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + extra).unwrap();
+}
+
+/// `sgdisk -v` finds no problem (it exits 0 with problems, so its words are checked).
+fn sgdisk_clean(disk: &std::path::Path) {
+    let out = std::process::Command::new("sgdisk")
+        .arg("-v")
+        .arg(disk)
+        .output()
+        .expect("sgdisk (gdisk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("No problems found"), "{text}");
+    assert!(
+        !text.contains("Warning") && !text.contains("Problem:"),
+        "{text}"
+    );
 }
 
 #[test]
 fn data_survives_a_clean_reboot_and_a_power_cut() {
     let img = image("1.0.0");
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    // On a larger disk, data grows on the first boot only.
+    grow_file(&disk, 64 << 20);
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    vm.wait_for(
+        &format!("{} filesystem", Kind::DataGrown.prefix()),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let w = vm.shell("echo clean-reboot > /data/keep1", SHELL).unwrap();
@@ -149,6 +219,10 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     vm.wait_prompt("slate# ", mark, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1", SHELL).unwrap();
     assert!(r.contains("clean-reboot"), "{r}");
+    assert!(
+        !vm.saw_after(&Kind::DataGrown.prefix(), mark),
+        "data grew again on the second boot"
+    );
 
     // Power cut after sync: QEMU is killed, the same disk boots again.
     let w = vm

@@ -46,6 +46,8 @@ pub enum Kind {
     Api,
     /// `slate: boot disk /dev/… esp=<partuuid>`
     BootDisk,
+    /// `slate: data grown …`
+    DataGrown,
 }
 
 impl Kind {
@@ -68,6 +70,7 @@ impl Kind {
             Kind::BelowFloor => "below floor",
             Kind::Api => "api",
             Kind::BootDisk => "boot disk",
+            Kind::DataGrown => "data grown",
         }
     }
 
@@ -222,6 +225,14 @@ pub enum Marker {
         /// The PARTUUID of the ESP systemd-boot was loaded from.
         esp: crate::guid::Guid,
     },
+    /// The boot disk is larger than the image: its GPT now spans it and `data` (partition,
+    /// then ext4) fills it. Printed for each of the two steps it took on this boot.
+    DataGrown {
+        /// `partition` (the GPT moved and `data` extended) or `filesystem` (ext4 grown).
+        what: &'static str,
+        /// New size of that in MiB.
+        mib: u64,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -323,6 +334,7 @@ impl fmt::Display for Marker {
                 write!(f, "api http port={port} (insecure, development only)")
             }
             Marker::BootDisk { device, esp } => write!(f, "boot disk {device} esp={esp}"),
+            Marker::DataGrown { what, mib } => write!(f, "data grown {what} {mib} MiB"),
             Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
             Marker::ServiceFailedToStart { name, error } => {
                 write!(f, "service {name} failed to start: {error}")
@@ -428,6 +440,10 @@ mod tests {
                     esp: "c12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse().unwrap(),
                 },
                 "slate: boot disk /dev/vdb esp=c12a7328-f81f-11d2-ba4b-00a0c93ec93b".into(),
+            ),
+            (
+                Marker::DataGrown { what: "filesystem", mib: 1024 },
+                "slate: data grown filesystem 1024 MiB".into(),
             ),
             (
                 Marker::StageFailed { stage: "stage1", error: "x".into() },
