@@ -56,6 +56,11 @@ fn the_lock_is_what_apt_installs_and_locking_twice_gives_the_same_lock() {
         std::fs::metadata(&files[0]).unwrap().len(),
         small.packages[0].size
     );
+    // A lock made elsewhere fetches into a cache with no lists yet (a fresh checkout).
+    let fresh = tempfile::tempdir().unwrap();
+    let fresh_apt = Apt::new(fresh.path(), &source, "amd64").unwrap();
+    let files = lock::fetch(&fresh_apt, &small, &fresh.path().join("debs")).unwrap();
+    assert_eq!(files.len(), 1);
     small.packages[0].sha256 = "00".repeat(32);
     let e = lock::fetch(&apt, &small, &debs).unwrap_err();
     assert!(format!("{e:#}").contains("but the lock says"), "{e:#}");

@@ -299,6 +299,11 @@ pub fn fetch(apt: &Apt, lock: &Lock, cache: &Path) -> Result<Vec<PathBuf>> {
     }
     let partial = cache.join("partial");
     let _ = std::fs::remove_dir_all(&partial);
+    // apt downloads by name and version from its lists: a fresh cache (a lock committed
+    // elsewhere) has none yet, and old lists may not know a newer lock's versions.
+    if !missing.is_empty() {
+        apt.update()?;
+    }
     let wanted: Vec<(String, String)> = missing
         .iter()
         .map(|p| (p.name.clone(), p.version.clone()))
