@@ -36,8 +36,9 @@ enum Command {
     /// Build a disk image and its parts from an image spec.
     ///
     /// Writes rootfs.img, vmlinuz, initrd.img, disk.img, disk.img.bmap and build.toml into OUT.
-    /// Needs no root. The root's packages come from image.lock beside the spec and the cache
-    /// `slate fetch` fills; the board's kernel and boot loader from `cargo xtask deps`.
+    /// Needs no root. Every package (the root's, the board's kernel and boot loader) comes from
+    /// image.lock beside the spec and the cache `slate fetch` fills; a spec with no packages
+    /// and no lock takes the board's from --debs.
     Build {
         /// Image spec (TOML).
         #[arg(long, default_value = "rootfs/image.toml")]
@@ -57,8 +58,8 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
-        /// Deb cache folder of the board's kernel and boot loader [default: .cache/debs of the
-        /// source tree].
+        /// Deb cache folder (`cargo xtask deps`) of the board's kernel and boot loader, for a spec
+        /// without a lock [default: .cache/debs of the source tree].
         #[arg(long, value_name = "DIR")]
         debs: Option<PathBuf>,
         /// Cache `slate fetch` filled with the lock's packages [default: ~/.cache/slate, or

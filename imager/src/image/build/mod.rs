@@ -69,8 +69,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Print each stage's wall and CPU time when done (`--timings`).
     pub timings: bool,
-    /// Deb cache folder of the board's kernel and boot loader (default: `.cache/debs` of the
-    /// workspace).
+    /// Deb cache folder of the board's kernel and boot loader, for a spec without a lock
+    /// (default: `.cache/debs` of the workspace).
     pub debs: Option<PathBuf>,
     /// Cache `slate fetch` filled with the lock's packages (default:
     /// [`lock::default_cache_for`]).
