@@ -24,6 +24,7 @@
 pub mod api;
 pub mod bootentry;
 pub mod bundle;
+pub mod channel;
 pub mod cmdline;
 pub mod config;
 pub mod dhcp;

@@ -1,0 +1,24 @@
+//! The update channel's pure logic: what a device decides from a release manifest, its own
+//! seed and a clock, and how often it asks.
+//!
+//! The device agent runs this code against the real clock and a TUF repository; `cargo xtask
+//! fleet-sim` runs the very same code against a simulated clock for 100,000 devices. Nothing
+//! here does I/O, so both can trust that they see the same behaviour.
+//!
+//! - [`span`]: durations as people write them in TOML (`"90s"`, `"4h"`, `"2d"`).
+//! - [`waves`]: a wave file, resolved into seed ranges and opening times at publish time.
+//! - [`release`]: the signed release manifest (`release.json`) and the decision it drives.
+//! - [`schedule`]: poll intervals with jitter and exponential backoff after errors.
+
+pub mod release;
+pub mod schedule;
+pub mod span;
+pub mod waves;
+
+pub use release::{decide, Decision, DeviceView, Limit, ReleaseManifest, Update, RELEASE_TARGET};
+pub use schedule::{backoff_delay, next_poll, Poll};
+pub use span::Span;
+pub use waves::{Seed, WaveError, WaveFile, Waves, SEEDS};
+
+#[cfg(test)]
+mod tests;

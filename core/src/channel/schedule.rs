@@ -1,0 +1,53 @@
+//! When a device asks the channel again: a poll interval with jitter (so a fleet that booted
+//! together does not poll together), and exponential backoff after errors (so a struggling
+//! server is not hammered by the whole fleet at once).
+//!
+//! Randomness comes in as an argument (`draw`), so the agent passes real random numbers and
+//! the fleet simulator a seeded generator, and both run this exact arithmetic.
+
+use serde::{Deserialize, Serialize};
+
+/// Polling settings (`[update]` in the agent's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poll {
+    /// Mean seconds between checks.
+    pub interval: u64,
+    /// Jitter as a share of the interval, in percent: each wait is drawn uniformly from
+    /// `interval ± jitter%`.
+    pub jitter_percent: u64,
+    /// First wait after a failure, in seconds; doubled per further failure.
+    pub backoff_base: u64,
+    /// Longest wait after failures.
+    pub backoff_max: u64,
+}
+
+impl Default for Poll {
+    fn default() -> Poll {
+        Poll {
+            interval: 6 * 3600,
+            jitter_percent: 25,
+            backoff_base: 30,
+            backoff_max: 6 * 3600,
+        }
+    }
+}
+
+/// Seconds until the next regular check, for a uniform random `draw`.
+pub fn next_poll(poll: &Poll, draw: u64) -> u64 {
+    let spread = poll.interval.saturating_mul(poll.jitter_percent.min(100)) / 100;
+    let low = poll.interval - spread;
+    low + draw % (2 * spread + 1)
+}
+
+/// Seconds until the next try after `failures` consecutive failures (≥ 1): exponential, capped,
+/// and "equal jitter" (half fixed, half random) so retries spread out but never come at once.
+pub fn backoff_delay(poll: &Poll, failures: u32, draw: u64) -> u64 {
+    let exp = failures.saturating_sub(1).min(32);
+    let full = poll
+        .backoff_base
+        .saturating_mul(1u64 << exp)
+        .min(poll.backoff_max)
+        .max(1);
+    let half = full / 2;
+    half + draw % (full - half + 1)
+}
