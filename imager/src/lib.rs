@@ -24,4 +24,4 @@ pub use image::{
     agentbin, apt, bmap, board, build, cache, compose, cpio, deb, debroot, disk, esp, ext4,
     hashing, kernel, kmod, lock, provenance, spec, squashfs, timings, tools, tree,
 };
-pub use operator::{bundle, ca, flash, inspect, keys, push, tls};
+pub use operator::{bundle, ca, flash, inspect, keys, push, repo, tls};

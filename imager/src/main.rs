@@ -12,6 +12,7 @@ use slate_imager::{bundle, flash, inspect, keys};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod channel;
 mod operators;
 mod packages;
 
@@ -230,6 +231,13 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// The update channel's TUF repository: init, refresh, status.
+    Repo {
+        #[command(subcommand)]
+        command: channel::RepoCommand,
+    },
+    /// Offer a signed bundle to devices through a repository, in waves; or set max_version.
+    Publish(channel::PublishArgs),
     /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
     #[command(hide = true)]
     VerityFormat {
@@ -311,6 +319,8 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Lock { target } => packages::lock(&target)?,
+        Command::Repo { command } => command.run()?,
+        Command::Publish(args) => args.run()?,
         Command::Fetch { target } => packages::fetch(&target)?,
         Command::Flash {
             image,

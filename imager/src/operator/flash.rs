@@ -80,7 +80,7 @@ fn block_device_in_use(target: &Path, rdev: u64) -> Option<String> {
     if swaps.lines().skip(1).any(|l| {
         l.split_whitespace()
             .next()
-            .is_some_and(|p| p.starts_with(target_str.as_ref()))
+            .is_some_and(|p| p.starts_with(&*target_str))
     }) {
         return Some(format!("{} is used as swap", target.display()));
     }

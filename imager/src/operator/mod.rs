@@ -7,4 +7,5 @@ pub mod flash;
 pub mod inspect;
 pub mod keys;
 pub mod push;
+pub mod repo;
 pub mod tls;

@@ -1,0 +1,198 @@
+//! `slate publish`: a signed bundle becomes a target, and the release manifest offers it to
+//! devices in waves; `--max-version` pulls the fleet-wide roll-back lever.
+
+use super::layout::Layout;
+use super::signing;
+use super::write::{self, TargetsState};
+use crate::bundle;
+use crate::keys;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use slate_core::bundle::BundleReader;
+use slate_core::channel::{ReleaseManifest, Update, WaveFile, Waves, RELEASE_TARGET};
+use slate_core::manifest::Manifest;
+use slate_core::Version;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use tough::schema::decoded::{Decoded, Hex};
+use tough::schema::{Hashes, Target};
+use tough::TargetName;
+
+/// What `slate publish` does.
+#[derive(Debug, Default)]
+pub struct PublishOptions {
+    /// The repository folder.
+    pub repo: PathBuf,
+    /// A signed bundle to offer.
+    pub bundle: Option<PathBuf>,
+    /// Its waves [default: every device at once].
+    pub waves: Option<PathBuf>,
+    /// Product and board for `max_version` without a bundle.
+    pub product_board: Option<(String, String)>,
+    /// Set the highest version devices may run (`Some(None)` lifts it).
+    pub max_version: Option<Option<Version>>,
+    /// The release key (targets role).
+    pub targets_key: PathBuf,
+    /// The online key (snapshot and timestamp).
+    pub online_key: PathBuf,
+    /// The time it is (seconds since the epoch): waves count from it.
+    pub now: i64,
+}
+
+/// What changed, for the CLI to print.
+#[derive(Debug)]
+pub struct Published {
+    /// The update offered, if a bundle was given.
+    pub update: Option<Update>,
+    /// The release manifest as devices now read it.
+    pub release: ReleaseManifest,
+}
+
+/// Publishes; the repository is read back through the TUF client before this returns.
+pub fn publish(o: &PublishOptions) -> Result<Published> {
+    let layout = Layout::new(&o.repo);
+    let settings = layout.settings()?;
+    let targets_key = keys::load_private(&o.targets_key)?;
+    let online_key = keys::load_private(&o.online_key)?;
+    let repo = layout.load(false)?;
+    let mut release = layout.release(&repo)?;
+    let mut targets = repo.targets().signed.clone();
+    let now = u64::try_from(o.now).context("the clock is before 1970")?;
+
+    let mut offered = None;
+    let mut product_board = o.product_board.clone();
+    if let Some(path) = &o.bundle {
+        let manifest = signed_manifest(path)?;
+        let waves = match &o.waves {
+            Some(w) => {
+                let text = std::fs::read_to_string(w)
+                    .with_context(|| format!("reading {}", w.display()))?;
+                WaveFile::parse(&text)
+                    .with_context(|| format!("{}", w.display()))?
+                    .resolve(now)
+            }
+            None => Waves::default(),
+        };
+        let name = format!(
+            "{}-{}-{}.slate",
+            manifest.product, manifest.board, manifest.version
+        );
+        let target = add_target_file(&layout, &name, path)?;
+        targets
+            .targets
+            .insert(TargetName::new(&name).context("target name")?, target);
+        let update = Update {
+            product: manifest.product.clone(),
+            board: manifest.board.clone(),
+            version: manifest.version.clone(),
+            target: name,
+            published: now,
+            waves,
+        };
+        release.publish(update.clone());
+        product_board = Some((manifest.product, manifest.board));
+        offered = Some(update);
+    } else if o.waves.is_some() {
+        bail!("--waves needs --bundle (waves belong to one published bundle)");
+    }
+    if let Some(max) = &o.max_version {
+        let Some((product, board)) = &product_board else {
+            bail!("--max-version needs --bundle, or --product and --board");
+        };
+        release.set_max_version(product, board, max.clone());
+    }
+    if offered.is_none() && o.max_version.is_none() {
+        bail!("nothing to publish: give --bundle and/or --max-version");
+    }
+
+    let mut json = serde_json::to_vec_pretty(&release).context("encoding release.json")?;
+    json.push(b'\n');
+    let target = add_target_bytes(&layout, RELEASE_TARGET, &json)?;
+    targets
+        .targets
+        .insert(TargetName::new(RELEASE_TARGET).context("target name")?, target);
+    targets.version = targets
+        .version
+        .checked_add(1)
+        .context("targets version overflow")?;
+    targets.expires = signing::expires(o.now, settings.targets_expiry)?;
+    let state: TargetsState = write::targets(&layout, targets, &targets_key)?;
+    write::snapshot_and_timestamp(&layout, &state, Some(&repo), &online_key, &settings, o.now)?;
+    let check = layout.load(false)?;
+    let release = layout.release(&check)?;
+    Ok(Published {
+        update: offered,
+        release,
+    })
+}
+
+/// The manifest of a bundle that carries at least one signature (the device checks them
+/// against its trust file; an unsigned bundle could never install).
+fn signed_manifest(path: &Path) -> Result<Manifest> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r = BundleReader::new(BufReader::new(f));
+    let (bytes, sigs) = bundle::read_head(&mut r).with_context(|| format!("{}", path.display()))?;
+    if sigs.signatures.is_empty() {
+        bail!(
+            "{} is not signed; devices would refuse it (sign it with slate sign --key …)",
+            path.display()
+        );
+    }
+    Manifest::parse(&bytes).with_context(|| format!("{}: manifest.toml", path.display()))
+}
+
+fn target(length: u64, sha256: Vec<u8>) -> Target {
+    Target {
+        length,
+        hashes: Hashes {
+            sha256: Decoded::<Hex>::from(sha256),
+            _extra: HashMap::new(),
+        },
+        custom: HashMap::new(),
+        _extra: HashMap::new(),
+    }
+}
+
+/// Copies a file into `targets/<sha256>.<name>`, hashing as it goes.
+fn add_target_file(layout: &Layout, name: &str, path: &Path) -> Result<Target> {
+    let dir = layout.targets();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut src = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut length = 0u64;
+    loop {
+        let n = src
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        length += n as u64;
+    }
+    tmp.as_file().sync_all().context("syncing the target")?;
+    let sha = hash.finalize().to_vec();
+    let perm = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(tmp.path(), perm).context("setting the target's mode")?;
+    let dest = dir.join(format!("{}.{name}", hex::encode(&sha)));
+    tmp.persist(&dest)
+        .with_context(|| format!("renaming into {}", dest.display()))?;
+    Ok(target(length, sha))
+}
+
+/// Writes bytes as `targets/<sha256>.<name>`.
+fn add_target_bytes(layout: &Layout, name: &str, bytes: &[u8]) -> Result<Target> {
+    let sha = Sha256::digest(bytes).to_vec();
+    let dest = layout
+        .targets()
+        .join(format!("{}.{name}", hex::encode(&sha)));
+    signing::write_atomic(&dest, bytes)?;
+    Ok(target(bytes.len() as u64, sha))
+}
