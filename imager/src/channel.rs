@@ -59,6 +59,22 @@ pub enum RepoCommand {
         #[arg(long, value_name = "KEY.pem")]
         online_key: PathBuf,
     },
+    /// Replace the root keys (and renew the root's expiry): the new root is signed by enough
+    /// old root keys and all new ones, so devices with an older root.json follow.
+    RotateRoot {
+        /// The repository folder.
+        #[arg(long)]
+        repo: PathBuf,
+        /// A current root key (private); repeat until the current threshold is met.
+        #[arg(long = "old-key", value_name = "KEY.pem", required = true)]
+        old_keys: Vec<PathBuf>,
+        /// A new root key (private); repeat for several. The old ones may be given again.
+        #[arg(long = "root-key", value_name = "KEY.pem", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many new root keys must sign the next root.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+    },
     /// Show what a repository offers: versions, waves as dates and fleet shares, limits,
     /// and each role's expiry.
     Status {
@@ -105,9 +121,24 @@ impl RepoCommand {
                     root.display()
                 );
             }
-            RepoCommand::Refresh { repo: dir, online_key } => {
+            RepoCommand::Refresh {
+                repo: dir,
+                online_key,
+            } => {
                 let expires = repo::refresh(&dir, &online_key, now)?;
                 println!("{}: timestamp valid until {expires}", dir.display());
+            }
+            RepoCommand::RotateRoot {
+                repo: dir,
+                old_keys,
+                root_keys,
+                threshold,
+            } => {
+                let v = repo::rotate_root(&dir, &old_keys, &root_keys, threshold, now)?;
+                println!(
+                    "{}: root version {v}; devices with an older root follow the chain",
+                    dir.display()
+                );
             }
             RepoCommand::Status { repo: dir, seed } => {
                 let seed = seed
@@ -179,7 +210,10 @@ impl PublishArgs {
             );
         }
         for l in &out.release.limits {
-            println!("max_version {} for {} on {}", l.max_version, l.product, l.board);
+            println!(
+                "max_version {} for {} on {}",
+                l.max_version, l.product, l.board
+            );
         }
         println!("see: slate repo status {}", self.repo.display());
         Ok(())

@@ -231,7 +231,7 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// The update channel's TUF repository: init, refresh, status.
+    /// The update channel's TUF repository: init, refresh, rotate-root, status.
     Repo {
         #[command(subcommand)]
         command: channel::RepoCommand,

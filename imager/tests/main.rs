@@ -8,6 +8,7 @@
 mod util;
 
 mod bad_input;
+mod channel;
 mod flash;
 mod keys;
 mod lock;

@@ -41,7 +41,9 @@ impl FromStr for Span {
         if digits == 0 {
             return Err(err("it does not start with a number"));
         }
-        let n: u64 = t[..digits].parse().map_err(|_| err("the number is too large"))?;
+        let n: u64 = t[..digits]
+            .parse()
+            .map_err(|_| err("the number is too large"))?;
         let unit = match t[digits..].trim() {
             "" | "s" => 1,
             "m" => 60,

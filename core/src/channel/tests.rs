@@ -75,7 +75,10 @@ fn seeds_above_every_wave_wait_for_its_end() {
         .resolve(0);
     assert_eq!(waves.wave_of(Seed::try_from(2000).unwrap()), None);
     assert_eq!(waves.ready_at(Seed::try_from(2000).unwrap(), 0), 3600);
-    assert_eq!(Waves::default().ready_at(Seed::try_from(7).unwrap(), 42), 42);
+    assert_eq!(
+        Waves::default().ready_at(Seed::try_from(7).unwrap(), 42),
+        42
+    );
 }
 
 #[test]
@@ -95,10 +98,14 @@ fn bad_wave_files_name_the_wave_and_field() {
     );
     assert!(e(&two("1h", 0, "2h", 5)).starts_with("wave 1: fleet_percentage = 0"));
     assert!(e(&two("1h", 5, "2h", 101)).starts_with("wave 2: fleet_percentage = 101"));
-    assert!(e("[[wave]]\nstart_after = \"1h\"\nfleet_percentage = 5\nend_after = \"30m\"\n")
-        .starts_with("wave 1: end_after"));
+    assert!(
+        e("[[wave]]\nstart_after = \"1h\"\nfleet_percentage = 5\nend_after = \"30m\"\n")
+            .starts_with("wave 1: end_after")
+    );
     assert!(e("[[wave]]\nstart = \"1h\"\n").contains("unknown field"));
-    assert!(e("[[wave]]\nstart_after = \"1 hour\"\nfleet_percentage = 5\n").contains("unknown unit"));
+    assert!(
+        e("[[wave]]\nstart_after = \"1 hour\"\nfleet_percentage = 5\n").contains("unknown unit")
+    );
     WaveFile::default_fleet().check().unwrap();
 }
 
@@ -146,12 +153,12 @@ fn a_device_takes_the_newest_release_when_its_wave_comes() {
     ));
     let mut eager = device(&one, 1000);
     eager.ignore_waves = true;
-    assert!(matches!(
-        decide(&m, &eager, 0),
-        Decision::Install { .. }
-    ));
+    assert!(matches!(decide(&m, &eager, 0), Decision::Install { .. }));
     let two = v("2.0.0");
-    assert_eq!(decide(&m, &device(&two, 0), 10 * 86_400), Decision::UpToDate);
+    assert_eq!(
+        decide(&m, &device(&two, 0), 10 * 86_400),
+        Decision::UpToDate
+    );
 }
 
 #[test]
@@ -187,7 +194,10 @@ fn a_version_lock_wins_over_waves() {
     d.version_lock = Some(&one);
     assert!(matches!(
         decide(&m, &d, 0),
-        Decision::Install { reason: Reason::Locked, .. }
+        Decision::Install {
+            reason: Reason::Locked,
+            ..
+        }
     ));
     let mut d = device(&one, 2047);
     d.version_lock = Some(&one);

@@ -118,7 +118,8 @@ impl Layout {
                 path.display()
             );
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("{}: bad release manifest", path.display()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: bad release manifest", path.display()))
     }
 }
 

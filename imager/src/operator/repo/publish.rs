@@ -110,9 +110,10 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
     let mut json = serde_json::to_vec_pretty(&release).context("encoding release.json")?;
     json.push(b'\n');
     let target = add_target_bytes(&layout, RELEASE_TARGET, &json)?;
-    targets
-        .targets
-        .insert(TargetName::new(RELEASE_TARGET).context("target name")?, target);
+    targets.targets.insert(
+        TargetName::new(RELEASE_TARGET).context("target name")?,
+        target,
+    );
     targets.version = targets
         .version
         .checked_add(1)

@@ -47,7 +47,10 @@ pub fn sign<T: Role + Serialize>(role: T, keys: &[&SigningKey]) -> Result<Signed
 }
 
 /// Adds more signatures over the same role (root rotation: old and new keys both sign).
-pub fn add_signatures<T: Role + Serialize>(signed: &mut Signed<T>, keys: &[&SigningKey]) -> Result<()> {
+pub fn add_signatures<T: Role + Serialize>(
+    signed: &mut Signed<T>,
+    keys: &[&SigningKey],
+) -> Result<()> {
     let canonical = signed.signed.canonical_form().context("canonical JSON")?;
     for k in keys {
         let keyid = key_id(&k.verifying_key())?;

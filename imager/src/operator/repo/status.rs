@@ -19,12 +19,17 @@ pub struct RepoStatus {
 /// Reads a repository's state (signatures checked, expiry reported rather than enforced).
 pub fn status(dir: &Path) -> Result<RepoStatus> {
     let layout = Layout::new(dir);
+    layout.settings()?;
     let repo = layout.load(false)?;
     let role = |name, version: std::num::NonZeroU64, expires: jiff::Timestamp| {
         (name, version.get(), expires.as_second())
     };
     let roles = vec![
-        role("root", repo.root().signed.version, repo.root().signed.expires),
+        role(
+            "root",
+            repo.root().signed.version,
+            repo.root().signed.expires,
+        ),
         role(
             "targets",
             repo.targets().signed.version,
@@ -107,7 +112,9 @@ impl RepoStatus {
                 let wave = u
                     .waves
                     .wave_of(seed)
-                    .map_or("after the last wave".to_string(), |i| format!("wave {}", i + 1));
+                    .map_or("after the last wave".to_string(), |i| {
+                        format!("wave {}", i + 1)
+                    });
                 let at = u.waves.ready_at(seed, u.published);
                 let _ = writeln!(
                     s,

@@ -37,7 +37,9 @@ impl TargetsState {
             .context("the snapshot has no hash of targets.json")?;
         Ok(TargetsState {
             version: meta.version,
-            length: meta.length.context("the snapshot has no length of targets.json")?,
+            length: meta
+                .length
+                .context("the snapshot has no length of targets.json")?,
             sha256: hashes.sha256.to_vec(),
         })
     }
@@ -60,7 +62,10 @@ pub fn targets(layout: &Layout, targets: Targets, key: &SigningKey) -> Result<Ta
     let version = targets.version;
     let signed = signing::sign(targets, &[key])?;
     let bytes = signing::to_bytes(&signed)?;
-    signing::write_atomic(&layout.metadata().join(format!("{version}.targets.json")), &bytes)?;
+    signing::write_atomic(
+        &layout.metadata().join(format!("{version}.targets.json")),
+        &bytes,
+    )?;
     Ok(TargetsState {
         version,
         length: bytes.len() as u64,
@@ -79,8 +84,8 @@ pub fn snapshot_and_timestamp(
     now: i64,
 ) -> Result<()> {
     let next = |v: Option<NonZeroU64>| v.map_or(Some(NonZeroU64::MIN), |v| v.checked_add(1));
-    let snap_version = next(previous.map(|r| r.snapshot().signed.version))
-        .context("snapshot version overflow")?;
+    let snap_version =
+        next(previous.map(|r| r.snapshot().signed.version)).context("snapshot version overflow")?;
     let ts_version = next(previous.map(|r| r.timestamp().signed.version))
         .context("timestamp version overflow")?;
 
@@ -103,7 +108,9 @@ pub fn snapshot_and_timestamp(
     );
     let snapshot = signing::to_bytes(&signing::sign(snapshot, &[key])?)?;
     signing::write_atomic(
-        &layout.metadata().join(format!("{snap_version}.snapshot.json")),
+        &layout
+            .metadata()
+            .join(format!("{snap_version}.snapshot.json")),
         &snapshot,
     )?;
 
@@ -112,9 +119,10 @@ pub fn snapshot_and_timestamp(
         ts_version,
         signing::expires(now, settings.timestamp_expiry)?,
     );
-    timestamp
-        .meta
-        .insert("snapshot.json".to_string(), metafile(snap_version, &snapshot));
+    timestamp.meta.insert(
+        "snapshot.json".to_string(),
+        metafile(snap_version, &snapshot),
+    );
     let timestamp = signing::to_bytes(&signing::sign(timestamp, &[key])?)?;
     signing::write_atomic(&layout.metadata().join("timestamp.json"), &timestamp)?;
     Ok(())

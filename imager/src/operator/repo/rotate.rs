@@ -1,0 +1,100 @@
+//! `slate repo rotate-root`: a new root (new root keys, a new threshold, a renewed expiry)
+//! signed by enough of the old root keys *and* all of the new ones, so devices that trust an
+//! older root walk forward to it (TUF's root chain) without a new image.
+
+use super::layout::Layout;
+use super::signing::{self, tuf_key};
+use crate::keys;
+use anyhow::{bail, Context, Result};
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use tough::schema::{RoleKeys, RoleType};
+
+/// Writes `N+1.root.json` (and `root.json`); returns the new root's version.
+pub fn rotate_root(
+    dir: &Path,
+    old_paths: &[PathBuf],
+    new_keys: &[PathBuf],
+    threshold: u64,
+    now: i64,
+) -> Result<u64> {
+    let layout = Layout::new(dir);
+    let settings = layout.settings()?;
+    let repo = layout.load(false)?;
+    let old_root = &repo.root().signed;
+    let old_keys = old_paths
+        .iter()
+        .map(|p| keys::load_private(p))
+        .collect::<Result<Vec<_>>>()?;
+    let new_keys = new_keys
+        .iter()
+        .map(|p| keys::load_private(p))
+        .collect::<Result<Vec<_>>>()?;
+    let old_role = old_root
+        .roles
+        .get(&RoleType::Root)
+        .context("the current root has no root role")?;
+    let mut signing_old = 0u64;
+    for (k, path) in old_keys.iter().zip(old_paths) {
+        let id = signing::key_id(&k.verifying_key())?;
+        if !old_role.keyids.contains(&id) {
+            bail!(
+                "--old-key {}: not a key of the current root (version {})",
+                path.display(),
+                old_root.version
+            );
+        }
+        signing_old += 1;
+    }
+    if signing_old < old_role.threshold.get() {
+        bail!(
+            "the current root needs {} of its keys to sign its successor; {signing_old} given (--old-key)",
+            old_role.threshold
+        );
+    }
+    let threshold = NonZeroU64::new(threshold).context("--threshold must be at least 1")?;
+    let mut keyids = Vec::new();
+    let mut root = old_root.clone();
+    for k in &new_keys {
+        let id = signing::key_id(&k.verifying_key())?;
+        root.keys.insert(id.clone(), tuf_key(&k.verifying_key()));
+        if !keyids.contains(&id) {
+            keyids.push(id);
+        }
+    }
+    if (keyids.len() as u64) < threshold.get() {
+        bail!("--threshold {threshold} needs that many distinct --root-key files");
+    }
+    root.roles.insert(
+        RoleType::Root,
+        RoleKeys {
+            keyids,
+            threshold,
+            _extra: Default::default(),
+        },
+    );
+    // Keys no role uses any more leave the root.
+    let used: Vec<_> = root.roles.values().flat_map(|r| r.keyids.clone()).collect();
+    root.keys.retain(|id, _| used.contains(id));
+    root.version = old_root
+        .version
+        .checked_add(1)
+        .context("root version overflow")?;
+    root.expires = signing::expires(now, settings.root_expiry)?;
+    let version = root.version;
+    let new_refs: Vec<_> = new_keys.iter().collect();
+    let mut signed = signing::sign(root, &new_refs)?;
+    let old_refs: Vec<_> = old_keys.iter().collect();
+    signing::add_signatures(&mut signed, &old_refs)?;
+    let bytes = signing::to_bytes(&signed)?;
+    signing::write_atomic(
+        &layout.metadata().join(format!("{version}.root.json")),
+        &bytes,
+    )?;
+    signing::write_atomic(&layout.metadata().join("root.json"), &bytes)?;
+    let check = layout.load(false)?;
+    if check.root().signed.version != version {
+        bail!("the TUF client did not reach the new root {version}");
+    }
+    Ok(version.get())
+}
