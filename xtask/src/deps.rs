@@ -270,10 +270,43 @@ fn host_tools() -> Result<()> {
     Ok(())
 }
 
+/// python-tuf, the independent TUF client the channel tests read repositories with
+/// (pinned, so a new release cannot change what the tests accept).
+const PYTHON_TUF: &str = "tuf==7.0.1";
+
+/// Installs python-tuf with pip when `python3` cannot import it.
+fn python_tools() -> Result<()> {
+    let has = || {
+        Command::new("python3")
+            .args(["-c", "import tuf.ngclient"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has() {
+        return Ok(());
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q", PYTHON_TUF])
+            .args(extra)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A Debian-managed python3 refuses plain pip installs (PEP 668); a pyenv one does not.
+    if !pip(&[]) && !pip(&["--break-system-packages"]) {
+        bail!("could not install {PYTHON_TUF} with pip (python3 -m pip install {PYTHON_TUF})");
+    }
+    if !has() {
+        bail!("{PYTHON_TUF} installed, but python3 still cannot import tuf.ngclient");
+    }
+    Ok(())
+}
+
 /// Runs `cargo xtask deps`.
 pub fn deps(no_tools: bool) -> Result<()> {
     if !no_tools {
         host_tools()?;
+        python_tools()?;
     }
     let cache = root().join(".cache/debs");
     fetch(&cache)?;
