@@ -31,6 +31,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "qemu-utils",
     "ovmf",
     "time",
+    "fonts-dejavu-core",
 ];
 
 fn is_root() -> bool {

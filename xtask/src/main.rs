@@ -6,6 +6,7 @@
 
 mod bench;
 mod deps;
+mod fleet;
 mod fuzz;
 mod gauntlet;
 mod images;
@@ -107,6 +108,10 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         jobs: u64,
     },
+    /// Simulate one release's rollout to a fleet (100,000 devices by default) with the
+    /// agent's own channel code: rollout curve, per-wave times, the server's peak request rate,
+    /// and a PNG plot.
+    FleetSim(fleet::Args),
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
     /// Benchmarks beside the standard tools: `imager` (slate build vs mksquashfs, veritysetup,
@@ -310,6 +315,7 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::FleetSim(args) => fleet::fleet_sim(&args),
         Cmd::Install { prefix } => install::install(&prefix),
         Cmd::Gauntlet {
             full,

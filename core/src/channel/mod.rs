@@ -16,7 +16,7 @@ pub mod span;
 pub mod waves;
 
 pub use release::{decide, Decision, DeviceView, Limit, ReleaseManifest, Update, RELEASE_TARGET};
-pub use schedule::{backoff_delay, next_poll, Poll};
+pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler};
 pub use span::Span;
 pub use waves::{Seed, WaveError, WaveFile, Waves, SEEDS};
 

@@ -172,7 +172,7 @@ pub enum Decision<'a> {
 /// A device's whole update policy: given the manifest, itself and the time, what to do.
 pub fn decide<'a>(manifest: &'a ReleaseManifest, me: &DeviceView<'_>, now: u64) -> Decision<'a> {
     let max = manifest.max_version(me.product, me.board);
-    let allowed = |u: &&Update| max.map_or(true, |m| u.version <= *m);
+    let allowed = |u: &&Update| !matches!(max, Some(m) if u.version > *m);
     let updates = || manifest.updates_for(me.product, me.board).filter(allowed);
     if let Some(lock) = me.version_lock {
         if lock == me.version {

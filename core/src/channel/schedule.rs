@@ -51,3 +51,52 @@ pub fn backoff_delay(poll: &Poll, failures: u32, draw: u64) -> u64 {
     let half = full / 2;
     half + draw % (full - half + 1)
 }
+
+/// Seconds over which devices that become ready at the same moment spread their check.
+pub const WAKE_SPREAD: u64 = 300;
+
+/// How a check of the channel went, as the scheduler needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The repository was read and verified; `ready_at` is when a waited-for update becomes
+    /// ready for this device, if one is.
+    Checked {
+        /// When the device's wave reaches it (seconds since the epoch).
+        ready_at: Option<u64>,
+    },
+    /// The check (or the download it started) failed.
+    Failed,
+}
+
+/// A device's polling state: consecutive failures, and when to ask next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scheduler {
+    /// Failures since the last good check.
+    pub failures: u32,
+}
+
+impl Scheduler {
+    /// When to check next (seconds since the epoch) after a check at `now`: after a failure,
+    /// backoff; otherwise the jittered interval, or earlier when this device's wave opens
+    /// before that (so a wave's even spread reaches the server as an even spread).
+    pub fn next_check(&mut self, poll: &Poll, now: u64, outcome: Outcome, draw: u64) -> u64 {
+        match outcome {
+            Outcome::Failed => {
+                self.failures = self.failures.saturating_add(1);
+                now.saturating_add(backoff_delay(poll, self.failures, draw))
+            }
+            Outcome::Checked { ready_at } => {
+                self.failures = 0;
+                let regular = now.saturating_add(next_poll(poll, draw));
+                match ready_at {
+                    // The ~50 devices per seed of a 100,000-device fleet share a ready time:
+                    // spread their wake-up so they do not reach the server in one second.
+                    Some(at) if at > now => {
+                        regular.min(at.saturating_add((draw >> 32) % WAKE_SPREAD))
+                    }
+                    _ => regular,
+                }
+            }
+        }
+    }
+}

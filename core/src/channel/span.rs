@@ -62,7 +62,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s != 0 && s % size == 0 {
+            if s != 0 && s.is_multiple_of(size) {
                 return write!(f, "{}{unit}", s / size);
             }
         }

@@ -259,3 +259,44 @@ proptest! {
         prop_assert!(Seed::from_random(r).get() < SEEDS);
     }
 }
+
+#[test]
+fn the_scheduler_backs_off_and_wakes_for_its_wave() {
+    let p = Poll {
+        interval: 1000,
+        jitter_percent: 0,
+        backoff_base: 10,
+        backoff_max: 100,
+    };
+    let mut s = Scheduler::default();
+    assert_eq!(s.next_check(&p, 0, Outcome::Failed, 5), 5 + 5);
+    assert_eq!(s.next_check(&p, 0, Outcome::Failed, 0), 10);
+    assert_eq!(s.failures, 2);
+    assert_eq!(
+        s.next_check(
+            &p,
+            0,
+            Outcome::Checked {
+                ready_at: Some(300)
+            },
+            0
+        ),
+        300
+    );
+    assert_eq!(s.failures, 0);
+    assert_eq!(
+        s.next_check(
+            &p,
+            0,
+            Outcome::Checked {
+                ready_at: Some(5000)
+            },
+            0
+        ),
+        1000
+    );
+    assert_eq!(
+        s.next_check(&p, 0, Outcome::Checked { ready_at: None }, 0),
+        1000
+    );
+}
