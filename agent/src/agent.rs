@@ -55,6 +55,8 @@ pub struct Agent {
     pub state: Mutex<State>,
     /// What /v1/status shows.
     pub status: Mutex<Status>,
+    /// The update channel's state, when the image pulls from one.
+    pub channel: Mutex<Option<slate_core::api::ChannelStatus>>,
     /// When a refusal was last printed, and how many were held back since: a client that
     /// sends bad bundles in a loop fills neither the console nor /data.
     refusals: Mutex<Throttle>,
@@ -164,6 +166,7 @@ impl Agent {
             security_epoch: 0,
             installing: false,
             identity: None,
+            channel: None,
         };
         Ok(Agent {
             slot,
@@ -174,6 +177,7 @@ impl Agent {
             esp,
             state: Mutex::new(st),
             status: Mutex::new(status),
+            channel: Mutex::new(None),
             refusals: Mutex::new(Throttle::default()),
         })
     }
@@ -199,6 +203,8 @@ impl Agent {
         s.failed = st.failed.clone();
         s.boots = st.boots;
         s.security_epoch = st.security_epoch;
+        drop(st);
+        s.channel = lock(&self.channel).clone();
         s
     }
 
@@ -461,6 +467,18 @@ impl Agent {
             .iter()
             .any(|v| v.slot == s.slot.other() && v.state == slate_core::api::SlotState::Good);
         out.push_str(&format!("# HELP slate_fallback_available 1 when the other slot holds a good image to fall back to.\n# TYPE slate_fallback_available gauge\nslate_fallback_available {}\n", u8::from(fallback)));
+        if let Some(c) = lock(&self.channel).as_ref() {
+            out.push_str(&format!("# HELP slate_channel_checks_total Checks of the update channel.\n# TYPE slate_channel_checks_total counter\nslate_channel_checks_total {}\n", c.checks));
+            out.push_str("# HELP slate_channel_failures_total Failed checks of the update channel, by kind.\n# TYPE slate_channel_failures_total counter\n");
+            for (kind, n) in &c.failures {
+                out.push_str(&format!(
+                    "slate_channel_failures_total{{kind=\"{kind}\"}} {n}\n"
+                ));
+            }
+            out.push_str(&format!("# HELP slate_channel_bytes_fetched_total Bundle bytes fetched from the channel.\n# TYPE slate_channel_bytes_fetched_total counter\nslate_channel_bytes_fetched_total {}\n", c.bytes_fetched));
+            out.push_str(&format!("# HELP slate_channel_resumes_total Downloads continued with a Range request.\n# TYPE slate_channel_resumes_total counter\nslate_channel_resumes_total {}\n", c.resumes));
+            out.push_str(&format!("# HELP slate_channel_metadata_expires_seconds When the channel's timestamp expires (unix seconds).\n# TYPE slate_channel_metadata_expires_seconds gauge\nslate_channel_metadata_expires_seconds {}\n", c.metadata_expires.unwrap_or(0)));
+        }
         out.push_str("# HELP slate_slot_state The state of each slot's boot entry (1 for the current one).\n# TYPE slate_slot_state gauge\n");
         for v in &slots {
             out.push_str(&format!(

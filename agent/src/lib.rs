@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod attempts;
+pub mod channel;
 pub mod conntable;
 pub mod dhcp;
 pub mod durable;

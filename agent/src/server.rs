@@ -49,7 +49,7 @@ pub struct Caller {
 /// certificates checked against the operator CA in `operators` (PEM). Without a CA, no client
 /// certificate is accepted and no request is authorised.
 pub fn tls_config(identity: &Identity, operators: Option<&str>) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = match operators {
         Some(path) => {
             let mut roots = RootCertStore::empty();

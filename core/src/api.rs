@@ -237,6 +237,9 @@ pub struct Status {
     /// The fingerprint of the device's TLS certificate (None when it serves plain HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<crate::Fingerprint>,
+    /// The update channel, when the image pulls from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelStatus>,
 }
 
 impl Status {
@@ -363,6 +366,7 @@ mod tests {
             security_epoch: 1,
             installing: false,
             identity: None,
+            channel: None,
         }
     }
 
@@ -458,4 +462,58 @@ mod tests {
         s.slot = Slot::B;
         assert!(s.decided("1.1.0").is_some());
     }
+}
+
+/// What the agent knows about its update channel: where it pulls from, this device's place
+/// in the waves, and whether the repository is fresh and reachable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    /// The repository's base URL.
+    pub url: String,
+    /// This device's seed (0..2048), drawn once and kept on /data.
+    pub seed: u32,
+    /// The version offered and not yet taken (waiting for this device's wave, or installing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered: Option<String>,
+    /// This device's wave for that version (1-based; none: after the last wave, or no waves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<usize>,
+    /// When this device becomes ready for it (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<u64>,
+    /// When the channel was last checked (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
+    /// When a check last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<i64>,
+    /// When the next check is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<i64>,
+    /// When the repository's timestamp (its freshness) expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_expires: Option<i64>,
+    /// The last failure, kept until a check succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ChannelError>,
+    /// Checks since the agent started.
+    pub checks: u64,
+    /// Failed checks by kind (`network`, `tuf`, `expired`, `download`, `install`).
+    #[serde(default)]
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Bundle bytes fetched from the channel.
+    pub bytes_fetched: u64,
+    /// Downloads continued with a Range request after a drop.
+    pub resumes: u64,
+}
+
+/// A failed check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelError {
+    /// Its kind (the metrics' label).
+    pub kind: String,
+    /// What happened, for people.
+    pub message: String,
+    /// When (unix seconds).
+    pub at: i64,
 }

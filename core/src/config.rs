@@ -35,6 +35,12 @@ pub mod paths {
     pub const TRUST: &str = "etc/slate/trust.toml";
     /// The operator CA's certificate(s), which authorise requests to the agent.
     pub const OPERATORS: &str = "etc/slate/operators.pem";
+    /// Update channel settings (`[update]` in the spec).
+    pub const UPDATE: &str = "etc/slate/update.toml";
+    /// The channel's TUF root of trust (`[update] channel_root`).
+    pub const CHANNEL_ROOT: &str = "etc/slate/channel/root.json";
+    /// CA certificate(s) the channel's HTTPS server must chain to (`[update] channel_ca`).
+    pub const CHANNEL_CA: &str = "etc/slate/channel/ca.pem";
     /// Provenance of every input of the image.
     pub const PROVENANCE: &str = "usr/lib/slate/provenance.toml";
 }

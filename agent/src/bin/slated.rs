@@ -329,6 +329,17 @@ async fn daemon() -> Result<()> {
             );
         }
     });
+    let update = format!("/{}", slate_core::config::paths::UPDATE);
+    match std::fs::read_to_string(&update) {
+        Ok(text) => match toml::from_str::<slate_core::channel::UpdateConfig>(&text) {
+            Ok(cfg) => {
+                tokio::spawn(slate_agent::channel::run(agent.clone(), cfg));
+            }
+            Err(e) => marker::warn(format!("{update}: {e}; pulling updates is off")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => marker::warn(format!("{update}: {e}; pulling updates is off")),
+    }
     serve(agent).await
 }
 

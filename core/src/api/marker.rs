@@ -48,6 +48,14 @@ pub enum Kind {
     BootDisk,
     /// `slate: data grown …`
     DataGrown,
+    /// `slate: channel up-to-date version=…`
+    ChannelUpToDate,
+    /// `slate: channel waiting version=… wave=… ready_at=…`
+    ChannelWaiting,
+    /// `slate: channel update version=… reason=…`
+    ChannelUpdate,
+    /// `slate: channel error kind=…: …`
+    ChannelError,
 }
 
 impl Kind {
@@ -71,6 +79,10 @@ impl Kind {
             Kind::Api => "api",
             Kind::BootDisk => "boot disk",
             Kind::DataGrown => "data grown",
+            Kind::ChannelUpToDate => "channel up-to-date",
+            Kind::ChannelWaiting => "channel waiting",
+            Kind::ChannelUpdate => "channel update",
+            Kind::ChannelError => "channel error",
         }
     }
 
@@ -194,6 +206,34 @@ pub enum Marker {
     },
     /// `slated install` reboots into what it installed.
     RebootingIntoNewSlot,
+    /// The channel offers nothing newer for this device.
+    ChannelUpToDate {
+        /// The running version.
+        version: String,
+    },
+    /// A newer version is published, but this device's wave has not reached it.
+    ChannelWaiting {
+        /// The version offered.
+        version: String,
+        /// This device's wave (1-based; 0: after the last wave).
+        wave: usize,
+        /// When it becomes ready (unix seconds).
+        ready_at: u64,
+    },
+    /// The device takes a version from the channel.
+    ChannelUpdate {
+        /// The version taken.
+        version: String,
+        /// `upgrade`, `roll_back` or `locked`.
+        reason: String,
+    },
+    /// A check of the channel failed; the device keeps running what it runs.
+    ChannelError {
+        /// The failure's kind.
+        kind: String,
+        /// What happened.
+        message: String,
+    },
     /// Stage 1 refused a slot whose image is below the device's security floor.
     BelowFloor {
         /// The slot refused.
@@ -350,6 +390,23 @@ impl fmt::Display for Marker {
                 restart_ms: None,
             } => write!(f, "service {name} exited ({exit}); not restarted"),
             Marker::Warning(text) => write!(f, "warning: {text}"),
+            Marker::ChannelUpToDate { version } => {
+                write!(f, "channel up-to-date version={version}")
+            }
+            Marker::ChannelWaiting {
+                version,
+                wave,
+                ready_at,
+            } => write!(
+                f,
+                "channel waiting version={version} wave={wave} ready_at={ready_at}"
+            ),
+            Marker::ChannelUpdate { version, reason } => {
+                write!(f, "channel update version={version} reason={reason}")
+            }
+            Marker::ChannelError { kind, message } => {
+                write!(f, "channel error kind={kind}: {message}")
+            }
         }
     }
 }
@@ -454,6 +511,22 @@ mod tests {
                 "slate: service web exited (Exited(1)); restart in 500 ms".into(),
             ),
             (Marker::Warning("w".into()), "slate: warning: w".into()),
+            (
+                Marker::ChannelUpToDate { version: "2.0.0".into() },
+                "slate: channel up-to-date version=2.0.0".into(),
+            ),
+            (
+                Marker::ChannelWaiting { version: "2.0.0".into(), wave: 2, ready_at: 1700000000 },
+                "slate: channel waiting version=2.0.0 wave=2 ready_at=1700000000".into(),
+            ),
+            (
+                Marker::ChannelUpdate { version: "2.0.0".into(), reason: "upgrade".into() },
+                "slate: channel update version=2.0.0 reason=upgrade".into(),
+            ),
+            (
+                Marker::ChannelError { kind: "expired".into(), message: "x".into() },
+                "slate: channel error kind=expired: x".into(),
+            ),
         ];
         for (m, want) in cases {
             assert_eq!(m.to_string(), want);

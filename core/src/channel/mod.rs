@@ -8,13 +8,16 @@
 //! - [`span`]: durations as people write them in TOML (`"90s"`, `"4h"`, `"2d"`).
 //! - [`waves`]: a wave file, resolved into seed ranges and opening times at publish time.
 //! - [`release`]: the signed release manifest (`release.json`) and the decision it drives.
+//! - [`config`]: the device's `/etc/slate/update.toml`.
 //! - [`schedule`]: poll intervals with jitter and exponential backoff after errors.
 
+pub mod config;
 pub mod release;
 pub mod schedule;
 pub mod span;
 pub mod waves;
 
+pub use config::UpdateConfig;
 pub use release::{decide, Decision, DeviceView, Limit, ReleaseManifest, Update, RELEASE_TARGET};
 pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler};
 pub use span::Span;

@@ -355,6 +355,26 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         &ip(&format!("/{}", paths::AGENT)),
         Node::bytes(toml_text(&agent)?, 0o644),
     )?;
+    if let Some(update) = &spec.update {
+        let files = update.files(&inputs.spec.path, |p| inputs.spec.resolve(p))?;
+        let mut add = |source: &str, dest: &str, bytes: Vec<u8>| -> Result<()> {
+            prov.files.push(FileUsed {
+                source: source.into(),
+                dest: format!("/{dest}"),
+                sha256: slate_core::Digest32::of(&bytes),
+            });
+            tree.insert(&ip(&format!("/{dest}")), Node::bytes(bytes, 0o644))?;
+            Ok(())
+        };
+        add("update.channel_root", paths::CHANNEL_ROOT, files.root)?;
+        if let Some(ca) = files.ca {
+            add("update.channel_ca", paths::CHANNEL_CA, ca)?;
+        }
+        tree.insert(
+            &ip(&format!("/{}", paths::UPDATE)),
+            Node::bytes(toml_text(&files.config)?, 0o644),
+        )?;
+    }
     if let Some(trust) = inputs.trust {
         let bytes = std::fs::read(trust).map_err(|_| BuildError::MissingSource {
             path: trust.to_path_buf(),

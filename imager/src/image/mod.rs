@@ -26,3 +26,4 @@ pub mod squashfs;
 pub mod timings;
 pub mod tools;
 pub mod tree;
+pub mod update_spec;

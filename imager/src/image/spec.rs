@@ -156,6 +156,9 @@ pub struct ImageSpec {
     /// Network set up by PID 1.
     #[serde(default)]
     pub network: slate_core::config::Network,
+    /// The update channel the device pulls from (none: only `slate push`).
+    #[serde(default)]
+    pub update: Option<super::update_spec::UpdateSpec>,
 }
 
 fn default_hostname() -> String {

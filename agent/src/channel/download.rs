@@ -1,0 +1,232 @@
+//! The bundle download: streamed straight into the install (no copy on /data), continued with
+//! Range requests after a drop, and checked against the TUF target's length and sha256 before
+//! the install may finish.
+//!
+//! A resumed response must be `206` with a `Content-Range` that starts where the stream
+//! stopped and names the signed length; a server that ignores Range (`200`) is read again from
+//! the start and the bytes already delivered are skipped (a clean restart of the transfer, not
+//! of the install); a size that changed is an error, never a mixture of two files.
+
+use super::https::Https;
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use url::Url;
+
+/// Tries per download (the first and the continuations).
+pub const ATTEMPTS: u32 = 8;
+/// Longest wait for the next bytes of a body before the connection counts as dropped.
+pub const STALL: Duration = Duration::from_secs(30);
+
+/// What the TUF targets metadata signed for the bundle.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// Length in bytes.
+    pub length: u64,
+    /// sha256.
+    pub sha256: Vec<u8>,
+}
+
+/// What a download did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fetched {
+    /// Bytes received from the server (including any read again after a restart).
+    pub bytes: u64,
+    /// Range continuations.
+    pub resumes: u64,
+    /// Full restarts (a server that ignored Range).
+    pub restarts: u64,
+}
+
+/// The install's side: a blocking reader of what the download sends; an error sent by the
+/// download (a hash mismatch at the end) fails the read, so the install never finishes.
+pub struct StreamReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    buf: Bytes,
+}
+
+impl StreamReader {
+    /// A reader and the sender the download feeds.
+    pub fn new() -> (mpsc::Sender<Result<Bytes, String>>, StreamReader) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            tx,
+            StreamReader {
+                rx,
+                buf: Bytes::new(),
+            },
+        )
+    }
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+/// `bytes a-b/len` → (a, len).
+fn content_range(v: &str) -> Option<(u64, u64)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+/// Downloads `url` into `tx`. Returns once everything was delivered and matched, or with why
+/// not (the install then fails at its next read, or has already stopped reading).
+pub async fn fetch(
+    https: &Https,
+    url: &Url,
+    expected: &Expected,
+    tx: mpsc::Sender<Result<Bytes, String>>,
+    stats: &mut Fetched,
+) -> Result<()> {
+    let mut delivered = 0u64;
+    let mut hash = Sha256::new();
+    let mut attempt = 0;
+    let mut last_error = String::new();
+    while delivered < expected.length {
+        if attempt == ATTEMPTS {
+            let e = format!(
+                "{url}: gave up after {ATTEMPTS} tries at byte {delivered} of {}: {last_error}",
+                expected.length
+            );
+            let _ = tx.send(Err(e.clone())).await;
+            bail!(e);
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+        }
+        attempt += 1;
+        let from = (delivered > 0).then_some(delivered);
+        let resp = match https.get(url, from).await {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = format!("{e:#}");
+                continue;
+            }
+        };
+        let status = resp.status();
+        let mut skip = 0u64;
+        match status.as_u16() {
+            200 => {
+                if delivered > 0 {
+                    // The server ignored Range: read from the start, skip what was delivered.
+                    stats.restarts += 1;
+                    skip = delivered;
+                }
+            }
+            206 if from.is_some() => {
+                let range = resp
+                    .headers()
+                    .get(hyper::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(content_range);
+                match range {
+                    Some((start, total)) if start == delivered && total == expected.length => {
+                        stats.resumes += 1;
+                    }
+                    Some((_, total)) if total != expected.length => {
+                        let e = format!("{url}: the server's file is {total} bytes, the signed target {}; refusing a mixture", expected.length);
+                        let _ = tx.send(Err(e.clone())).await;
+                        bail!(e);
+                    }
+                    _ => {
+                        last_error =
+                            "a 206 answer whose Content-Range does not continue the download"
+                                .into();
+                        continue;
+                    }
+                }
+            }
+            s if (500..600).contains(&s) || s == 429 || s == 408 => {
+                last_error = format!("HTTP {status}");
+                continue;
+            }
+            _ => {
+                let e = format!("{url}: HTTP {status}");
+                let _ = tx.send(Err(e.clone())).await;
+                bail!(e);
+            }
+        }
+        let mut body = resp.into_body();
+        loop {
+            let frame = match tokio::time::timeout(STALL, body.frame()).await {
+                Err(_) => {
+                    last_error = format!("no bytes for {STALL:?}");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    last_error = format!("the connection dropped: {e}");
+                    break;
+                }
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            stats.bytes += data.len() as u64;
+            if skip > 0 {
+                let n = skip.min(data.len() as u64);
+                skip -= n;
+                data = data.slice(usize::try_from(n).unwrap_or(data.len())..);
+            }
+            if data.is_empty() {
+                continue;
+            }
+            if delivered + data.len() as u64 > expected.length {
+                let e = format!("{url}: longer than the signed {} bytes", expected.length);
+                let _ = tx.send(Err(e.clone())).await;
+                bail!(e);
+            }
+            hash.update(&data);
+            delivered += data.len() as u64;
+            if tx.send(Ok(data)).await.is_err() {
+                // The install stopped reading: it refused the bundle and says why itself.
+                return Ok(());
+            }
+            // Progress resets the count of tries: only consecutive failures give up.
+            attempt = 0;
+        }
+    }
+    let got = hash.finalize();
+    if got.as_slice() != expected.sha256.as_slice() {
+        let e = format!(
+            "{url}: sha256 {} does not match the signed target's {}",
+            hex::encode(got),
+            hex::encode(&expected.sha256)
+        );
+        let _ = tx.send(Err(e.clone())).await;
+        bail!(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_reads_start_and_total() {
+        assert_eq!(content_range("bytes 100-199/200"), Some((100, 200)));
+        assert_eq!(content_range("bytes 0-0/1"), Some((0, 1)));
+        assert_eq!(content_range("bytes */200"), None);
+        assert_eq!(content_range("items 1-2/3"), None);
+    }
+}

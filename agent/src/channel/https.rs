@@ -1,0 +1,99 @@
+//! A small HTTPS client for the channel: one connection per request (checks are hours apart),
+//! rustls with ring, the image's CA file or Mozilla's roots, and timeouts on every step so a
+//! stalled server costs a retry, not a hung agent.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Longest wait to connect and for the response head.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The client: TLS settings shared by every request.
+#[derive(Clone, Debug)]
+pub struct Https {
+    tls: Arc<ClientConfig>,
+}
+
+impl Https {
+    /// Trusts the CA certificates in `ca` (PEM), or Mozilla's roots when `None`.
+    pub fn new(ca: Option<&str>) -> Result<Https> {
+        let mut roots = RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                for cert in CertificateDer::pem_file_iter(path)
+                    .with_context(|| format!("reading {path}"))?
+                {
+                    let cert = cert.with_context(|| format!("{path}: bad PEM certificate"))?;
+                    roots
+                        .add(cert)
+                        .with_context(|| format!("{path}: unusable CA certificate"))?;
+                }
+                if roots.is_empty() {
+                    bail!("{path}: no CA certificate");
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("TLS protocol versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Https { tls: Arc::new(tls) })
+    }
+
+    /// GET `url`, from byte `from` on when given (a Range request); returns the response
+    /// head with its body still to be read.
+    pub async fn get(&self, url: &Url, from: Option<u64>) -> Result<Response<Incoming>> {
+        if url.scheme() != "https" {
+            bail!("{url}: only https:// is fetched");
+        }
+        let host = url.host_str().context("URL without a host")?.to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .with_context(|| format!("{host}: not a valid server name"))?;
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+                .await
+                .with_context(|| format!("connecting to {host}:{port}"))?;
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .with_context(|| format!("TLS with {host}:{port}"))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+                    .await
+                    .context("HTTP handshake")?;
+            tokio::spawn(conn);
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let mut req = Request::get(path)
+                .header(hyper::header::HOST, url.authority())
+                .header(hyper::header::USER_AGENT, "slated");
+            if let Some(from) = from {
+                req = req.header(hyper::header::RANGE, format!("bytes={from}-"));
+            }
+            let req = req.body(Empty::new()).context("building the request")?;
+            sender
+                .send_request(req)
+                .await
+                .with_context(|| format!("GET {url}"))
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .with_context(|| format!("GET {url}: no answer within {CONNECT_TIMEOUT:?}"))?
+    }
+}
