@@ -363,6 +363,14 @@ pub fn install<R: Read>(
     let name = EntryName::trial(idle, m.version.clone(), TRIES);
     let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
     inst.esp.write_entry(&name, &entry).map_err(failed)?;
+    if m.version <= inst.facts.version {
+        // Not newer: systemd-boot's version order would boot the running entry again.
+        if let Err(e) = crate::efivar::set_one_shot(&name.to_string()) {
+            crate::marker::warn(format!(
+                "{name} is installed but older than the running version, and the boot loader cannot be told to try it next: {e:#}"
+            ));
+        }
+    }
     tracing::info!(
         bytes = written,
         seconds = started.elapsed().as_secs_f64(),

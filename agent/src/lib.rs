@@ -11,6 +11,7 @@ pub mod channel;
 pub mod conntable;
 pub mod dhcp;
 pub mod durable;
+pub mod efivar;
 pub mod esp;
 pub mod floor;
 pub mod grow;

@@ -4,6 +4,7 @@
 
 mod apps;
 mod boot;
+mod channel;
 mod gauntlet;
 mod hostile;
 mod update;

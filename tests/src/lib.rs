@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 pub mod apps;
+pub mod channel;
 pub mod corpus;
 mod operator;
 
@@ -151,6 +152,8 @@ pub enum Variant {
     Demo,
     /// The demo spec plus a health check that always fails (deadline 20 s).
     FailingHealth,
+    /// The demo spec pulling from the test channel ([`channel::channel`]).
+    Channel,
 }
 
 /// Builds `rootfs/image.toml` (or its variant) for the QEMU board at `version` and security
@@ -208,6 +211,9 @@ fn image_built(
     if variant == Variant::FailingHealth {
         text = text.replace("deadline_s = 60", "deadline_s = 20")
             + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
+    }
+    if variant == Variant::Channel {
+        text += &channel::channel().spec_table();
     }
     std::fs::write(dir.join("image.toml"), text).expect("spec");
     let spec = dir.join("image.toml");

@@ -275,7 +275,10 @@ async fn check(
     });
     let (tx, reader) = download::StreamReader::new();
     let worker_agent = agent.clone();
-    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, false));
+    // Going back (max_version) or to a locked version is a downgrade the signed release
+    // manifest asks for: the install allows it within the security epoch, as with --force.
+    let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
+    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(https, &url, &expected, tx, &mut stats).await;
     if let Some(st) = lock(&agent.channel).as_mut() {

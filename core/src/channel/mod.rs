@@ -18,7 +18,9 @@ pub mod span;
 pub mod waves;
 
 pub use config::UpdateConfig;
-pub use release::{decide, Decision, DeviceView, Limit, ReleaseManifest, Update, RELEASE_TARGET};
+pub use release::{
+    decide, Decision, DeviceView, Limit, Reason, ReleaseManifest, Update, RELEASE_TARGET,
+};
 pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler};
 pub use span::Span;
 pub use waves::{Seed, WaveError, WaveFile, Waves, SEEDS};

@@ -1,0 +1,190 @@
+//! The update channel as tests serve it: a TUF repository made with `slate repo init`, a test
+//! CA whose server certificate names QEMU's host address (10.0.2.2), and a real nginx (Debian's
+//! package) serving the repository over HTTPS on loopback, which the guest reaches through
+//! QEMU's user network.
+
+use slate_imager::repo::{self, InitOptions, PublishOptions, Settings};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A channel: keys, repository, CA and the port nginx listens on.
+pub struct Channel {
+    dir: PathBuf,
+    /// The repository folder nginx serves.
+    pub repo: PathBuf,
+    /// The repository's root.json (baked into channel images).
+    pub root_json: PathBuf,
+    /// The test CA's certificate (baked into channel images).
+    pub ca_crt: PathBuf,
+    /// The loopback port nginx listens on.
+    pub port: u16,
+}
+
+/// The process's channel, made once.
+pub fn channel() -> &'static Channel {
+    static CHANNEL: OnceLock<Channel> = OnceLock::new();
+    CHANNEL.get_or_init(|| {
+        let dir = Box::leak(Box::new(
+            tempfile::Builder::new()
+                .prefix("slate-e2e-channel-")
+                .tempdir()
+                .expect("temp dir"),
+        ))
+        .path()
+        .to_path_buf();
+        for k in ["root", "targets", "online"] {
+            slate_imager::keys::keygen(&dir.join(k)).expect("keygen");
+        }
+        let repo_dir = dir.join("repo");
+        let root_json = repo::init(&InitOptions {
+            out: repo_dir.clone(),
+            root_keys: vec![dir.join("root.pem")],
+            threshold: 1,
+            targets_key: dir.join("targets.pem"),
+            online_key: dir.join("online.pem"),
+            settings: Settings::default(),
+            now: slate_imager::bundle::now(),
+        })
+        .expect("slate repo init");
+        let ca_crt = test_ca(&dir);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Channel {
+            dir,
+            repo: repo_dir,
+            root_json,
+            ca_crt,
+            port,
+        }
+    })
+}
+
+/// A CA and a server certificate for 10.0.2.2 (the guest's view of the host) and 127.0.0.1.
+fn test_ca(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "slate e2e channel CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["10.0.2.2".to_string(), "127.0.0.1".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("server certificate");
+    std::fs::write(dir.join("server.crt"), server.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    let ca_path = dir.join("ca.crt");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write");
+    ca_path
+}
+
+impl Channel {
+    /// The `[update]` table of a channel image (polls every 10 s in tests).
+    pub fn spec_table(&self) -> String {
+        format!(
+            "\n[update]\nchannel = \"https://10.0.2.2:{}\"\nchannel_root = \"{}\"\nchannel_ca = \"{}\"\npoll_interval = \"10s\"\nbackoff_base = \"2s\"\nbackoff_max = \"10s\"\n",
+            self.port,
+            self.root_json.display(),
+            self.ca_crt.display()
+        )
+    }
+
+    /// `slate publish` with the channel's keys.
+    pub fn publish(&self, bundle: Option<&Path>, waves: Option<&str>, max: Option<Option<&str>>) {
+        let waves_file = waves.map(|w| {
+            let p = self.dir.join("waves.toml");
+            std::fs::write(&p, w).expect("write waves");
+            p
+        });
+        let product_board = bundle
+            .is_none()
+            .then(|| ("slate-demo".to_string(), "qemu-x86_64".to_string()));
+        repo::publish(&PublishOptions {
+            repo: self.repo.clone(),
+            bundle: bundle.map(Path::to_path_buf),
+            waves: waves_file,
+            product_board,
+            max_version: max.map(|m| m.map(|v| v.parse().expect("version"))),
+            targets_key: self.dir.join("targets.pem"),
+            online_key: self.dir.join("online.pem"),
+            now: slate_imager::bundle::now(),
+        })
+        .expect("slate publish");
+    }
+
+    /// `slate repo status --seed` as text.
+    pub fn status_for(&self, seed: u32) -> String {
+        let s = repo::status(&self.repo).expect("slate repo status");
+        s.render(
+            slate_imager::bundle::now(),
+            Some(seed.try_into().expect("seed")),
+        )
+    }
+
+    /// nginx's access log so far (it shows each request's `?seed=&version=`).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx/access.log")).unwrap_or_default()
+    }
+
+    /// Starts nginx on the channel's port; it stops when the guard drops.
+    pub fn serve(&self) -> Nginx {
+        let prefix = self.dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
+        let conf = prefix.join("nginx.conf");
+        let p = |name: &str| prefix.join(name).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+                pid = p("nginx.pid"),
+                err = p("error.log"),
+                acc = p("access.log"),
+                tmp = p("tmp"),
+                port = self.port,
+                crt = self.dir.join("server.crt").display(),
+                key = self.dir.join("server.key").display(),
+                root = self.repo.display(),
+            ),
+        )
+        .expect("nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (cargo xtask deps installs Debian's nginx)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nginx did not start: {}",
+                std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child }
+    }
+}
+
+/// A running nginx; stopped on drop.
+pub struct Nginx {
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM, not KILL: the master stops its worker before it exits.
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
