@@ -15,7 +15,8 @@ use std::process::Command;
 
 /// Debian packages providing the host tools: the imager's (mtools, e2fsprogs), the oracles the
 /// tests use (gdisk, dosfstools, squashfs-tools, cryptsetup-bin, bmap-tools, cpio, zstd,
-/// openssl, qemu-io) and QEMU with OVMF for the boot tests.
+/// openssl, qemu-io), QEMU with OVMF for the boot tests, nginx (the channel scenario's static
+/// HTTPS server) and the font fleet-sim's plot is drawn with.
 pub const HOST_PACKAGES: &[&str] = &[
     "mtools",
     "e2fsprogs",
@@ -32,6 +33,7 @@ pub const HOST_PACKAGES: &[&str] = &[
     "ovmf",
     "time",
     "fonts-dejavu-core",
+    "nginx",
 ];
 
 fn is_root() -> bool {
