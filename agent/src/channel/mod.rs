@@ -9,6 +9,7 @@ mod seed;
 mod transport;
 
 use crate::agent::{now, Agent};
+use crate::install::{InstallError, Refusal};
 use crate::{lock, marker};
 use anyhow::{Context, Result};
 use slate_core::api::{BootState, ChannelError, ChannelStatus, Marker};
@@ -52,10 +53,11 @@ enum Checked {
 
 /// The channel's loop: never returns; every failure is reported and retried with backoff.
 pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
-    // An update waits until this boot is committed: the install would refuse anyway, and
-    // the health checks come first.
-    while !matches!(agent.status().boot, BootState::Good | BootState::Unknown)
-        || agent.status().health.state != slate_core::api::HealthState::Passed
+    // Checks start once this boot's health checks have concluded and it is not on trial
+    // (the install would refuse then). A good slot whose checks fail still pulls: the fix
+    // for what fails may be the next release.
+    while matches!(agent.status().boot, BootState::Trial { .. })
+        || agent.status().health.state == slate_core::api::HealthState::Pending
     {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -300,7 +302,18 @@ async fn check(
         }
         (_, Err(e)) => Err(fail("download")(e)),
         (Err(e), Ok(())) => {
-            *refused = Some(expected.sha256.clone());
+            // A bundle that is refused for what it is (signatures, compatibility, version,
+            // contents) is not fetched again; a refusal for the moment (busy, on trial) is.
+            let lasting = matches!(
+                &e,
+                InstallError::Refused(r) if !matches!(
+                    r,
+                    Refusal::OnTrial { .. } | Refusal::Busy | Refusal::NoEsp | Refusal::Stalled { .. }
+                )
+            );
+            if lasting {
+                *refused = Some(expected.sha256.clone());
+            }
             Err(fail("install")(anyhow::Error::new(e).context(format!(
                 "{} {} is refused",
                 update.target, update.version
