@@ -17,10 +17,25 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use url::Url;
 
-/// Tries per download (the first and the continuations).
-pub const ATTEMPTS: u32 = 8;
-/// Longest wait for the next bytes of a body before the connection counts as dropped.
-pub const STALL: Duration = Duration::from_secs(30);
+/// How long a download keeps trying.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// Consecutive tries without progress before giving up.
+    pub attempts: u32,
+    /// Longest wait for the next bytes of a body before the connection counts as dropped.
+    pub stall: Duration,
+    /// Wait before the second try; doubled per further try (up to 32 times).
+    pub first_backoff: Duration,
+}
+
+impl Patience {
+    /// What the agent uses.
+    pub const DEVICE: Patience = Patience {
+        attempts: 8,
+        stall: Duration::from_secs(30),
+        first_backoff: Duration::from_secs(2),
+    };
+}
 
 /// What the TUF targets metadata signed for the bundle.
 #[derive(Clone, Debug)]
@@ -95,22 +110,23 @@ pub async fn fetch(
     expected: &Expected,
     tx: mpsc::Sender<Result<Bytes, String>>,
     stats: &mut Fetched,
+    patience: &Patience,
 ) -> Result<()> {
     let mut delivered = 0u64;
     let mut hash = Sha256::new();
     let mut attempt = 0;
     let mut last_error = String::new();
     while delivered < expected.length {
-        if attempt == ATTEMPTS {
+        if attempt == patience.attempts {
             let e = format!(
-                "{url}: gave up after {ATTEMPTS} tries at byte {delivered} of {}: {last_error}",
-                expected.length
+                "{url}: gave up after {} tries at byte {delivered} of {}: {last_error}",
+                patience.attempts, expected.length
             );
             let _ = tx.send(Err(e.clone())).await;
             bail!(e);
         }
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+            tokio::time::sleep(patience.first_backoff * (1 << (attempt - 1).min(5))).await;
         }
         attempt += 1;
         let from = (delivered > 0).then_some(delivered);
@@ -166,9 +182,9 @@ pub async fn fetch(
         }
         let mut body = resp.into_body();
         loop {
-            let frame = match tokio::time::timeout(STALL, body.frame()).await {
+            let frame = match tokio::time::timeout(patience.stall, body.frame()).await {
                 Err(_) => {
-                    last_error = format!("no bytes for {STALL:?}");
+                    last_error = format!("no bytes for {:?}", patience.stall);
                     break;
                 }
                 Ok(None) => break,
@@ -217,6 +233,10 @@ pub async fn fetch(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "download_tests.rs"]
+mod faults;
 
 #[cfg(test)]
 mod tests {

@@ -282,7 +282,15 @@ async fn check(
     let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
     let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
     let mut stats = download::Fetched::default();
-    let fetched = download::fetch(https, &url, &expected, tx, &mut stats).await;
+    let fetched = download::fetch(
+        https,
+        &url,
+        &expected,
+        tx,
+        &mut stats,
+        &download::Patience::DEVICE,
+    )
+    .await;
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.bytes_fetched += stats.bytes;
         st.resumes += stats.resumes;

@@ -1,0 +1,297 @@
+//! `fetch` against a misbehaving HTTPS server on loopback: each fault a flaky CDN, proxy or
+//! link shows, and what the download must make of it (the bytes the install reads are the
+//! signed ones, or the install gets an error; never a mixture).
+
+use super::*;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    DropAtHalf,
+    ServerErrorFirst,
+    ServerErrorAlways,
+    IgnoreRange,
+    ChangedSize,
+    StallAtHalf,
+    WrongBytes,
+}
+
+const LEN: usize = 300_000;
+
+fn payload() -> Vec<u8> {
+    (0..LEN)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
+        .collect()
+}
+
+struct Server {
+    port: u16,
+    ca: tempfile::NamedTempFile,
+    requests: Arc<AtomicUsize>,
+}
+
+fn tls_pair() -> (tempfile::NamedTempFile, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    ca_file.write_all(ca_cert.pem().as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    (ca_file, Arc::new(config))
+}
+
+/// The `from` of a `Range: bytes=from-` header in a request head.
+fn range_from(head: &str) -> Option<usize> {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(str::to_string)
+        })
+        .and_then(|r| r.trim().trim_end_matches('-').parse().ok())
+}
+
+async fn answer<S: tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    fault: Fault,
+    n: usize,
+    from: Option<usize>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let partial = |total: usize, from: usize, data: &[u8]| {
+        let body = &data[from..];
+        let mut out = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
+            body.len(),
+            data.len() - 1
+        )
+        .into_bytes();
+        out.extend_from_slice(body);
+        out
+    };
+    let honest = |from: Option<usize>, data: &[u8]| match from {
+        Some(f) => partial(data.len(), f, data),
+        None => {
+            let mut out = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            )
+            .into_bytes();
+            out.extend_from_slice(data);
+            out
+        }
+    };
+    let half_then = |data: &[u8]| {
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            data.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&data[..data.len() / 2]);
+        out
+    };
+    match (fault, n) {
+        (Fault::DropAtHalf | Fault::IgnoreRange | Fault::ChangedSize, 0) => {
+            s.write_all(&half_then(data)).await?;
+            s.flush().await?;
+            Ok(())
+        }
+        (Fault::StallAtHalf, 0) => {
+            s.write_all(&half_then(data)).await?;
+            s.flush().await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(())
+        }
+        (Fault::ServerErrorFirst, 0) | (Fault::ServerErrorAlways, _) => {
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await
+        }
+        (Fault::IgnoreRange, _) => s.write_all(&honest(None, data)).await,
+        (Fault::ChangedSize, _) => {
+            let mut longer = data.to_vec();
+            longer.extend_from_slice(&[0; 10]);
+            s.write_all(&honest(from, &longer)).await
+        }
+        (Fault::WrongBytes, _) => {
+            let mut other = data.to_vec();
+            other[LEN / 3] ^= 1;
+            s.write_all(&honest(from, &other)).await
+        }
+        _ => s.write_all(&honest(from, data)).await,
+    }
+}
+
+async fn serve(fault: Fault) -> Server {
+    let (ca, config) = tls_pair();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    let data = Arc::new(payload());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            let data = data.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tls.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let from = range_from(&String::from_utf8_lossy(&head));
+                let _ = answer(&mut tls, fault, n, from, &data).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    Server { port, ca, requests }
+}
+
+struct Run {
+    result: Result<()>,
+    delivered: Result<Vec<u8>, String>,
+    stats: Fetched,
+    requests: usize,
+}
+
+async fn run(fault: Fault) -> Run {
+    let server = serve(fault).await;
+    let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
+    let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
+    let data = payload();
+    let expected = Expected {
+        length: LEN as u64,
+        sha256: Sha256::digest(&data).to_vec(),
+    };
+    let (tx, mut reader) = StreamReader::new();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        reader
+            .read_to_end(&mut v)
+            .map(|_| v)
+            .map_err(|e| e.to_string())
+    });
+    let patience = Patience {
+        attempts: 4,
+        stall: Duration::from_secs(2),
+        first_backoff: Duration::from_millis(10),
+    };
+    let mut stats = Fetched::default();
+    let result = fetch(&https, &url, &expected, tx, &mut stats, &patience).await;
+    let delivered = consumer.await.unwrap();
+    Run {
+        result,
+        delivered,
+        stats,
+        requests: server.requests.load(Ordering::SeqCst),
+    }
+}
+
+fn delivered_whole(r: &Run) {
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    assert_eq!(r.delivered.as_ref().map(Vec::len), Ok(LEN));
+    assert!(r.delivered.as_ref().is_ok_and(|d| *d == payload()));
+}
+
+#[tokio::test]
+async fn a_clean_download_takes_one_request() {
+    let r = run(Fault::None).await;
+    delivered_whole(&r);
+    assert_eq!(
+        (r.requests, r.stats.resumes, r.stats.bytes),
+        (1, 0, LEN as u64)
+    );
+}
+
+#[tokio::test]
+async fn a_drop_at_half_continues_with_range_and_fetches_nothing_twice() {
+    let r = run(Fault::DropAtHalf).await;
+    delivered_whole(&r);
+    assert_eq!((r.requests, r.stats.resumes, r.stats.restarts), (2, 1, 0));
+    // Every byte came over the wire once.
+    assert_eq!(r.stats.bytes, LEN as u64);
+}
+
+#[tokio::test]
+async fn a_stall_counts_as_a_drop() {
+    let r = run(Fault::StallAtHalf).await;
+    delivered_whole(&r);
+    assert_eq!(r.stats.resumes, 1);
+    assert_eq!(r.stats.bytes, LEN as u64);
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried() {
+    let r = run(Fault::ServerErrorFirst).await;
+    delivered_whole(&r);
+    assert_eq!(r.requests, 2);
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_range_is_read_again_and_the_delivered_part_skipped() {
+    let r = run(Fault::IgnoreRange).await;
+    delivered_whole(&r);
+    assert_eq!((r.stats.resumes, r.stats.restarts), (0, 1));
+    assert_eq!(r.stats.bytes, (LEN + LEN / 2) as u64);
+}
+
+#[tokio::test]
+async fn a_changed_size_is_refused_and_the_install_gets_an_error() {
+    let r = run(Fault::ChangedSize).await;
+    let e = format!("{:#}", r.result.unwrap_err());
+    assert!(e.contains("refusing a mixture"), "{e}");
+    assert!(
+        r.delivered.is_err(),
+        "the install read to the end of a mixture"
+    );
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_the_signed_ones_never_reach_a_clean_end() {
+    let r = run(Fault::WrongBytes).await;
+    let e = format!("{:#}", r.result.unwrap_err());
+    assert!(e.contains("does not match the signed target"), "{e}");
+    let d = r.delivered.unwrap_err();
+    assert!(d.contains("does not match the signed target"), "{d}");
+}
+
+#[tokio::test]
+async fn a_server_that_keeps_failing_is_given_up_with_the_reason() {
+    let r = run(Fault::ServerErrorAlways).await;
+    let e = format!("{:#}", r.result.unwrap_err());
+    assert!(
+        e.contains("gave up after 4 tries at byte 0") && e.contains("503"),
+        "{e}"
+    );
+    assert!(r.delivered.is_err());
+    assert_eq!(r.requests, 4);
+}
