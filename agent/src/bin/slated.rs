@@ -22,7 +22,6 @@ use slate_agent::install::{InstallError, Refusal};
 use slate_agent::server::{self, Caller};
 use slate_agent::{health, http, marker};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,27 +50,6 @@ fn signal_init_later(sig: rustix::process::Signal) {
     });
 }
 
-/// Reads a bundle from the chunks the HTTP task forwards; a closed channel is the end.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    buf: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.buf.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.buf = b,
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf = self.buf.slice(n..);
-        Ok(n)
-    }
-}
-
 /// When an upload that has received `received` bytes since `started` falls below
 /// `min_bytes_s`: the deadline for its next bytes.
 fn upload_deadline(
@@ -86,17 +64,10 @@ fn upload_deadline(
 async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    // The same reader a channel download feeds: a closed channel is the end of the bundle.
+    let (tx, reader) = slate_agent::channel::StreamReader::new();
     let worker_agent = agent.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        worker_agent.install(
-            ChannelReader {
-                rx,
-                buf: Bytes::new(),
-            },
-            force,
-        )
-    });
+    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
     let mut body = req.into_body();
     let mut stalled = false;
     // A client that sends slower than the minimum rate (averaged from the start, after a
@@ -118,7 +89,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
                     // Once the installer stops reading (it refused the bundle), the rest is
                     // drained so the client can read the answer.
                     if !tx.is_closed() {
-                        let _ = tx.send(data).await;
+                        let _ = tx.send(Ok(data)).await;
                     }
                 }
             }

@@ -57,8 +57,9 @@ pub struct Fetched {
     pub restarts: u64,
 }
 
-/// The install's side: a blocking reader of what the download sends; an error sent by the
-/// download (a hash mismatch at the end) fails the read, so the install never finishes.
+/// The install's side of a bundle streamed by an async task (a channel download, or an upload
+/// to the API): a blocking reader of the chunks it sends; a sent error (a hash mismatch at the
+/// end) fails the read, so the install never finishes; a closed channel is the end.
 pub struct StreamReader {
     rx: mpsc::Receiver<Result<Bytes, String>>,
     buf: Bytes,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tough::{ExpirationEnforcement, RepositoryLoader, TargetName};
 use url::Url;
 
+pub use download::StreamReader;
 pub use https::Https;
 
 /// Where the seed lives.
@@ -56,9 +57,13 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
     // Checks start once this boot's health checks have concluded and it is not on trial
     // (the install would refuse then). A good slot whose checks fail still pulls: the fix
     // for what fails may be the next release.
-    while matches!(agent.status().boot, BootState::Trial { .. })
-        || agent.status().health.state == slate_core::api::HealthState::Pending
-    {
+    // The in-memory status only: `Agent::status` would read the ESP's entries each time.
+    let concluded = || {
+        let s = lock(&agent.status);
+        !matches!(s.boot, BootState::Trial { .. })
+            && s.health.state != slate_core::api::HealthState::Pending
+    };
+    while !concluded() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let seed = match seed::load_or_draw(Path::new(SEED)) {
@@ -191,8 +196,7 @@ async fn check(
             ))
         }
     };
-    let failed: Vec<slate_core::Version> = agent
-        .status()
+    let failed: Vec<slate_core::Version> = lock(&agent.state)
         .failed
         .iter()
         .filter_map(|f| f.version.parse().ok())

