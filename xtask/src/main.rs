@@ -114,6 +114,13 @@ enum Cmd {
     FleetSim(fleet::Args),
     /// Run what CI runs: deps, fmt, clippy -D warnings, tests, and the README's build sequence.
     Ci,
+    /// The end-to-end QEMU suite alone; `--full` adds the scenarios CI leaves out for time
+    /// (the plain-disk twin of every step cut, among others).
+    E2e {
+        /// Also run the scenarios marked for the full suite.
+        #[arg(long)]
+        full: bool,
+    },
     /// Benchmarks beside the standard tools: `imager` (slate build vs mksquashfs, veritysetup,
     /// mkfs.vfat, sgdisk, dd), `verity` (vs veritysetup format), `boot` (vs a busybox initrd),
     /// `install` (vs dd and sha256sum), `api` (slated over mutual TLS vs plain HTTP).
@@ -224,11 +231,26 @@ pub fn release_imager() -> Result<PathBuf> {
 /// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
 /// trusting the development signing key and operator CA.
 pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
+    build_image(&release_imager()?, None, board, spec)
+}
+
+/// `slate build` of `spec` for `board` into out/<board> with `imager`; `agent_dir` holds
+/// ready device binaries (else `slate build` builds them).
+fn build_image(
+    imager: &Path,
+    agent_dir: Option<&Path>,
+    board: &str,
+    spec: &Path,
+) -> Result<PathBuf> {
     let out = root().join("out").join(board);
     let trust = dev_trust()?;
     let operators = dev_operators()?;
-    run(Command::new(release_imager()?)
-        .arg("build")
+    let mut cmd = Command::new(imager);
+    cmd.arg("build");
+    if let Some(dir) = agent_dir {
+        cmd.arg("--agent-dir").arg(dir);
+    }
+    run(cmd
         .arg("--spec")
         .arg(spec)
         .args(["--board", board])
@@ -280,10 +302,29 @@ fn ci() -> Result<()> {
     deny()?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
     // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
-    fuzz::fuzz(10, None)?;
-    // The README's sequence from a fresh checkout, then the result checked by the standard tools.
-    let out = image("qemu-x86_64", Path::new("rootfs/image.toml"))?;
-    run(Command::new(root().join("target/release/slate"))
+    fuzz::fuzz(5, None)?;
+    // The README's `slate build` of the default image, then the result checked by the standard
+    // tools. It uses the imager and the production device binaries the tests above built:
+    // building both again in release would repeat eight minutes of compiling for the same code.
+    let debug_imager = root().join("target/debug/slate");
+    if !debug_imager.is_file() {
+        bail!(
+            "{} is missing: `cargo test --workspace` builds it for the imager's tests",
+            debug_imager.display()
+        );
+    }
+    let production = root().join("target/e2e-agent/production");
+    let agent = production
+        .join("slated")
+        .is_file()
+        .then_some(production.as_path());
+    let out = build_image(
+        &debug_imager,
+        agent,
+        "qemu-x86_64",
+        Path::new("rootfs/image.toml"),
+    )?;
+    run(Command::new(&debug_imager)
         .arg("inspect")
         .arg(out.join("disk.img")))?;
     // sgdisk exits 0 whenever the table loads: its verdict is in what it prints.
@@ -308,6 +349,25 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
+/// The QEMU suite; `full` adds the tests marked `#[ignore = "full e2e …"]`.
+fn e2e(full: bool) -> Result<()> {
+    deps::deps(false)?;
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--locked",
+        "-p",
+        "slate-tests",
+        "--test",
+        "e2e",
+        "--",
+    ]);
+    if full {
+        cmd.arg("--include-ignored");
+    }
+    run(&mut cmd)
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Deps { no_tools } => deps::deps(no_tools),
@@ -315,6 +375,7 @@ fn main() -> Result<()> {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
         Cmd::Ci => ci(),
+        Cmd::E2e { full } => e2e(full),
         Cmd::FleetSim(args) => fleet::fleet_sim(&args),
         Cmd::Install { prefix } => install::install(&prefix),
         Cmd::Gauntlet {
