@@ -340,6 +340,18 @@ impl Agent {
 
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
+        self.install_with(body, force, None)
+    }
+
+    /// [`Agent::install`] that reports how far the root image is durable (a pull's resume
+    /// state). Without a checkpoint, a pull's old resume record is forgotten first: this
+    /// install rewrites the slot it describes.
+    pub fn install_with(
+        &self,
+        body: impl Read,
+        force: bool,
+        checkpoint: Option<&install::Checkpoint<'_>>,
+    ) -> Result<Installed, InstallError> {
         std::fs::create_dir_all("/run/slate").ok();
         let lockfile = std::fs::OpenOptions::new()
             .create(true)
@@ -389,7 +401,13 @@ impl Agent {
             running_on_trial,
             force,
             staging: std::path::PathBuf::from(STAGING),
+            checkpoint,
         };
+        if checkpoint.is_none() {
+            if let Err(e) = crate::channel::forget_resume() {
+                marker::warn(format!("{e:#}"));
+            }
+        }
         let r = install::install(&inst, body, &marker::emit);
         lock(&self.status).installing = false;
         let mut st = lock(&self.state);
@@ -476,7 +494,8 @@ impl Agent {
                 ));
             }
             out.push_str(&format!("# HELP slate_channel_bytes_fetched_total Bundle bytes fetched from the channel.\n# TYPE slate_channel_bytes_fetched_total counter\nslate_channel_bytes_fetched_total {}\n", c.bytes_fetched));
-            out.push_str(&format!("# HELP slate_channel_resumes_total Downloads continued with a Range request.\n# TYPE slate_channel_resumes_total counter\nslate_channel_resumes_total {}\n", c.resumes));
+            out.push_str(&format!("# HELP slate_channel_resumes_total Downloads continued after a drop or a power cut.\n# TYPE slate_channel_resumes_total counter\nslate_channel_resumes_total {}\n", c.resumes));
+            out.push_str(&format!("# HELP slate_channel_bytes_from_slot_total Bundle bytes a resumed download took from the idle slot instead of the network.\n# TYPE slate_channel_bytes_from_slot_total counter\nslate_channel_bytes_from_slot_total {}\n", c.bytes_from_slot));
             out.push_str(&format!("# HELP slate_channel_metadata_expires_seconds When the channel's timestamp expires (unix seconds).\n# TYPE slate_channel_metadata_expires_seconds gauge\nslate_channel_metadata_expires_seconds {}\n", c.metadata_expires.unwrap_or(0)));
         }
         out.push_str("# HELP slate_slot_state The state of each slot's boot entry (1 for the current one).\n# TYPE slate_slot_state gauge\n");

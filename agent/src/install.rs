@@ -6,6 +6,8 @@
 //! 2. delete the idle slot's boot entries (the slot is now empty: nothing boots it);
 //! 3. stream `rootfs.img` into the idle partition, hashing; fsync; drop the cache and read it
 //!    back: the verity tree and root hash must match the manifest (sha256 checked while streaming);
+//!    a pull also syncs every [`CHECKPOINT_BYTES`] and says how far the slot is durable, so a
+//!    power cut in the download costs only the rest;
 //! 4. stage kernel and initrd outside the ESP, check them and the end of the bundle, then copy
 //!    them to `/slate/<slot>/` on the ESP in one read-write window (temporary name, rename);
 //! 5. write the new entry `slate-<slot>-<version>+3.conf` last.
@@ -160,7 +162,17 @@ pub struct Installer<'a> {
     /// A folder outside the ESP where kernel and initrd are checked before they are copied in
     /// (emptied before and after each install).
     pub staging: std::path::PathBuf,
+    /// Told, every [`CHECKPOINT_BYTES`] of the root image, the bundle offset of its first byte
+    /// and how many of its bytes are now synced into the idle slot (a pull's resume state).
+    pub checkpoint: Option<&'a Checkpoint<'a>>,
 }
+
+/// What [`Installer::checkpoint`] calls: `(bundle offset of the root image, bytes durable)`.
+pub type Checkpoint<'a> = dyn Fn(u64, u64) + 'a;
+
+/// How often a pull's install syncs the slot and reports how far it is durable: small enough
+/// that a cut costs little, large enough that the syncs cost little.
+pub const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// A finished install.
 #[derive(Debug, Clone)]
@@ -271,13 +283,22 @@ pub fn install<R: Read>(
         .map_err(|e| failed(e.into()))?;
     let mut h = Sha256::new();
     let mut streamed = 0u64;
+    let root_at = r.offset();
+    let mut unsynced = 0u64;
     r.stream("rootfs.img", rootfs.size, |c| {
         h.update(c);
         streamed += c.len() as u64;
         if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
             crate::hooks::cut_point("slot-partly-written");
         }
-        slot.write_all(c)
+        slot.write_all(c)?;
+        unsynced += c.len() as u64;
+        if let Some(note) = inst.checkpoint.filter(|_| unsynced >= CHECKPOINT_BYTES) {
+            slot.sync_data()?;
+            unsynced = 0;
+            note(root_at, streamed);
+        }
+        Ok::<(), std::io::Error>(())
     })?
     .with_context(|| format!("writing {dev}"))
     .map_err(failed)?;

@@ -503,8 +503,12 @@ pub struct ChannelStatus {
     pub failures: std::collections::BTreeMap<String, u64>,
     /// Bundle bytes fetched from the channel.
     pub bytes_fetched: u64,
-    /// Downloads continued with a Range request after a drop.
+    /// Downloads continued after a drop (a Range request) or after a power cut or restart
+    /// (from the slot's durable prefix).
     pub resumes: u64,
+    /// Bundle bytes taken from the idle slot's durable prefix instead of the network.
+    #[serde(default)]
+    pub bytes_from_slot: u64,
 }
 
 /// A failed check.

@@ -6,6 +6,10 @@
 //! stopped and names the signed length; a server that ignores Range (`200`) is read again from
 //! the start and the bytes already delivered are skipped (a clean restart of the transfer, not
 //! of the install); a size that changed is an error, never a mixture of two files.
+//!
+//! A download that a power cut stopped starts with a [`SlotPrefix`]: the bundle's bytes up to
+//! the root image come from the server (a bounded Range), the root image's durable prefix
+//! from the slot, the rest from the server again. Every byte is hashed either way.
 
 use super::https::Https;
 use anyhow::{bail, Result};
@@ -37,6 +41,17 @@ impl Patience {
     };
 }
 
+/// A download that stopped for the network's sake (tries exhausted): what was durable stays
+/// worth resuming from. Every other download error is about the bytes themselves.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GaveUp(String);
+
+/// Whether `e` is a [`GaveUp`].
+pub fn gave_up(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<GaveUp>().is_some()
+}
+
 /// What the TUF targets metadata signed for the bundle.
 #[derive(Clone, Debug)]
 pub struct Expected {
@@ -46,11 +61,22 @@ pub struct Expected {
     pub sha256: Vec<u8>,
 }
 
+/// Bundle bytes that are already in the idle slot (see [`super::resume`]).
+#[derive(Clone, Debug)]
+pub struct SlotPrefix {
+    /// Where they sit in the bundle, and how many.
+    pub at: super::resume::Prefix,
+    /// The slot's block device, read from its first byte.
+    pub device: std::path::PathBuf,
+}
+
 /// What a download did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fetched {
     /// Bytes received from the server (including any read again after a restart).
     pub bytes: u64,
+    /// Bytes taken from the slot's durable prefix instead of the server.
+    pub from_slot: u64,
     /// Range continuations.
     pub resumes: u64,
     /// Full restarts (a server that ignored Range).
@@ -103,12 +129,50 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
-/// Downloads `url` into `tx`. Returns once everything was delivered and matched, or with why
-/// not (the install then fails at its next read, or has already stopped reading).
+/// Why feeding the slot's prefix stopped.
+enum PrefixEnd {
+    /// The install stopped reading.
+    InstallStopped,
+    /// The slot could not be read; the rest comes from the server.
+    Unreadable(String),
+}
+
+/// Sends the slot's durable prefix into the install, hashing it; `delivered` counts what was
+/// sent even when reading stops half way.
+async fn feed_prefix(
+    p: &SlotPrefix,
+    hash: &mut Sha256,
+    tx: &mpsc::Sender<Result<Bytes, String>>,
+    delivered: &mut u64,
+) -> Result<(), PrefixEnd> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(&p.device)
+        .await
+        .map_err(|e| PrefixEnd::Unreadable(format!("{}: {e}", p.device.display())))?;
+    let mut left = p.at.len;
+    while left > 0 {
+        let mut buf = vec![0u8; usize::try_from(left.min(256 << 10)).unwrap_or(256 << 10)];
+        f.read_exact(&mut buf)
+            .await
+            .map_err(|e| PrefixEnd::Unreadable(format!("{}: {e}", p.device.display())))?;
+        hash.update(&buf);
+        left -= buf.len() as u64;
+        *delivered += buf.len() as u64;
+        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            return Err(PrefixEnd::InstallStopped);
+        }
+    }
+    Ok(())
+}
+
+/// Downloads `url` into `tx`, taking `prefix` from the slot when given. Returns once
+/// everything was delivered and matched, or with why not (the install then fails at its next
+/// read, or has already stopped reading).
 pub async fn fetch(
     https: &Https,
     url: &Url,
     expected: &Expected,
+    prefix: Option<SlotPrefix>,
     tx: mpsc::Sender<Result<Bytes, String>>,
     stats: &mut Fetched,
     patience: &Patience,
@@ -117,21 +181,49 @@ pub async fn fetch(
     let mut hash = Sha256::new();
     let mut attempt = 0;
     let mut last_error = String::new();
+    let mut pending = prefix.filter(|p| {
+        p.at.bundle_offset
+            .checked_add(p.at.len)
+            .is_some_and(|end| end <= expected.length)
+    });
     while delivered < expected.length {
+        if let Some(p) = pending.take_if(|p| p.at.bundle_offset == delivered) {
+            let before = delivered;
+            let fed = feed_prefix(&p, &mut hash, &tx, &mut delivered).await;
+            stats.from_slot += delivered - before;
+            match fed {
+                Ok(()) => {}
+                Err(PrefixEnd::InstallStopped) => return Ok(()),
+                Err(PrefixEnd::Unreadable(why)) => {
+                    crate::marker::warn(format!(
+                        "channel: the slot's durable prefix cannot be read ({why}); downloading it instead"
+                    ));
+                }
+            }
+            continue;
+        }
+        // Up to the slot's prefix, when one is waiting; else to the end.
+        let stop = pending
+            .as_ref()
+            .map_or(expected.length, |p| p.at.bundle_offset);
         if attempt == patience.attempts {
             let e = format!(
                 "{url}: gave up after {} tries at byte {delivered} of {}: {last_error}",
                 patience.attempts, expected.length
             );
             let _ = tx.send(Err(e.clone())).await;
-            bail!(e);
+            return Err(GaveUp(e).into());
         }
         if attempt > 0 {
             tokio::time::sleep(patience.first_backoff * (1 << (attempt - 1).min(5))).await;
         }
         attempt += 1;
-        let from = (delivered > 0).then_some(delivered);
-        let resp = match https.get(url, from).await {
+        let range = match (delivered, stop == expected.length) {
+            (0, true) => None,
+            (from, true) => Some((from, None)),
+            (from, false) => Some((from, Some(stop - 1))),
+        };
+        let resp = match https.get(url, range).await {
             Ok(r) => r,
             Err(e) => {
                 last_error = format!("{e:#}");
@@ -148,7 +240,7 @@ pub async fn fetch(
                     skip = delivered;
                 }
             }
-            206 if from.is_some() => {
+            206 if range.is_some() => {
                 let range = resp
                     .headers()
                     .get(hyper::header::CONTENT_RANGE)
@@ -207,6 +299,11 @@ pub async fn fetch(
             if data.is_empty() {
                 continue;
             }
+            let reached_stop = delivered + data.len() as u64 >= stop && stop < expected.length;
+            if reached_stop {
+                // Only what comes before the slot's prefix (a server may send more).
+                data = data.slice(..usize::try_from(stop - delivered).unwrap_or(0));
+            }
             if delivered + data.len() as u64 > expected.length {
                 let e = format!("{url}: longer than the signed {} bytes", expected.length);
                 let _ = tx.send(Err(e.clone())).await;
@@ -220,6 +317,9 @@ pub async fn fetch(
             }
             // Progress resets the count of tries: only consecutive failures give up.
             attempt = 0;
+            if reached_stop {
+                break;
+            }
         }
     }
     let got = hash.finalize();

@@ -29,10 +29,14 @@ fn payload() -> Vec<u8> {
         .collect()
 }
 
+/// A request's `Range: bytes=from-[to]`.
+type Range = Option<(usize, Option<usize>)>;
+
 struct Server {
     port: u16,
     ca: tempfile::NamedTempFile,
     requests: Arc<AtomicUsize>,
+    ranges: Arc<std::sync::Mutex<Vec<Range>>>,
 }
 
 fn tls_pair() -> (tempfile::NamedTempFile, Arc<rustls::ServerConfig>) {
@@ -61,37 +65,37 @@ fn tls_pair() -> (tempfile::NamedTempFile, Arc<rustls::ServerConfig>) {
     (ca_file, Arc::new(config))
 }
 
-/// The `from` of a `Range: bytes=from-` header in a request head.
-fn range_from(head: &str) -> Option<usize> {
-    head.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("range: bytes=")
-                .map(str::to_string)
-        })
-        .and_then(|r| r.trim().trim_end_matches('-').parse().ok())
+/// The `Range: bytes=from-[to]` header of a request head.
+fn range_of(head: &str) -> Range {
+    let r = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("range: bytes=")
+            .map(str::to_string)
+    })?;
+    let (from, to) = r.trim().split_once('-')?;
+    Some((from.parse().ok()?, to.parse().ok()))
 }
 
 async fn answer<S: tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     fault: Fault,
     n: usize,
-    from: Option<usize>,
+    range: Range,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let partial = |total: usize, from: usize, data: &[u8]| {
-        let body = &data[from..];
+    let partial = |total: usize, (from, to): (usize, Option<usize>), data: &[u8]| {
+        let last = to.unwrap_or(data.len() - 1).min(data.len() - 1);
+        let body = &data[from..=last];
         let mut out = format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{last}/{total}\r\nConnection: close\r\n\r\n",
             body.len(),
-            data.len() - 1
         )
         .into_bytes();
         out.extend_from_slice(body);
         out
     };
-    let honest = |from: Option<usize>, data: &[u8]| match from {
-        Some(f) => partial(data.len(), f, data),
+    let honest = |range: Range, data: &[u8]| match range {
+        Some(r) => partial(data.len(), r, data),
         None => {
             let mut out = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -131,14 +135,14 @@ async fn answer<S: tokio::io::AsyncWrite + Unpin>(
         (Fault::ChangedSize, _) => {
             let mut longer = data.to_vec();
             longer.extend_from_slice(&[0; 10]);
-            s.write_all(&honest(from, &longer)).await
+            s.write_all(&honest(range, &longer)).await
         }
         (Fault::WrongBytes, _) => {
             let mut other = data.to_vec();
             other[LEN / 3] ^= 1;
-            s.write_all(&honest(from, &other)).await
+            s.write_all(&honest(range, &other)).await
         }
-        _ => s.write_all(&honest(from, data)).await,
+        _ => s.write_all(&honest(range, data)).await,
     }
 }
 
@@ -149,12 +153,15 @@ async fn serve(fault: Fault) -> Server {
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
+    let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = ranges.clone();
     let data = Arc::new(payload());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let n = count.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let data = data.clone();
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -167,13 +174,19 @@ async fn serve(fault: Fault) -> Server {
                     }
                     head.push(byte[0]);
                 }
-                let from = range_from(&String::from_utf8_lossy(&head));
-                let _ = answer(&mut tls, fault, n, from, &data).await;
+                let range = range_of(&String::from_utf8_lossy(&head));
+                seen.lock().unwrap().push(range);
+                let _ = answer(&mut tls, fault, n, range, &data).await;
                 let _ = tls.shutdown().await;
             });
         }
     });
-    Server { port, ca, requests }
+    Server {
+        port,
+        ca,
+        requests,
+        ranges,
+    }
 }
 
 struct Run {
@@ -181,9 +194,15 @@ struct Run {
     delivered: Result<Vec<u8>, String>,
     stats: Fetched,
     requests: usize,
+    ranges: Vec<Range>,
 }
 
 async fn run(fault: Fault) -> Run {
+    run_with(fault, None).await
+}
+
+/// `prefix`: where the slot's bytes sit in the bundle, and the slot (a file) holding them.
+async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
     let server = serve(fault).await;
     let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
     let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
@@ -205,14 +224,27 @@ async fn run(fault: Fault) -> Run {
         stall: Duration::from_secs(2),
         first_backoff: Duration::from_millis(10),
     };
+    let slot = tempfile::NamedTempFile::new().unwrap();
+    let prefix = prefix.map(|(offset, bytes)| {
+        std::fs::write(slot.path(), bytes).unwrap();
+        SlotPrefix {
+            at: super::super::resume::Prefix {
+                bundle_offset: offset,
+                len: 100_000,
+            },
+            device: slot.path().to_path_buf(),
+        }
+    });
     let mut stats = Fetched::default();
-    let result = fetch(&https, &url, &expected, tx, &mut stats, &patience).await;
+    let result = fetch(&https, &url, &expected, prefix, tx, &mut stats, &patience).await;
     let delivered = consumer.await.unwrap();
+    let ranges = server.ranges.lock().unwrap().clone();
     Run {
         result,
         delivered,
         stats,
         requests: server.requests.load(Ordering::SeqCst),
+        ranges,
     }
 }
 
@@ -294,4 +326,60 @@ async fn a_server_that_keeps_failing_is_given_up_with_the_reason() {
     );
     assert!(r.delivered.is_err());
     assert_eq!(r.requests, 4);
+}
+
+/// Where the slot's 100,000 prefix bytes start in the test bundle.
+const PREFIX_AT: usize = 1000;
+
+#[tokio::test]
+async fn a_durable_prefix_in_the_slot_is_not_fetched_again() {
+    let data = payload();
+    let r = run_with(
+        Fault::None,
+        Some((PREFIX_AT as u64, &data[PREFIX_AT..PREFIX_AT + 100_000])),
+    )
+    .await;
+    delivered_whole(&r);
+    assert_eq!(r.stats.from_slot, 100_000);
+    assert_eq!(r.stats.bytes, (LEN - 100_000) as u64);
+    // The head up to the prefix (a bounded range), then the rest after it.
+    assert_eq!(
+        r.ranges,
+        vec![
+            Some((0, Some(PREFIX_AT - 1))),
+            Some((PREFIX_AT + 100_000, None))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_prefix_that_did_not_survive_the_cut_never_reaches_a_clean_end() {
+    let mut torn = payload()[PREFIX_AT..PREFIX_AT + 100_000].to_vec();
+    torn[50_000] ^= 0x80;
+    let r = run_with(Fault::None, Some((PREFIX_AT as u64, &torn))).await;
+    let e = format!("{:#}", r.result.unwrap_err());
+    assert!(e.contains("does not match the signed target"), "{e}");
+    assert!(r.delivered.is_err());
+}
+
+#[tokio::test]
+async fn a_slot_that_cannot_be_read_is_downloaded_instead() {
+    // The slot ends before the prefix the record promised.
+    let short = payload()[PREFIX_AT..PREFIX_AT + 10].to_vec();
+    let r = run_with(Fault::None, Some((PREFIX_AT as u64, &short))).await;
+    delivered_whole(&r);
+    assert_eq!(r.stats.from_slot, 0);
+    assert_eq!(r.stats.bytes, LEN as u64);
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_the_range_end_is_cut_at_the_prefix() {
+    let data = payload();
+    let r = run_with(
+        Fault::IgnoreRange,
+        Some((PREFIX_AT as u64, &data[PREFIX_AT..PREFIX_AT + 100_000])),
+    )
+    .await;
+    delivered_whole(&r);
+    assert_eq!(r.stats.from_slot, 100_000);
 }

@@ -53,9 +53,14 @@ impl Https {
         Ok(Https { tls: Arc::new(tls) })
     }
 
-    /// GET `url`, from byte `from` on when given (a Range request); returns the response
-    /// head with its body still to be read.
-    pub async fn get(&self, url: &Url, from: Option<u64>) -> Result<Response<Incoming>> {
+    /// GET `url`, only the bytes `range` names when given (a Range request: from the first,
+    /// up to and including the second, or to the end); returns the response head with its
+    /// body still to be read.
+    pub async fn get(
+        &self,
+        url: &Url,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Response<Incoming>> {
         if url.scheme() != "https" {
             bail!("{url}: only https:// is fetched");
         }
@@ -83,8 +88,9 @@ impl Https {
             let mut req = Request::get(path)
                 .header(hyper::header::HOST, url.authority())
                 .header(hyper::header::USER_AGENT, "slated");
-            if let Some(from) = from {
-                req = req.header(hyper::header::RANGE, format!("bytes={from}-"));
+            if let Some((from, to)) = range {
+                let to = to.map(|t| t.to_string()).unwrap_or_default();
+                req = req.header(hyper::header::RANGE, format!("bytes={from}-{to}"));
             }
             let req = req.body(Empty::new()).context("building the request")?;
             sender

@@ -5,6 +5,7 @@
 
 mod download;
 mod https;
+mod resume;
 mod seed;
 mod transport;
 
@@ -32,6 +33,12 @@ pub const SEED: &str = "/data/slate/seed";
 pub const DATASTORE: &str = "/data/slate/tuf";
 /// Largest release manifest read.
 const MAX_RELEASE: usize = 1 << 20;
+
+/// Forgets a pull's resume state: an install that is not the channel's rewrites the slot it
+/// describes.
+pub fn forget_resume() -> Result<()> {
+    resume::forget(Path::new(resume::RECORD))
+}
 
 /// Why a check failed, as the metrics count it.
 #[derive(Debug)]
@@ -279,17 +286,56 @@ async fn check(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
     });
+    // What an earlier pull of this very target left durable in the idle slot.
+    let idle = agent.slot.other();
+    let sha_hex = hex::encode(&expected.sha256);
+    let record_path = Path::new(resume::RECORD);
+    let prefix = resume::load(record_path)
+        .and_then(|r| r.prefix_for(&sha_hex, expected.length, idle))
+        .and_then(|at| {
+            let device = crate::partitions::find(idle.label()).ok()?;
+            Some(download::SlotPrefix {
+                at,
+                device: device.into(),
+            })
+        });
+    if let Some(p) = &prefix {
+        marker::emit(&Marker::ChannelResumed {
+            version: update.version.to_string(),
+            from_slot: p.at.len,
+        });
+    }
     let (tx, reader) = download::StreamReader::new();
     let worker_agent = agent.clone();
     // Going back (max_version) or to a locked version is a downgrade the signed release
     // manifest asks for: the install allows it within the security epoch, as with --force.
     let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
-    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
+    let record = resume::Record {
+        sha256: sha_hex,
+        length: expected.length,
+        slot: idle,
+        bundle_offset: 0,
+        durable: 0,
+    };
+    let worker = tokio::task::spawn_blocking(move || {
+        let note = |bundle_offset: u64, durable: u64| {
+            let r = resume::Record {
+                bundle_offset,
+                durable,
+                ..record.clone()
+            };
+            if let Err(e) = resume::save(Path::new(resume::RECORD), &r) {
+                marker::warn(format!("channel: the resume record: {e:#}"));
+            }
+        };
+        worker_agent.install_with(reader, force, Some(&note))
+    });
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(
         https,
         &url,
         &expected,
+        prefix,
         tx,
         &mut stats,
         &download::Patience::DEVICE,
@@ -297,11 +343,20 @@ async fn check(
     .await;
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.bytes_fetched += stats.bytes;
-        st.resumes += stats.resumes;
+        st.resumes += stats.resumes + u64::from(stats.from_slot > 0);
+        st.bytes_from_slot += stats.from_slot;
     }
     let installed = worker
         .await
         .map_err(|e| fail("install")(anyhow::anyhow!("install task: {e}")))?;
+    // A download the network stopped keeps its record (the next check resumes); anything
+    // else is over for this target: installed, refused, or bytes that were not the signed
+    // ones (a prefix that did not survive included).
+    if !fetched.as_ref().is_err_and(download::gave_up) {
+        if let Err(e) = resume::forget(record_path) {
+            marker::warn(format!("channel: {e:#}"));
+        }
+    }
     match (installed, fetched) {
         (Ok(_), Ok(())) => {
             marker::emit(&Marker::RebootingIntoNewSlot);

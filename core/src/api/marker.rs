@@ -56,6 +56,8 @@ pub enum Kind {
     ChannelUpdate,
     /// `slate: channel error kind=…: …`
     ChannelError,
+    /// `slate: channel resumed version=… from_slot=…`
+    ChannelResumed,
 }
 
 impl Kind {
@@ -83,6 +85,7 @@ impl Kind {
             Kind::ChannelWaiting => "channel waiting",
             Kind::ChannelUpdate => "channel update",
             Kind::ChannelError => "channel error",
+            Kind::ChannelResumed => "channel resumed",
         }
     }
 
@@ -226,6 +229,13 @@ pub enum Marker {
         version: String,
         /// `upgrade`, `roll_back` or `locked`.
         reason: String,
+    },
+    /// A download that a power cut or restart stopped goes on from what the idle slot holds.
+    ChannelResumed {
+        /// The version being downloaded.
+        version: String,
+        /// Bytes taken from the slot instead of the network.
+        from_slot: u64,
     },
     /// A check of the channel failed; the device keeps running what it runs.
     ChannelError {
@@ -407,6 +417,9 @@ impl fmt::Display for Marker {
             Marker::ChannelError { kind, message } => {
                 write!(f, "channel error kind={kind}: {message}")
             }
+            Marker::ChannelResumed { version, from_slot } => {
+                write!(f, "channel resumed version={version} from_slot={from_slot}")
+            }
         }
     }
 }
@@ -526,6 +539,10 @@ mod tests {
             (
                 Marker::ChannelError { kind: "expired".into(), message: "x".into() },
                 "slate: channel error kind=expired: x".into(),
+            ),
+            (
+                Marker::ChannelResumed { version: "2.0.0".into(), from_slot: 4096 },
+                "slate: channel resumed version=2.0.0 from_slot=4096".into(),
             ),
         ];
         for (m, want) in cases {
