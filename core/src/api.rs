@@ -498,7 +498,8 @@ pub struct ChannelStatus {
     pub last_error: Option<ChannelError>,
     /// Checks since the agent started.
     pub checks: u64,
-    /// Failed checks by kind (`network`, `tuf`, `expired`, `download`, `install`).
+    /// Failed checks by kind (`network`, `tuf`, `expired`, `replayed`, `download`, `install`,
+    /// `config`).
     #[serde(default)]
     pub failures: std::collections::BTreeMap<String, u64>,
     /// Bundle bytes fetched from the channel.

@@ -129,45 +129,40 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
-/// Why feeding the slot's prefix stopped.
-enum PrefixEnd {
-    /// The install stopped reading.
-    InstallStopped,
-    /// The slot could not be read; the rest comes from the server.
-    Unreadable(String),
-}
-
-/// Sends the slot's durable prefix into the install, hashing it; `delivered` counts what was
-/// sent even when reading stops half way.
+/// Sends the slot's durable prefix into the install (until it stops reading:
+/// `install_stopped`), hashing it; `delivered` counts what was taken even when reading the
+/// slot fails half way (the error says why; the rest then comes from the server).
 async fn feed_prefix(
     p: &SlotPrefix,
     hash: &mut Sha256,
     tx: &mpsc::Sender<Result<Bytes, String>>,
     delivered: &mut u64,
-) -> Result<(), PrefixEnd> {
+    install_stopped: &mut bool,
+) -> Result<(), String> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(&p.device)
         .await
-        .map_err(|e| PrefixEnd::Unreadable(format!("{}: {e}", p.device.display())))?;
+        .map_err(|e| format!("{}: {e}", p.device.display()))?;
     let mut left = p.at.len;
     while left > 0 {
         let mut buf = vec![0u8; usize::try_from(left.min(256 << 10)).unwrap_or(256 << 10)];
         f.read_exact(&mut buf)
             .await
-            .map_err(|e| PrefixEnd::Unreadable(format!("{}: {e}", p.device.display())))?;
+            .map_err(|e| format!("{}: {e}", p.device.display()))?;
         hash.update(&buf);
         left -= buf.len() as u64;
         *delivered += buf.len() as u64;
-        if tx.send(Ok(Bytes::from(buf))).await.is_err() {
-            return Err(PrefixEnd::InstallStopped);
+        if !*install_stopped && tx.send(Ok(Bytes::from(buf))).await.is_err() {
+            *install_stopped = true;
         }
     }
     Ok(())
 }
 
-/// Downloads `url` into `tx`, taking `prefix` from the slot when given. Returns once
-/// everything was delivered and matched, or with why not (the install then fails at its next
-/// read, or has already stopped reading).
+/// Downloads `url` into `tx`, taking `prefix` from the slot when given. Returns `Ok` once
+/// every byte was fetched and matched the signed sha256 (even when the install stopped
+/// reading early: a refused bundle is then known to be the signed one), or with why not (the
+/// install then fails at its next read, or has already stopped reading).
 pub async fn fetch(
     https: &Https,
     url: &Url,
@@ -181,6 +176,7 @@ pub async fn fetch(
     let mut hash = Sha256::new();
     let mut attempt = 0;
     let mut last_error = String::new();
+    let mut install_stopped = false;
     let mut pending = prefix.filter(|p| {
         p.at.bundle_offset
             .checked_add(p.at.len)
@@ -189,16 +185,12 @@ pub async fn fetch(
     while delivered < expected.length {
         if let Some(p) = pending.take_if(|p| p.at.bundle_offset == delivered) {
             let before = delivered;
-            let fed = feed_prefix(&p, &mut hash, &tx, &mut delivered).await;
+            let fed = feed_prefix(&p, &mut hash, &tx, &mut delivered, &mut install_stopped).await;
             stats.from_slot += delivered - before;
-            match fed {
-                Ok(()) => {}
-                Err(PrefixEnd::InstallStopped) => return Ok(()),
-                Err(PrefixEnd::Unreadable(why)) => {
-                    crate::marker::warn(format!(
-                        "channel: the slot's durable prefix cannot be read ({why}); downloading it instead"
-                    ));
-                }
+            if let Err(why) = fed {
+                crate::marker::warn(format!(
+                    "channel: the slot's durable prefix cannot be read ({why}); downloading it instead"
+                ));
             }
             continue;
         }
@@ -311,9 +303,12 @@ pub async fn fetch(
             }
             hash.update(&data);
             delivered += data.len() as u64;
-            if tx.send(Ok(data)).await.is_err() {
+            if !install_stopped && tx.send(Ok(data)).await.is_err() {
                 // The install stopped reading: it refused the bundle and says why itself.
-                return Ok(());
+                // The rest is still fetched and hashed, so the device knows whether the
+                // signed target is bad (remembered, never fetched again) or this copy of it
+                // (a corrupt mirror or cache: tried again later).
+                install_stopped = true;
             }
             // Progress resets the count of tries: only consecutive failures give up.
             attempt = 0;

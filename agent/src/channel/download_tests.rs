@@ -383,3 +383,40 @@ async fn a_server_that_ignores_the_range_end_is_cut_at_the_prefix() {
     delivered_whole(&r);
     assert_eq!(r.stats.from_slot, 100_000);
 }
+
+/// The install reads the first KiB and stops (it refused the bundle): what `fetch` says then.
+async fn run_refused_early(fault: Fault) -> (Result<()>, Fetched) {
+    let server = serve(fault).await;
+    let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
+    let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
+    let expected = Expected {
+        length: LEN as u64,
+        sha256: Sha256::digest(payload()).to_vec(),
+    };
+    let (tx, mut reader) = StreamReader::new();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut head = [0u8; 1024];
+        reader.read_exact(&mut head).map(|_| head.len())
+    });
+    let patience = Patience {
+        attempts: 4,
+        stall: Duration::from_secs(2),
+        first_backoff: Duration::from_millis(10),
+    };
+    let mut stats = Fetched::default();
+    let result = fetch(&https, &url, &expected, None, tx, &mut stats, &patience).await;
+    assert_eq!(consumer.await.unwrap().unwrap(), 1024);
+    (result, stats)
+}
+
+#[tokio::test]
+async fn a_bundle_the_install_refuses_is_still_checked_against_the_signed_hash() {
+    // The signed bytes: the refusal is about the release itself.
+    let (ok, stats) = run_refused_early(Fault::None).await;
+    assert!(ok.is_ok(), "{ok:?}");
+    assert_eq!(stats.bytes, LEN as u64);
+    // A corrupt copy: the refusal may be the mirror's fault, and the error says so.
+    let (bad, _) = run_refused_early(Fault::WrongBytes).await;
+    let e = format!("{:#}", bad.unwrap_err());
+    assert!(e.contains("does not match the signed target"), "{e}");
+}

@@ -402,6 +402,9 @@ fn classify(e: &tough::error::Error) -> &'static str {
     use tough::error::Error as E;
     match e {
         E::ExpiredMetadata { .. } => "expired",
+        // A server going back to older metadata than this device already trusted: a replay,
+        // a frozen mirror, a repository restored from an old backup.
+        E::OlderMetadata { .. } => "replayed",
         E::Transport { .. } => "network",
         _ => "tuf",
     }
