@@ -1,18 +1,74 @@
-//! The update channel end to end: a device pulls from a real nginx serving a TUF repository
-//! over HTTPS, takes v2 when its wave reaches it, refuses a release its trust file does not
-//! sign and keeps running, and goes back when the operator lowers max_version.
+//! The update channel end to end: two devices pull from a real nginx serving a TUF
+//! repository over HTTPS and take v2 in wave order (the first through a power cut in the middle
+//! of its download, after which it fetches only what its slot does not already hold); the
+//! first then refuses an expired and a replayed repository, a release its trust file does not
+//! sign and a corrupt copy of a signed one, keeps running through each, and goes back when the
+//! operator lowers max_version.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
+use slate_qemu::{Line, Vm};
+use slate_tests::apps::write_data_file;
 use slate_tests::channel::channel;
 use slate_tests::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(600);
 const CHECK: Duration = Duration::from_secs(120);
 
-/// Two waves compressed to seconds: 1% at once, the rest between 20 and 30 s after publishing.
-const WAVES: &str = "[[wave]]\nstart_after = \"1s\"\nfleet_percentage = 1\n[[wave]]\nstart_after = \"20s\"\nfleet_percentage = 100\nend_after = \"30s\"\n";
+/// Two waves compressed to seconds: 1% (seeds 0–20) at once, the rest opening one seed after
+/// another between 20 s and 80 s after publishing.
+const WAVES: &str = "[[wave]]\nstart_after = \"1s\"\nfleet_percentage = 1\n[[wave]]\nstart_after = \"20s\"\nfleet_percentage = 100\nend_after = \"80s\"\n";
+
+/// The seeds planted on the devices' data partitions before their first boot: the main device
+/// in wave 1, another late in wave 2 (ready ~73 s after publishing), far enough apart that a
+/// 10 s poll cannot swap them. (The harness runs two machines at a time: a third would wait
+/// for one of these to stop.)
+const MAIN_SEED: u32 = 5;
+const FLEET_SEEDS: [u32; 1] = [1800];
+
+/// A device of the fleet beside the main one.
+struct Device {
+    vm: Vm,
+    seed: u32,
+    _work: tempfile::TempDir,
+}
+
+/// Copies `image`'s disk, plants `seed` in its /data/slate/seed, and boots it.
+fn boot_seeded(image: &Image, seed: u32) -> (Vm, std::path::PathBuf, tempfile::TempDir) {
+    let (work, disk) = copy_disk(&image.dir.join("disk.img")).unwrap();
+    write_data_file(&disk, "slate/seed", format!("{seed}\n").as_bytes());
+    let vm = boot(&disk, work.path(), |_| {}).unwrap();
+    (vm, disk, work)
+}
+
+/// Waits after `mark` for `slate: channel error kind=<kind>`.
+fn channel_error(vm: &Vm, kind: &str, mark: usize, timeout: Duration) -> Line {
+    vm.wait_for_after(
+        &format!("{} kind={kind}", Kind::ChannelError.prefix()),
+        mark,
+        timeout,
+    )
+    .unwrap()
+}
+
+/// When the host saw `line` (lines carry the time since their machine started).
+fn seen_at(vm: &Vm, line: &Line) -> Instant {
+    Instant::now() - vm.elapsed() + line.at
+}
+
+/// The wave `slate repo status` gives `seed`, checked against what the device says.
+fn agree_on_wave(vm: &Vm, seed: u32) -> usize {
+    let repo_view = channel().status_for(seed);
+    let wave = if seed <= 20 { 1 } else { 2 };
+    assert!(
+        repo_view.contains(&format!("seed {seed}: wave {wave},")),
+        "{repo_view}"
+    );
+    let c = status(vm).channel.expect("channel status");
+    assert_eq!((c.seed, c.wave), (seed, Some(wave)), "{c:?}");
+    wave
+}
 
 #[test]
 fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() {
@@ -25,15 +81,32 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     v3.resign(&[&keys().stranger]);
     let v3_path = v1.dir.with_file_name("3.0.0-stranger.slate");
     v3.write(&v3_path);
-    let _nginx = ch.serve();
+    let v2_len = std::fs::metadata(&v2).unwrap().len();
+    // Slow enough that the first download of v2 can be cut in the middle.
+    let nginx = ch.serve_at(Some("256k"));
 
-    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
-    let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    let (mut vm, disk, tmp) = boot_seeded(v1, MAIN_SEED);
+    let fleet: Vec<Device> = FLEET_SEEDS
+        .iter()
+        .map(|&seed| {
+            let (vm, _, work) = boot_seeded(v1, seed);
+            Device {
+                vm,
+                seed,
+                _work: work,
+            }
+        })
+        .collect();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     // An empty repository: nothing to take; the CDN's log shows the device's seed and version.
     vm.wait_for(&Kind::ChannelUpToDate.prefix(), CHECK).unwrap();
     let seed = status(&vm).channel.expect("channel status").seed;
+    assert_eq!(seed, MAIN_SEED);
+    for d in &fleet {
+        d.vm.wait_for(&Kind::ChannelUpToDate.prefix(), BOOT_TIMEOUT + CHECK)
+            .unwrap();
+    }
     assert!(
         ch.access_log()
             .contains(&format!("seed={seed}&version=1.0.0")),
@@ -41,47 +114,108 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         ch.access_log()
     );
 
+    // Freshness: an expired timestamp, then a replayed older one, are refused; the device
+    // keeps running and says why.
+    let fresh = ch.timestamp();
+    let mark = vm.mark();
+    ch.refresh(slate_imager::bundle::now() - 2 * 86_400);
+    channel_error(&vm, "expired", mark, CHECK);
+    let mark = vm.mark();
+    ch.refresh(slate_imager::bundle::now());
+    vm.wait_for_after(&Kind::ChannelUpToDate.prefix(), mark, CHECK)
+        .unwrap();
+    let mark = vm.mark();
+    ch.set_timestamp(&fresh);
+    let line = channel_error(&vm, "replayed", mark, CHECK);
+    assert!(line.text.contains("timestamp"), "{}", line.text);
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    assert_eq!(
+        s.channel
+            .and_then(|c| c.last_error)
+            .map(|e| e.kind)
+            .as_deref(),
+        Some("replayed")
+    );
+    ch.refresh(slate_imager::bundle::now());
+
     // v1 (to go back to later) and v2 in two waves.
     ch.publish(Some(&v1_bundle), None, None);
     let mark = vm.mark();
+    let fleet_marks: Vec<usize> = fleet.iter().map(|d| d.vm.mark()).collect();
     ch.publish(Some(&v2), Some(WAVES), None);
-    let (which, line) = vm
-        .wait_any_after(
-            &[
-                &Kind::ChannelWaiting.prefix(),
-                &Kind::ChannelUpdate.prefix(),
-            ],
-            mark,
+    let update_v2 = format!(
+        "{} version=2.0.0 reason=upgrade",
+        Kind::ChannelUpdate.prefix()
+    );
+    let line = vm.wait_for_after(&update_v2, mark, CHECK).unwrap();
+    let main_took = seen_at(&vm, &line);
+    assert_eq!(agree_on_wave(&vm, MAIN_SEED), 1);
+    // The others wait for wave 2, and agree with `slate repo status` on it.
+    for (d, &mark) in fleet.iter().zip(&fleet_marks) {
+        let waiting =
+            d.vm.wait_for_after(&Kind::ChannelWaiting.prefix(), mark, CHECK)
+                .unwrap();
+        assert!(
+            waiting.text.contains("version=2.0.0 wave=2 "),
+            "{}",
+            waiting.text
+        );
+        assert_eq!(agree_on_wave(&d.vm, d.seed), 2);
+    }
+    // A power cut once a MiB of the root image is durable in slot b; the cold boot comes
+    // back on 1.0.0 and pulls again, taking that prefix from the slot, not from the server.
+    let durable = wait_durable(&mut vm, 1 << 20);
+    vm.power_cut();
+    // Its machine slot is free for the cold boot only once it is dropped.
+    drop(vm);
+    drop(nginx);
+    let log_before = ch.access_log().len();
+    let _nginx = ch.serve();
+    let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    let mark = 0;
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let line = vm
+        .wait_for(
+            &format!("{} version=2.0.0 ", Kind::ChannelResumed.prefix()),
             CHECK,
         )
         .unwrap();
-    // The device and `slate repo status` agree on its wave.
-    let repo_view = ch.status_for(seed);
-    let wave = if seed < 21 { 1 } else { 2 };
-    assert!(
-        repo_view.contains(&format!("seed {seed}: wave {wave},")),
-        "{repo_view}"
-    );
-    if which == 0 {
-        assert!(
-            line.text.contains(&format!("version=2.0.0 wave={wave} ")),
-            "{}",
-            line.text
-        );
-        let c = status(&vm).channel.unwrap();
-        assert_eq!((c.offered.as_deref(), c.wave), (Some("2.0.0"), Some(wave)));
-    }
-    vm.wait_for_after(
-        &format!(
-            "{} version=2.0.0 reason=upgrade",
-            Kind::ChannelUpdate.prefix()
-        ),
-        mark,
-        CHECK,
-    )
-    .unwrap();
+    let from_slot: u64 = line
+        .text
+        .rsplit("from_slot=")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", line.text));
+    assert!(from_slot >= durable, "{from_slot} < {durable}");
     vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
         .unwrap();
+    // The others took v2 when their waves came: the early seed before the late one, both
+    // after the main device; each commits.
+    let mut took = vec![(MAIN_SEED, main_took)];
+    for (d, &mark) in fleet.iter().zip(&fleet_marks) {
+        let line = d.vm.wait_for_after(&update_v2, mark, WAIT).unwrap();
+        took.push((d.seed, seen_at(&d.vm, &line)));
+        d.vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
+            .unwrap();
+    }
+    let order: Vec<u32> = {
+        let mut t = took.clone();
+        t.sort_by_key(|(_, at)| *at);
+        t.iter().map(|(seed, _)| *seed).collect()
+    };
+    assert_eq!(order, vec![MAIN_SEED, FLEET_SEEDS[0]], "{took:?}");
+    drop(fleet);
+    let sent =
+        slate_tests::channel::Channel::bundle_bytes_sent(&ch.access_log()[log_before..], MAIN_SEED);
+    eprintln!(
+        "after the cut: {sent} of {v2_len} bundle bytes fetched, {from_slot} taken from the slot"
+    );
+    assert!(
+        sent + from_slot <= v2_len + (64 << 10),
+        "the resumed download fetched {sent} bytes of {v2_len} although {from_slot} were in the slot"
+    );
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
 
@@ -89,13 +223,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     // keeps running 2.0.0 and says why.
     let mark = vm.mark();
     ch.publish(Some(&v3_path), None, None);
-    let line = vm
-        .wait_for_after(
-            &format!("{} kind=install", Kind::ChannelError.prefix()),
-            mark,
-            CHECK,
-        )
-        .unwrap();
+    let line = channel_error(&vm, "install", mark, CHECK);
     assert!(line.text.contains("3.0.0"), "{}", line.text);
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
@@ -116,9 +244,25 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         "{metrics}"
     );
 
-    // The operator's lever: max_version 1.0.0 sends the device back, waves or not.
+    // The operator's lever: max_version 1.0.0 sends the device back, waves or not. The
+    // server's first copy of 1.0.0 is corrupt (one byte): refused as not the signed target,
+    // and taken once the server has the right bytes again.
+    let v1_target = ch.target_file("1.0.0");
+    let good = std::fs::read(&v1_target).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x01;
+    std::fs::write(&v1_target, &bad).unwrap();
     let mark = vm.mark();
     ch.publish(None, None, Some(Some("1.0.0")));
+    let line = channel_error(&vm, "download", mark, WAIT);
+    assert!(
+        line.text.contains("does not match the signed target"),
+        "{}",
+        line.text
+    );
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    std::fs::write(&v1_target, &good).unwrap();
     vm.wait_for_after(
         &format!(
             "{} version=1.0.0 reason=roll_back",
@@ -132,4 +276,30 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         .unwrap();
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+}
+
+/// Polls the device's download record until `at_least` bytes of the root image are durable;
+/// returns how many are.
+fn wait_durable(vm: &mut slate_qemu::Vm, at_least: u64) -> u64 {
+    let started = std::time::Instant::now();
+    vm.wait_prompt("slate# ", 0, CHECK).unwrap();
+    loop {
+        let out = vm
+            .shell("cat /data/slate/download.json 2>/dev/null; echo", CHECK)
+            .unwrap();
+        let durable = out
+            .split("\"durable\":")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if durable >= at_least {
+            return durable;
+        }
+        assert!(
+            started.elapsed() < CHECK,
+            "no {at_least} durable bytes in the download record within {CHECK:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod apps;
+mod bench_channel;
 mod boot;
 mod channel;
 mod gauntlet;

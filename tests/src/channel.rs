@@ -3,6 +3,7 @@
 //! package) serving the repository over HTTPS on loopback, which the guest reaches through
 //! QEMU's user network.
 
+use crate::faultproxy::FaultProxy;
 use slate_imager::repo::{self, InitOptions, PublishOptions, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -118,6 +119,33 @@ impl Channel {
         .expect("slate publish");
     }
 
+    /// `slate repo refresh` as if run at `now` (unix seconds): a `now` more than the
+    /// timestamp's expiry (a day) in the past leaves an expired timestamp.
+    pub fn refresh(&self, now: i64) {
+        repo::refresh(&self.repo, &self.dir.join("online.pem"), now).expect("slate repo refresh");
+    }
+
+    /// The repository's `metadata/timestamp.json` as it is now.
+    pub fn timestamp(&self) -> Vec<u8> {
+        std::fs::read(self.repo.join("metadata/timestamp.json")).expect("timestamp.json")
+    }
+
+    /// Serves `bytes` as `metadata/timestamp.json` (a replay of an older one, say).
+    pub fn set_timestamp(&self, bytes: &[u8]) {
+        std::fs::write(self.repo.join("metadata/timestamp.json"), bytes).expect("timestamp.json");
+    }
+
+    /// The published bundle file of `version` in the repository's targets.
+    pub fn target_file(&self, version: &str) -> PathBuf {
+        let suffix = format!("-{version}.slate");
+        std::fs::read_dir(self.repo.join("targets"))
+            .expect("targets folder")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no target for {version} in the repository"))
+    }
+
     /// `slate repo status --seed` as text.
     pub fn status_for(&self, seed: u32) -> String {
         let s = repo::status(&self.repo).expect("slate repo status");
@@ -127,6 +155,20 @@ impl Channel {
         )
     }
 
+    /// Bytes nginx sent in bodies of bundle downloads (`….slate?…` requests) to the device
+    /// with `seed` in `log`, a part of [`Channel::access_log`] (the combined format: status,
+    /// then body bytes).
+    pub fn bundle_bytes_sent(log: &str, seed: u32) -> u64 {
+        let query = format!(".slate?seed={seed}&");
+        log.lines()
+            .filter(|l| l.contains(&query))
+            .filter_map(|l| {
+                let after = l.split("HTTP/1.1\" ").nth(1)?;
+                after.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// nginx's access log so far (it shows each request's `?seed=&version=`).
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("nginx/access.log")).unwrap_or_default()
@@ -134,6 +176,27 @@ impl Channel {
 
     /// Starts nginx on the channel's port; it stops when the guard drops.
     pub fn serve(&self) -> Nginx {
+        self.serve_at(None)
+    }
+
+    /// [`Channel::serve`] sending at most `rate` per connection (nginx's `limit_rate`, such
+    /// as `"256k"`): a download slow enough to cut in the middle.
+    pub fn serve_at(&self, rate: Option<&str>) -> Nginx {
+        self.serve_on(self.port, rate)
+    }
+
+    /// nginx on a port of its own behind a [`FaultProxy`] on the channel's port, which can
+    /// drop a download in the middle.
+    pub fn serve_behind_proxy(&self) -> (Nginx, FaultProxy) {
+        let inner = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let nginx = self.serve_on(inner, None);
+        (nginx, FaultProxy::start(self.port, inner))
+    }
+
+    fn serve_on(&self, port: u16, rate: Option<&str>) -> Nginx {
         let prefix = self.dir.join("nginx");
         std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
         let conf = prefix.join("nginx.conf");
@@ -141,12 +204,13 @@ impl Channel {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
                 pid = p("nginx.pid"),
                 err = p("error.log"),
                 acc = p("access.log"),
                 tmp = p("tmp"),
-                port = self.port,
+                port = port,
+                limit = rate.map(|r| format!("    limit_rate {r};\n")).unwrap_or_default(),
                 crt = self.dir.join("server.crt").display(),
                 key = self.dir.join("server.key").display(),
                 root = self.repo.display(),
@@ -163,7 +227,7 @@ impl Channel {
             .spawn()
             .expect("nginx (cargo xtask deps installs Debian's nginx)");
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "nginx did not start: {}",

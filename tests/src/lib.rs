@@ -15,6 +15,7 @@ use std::time::Duration;
 pub mod apps;
 pub mod channel;
 pub mod corpus;
+pub mod faultproxy;
 mod operator;
 
 pub use operator::{access, operators, raw_request, tls_stream, Operators};

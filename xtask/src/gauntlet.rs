@@ -3,7 +3,6 @@
 
 use crate::root;
 use anyhow::{bail, Result};
-use std::process::Command;
 
 /// Deterministic cut points (agent/src/hooks.rs `STEPS`), each cut on two disks.
 const STEPS: u64 = 11;
@@ -22,27 +21,22 @@ pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>, jobs: u64) -
         "gauntlet: {} step cuts (plain and volatile disk) + {random} random cuts, seed {seed}, {jobs} at a time",
         2 * STEPS
     );
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root())
-        .args([
-            "test",
-            "--locked",
-            "-p",
-            "slate-tests",
-            "--test",
-            "e2e",
-            "gauntlet",
-            "--",
+    let jobs_arg = jobs.to_string();
+    // Every step on both disks: CI leaves one twin of each out for time.
+    let status = crate::e2e_command(
+        Some("gauntlet"),
+        &[
             "--nocapture",
-            // Every step on both disks: CI leaves one twin of each out for time.
             "--include-ignored",
             "--test-threads",
-        ])
-        .arg(jobs.to_string())
-        .env("SLATE_GAUNTLET_RANDOM", random.to_string())
-        .env("SLATE_GAUNTLET_SEED", seed.to_string())
-        .env("SLATE_GAUNTLET_JOBS", jobs.to_string())
-        .status()?;
+            &jobs_arg,
+        ],
+    )
+    .current_dir(root())
+    .env("SLATE_GAUNTLET_RANDOM", random.to_string())
+    .env("SLATE_GAUNTLET_SEED", seed.to_string())
+    .env("SLATE_GAUNTLET_JOBS", jobs.to_string())
+    .status()?;
     if !status.success() {
         bail!("the gauntlet found broken promises (seed {seed}); see the summary and serial logs above");
     }

@@ -124,8 +124,25 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "install" => install::measure(),
         "api" => api::measure(),
         "apps" => apps::measure(),
+        "channel" => channel(),
         other => {
-            bail!("unknown benchmark {other:?} (known: imager, verity, boot, install, api, apps)")
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, install, api, apps, channel)")
         }
     }
+}
+
+/// `cargo xtask bench channel`: the QEMU harness's channel benchmark (publish → committed
+/// beside push, and the bytes sent again after a drop), which needs the test images and the
+/// channel fixture of `slate-tests`; it runs alone, as the fixture's repository is its own.
+fn channel() -> Result<()> {
+    crate::deps::deps(false)?;
+    crate::run(&mut crate::e2e_command(
+        None,
+        &[
+            "--ignored",
+            "--exact",
+            "bench_channel::publish_to_commit_beside_push",
+            "--nocapture",
+        ],
+    ))
 }
