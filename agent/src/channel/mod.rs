@@ -341,6 +341,14 @@ async fn check(
         &download::Patience::DEVICE,
     )
     .await;
+    if fetched.is_ok() {
+        marker::emit(&Marker::ChannelFetched {
+            version: update.version.to_string(),
+            bytes: stats.bytes,
+            resumes: stats.resumes,
+            from_slot: stats.from_slot,
+        });
+    }
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.bytes_fetched += stats.bytes;
         st.resumes += stats.resumes + u64::from(stats.from_slot > 0);

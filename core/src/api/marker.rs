@@ -58,6 +58,8 @@ pub enum Kind {
     ChannelError,
     /// `slate: channel resumed version=… from_slot=…`
     ChannelResumed,
+    /// `slate: channel fetched version=… bytes=… resumes=… from_slot=…`
+    ChannelFetched,
 }
 
 impl Kind {
@@ -86,6 +88,7 @@ impl Kind {
             Kind::ChannelUpdate => "channel update",
             Kind::ChannelError => "channel error",
             Kind::ChannelResumed => "channel resumed",
+            Kind::ChannelFetched => "channel fetched",
         }
     }
 
@@ -235,6 +238,17 @@ pub enum Marker {
         /// The version being downloaded.
         version: String,
         /// Bytes taken from the slot instead of the network.
+        from_slot: u64,
+    },
+    /// A bundle download ended with the signed bytes: what it cost on the wire.
+    ChannelFetched {
+        /// The version downloaded.
+        version: String,
+        /// Bundle bytes received from the server (any received twice included).
+        bytes: u64,
+        /// Continuations after drops.
+        resumes: u64,
+        /// Bytes taken from the idle slot instead.
         from_slot: u64,
     },
     /// A check of the channel failed; the device keeps running what it runs.
@@ -420,6 +434,15 @@ impl fmt::Display for Marker {
             Marker::ChannelResumed { version, from_slot } => {
                 write!(f, "channel resumed version={version} from_slot={from_slot}")
             }
+            Marker::ChannelFetched {
+                version,
+                bytes,
+                resumes,
+                from_slot,
+            } => write!(
+                f,
+                "channel fetched version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
+            ),
         }
     }
 }
@@ -543,6 +566,10 @@ mod tests {
             (
                 Marker::ChannelResumed { version: "2.0.0".into(), from_slot: 4096 },
                 "slate: channel resumed version=2.0.0 from_slot=4096".into(),
+            ),
+            (
+                Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2 },
+                "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2".into(),
             ),
         ];
         for (m, want) in cases {
