@@ -1,9 +1,11 @@
 //! The update channel end to end: two devices pull from a real nginx serving a TUF
-//! repository over HTTPS and take v2 in wave order (the first through a power cut in the middle
-//! of its download, after which it fetches only what its slot does not already hold); the
-//! first then refuses an expired and a replayed repository, a release its trust file does not
-//! sign and a corrupt copy of a signed one, keeps running through each, and goes back when the
-//! operator lowers max_version.
+//! repository over HTTPS. The main device first refuses an expired and a replayed repository;
+//! both then take v2 in wave order (the main one through a power cut in the middle of its
+//! download, after which it fetches only what its slot does not already hold); a release that
+//! fails its health checks is stopped after wave 1 (the main device falls back by itself, the
+//! operator lowers max_version, the other device never takes it); the main device then refuses
+//! a release its trust file does not sign and a corrupt copy of a signed one, keeps running
+//! through each, and goes back when the operator lowers max_version.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -19,6 +21,10 @@ const CHECK: Duration = Duration::from_secs(120);
 /// Two waves compressed to seconds: 1% (seeds 0–20) at once, the rest opening one seed after
 /// another between 20 s and 80 s after publishing.
 const WAVES: &str = "[[wave]]\nstart_after = \"1s\"\nfleet_percentage = 1\n[[wave]]\nstart_after = \"20s\"\nfleet_percentage = 100\nend_after = \"80s\"\n";
+
+/// A release that will be stopped: wave 1 at once, wave 2 not before 150 s (the main
+/// device's failed trial and fallback take about 70 s under TCG).
+const LATE_WAVES: &str = "[[wave]]\nstart_after = \"1s\"\nfleet_percentage = 1\n[[wave]]\nstart_after = \"150s\"\nfleet_percentage = 100\nend_after = \"160s\"\n";
 
 /// The seeds planted on the devices' data partitions before their first boot: the main device
 /// in wave 1, another late in wave 2 (ready ~73 s after publishing), far enough apart that a
@@ -191,8 +197,16 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     assert!(from_slot >= durable, "{from_slot} < {durable}");
     vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
         .unwrap();
-    // The others took v2 when their waves came: the early seed before the late one, both
-    // after the main device; each commits.
+    let sent =
+        slate_tests::channel::Channel::bundle_bytes_sent(&ch.access_log()[log_before..], MAIN_SEED);
+    eprintln!(
+        "after the cut: {sent} of {v2_len} bundle bytes fetched, {from_slot} taken from the slot"
+    );
+    assert!(
+        sent + from_slot <= v2_len + (64 << 10),
+        "the resumed download fetched {sent} bytes of {v2_len} although {from_slot} were in the slot"
+    );
+    // The other took v2 when its wave came, after the main device, and commits.
     let mut took = vec![(MAIN_SEED, main_took)];
     for (d, &mark) in fleet.iter().zip(&fleet_marks) {
         let line = d.vm.wait_for_after(&update_v2, mark, WAIT).unwrap();
@@ -206,23 +220,55 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         t.iter().map(|(seed, _)| *seed).collect()
     };
     assert_eq!(order, vec![MAIN_SEED, FLEET_SEEDS[0]], "{took:?}");
-    drop(fleet);
-    let sent =
-        slate_tests::channel::Channel::bundle_bytes_sent(&ch.access_log()[log_before..], MAIN_SEED);
-    eprintln!(
-        "after the cut: {sent} of {v2_len} bundle bytes fetched, {from_slot} taken from the slot"
-    );
+
+    // The stop lever: a release that fails its health checks reaches wave 1 only. The main
+    // device takes 2.1.0, fails and falls back to 2.0.0 by itself; the operator supersedes the
+    // release (max_version 2.0.0) before wave 2 opens, and the other device, which was
+    // waiting for wave 2, never takes it.
+    let failing = bundle(image_variant("2.1.0", Variant::FailingHealth));
+    let mark = vm.mark();
+    let fleet_mark = fleet[0].vm.mark();
+    ch.publish(Some(&failing), Some(LATE_WAVES), None);
+    fleet[0]
+        .vm
+        .wait_for_after(
+            &format!("{} version=2.1.0 wave=2 ", Kind::ChannelWaiting.prefix()),
+            fleet_mark,
+            CHECK,
+        )
+        .unwrap();
+    vm.wait_for_after(&Kind::Rollback.on_version(Slot::A, "2.1.0"), mark, WAIT)
+        .unwrap();
+    vm.wait_for_after(&Kind::Healthy.on_version(Slot::B, "2.0.0"), mark, WAIT)
+        .unwrap();
+    let s = status(&vm);
+    assert!(s.failed.iter().any(|f| f.version == "2.1.0"), "{s:?}");
+    let lever = fleet[0].vm.mark();
+    ch.publish(None, None, Some(Some("2.0.0")));
+    fleet[0]
+        .vm
+        .wait_for_after(
+            &format!("{} version=2.0.0", Kind::ChannelUpToDate.prefix()),
+            lever,
+            CHECK,
+        )
+        .unwrap();
     assert!(
-        sent + from_slot <= v2_len + (64 << 10),
-        "the resumed download fetched {sent} bytes of {v2_len} although {from_slot} were in the slot"
+        !fleet[0].vm.saw_after(
+            &format!("{} version=2.1.0", Kind::ChannelUpdate.prefix()),
+            fleet_mark
+        ),
+        "a wave-2 device took the stopped release"
     );
+    drop(fleet);
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
 
     // A release the image's trust file does not sign: refused, nothing boots it, the device
     // keeps running 2.0.0 and says why.
     let mark = vm.mark();
-    ch.publish(Some(&v3_path), None, None);
+    // (Lifting the max_version lever, or 3.0.0 would stay above it.)
+    ch.publish(Some(&v3_path), None, Some(None));
     let line = channel_error(&vm, "install", mark, CHECK);
     assert!(line.text.contains("3.0.0"), "{}", line.text);
     let s = status(&vm);

@@ -304,7 +304,7 @@ fn ci() -> Result<()> {
     deny()?;
     run(cargo().args(["test", "--workspace", "--locked"]))?;
     // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
-    fuzz::fuzz(5, None)?;
+    fuzz::fuzz(5, None, fuzz::Build::Dev)?;
     // The README's `slate build` of the default image, then the result checked by the standard
     // tools. It uses the imager and the production device binaries the tests above built:
     // building both again in release would repeat eight minutes of compiling for the same code.
@@ -390,7 +390,9 @@ fn main() -> Result<()> {
             jobs,
         } => gauntlet::gauntlet(full, random, seed, jobs),
         Cmd::Soak { cycles } => soak::soak(cycles),
-        Cmd::Fuzz { seconds, target } => fuzz::fuzz(seconds, target.as_deref()),
+        Cmd::Fuzz { seconds, target } => {
+            fuzz::fuzz(seconds, target.as_deref(), fuzz::Build::Release)
+        }
         Cmd::Qemu {
             spec,
             board,
