@@ -189,6 +189,22 @@ async fn serve(fault: Fault) -> Server {
     }
 }
 
+/// A client of `server` expecting the test payload, with a short patience.
+fn client(server: &Server) -> (Https, Url, Expected, Patience) {
+    let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
+    let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
+    let expected = Expected {
+        length: LEN as u64,
+        sha256: Sha256::digest(payload()).to_vec(),
+    };
+    let patience = Patience {
+        attempts: 4,
+        stall: Duration::from_secs(2),
+        first_backoff: Duration::from_millis(10),
+    };
+    (https, url, expected, patience)
+}
+
 struct Run {
     result: Result<()>,
     delivered: Result<Vec<u8>, String>,
@@ -204,13 +220,7 @@ async fn run(fault: Fault) -> Run {
 /// `prefix`: where the slot's bytes sit in the bundle, and the slot (a file) holding them.
 async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
     let server = serve(fault).await;
-    let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
-    let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
-    let data = payload();
-    let expected = Expected {
-        length: LEN as u64,
-        sha256: Sha256::digest(&data).to_vec(),
-    };
+    let (https, url, expected, patience) = client(&server);
     let (tx, mut reader) = StreamReader::new();
     let consumer = tokio::task::spawn_blocking(move || {
         let mut v = Vec::new();
@@ -219,11 +229,6 @@ async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
             .map(|_| v)
             .map_err(|e| e.to_string())
     });
-    let patience = Patience {
-        attempts: 4,
-        stall: Duration::from_secs(2),
-        first_backoff: Duration::from_millis(10),
-    };
     let slot = tempfile::NamedTempFile::new().unwrap();
     let prefix = prefix.map(|(offset, bytes)| {
         std::fs::write(slot.path(), bytes).unwrap();
@@ -387,22 +392,12 @@ async fn a_server_that_ignores_the_range_end_is_cut_at_the_prefix() {
 /// The install reads the first KiB and stops (it refused the bundle): what `fetch` says then.
 async fn run_refused_early(fault: Fault) -> (Result<()>, Fetched) {
     let server = serve(fault).await;
-    let https = Https::new(Some(server.ca.path().to_str().unwrap())).unwrap();
-    let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
-    let expected = Expected {
-        length: LEN as u64,
-        sha256: Sha256::digest(payload()).to_vec(),
-    };
+    let (https, url, expected, patience) = client(&server);
     let (tx, mut reader) = StreamReader::new();
     let consumer = tokio::task::spawn_blocking(move || {
         let mut head = [0u8; 1024];
         reader.read_exact(&mut head).map(|_| head.len())
     });
-    let patience = Patience {
-        attempts: 4,
-        stall: Duration::from_secs(2),
-        first_backoff: Duration::from_millis(10),
-    };
     let mut stats = Fetched::default();
     let result = fetch(&https, &url, &expected, None, tx, &mut stats, &patience).await;
     assert_eq!(consumer.await.unwrap().unwrap(), 1024);
