@@ -12,6 +12,7 @@ use slate_core::layout::Slot;
 use slate_qemu::{Line, Vm};
 use slate_tests::apps::write_data_file;
 use slate_tests::channel::channel;
+use slate_tests::channel::faults::Fault;
 use slate_tests::*;
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     drop(vm);
     drop(nginx);
     let log_before = ch.access_log().len();
-    let _nginx = ch.serve();
+    let nginx = ch.serve();
     let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     let mark = 0;
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
@@ -309,6 +310,28 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
     std::fs::write(&v1_target, &good).unwrap();
+
+    // The right bytes again, from a flaky origin behind nginx. The first pull meets two 5xx
+    // answers, a stall, a drop, and a file that changed size under its Range continuation:
+    // a clear error and nothing installed. The next pull meets a drop and a server that
+    // then ignores Range (a clean restart of the transfer), and commits.
+    drop(nginx);
+    let (_nginx, origin) = ch.serve_with_faults();
+    origin.script(&[
+        Fault::Status(503),
+        Fault::Status(502),
+        Fault::StallAt(0.2, Duration::from_secs(40)),
+        Fault::DropAt(0.4),
+        Fault::ChangedSize,
+        Fault::DropAt(0.5),
+        Fault::IgnoreRange,
+    ]);
+    let mark = vm.mark();
+    let line = channel_error(&vm, "download", mark, WAIT);
+    assert!(line.text.contains("refusing a mixture"), "{}", line.text);
+    assert!(!vm.saw_after(&Kind::Installed.prefix(), mark));
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
     vm.wait_for_after(
         &format!(
             "{} version=1.0.0 reason=roll_back",
@@ -320,6 +343,45 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     .unwrap();
     vm.wait_for_after(&Kind::Committed.on_version(Slot::A, "1.0.0"), mark, WAIT)
         .unwrap();
+    let fetched = vm
+        .wait_for_after(&Kind::ChannelFetched.prefix(), mark, CHECK)
+        .unwrap();
+    assert!(fetched.text.contains("version=1.0.0 "), "{}", fetched.text);
+    // Half the bundle before the drop, then all of it again from the server that ignored
+    // Range: more bytes than the bundle, and no continuation.
+    let received: u64 = fetched
+        .text
+        .split("bytes=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", fetched.text));
+    let len = good.len() as u64;
+    assert!(
+        received > len && received <= len + len / 2 + (1 << 20),
+        "{}",
+        fetched.text
+    );
+    assert!(fetched.text.contains(" resumes=0 "), "{}", fetched.text);
+    let served: Vec<(Option<bool>, u16)> = origin
+        .served()
+        .iter()
+        .map(|r| (r.range_from.map(|from| from > 0), r.status))
+        .collect();
+    assert_eq!(
+        served,
+        vec![
+            (None, 503),
+            (None, 502),
+            (None, 200),
+            (Some(true), 206),
+            (Some(true), 206),
+            (None, 200),
+            (Some(true), 200),
+        ],
+        "{:?}",
+        origin.served()
+    );
     let s = status(&vm);
     assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
 }

@@ -4,11 +4,14 @@
 //! QEMU's user network.
 
 use crate::faultproxy::FaultProxy;
+use faults::FaultServer;
 use slate_imager::repo::{self, InitOptions, PublishOptions, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+pub mod faults;
 
 /// A channel: keys, repository, CA and the port nginx listens on.
 pub struct Channel {
@@ -182,7 +185,14 @@ impl Channel {
     /// [`Channel::serve`] sending at most `rate` per connection (nginx's `limit_rate`, such
     /// as `"256k"`): a download slow enough to cut in the middle.
     pub fn serve_at(&self, rate: Option<&str>) -> Nginx {
-        self.serve_on(self.port, rate)
+        self.serve_on(self.port, rate, None)
+    }
+
+    /// nginx on the channel's port passing every request to a [`FaultServer`] serving the
+    /// repository, whose script of faults the bundle downloads meet.
+    pub fn serve_with_faults(&self) -> (Nginx, FaultServer) {
+        let origin = FaultServer::start(&self.repo);
+        (self.serve_on(self.port, None, Some(origin.port)), origin)
     }
 
     /// nginx on a port of its own behind a [`FaultProxy`] on the channel's port, which can
@@ -192,11 +202,12 @@ impl Channel {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let nginx = self.serve_on(inner, None);
+        let nginx = self.serve_on(inner, None, None);
         (nginx, FaultProxy::start(self.port, inner))
     }
 
-    fn serve_on(&self, port: u16, rate: Option<&str>) -> Nginx {
+    /// nginx on `port`, serving the repository itself or passing requests to `origin`.
+    fn serve_on(&self, port: u16, rate: Option<&str>, origin: Option<u16>) -> Nginx {
         let prefix = self.dir.join("nginx");
         std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
         let conf = prefix.join("nginx.conf");
@@ -204,7 +215,7 @@ impl Channel {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
                 pid = p("nginx.pid"),
                 err = p("error.log"),
                 acc = p("access.log"),
@@ -213,7 +224,11 @@ impl Channel {
                 limit = rate.map(|r| format!("    limit_rate {r};\n")).unwrap_or_default(),
                 crt = self.dir.join("server.crt").display(),
                 key = self.dir.join("server.key").display(),
-                root = self.repo.display(),
+                serve = match origin {
+                    // Unbuffered, so a drop or a stall at the origin reaches the device.
+                    Some(o) => format!("    location / {{ proxy_pass http://127.0.0.1:{o}; proxy_buffering off; }}\n"),
+                    None => format!("    root {};\n", self.repo.display()),
+                },
             ),
         )
         .expect("nginx.conf");
