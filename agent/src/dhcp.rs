@@ -124,6 +124,17 @@ pub fn start(iface: &str, hostname: &str) {
                     .and_then(|l| apply(&iface, &l, current.as_ref()).map(|()| l));
                 let next = match got {
                     Ok(lease) => {
+                        let changed = current.as_ref().is_none_or(|c| {
+                            (c.address, c.prefix, c.router)
+                                != (lease.address, lease.prefix, lease.router)
+                        });
+                        if changed {
+                            marker::emit(&slate_core::api::Marker::NetworkLease {
+                                iface: iface.clone(),
+                                address: format!("{}/{}", lease.address, lease.prefix),
+                                router: lease.router,
+                            });
+                        }
                         tracing::info!(
                             interface = %iface,
                             address = %format!("{}/{}", lease.address, lease.prefix),

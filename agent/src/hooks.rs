@@ -26,6 +26,14 @@ pub const STEPS: &[&str] = &[
     "fallback-boot",
 ];
 
+/// Stage 1's cut points in the first boot's grow of `data` onto a larger disk (`crate::grow`),
+/// in order.
+pub const GROW_STEPS: &[&str] = &[
+    "grow-backup-written",
+    "grow-entries-written",
+    "grow-filesystem",
+];
+
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
 
 /// Whether this build has the hooks (the `test-hooks` feature).

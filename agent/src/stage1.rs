@@ -68,6 +68,8 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     for m in &cfg.modules {
         sys::load_module(m)?;
     }
+    // Test images: the harness's cut points in the grow (fw_cfg is a module, loaded above).
+    crate::hooks::arm(cfg.test_hooks);
 
     // The watchdog first: from here on a hang resets the machine.
     let watchdog = match &cfg.watchdog {

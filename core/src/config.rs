@@ -60,6 +60,10 @@ pub struct InitrdConfig {
     /// The image's security epoch: stage 1 refuses to start it below the device's floor.
     #[serde(default)]
     pub security_epoch: u64,
+    /// Test images only: stage 1 stops at the harness's cut points (the grow of `data`), as
+    /// the agent does with `[agent] test_hooks`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_hooks: bool,
 }
 
 /// A hardware watchdog: PID 1 opens it early and feeds it while alive, so a hang reboots.

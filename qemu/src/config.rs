@@ -36,6 +36,10 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Resume this saved machine instead of booting (`disk` must be a copy of its disk).
     pub resume: Option<Snapshot>,
+    /// How the boot disk is attached.
+    pub disk_model: DiskModel,
+    /// The network card the agent's port is forwarded through.
+    pub nic_model: NicModel,
     /// Talk to the agent over TLS with this client configuration (an operator certificate and
     /// the device pin); None: plain HTTP, for images built with `insecure_http`.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -58,7 +62,65 @@ impl VmConfig {
             interactive: false,
             volatile_cache: None,
             resume: None,
+            disk_model: DiskModel::Virtio,
+            nic_model: NicModel::Virtio,
             tls: None,
+        }
+    }
+}
+
+/// The boot disk's controller: the dev VM's virtio, or what a PC has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskModel {
+    /// virtio-blk (`vda`).
+    Virtio,
+    /// An NVMe drive (`nvme0n1`), as most PCs boot from.
+    Nvme,
+}
+
+impl DiskModel {
+    /// A board file's `[qemu] disk` value (`"virtio"`, `"nvme"`).
+    pub fn from_board(name: &str) -> Option<DiskModel> {
+        match name {
+            "virtio" => Some(DiskModel::Virtio),
+            "nvme" => Some(DiskModel::Nvme),
+            _ => None,
+        }
+    }
+
+    /// The `-device` for drive `id`.
+    pub(crate) fn device(self, id: &str) -> String {
+        match self {
+            DiskModel::Virtio => format!("virtio-blk-pci,drive={id}"),
+            DiskModel::Nvme => format!("nvme,drive={id},serial=slate-{id}"),
+        }
+    }
+}
+
+/// The network card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// virtio-net.
+    Virtio,
+    /// An Intel 82574L (the `e1000e` driver), as many PCs have.
+    E1000e,
+}
+
+impl NicModel {
+    /// A board file's `[qemu] nic` value (`"virtio"`, `"e1000e"`).
+    pub fn from_board(name: &str) -> Option<NicModel> {
+        match name {
+            "virtio" => Some(NicModel::Virtio),
+            "e1000e" => Some(NicModel::E1000e),
+            _ => None,
+        }
+    }
+
+    /// The `-device` for netdev `id`.
+    pub(crate) fn device(self, id: &str) -> String {
+        match self {
+            NicModel::Virtio => format!("virtio-net-pci,netdev={id}"),
+            NicModel::E1000e => format!("e1000e,netdev={id}"),
         }
     }
 }

@@ -158,10 +158,10 @@ impl Vm {
             })
             .args([
                 "-device",
-                if cfg.decoys.is_empty() {
-                    "virtio-blk-pci,drive=d0"
+                &if cfg.decoys.is_empty() {
+                    cfg.disk_model.device("d0")
                 } else {
-                    "virtio-blk-pci,drive=d0,bootindex=1"
+                    cfg.disk_model.device("d0") + ",bootindex=1"
                 },
             ])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
@@ -174,7 +174,7 @@ impl Vm {
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             }
             cmd.args(["-netdev", &netdev])
-                .args(["-device", "virtio-net-pci,netdev=n0"]);
+                .args(["-device", &cfg.nic_model.device("n0")]);
         }
         if cfg.watchdog {
             cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);

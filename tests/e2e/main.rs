@@ -8,5 +8,6 @@ mod boot;
 mod channel;
 mod gauntlet;
 mod hostile;
+mod pc;
 mod update;
 mod verity;

@@ -15,10 +15,13 @@ use std::time::Duration;
 pub mod apps;
 pub mod channel;
 pub mod corpus;
+pub mod disk;
 pub mod faultproxy;
 mod operator;
+mod variant;
 
 pub use operator::{access, operators, raw_request, tls_stream, Operators};
+pub use variant::Variant;
 
 /// Generous bound for one boot to the healthy marker under TCG on a loaded CI machine.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -146,17 +149,6 @@ pub fn keys() -> &'static Keys {
     })
 }
 
-/// Image variants the scenarios need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    /// The demo spec as it is.
-    Demo,
-    /// The demo spec plus a health check that always fails (deadline 20 s).
-    FailingHealth,
-    /// The demo spec pulling from the test channel ([`channel::channel`]).
-    Channel,
-}
-
 /// Builds `rootfs/image.toml` (or its variant) for the QEMU board at `version` and security
 /// epoch 0, trusting the test keys; cached per version and variant.
 pub fn image_variant(version: &str, variant: Variant) -> &'static Image {
@@ -201,21 +193,8 @@ fn image_built(
         .status()
         .expect("cp");
     assert!(ok.success());
-    let mut text = std::fs::read_to_string(dir.join("image.toml")).expect("spec");
-    assert!(
-        text.contains("[agent]\n"),
-        "the demo spec has no [agent] table"
-    );
-    if hooks {
-        text = text.replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
-    }
-    if variant == Variant::FailingHealth {
-        text = text.replace("deadline_s = 60", "deadline_s = 20")
-            + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
-    }
-    if variant == Variant::Channel {
-        text += &channel::channel().spec_table();
-    }
+    let text = std::fs::read_to_string(dir.join("image.toml")).expect("spec");
+    let text = variant.spec(text, hooks);
     std::fs::write(dir.join("image.toml"), text).expect("spec");
     let spec = dir.join("image.toml");
     let out = workspace().join("target/e2e-images").join(format!(
@@ -224,7 +203,7 @@ fn image_built(
     let opts = BuildOptions {
         timings: false,
         spec,
-        board: Some("qemu-x86_64".into()),
+        board: Some(variant.board().into()),
         version: Some(version.parse().expect("test version")),
         out: out.clone(),
         force: true,

@@ -1,7 +1,7 @@
 //! `cargo xtask qemu`: build the image if needed and boot it, interactively or headless.
 
-use anyhow::{bail, Result};
-use slate_qemu::Vm;
+use anyhow::{bail, Context, Result};
+use slate_qemu::{DiskModel, NicModel, Vm, VmConfig};
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
         bail!("copying the disk image into {}", run.display());
     }
     let mut cfg = crate::dev_vm(&disk, &run)?;
+    board_machine(&mut cfg, board)?;
     cfg.extra_ports = forward.to_vec();
     if !headless {
         cfg.interactive = true;
@@ -101,4 +102,30 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
         ),
         Err(e) => Err(e),
     }
+}
+
+/// Takes the board file's `[qemu]` table (`memory_mib`, `disk`, `nic`): a PC board boots on
+/// a machine that looks like a PC (an NVMe disk, an e1000e card), not like the dev VM.
+fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
+    let loaded = slate_imager::board::LoadedBoard::load(&crate::root().join("boards"), board)?;
+    let Some(q) = loaded.board.qemu else {
+        return Ok(());
+    };
+    let field = |name: &str| q.get(name).and_then(|v| v.as_str());
+    let file = loaded.path.display();
+    if let Some(d) = field("disk") {
+        cfg.disk_model = DiskModel::from_board(d).with_context(|| {
+            format!("{file}: [qemu] disk = {d:?}: expected \"virtio\" or \"nvme\"")
+        })?;
+    }
+    if let Some(n) = field("nic") {
+        cfg.nic_model = NicModel::from_board(n).with_context(|| {
+            format!("{file}: [qemu] nic = {n:?}: expected \"virtio\" or \"e1000e\"")
+        })?;
+    }
+    if let Some(m) = q.get("memory_mib").and_then(|v| v.as_integer()) {
+        cfg.memory_mib =
+            u32::try_from(m).with_context(|| format!("{file}: [qemu] memory_mib = {m}"))?;
+    }
+    Ok(())
 }

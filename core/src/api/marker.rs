@@ -48,6 +48,8 @@ pub enum Kind {
     BootDisk,
     /// `slate: data grown …`
     DataGrown,
+    /// `slate: network lease iface=… address=…/… router=…`
+    NetworkLease,
     /// `slate: channel up-to-date version=…`
     ChannelUpToDate,
     /// `slate: channel waiting version=… wave=… ready_at=…`
@@ -83,6 +85,7 @@ impl Kind {
             Kind::Api => "api",
             Kind::BootDisk => "boot disk",
             Kind::DataGrown => "data grown",
+            Kind::NetworkLease => "network lease",
             Kind::ChannelUpToDate => "channel up-to-date",
             Kind::ChannelWaiting => "channel waiting",
             Kind::ChannelUpdate => "channel update",
@@ -297,6 +300,16 @@ pub enum Marker {
         /// New size of that in MiB.
         mib: u64,
     },
+    /// The DHCP client applied a new lease (first, or a changed one; renewals of the same are
+    /// silent): the device's address on a network nobody configured in the spec.
+    NetworkLease {
+        /// The interface.
+        iface: String,
+        /// Address with prefix (`10.0.2.15/24`).
+        address: String,
+        /// The default route's gateway, if the server gave one.
+        router: Option<std::net::Ipv4Addr>,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -399,6 +412,17 @@ impl fmt::Display for Marker {
             }
             Marker::BootDisk { device, esp } => write!(f, "boot disk {device} esp={esp}"),
             Marker::DataGrown { what, mib } => write!(f, "data grown {what} {mib} MiB"),
+            Marker::NetworkLease {
+                iface,
+                address,
+                router,
+            } => {
+                write!(f, "network lease iface={iface} address={address}")?;
+                match router {
+                    Some(r) => write!(f, " router={r}"),
+                    None => write!(f, " router=none"),
+                }
+            }
             Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
             Marker::ServiceFailedToStart { name, error } => {
                 write!(f, "service {name} failed to start: {error}")

@@ -90,6 +90,14 @@ fn golden_marker_texts() {
             "slate: data grown filesystem 1024 MiB".into(),
         ),
         (
+            Marker::NetworkLease {
+                iface: "eth0".into(),
+                address: "10.0.2.15/24".into(),
+                router: Some(std::net::Ipv4Addr::new(10, 0, 2, 2)),
+            },
+            "slate: network lease iface=eth0 address=10.0.2.15/24 router=10.0.2.2".into(),
+        ),
+        (
             Marker::StageFailed { stage: "stage1", error: "x".into() },
             "slate: stage1 failed: x".into(),
         ),

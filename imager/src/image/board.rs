@@ -17,8 +17,13 @@ pub struct Board {
     pub name: String,
     /// CPU architecture.
     pub arch: Arch,
-    /// Kernel console (`console=` value).
+    /// Kernel console (`console=` value): /dev/console, where Slate's markers and the debug
+    /// shell go.
     pub console: String,
+    /// More consoles that get the kernel's messages too (a PC's screen beside its serial
+    /// port); none of them is /dev/console.
+    #[serde(default)]
+    pub also_consoles: Vec<String>,
     /// Debian package providing the kernel and its modules (a metapackage is resolved by
     /// `cargo xtask deps` to the versioned one).
     pub kernel_package: String,

@@ -435,12 +435,14 @@ pub fn add_provenance(tree: &mut Tree, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Builds the initramfs tree.
+/// Builds the initramfs tree; `test_hooks` (test images only) lets stage 1 stop at the
+/// harness's cut points too.
 pub fn initramfs(
     kernel: &Kernel,
     board: &Board,
     agent: &AgentBinaries,
     security_epoch: u64,
+    test_hooks: bool,
 ) -> Result<Tree> {
     let mut tree = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
@@ -469,6 +471,7 @@ pub fn initramfs(
         modules: order,
         watchdog: board.watchdog.clone(),
         security_epoch,
+        test_hooks,
     };
     tree.insert(
         &ip(&format!("/{}", paths::INITRD)),

@@ -20,7 +20,13 @@ const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware 
 /// seconds, so the result is kept in the extraction cache under the sha256 of the archive: a
 /// rebuild with the same initramfs content reuses the same bytes.
 pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
-    let tree = compose::initramfs(inp.kernel, &inp.board.board, inp.agent, inp.security_epoch)?;
+    let tree = compose::initramfs(
+        inp.kernel,
+        &inp.board.board,
+        inp.agent,
+        inp.security_epoch,
+        inp.spec.spec.agent.test_hooks,
+    )?;
     let cpio = cpio::write(&tree, inp.mtime, Vec::new())?;
     let cached = inp.cache.map(|c| {
         c.join("initramfs")
@@ -41,7 +47,14 @@ pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
 /// Options every entry carries besides Slate's own parameters: console, panic, the board's.
 pub fn options(inp: &Inputs<'_>) -> String {
     let b = &inp.board.board;
-    let mut options = vec![format!("console={}", b.console), "panic=5".to_string()];
+    // The main console last: the kernel makes the last `console=` /dev/console.
+    let mut options: Vec<String> = b
+        .also_consoles
+        .iter()
+        .chain(std::iter::once(&b.console))
+        .map(|c| format!("console={c}"))
+        .collect();
+    options.push("panic=5".to_string());
     options.extend(b.cmdline.iter().cloned());
     options.join(" ")
 }

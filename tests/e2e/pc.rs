@@ -1,0 +1,93 @@
+//! The generic PC board (`boards/x86_64-uefi.toml`) on a QEMU machine that looks like a PC,
+//! not like the dev VM: an NVMe disk of 4 GiB (far larger than the image), an Intel e1000e
+//! network card on QEMU's user network with its DHCP server, and no address in the spec.
+
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
+use slate_qemu::{DiskModel, NicModel};
+use slate_tests::disk::{fills_the_disk, grow_file};
+use slate_tests::*;
+use std::time::Duration;
+
+const SHELL: Duration = Duration::from_secs(30);
+const DISK: u64 = 4 << 30;
+
+#[test]
+fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
+    let img = image_variant("1.0.0", Variant::Pc);
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let image_len = std::fs::metadata(&disk).unwrap().len();
+    grow_file(&disk, DISK - image_len);
+    let pc = |c: &mut slate_qemu::VmConfig| {
+        c.disk_model = DiskModel::Nvme;
+        c.nic_model = NicModel::E1000e;
+    };
+    let mut vm = boot(&disk, tmp.path(), pc).unwrap();
+    let esp = part_uuid(&disk, slate_core::layout::ESP_LABEL).unwrap();
+    vm.wait_for(
+        &format!("{} /dev/nvme0n1 esp={esp}", Kind::BootDisk.prefix()),
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    // QEMU's DHCP server hands out 10.0.2.15 with 10.0.2.2 as the router.
+    let lease = vm.wait_for(&Kind::NetworkLease.prefix(), SHELL).unwrap();
+    assert!(
+        lease
+            .text
+            .ends_with("iface=eth0 address=10.0.2.15/24 router=10.0.2.2"),
+        "{}",
+        lease.text
+    );
+    // The agent answers through the forwarded port, over the address the lease gave.
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    let net = vm
+        .shell(
+            "ip -4 addr show eth0; ip route; cat /run/resolv.conf; ls /sys/bus/pci/drivers/e1000e",
+            SHELL,
+        )
+        .unwrap();
+    assert!(net.contains("inet 10.0.2.15/24"), "{net}");
+    assert!(net.contains("default via 10.0.2.2 dev eth0"), "{net}");
+    assert!(net.contains("nameserver 10.0.2.3"), "{net}");
+    assert!(
+        net.contains("0000:"),
+        "no PCI device bound to e1000e: {net}"
+    );
+    let mounts = vm.shell("grep ' /data ' /proc/mounts", SHELL).unwrap();
+    assert!(
+        mounts.starts_with("/dev/nvme0n1p4 /data ext4 rw"),
+        "{mounts}"
+    );
+    // /data fills the disk: 4 GiB less the ESP and two slots (640 MiB), less ext4's own.
+    let df = vm.shell("df -k /data | tail -1", SHELL).unwrap();
+    let total_kib: u64 = df
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{df}"));
+    assert!(total_kib > 3200 * 1024, "/data has {total_kib} KiB: {df}");
+
+    // A second boot finds nothing to grow, and leases the same address again.
+    let mark = vm.mark();
+    let (code, _) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
+    assert_eq!(code, 202);
+    vm.wait_for_after(
+        &Kind::Healthy.on_version(Slot::A, "1.0.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    vm.wait_for_after(&Kind::NetworkLease.prefix(), mark, SHELL)
+        .unwrap();
+    assert!(
+        !vm.saw_after(&Kind::DataGrown.prefix(), mark),
+        "data grew again on the second boot"
+    );
+    vm.shutdown(Duration::from_secs(60)).unwrap();
+    fills_the_disk(&disk);
+}

@@ -1,0 +1,43 @@
+//! Disk image files as the scenarios change and check them: made larger, as a larger disk
+//! would be, and checked with the standard tool afterwards.
+
+use std::path::Path;
+
+/// Makes a disk image file `extra` bytes longer (sparse), as a larger disk would be.
+pub fn grow_file(disk: &Path, extra: u64) {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .expect("opening the disk image");
+    let len = f.metadata().expect("its size").len();
+    f.set_len(len + extra).expect("making it larger");
+}
+
+/// `sgdisk -v` finds no problem (it exits 0 with problems, so its words are checked).
+pub fn sgdisk_clean(disk: &Path) {
+    let out = std::process::Command::new("sgdisk")
+        .arg("-v")
+        .arg(disk)
+        .output()
+        .expect("sgdisk (gdisk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("No problems found"), "{text}");
+    assert!(
+        !text.contains("Warning") && !text.contains("Problem:"),
+        "{text}"
+    );
+}
+
+/// The disk's table is clean by `sgdisk -v` and `data` ends at the disk's end (within the
+/// 1 MiB alignment and the backup table).
+pub fn fills_the_disk(disk: &Path) {
+    sgdisk_clean(disk);
+    let (offset, size) = crate::partition(disk, "data").expect("data partition");
+    let disk_len = std::fs::metadata(disk).expect("disk size").len();
+    assert!(
+        disk_len - (offset + size) < (2 << 20),
+        "data ends {} bytes before the disk's end",
+        disk_len - (offset + size)
+    );
+}

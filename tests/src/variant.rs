@@ -1,0 +1,52 @@
+//! The image variants the scenarios need: the demo spec, changed as each scenario requires.
+
+/// Image variants the scenarios need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The demo spec as it is.
+    Demo,
+    /// The demo spec plus a health check that always fails (deadline 20 s).
+    FailingHealth,
+    /// The demo spec pulling from the test channel ([`crate::channel::channel`]).
+    Channel,
+    /// The demo spec for a generic PC (`boards/x86_64-uefi.toml`), its address by DHCP.
+    Pc,
+}
+
+impl Variant {
+    /// The board the variant is built for.
+    pub fn board(self) -> &'static str {
+        match self {
+            Variant::Pc => "x86_64-uefi",
+            _ => "qemu-x86_64",
+        }
+    }
+
+    /// The demo spec's `text` changed for this variant; `hooks` enables the harness's cut
+    /// points (test images only, never production ones).
+    pub fn spec(self, mut text: String, hooks: bool) -> String {
+        assert!(
+            text.contains("[agent]\n"),
+            "the demo spec has no [agent] table"
+        );
+        if hooks {
+            text = text.replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
+        }
+        match self {
+            Variant::Demo => {}
+            Variant::FailingHealth => {
+                text = text.replace("deadline_s = 60", "deadline_s = 20")
+                    + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
+            }
+            Variant::Channel => text += &crate::channel::channel().spec_table(),
+            Variant::Pc => {
+                let fixed = "address = \"10.0.2.15/24\"\n";
+                assert!(text.contains(fixed), "the demo spec has no static address");
+                text = text
+                    .replace(fixed, "dhcp = true\n")
+                    .replace("board = \"qemu-x86_64\"", "board = \"x86_64-uefi\"");
+            }
+        }
+        text
+    }
+}
