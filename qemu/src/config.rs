@@ -36,6 +36,8 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Resume this saved machine instead of booting (`disk` must be a copy of its disk).
     pub resume: Option<Snapshot>,
+    /// The guest's architecture: which QEMU, machine and firmware.
+    pub arch: GuestArch,
     /// How the boot disk is attached.
     pub disk_model: DiskModel,
     /// The network card the agent's port is forwarded through.
@@ -62,6 +64,7 @@ impl VmConfig {
             interactive: false,
             volatile_cache: None,
             resume: None,
+            arch: GuestArch::X86_64,
             disk_model: DiskModel::Virtio,
             nic_model: NicModel::Virtio,
             tls: None,
@@ -121,6 +124,35 @@ impl NicModel {
         match self {
             NicModel::Virtio => format!("virtio-net-pci,netdev={id}"),
             NicModel::E1000e => format!("e1000e,netdev={id}"),
+        }
+    }
+}
+
+/// The guest's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestArch {
+    /// `qemu-system-x86_64 -machine q35` with OVMF.
+    X86_64,
+    /// `qemu-system-aarch64 -machine virt -cpu cortex-a57` with AAVMF, always under TCG here
+    /// (KVM runs only the host's own architecture).
+    Arm64,
+}
+
+impl GuestArch {
+    /// A board file's `[qemu] machine` value (`"q35"`, `"virt"`).
+    pub fn from_machine(name: &str) -> Option<GuestArch> {
+        match name {
+            "q35" => Some(GuestArch::X86_64),
+            "virt" => Some(GuestArch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// The QEMU binary.
+    pub(crate) fn qemu(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "qemu-system-x86_64",
+            GuestArch::Arm64 => "qemu-system-aarch64",
         }
     }
 }

@@ -18,16 +18,31 @@ pub struct Firmware {
 impl Firmware {
     /// Finds OVMF (4 MiB build first).
     pub fn find() -> Result<Firmware> {
-        for (code, vars) in [
-            (
-                "/usr/share/OVMF/OVMF_CODE_4M.fd",
-                "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        Firmware::find_for(crate::config::GuestArch::X86_64)
+    }
+
+    /// Finds the UEFI firmware of `arch`: OVMF (4 MiB build first) or AAVMF.
+    pub fn find_for(arch: crate::config::GuestArch) -> Result<Firmware> {
+        let (candidates, package): (&[(&str, &str)], &str) = match arch {
+            crate::config::GuestArch::X86_64 => (
+                &[
+                    (
+                        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                    ),
+                    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+                ],
+                "ovmf",
             ),
-            (
-                "/usr/share/OVMF/OVMF_CODE.fd",
-                "/usr/share/OVMF/OVMF_VARS.fd",
+            crate::config::GuestArch::Arm64 => (
+                &[(
+                    "/usr/share/AAVMF/AAVMF_CODE.fd",
+                    "/usr/share/AAVMF/AAVMF_VARS.fd",
+                )],
+                "qemu-efi-aarch64",
             ),
-        ] {
+        };
+        for (code, vars) in candidates {
             if Path::new(code).is_file() && Path::new(vars).is_file() {
                 return Ok(Firmware {
                     code: code.into(),
@@ -35,7 +50,10 @@ impl Firmware {
                 });
             }
         }
-        bail!("OVMF firmware not found in /usr/share/OVMF: install the Debian package ovmf (`cargo xtask deps`)")
+        bail!(
+            "UEFI firmware not found ({}): install the Debian package {package} (`cargo xtask deps`)",
+            candidates[0].0
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! Starting, watching and stopping one QEMU virtual machine.
 #![allow(unsafe_code)]
 
-use crate::config::VmConfig;
+use crate::config::{GuestArch, VmConfig};
 use crate::limit::SlotGuard;
 use crate::machine::{
     free_port, kvm_usable, requested_accel, Accel, Firmware, KVM_BROKEN, KVM_PROBE,
@@ -47,6 +47,10 @@ impl Vm {
             vm.wait_resumed(Duration::from_secs(120))?;
             return Ok(vm);
         }
+        if cfg.arch == GuestArch::Arm64 {
+            // KVM runs only the host's architecture.
+            return Vm::spawn(cfg, Accel::Tcg, slot);
+        }
         match requested_accel()? {
             Some(a) => Vm::spawn(cfg, a, slot),
             None if kvm_usable() => {
@@ -85,7 +89,7 @@ impl Vm {
     }
 
     fn spawn(cfg: &VmConfig, accel: Accel, slot: SlotGuard) -> Result<Vm> {
-        let fw = Firmware::find()?;
+        let fw = Firmware::find_for(cfg.arch)?;
         std::fs::create_dir_all(&cfg.work_dir)?;
         if let Some(snap) = &cfg.resume {
             if snap.memory_mib != cfg.memory_mib {
@@ -117,9 +121,14 @@ impl Vm {
             )),
             None => None,
         };
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", &format!("q35,accel={}", accel.name())])
-            .args(["-m", &cfg.memory_mib.to_string()])
+        let mut cmd = Command::new(cfg.arch.qemu());
+        match cfg.arch {
+            GuestArch::X86_64 => cmd.args(["-machine", &format!("q35,accel={}", accel.name())]),
+            GuestArch::Arm64 => cmd
+                .args(["-machine", &format!("virt,accel={}", accel.name())])
+                .args(["-cpu", "cortex-a57"]),
+        };
+        cmd.args(["-m", &cfg.memory_mib.to_string()])
             .args([
                 "-nographic",
                 "-nodefaults",
@@ -164,7 +173,14 @@ impl Vm {
                     cfg.disk_model.device("d0") + ",bootindex=1"
                 },
             ])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+            ;
+        if cfg.arch == GuestArch::X86_64 {
+            cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        } else {
+            // No RDRAND: the guest's entropy comes from the host, or the agent's first TLS
+            // key waits for the kernel's pool under TCG.
+            cmd.args(["-device", "virtio-rng-pci"]);
+        }
         if accel == Accel::Kvm {
             cmd.args(["-cpu", "host"]);
         }
@@ -176,7 +192,7 @@ impl Vm {
             cmd.args(["-netdev", &netdev])
                 .args(["-device", &cfg.nic_model.device("n0")]);
         }
-        if cfg.watchdog {
+        if cfg.watchdog && cfg.arch == GuestArch::X86_64 {
             cmd.args(["-device", "i6300esb", "-action", "watchdog=reset"]);
         }
         if cfg.no_reboot {
@@ -209,7 +225,12 @@ impl Vm {
         let started = Instant::now();
         let mut child = cmd
             .spawn()
-            .context("starting qemu-system-x86_64 (install qemu-system-x86: `cargo xtask deps`)")?;
+            .with_context(|| {
+                format!(
+                    "starting {} (install qemu-system-x86 or qemu-system-arm: `cargo xtask deps`)",
+                    cfg.arch.qemu()
+                )
+            })?;
         let log = cfg.work_dir.join("serial.log");
         let log_file = std::fs::File::create(&log)?;
         let serial = match child.stdout.take() {

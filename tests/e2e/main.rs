@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod apps;
+mod arm64;
 mod bench_channel;
 mod boot;
 mod channel;

@@ -34,18 +34,25 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Builds the agent's static device binaries, once per process for each kind: with the
-/// harness's cut points (`hooks`, the `test-hooks` feature) for the gauntlet's test images, or
-/// as production builds them (no hooks compiled in). Both share one target folder of their
+/// Builds the agent's static device binaries for `arch`, once per process for each kind: with
+/// the harness's cut points (`hooks`, the `test-hooks` feature) for the gauntlet's test images,
+/// or as production builds them (no hooks compiled in). All share one target folder of their
 /// own, so the nested cargo never waits on the lock of the cargo running the tests; each
-/// result is copied out before the other build replaces it.
+/// result is copied out before another build replaces it.
 pub fn agent_dir_for(hooks: bool) -> &'static Path {
-    static DIRS: std::sync::Mutex<Vec<(bool, &'static Path)>> = std::sync::Mutex::new(Vec::new());
+    agent_dir_built(slate_core::layout::Arch::X86_64, hooks)
+}
+
+/// [`agent_dir_for`] for a board's architecture (arm64's is cross-compiled).
+pub fn agent_dir_built(arch: slate_core::layout::Arch, hooks: bool) -> &'static Path {
+    type Built = (slate_core::layout::Arch, bool, &'static Path);
+    static DIRS: std::sync::Mutex<Vec<Built>> = std::sync::Mutex::new(Vec::new());
     let mut dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, d)) = dirs.iter().find(|(h, _)| *h == hooks) {
+    if let Some((_, _, d)) = dirs.iter().find(|(a, h, _)| *a == arch && *h == hooks) {
         return d;
     }
     let target = workspace().join("target/e2e-agent");
+    let triple = slate_imager::agentbin::target_for(arch);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace())
@@ -58,35 +65,32 @@ pub fn agent_dir_for(hooks: bool) -> &'static Path {
             "-p",
             "slate-agent",
             "--target",
-            slate_imager::agentbin::DEVICE_TARGET,
+            triple,
         ])
         .arg("--target-dir")
         .arg(&target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        );
+        .envs(slate_imager::agentbin::cargo_env(arch).expect("the device target's toolchain"));
     if hooks {
         cmd.args(["--features", "test-hooks"]);
     }
     let status = cmd.status().expect("running cargo to build the agent");
-    assert!(status.success(), "building slate-agent failed");
+    assert!(status.success(), "building slate-agent for {triple} failed");
     let built = target
-        .join(slate_imager::agentbin::DEVICE_TARGET)
+        .join(triple)
         .join(slate_imager::agentbin::DEVICE_PROFILE);
-    let out = target.join(if hooks {
-        "with-test-hooks"
-    } else {
-        "production"
-    });
+    let out = target.join(format!(
+        "{}{}",
+        if hooks { "with-test-hooks" } else { "production" },
+        if arch == slate_core::layout::Arch::X86_64 { "" } else { "-arm64" }
+    ));
     std::fs::create_dir_all(&out).expect("agent folder");
     for b in ["slate-init", "slated"] {
         std::fs::copy(built.join(b), out.join(b)).expect("copying the agent");
     }
     let out: &'static Path = Box::leak(out.into_boxed_path());
-    dirs.push((hooks, out));
+    dirs.push((arch, hooks, out));
     out
 }
 
@@ -211,7 +215,7 @@ fn image_built(
         debs: Some(workspace().join(".cache/debs")),
         cache: Some(workspace().join(".cache/slate")),
         boards: Some(workspace().join("boards")),
-        agent_dir: Some(agent_dir_for(hooks).to_path_buf()),
+        agent_dir: Some(agent_dir_built(variant.arch(), hooks).to_path_buf()),
         trust: Some(keys().trust_file.clone()),
         operators: Some(operators().ca_crt.clone()),
         // Test images keep the demo's debug shell and enable the harness's cut points.

@@ -11,6 +11,10 @@ pub enum Variant {
     Channel,
     /// The demo spec for a generic PC (`boards/x86_64-uefi.toml`), its address by DHCP.
     Pc,
+    /// The demo spec for QEMU's arm64 machine (`boards/qemu-arm64.toml`).
+    Arm64,
+    /// [`Variant::Arm64`] plus [`Variant::FailingHealth`]'s check.
+    Arm64FailingHealth,
 }
 
 impl Variant {
@@ -18,7 +22,16 @@ impl Variant {
     pub fn board(self) -> &'static str {
         match self {
             Variant::Pc => "x86_64-uefi",
+            Variant::Arm64 | Variant::Arm64FailingHealth => "qemu-arm64",
             _ => "qemu-x86_64",
+        }
+    }
+
+    /// The architecture of [`Variant::board`].
+    pub fn arch(self) -> slate_core::layout::Arch {
+        match self {
+            Variant::Arm64 | Variant::Arm64FailingHealth => slate_core::layout::Arch::Arm64,
+            _ => slate_core::layout::Arch::X86_64,
         }
     }
 
@@ -33,8 +46,8 @@ impl Variant {
             text = text.replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
         }
         match self {
-            Variant::Demo => {}
-            Variant::FailingHealth => {
+            Variant::Demo | Variant::Arm64 => {}
+            Variant::FailingHealth | Variant::Arm64FailingHealth => {
                 text = text.replace("deadline_s = 60", "deadline_s = 20")
                     + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
             }

@@ -34,7 +34,19 @@ pub const HOST_PACKAGES: &[&str] = &[
     "time",
     "fonts-dejavu-core",
     "nginx",
+    // The qemu-arm64 board: its QEMU and firmware, and the cross linker (and C compiler, for
+    // AWS-LC) of its static device binaries.
+    "qemu-system-arm",
+    "qemu-efi-aarch64",
+    "gcc-aarch64-linux-gnu",
 ];
+
+/// Rust targets of the boards' device binaries besides the host's.
+const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
+
+/// The repository's specs built for a board of another architecture than their own
+/// board's: each has its own lock (`image.<arch>.lock`).
+const OTHER_ARCH_BUILDS: &[(&str, &str)] = &[("rootfs/image.toml", "qemu-arm64")];
 
 fn is_root() -> bool {
     Command::new("id")
@@ -89,7 +101,9 @@ fn resolve(pkg: &str) -> Result<(String, String)> {
     Ok((name, version))
 }
 
-/// Package names every spec and board in the repository asks for.
+/// Package names every spec and board of the host's architecture asks for. Other boards'
+/// packages (`qemu-arm64`'s) come through a spec's lock for that architecture (`slate lock`,
+/// `slate fetch`): the host's apt knows only its own architecture.
 fn wanted_packages() -> Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in std::fs::read_dir(root().join("boards"))? {
@@ -100,6 +114,9 @@ fn wanted_packages() -> Result<BTreeSet<String>> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let b = slate_imager::board::LoadedBoard::load(&root().join("boards"), &stem)?;
+            if b.board.arch != slate_core::layout::Arch::X86_64 {
+                continue;
+            }
             names.insert(b.board.kernel_package.clone());
             names.insert(b.board.bootloader_package.clone());
         }
@@ -138,12 +155,18 @@ pub fn lock_cache() -> std::path::PathBuf {
 fn fetch_locked() -> Result<()> {
     use slate_imager::image::{apt::Apt, build, lock, spec::LoadedSpec};
     let cache = lock_cache();
-    for (spec_path, boards) in repo_specs()? {
+    let builds = repo_specs()?
+        .into_iter()
+        .map(|(spec, boards)| (spec, boards, None))
+        .chain(OTHER_ARCH_BUILDS.iter().map(|(spec, board)| {
+            (root().join(spec), root().join("boards"), Some(board.to_string()))
+        }));
+    for (spec_path, boards, board_name) in builds {
         let spec = LoadedSpec::load(&spec_path)?;
         if spec.spec.packages.is_empty() {
             continue;
         }
-        let (_, board) = build::board_for(&spec, None, Some(&boards))?;
+        let (_, board) = build::board_for(&spec, board_name.as_deref(), Some(&boards))?;
         let (wanted, path) = lock::wanted_by(&spec, &board.board);
         let apt = Apt::new(&cache, &spec.spec.debian, &wanted.architecture)?;
         let current = lock::Lock::read(&path)
@@ -273,6 +296,21 @@ fn host_tools() -> Result<()> {
     Ok(())
 }
 
+/// `rustup target add` for the boards' other targets (a no-op when installed).
+fn rust_targets() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (the arm64 device binaries need its aarch64 target)")?;
+    let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
+    for t in RUST_TARGETS {
+        if !installed.lines().any(|l| l.trim() == *t) {
+            crate::run(Command::new("rustup").args(["target", "add", t]))?;
+        }
+    }
+    Ok(())
+}
+
 /// python-tuf, the independent TUF client the channel tests read repositories with
 /// (pinned, so a new release cannot change what the tests accept).
 const PYTHON_TUF: &str = "tuf==7.0.1";
@@ -310,6 +348,7 @@ pub fn deps(no_tools: bool) -> Result<()> {
     if !no_tools {
         host_tools()?;
         python_tools()?;
+        rust_targets()?;
     }
     let cache = root().join(".cache/debs");
     fetch(&cache)?;

@@ -1,7 +1,7 @@
 //! `cargo xtask qemu`: build the image if needed and boot it, interactively or headless.
 
 use anyhow::{bail, Context, Result};
-use slate_qemu::{DiskModel, NicModel, Vm, VmConfig};
+use slate_qemu::{DiskModel, GuestArch, NicModel, Vm, VmConfig};
 use std::path::Path;
 use std::time::Duration;
 
@@ -104,15 +104,20 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
     }
 }
 
-/// Takes the board file's `[qemu]` table (`memory_mib`, `disk`, `nic`): a PC board boots on
-/// a machine that looks like a PC (an NVMe disk, an e1000e card), not like the dev VM.
-fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
+/// Takes the board file's `[qemu]` table (`machine`, `memory_mib`, `disk`, `nic`): a PC board
+/// boots on a machine that looks like a PC (an NVMe disk, an e1000e card), not like the dev
+/// VM, and an arm64 board on QEMU's arm64 `virt` machine.
+pub fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
     let loaded = slate_imager::board::LoadedBoard::load(&crate::root().join("boards"), board)?;
     let Some(q) = loaded.board.qemu else {
         return Ok(());
     };
     let field = |name: &str| q.get(name).and_then(|v| v.as_str());
     let file = loaded.path.display();
+    if let Some(m) = field("machine") {
+        cfg.arch = GuestArch::from_machine(m)
+            .with_context(|| format!("{file}: [qemu] machine = {m:?}: expected \"q35\" or \"virt\""))?;
+    }
     if let Some(d) = field("disk") {
         cfg.disk_model = DiskModel::from_board(d).with_context(|| {
             format!("{file}: [qemu] disk = {d:?}: expected \"virtio\" or \"nvme\"")

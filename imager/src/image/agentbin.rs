@@ -8,11 +8,29 @@
 
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
+use slate_core::layout::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Target triple of the device binaries (the only one guaranteed on the build machine).
+/// Target triple of the x86-64 device binaries (the only one guaranteed on the build machine).
 pub const DEVICE_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The Rust target of a board's device binaries: glibc linked statically (`+crt-static`), so
+/// the initramfs needs no C library.
+pub fn target_for(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => DEVICE_TARGET,
+        Arch::Arm64 => "aarch64-unknown-linux-gnu",
+    }
+}
+
+/// The ELF `e_machine` of a board's binaries.
+fn elf_machine_for(arch: Arch) -> u16 {
+    match arch {
+        Arch::X86_64 => object::elf::EM_X86_64,
+        Arch::Arm64 => object::elf::EM_AARCH64,
+    }
+}
 /// The cargo profile device binaries are built with (`[profile.device]`: release, sized).
 pub const DEVICE_PROFILE: &str = "device";
 
@@ -28,15 +46,16 @@ pub struct AgentBinaries {
     pub slated: PathBuf,
 }
 
-/// Finds the binaries in `agent_dir`, or builds them in the enclosing Slate workspace.
-pub fn locate(agent_dir: Option<&Path>, progress: Progress) -> Result<AgentBinaries> {
+/// Finds the binaries for `arch` in `agent_dir`, or builds them in the enclosing Slate
+/// workspace.
+pub fn locate(agent_dir: Option<&Path>, arch: Arch, progress: Progress) -> Result<AgentBinaries> {
     let bins = match agent_dir {
         Some(dir) => AgentBinaries {
             init: dir.join("slate-init"),
             slated: dir.join("slated"),
         },
         None => match (find_workspace(), installed_dir()) {
-            (Some(ws), _) => build_in_workspace(&ws, progress)?,
+            (Some(ws), _) => build_in_workspace(&ws, arch, progress)?,
             (None, Some(dir)) => AgentBinaries {
                 init: dir.join("slate-init"),
                 slated: dir.join("slated"),
@@ -51,6 +70,16 @@ pub fn locate(agent_dir: Option<&Path>, progress: Progress) -> Result<AgentBinar
                 p.display()
             )
         })?;
+        let machine = elf_machine(&bytes);
+        if machine.is_some_and(|m| m != elf_machine_for(arch)) {
+            bail!(
+                "{} is not built for {} (ELF machine {}): pass --agent-dir with binaries built for {}",
+                p.display(),
+                arch.debian(),
+                machine.unwrap_or_default(),
+                target_for(arch)
+            );
+        }
         if is_dynamic_elf(&bytes) {
             bail!(
                 "{} is dynamically linked; the initramfs has no C library. Build it with RUSTFLAGS='-C target-feature=+crt-static'",
@@ -89,10 +118,14 @@ pub fn find_workspace() -> Option<PathBuf> {
     None
 }
 
-fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
-    progress.step("building slate-init and slated (static, release)");
+fn build_in_workspace(ws: &Path, arch: Arch, progress: Progress) -> Result<AgentBinaries> {
+    let target = target_for(arch);
+    progress.step(format!(
+        "building slate-init and slated (static, release, {target})"
+    ));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    cmd.envs(cargo_env(arch)?);
     cmd.current_dir(ws)
         .args([
             "build",
@@ -102,14 +135,10 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
             "-p",
             "slate-agent",
             "--target",
-            DEVICE_TARGET,
+            target,
         ])
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        );
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
     if progress.is_quiet() {
         cmd.arg("--quiet");
     }
@@ -117,16 +146,62 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<AgentBinaries> {
         .status()
         .context("running cargo to build the agent crate (is cargo on PATH?)")?;
     if !status.success() {
-        bail!("building the agent crate failed ({status}); see cargo's output above");
+        bail!(
+            "building the agent crate for {target} failed ({status}); see cargo's output above{}",
+            if arch == Arch::X86_64 {
+                ""
+            } else {
+                " (a missing target: `rustup target add aarch64-unknown-linux-gnu`)"
+            }
+        );
     }
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"));
-    let dir = target_dir.join(DEVICE_TARGET).join(DEVICE_PROFILE);
+    let dir = target_dir.join(target).join(DEVICE_PROFILE);
     Ok(AgentBinaries {
         init: dir.join("slate-init"),
         slated: dir.join("slated"),
     })
+}
+
+/// `CARGO_TARGET_<TRIPLE>` for a target triple.
+fn cargo_target_env(target: &str) -> String {
+    format!("CARGO_TARGET_{}", target.to_uppercase().replace('-', "_"))
+}
+
+/// The environment cargo builds `arch`'s device binaries with (besides `--target`): glibc
+/// linked statically, and for another architecture Debian's cross linker (also the C compiler
+/// AWS-LC's build finds by the target's name), unless the caller named one. Callers remove
+/// `RUSTFLAGS`, which would override the target's flags.
+pub fn cargo_env(arch: Arch) -> Result<Vec<(String, String)>> {
+    let target = target_for(arch);
+    let mut env = vec![(
+        format!("{}_RUSTFLAGS", cargo_target_env(target)),
+        "-C target-feature=+crt-static".to_string(),
+    )];
+    let gcc = match arch {
+        Arch::Arm64 => "aarch64-linux-gnu-gcc",
+        Arch::X86_64 => return Ok(env),
+    };
+    let linker_var = format!("{}_LINKER", cargo_target_env(target));
+    if std::env::var_os(&linker_var).is_some() {
+        return Ok(env);
+    }
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(gcc).is_file()));
+    if !found {
+        bail!("building the device binaries for {target} needs the cross compiler {gcc}: install Debian's gcc-aarch64-linux-gnu (`cargo xtask deps` does), and `rustup target add {target}`");
+    }
+    env.push((linker_var, gcc.to_string()));
+    Ok(env)
+}
+
+/// The ELF `e_machine` of `b`, if it is a 64-bit ELF file.
+fn elf_machine(b: &[u8]) -> Option<u16> {
+    use object::read::elf::FileHeader;
+    let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(b).ok()?;
+    Some(elf.elf_header().e_machine(elf.endian()))
 }
 
 /// True for an ELF file with a program interpreter (PT_INTERP), i.e. one that needs ld.so.
@@ -151,5 +226,32 @@ mod tests {
         assert!(is_dynamic_elf(&dynamic));
         assert!(!is_dynamic_elf(b"#!/bin/sh\necho not an ELF file at all\n"));
         assert!(!is_dynamic_elf(&dynamic[..40]));
+    }
+
+    #[test]
+    fn a_binary_names_its_machine() {
+        let host = std::fs::read("/bin/true").unwrap();
+        assert_eq!(elf_machine(&host), Some(elf_machine_for(Arch::X86_64)));
+        assert_ne!(elf_machine(&host), Some(elf_machine_for(Arch::Arm64)));
+        assert_eq!(elf_machine(b"#!/bin/sh\n"), None);
+    }
+
+    #[test]
+    fn device_binaries_link_glibc_statically_for_each_target() {
+        let x86 = cargo_env(Arch::X86_64).unwrap();
+        assert_eq!(
+            x86,
+            [(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS".to_string(),
+                "-C target-feature=+crt-static".to_string()
+            )]
+        );
+        // `cargo xtask deps` installs the cross compiler this needs.
+        let arm = cargo_env(Arch::Arm64).unwrap();
+        assert_eq!(
+            arm[0].0,
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS"
+        );
+        assert_eq!(arm[0].1, "-C target-feature=+crt-static");
     }
 }

@@ -259,7 +259,22 @@ pub fn wanted_by(
         board.kernel_package.clone(),
         board.bootloader_package.clone(),
     ];
-    (wanted, spec.dir.join(LOCK_FILE))
+    let path = lock_path(&spec.dir, &wanted.architecture);
+    (wanted, path)
+}
+
+/// Where a spec's lock for `arch` lives: `image.lock`, unless that one is for another
+/// architecture (a spec built for two, such as the demo for `qemu-x86_64` and `qemu-arm64`),
+/// or `image.<arch>.lock` already exists: then `image.<arch>.lock`.
+pub fn lock_path(spec_dir: &Path, arch: &str) -> PathBuf {
+    let default = spec_dir.join(LOCK_FILE);
+    let own = spec_dir.join(format!("image.{arch}.lock"));
+    let default_is_other = Lock::read(&default).is_ok_and(|l| l.debian.architecture != arch);
+    if own.is_file() || default_is_other {
+        own
+    } else {
+        default
+    }
 }
 
 /// `slate lock`: updates the private lists, resolves, writes `image.lock` beside the spec.
@@ -404,6 +419,27 @@ mod tests {
             .check_fresh(&other, Path::new("image.lock"))
             .unwrap_err();
         assert!(e.to_string().contains("the board now needs"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_built_for_two_architectures_keeps_a_lock_for_each() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(lock_path(dir.path(), "arm64"), dir.path().join(LOCK_FILE));
+        let amd64 = Lock {
+            debian: wanted("amd64", &["x"]),
+            packages: vec![],
+            board_packages: vec![],
+        };
+        write_replacing(
+            &dir.path().join(LOCK_FILE),
+            amd64.to_text().unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(lock_path(dir.path(), "amd64"), dir.path().join(LOCK_FILE));
+        assert_eq!(
+            lock_path(dir.path(), "arm64"),
+            dir.path().join("image.arm64.lock")
+        );
     }
 
     #[test]

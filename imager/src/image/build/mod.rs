@@ -236,7 +236,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     for w in debroot::script_warnings(&debs.root) {
         eprintln!("warning: {w}");
     }
-    let agent = agentbin::locate(opts.agent_dir.as_deref(), progress)?;
+    let agent = agentbin::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?;
     prov.tools = BTreeMap::from([
         (
             "mtools".into(),
