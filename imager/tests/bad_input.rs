@@ -33,7 +33,7 @@ fn a_missing_or_stale_lock_says_what_to_run() {
                 "architecture = \"amd64\"\nsources",
                 "architecture = \"arm64\"\nsources",
             ),
-            "is stale: it is for architecture arm64, the board needs amd64; run `slate lock",
+            "image.amd64.lock: missing: ",
         ),
         (
             "another suite",
@@ -46,6 +46,7 @@ fn a_missing_or_stale_lock_says_what_to_run() {
         let (code, err) = fails(&mut build_cmd(&spec, &out));
         assert_eq!(code, 3, "{what}: {err}");
         assert!(err.contains(expected), "{what}: {err}");
+        assert!(err.contains("run `slate lock --spec"), "{what}: {err}");
         assert_nothing_written(&out);
     }
     std::fs::remove_file(&lock).unwrap();

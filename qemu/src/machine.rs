@@ -30,7 +30,10 @@ impl Firmware {
                         "/usr/share/OVMF/OVMF_CODE_4M.fd",
                         "/usr/share/OVMF/OVMF_VARS_4M.fd",
                     ),
-                    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+                    (
+                        "/usr/share/OVMF/OVMF_CODE.fd",
+                        "/usr/share/OVMF/OVMF_VARS.fd",
+                    ),
                 ],
                 "ovmf",
             ),

@@ -172,8 +172,7 @@ impl Vm {
                 } else {
                     cfg.disk_model.device("d0") + ",bootindex=1"
                 },
-            ])
-            ;
+            ]);
         if cfg.arch == GuestArch::X86_64 {
             cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         } else {
@@ -223,14 +222,12 @@ impl Vm {
             });
         }
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (install qemu-system-x86 or qemu-system-arm: `cargo xtask deps`)",
-                    cfg.arch.qemu()
-                )
-            })?;
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "starting {} (install qemu-system-x86 or qemu-system-arm: `cargo xtask deps`)",
+                cfg.arch.qemu()
+            )
+        })?;
         let log = cfg.work_dir.join("serial.log");
         let log_file = std::fs::File::create(&log)?;
         let serial = match child.stdout.take() {

@@ -82,8 +82,16 @@ pub fn agent_dir_built(arch: slate_core::layout::Arch, hooks: bool) -> &'static 
         .join(slate_imager::agentbin::DEVICE_PROFILE);
     let out = target.join(format!(
         "{}{}",
-        if hooks { "with-test-hooks" } else { "production" },
-        if arch == slate_core::layout::Arch::X86_64 { "" } else { "-arm64" }
+        if hooks {
+            "with-test-hooks"
+        } else {
+            "production"
+        },
+        if arch == slate_core::layout::Arch::X86_64 {
+            ""
+        } else {
+            "-arm64"
+        }
     ));
     std::fs::create_dir_all(&out).expect("agent folder");
     for b in ["slate-init", "slated"] {

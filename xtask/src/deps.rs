@@ -159,7 +159,11 @@ fn fetch_locked() -> Result<()> {
         .into_iter()
         .map(|(spec, boards)| (spec, boards, None))
         .chain(OTHER_ARCH_BUILDS.iter().map(|(spec, board)| {
-            (root().join(spec), root().join("boards"), Some(board.to_string()))
+            (
+                root().join(spec),
+                root().join("boards"),
+                Some(board.to_string()),
+            )
         }));
     for (spec_path, boards, board_name) in builds {
         let spec = LoadedSpec::load(&spec_path)?;

@@ -19,7 +19,11 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
 /// Runs `cargo xtask install --prefix PREFIX`.
 pub fn install(prefix: &Path) -> Result<()> {
     let slate = crate::release_imager()?;
-    let agent = slate_imager::agentbin::locate(None, slate_core::layout::Arch::X86_64, slate_imager::progress::Progress::new(false))?;
+    let agent = slate_imager::agentbin::locate(
+        None,
+        slate_core::layout::Arch::X86_64,
+        slate_imager::progress::Progress::new(false),
+    )?;
     copy(&slate, &prefix.join("bin/slate"), 0o755)?;
     let lib = prefix
         .join("bin")

@@ -115,8 +115,9 @@ pub fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
     let field = |name: &str| q.get(name).and_then(|v| v.as_str());
     let file = loaded.path.display();
     if let Some(m) = field("machine") {
-        cfg.arch = GuestArch::from_machine(m)
-            .with_context(|| format!("{file}: [qemu] machine = {m:?}: expected \"q35\" or \"virt\""))?;
+        cfg.arch = GuestArch::from_machine(m).with_context(|| {
+            format!("{file}: [qemu] machine = {m:?}: expected \"q35\" or \"virt\"")
+        })?;
     }
     if let Some(d) = field("disk") {
         cfg.disk_model = DiskModel::from_board(d).with_context(|| {

@@ -248,10 +248,7 @@ mod tests {
         );
         // `cargo xtask deps` installs the cross compiler this needs.
         let arm = cargo_env(Arch::Arm64).unwrap();
-        assert_eq!(
-            arm[0].0,
-            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS"
-        );
+        assert_eq!(arm[0].0, "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS");
         assert_eq!(arm[0].1, "-C target-feature=+crt-static");
     }
 }

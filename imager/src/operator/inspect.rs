@@ -110,6 +110,9 @@ pub struct SlotInfo {
     pub version: Option<String>,
     /// Product name of that image.
     pub name: Option<String>,
+    /// The board it was built for (`boards/<board>.toml`): the machine it boots on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
     /// squashfs bytes (padded).
     pub squashfs_bytes: Option<u64>,
     /// Data blocks in the verity superblock.
@@ -195,6 +198,7 @@ pub fn inspect(path: &Path) -> Result<DiskInfo> {
             state: entry.map_or(SlotState::Empty, |e| e.state),
             version: None,
             name: None,
+            board: None,
             squashfs_bytes: None,
             verity_data_blocks: None,
             root_hash: entry.and_then(|e| e.root_hash.clone()),
@@ -240,6 +244,7 @@ fn read_slot(mut w: Window, info: &mut SlotInfo) {
                 if let Ok(img) = toml::from_str::<ImageInfo>(&String::from_utf8_lossy(&text)) {
                     info.version = Some(img.version.to_string());
                     info.name = Some(img.name);
+                    info.board = Some(img.board);
                 }
             }
         }
@@ -315,8 +320,9 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
     for sl in &d.slots {
         let content = match (&sl.version, sl.squashfs_bytes) {
             (Some(v), Some(b)) => format!(
-                "{} {v}, squashfs {}, {} verity blocks",
+                "{} {v} for {}, squashfs {}, {} verity blocks",
                 sl.name.as_deref().unwrap_or("?"),
+                sl.board.as_deref().unwrap_or("?"),
                 mib(b),
                 sl.verity_data_blocks.unwrap_or(0)
             ),

@@ -30,7 +30,11 @@ pub fn measure() -> Result<()> {
         crate::run(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]))?;
     }
     let slate = crate::release_imager()?;
-    let agent = slate_imager::agentbin::locate(None, slate_core::layout::Arch::X86_64, slate_imager::progress::Progress::new(true))?;
+    let agent = slate_imager::agentbin::locate(
+        None,
+        slate_core::layout::Arch::X86_64,
+        slate_imager::progress::Progress::new(true),
+    )?;
     let agent_dir = agent.init.parent().context("device binaries' folder")?;
     let scratch = root().join("target/bench-apps");
     let _ = std::fs::remove_dir_all(&scratch);

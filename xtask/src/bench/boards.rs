@@ -87,7 +87,12 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
         let w = scratch.join(format!("run{r}"));
         dev_runs.push(first_boot(&dev, "qemu-x86_64", &w.join("dev"), None)?);
         pc_small.push(first_boot(&pc, "x86_64-uefi", &w.join("pc"), None)?);
-        pc_large.push(first_boot(&pc, "x86_64-uefi", &w.join("pc-4g"), Some(LARGE_DISK))?);
+        pc_large.push(first_boot(
+            &pc,
+            "x86_64-uefi",
+            &w.join("pc-4g"),
+            Some(LARGE_DISK),
+        )?);
     }
     println!("\nfirst boot per board, median of {rounds} (s since QEMU start, host clock)");
     println!(

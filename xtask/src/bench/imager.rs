@@ -96,7 +96,11 @@ pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
 
     // The device binaries are built once here, untimed: a fresh checkout has none yet, and
     // the timed builds below take them from --agent-dir so they measure the imager alone.
-    let agent = slate_imager::agentbin::locate(None, slate_core::layout::Arch::X86_64, slate_imager::progress::Progress::new(false))?;
+    let agent = slate_imager::agentbin::locate(
+        None,
+        slate_core::layout::Arch::X86_64,
+        slate_imager::progress::Progress::new(false),
+    )?;
     let agent_dir = agent
         .init
         .parent()
