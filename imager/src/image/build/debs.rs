@@ -36,16 +36,16 @@ fn read_lock(spec: &LoadedSpec, board: &LoadedBoard) -> Result<Option<Lock>> {
             return Ok(None);
         }
         // A spec locked for another architecture only: its lock for this one is missing.
-        let other = (path.file_name() != Some(std::ffi::OsStr::new(lock::LOCK_FILE)))
-            .then(|| {
-                format!(
-                    " ({} is for another architecture; the lock for {} is {})",
-                    lock::LOCK_FILE,
-                    wanted.architecture,
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                )
-            })
-            .unwrap_or_default();
+        let other = if path.file_name() == Some(std::ffi::OsStr::new(lock::LOCK_FILE)) {
+            String::new()
+        } else {
+            format!(
+                " ({} is for another architecture; the lock for {} is {})",
+                lock::LOCK_FILE,
+                wanted.architecture,
+                path.file_name().unwrap_or_default().to_string_lossy()
+            )
+        };
         return Err(BuildError::Lock {
             why: format!(
                 "missing: {} has packages, and `slate build` takes them only from its lock{other}; run `slate lock --spec {} --board {}` and then `slate fetch --spec {} --board {}`",
