@@ -1,8 +1,9 @@
 //! `cargo xtask bench boards`: boot to healthy per board, each on the machine its board file's
 //! `[qemu]` table describes (the dev VM; a PC with an NVMe disk and an e1000e card taking its
-//! address by DHCP), with the firmware-done and stage-1 split; and what the first boot's grow
-//! of `data` onto a 4 GiB disk adds, as the difference within pairs of first boots of the
-//! same image on a 4 GiB disk and on a disk the image's size.
+//! address by DHCP; QEMU's arm64 virt machine), with the firmware-done and stage-1 split; what
+//! the first boot's grow of `data` onto a 4 GiB disk adds, as the difference within pairs of
+//! first boots of the same image on a 4 GiB disk and on a disk the image's size; and the
+//! device binaries' sizes per architecture.
 
 use super::{cell, median};
 use crate::timeline::BootTimes;
@@ -81,11 +82,14 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let dev = crate::images::ensure_image(&root().join("rootfs/image.toml"), "qemu-x86_64", false)?;
     let pc = crate::images::ensure_image(&pc_spec(&scratch)?, "x86_64-uefi", false)?;
+    let arm = crate::images::ensure_image(&root().join("rootfs/image.toml"), "qemu-arm64", false)?;
     let rounds = rounds.max(5);
     let (mut dev_runs, mut pc_small, mut pc_large) = (Vec::new(), Vec::new(), Vec::new());
+    let mut arm_runs = Vec::new();
     for r in 0..rounds {
         let w = scratch.join(format!("run{r}"));
         dev_runs.push(first_boot(&dev, "qemu-x86_64", &w.join("dev"), None)?);
+        arm_runs.push(first_boot(&arm, "qemu-arm64", &w.join("arm"), None)?);
         pc_small.push(first_boot(&pc, "x86_64-uefi", &w.join("pc"), None)?);
         pc_large.push(first_boot(
             &pc,
@@ -102,6 +106,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     row("qemu-x86_64", "virtio disk, virtio-net, static", &dev_runs);
     row("x86_64-uefi", "NVMe (image size), e1000e, DHCP", &pc_small);
     row("x86_64-uefi", "NVMe 4 GiB (grows), e1000e, DHCP", &pc_large);
+    row("qemu-arm64", "virt, cortex-a57, virtio, static", &arm_runs);
     // Within each pair of boots: stage 1's span (kernel start → stage 1 done) on the 4 GiB
     // disk less the same on the image-sized one. The ext4 grow runs in stage 1 too.
     let spans = |runs: &[BootTimes]| -> Vec<Option<f64>> {
@@ -118,6 +123,26 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
             added.len()
         ),
         None => bail!("no pair of boots measured both kernel start and stage 1"),
+    }
+    println!("\ndevice binaries (static, profile device):");
+    for arch in [
+        slate_core::layout::Arch::X86_64,
+        slate_core::layout::Arch::Arm64,
+    ] {
+        let dir = root()
+            .join("target")
+            .join(slate_imager::agentbin::target_for(arch))
+            .join(slate_imager::agentbin::DEVICE_PROFILE);
+        for b in ["slate-init", "slated"] {
+            let m = std::fs::metadata(dir.join(b)).with_context(|| {
+                format!("{}: built by the image builds above", dir.join(b).display())
+            })?;
+            println!(
+                "  {:<6} {b:<10} {:.2} MiB",
+                arch.debian(),
+                m.len() as f64 / 1048576.0
+            );
+        }
     }
     Ok(())
 }
