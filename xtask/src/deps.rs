@@ -152,10 +152,11 @@ pub fn lock_cache() -> std::path::PathBuf {
 /// `slate fetch` for every repository spec; `slate lock` first where the lock is missing or
 /// stale, or where the archive no longer has a locked version (Debian keeps only the newest of
 /// a suite, so a committed lock ages: it is locked again, and the change shows in `git diff`).
-fn fetch_locked() -> Result<()> {
-    use slate_imager::image::{apt::Apt, build, lock, spec::LoadedSpec};
-    let cache = lock_cache();
-    let builds = repo_specs()?
+type Build = (std::path::PathBuf, std::path::PathBuf, Option<String>);
+
+/// Every repository spec for its own board, and [`OTHER_ARCH_BUILDS`].
+fn all_builds() -> Result<Vec<Build>> {
+    Ok(repo_specs()?
         .into_iter()
         .map(|(spec, boards)| (spec, boards, None))
         .chain(OTHER_ARCH_BUILDS.iter().map(|(spec, board)| {
@@ -164,7 +165,13 @@ fn fetch_locked() -> Result<()> {
                 root().join("boards"),
                 Some(board.to_string()),
             )
-        }));
+        }))
+        .collect())
+}
+
+fn fetch_locked(builds: Vec<Build>) -> Result<()> {
+    use slate_imager::image::{apt::Apt, build, lock, spec::LoadedSpec};
+    let cache = lock_cache();
     for (spec_path, boards, board_name) in builds {
         let spec = LoadedSpec::load(&spec_path)?;
         if spec.spec.packages.is_empty() {
@@ -349,17 +356,42 @@ fn python_tools() -> Result<()> {
 
 /// Runs `cargo xtask deps`.
 pub fn deps(no_tools: bool) -> Result<()> {
+    deps_for(no_tools, None)
+}
+
+/// `cargo xtask deps [--board B]`: with a board, only what `cargo xtask qemu --board B`
+/// needs: the host's tools, B's kernel and boot loader, and the demo spec's locked packages
+/// for B (through its lock for B's architecture).
+pub fn deps_for(no_tools: bool, board: Option<&str>) -> Result<()> {
     if !no_tools {
         host_tools()?;
         python_tools()?;
         rust_targets()?;
     }
-    let cache = root().join(".cache/debs");
-    fetch(&cache)?;
-    eprintln!(
-        "deps: board packages in {} (index {INDEX})",
-        cache.display()
-    );
-    fetch_locked()?;
-    Ok(())
+    let boards = root().join("boards");
+    let host_arch = match board {
+        None => true,
+        Some(b) => {
+            slate_imager::board::LoadedBoard::load(&boards, b)?
+                .board
+                .arch
+                == slate_core::layout::Arch::X86_64
+        }
+    };
+    if host_arch {
+        let cache = root().join(".cache/debs");
+        fetch(&cache)?;
+        eprintln!(
+            "deps: board packages in {} (index {INDEX})",
+            cache.display()
+        );
+    }
+    match board {
+        None => fetch_locked(all_builds()?),
+        Some(b) => fetch_locked(vec![(
+            root().join("rootfs/image.toml"),
+            boards,
+            Some(b.to_string()),
+        )]),
+    }
 }

@@ -34,6 +34,10 @@ enum Cmd {
         /// Only fetch packages; do not install host tools.
         #[arg(long)]
         no_tools: bool,
+        /// Only what this board needs (its kernel and boot loader, the demo's packages for
+        /// its architecture) [default: every board and spec in the repository].
+        #[arg(long)]
+        board: Option<String>,
     },
     /// Build the default image (rootfs/image.toml) into out/<board>.
     Image {
@@ -376,7 +380,7 @@ fn e2e(full: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Deps { no_tools } => deps::deps(no_tools),
+        Cmd::Deps { no_tools, board } => deps::deps_for(no_tools, board.as_deref()),
         Cmd::Image { board, spec } => {
             image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
         }
