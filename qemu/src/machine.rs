@@ -16,13 +16,8 @@ pub struct Firmware {
 }
 
 impl Firmware {
-    /// Finds OVMF (4 MiB build first).
-    pub fn find() -> Result<Firmware> {
-        Firmware::find_for(crate::config::GuestArch::X86_64)
-    }
-
     /// Finds the UEFI firmware of `arch`: OVMF (4 MiB build first) or AAVMF.
-    pub fn find_for(arch: crate::config::GuestArch) -> Result<Firmware> {
+    pub fn find(arch: crate::config::GuestArch) -> Result<Firmware> {
         let (candidates, package): (&[(&str, &str)], &str) = match arch {
             crate::config::GuestArch::X86_64 => (
                 &[

@@ -89,7 +89,7 @@ impl Vm {
     }
 
     fn spawn(cfg: &VmConfig, accel: Accel, slot: SlotGuard) -> Result<Vm> {
-        let fw = Firmware::find_for(cfg.arch)?;
+        let fw = Firmware::find(cfg.arch)?;
         std::fs::create_dir_all(&cfg.work_dir)?;
         if let Some(snap) = &cfg.resume {
             if snap.memory_mib != cfg.memory_mib {
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn firmware_is_found() {
-        let fw = Firmware::find().unwrap();
+        let fw = Firmware::find(GuestArch::X86_64).unwrap();
         assert!(fw.code.is_file() && fw.vars.is_file());
     }
 }

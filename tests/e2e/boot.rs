@@ -4,7 +4,7 @@
 use slate_core::api::{BootState, HealthState, Kind};
 use slate_core::layout::Slot;
 use slate_tests::apps::write_data_file;
-use slate_tests::disk::{fills_the_disk, grow_file, sgdisk_clean};
+use slate_tests::disk::{data_kib, fills_the_disk, grow_file, sgdisk_clean};
 use slate_tests::*;
 use std::time::Duration;
 
@@ -71,15 +71,10 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
         "{mounts}"
     );
     // /data is the grown file system: the image's data partition plus (nearly) 256 MiB.
-    let df = vm.shell("df -k /data | tail -1", SHELL).unwrap();
-    let total_kib: u64 = df
-        .split_whitespace()
-        .nth(1)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("{df}"));
+    let total_kib = data_kib(&mut vm, SHELL);
     assert!(
         total_kib > (data_before >> 10) + 200 * 1024,
-        "/data has {total_kib} KiB, the image's data partition {} KiB: {df}",
+        "/data has {total_kib} KiB, the image's data partition {} KiB",
         data_before >> 10
     );
     let decoy = vm.shell("ls /data/DECOY", SHELL).unwrap();

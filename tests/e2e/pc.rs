@@ -5,7 +5,7 @@
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
 use slate_qemu::{DiskModel, NicModel};
-use slate_tests::disk::{fills_the_disk, grow_file};
+use slate_tests::disk::{data_kib, fills_the_disk, grow_file};
 use slate_tests::*;
 use std::time::Duration;
 
@@ -64,13 +64,8 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
         "{mounts}"
     );
     // /data fills the disk: 4 GiB less the ESP and two slots (640 MiB), less ext4's own.
-    let df = vm.shell("df -k /data | tail -1", SHELL).unwrap();
-    let total_kib: u64 = df
-        .split_whitespace()
-        .nth(1)
-        .and_then(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("{df}"));
-    assert!(total_kib > 3200 * 1024, "/data has {total_kib} KiB: {df}");
+    let total_kib = data_kib(&mut vm, SHELL);
+    assert!(total_kib > 3200 * 1024, "/data has {total_kib} KiB");
 
     // A second boot finds nothing to grow, and leases the same address again.
     let mark = vm.mark();

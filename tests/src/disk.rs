@@ -41,3 +41,14 @@ pub fn fills_the_disk(disk: &Path) {
         disk_len - (offset + size)
     );
 }
+
+/// The size of the guest's `/data` in KiB, as `df` gives it.
+pub fn data_kib(vm: &mut slate_qemu::Vm, timeout: std::time::Duration) -> u64 {
+    let df = vm
+        .shell("df -k /data | tail -1", timeout)
+        .expect("df in the guest");
+    df.split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no size in df's line: {df}"))
+}
