@@ -307,9 +307,25 @@ fn ci() -> Result<()> {
         "warnings",
     ]))?;
     deny()?;
-    run(cargo().args(["test", "--workspace", "--locked"]))?;
+    // The tests' scratch (VM disks, snapshots, repositories; some held for the whole test
+    // process) goes under target/ci-tmp and is freed once they pass, with the images they
+    // built: the steps after need only the imager and the production agent.
+    let scratch = root().join("target/ci-tmp");
+    std::fs::create_dir_all(&scratch)?;
+    disk_report("before the tests");
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .env("TMPDIR", &scratch))?;
+    disk_report("after the tests");
+    for done in ["target/ci-tmp", "target/e2e-images", "target/e2e-specs"] {
+        let dir = root().join(done);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
     // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
     fuzz::fuzz(5, None, fuzz::Build::Dev)?;
+    disk_report("after the fuzz smoke");
     // The README's `slate build` of the default image, then the result checked by the standard
     // tools. It uses the imager and the production device binaries the tests above built:
     // building both again in release would repeat eight minutes of compiling for the same code.
@@ -354,6 +370,37 @@ fn ci() -> Result<()> {
     }
     eprintln!("ci: all green");
     Ok(())
+}
+
+/// Prints the free space of the disk that holds the build and the largest users under
+/// target/, so that a CI run that comes near a full disk says where the bytes went.
+fn disk_report(when: &str) {
+    let free = Command::new("df")
+        .args(["-h", "--output=avail"])
+        .arg(root())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .last()
+                .unwrap_or("?")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|e| format!("? ({e})"));
+    let used = Command::new("du")
+        .args(["-sh", "--"])
+        .args(
+            std::fs::read_dir(root().join("target"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', "; "))
+        .unwrap_or_default();
+    eprintln!("ci: disk {when}: {free} free; {used}");
 }
 
 /// `cargo test --locked -p slate-tests --test e2e [FILTER] -- ARGS`: the QEMU suite, or part
