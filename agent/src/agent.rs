@@ -167,7 +167,14 @@ impl Agent {
             installing: false,
             identity: None,
             channel: None,
+            secure_boot: crate::secure_boot::enabled(),
+            built_for_secure_boot: image.secure_boot,
         };
+        if image.secure_boot && !status.secure_boot {
+            marker::warn(
+                "this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated",
+            );
+        }
         Ok(Agent {
             slot,
             image,
@@ -368,6 +375,9 @@ impl Agent {
             return Err(Refusal::Busy.into());
         }
         let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
+        if self.image.secure_boot {
+            return Err(Refusal::SecureBootImage.into());
+        }
         let facts = {
             let st = lock(&self.state);
             DeviceFacts {

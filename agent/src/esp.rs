@@ -11,7 +11,7 @@
 
 use crate::sys;
 use anyhow::{Context, Result};
-use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::fat::{self, Repairs};
 use slate_core::layout::{self, Slot};
 use std::fs::{File, OpenOptions};
@@ -56,7 +56,8 @@ impl Esp {
     pub fn mount() -> Result<Esp> {
         let root = PathBuf::from(MOUNT);
         let dev = crate::partitions::find(layout::ESP_LABEL)?;
-        if !root.join(ENTRIES_DIR).is_dir() {
+        // Every Slate ESP has systemd-boot's settings, whatever kind its entries are.
+        if !root.join("loader/loader.conf").is_file() {
             match repair(&dev) {
                 Ok(r) if r.is_clean() => {}
                 Ok(r) => crate::marker::emit(&slate_core::api::Marker::EspRepaired {
@@ -110,19 +111,28 @@ impl Esp {
         }
     }
 
-    fn entries_dir(&self) -> PathBuf {
-        self.root.join(ENTRIES_DIR)
+    fn entries_dir(&self, kind: EntryKind) -> PathBuf {
+        self.root.join(kind.dir())
     }
 
-    /// The Slate entries present.
+    /// The Slate entries present: `.conf` entries, and the UKIs of a Secure Boot image (a
+    /// kind's folder may be missing).
     pub fn entries(&self) -> Result<Vec<EntryName>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(self.entries_dir())
-            .with_context(|| format!("listing {}", self.entries_dir().display()))?
-        {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if let Ok(n) = name.parse::<EntryName>() {
-                out.push(n);
+        for kind in [EntryKind::Conf, EntryKind::Uki] {
+            let dir = self.entries_dir(kind);
+            let list = match std::fs::read_dir(&dir) {
+                Ok(list) => list,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            };
+            for e in list {
+                let name = e?.file_name().to_string_lossy().into_owned();
+                if let Ok(n) = name.parse::<EntryName>() {
+                    if n.kind == kind {
+                        out.push(n);
+                    }
+                }
             }
         }
         out.sort_by_key(|n| n.to_string());
@@ -133,11 +143,17 @@ impl Esp {
     /// Temporary files a cut left in the slot's folder go too.
     pub fn remove_slot(&self, slot: Slot) -> Result<()> {
         self.writable(|| {
+            let mut kinds = Vec::new();
             for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
-                let p = self.entries_dir().join(e.to_string());
+                let p = self.root.join(e.path());
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+                kinds.push(e.kind);
             }
-            sync_dir(&self.entries_dir())?;
+            kinds.sort();
+            kinds.dedup();
+            for kind in kinds {
+                sync_dir(&self.entries_dir(kind))?;
+            }
             let dir = self.root.join(format!("slate/{slot}"));
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -192,21 +208,16 @@ impl Esp {
     /// Writes a boot entry (last step of an install).
     pub fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()> {
         let text = entry.render();
-        self.write_atomic(&format!("{ENTRIES_DIR}/{name}"), |f| {
-            Ok(f.write_all(text.as_bytes())?)
-        })
+        self.write_atomic(&name.path(), |f| Ok(f.write_all(text.as_bytes())?))
     }
 
     /// Renames an entry (bless or mark bad).
     pub fn rename_entry(&self, from: &EntryName, to: &EntryName) -> Result<()> {
         self.writable(|| {
-            let (a, b) = (
-                self.entries_dir().join(from.to_string()),
-                self.entries_dir().join(to.to_string()),
-            );
+            let (a, b) = (self.root.join(from.path()), self.root.join(to.path()));
             std::fs::rename(&a, &b)
                 .with_context(|| format!("renaming {} to {}", a.display(), b.display()))?;
-            sync_dir(&self.entries_dir())
+            sync_dir(&self.entries_dir(to.kind))
         })
     }
 

@@ -51,6 +51,10 @@ pub enum Refusal {
     /// The ESP did not mount at boot.
     #[error("the ESP is not mounted; updates are off")]
     NoEsp,
+    /// This image boots signed UKIs, and bundles carry a kernel and an initramfs that its
+    /// firmware would refuse to run: installing one would only cost a failed boot.
+    #[error("this image boots with Secure Boot (signed UKIs) and this agent cannot install bundles for it yet: a bundle's kernel and initramfs would be refused by the firmware; reflash the device with the new image")]
+    SecureBootImage,
     /// The archive is malformed, truncated or out of order (the error names the byte offset).
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -113,6 +117,7 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::NoTrust => "no-trust",
             Refusal::NoEsp => "no-esp",
+            Refusal::SecureBootImage => "secure-boot-image",
             Refusal::Bundle(_) => "bundle",
             Refusal::Manifest(_) => "manifest",
             Refusal::DigestMismatch { .. } => "digest-mismatch",

@@ -25,6 +25,7 @@ pub mod logfile;
 pub mod logging;
 pub mod marker;
 pub mod partitions;
+pub mod secure_boot;
 pub mod server;
 pub mod stage1;
 pub mod stage2;

@@ -89,6 +89,24 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         "",
     )
     .context("mounting efivarfs (the board's modules need efivarfs)")?;
+    let secure_boot = crate::secure_boot::enabled();
+    if secure_boot || cfg.secure_boot {
+        // securityfs says what lockdown Secure Boot put the kernel in; it moves with /sys.
+        if let Err(e) = sys::mount(
+            "securityfs",
+            "/sys/kernel/security",
+            "securityfs",
+            Flags::NOSUID | Flags::NODEV | Flags::NOEXEC,
+            "",
+        ) {
+            marker::warn(format!("mounting securityfs: {e:#}"));
+        }
+        marker::emit(&Marker::SecureBoot {
+            enabled: secure_boot,
+            lockdown: crate::secure_boot::lockdown(),
+            built_for: cfg.secure_boot,
+        });
+    }
     let disk = partitions::boot_disk(PARTITION_WAIT)?;
     marker::emit(&Marker::BootDisk {
         device: format!("/dev/{}", disk.name),

@@ -240,6 +240,14 @@ pub struct Status {
     /// The update channel, when the image pulls from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<ChannelStatus>,
+    /// The firmware booted this device with UEFI Secure Boot on: the running root hash came
+    /// from a signed UKI.
+    #[serde(default)]
+    pub secure_boot: bool,
+    /// The running image was built for Secure Boot (signed UKIs); with `secure_boot` false
+    /// that is a device whose firmware does not enforce it.
+    #[serde(default)]
+    pub built_for_secure_boot: bool,
 }
 
 impl Status {
@@ -367,6 +375,8 @@ mod tests {
             installing: false,
             identity: None,
             channel: None,
+            secure_boot: true,
+            built_for_secure_boot: true,
         }
     }
 

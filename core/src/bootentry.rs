@@ -10,6 +10,10 @@
 //! (systemd Boot Loader Specification, "Boot counting"; Automatic Boot Assessment.)
 //! Contents are `key value` lines; Slate writes `title`, `version`, `sort-key`, `linux`,
 //! `initrd` and `options`, with `slate.slot=` and `slate.verity=` in `options`.
+//!
+//! A Secure Boot image has type-2 entries instead: one signed Unified Kernel Image per slot,
+//! `EFI/Linux/slate-<slot>-<version>[+LEFT[-DONE]].efi`, named and counted the same way; its
+//! command line is inside the signed file ([`crate::pe`]).
 
 use crate::layout::Slot;
 use crate::version::Version;
@@ -20,6 +24,39 @@ use std::str::FromStr;
 pub const ENTRIES_DIR: &str = "loader/entries";
 /// `sort-key` every Slate entry carries, so systemd-boot orders slots by version.
 pub const SORT_KEY: &str = "slate";
+
+/// Directory of type-2 entries (Unified Kernel Images) on the ESP.
+pub const UKI_DIR: &str = "EFI/Linux";
+
+/// What kind of file a slot's entry is: where it lives and what its name ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum EntryKind {
+    /// A type-1 entry, `loader/entries/*.conf`, naming a kernel and an initramfs on the ESP:
+    /// nothing on the ESP is authenticated.
+    #[default]
+    Conf,
+    /// A type-2 entry, `EFI/Linux/*.efi`: a Unified Kernel Image the firmware checks against
+    /// its db before running it (Secure Boot).
+    Uki,
+}
+
+impl EntryKind {
+    /// The ESP folder entries of this kind live in.
+    pub fn dir(self) -> &'static str {
+        match self {
+            EntryKind::Conf => ENTRIES_DIR,
+            EntryKind::Uki => UKI_DIR,
+        }
+    }
+
+    /// The file name suffix systemd-boot looks for.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            EntryKind::Conf => ".conf",
+            EntryKind::Uki => ".efi",
+        }
+    }
+}
 
 /// Boot counter of a trial entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +76,13 @@ pub struct EntryName {
     pub version: Version,
     /// None for a blessed (good) entry.
     pub counter: Option<Counter>,
+    /// A `.conf` entry or a signed Unified Kernel Image.
+    pub kind: EntryKind,
 }
 
 /// Why a file name is not a Slate entry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name:?} is not a Slate boot entry name: {why} (expected slate-<a|b>-<version>[+LEFT[-DONE]].conf)")]
+#[error("{name:?} is not a Slate boot entry name: {why} (expected slate-<a|b>-<version>[+LEFT[-DONE]].conf or .efi)")]
 pub struct EntryNameError {
     /// The file name.
     pub name: String,
@@ -61,7 +100,18 @@ impl EntryName {
                 left: tries,
                 done: 0,
             }),
+            kind: EntryKind::Conf,
         }
+    }
+
+    /// The same name for an entry of `kind`.
+    pub fn with_kind(self, kind: EntryKind) -> EntryName {
+        EntryName { kind, ..self }
+    }
+
+    /// Its path on the ESP, without a leading `/` (`EFI/Linux/slate-a-1.0.0.efi`).
+    pub fn path(&self) -> String {
+        format!("{}/{self}", self.kind.dir())
     }
 
     /// A blessed entry (no counter).
@@ -70,6 +120,7 @@ impl EntryName {
             slot,
             version,
             counter: None,
+            kind: EntryKind::Conf,
         }
     }
 
@@ -87,7 +138,7 @@ impl fmt::Display for EntryName {
             Some(Counter { left, done: 0 }) => write!(f, "+{left}")?,
             Some(Counter { left, done }) => write!(f, "+{left}-{done}")?,
         }
-        write!(f, ".conf")
+        write!(f, "{}", self.kind.suffix())
     }
 }
 
@@ -99,9 +150,13 @@ impl FromStr for EntryName {
             name: name.to_string(),
             why: why.to_string(),
         };
-        let stem = name
-            .strip_suffix(".conf")
-            .ok_or_else(|| err("no .conf suffix"))?;
+        let (stem, kind) = if let Some(stem) = name.strip_suffix(EntryKind::Conf.suffix()) {
+            (stem, EntryKind::Conf)
+        } else if let Some(stem) = name.strip_suffix(EntryKind::Uki.suffix()) {
+            (stem, EntryKind::Uki)
+        } else {
+            return Err(err("neither a .conf nor an .efi suffix"));
+        };
         let rest = stem
             .strip_prefix("slate-")
             .ok_or_else(|| err("no slate- prefix"))?;
@@ -134,6 +189,7 @@ impl FromStr for EntryName {
             slot,
             version,
             counter,
+            kind,
         })
     }
 }
@@ -264,6 +320,19 @@ mod tests {
     }
 
     #[test]
+    fn unified_kernel_images_are_named_and_counted_alike() {
+        let v: Version = "1.1.0".parse().unwrap();
+        let n = EntryName::trial(Slot::B, v, 3).with_kind(EntryKind::Uki);
+        assert_eq!(n.path(), "EFI/Linux/slate-b-1.1.0+3.efi");
+        let back: EntryName = "slate-b-1.1.0+3.efi".parse().unwrap();
+        assert_eq!(back, n);
+        assert_eq!(
+            "slate-a-1.0.0.conf".parse::<EntryName>().unwrap().path(),
+            "loader/entries/slate-a-1.0.0.conf"
+        );
+    }
+
+    #[test]
     fn foreign_names_are_refused() {
         for bad in [
             "debian.conf",
@@ -271,6 +340,8 @@ mod tests {
             "slate-a-1.0.0+x.conf",
             "slate-a-1.0.0",
             "slate-a-1.0.0+.conf",
+            "slate-a-1.0.0.EFI",
+            "linux.efi",
         ] {
             assert!(bad.parse::<EntryName>().is_err(), "{bad}");
         }
@@ -301,11 +372,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn names_round_trip(maj in 0u64..100, min in 0u64..100, left in proptest::option::of(0u32..10), done in 0u32..10, b in any::<bool>()) {
+        fn names_round_trip(maj in 0u64..100, min in 0u64..100, left in proptest::option::of(0u32..10), done in 0u32..10, b in any::<bool>(), uki in any::<bool>()) {
             let n = EntryName {
                 slot: if b { Slot::B } else { Slot::A },
                 version: Version::new(maj, min, 0),
                 counter: left.map(|left| Counter { left, done }),
+                kind: if uki { EntryKind::Uki } else { EntryKind::Conf },
             };
             prop_assert_eq!(n.to_string().parse::<EntryName>().unwrap(), n);
         }

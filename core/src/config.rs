@@ -64,6 +64,10 @@ pub struct InitrdConfig {
     /// the agent does with `[agent] test_hooks`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test_hooks: bool,
+    /// The image boots as signed Unified Kernel Images: stage 1 says loudly when the firmware
+    /// has Secure Boot off, since the root hash is then only as good as the ESP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
 }
 
 /// A hardware watchdog: PID 1 opens it early and feeds it while alive, so a hang reboots.
@@ -100,6 +104,10 @@ pub struct ImageInfo {
     /// image's, and a committed higher epoch makes lower-epoch images unbootable.
     #[serde(default)]
     pub security_epoch: u64,
+    /// Built for Secure Boot: the slots boot as signed Unified Kernel Images, and bundles for
+    /// it must carry one signed by the image's db key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure_boot: bool,
 }
 
 /// Settings for PID 1's second stage.

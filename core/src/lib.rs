@@ -37,6 +37,7 @@ pub mod layout;
 pub mod le;
 pub mod manifest;
 pub mod num;
+pub mod pe;
 pub mod slots;
 pub mod verity;
 pub mod version;

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 mod channel;
 mod operators;
 mod packages;
+mod sb;
 
 use operators::{AccessArgs, CaCommand};
 
@@ -96,6 +97,13 @@ enum Command {
         /// Print each build stage's wall and CPU time at the end.
         #[arg(long)]
         timings: bool,
+        /// Build for UEFI Secure Boot: each slot boots as a Unified Kernel Image signed with
+        /// this db key, and so does the boot loader (overrides the spec's `[secure_boot]`).
+        #[arg(long, value_name = "db.key", requires = "secure_boot_cert")]
+        secure_boot_key: Option<PathBuf>,
+        /// The db key's certificate, the one enrolled in the machines' db (`slate sb keygen`).
+        #[arg(long, value_name = "db.crt", requires = "secure_boot_key")]
+        secure_boot_cert: Option<PathBuf>,
     },
     /// Resolve the spec's Debian packages and their dependencies into image.lock.
     ///
@@ -238,6 +246,11 @@ enum Command {
     },
     /// Offer a signed bundle to devices through a repository, in waves; or set max_version.
     Publish(channel::PublishArgs),
+    /// UEFI Secure Boot: make a fleet's PK, KEK and db keys, and enrol them.
+    Sb {
+        #[command(subcommand)]
+        command: sb::SbCommand,
+    },
     /// Compute a dm-verity tree for DATA and write it to HASH (for benchmarks and debugging).
     #[command(hide = true)]
     VerityFormat {
@@ -281,8 +294,13 @@ fn run(cli: Cli) -> Result<()> {
             allow_debug,
             security_epoch,
             timings,
+            secure_boot_key,
+            secure_boot_cert,
         } => {
             let opts = BuildOptions {
+                secure_boot: secure_boot_key
+                    .zip(secure_boot_cert)
+                    .map(|(key, cert)| slate_imager::uki::SigningPair { key, cert }),
                 security_epoch,
                 operators,
                 allow: build::policy::Allow {
@@ -321,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lock { target } => packages::lock(&target)?,
         Command::Repo { command } => command.run()?,
         Command::Publish(args) => args.run()?,
+        Command::Sb { command } => command.run()?,
         Command::Fetch { target } => packages::fetch(&target)?,
         Command::Flash {
             image,

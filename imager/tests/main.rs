@@ -14,3 +14,4 @@ mod keys;
 mod lock;
 mod oracles;
 mod reproducible;
+mod secure_boot;

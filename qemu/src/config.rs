@@ -42,6 +42,9 @@ pub struct VmConfig {
     pub disk_model: DiskModel,
     /// The network card the agent's port is forwarded through.
     pub nic_model: NicModel,
+    /// Boot OVMF's Secure Boot build with this enrolled variables file (`slate sb vars`);
+    /// None: the plain firmware.
+    pub secure_boot_vars: Option<PathBuf>,
     /// Talk to the agent over TLS with this client configuration (an operator certificate and
     /// the device pin); None: plain HTTP, for images built with `insecure_http`.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -67,6 +70,7 @@ impl VmConfig {
             arch: GuestArch::X86_64,
             disk_model: DiskModel::Virtio,
             nic_model: NicModel::Virtio,
+            secure_boot_vars: None,
             tls: None,
         }
     }

@@ -13,7 +13,12 @@ pub struct Firmware {
     pub code: PathBuf,
     /// Variable store template; each VM gets a copy.
     pub vars: PathBuf,
+    /// The Secure Boot build: QEMU must give it SMM and a secure flash.
+    pub secure: bool,
 }
+
+/// OVMF built with Secure Boot (and SMM, so the guest OS cannot write the variables past it).
+const OVMF_SECURE_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 
 impl Firmware {
     /// Finds the UEFI firmware of `arch`: OVMF (4 MiB build first) or AAVMF.
@@ -45,6 +50,7 @@ impl Firmware {
                 return Ok(Firmware {
                     code: code.into(),
                     vars: vars.into(),
+                    secure: false,
                 });
             }
         }
@@ -52,6 +58,33 @@ impl Firmware {
             "UEFI firmware not found ({}): install the Debian package {package} (`cargo xtask deps`)",
             candidates[0].0
         )
+    }
+}
+
+impl Firmware {
+    /// The firmware a VM boots: with `enrolled` (a variables file with our PK, KEK and db and
+    /// Secure Boot on, `slate sb vars`), OVMF's Secure Boot build; otherwise [`Firmware::find`].
+    pub fn select(arch: crate::config::GuestArch, enrolled: Option<&Path>) -> Result<Firmware> {
+        let Some(vars) = enrolled else {
+            return Firmware::find(arch);
+        };
+        if arch != crate::config::GuestArch::X86_64 {
+            bail!("Secure Boot in the harness is x86-64 only (Debian's AAVMF has no Secure Boot build with SMM)");
+        }
+        if !Path::new(OVMF_SECURE_CODE).is_file() {
+            bail!("{OVMF_SECURE_CODE} not found: install the Debian package ovmf (`cargo xtask deps`)");
+        }
+        if !vars.is_file() {
+            bail!(
+                "the enrolled variables file {} does not exist (make it with `slate sb vars`)",
+                vars.display()
+            );
+        }
+        Ok(Firmware {
+            code: OVMF_SECURE_CODE.into(),
+            vars: vars.to_path_buf(),
+            secure: true,
+        })
     }
 }
 

@@ -89,7 +89,7 @@ impl Vm {
     }
 
     fn spawn(cfg: &VmConfig, accel: Accel, slot: SlotGuard) -> Result<Vm> {
-        let fw = Firmware::find(cfg.arch)?;
+        let fw = Firmware::select(cfg.arch, cfg.secure_boot_vars.as_deref())?;
         std::fs::create_dir_all(&cfg.work_dir)?;
         if let Some(snap) = &cfg.resume {
             if snap.memory_mib != cfg.memory_mib {
@@ -123,6 +123,9 @@ impl Vm {
         };
         let mut cmd = Command::new(cfg.arch.qemu());
         match cfg.arch {
+            GuestArch::X86_64 if fw.secure => cmd
+                .args(["-machine", &format!("q35,smm=on,accel={}", accel.name())])
+                .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]),
             GuestArch::X86_64 => cmd.args(["-machine", &format!("q35,accel={}", accel.name())]),
             GuestArch::Arm64 => cmd
                 .args(["-machine", &format!("virt,accel={}", accel.name())])

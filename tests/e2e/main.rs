@@ -10,5 +10,6 @@ mod channel;
 mod gauntlet;
 mod hostile;
 mod pc;
+mod secure_boot;
 mod update;
 mod verity;

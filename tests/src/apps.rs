@@ -55,6 +55,7 @@ pub fn lock_and_fetch(spec_path: &Path) -> lock::Lock {
 pub fn build_app(spec: &Path, version: &str, name: &str) -> Image {
     let out = workspace().join("target/e2e-images").join(name);
     let opts = BuildOptions {
+        secure_boot: None,
         timings: false,
         spec: spec.to_path_buf(),
         board: Some("qemu-x86_64".into()),

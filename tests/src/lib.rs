@@ -129,6 +129,31 @@ pub struct Keys {
     pub trust: slate_core::manifest::Trust,
 }
 
+/// Secure Boot keys made once per test process (`slate sb keygen`), with `OVMF_VARS.fd`
+/// (them enrolled, Secure Boot on) and `other/` (a second set whose db the firmware does not
+/// hold) in the same folder.
+pub fn secure_boot_keys() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("slate-e2e-sb-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let sb = slate_imager::secure_boot::keygen(&dir, "Slate test").map(drop);
+        sb.expect("slate sb keygen");
+        slate_imager::secure_boot::vars(
+            &dir,
+            Path::new(slate_imager::secure_boot::OVMF_VARS_TEMPLATE),
+            &dir.join("OVMF_VARS.fd"),
+            None,
+        )
+        .expect("slate sb vars (virt-fw-vars: cargo xtask deps installs it)");
+        slate_imager::secure_boot::keygen(&dir.join("other"), "Stranger").expect("keygen");
+        dir
+    })
+}
+
 /// Keys made once per test process.
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
@@ -213,6 +238,7 @@ fn image_built(
         "{version}-{variant:?}-epoch{security_epoch}-{kind}"
     ));
     let opts = BuildOptions {
+        secure_boot: None,
         timings: false,
         spec,
         board: Some(variant.board().into()),

@@ -15,6 +15,9 @@ pub enum Variant {
     Arm64,
     /// [`Variant::Arm64`] plus [`Variant::FailingHealth`]'s check.
     Arm64FailingHealth,
+    /// The demo spec built for Secure Boot: signed UKIs with the test db key
+    /// ([`crate::secure_boot_keys`]).
+    SecureBoot,
 }
 
 impl Variant {
@@ -52,6 +55,14 @@ impl Variant {
                     + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
             }
             Variant::Channel => text += &crate::channel::channel().spec_table(),
+            Variant::SecureBoot => {
+                let keys = crate::secure_boot_keys();
+                text += &format!(
+                    "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",
+                    keys.join("db.key"),
+                    keys.join("db.crt")
+                );
+            }
             Variant::Pc => {
                 let fixed = "address = \"10.0.2.15/24\"\n";
                 assert!(text.contains(fixed), "the demo spec has no static address");

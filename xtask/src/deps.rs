@@ -39,6 +39,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "qemu-efi-aarch64",
     "gcc-aarch64-linux-gnu",
+    // Secure Boot images: sbsign and sbverify (signing UKIs and systemd-boot; the tests'
+    // oracle), sbattach (the tests' unsigned UKI).
+    "sbsigntool",
 ];
 
 /// Rust targets of the boards' device binaries besides the host's.
@@ -322,34 +325,41 @@ fn rust_targets() -> Result<()> {
     Ok(())
 }
 
-/// python-tuf, the independent TUF client the channel tests read repositories with
-/// (pinned, so a new release cannot change what the tests accept).
-const PYTHON_TUF: &str = "tuf==7.0.1";
+/// Python packages from PyPI, pinned so a new release cannot change what the tests accept,
+/// each with the import that shows it is there: python-tuf (the independent TUF client the
+/// channel tests read repositories with) and virt-firmware (`virt-fw-vars`, which
+/// `slate sb vars` enrols Secure Boot keys with).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("tuf==7.0.1", "import tuf.ngclient"),
+    ("virt-firmware==26.10", "import virt.firmware.varstore.edk2"),
+];
 
-/// Installs python-tuf with pip when `python3` cannot import it.
+/// Installs each of [`PYTHON_PACKAGES`] with pip when `python3` cannot import it.
 fn python_tools() -> Result<()> {
-    let has = || {
-        Command::new("python3")
-            .args(["-c", "import tuf.ngclient"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if has() {
-        return Ok(());
-    }
-    let pip = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "-q", PYTHON_TUF])
-            .args(extra)
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // A Debian-managed python3 refuses plain pip installs (PEP 668); a pyenv one does not.
-    if !pip(&[]) && !pip(&["--break-system-packages"]) {
-        bail!("could not install {PYTHON_TUF} with pip (python3 -m pip install {PYTHON_TUF})");
-    }
-    if !has() {
-        bail!("{PYTHON_TUF} installed, but python3 still cannot import tuf.ngclient");
+    for (package, import) in PYTHON_PACKAGES {
+        let has = || {
+            Command::new("python3")
+                .args(["-c", import])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if has() {
+            continue;
+        }
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "-q", package])
+                .args(extra)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // A Debian-managed python3 refuses plain pip installs (PEP 668); a pyenv one does not.
+        if !pip(&[]) && !pip(&["--break-system-packages"]) {
+            bail!("could not install {package} with pip (python3 -m pip install {package})");
+        }
+        if !has() {
+            bail!("{package} installed, but python3 still cannot `{import}`");
+        }
     }
     Ok(())
 }

@@ -20,7 +20,26 @@ fn newest(p: &Path) -> SystemTime {
 
 /// The image folder for `board`, rebuilt when missing, asked for, or older than its inputs.
 pub fn ensure_image(spec: &Path, board: &str, rebuild: bool) -> Result<PathBuf> {
-    let out = root().join("out").join(board);
+    ensure_image_for(spec, board, rebuild, false)
+}
+
+/// The folder under out/ an image for `board` is built into.
+pub fn out_name(board: &str, secure_boot: bool) -> String {
+    if secure_boot {
+        format!("{board}-secure-boot")
+    } else {
+        board.to_string()
+    }
+}
+
+/// [`ensure_image`], for Secure Boot (signed UKIs, the development db key) when asked.
+pub fn ensure_image_for(
+    spec: &Path,
+    board: &str,
+    rebuild: bool,
+    secure_boot: bool,
+) -> Result<PathBuf> {
+    let out = root().join("out").join(out_name(board, secure_boot));
     let report = out.join("build.toml");
     let built = std::fs::metadata(&report).and_then(|m| m.modified()).ok();
     let inputs = [
@@ -36,7 +55,7 @@ pub fn ensure_image(spec: &Path, board: &str, rebuild: bool) -> Result<PathBuf> 
     };
     if rebuild || stale {
         crate::deps::deps(true).context("fetching packages (cargo xtask deps)")?;
-        crate::image(board, spec)?;
+        crate::image(board, spec, secure_boot)?;
     }
     Ok(out)
 }

@@ -47,6 +47,9 @@ enum Cmd {
         /// Spec.
         #[arg(long, default_value = "rootfs/image.toml")]
         spec: PathBuf,
+        /// Build for Secure Boot with the development keys (into out/<board>-secure-boot).
+        #[arg(long)]
+        secure_boot: bool,
     },
     /// Boot the default image in QEMU (building it first when missing or stale).
     ///
@@ -74,6 +77,11 @@ enum Cmd {
         /// such as the nginx example's 80); repeatable. The host port is printed.
         #[arg(long, value_name = "PORT")]
         forward: Vec<u16>,
+        /// Build the image for Secure Boot (signed UKIs, with development keys made once in
+        /// .cache/keys/secure-boot) and boot it on OVMF's Secure Boot build with those keys
+        /// enrolled (into out/<board>-secure-boot).
+        #[arg(long)]
+        secure_boot: bool,
     },
     /// Install `slate`, the static device binaries and the boards under a prefix, so `slate
     /// build` works outside the source tree.
@@ -207,6 +215,30 @@ pub fn dev_operators() -> Result<PathBuf> {
     Ok(ca_crt)
 }
 
+/// The development Secure Boot keys (`.cache/keys/secure-boot/`: PK, KEK, db) and the OVMF
+/// variables file with them enrolled (`OVMF_VARS.fd` there), made once and never committed.
+/// Returns the folder.
+pub fn dev_secure_boot() -> Result<PathBuf> {
+    let dir = root().join(".cache/keys/secure-boot");
+    if !dir.join("owner.guid").exists() {
+        let guid = slate_imager::secure_boot::keygen(&dir, "Slate development")?;
+        eprintln!(
+            "made development Secure Boot keys in {} (owner {guid})",
+            dir.display()
+        );
+    }
+    let vars = dir.join("OVMF_VARS.fd");
+    if !vars.exists() {
+        slate_imager::secure_boot::vars(
+            &dir,
+            Path::new(slate_imager::secure_boot::OVMF_VARS_TEMPLATE),
+            &vars,
+            None,
+        )?;
+    }
+    Ok(dir)
+}
+
 /// The development operator pair (base name) made by [`dev_operators`].
 pub fn dev_operator() -> Result<PathBuf> {
     dev_operators()?;
@@ -237,8 +269,8 @@ pub fn release_imager() -> Result<PathBuf> {
 
 /// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
 /// trusting the development signing key and operator CA.
-pub fn image(board: &str, spec: &Path) -> Result<PathBuf> {
-    build_image(&release_imager()?, None, board, spec)
+pub fn image(board: &str, spec: &Path, secure_boot: bool) -> Result<PathBuf> {
+    build_image(&release_imager()?, None, board, spec, secure_boot)
 }
 
 /// `slate build` of `spec` for `board` into out/<board> with `imager`; `agent_dir` holds
@@ -248,14 +280,24 @@ fn build_image(
     agent_dir: Option<&Path>,
     board: &str,
     spec: &Path,
+    secure_boot: bool,
 ) -> Result<PathBuf> {
-    let out = root().join("out").join(board);
+    let out = root()
+        .join("out")
+        .join(images::out_name(board, secure_boot));
     let trust = dev_trust()?;
     let operators = dev_operators()?;
     let mut cmd = Command::new(imager);
     cmd.arg("build");
     if let Some(dir) = agent_dir {
         cmd.arg("--agent-dir").arg(dir);
+    }
+    if secure_boot {
+        let keys = dev_secure_boot()?;
+        cmd.arg("--secure-boot-key")
+            .arg(keys.join("db.key"))
+            .arg("--secure-boot-cert")
+            .arg(keys.join("db.crt"));
     }
     run(cmd
         .arg("--spec")
@@ -346,6 +388,7 @@ fn ci() -> Result<()> {
         agent,
         "qemu-x86_64",
         Path::new("rootfs/image.toml"),
+        false,
     )?;
     run(Command::new(&debug_imager)
         .arg("inspect")
@@ -428,9 +471,11 @@ fn e2e(full: bool) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Deps { no_tools, board } => deps::deps_for(no_tools, board.as_deref()),
-        Cmd::Image { board, spec } => {
-            image(&board, &spec).map(|out| eprintln!("image in {}", out.display()))
-        }
+        Cmd::Image {
+            board,
+            spec,
+            secure_boot,
+        } => image(&board, &spec, secure_boot).map(|out| eprintln!("image in {}", out.display())),
         Cmd::Ci => ci(),
         Cmd::E2e { full } => e2e(full),
         Cmd::FleetSim(args) => fleet::fleet_sim(&args),
@@ -453,6 +498,7 @@ fn main() -> Result<()> {
             until,
             timeout,
             forward,
+            secure_boot,
         } => qemu::qemu(
             &spec,
             &board,
@@ -462,6 +508,7 @@ fn main() -> Result<()> {
                 until: until.as_deref(),
                 timeout,
                 forward: &forward,
+                secure_boot,
             },
         ),
         Cmd::Bench { what, mib, rounds } => bench::bench(&what, mib, rounds),

@@ -17,6 +17,8 @@ pub struct Run<'a> {
     pub timeout: u64,
     /// Guest ports to forward besides the agent's.
     pub forward: &'a [u16],
+    /// A Secure Boot image on OVMF's Secure Boot build with the development keys enrolled.
+    pub secure_boot: bool,
 }
 
 /// Runs `cargo xtask qemu`.
@@ -27,8 +29,9 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
         until,
         timeout,
         forward,
+        secure_boot,
     } = run_as;
-    let out = crate::images::ensure_image(spec, board, rebuild)?;
+    let out = crate::images::ensure_image_for(spec, board, rebuild, secure_boot)?;
     let run = out.join("run");
     std::fs::create_dir_all(&run)?;
     let disk = run.join("disk.img");
@@ -44,6 +47,9 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
     let mut cfg = crate::dev_vm(&disk, &run)?;
     board_machine(&mut cfg, board)?;
     cfg.extra_ports = forward.to_vec();
+    if secure_boot {
+        cfg.secure_boot_vars = Some(crate::dev_secure_boot()?.join("OVMF_VARS.fd"));
+    }
     if !headless {
         cfg.interactive = true;
         let mut vm = Vm::start(&cfg)?;

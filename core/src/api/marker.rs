@@ -50,6 +50,8 @@ pub enum Kind {
     DataGrown,
     /// `slate: network lease iface=… address=…/… router=…`
     NetworkLease,
+    /// `slate: secure boot on|off lockdown=… built_for=…`
+    SecureBoot,
     /// `slate: channel up-to-date version=…`
     ChannelUpToDate,
     /// `slate: channel waiting version=… wave=… ready_at=…`
@@ -86,6 +88,7 @@ impl Kind {
             Kind::BootDisk => "boot disk",
             Kind::DataGrown => "data grown",
             Kind::NetworkLease => "network lease",
+            Kind::SecureBoot => "secure boot",
             Kind::ChannelUpToDate => "channel up-to-date",
             Kind::ChannelWaiting => "channel waiting",
             Kind::ChannelUpdate => "channel update",
@@ -310,6 +313,17 @@ pub enum Marker {
         /// The default route's gateway, if the server gave one.
         router: Option<std::net::Ipv4Addr>,
     },
+    /// What stage 1 found of UEFI Secure Boot, printed when it is on or the image was built
+    /// for it: with it on, the root hash came from a command line the firmware authenticated.
+    /// `built_for=true` with `off` means the root hash is only as good as the ESP.
+    SecureBoot {
+        /// The firmware's `SecureBoot` variable is 1.
+        enabled: bool,
+        /// The kernel's lockdown mode (`integrity`, `confidentiality`, `none`, or `unknown`).
+        lockdown: String,
+        /// The image was built with signed UKIs.
+        built_for: bool,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -422,6 +436,21 @@ impl fmt::Display for Marker {
                     Some(r) => write!(f, " router={r}"),
                     None => write!(f, " router=none"),
                 }
+            }
+            Marker::SecureBoot {
+                enabled,
+                lockdown,
+                built_for,
+            } => {
+                let on = if *enabled { "on" } else { "off" };
+                write!(f, "secure boot {on} lockdown={lockdown} built_for={built_for}")?;
+                if *built_for && !*enabled {
+                    write!(
+                        f,
+                        "; WARNING: this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated"
+                    )?;
+                }
+                Ok(())
             }
             Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
             Marker::ServiceFailedToStart { name, error } => {

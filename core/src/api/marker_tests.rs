@@ -98,6 +98,22 @@ fn golden_marker_texts() {
             "slate: network lease iface=eth0 address=10.0.2.15/24 router=10.0.2.2".into(),
         ),
         (
+            Marker::SecureBoot {
+                enabled: true,
+                lockdown: "integrity".into(),
+                built_for: true,
+            },
+            "slate: secure boot on lockdown=integrity built_for=true".into(),
+        ),
+        (
+            Marker::SecureBoot {
+                enabled: false,
+                lockdown: "none".into(),
+                built_for: true,
+            },
+            "slate: secure boot off lockdown=none built_for=true; WARNING: this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated".into(),
+        ),
+        (
             Marker::StageFailed { stage: "stage1", error: "x".into() },
             "slate: stage1 failed: x".into(),
         ),

@@ -101,6 +101,7 @@ mod decisions {
                 slot,
                 version: format!("1.{minor}.0").parse().unwrap(),
                 counter,
+                kind: crate::bootentry::EntryKind::Conf,
             })
     }
 

@@ -33,6 +33,10 @@ pub struct Board {
     /// Path of the EFI binary inside that package.
     #[serde(default = "default_bootloader_path")]
     pub bootloader_path: String,
+    /// Path of systemd's EFI stub inside the boot loader package: what a Secure Boot image's
+    /// Unified Kernel Images are made from (`linuxx64.efi.stub`, `linuxaa64.efi.stub`).
+    #[serde(default)]
+    pub uki_stub_path: Option<String>,
     /// Modules the initramfs loads (their dependencies are added automatically).
     #[serde(default)]
     pub modules: Vec<String>,

@@ -147,6 +147,8 @@ pub struct RootInputs<'a> {
     pub operators: Option<&'a Path>,
     /// Security epoch of the image.
     pub security_epoch: u64,
+    /// Built for Secure Boot (signed UKIs).
+    pub secure_boot: bool,
 }
 
 /// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
@@ -254,6 +256,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         version: inputs.version.clone(),
         board: inputs.board.name.clone(),
         security_epoch: inputs.security_epoch,
+        secure_boot: inputs.secure_boot,
     };
     tree.insert(
         &ip(&format!("/{}", paths::IMAGE)),
@@ -443,6 +446,7 @@ pub fn initramfs(
     agent: &AgentBinaries,
     security_epoch: u64,
     test_hooks: bool,
+    secure_boot: bool,
 ) -> Result<Tree> {
     let mut tree = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
@@ -472,6 +476,7 @@ pub fn initramfs(
         watchdog: board.watchdog.clone(),
         security_epoch,
         test_hooks,
+        secure_boot,
     };
     tree.insert(
         &ip(&format!("/{}", paths::INITRD)),

@@ -26,4 +26,5 @@ pub mod squashfs;
 pub mod timings;
 pub mod tools;
 pub mod tree;
+pub mod uki;
 pub mod update_spec;

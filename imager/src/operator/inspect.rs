@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use slate_core::api::SlotState;
-use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::cmdline::BootParams;
 use slate_core::config::{paths, ImageInfo};
 use slate_core::gpt::{self, Table};
@@ -251,39 +251,52 @@ fn read_slot(mut w: Window, info: &mut SlotInfo) {
     }
 }
 
+/// The Slate entries of both kinds: `.conf` files, and a Secure Boot image's UKIs (their
+/// command line read from the `.cmdline` section).
 fn read_entries(w: Window) -> Result<Vec<EntryInfo>> {
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())?;
     let root = fs.root_dir();
-    let dir = match root.open_dir(ENTRIES_DIR) {
-        Ok(d) => d,
-        Err(_) => return Ok(Vec::new()),
-    };
     let mut out = Vec::new();
-    for e in dir.iter() {
-        let e = e?;
-        let file = e.file_name();
-        let Ok(name) = file.parse::<EntryName>() else {
+    for kind in [EntryKind::Conf, EntryKind::Uki] {
+        let Ok(dir) = root.open_dir(kind.dir()) else {
             continue;
         };
-        let mut text = String::new();
-        e.to_file().read_to_string(&mut text)?;
-        let entry = Entry::parse(&text).ok();
-        let (state, tries_left) = match name.counter {
-            None => (SlotState::Good, None),
-            Some(c) if c.left == 0 => (SlotState::Bad, Some(0)),
-            Some(c) => (SlotState::Trial, Some(c.left)),
-        };
-        out.push(EntryInfo {
-            file,
-            slot: name.slot,
-            version: name.version.to_string(),
-            state,
-            tries_left,
-            root_hash: entry
-                .as_ref()
-                .and_then(|e| e.options.parse::<BootParams>().ok())
-                .map(|p| p.verity.root_hash.to_string()),
-        });
+        for e in dir.iter() {
+            let e = e?;
+            let file = e.file_name();
+            let Ok(name) = file.parse::<EntryName>() else {
+                continue;
+            };
+            if name.kind != kind {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            e.to_file().read_to_end(&mut bytes)?;
+            let options = match kind {
+                EntryKind::Conf => Entry::parse(&String::from_utf8_lossy(&bytes))
+                    .ok()
+                    .map(|e| e.options),
+                EntryKind::Uki => slate_core::pe::Pe::parse(&bytes).ok().and_then(|pe| {
+                    pe.section(&bytes, ".cmdline")
+                        .map(|c| String::from_utf8_lossy(c).trim().to_string())
+                }),
+            };
+            let (state, tries_left) = match name.counter {
+                None => (SlotState::Good, None),
+                Some(c) if c.left == 0 => (SlotState::Bad, Some(0)),
+                Some(c) => (SlotState::Trial, Some(c.left)),
+            };
+            out.push(EntryInfo {
+                file,
+                slot: name.slot,
+                version: name.version.to_string(),
+                state,
+                tries_left,
+                root_hash: options
+                    .and_then(|o| o.parse::<BootParams>().ok())
+                    .map(|p| p.verity.root_hash.to_string()),
+            });
+        }
     }
     out.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(out)

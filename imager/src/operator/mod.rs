@@ -8,4 +8,5 @@ pub mod inspect;
 pub mod keys;
 pub mod push;
 pub mod repo;
+pub mod secure_boot;
 pub mod tls;

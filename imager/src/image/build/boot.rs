@@ -1,16 +1,19 @@
 //! What boots a slot: the initramfs (slate-init and the board's modules, cpio + zstd), the
-//! kernel, and slot A's boot entry with its command line.
+//! kernel, and slot A's boot entry with its command line (for a Secure Boot image, all of it
+//! in one signed UKI).
 
 use super::Inputs;
 use crate::cache;
 use crate::compose;
 use crate::cpio;
 use crate::esp::EspFile;
+use crate::uki;
 use anyhow::{Context, Result};
-use slate_core::bootentry::{Entry, EntryName, ENTRIES_DIR};
+use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::cmdline::BootParams;
 use slate_core::layout::Slot;
 use slate_core::verity::VerityInfo;
+use std::path::Path;
 
 /// systemd-boot's settings: no menu, no editor, only Slate's entries.
 const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\nrandom-seed-mode off\n";
@@ -26,6 +29,7 @@ pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
         inp.agent,
         inp.security_epoch,
         inp.spec.spec.agent.test_hooks,
+        inp.secure_boot.is_some(),
     )?;
     let cpio = cpio::write(&tree, inp.mtime, Vec::new())?;
     let cached = inp.cache.map(|c| {
@@ -59,62 +63,125 @@ pub fn options(inp: &Inputs<'_>) -> String {
     options.join(" ")
 }
 
-/// systemd-boot (from the boot loader package), its settings, slot A's entry, kernel and
-/// initramfs: the files of the ESP.
+/// A file of the boot loader package (systemd-boot, its EFI stub).
+fn from_boot_package(inp: &Inputs<'_>, path: &str, field: &str) -> Result<Vec<u8>> {
+    let b = &inp.board.board;
+    let mut found = None;
+    crate::deb::for_each_entry(inp.boot_deb, &b.bootloader_package, |e, r| {
+        if e.path == path.trim_start_matches('/') {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(r, &mut v)?;
+            found = Some(v);
+        }
+        Ok(())
+    })?;
+    found.with_context(|| {
+        format!(
+            "{} has no {path}; check the board's {field}",
+            b.bootloader_package
+        )
+    })
+}
+
+/// The files of the ESP: systemd-boot (from the boot loader package), its settings, and slot
+/// A's entry with what it boots. A plain image has a `.conf` entry naming the kernel and
+/// initramfs on the ESP; a Secure Boot image has one signed UKI, and a signed systemd-boot.
 pub fn esp_files(
     inp: &Inputs<'_>,
     verity: &VerityInfo,
     options: &str,
     initrd: &[u8],
-) -> Result<Vec<EspFile>> {
+    scratch: &Path,
+) -> Result<EspFiles> {
     let b = &inp.board.board;
-    let mut boot_efi = None;
-    crate::deb::for_each_entry(inp.boot_deb, &b.bootloader_package, |e, r| {
-        if e.path == b.bootloader_path.trim_start_matches('/') {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(r, &mut v)?;
-            boot_efi = Some(v);
-        }
-        Ok(())
-    })?;
-    let boot_efi = boot_efi.with_context(|| {
-        format!(
-            "{} has no {}; check the board's bootloader_path",
-            b.bootloader_package, b.bootloader_path
-        )
-    })?;
+    let boot_efi = from_boot_package(inp, &b.bootloader_path, "bootloader_path")?;
+    let cmdline = BootParams {
+        slot: Slot::A,
+        verity: verity.clone(),
+    }
+    .options(options);
+    let loader = EspFile {
+        path: "loader/loader.conf".into(),
+        bytes: LOADER_CONF.into(),
+    };
+    let fallback_path = format!("EFI/BOOT/{}", b.arch.default_efi_name());
+    if let Some(pair) = inp.secure_boot {
+        let stub_path = b
+            .uki_stub_path
+            .as_deref()
+            .context("the board has no uki_stub_path")?;
+        let stub = from_boot_package(inp, stub_path, "uki_stub_path")?;
+        let version = inp.version.to_string();
+        let os_release = uki::os_release(
+            &inp.spec.spec.name,
+            &version,
+            &Slot::A.to_string(),
+            inp.security_epoch,
+        );
+        let unsigned = uki::assemble(
+            &stub,
+            &uki::UkiParts {
+                kernel: &inp.kernel.vmlinuz,
+                initrd,
+                cmdline: &cmdline,
+                os_release: &os_release,
+            },
+            &scratch.join("uki"),
+        )?;
+        let signed = uki::sign(&unsigned, pair, &scratch.join("uki"))?;
+        let boot_efi = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
+        let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
+        return Ok(EspFiles {
+            files: vec![
+                EspFile {
+                    path: fallback_path,
+                    bytes: boot_efi,
+                },
+                loader,
+                EspFile {
+                    path: name.path(),
+                    bytes: signed.clone(),
+                },
+            ],
+            uki: Some(signed),
+        });
+    }
     let entry = Entry {
         title: format!("{} {} (slot a)", inp.spec.spec.name, inp.version),
         version: inp.version.clone(),
         linux: Entry::kernel_path(Slot::A),
         initrd: Entry::initrd_path(Slot::A),
-        options: BootParams {
-            slot: Slot::A,
-            verity: verity.clone(),
-        }
-        .options(options),
+        options: cmdline,
     };
     let entry_name = EntryName::good(Slot::A, inp.version.clone());
-    Ok(vec![
-        EspFile {
-            path: format!("EFI/BOOT/{}", b.arch.default_efi_name()),
-            bytes: boot_efi,
-        },
-        EspFile {
-            path: "loader/loader.conf".into(),
-            bytes: LOADER_CONF.into(),
-        },
-        EspFile {
-            path: format!("{ENTRIES_DIR}/{entry_name}"),
-            bytes: entry.render().into_bytes(),
-        },
-        EspFile {
-            path: Entry::kernel_path(Slot::A).trim_start_matches('/').into(),
-            bytes: inp.kernel.vmlinuz.clone(),
-        },
-        EspFile {
-            path: Entry::initrd_path(Slot::A).trim_start_matches('/').into(),
-            bytes: initrd.to_vec(),
-        },
-    ])
+    Ok(EspFiles {
+        files: vec![
+            EspFile {
+                path: fallback_path,
+                bytes: boot_efi,
+            },
+            loader,
+            EspFile {
+                path: entry_name.path(),
+                bytes: entry.render().into_bytes(),
+            },
+            EspFile {
+                path: Entry::kernel_path(Slot::A).trim_start_matches('/').into(),
+                bytes: inp.kernel.vmlinuz.clone(),
+            },
+            EspFile {
+                path: Entry::initrd_path(Slot::A).trim_start_matches('/').into(),
+                bytes: initrd.to_vec(),
+            },
+        ],
+        uki: None,
+    })
+}
+
+/// What [`esp_files`] made.
+pub struct EspFiles {
+    /// The ESP's files.
+    pub files: Vec<EspFile>,
+    /// Slot A's signed UKI, for a Secure Boot image (also an output: bundles carry it).
+    pub uki: Option<Vec<u8>>,
 }

@@ -87,6 +87,9 @@ pub struct BuildOptions {
     pub allow: policy::Allow,
     /// Security epoch (anti-rollback) of the image; bundles made from it carry the same.
     pub security_epoch: u64,
+    /// The db pair to sign UKIs and the boot loader with: a Secure Boot image (overrides the
+    /// spec's `[secure_boot]`).
+    pub secure_boot: Option<crate::uki::SigningPair>,
 }
 
 /// Seeds for every derived value, from the spec's bytes, name, version and board.
@@ -237,6 +240,22 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         eprintln!("warning: {w}");
     }
     let agent = agentbin::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?;
+    let secure_boot = opts.secure_boot.clone().or_else(|| {
+        spec.spec
+            .secure_boot
+            .as_ref()
+            .map(|sb| crate::uki::SigningPair {
+                key: spec.resolve(&sb.key),
+                cert: spec.resolve(&sb.cert),
+            })
+    });
+    if secure_boot.is_some() && board.board.uki_stub_path.is_none() {
+        return Err(anyhow::anyhow!(
+            "board {board_name} has no uki_stub_path: it cannot build a Secure Boot image (add the path of systemd's linux*.efi.stub in {} to {})",
+            board.board.bootloader_package,
+            board.path.display()
+        ));
+    }
     prov.tools = BTreeMap::from([
         (
             "mtools".into(),
@@ -247,6 +266,16 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             tools::version("mkfs.ext4", "e2fsprogs", "-V")?,
         ),
     ]);
+    if secure_boot.is_some() {
+        prov.tools.insert(
+            "objcopy".into(),
+            tools::version("objcopy", "binutils", "--version")?,
+        );
+        prov.tools.insert(
+            "sbsign".into(),
+            tools::version("sbsign", "sbsigntool", "--version")?,
+        );
+    }
 
     // Trees.
     t.stage("compose root tree");
@@ -261,6 +290,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             trust: trust.as_deref(),
             operators: operators.as_deref(),
             security_epoch: opts.security_epoch,
+            secure_boot: secure_boot.is_some(),
         },
         &mut prov,
     )?;
@@ -299,6 +329,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         progress,
         cache: Some(extracted),
         security_epoch: opts.security_epoch,
+        secure_boot: secure_boot.as_ref(),
     };
     let result = write_outputs(&inputs, &mut t);
     let report = match result {
@@ -357,6 +388,8 @@ pub(crate) struct Inputs<'a> {
     cache: Option<&'a Path>,
     /// The image's security epoch (anti-rollback).
     security_epoch: u64,
+    /// The db pair of a Secure Boot image.
+    secure_boot: Option<&'a crate::uki::SigningPair>,
 }
 
 /// Writes every output into `inp.dir`, then `build.toml`.
@@ -389,8 +422,11 @@ fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {
     std::fs::write(inp.dir.join("vmlinuz"), &inp.kernel.vmlinuz)?;
 
     let options = boot::options(inp);
-    let esp_files = boot::esp_files(inp, &root.info, &options, &initrd)?;
-    let disk = disk::write(inp, table, &root, &esp_files, &data_img, &scratch, t)?;
+    let esp = boot::esp_files(inp, &root.info, &options, &initrd, &scratch)?;
+    if let Some(uki) = &esp.uki {
+        std::fs::write(inp.dir.join(report::UKI_OUTPUT), uki)?;
+    }
+    let disk = disk::write(inp, table, &root, &esp.files, &data_img, &scratch, t)?;
     std::fs::remove_dir_all(&scratch)?;
 
     t.stage("report (sha256 of outputs)");

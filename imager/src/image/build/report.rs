@@ -109,14 +109,20 @@ pub const OUTPUTS: [&str; 5] = [
     "disk.img.bmap",
 ];
 
+/// The output of a Secure Boot build besides [`OUTPUTS`]: slot A's signed Unified Kernel
+/// Image (what its bundles carry instead of `vmlinuz` and `initrd.img`).
+pub const UKI_OUTPUT: &str = "uki.efi";
+
 /// Hashes the outputs in `dir`, one thread per file (disk.img, the largest, sets the pace).
 pub fn hash_outputs(dir: &Path) -> Result<Vec<OutputReport>> {
+    let uki = dir.join(UKI_OUTPUT).is_file().then_some(UKI_OUTPUT);
+    let names: Vec<&str> = OUTPUTS.iter().copied().chain(uki).collect();
     std::thread::scope(|s| {
-        let jobs: Vec<_> = OUTPUTS
+        let jobs: Vec<_> = names
             .iter()
             .map(|name| s.spawn(move || crate::hashing::hash_file(&dir.join(name))))
             .collect();
-        OUTPUTS
+        names
             .iter()
             .zip(jobs)
             .map(|(name, job)| {

@@ -1,0 +1,65 @@
+//! What the firmware and the kernel say about UEFI Secure Boot on this boot.
+//!
+//! With Secure Boot on, the firmware ran only a UKI signed by its db, and systemd-stub used
+//! the command line inside it: the root hash stage 1 verifies the root against is
+//! authenticated. Stage 1 prints what it found, and the agent reports it in its status.
+
+/// The EFI global variable namespace (`SecureBoot` lives there).
+const GLOBAL_GUID: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+/// Where the kernel reports its lockdown mode (securityfs).
+pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+
+/// The value of the `SecureBoot` variable as efivarfs returns it (4 bytes of attributes, then
+/// one byte): None when it is not a one-byte boolean.
+pub fn parse_secure_boot(var: &[u8]) -> Option<bool> {
+    match var {
+        [_, _, _, _, v] => Some(*v == 1),
+        _ => None,
+    }
+}
+
+/// The selected lockdown mode from the kernel's `none [integrity] confidentiality`.
+pub fn parse_lockdown(text: &str) -> Option<&str> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+}
+
+/// True when the firmware has Secure Boot on (false when the variable is missing: no UEFI
+/// Secure Boot support, or efivarfs is not mounted).
+pub fn enabled() -> bool {
+    std::fs::read(format!(
+        "/sys/firmware/efi/efivars/SecureBoot-{GLOBAL_GUID}"
+    ))
+    .ok()
+    .and_then(|v| parse_secure_boot(&v))
+    .unwrap_or(false)
+}
+
+/// The kernel's lockdown mode, or `unknown` when securityfs does not say.
+pub fn lockdown() -> String {
+    std::fs::read_to_string(LOCKDOWN)
+        .ok()
+        .and_then(|t| parse_lockdown(&t).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_variable_and_the_lockdown_mode() {
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0, 1]), Some(true));
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0, 0]), Some(false));
+        assert_eq!(parse_secure_boot(&[6, 0, 0, 0]), None);
+        assert_eq!(
+            parse_lockdown("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(
+            parse_lockdown("[none] integrity confidentiality"),
+            Some("none")
+        );
+        assert_eq!(parse_lockdown(""), None);
+    }
+}
