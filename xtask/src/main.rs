@@ -136,7 +136,8 @@ enum Cmd {
     /// Benchmarks beside the standard tools: `imager` (slate build vs mksquashfs, veritysetup,
     /// mkfs.vfat, sgdisk, dd), `verity` (vs veritysetup format), `boot` (vs a busybox initrd),
     /// `boards` (boot per board on its own machine, and the first boot's grow onto 4 GiB),
-    /// `install` (vs dd and sha256sum), `api` (slated over mutual TLS vs plain HTTP), `apps`
+    /// `secure-boot` (the demo booted plain, as signed UKIs on Secure Boot firmware, and as
+    /// UKIs without it; the UKI's size beside kernel + initramfs), `install` (vs dd and sha256sum), `api` (slated over mutual TLS vs plain HTTP), `apps`
     /// (the nginx example vs debootstrap), `channel` (publish → committed vs `slate push`, and
     /// the bytes sent again after a drop).
     Bench {

@@ -11,6 +11,7 @@
 mod api;
 mod apps;
 mod boards;
+mod secure_boot;
 mod boot;
 mod imager;
 mod install;
@@ -123,12 +124,13 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "verity" => verity::measure(rounds.max(3)),
         "boot" => boot::measure(rounds),
         "boards" => boards::measure(rounds),
+        "secure-boot" => secure_boot::measure(rounds),
         "install" => install::measure(),
         "api" => api::measure(),
         "apps" => apps::measure(),
         "channel" => channel(),
         other => {
-            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, install, api, apps, channel)")
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel)")
         }
     }
 }
