@@ -174,14 +174,14 @@ impl Pe {
 /// `ukify` computes, so a kernel of any size fits.
 pub fn next_addresses(pe: &Pe, sizes: &[usize]) -> Vec<u64> {
     let align = u64::from(pe.section_alignment.max(4096));
-    let up = |x: u64| x.div_ceil(align) * align;
+    let up = |x: u64| x.div_ceil(align).saturating_mul(align);
     let mut next = up(u64::from(pe.size_of_image));
     sizes
         .iter()
         .map(|&size| {
             let here = next;
-            next = up(here + size as u64);
-            pe.image_base + here
+            next = up(here.saturating_add(size as u64));
+            pe.image_base.saturating_add(here)
         })
         .collect()
 }

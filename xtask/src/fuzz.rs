@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "image_spec",
     "http_request",
     "fat_volume",
+    "pe_image",
 ];
 
 fn has_cargo_fuzz() -> bool {

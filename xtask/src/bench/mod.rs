@@ -11,10 +11,10 @@
 mod api;
 mod apps;
 mod boards;
-mod secure_boot;
 mod boot;
 mod imager;
 mod install;
+mod secure_boot;
 mod verity;
 
 use crate::root;
