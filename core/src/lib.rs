@@ -22,11 +22,13 @@
 )]
 
 pub mod api;
+pub mod authenticode;
 pub mod bootentry;
 pub mod bundle;
 pub mod channel;
 pub mod cmdline;
 pub mod config;
+pub mod der;
 pub mod dhcp;
 pub mod digest;
 pub mod fat;

@@ -39,6 +39,8 @@ pub struct Pe {
     pub section_alignment: u32,
     /// Size of the loaded image: the first free address above every section.
     pub size_of_image: u32,
+    /// Bytes of headers (DOS, PE, optional, section table) at the start of the file.
+    pub size_of_headers: u32,
     /// Offset of the optional header's `CheckSum` field (Authenticode skips it).
     pub checksum_offset: usize,
     /// Offset of the certificate-table data directory entry (Authenticode skips it), if the
@@ -115,6 +117,7 @@ impl Pe {
         }
         let section_alignment = u32_at(b, opt + 32, "truncated optional header")?;
         let size_of_image = u32_at(b, opt + 56, "truncated optional header")?;
+        let size_of_headers = u32_at(b, opt + 60, "truncated optional header")?;
         let dirs = u32_at(b, dirs_count_at, "truncated optional header")? as usize;
         let cert_at = dirs_count_at + 4 + CERT_DIR * 8;
         let (cert_dir_offset, cert_table) = if dirs > CERT_DIR && cert_at + 8 <= opt + opt_size {
@@ -147,6 +150,7 @@ impl Pe {
             image_base,
             section_alignment,
             size_of_image,
+            size_of_headers,
             checksum_offset: opt + 64,
             cert_dir_offset,
             cert_table,

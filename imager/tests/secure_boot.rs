@@ -106,6 +106,68 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
         std::fs::read(out.join("initrd.img")).unwrap()
     );
 
+    // Slate's own Authenticode check agrees with sbverify: the signed UKI passes; one byte
+    // changed in .cmdline or in the kernel, the other db, or no signature at all fail both.
+    let db_pem = std::fs::read(&db).unwrap();
+    slate_imager::uki::check(&bytes, &db_pem).unwrap();
+    let flip = |at: usize| {
+        let mut b = bytes.clone();
+        b[at] ^= 1;
+        b
+    };
+    let section_at = |name: &str| {
+        let s = pe.sections.iter().find(|s| s.name == name).unwrap();
+        s.raw_offset as usize + 7
+    };
+    let unsigned = tmp.path().join("unsigned.efi");
+    std::fs::copy(&uki, &unsigned).unwrap();
+    ok(Command::new("sbattach").arg("--remove").arg(&unsigned));
+    let other_pem = std::fs::read(other.join("db.crt")).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &[u8], &str)> = vec![
+        (
+            "cmdline",
+            flip(section_at(".cmdline")),
+            &db_pem,
+            "changed after signing",
+        ),
+        (
+            "kernel",
+            flip(section_at(".linux") + 4096),
+            &db_pem,
+            "changed after signing",
+        ),
+        (
+            "other db",
+            bytes.clone(),
+            &other_pem,
+            "not made by the db key",
+        ),
+        (
+            "unsigned",
+            std::fs::read(&unsigned).unwrap(),
+            &db_pem,
+            "not signed",
+        ),
+    ];
+    for (what, candidate, cert, why) in cases {
+        let e = slate_imager::uki::check(&candidate, cert).unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{what}: {e:#}");
+        let file = tmp.path().join(format!("{what}.efi"));
+        std::fs::write(&file, &candidate).unwrap();
+        let cert_file = tmp.path().join(format!("{what}.crt"));
+        std::fs::write(&cert_file, cert).unwrap();
+        let (_, said) = fails(
+            Command::new("sbverify")
+                .arg("--cert")
+                .arg(&cert_file)
+                .arg(&file),
+        );
+        assert!(
+            !said.contains("Signature verification OK"),
+            "{what}: {said}"
+        );
+    }
+
     // slate inspect reads the slot from the UKI.
     let json = stdout(&ok(slate()
         .arg("inspect")

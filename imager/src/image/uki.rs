@@ -107,7 +107,28 @@ pub fn sign(pe: &[u8], pair: &SigningPair, scratch: &Path) -> Result<Vec<u8>> {
         "signing for Secure Boot",
     )?;
     verify(&signed, &pair.cert)?;
-    std::fs::read(&signed).with_context(|| format!("reading {}", signed.display()))
+    let bytes = std::fs::read(&signed).with_context(|| format!("reading {}", signed.display()))?;
+    let cert =
+        std::fs::read(&pair.cert).with_context(|| format!("reading {}", pair.cert.display()))?;
+    check(&bytes, &cert).context("Slate's own Authenticode check of what sbsign wrote")?;
+    Ok(bytes)
+}
+
+/// The Authenticode check the firmware makes, made here with Slate's own reader
+/// ([`slate_core::authenticode`]): `pe` is signed by the key of `cert_pem` (a PEM certificate,
+/// such as the db certificate an image was built with) over its current bytes.
+pub fn check(pe: &[u8], cert_pem: &[u8]) -> Result<()> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let cert = CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| anyhow::anyhow!("reading the certificate: {e}"))?;
+    let key = slate_core::authenticode::rsa_public_key(&cert)?;
+    let rsa = |key: &[u8], message: &[u8], signature: &[u8]| {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+            .verify(message, signature)
+            .is_ok()
+    };
+    slate_core::authenticode::verify(pe, key, &rsa)?;
+    Ok(())
 }
 
 /// `sbverify --cert`: the file carries an Authenticode signature by `cert` over its current
