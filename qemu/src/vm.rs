@@ -34,7 +34,9 @@ pub struct Vm {
     memory_mib: u32,
     /// QEMU's HMP monitor socket (None in interactive mode, where it is on the terminal).
     monitor: Option<PathBuf>,
-    _slot: SlotGuard,
+    /// Held while QEMU runs: released once it has exited, so a test that keeps a stopped
+    /// machine around does not hold up the next one.
+    slot: Option<SlotGuard>,
 }
 
 impl Vm {
@@ -269,7 +271,7 @@ impl Vm {
             vars,
             memory_mib: cfg.memory_mib,
             monitor,
-            _slot: slot,
+            slot: Some(slot),
         })
     }
 
@@ -489,6 +491,7 @@ impl Vm {
     pub fn power_cut(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.slot = None;
         if let Some((d, loss)) = &self.nbd {
             let (lost, kept) = d.cut(*loss);
             eprintln!("slate-qemu: power cut on a volatile cache ({loss:?}): {lost} unflushed sectors lost, {kept} kept");
@@ -505,6 +508,7 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.child.try_wait()? {
+                self.slot = None;
                 return Ok(s);
             }
             if Instant::now() > deadline {
