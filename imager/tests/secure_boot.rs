@@ -61,7 +61,18 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
     ok(mtools("mcopy")
         .args(["-i", img, "::/EFI/BOOT/BOOTX64.EFI"])
         .arg(&boot));
-    assert_eq!(sha256sum(&uki), sha256sum(&out.join("uki.efi")));
+    assert_eq!(sha256sum(&uki), sha256sum(&out.join("uki-a.efi")));
+    // Slot B's UKI differs only in what names the slot, and is signed as well.
+    let uki_b = out.join("uki-b.efi");
+    sbverify_ok(&keys.join("db.crt"), &uki_b);
+    let b_bytes = std::fs::read(&uki_b).unwrap();
+    let b_pe = slate_core::pe::Pe::parse(&b_bytes).unwrap();
+    let b_cmdline =
+        String::from_utf8_lossy(b_pe.section(&b_bytes, ".cmdline").unwrap()).into_owned();
+    assert!(b_cmdline.contains("slate.slot=b"), "{b_cmdline}");
+    assert!(
+        String::from_utf8_lossy(b_pe.section(&b_bytes, ".osrel").unwrap()).contains("SLATE_SLOT=b")
+    );
     let db = keys.join("db.crt");
     sbverify_ok(&db, &uki);
     sbverify_ok(&db, &boot);

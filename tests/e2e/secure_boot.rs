@@ -76,7 +76,7 @@ fn bad_ukis(signed: &Path, work: &Path) -> Vec<(&'static str, PathBuf)> {
 fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
     let img = image_variant("1.0.0", Variant::SecureBoot);
     let vars = secure_boot_keys().join("OVMF_VARS.fd");
-    let uki = img.dir.join("uki.efi");
+    let uki = img.dir.join("uki-a.efi");
     // The oracle: sbverify finds the image's UKI signed by the db certificate.
     run(Command::new("sbverify")
         .arg("--cert")

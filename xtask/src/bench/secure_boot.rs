@@ -75,12 +75,12 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     let (kernel, initrd, uki) = (
         size(&signed.join("vmlinuz"))?,
         size(&signed.join("initrd.img"))?,
-        size(&signed.join("uki.efi"))?,
+        size(&signed.join("uki-a.efi"))?,
     );
     let mib = |b: u64| b as f64 / 1048576.0;
     println!("\nwhat a slot boots from the ESP:");
     println!(
-        "  vmlinuz {:.2} MiB + initrd.img {:.2} MiB = {:.2} MiB; uki.efi (signed) {:.2} MiB ({:+} bytes)",
+        "  vmlinuz {:.2} MiB + initrd.img {:.2} MiB = {:.2} MiB; a slot's signed UKI {:.2} MiB ({:+} bytes)",
         mib(kernel),
         mib(initrd),
         mib(kernel + initrd),

@@ -111,24 +111,34 @@ pub fn esp_files(
             .as_deref()
             .context("the board has no uki_stub_path")?;
         let stub = from_boot_package(inp, stub_path, "uki_stub_path")?;
-        let version = inp.version.to_string();
-        let os_release = uki::os_release(
-            &inp.spec.spec.name,
-            &version,
-            &Slot::A.to_string(),
-            inp.security_epoch,
-        );
-        let unsigned = uki::assemble(
-            &stub,
-            &uki::UkiParts {
-                kernel: &inp.kernel.vmlinuz,
-                initrd,
-                cmdline: &cmdline,
-                os_release: &os_release,
-            },
-            &scratch.join("uki"),
-        )?;
-        let signed = uki::sign(&unsigned, pair, &scratch.join("uki"))?;
+        // One UKI per slot: the slot is part of the signed command line, so the image's
+        // bundles carry both and a device installs the one for its idle slot.
+        let mut ukis = Vec::new();
+        for slot in [Slot::A, Slot::B] {
+            let cmdline = BootParams {
+                slot,
+                verity: verity.clone(),
+            }
+            .options(options);
+            let os_release = uki::os_release(
+                &inp.spec.spec.name,
+                &inp.version.to_string(),
+                &slot.to_string(),
+                inp.security_epoch,
+            );
+            let work = scratch.join(format!("uki-{slot}"));
+            let unsigned = uki::assemble(
+                &stub,
+                &uki::UkiParts {
+                    kernel: &inp.kernel.vmlinuz,
+                    initrd,
+                    cmdline: &cmdline,
+                    os_release: &os_release,
+                },
+                &work,
+            )?;
+            ukis.push((slot, uki::sign(&unsigned, pair, &work)?));
+        }
         let boot_efi = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
         let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
         return Ok(EspFiles {
@@ -140,10 +150,10 @@ pub fn esp_files(
                 loader,
                 EspFile {
                     path: name.path(),
-                    bytes: signed.clone(),
+                    bytes: ukis[0].1.clone(),
                 },
             ],
-            uki: Some(signed),
+            ukis,
         });
     }
     let entry = Entry {
@@ -174,7 +184,7 @@ pub fn esp_files(
                 bytes: initrd.to_vec(),
             },
         ],
-        uki: None,
+        ukis: Vec::new(),
     })
 }
 
@@ -182,6 +192,7 @@ pub fn esp_files(
 pub struct EspFiles {
     /// The ESP's files.
     pub files: Vec<EspFile>,
-    /// Slot A's signed UKI, for a Secure Boot image (also an output: bundles carry it).
-    pub uki: Option<Vec<u8>>,
+    /// A Secure Boot image's signed UKIs, one per slot (slot A's is on the ESP); outputs
+    /// `uki-a.efi` and `uki-b.efi`, what its bundles carry.
+    pub ukis: Vec<(Slot, Vec<u8>)>,
 }

@@ -423,8 +423,8 @@ fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {
 
     let options = boot::options(inp);
     let esp = boot::esp_files(inp, &root.info, &options, &initrd, &scratch)?;
-    if let Some(uki) = &esp.uki {
-        std::fs::write(inp.dir.join(report::UKI_OUTPUT), uki)?;
+    for (slot, uki) in &esp.ukis {
+        std::fs::write(inp.dir.join(report::uki_output(*slot)), uki)?;
     }
     let disk = disk::write(inp, table, &root, &esp.files, &data_img, &scratch, t)?;
     std::fs::remove_dir_all(&scratch)?;

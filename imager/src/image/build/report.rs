@@ -109,14 +109,23 @@ pub const OUTPUTS: [&str; 5] = [
     "disk.img.bmap",
 ];
 
-/// The output of a Secure Boot build besides [`OUTPUTS`]: slot A's signed Unified Kernel
-/// Image (what its bundles carry instead of `vmlinuz` and `initrd.img`).
-pub const UKI_OUTPUT: &str = "uki.efi";
+/// The outputs of a Secure Boot build besides [`OUTPUTS`]: the signed Unified Kernel Image
+/// of each slot (the slot is in its signed command line), what its bundles carry instead of
+/// `vmlinuz` and `initrd.img`.
+pub const UKI_OUTPUTS: [&str; 2] = ["uki-a.efi", "uki-b.efi"];
+
+/// The UKI output of `slot`.
+pub fn uki_output(slot: slate_core::layout::Slot) -> &'static str {
+    match slot {
+        slate_core::layout::Slot::A => UKI_OUTPUTS[0],
+        slate_core::layout::Slot::B => UKI_OUTPUTS[1],
+    }
+}
 
 /// Hashes the outputs in `dir`, one thread per file (disk.img, the largest, sets the pace).
 pub fn hash_outputs(dir: &Path) -> Result<Vec<OutputReport>> {
-    let uki = dir.join(UKI_OUTPUT).is_file().then_some(UKI_OUTPUT);
-    let names: Vec<&str> = OUTPUTS.iter().copied().chain(uki).collect();
+    let ukis = UKI_OUTPUTS.into_iter().filter(|n| dir.join(n).is_file());
+    let names: Vec<&str> = OUTPUTS.iter().copied().chain(ukis).collect();
     std::thread::scope(|s| {
         let jobs: Vec<_> = names
             .iter()
