@@ -39,6 +39,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "qemu-efi-aarch64",
     "gcc-aarch64-linux-gnu",
+    // Its C library headers: only a Recommends of the compiler, which --no-install-recommends
+    // leaves out, and AWS-LC's C needs them (a fresh machine failed on sys/types.h).
+    "libc6-dev-arm64-cross",
     // Secure Boot images: sbsign and sbverify (signing UKIs and systemd-boot; the tests'
     // oracle), sbattach (the tests' unsigned UKI).
     "sbsigntool",
