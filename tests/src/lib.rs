@@ -17,6 +17,7 @@ pub mod channel;
 pub mod corpus;
 pub mod disk;
 pub mod faultproxy;
+mod once;
 mod operator;
 mod variant;
 
@@ -45,12 +46,15 @@ pub fn agent_dir_for(hooks: bool) -> &'static Path {
 
 /// [`agent_dir_for`] for a board's architecture (arm64's is cross-compiled).
 pub fn agent_dir_built(arch: slate_core::layout::Arch, hooks: bool) -> &'static Path {
-    type Built = (slate_core::layout::Arch, bool, &'static Path);
-    static DIRS: std::sync::Mutex<Vec<Built>> = std::sync::Mutex::new(Vec::new());
-    let mut dirs = DIRS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, d)) = dirs.iter().find(|(a, h, _)| *a == arch && *h == hooks) {
-        return d;
-    }
+    static DIRS: once::PerKey<(slate_core::layout::Arch, bool), PathBuf> = once::PerKey::new();
+    DIRS.get((arch, hooks), || build_agent(arch, hooks))
+}
+
+/// One cargo build of the device binaries, copied out of the shared target folder. Builds
+/// take turns: each overwrites the same files there, which must be copied before the next.
+fn build_agent(arch: slate_core::layout::Arch, hooks: bool) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let target = workspace().join("target/e2e-agent");
     let triple = slate_imager::agentbin::target_for(arch);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -97,8 +101,6 @@ pub fn agent_dir_built(arch: slate_core::layout::Arch, hooks: bool) -> &'static 
     for b in ["slate-init", "slated"] {
         std::fs::copy(built.join(b), out.join(b)).expect("copying the agent");
     }
-    let out: &'static Path = Box::leak(out.into_boxed_path());
-    dirs.push((arch, hooks, out));
     out
 }
 
@@ -209,18 +211,21 @@ fn image_built(
     security_epoch: u64,
     hooks: bool,
 ) -> &'static Image {
-    type Built = (String, Variant, u64, bool, &'static Image);
-    static IMAGES: std::sync::Mutex<Vec<Built>> = std::sync::Mutex::new(Vec::new());
-    let mut images = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, _, _, img)) = images.iter().find(|(v, w, e, h, _)| {
-        v == version && *w == variant && *e == security_epoch && *h == hooks
-    }) {
-        return img;
-    }
-    // Test images are the demo spec with the harness's cut points enabled (never in
-    // production images), and for FailingHealth a check that always fails.
+    static IMAGES: once::PerKey<(String, Variant, u64, bool), Image> = once::PerKey::new();
+    IMAGES.get(
+        (version.to_string(), variant, security_epoch, hooks),
+        || build_image(version, variant, security_epoch, hooks),
+    )
+}
+
+/// One build of a test image: the demo spec with the harness's cut points enabled (never in
+/// production images), changed as the variant asks ([`Variant::spec`]). Each key has its own
+/// spec and output folders, so builds of different keys may run at once.
+fn build_image(version: &str, variant: Variant, security_epoch: u64, hooks: bool) -> Image {
     let kind = if hooks { "hooks" } else { "production" };
-    let dir = workspace().join(format!("target/e2e-specs/{variant:?}-{kind}"));
+    let dir = workspace().join(format!(
+        "target/e2e-specs/{version}-{variant:?}-epoch{security_epoch}-{kind}"
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("spec dir");
     let ok = Command::new("cp")
@@ -262,9 +267,7 @@ fn image_built(
     let report = build::build(&opts).unwrap_or_else(|e| {
         panic!("building the test image {version}: {e:#} (run `cargo xtask deps` first)")
     });
-    let img: &'static Image = Box::leak(Box::new(Image { dir: out, report }));
-    images.push((version.to_string(), variant, security_epoch, hooks, img));
-    img
+    Image { dir: out, report }
 }
 
 /// The demo image at `version`.
@@ -275,15 +278,14 @@ pub fn image(version: &str) -> &'static Image {
 /// A bundle of `img` (at the image's security epoch) signed by both trusted keys, made once
 /// per image.
 pub fn bundle(img: &Image) -> PathBuf {
-    static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    static MADE: once::PerKey<PathBuf, PathBuf> = once::PerKey::new();
     let name = img
         .dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let out = img.dir.with_file_name(format!("{name}.slate"));
-    if !made.contains(&out) {
+    MADE.get(out.clone(), || {
         slate_imager::bundle::make(
             &img.dir,
             &[keys().k1.clone(), keys().k2.clone()],
@@ -292,9 +294,9 @@ pub fn bundle(img: &Image) -> PathBuf {
             &out,
         )
         .expect("making a bundle");
-        made.push(out.clone());
-    }
-    out
+        out
+    })
+    .clone()
 }
 
 /// A bundle taken apart, for crafting hostile variants.
