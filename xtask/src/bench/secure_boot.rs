@@ -36,7 +36,7 @@ fn first_boot(image: &Path, work: &Path, vars: Option<&PathBuf>) -> Result<BootT
 fn row(name: &str, runs: &[BootTimes]) {
     let med = |f: &dyn Fn(&BootTimes) -> Option<f64>| median(runs.iter().filter_map(f).collect());
     println!(
-        "  {name:<44} {} {} {}",
+        "  {name:<46} {} {} {}",
         cell(med(&|t| t.firmware), 8),
         cell(med(&|t| t.stage1), 8),
         cell(med(&|t| t.healthy), 8)
@@ -66,7 +66,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     }
     println!("\nfirst boot of the demo on the dev VM, median of {rounds} (s since QEMU start, host clock)");
     println!(
-        "  {:<44} {:>8} {:>8} {:>8}",
+        "  {:<46} {:>8} {:>8} {:>8}",
         "image and firmware", "firmware", "stage 1", "healthy"
     );
     row("plain (.conf entry), OVMF", &off);
