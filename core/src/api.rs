@@ -395,11 +395,16 @@ mod tests {
             r#""last_attempt":{"version":"1.1.0","slot":"b","outcome":"rolled-back","#,
             r#""reason":"health check failed: web: HTTP 500","security_epoch":2,"at":1700000000},"#,
             r#""last_refusal":null,"failed":[{"version":"1.1.0","reason":"x"}],"boots":3,"#,
-            r#""security_epoch":1,"installing":false}"#
+            r#""security_epoch":1,"installing":false,"secure_boot":true,"#,
+            r#""built_for_secure_boot":true}"#
         );
         assert_eq!(got, want);
         let back: Status = serde_json::from_str(want).unwrap();
         assert_eq!(back, sample_status());
+        // A status from an agent before Secure Boot reads as off.
+        let older = want.replace(r#","secure_boot":true,"built_for_secure_boot":true"#, "");
+        let back: Status = serde_json::from_str(&older).unwrap();
+        assert!(!back.secure_boot && !back.built_for_secure_boot);
     }
 
     #[test]
