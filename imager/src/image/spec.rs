@@ -159,20 +159,11 @@ pub struct ImageSpec {
     /// The update channel the device pulls from (none: only `slate push`).
     #[serde(default)]
     pub update: Option<super::update_spec::UpdateSpec>,
-    /// Build for UEFI Secure Boot: each slot boots as a Unified Kernel Image signed with this
-    /// db pair (`slate sb keygen`), and so does the boot loader.
+    /// `[secure_boot] key, cert`: build for UEFI Secure Boot, each slot a Unified Kernel Image
+    /// signed with this db pair (`slate sb keygen`; paths relative to the spec, the key never
+    /// enters the image), and the boot loader too.
     #[serde(default)]
-    pub secure_boot: Option<SecureBootSpec>,
-}
-
-/// `[secure_boot]`: the db signing pair, relative to the spec. The key never enters the image.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecureBootSpec {
-    /// Private key (PEM).
-    pub key: PathBuf,
-    /// Its certificate (PEM), the one enrolled in the machines' db.
-    pub cert: PathBuf,
+    pub secure_boot: Option<super::uki::SigningPair>,
 }
 
 fn default_hostname() -> String {

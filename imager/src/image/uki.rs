@@ -14,8 +14,10 @@ use slate_core::pe::{self, Pe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The db signing pair an image's UKIs and boot loader are signed with.
-#[derive(Debug, Clone)]
+/// The db signing pair an image's UKIs and boot loader are signed with (also the spec's
+/// `[secure_boot]` table).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SigningPair {
     /// Private key, PEM (PKCS#8 or PKCS#1 RSA): `sbsign --key`.
     pub key: PathBuf,

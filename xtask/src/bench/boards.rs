@@ -9,7 +9,7 @@ use super::{cell, median};
 use crate::timeline::BootTimes;
 use crate::{root, run};
 use anyhow::{bail, Context, Result};
-use slate_qemu::Vm;
+use slate_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -37,9 +37,9 @@ fn pc_spec(scratch: &Path) -> Result<PathBuf> {
     Ok(spec)
 }
 
-/// One first boot of `image`'s disk (made `size` bytes long when given) on `board`'s
-/// machine, until healthy.
-fn first_boot(image: &Path, board: &str, work: &Path, size: Option<u64>) -> Result<BootTimes> {
+/// A private copy of `image`'s disk in `work` (made `size` bytes long when given) and the dev
+/// VM's configuration for it.
+pub(super) fn vm_for(image: &Path, work: &Path, size: Option<u64>) -> Result<VmConfig> {
     std::fs::create_dir_all(work)?;
     let disk = work.join("disk.img");
     run(Command::new("cp")
@@ -50,7 +50,14 @@ fn first_boot(image: &Path, board: &str, work: &Path, size: Option<u64>) -> Resu
         let f = std::fs::OpenOptions::new().write(true).open(&disk)?;
         f.set_len(size)?;
     }
-    let mut cfg = crate::dev_vm(&disk, work)?;
+    crate::dev_vm(&disk, work)
+}
+
+/// One first boot of `image`'s disk (made `size` bytes long when given) on `board`'s
+/// machine, until healthy.
+fn first_boot(image: &Path, board: &str, work: &Path, size: Option<u64>) -> Result<BootTimes> {
+    let mut cfg = vm_for(image, work, size)?;
+    let disk = cfg.disk.clone();
     crate::qemu::board_machine(&mut cfg, board)?;
     let mut vm = Vm::start(&cfg)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))

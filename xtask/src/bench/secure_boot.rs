@@ -5,28 +5,21 @@
 //! firmware's check); and the UKI's size beside the kernel and initramfs it replaces.
 
 use super::{cell, median};
+use crate::root;
 use crate::timeline::BootTimes;
-use crate::{root, run};
 use anyhow::{Context, Result};
 use slate_qemu::Vm;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// One first boot of `image`'s disk, with `vars` as the enrolled Secure Boot variables when
 /// given, until healthy.
 fn first_boot(image: &Path, work: &Path, vars: Option<&PathBuf>) -> Result<BootTimes> {
-    std::fs::create_dir_all(work)?;
-    let disk = work.join("disk.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(image.join("disk.img"))
-        .arg(&disk))?;
-    let mut cfg = crate::dev_vm(&disk, work)?;
+    let mut cfg = super::boards::vm_for(image, work, None)?;
     cfg.secure_boot_vars = vars.cloned();
     let mut vm = Vm::start(&cfg)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))
-        .with_context(|| format!("booting {}", disk.display()))?;
+        .with_context(|| format!("booting {}", cfg.disk.display()))?;
     let t = BootTimes::of(&vm);
     eprintln!("  {}", crate::timeline::boot_timings(&vm));
     vm.power_cut();

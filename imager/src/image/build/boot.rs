@@ -95,97 +95,115 @@ pub fn esp_files(
 ) -> Result<EspFiles> {
     let b = &inp.board.board;
     let boot_efi = from_boot_package(inp, &b.bootloader_path, "bootloader_path")?;
-    let cmdline = BootParams {
-        slot: Slot::A,
-        verity: verity.clone(),
-    }
-    .options(options);
-    let loader = EspFile {
-        path: "loader/loader.conf".into(),
-        bytes: LOADER_CONF.into(),
-    };
-    let fallback_path = format!("EFI/BOOT/{}", b.arch.default_efi_name());
-    if let Some(pair) = inp.secure_boot {
-        let stub_path = b
-            .uki_stub_path
-            .as_deref()
-            .context("the board has no uki_stub_path")?;
-        let stub = from_boot_package(inp, stub_path, "uki_stub_path")?;
-        // One UKI per slot: the slot is part of the signed command line, so the image's
-        // bundles carry both and a device installs the one for its idle slot.
-        let mut ukis = Vec::new();
-        for slot in [Slot::A, Slot::B] {
-            let cmdline = BootParams {
-                slot,
-                verity: verity.clone(),
-            }
-            .options(options);
-            let os_release = uki::os_release(
-                &inp.spec.spec.name,
-                &inp.version.to_string(),
-                &slot.to_string(),
-                inp.security_epoch,
-            );
-            let work = scratch.join(format!("uki-{slot}"));
-            let unsigned = uki::assemble(
-                &stub,
-                &uki::UkiParts {
-                    kernel: &inp.kernel.vmlinuz,
-                    initrd,
-                    cmdline: &cmdline,
-                    os_release: &os_release,
-                },
-                &work,
-            )?;
-            ukis.push((slot, uki::sign(&unsigned, pair, &work)?));
+    let (boot_efi, entry_files, ukis) = match inp.secure_boot {
+        Some(pair) => {
+            let ukis = signed_ukis(inp, pair, verity, options, initrd, scratch)?;
+            let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
+            let entry = EspFile {
+                path: name.path(),
+                bytes: ukis[0].1.clone(),
+            };
+            let boot_efi = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
+            (boot_efi, vec![entry], ukis)
         }
-        let boot_efi = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
-        let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
-        return Ok(EspFiles {
-            files: vec![
-                EspFile {
-                    path: fallback_path,
-                    bytes: boot_efi,
-                },
-                loader,
-                EspFile {
-                    path: name.path(),
-                    bytes: ukis[0].1.clone(),
-                },
-            ],
-            ukis,
-        });
-    }
+        None => (
+            boot_efi,
+            conf_entry_files(inp, verity, options, initrd),
+            Vec::new(),
+        ),
+    };
+    let mut files = vec![
+        EspFile {
+            path: format!("EFI/BOOT/{}", b.arch.default_efi_name()),
+            bytes: boot_efi,
+        },
+        EspFile {
+            path: "loader/loader.conf".into(),
+            bytes: LOADER_CONF.into(),
+        },
+    ];
+    files.extend(entry_files);
+    Ok(EspFiles { files, ukis })
+}
+
+/// Slot A's `.conf` entry, kernel and initramfs.
+fn conf_entry_files(
+    inp: &Inputs<'_>,
+    verity: &VerityInfo,
+    options: &str,
+    initrd: &[u8],
+) -> Vec<EspFile> {
     let entry = Entry {
         title: format!("{} {} (slot a)", inp.spec.spec.name, inp.version),
         version: inp.version.clone(),
         linux: Entry::kernel_path(Slot::A),
         initrd: Entry::initrd_path(Slot::A),
-        options: cmdline,
+        options: BootParams {
+            slot: Slot::A,
+            verity: verity.clone(),
+        }
+        .options(options),
     };
-    let entry_name = EntryName::good(Slot::A, inp.version.clone());
-    Ok(EspFiles {
-        files: vec![
-            EspFile {
-                path: fallback_path,
-                bytes: boot_efi,
+    vec![
+        EspFile {
+            path: EntryName::good(Slot::A, inp.version.clone()).path(),
+            bytes: entry.render().into_bytes(),
+        },
+        EspFile {
+            path: Entry::kernel_path(Slot::A).trim_start_matches('/').into(),
+            bytes: inp.kernel.vmlinuz.clone(),
+        },
+        EspFile {
+            path: Entry::initrd_path(Slot::A).trim_start_matches('/').into(),
+            bytes: initrd.to_vec(),
+        },
+    ]
+}
+
+/// One signed UKI per slot: the slot is part of the signed command line, so the image's
+/// bundles carry both and a device installs the one for its idle slot.
+fn signed_ukis(
+    inp: &Inputs<'_>,
+    pair: &uki::SigningPair,
+    verity: &VerityInfo,
+    options: &str,
+    initrd: &[u8],
+    scratch: &Path,
+) -> Result<Vec<(Slot, Vec<u8>)>> {
+    let stub_path = inp
+        .board
+        .board
+        .uki_stub_path
+        .as_deref()
+        .context("the board has no uki_stub_path")?;
+    let stub = from_boot_package(inp, stub_path, "uki_stub_path")?;
+    let mut ukis = Vec::new();
+    for slot in [Slot::A, Slot::B] {
+        let cmdline = BootParams {
+            slot,
+            verity: verity.clone(),
+        }
+        .options(options);
+        let os_release = uki::os_release(
+            &inp.spec.spec.name,
+            &inp.version.to_string(),
+            &slot.to_string(),
+            inp.security_epoch,
+        );
+        let work = scratch.join(format!("uki-{slot}"));
+        let unsigned = uki::assemble(
+            &stub,
+            &uki::UkiParts {
+                kernel: &inp.kernel.vmlinuz,
+                initrd,
+                cmdline: &cmdline,
+                os_release: &os_release,
             },
-            loader,
-            EspFile {
-                path: entry_name.path(),
-                bytes: entry.render().into_bytes(),
-            },
-            EspFile {
-                path: Entry::kernel_path(Slot::A).trim_start_matches('/').into(),
-                bytes: inp.kernel.vmlinuz.clone(),
-            },
-            EspFile {
-                path: Entry::initrd_path(Slot::A).trim_start_matches('/').into(),
-                bytes: initrd.to_vec(),
-            },
-        ],
-        ukis: Vec::new(),
-    })
+            &work,
+        )?;
+        ukis.push((slot, uki::sign(&unsigned, pair, &work)?));
+    }
+    Ok(ukis)
 }
 
 /// What [`esp_files`] made.
