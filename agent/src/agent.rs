@@ -51,6 +51,9 @@ pub struct Agent {
     pub trust: Option<Trust>,
     /// The mounted ESP, if it mounted.
     pub esp: Option<Esp>,
+    /// A Secure Boot image's db key (`RSAPublicKey`, DER), which a bundle's UKIs must be
+    /// signed by, or why it could not be read; None for an image that boots `.conf` entries.
+    pub secure_boot_db: Option<Result<Vec<u8>, String>>,
     /// Persistent state.
     pub state: Mutex<State>,
     /// What /v1/status shows.
@@ -170,6 +173,12 @@ impl Agent {
             secure_boot: crate::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
         };
+        let secure_boot_db = image.secure_boot.then(|| {
+            crate::secure_boot::db_key().map_err(|e| {
+                marker::warn(format!("{e:#}; updates are refused"));
+                format!("{e:#}")
+            })
+        });
         if image.secure_boot && !status.secure_boot {
             marker::warn(
                 "this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated",
@@ -182,6 +191,7 @@ impl Agent {
             checks,
             trust,
             esp,
+            secure_boot_db,
             state: Mutex::new(st),
             status: Mutex::new(status),
             channel: Mutex::new(None),
@@ -375,9 +385,6 @@ impl Agent {
             return Err(Refusal::Busy.into());
         }
         let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
-        if self.image.secure_boot {
-            return Err(Refusal::SecureBootImage.into());
-        }
         let facts = {
             let st = lock(&self.state);
             DeviceFacts {
@@ -411,6 +418,10 @@ impl Agent {
             running_on_trial,
             force,
             staging: std::path::PathBuf::from(STAGING),
+            secure_boot_db: self
+                .secure_boot_db
+                .as_ref()
+                .map(|k| k.as_deref().map_err(Clone::clone)),
             checkpoint,
         };
         if checkpoint.is_none() {

@@ -35,6 +35,21 @@ fn repair(dev: &str) -> Result<Repairs> {
     Ok(found)
 }
 
+/// Removes the temporary files (`<prefix>….tmp`) in `dir` that a cut left; true when there
+/// were any. A missing folder has none.
+fn remove_temporary(dir: &Path, prefix: &str) -> Result<bool> {
+    let mut removed = false;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) && name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
 /// A mounted ESP.
 #[derive(Debug, Clone)]
 pub struct Esp {
@@ -140,7 +155,8 @@ impl Esp {
     }
 
     /// Removes every entry of `slot`: from here nothing can boot it (durable before returning).
-    /// Temporary files a cut left in the slot's folder go too.
+    /// Temporary files a cut left in the slot's folder, and the slot's temporary entries (a
+    /// UKI is about 10 MiB of the ESP), go too.
     pub fn remove_slot(&self, slot: Slot) -> Result<()> {
         self.writable(|| {
             let mut kinds = Vec::new();
@@ -149,19 +165,18 @@ impl Esp {
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
                 kinds.push(e.kind);
             }
+            let temporary_entry = format!(".slate-{slot}-");
+            for kind in [EntryKind::Conf, EntryKind::Uki] {
+                if remove_temporary(&self.entries_dir(kind), &temporary_entry)? {
+                    kinds.push(kind);
+                }
+            }
             kinds.sort();
             kinds.dedup();
             for kind in kinds {
                 sync_dir(&self.entries_dir(kind))?;
             }
-            let dir = self.root.join(format!("slate/{slot}"));
-            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    std::fs::remove_file(e.path())
-                        .with_context(|| format!("removing {}", e.path().display()))?;
-                }
-            }
+            remove_temporary(&self.root.join(format!("slate/{slot}")), ".")?;
             Ok(())
         })
     }
@@ -224,5 +239,52 @@ impl Esp {
     /// Path of a file on the ESP.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removing_a_slot_takes_its_entries_and_what_a_cut_left_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            "EFI/Linux/slate-a-1.0.0.efi",
+            "EFI/Linux/slate-b-1.1.0+1-2.efi",
+            "EFI/Linux/.slate-b-1.2.0+3.efi.tmp",
+            "EFI/Linux/.slate-a-1.3.0+3.efi.tmp",
+            "loader/entries/.slate-b-1.2.0+3.conf.tmp",
+            "loader/entries/other.conf",
+            "slate/b/.vmlinuz.tmp",
+            "slate/b/vmlinuz",
+        ];
+        for f in files {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let esp = Esp::at(dir.path());
+        esp.remove_slot(Slot::B).unwrap();
+        let left: Vec<&str> = files
+            .into_iter()
+            .filter(|f| dir.path().join(f).exists())
+            .collect();
+        assert_eq!(
+            left,
+            [
+                "EFI/Linux/slate-a-1.0.0.efi",
+                "EFI/Linux/.slate-a-1.3.0+3.efi.tmp",
+                "loader/entries/other.conf",
+                "slate/b/vmlinuz",
+            ]
+        );
+        let names: Vec<String> = esp
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(names, ["slate-a-1.0.0.efi"]);
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! 1. refuse while the running slot is on trial; verify signatures, compatibility, version,
 //!    epoch, expiry (nothing is written before this passes) and that the root image fits;
+//!    a Secure Boot image's bundle (format 2) has its UKIs read and checked here too
+//!    ([`crate::uki`]: the db signature, the signed command line);
 //! 2. delete the idle slot's boot entries (the slot is now empty: nothing boots it);
 //! 3. stream `rootfs.img` into the idle partition, hashing; fsync; drop the cache and read it
 //!    back: the verity tree and root hash must match the manifest (sha256 checked while streaming);
@@ -12,13 +14,16 @@
 //!    them to `/slate/<slot>/` on the ESP in one read-write window (temporary name, rename);
 //! 5. write the new entry `slate-<slot>-<version>+3.conf` last.
 //!
+//! On a Secure Boot image, steps 4 and 5 are one: the idle slot's signed UKI is the entry
+//! `EFI/Linux/slate-<slot>-<version>+3.efi`, written under a temporary name, synced, renamed.
+//!
 //! A failure at any step leaves the running slot and its entry untouched.
 
 use crate::esp::Esp;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::api::Marker;
-use slate_core::bootentry::{Entry, EntryName};
+use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::bundle::{BundleError, BundleReader};
 use slate_core::cmdline::BootParams;
 use slate_core::layout::Slot;
@@ -51,10 +56,24 @@ pub enum Refusal {
     /// The ESP did not mount at boot.
     #[error("the ESP is not mounted; updates are off")]
     NoEsp,
-    /// This image boots signed UKIs, and bundles carry a kernel and an initramfs that its
-    /// firmware would refuse to run: installing one would only cost a failed boot.
-    #[error("this image boots with Secure Boot (signed UKIs) and this agent cannot install bundles for it yet: a bundle's kernel and initramfs would be refused by the firmware; reflash the device with the new image")]
-    SecureBootImage,
+    /// The bundle boots its slot in another way than this image does: a kernel and an
+    /// initramfs for a Secure Boot image (its firmware would refuse them), or signed UKIs
+    /// for an image that boots `.conf` entries.
+    #[error("{}", boot_kind_message(*.bundle_ukis))]
+    BootKind {
+        /// The bundle carries UKIs (format 2).
+        bundle_ukis: bool,
+    },
+    /// A Secure Boot image whose db certificate cannot be read cannot check a UKI.
+    #[error("this Secure Boot image cannot read its db certificate ({why}), so it cannot check a bundle's UKIs and refuses every update")]
+    NoSecureBootCert {
+        /// What went wrong.
+        why: String,
+    },
+    /// A UKI the firmware would refuse, or whose command line or version is not the
+    /// manifest's: refused before anything was written.
+    #[error("{0}; nothing was written")]
+    Uki(#[from] slate_core::uki::UkiError),
     /// The archive is malformed, truncated or out of order (the error names the byte offset).
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -117,13 +136,23 @@ impl Refusal {
             Refusal::Busy => "busy",
             Refusal::NoTrust => "no-trust",
             Refusal::NoEsp => "no-esp",
-            Refusal::SecureBootImage => "secure-boot-image",
+            Refusal::BootKind { .. } => "boot-kind",
+            Refusal::NoSecureBootCert { .. } => "no-secure-boot-cert",
+            Refusal::Uki(_) => "uki",
             Refusal::Bundle(_) => "bundle",
             Refusal::Manifest(_) => "manifest",
             Refusal::DigestMismatch { .. } => "digest-mismatch",
             Refusal::TooLarge { .. } => "too-large",
             Refusal::Stalled { .. } => "stalled",
         }
+    }
+}
+
+fn boot_kind_message(bundle_ukis: bool) -> &'static str {
+    if bundle_ukis {
+        "the bundle carries signed UKIs (manifest format 2, for Secure Boot images), and this image boots a kernel and an initramfs: make the bundle from a build without [secure_boot]"
+    } else {
+        "this image boots signed UKIs (Secure Boot), and the bundle carries a kernel and an initramfs its firmware would refuse: make the bundle from a build with the image's db key (`slate build --secure-boot-key --secure-boot-cert`)"
     }
 }
 
@@ -167,6 +196,10 @@ pub struct Installer<'a> {
     /// A folder outside the ESP where kernel and initrd are checked before they are copied in
     /// (emptied before and after each install).
     pub staging: std::path::PathBuf,
+    /// A Secure Boot image: the public key of its db certificate (`RSAPublicKey`, DER) that
+    /// a bundle's UKIs must be signed by, or why it could not be read. None for an image that
+    /// boots `.conf` entries.
+    pub secure_boot_db: Option<Result<&'a [u8], String>>,
     /// Told, every [`CHECKPOINT_BYTES`] of the root image, the bundle offset of its first byte
     /// and how many of its bytes are now synced into the idle slot (a pull's resume state).
     pub checkpoint: Option<&'a Checkpoint<'a>>,
@@ -204,7 +237,7 @@ fn failed(e: anyhow::Error) -> InstallError {
     InstallError::Failed(e)
 }
 
-fn expect_artifact<R: Read>(
+pub(crate) fn expect_artifact<R: Read>(
     r: &mut BundleReader<R>,
     a: &manifest::Artifact,
 ) -> Result<(), InstallError> {
@@ -240,10 +273,19 @@ pub fn install<R: Read>(
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
     drop(span);
+    if m.carries_ukis() != inst.secure_boot_db.is_some() {
+        return Err(Refusal::BootKind {
+            bundle_ukis: m.carries_ukis(),
+        }
+        .into());
+    }
     let idle = inst.running.other();
     let dev = crate::partitions::find(idle.label()).map_err(failed)?;
-    // Manifest::parse guarantees the three artifacts, and verity parameters on the root.
-    let rootfs = m.artifacts[0].clone();
+    // Manifest::parse guarantees the root image, with verity parameters.
+    let rootfs = m
+        .rootfs()
+        .cloned()
+        .ok_or_else(|| failed(anyhow!("a parsed manifest without rootfs.img")))?;
     let verity = rootfs
         .verity
         .clone()
@@ -270,6 +312,13 @@ pub fn install<R: Read>(
         slot: idle,
         device: dev.clone(),
     });
+
+    // A Secure Boot bundle's UKIs come first and are checked before anything is written.
+    let uki = match inst.secure_boot_db.as_ref() {
+        Some(Ok(key)) => Some(crate::uki::take(&mut r, &m, idle, key)?),
+        Some(Err(why)) => return Err(Refusal::NoSecureBootCert { why: why.clone() }.into()),
+        None => None,
+    };
 
     // The root image's archive header comes before the first write too: a bundle whose
     // entries are out of order or disguised is refused with the fallback slot untouched.
@@ -325,6 +374,17 @@ pub fn install<R: Read>(
     crate::hooks::cut_point("slot-written");
     let mut written = rootfs.size;
 
+    let name = EntryName::trial(idle, m.version.clone(), TRIES);
+    if let Some(uki) = uki {
+        // 4–5. The signed UKI is the entry: written under a temporary name, synced, renamed.
+        r.expect_end()?;
+        let name = name.with_kind(EntryKind::Uki);
+        let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
+        crate::uki::write_entry(inst.esp, &name, &uki).map_err(failed)?;
+        written += uki.len() as u64;
+        return Ok(finish(inst, m, idle, name, written, started));
+    }
+
     // 4. Kernel and initrd: streamed into the staging folder on /data and checked there, then
     //    copied onto the ESP in one short read-write window, so a slow or stalled client never
     //    holds the ESP writable (a power cut then could leave it dirty).
@@ -335,7 +395,7 @@ pub fn install<R: Read>(
         .with_context(|| format!("creating {}", staging.display()))
         .map_err(failed)?;
     let mut staged = Vec::new();
-    for a in m.artifacts[1..].iter().cloned() {
+    for a in m.boot_artifacts().cloned() {
         let name = a.name.as_str();
         tracing::debug!(artifact = name, bytes = a.size, "staging");
         expect_artifact(&mut r, &a)?;
@@ -386,9 +446,20 @@ pub fn install<R: Read>(
         initrd: Entry::initrd_path(idle),
         options: BootParams { slot: idle, verity }.options(&m.options),
     };
-    let name = EntryName::trial(idle, m.version.clone(), TRIES);
     let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
     inst.esp.write_entry(&name, &entry).map_err(failed)?;
+    Ok(finish(inst, m, idle, name, written, started))
+}
+
+/// After the entry is written: an older version is booted next by a one-shot choice.
+fn finish(
+    inst: &Installer<'_>,
+    m: Manifest,
+    idle: Slot,
+    name: EntryName,
+    written: u64,
+    started: Instant,
+) -> Installed {
     if m.version <= inst.facts.version {
         // Not newer: systemd-boot's version order would boot the running entry again.
         if let Err(e) = crate::efivar::set_one_shot(&name.to_string()) {
@@ -403,12 +474,12 @@ pub fn install<R: Read>(
         "install complete"
     );
     crate::hooks::cut_point("entry-written");
-    Ok(Installed {
+    Installed {
         manifest: m,
         slot: idle,
         bytes_written: written,
         seconds: started.elapsed().as_secs_f64(),
-    })
+    }
 }
 
 /// Drops the slot's cached pages and reads it back from the disk: the verity tree of its data

@@ -34,6 +34,7 @@ pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod throttle;
+pub mod uki;
 pub mod watchdog;
 
 /// Locks a mutex, taking over from a holder that panicked: every value the agent keeps behind

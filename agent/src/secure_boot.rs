@@ -43,6 +43,29 @@ pub fn lockdown() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The public key of a Secure Boot image's db certificate ([`slate_core::config::paths::SECURE_BOOT_DB`]),
+/// as an `RSAPublicKey` (DER): a bundle's UKIs must be signed by it, since the firmware
+/// refuses anything else.
+pub fn db_key() -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let path = format!("/{}", slate_core::config::paths::SECURE_BOOT_DB);
+    let pem = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let cert = CertificateDer::from_pem_slice(&pem)
+        .map_err(|e| anyhow::anyhow!("{path}: not a PEM certificate: {e}"))?;
+    let key = slate_core::authenticode::rsa_public_key(&cert).with_context(|| path.clone())?;
+    Ok(key.to_vec())
+}
+
+/// RSA PKCS#1 v1.5 with SHA-256, as the firmware checks a UKI's signature
+/// ([`slate_core::authenticode::RsaVerify`]), on AWS-LC.
+pub fn rsa_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,9 @@
 //! ```text
 //! [512 header "manifest.toml"][data, padded to 512]
 //! [512 header "manifest.sig" ][data, padded to 512]
-//! [512 header "rootfs.img"   ][data, padded to 512]
-//! [512 header "vmlinuz"      ][data, padded to 512]
-//! [512 header "initrd.img"   ][data, padded to 512]
+//! [512 header "rootfs.img"   ][data, padded to 512]     format 1: rootfs.img, vmlinuz,
+//! [512 header "vmlinuz"      ][data, padded to 512]     initrd.img; format 2: uki-a.efi,
+//! [512 header "initrd.img"   ][data, padded to 512]     uki-b.efi, rootfs.img
 //! [1024 zero bytes]
 //! ustar header: name[100] mode[8] uid[8] gid[8] size[12] mtime[12] chksum[8] typeflag[1]
 //!               linkname[100] magic "ustar\0" version "00" uname[32] gname[32] devmajor[8]
@@ -52,7 +52,7 @@ pub enum BundleError {
         why: String,
     },
     /// Entries are missing, extra, renamed or out of order.
-    #[error("tar entry at byte {offset} is {found:?}; expected {expected:?} (a bundle holds manifest.toml, manifest.sig, rootfs.img, vmlinuz, initrd.img in that order)")]
+    #[error("tar entry at byte {offset} is {found:?}; expected {expected:?} (a bundle holds manifest.toml, manifest.sig, then the manifest's artifacts in its order)")]
     UnexpectedEntry {
         /// Header offset.
         offset: u64,

@@ -35,6 +35,9 @@ pub mod paths {
     pub const TRUST: &str = "etc/slate/trust.toml";
     /// The operator CA's certificate(s), which authorise requests to the agent.
     pub const OPERATORS: &str = "etc/slate/operators.pem";
+    /// A Secure Boot image's db certificate (PEM, public): a bundle's UKIs must be signed by
+    /// it, or the firmware would refuse to boot them.
+    pub const SECURE_BOOT_DB: &str = "etc/slate/secure-boot-db.crt";
     /// Update channel settings (`[update]` in the spec).
     pub const UPDATE: &str = "etc/slate/update.toml";
     /// The channel's TUF root of trust (`[update] channel_root`).

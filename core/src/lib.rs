@@ -41,6 +41,7 @@ pub mod manifest;
 pub mod num;
 pub mod pe;
 pub mod slots;
+pub mod uki;
 pub mod verity;
 pub mod version;
 

@@ -190,6 +190,10 @@ enum Command {
         /// The device's security epoch.
         #[arg(long, default_value_t = 0)]
         security_epoch: u64,
+        /// The db certificate (PEM) of a Secure Boot image: its bundles' UKIs must be signed
+        /// by it (needed for such bundles).
+        #[arg(long, value_name = "DB_CRT")]
+        secure_boot_cert: Option<PathBuf>,
         /// The bundle.
         bundle: PathBuf,
     },
@@ -498,6 +502,7 @@ fn run(cli: Cli) -> Result<()> {
             trust,
             against,
             security_epoch,
+            secure_boot_cert,
             bundle: path,
         } => {
             let text = std::fs::read_to_string(&trust)
@@ -507,7 +512,7 @@ fn run(cli: Cli) -> Result<()> {
             let facts = against
                 .map(|d| bundle::facts_from_build(&d, security_epoch, Vec::new()))
                 .transpose()?;
-            let m = bundle::verify(&path, &t, facts.as_ref())
+            let m = bundle::verify(&path, &t, facts.as_ref(), secure_boot_cert.as_deref())
                 .with_context(|| format!("{} is refused", path.display()))?;
             println!(
                 "{}: OK ({} {} for {})",

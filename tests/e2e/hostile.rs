@@ -332,7 +332,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
             case.name,
             case.expect
         );
-        let offline = slate_imager::bundle::verify(&path, &k.trust, Some(&facts));
+        let offline = slate_imager::bundle::verify(&path, &k.trust, Some(&facts), None);
         assert!(
             offline.is_err(),
             "slate verify accepted the bundle with {}",
@@ -445,7 +445,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     a_flood_and_a_trickle_do_not_stop_the_agent(&mut vm, &good);
 
     // The next good update still works (and slate verify agrees it is good).
-    slate_imager::bundle::verify(&good, &k.trust, Some(&facts)).unwrap();
+    slate_imager::bundle::verify(&good, &k.trust, Some(&facts), None).unwrap();
     let p = push::push(
         &url,
         &good,

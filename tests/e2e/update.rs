@@ -181,7 +181,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
         now: slate_imager::bundle::now(),
     };
     let offline =
-        slate_imager::bundle::verify(&epoch_low, &keys().trust, Some(&facts)).unwrap_err();
+        slate_imager::bundle::verify(&epoch_low, &keys().trust, Some(&facts), None).unwrap_err();
     assert!(
         format!("{offline:#}").contains("security epoch"),
         "{offline:#}"

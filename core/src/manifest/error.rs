@@ -1,7 +1,7 @@
 //! Why a manifest, a signature file or a trust file was refused: one error type for the
 //! manifest's family of files, so a refusal names the file and field at fault.
 
-use super::format::{ARTIFACTS, FORMAT};
+use super::format::{FORMAT, FORMAT_UKI};
 use crate::version::Version;
 
 /// Why a manifest, signature file or trust file was refused.
@@ -26,11 +26,20 @@ pub enum ManifestError {
         max: u64,
     },
     /// A format this code does not know.
-    #[error("manifest format {0} is not supported (this agent reads format {FORMAT})")]
+    #[error(
+        "manifest format {0} is not supported (this agent reads formats {FORMAT} and {FORMAT_UKI})"
+    )]
     Format(u32),
     /// Artifact list is not the expected one.
-    #[error("manifest artifacts must be exactly {ARTIFACTS:?} in that order, with verity parameters on rootfs.img: {0}")]
-    Artifacts(String),
+    #[error("a format-{format} manifest's artifacts must be exactly {expected:?} in that order, with verity parameters on rootfs.img alone: {why}")]
+    Artifacts {
+        /// The manifest's format.
+        format: u32,
+        /// The artifacts that format carries.
+        expected: [&'static str; 3],
+        /// What is wrong.
+        why: String,
+    },
     /// Too few good signatures from trusted keys.
     #[error("{good} valid signature(s) from trusted keys, {threshold} required ({detail})")]
     Threshold {

@@ -7,14 +7,24 @@ use crate::verity::VerityInfo;
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
 
-/// The only manifest format this code reads.
+/// The manifest format of bundles for images that boot a kernel and an initramfs through a
+/// `.conf` entry.
 pub const FORMAT: u32 = 1;
+/// The manifest format of bundles for Secure Boot images: each slot boots a signed Unified
+/// Kernel Image, so the bundle carries one per slot (the slot and the root hash are in its
+/// signed command line) instead of a kernel and an initramfs.
+pub const FORMAT_UKI: u32 = 2;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST: u64 = 64 * 1024;
 /// Largest signature file accepted.
 pub const MAX_SIGNATURES: u64 = 16 * 1024;
-/// The artifacts a bundle carries, in bundle order after the manifest and its signatures.
+/// The artifacts a format-1 bundle carries, in bundle order after the manifest and its
+/// signatures.
 pub const ARTIFACTS: [&str; 3] = ["rootfs.img", "vmlinuz", "initrd.img"];
+/// The artifacts a format-2 bundle carries. The UKIs come first: a device stages and checks
+/// them (signature, command line) before it writes a byte of the root image, so a bundle its
+/// firmware would refuse leaves the idle slot as it was.
+pub const UKI_ARTIFACTS: [&str; 3] = ["uki-a.efi", "uki-b.efi", "rootfs.img"];
 /// Largest kernel or initrd accepted (the ESP holds two of each).
 pub const MAX_BOOT_ARTIFACT: u64 = 64 << 20;
 
@@ -83,41 +93,58 @@ impl Manifest {
             file: "manifest.toml",
             why: e.message().to_string(),
         })?;
-        if head.format != FORMAT {
-            return Err(ManifestError::Format(head.format));
-        }
+        let expected = match head.format {
+            FORMAT => ARTIFACTS,
+            FORMAT_UKI => UKI_ARTIFACTS,
+            other => return Err(ManifestError::Format(other)),
+        };
         let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
             file: "manifest.toml",
             why: e.message().to_string(),
         })?;
         let names: Vec<&str> = m.artifacts.iter().map(|a| a.name.as_str()).collect();
-        if names != ARTIFACTS
-            || m.artifacts[0].verity.is_none()
-            || m.artifacts[1..].iter().any(|a| a.verity.is_some())
-        {
-            return Err(ManifestError::Artifacts(format!("got {names:?}")));
+        let verity_only_on_root = m
+            .artifacts
+            .iter()
+            .all(|a| a.verity.is_some() == (a.name == ROOTFS));
+        if names != expected || !verity_only_on_root {
+            return Err(ManifestError::Artifacts {
+                format: m.format,
+                expected,
+                why: format!("got {names:?}"),
+            });
         }
-        if let Some(info) = &m.artifacts[0].verity {
-            if info.image_size() != m.artifacts[0].size {
-                return Err(ManifestError::Artifacts(format!(
-                    "rootfs.img size {} does not match its verity layout ({} bytes)",
-                    m.artifacts[0].size,
-                    info.image_size()
-                )));
+        if let Some((root, info)) = m.rootfs().and_then(|r| Some((r, r.verity.as_ref()?))) {
+            if info.image_size() != root.size {
+                return Err(ManifestError::Artifacts {
+                    format: m.format,
+                    expected,
+                    why: format!(
+                        "rootfs.img size {} does not match its verity layout ({} bytes)",
+                        root.size,
+                        info.image_size()
+                    ),
+                });
             }
         }
-        for a in &m.artifacts {
-            if a.name != "rootfs.img" && a.size > MAX_BOOT_ARTIFACT {
-                return Err(ManifestError::Artifacts(format!(
-                    "{} is {} bytes, over the {MAX_BOOT_ARTIFACT} limit",
-                    a.name, a.size
-                )));
+        for a in m.boot_artifacts() {
+            if a.size > MAX_BOOT_ARTIFACT {
+                return Err(ManifestError::Artifacts {
+                    format: m.format,
+                    expected,
+                    why: format!(
+                        "{} is {} bytes, over the {MAX_BOOT_ARTIFACT} limit",
+                        a.name, a.size
+                    ),
+                });
             }
         }
         if crate::cmdline::sets_slate_params(&m.options) || m.options.contains('\n') {
-            return Err(ManifestError::Artifacts(
-                "options must not set slate.slot or slate.verity".into(),
-            ));
+            return Err(ManifestError::Artifacts {
+                format: m.format,
+                expected,
+                why: "options must not set slate.slot or slate.verity".into(),
+            });
         }
         Ok(m)
     }
@@ -130,5 +157,33 @@ impl Manifest {
     /// The artifact of that name.
     pub fn artifact(&self, name: &str) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.name == name)
+    }
+
+    /// The root image ([`Manifest::parse`] guarantees exactly one, with verity parameters;
+    /// None only for a manifest made by hand).
+    pub fn rootfs(&self) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.name == ROOTFS)
+    }
+
+    /// Every artifact besides the root image, in bundle order: what the ESP gets.
+    pub fn boot_artifacts(&self) -> impl Iterator<Item = &Artifact> {
+        self.artifacts.iter().filter(|a| a.name != ROOTFS)
+    }
+
+    /// The bundle carries signed UKIs (format 2, for Secure Boot images) rather than a kernel
+    /// and an initramfs.
+    pub fn carries_ukis(&self) -> bool {
+        self.format == FORMAT_UKI
+    }
+}
+
+/// The root image's name in a bundle.
+pub const ROOTFS: &str = "rootfs.img";
+
+/// The name, in a bundle and in a build folder, of the UKI that boots `slot`.
+pub fn uki_artifact(slot: crate::layout::Slot) -> &'static str {
+    match slot {
+        crate::layout::Slot::A => UKI_ARTIFACTS[0],
+        crate::layout::Slot::B => UKI_ARTIFACTS[1],
     }
 }

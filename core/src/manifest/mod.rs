@@ -2,8 +2,10 @@
 //! file (`/etc/slate/trust.toml`) (DESIGN §7).
 //!
 //! ```text
-//! manifest.toml   format = 1, product, board, version, security_epoch, created, [expires],
+//! manifest.toml   format = 1 | 2, product, board, version, security_epoch, created, [expires],
 //!                 options (kernel command line), [[artifact]] name size sha256 [verity]
+//!                 format 1: rootfs.img, vmlinuz, initrd.img; format 2 (Secure Boot images):
+//!                 uki-a.efi, uki-b.efi, rootfs.img
 //! manifest.sig    [[signature]] key_id (16 hex), signature (128 hex: ed25519 over the exact
 //!                 bytes of manifest.toml)
 //! trust.toml      threshold = k, [[key]] id, public_key (64 hex)
@@ -20,7 +22,8 @@ mod verify;
 
 pub use error::ManifestError;
 pub use format::{
-    Artifact, Manifest, ARTIFACTS, FORMAT, MAX_BOOT_ARTIFACT, MAX_MANIFEST, MAX_SIGNATURES,
+    uki_artifact, Artifact, Manifest, ARTIFACTS, FORMAT, FORMAT_UKI, MAX_BOOT_ARTIFACT,
+    MAX_MANIFEST, MAX_SIGNATURES, ROOTFS, UKI_ARTIFACTS,
 };
 pub use signatures::{key_id, SignatureEntry, Signatures};
 pub use trust::{Trust, TrustedKey};

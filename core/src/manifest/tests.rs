@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::digest::Digest32;
+use crate::layout::Slot;
 use crate::verity::VerityInfo;
 use ed25519_dalek::{Signer, SigningKey};
 
@@ -161,8 +162,8 @@ fn good_bundle_passes_and_each_rule_refuses() {
 #[test]
 fn malformed_manifests_are_refused() {
     assert!(matches!(
-        Manifest::parse(b"format = 2\n"),
-        Err(ManifestError::Format(2))
+        Manifest::parse(b"format = 9\n"),
+        Err(ManifestError::Format(9))
     ));
     assert!(matches!(
         Manifest::parse(b"format = \"one\"\n"),
@@ -180,20 +181,69 @@ fn malformed_manifests_are_refused() {
     m.artifacts.swap(1, 2);
     assert!(matches!(
         Manifest::parse(&m.to_bytes()),
-        Err(ManifestError::Artifacts(_))
+        Err(ManifestError::Artifacts { .. })
     ));
     let mut m = manifest("1.1.0");
     m.artifacts[0].size += 4096;
     assert!(matches!(
         Manifest::parse(&m.to_bytes()),
-        Err(ManifestError::Artifacts(_))
+        Err(ManifestError::Artifacts { .. })
     ));
     let mut m = manifest("1.1.0");
     m.options = "slate.slot=a".into();
     assert!(matches!(
         Manifest::parse(&m.to_bytes()),
-        Err(ManifestError::Artifacts(_))
+        Err(ManifestError::Artifacts { .. })
     ));
+}
+
+/// The manifest of a Secure Boot image's bundle: the same root image, a signed UKI per slot.
+fn uki_manifest(version: &str) -> Manifest {
+    let mut m = manifest(version);
+    let root = m.artifacts.remove(0);
+    m.format = FORMAT_UKI;
+    for a in &mut m.artifacts {
+        a.name = if a.name == "vmlinuz" {
+            "uki-a.efi"
+        } else {
+            "uki-b.efi"
+        }
+        .into();
+    }
+    m.artifacts.push(root);
+    m
+}
+
+#[test]
+fn format_two_carries_a_uki_per_slot_before_the_root_image() {
+    let m = uki_manifest("1.1.0");
+    let parsed = Manifest::parse(&m.to_bytes()).unwrap();
+    assert!(parsed.carries_ukis());
+    assert_eq!(parsed.rootfs().map(|a| a.name.as_str()), Some(ROOTFS));
+    let boot: Vec<&str> = parsed.boot_artifacts().map(|a| a.name.as_str()).collect();
+    assert_eq!(boot, [uki_artifact(Slot::A), uki_artifact(Slot::B)]);
+    assert!(!Manifest::parse(&manifest("1.1.0").to_bytes())
+        .unwrap()
+        .carries_ukis());
+    // Each format has its own artifacts: a format-2 manifest with a kernel, or a format-1
+    // one with UKIs, is refused, as is a UKI with verity parameters or one above the limit.
+    let mut mixed = manifest("1.1.0");
+    mixed.format = FORMAT_UKI;
+    let mut wrong = uki_manifest("1.1.0");
+    wrong.format = FORMAT;
+    let mut verity = uki_manifest("1.1.0");
+    verity.artifacts[0].verity = verity.artifacts[2].verity.clone();
+    let mut huge = uki_manifest("1.1.0");
+    huge.artifacts[1].size = MAX_BOOT_ARTIFACT + 1;
+    for m in [mixed, wrong, verity, huge] {
+        let e = Manifest::parse(&m.to_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::Artifacts { .. }), "{e}");
+    }
+    let mut future = uki_manifest("1.1.0");
+    future.format = 3;
+    let e = Manifest::parse(&future.to_bytes()).unwrap_err();
+    assert_eq!(e, ManifestError::Format(3));
+    assert!(e.to_string().contains("formats 1 and 2"), "{e}");
 }
 
 /// Digests are parsed while the manifest is read, so a bad one is refused before a device

@@ -147,8 +147,9 @@ pub struct RootInputs<'a> {
     pub operators: Option<&'a Path>,
     /// Security epoch of the image.
     pub security_epoch: u64,
-    /// Built for Secure Boot (signed UKIs).
-    pub secure_boot: bool,
+    /// Built for Secure Boot (signed UKIs): the db certificate (PEM) on the host, which the
+    /// agent checks a bundle's UKIs against before it installs them.
+    pub secure_boot_cert: Option<&'a Path>,
 }
 
 /// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
@@ -256,8 +257,20 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         version: inputs.version.clone(),
         board: inputs.board.name.clone(),
         security_epoch: inputs.security_epoch,
-        secure_boot: inputs.secure_boot,
+        secure_boot: inputs.secure_boot_cert.is_some(),
     };
+    if let Some(cert) = inputs.secure_boot_cert {
+        let bytes = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        prov.files.push(FileUsed {
+            source: "secure_boot.cert".into(),
+            dest: format!("/{}", paths::SECURE_BOOT_DB),
+            sha256: slate_core::Digest32::of(&bytes),
+        });
+        tree.insert(
+            &ip(&format!("/{}", paths::SECURE_BOOT_DB)),
+            Node::bytes(bytes, 0o644),
+        )?;
+    }
     tree.insert(
         &ip(&format!("/{}", paths::IMAGE)),
         Node::bytes(toml_text(&info)?, 0o644),

@@ -120,17 +120,36 @@ pub fn sign(pe: &[u8], pair: &SigningPair, scratch: &Path) -> Result<Vec<u8>> {
 /// ([`slate_core::authenticode`]): `pe` is signed by the key of `cert_pem` (a PEM certificate,
 /// such as the db certificate an image was built with) over its current bytes.
 pub fn check(pe: &[u8], cert_pem: &[u8]) -> Result<()> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let cert = CertificateDer::from_pem_slice(cert_pem)
-        .map_err(|e| anyhow::anyhow!("reading the certificate: {e}"))?;
+    let cert = certificate_der(cert_pem)?;
     let key = slate_core::authenticode::rsa_public_key(&cert)?;
-    let rsa = |key: &[u8], message: &[u8], signature: &[u8]| {
-        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
-            .verify(message, signature)
-            .is_ok()
-    };
-    slate_core::authenticode::verify(pe, key, &rsa)?;
+    slate_core::authenticode::verify(pe, key, &ring_rsa)?;
     Ok(())
+}
+
+/// What a device checks of a bundle's UKI for `slot` ([`slate_core::uki::check`]): signed by
+/// the db certificate `cert_pem`, with the manifest's command line and version.
+pub fn check_bundle_uki(
+    pe: &[u8],
+    slot: slate_core::layout::Slot,
+    manifest: &slate_core::manifest::Manifest,
+    cert_pem: &[u8],
+) -> Result<()> {
+    let cert = certificate_der(cert_pem)?;
+    let key = slate_core::authenticode::rsa_public_key(&cert)?;
+    slate_core::uki::check(pe, slot, manifest, key, &ring_rsa)?;
+    Ok(())
+}
+
+fn certificate_der(cert_pem: &[u8]) -> Result<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| anyhow::anyhow!("reading the certificate: {e}"))
+}
+
+fn ring_rsa(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+        .verify(message, signature)
+        .is_ok()
 }
 
 /// `sbverify --cert`: the file carries an Authenticode signature by `cert` over its current

@@ -103,8 +103,15 @@ pub fn make(
         );
     }
     let security_epoch = image_epoch;
+    // A Secure Boot build's slots boot its signed UKIs, so its bundles carry those (format 2).
+    let ukis = report.has_ukis();
+    let (format, names) = if ukis {
+        (manifest::FORMAT_UKI, manifest::UKI_ARTIFACTS)
+    } else {
+        (manifest::FORMAT, manifest::ARTIFACTS)
+    };
     let mut artifacts = Vec::new();
-    for name in manifest::ARTIFACTS {
+    for name in names {
         let path = build_dir.join(name);
         let (size, sha256) = hash_file(&path)?;
         let recorded = report
@@ -118,7 +125,7 @@ pub fn make(
                 path.display()
             );
         }
-        let verity = (name == "rootfs.img").then(|| report.verity.info.clone());
+        let verity = (name == manifest::ROOTFS).then(|| report.verity.info.clone());
         artifacts.push(Artifact {
             name: name.into(),
             size,
@@ -128,7 +135,7 @@ pub fn make(
     }
     let created = now();
     let m = Manifest {
-        format: manifest::FORMAT,
+        format,
         product: report.image.name.clone(),
         board: report.image.board.clone(),
         version: report.image.version.clone(),
@@ -235,8 +242,15 @@ pub fn facts_from_build(
 
 /// Everything a device checks, offline: signatures and threshold, manifest, compatibility
 /// (when `device` is given), expiry, then every artifact's size and sha256 and the root
-/// image's verity tree and root hash.
-pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Result<Manifest> {
+/// image's verity tree and root hash. A bundle for a Secure Boot image (format 2) also needs
+/// the image's db certificate (`secure_boot_cert`, PEM): each UKI must be signed by it and
+/// carry the manifest's command line, as the device checks before it writes anything.
+pub fn verify(
+    path: &Path,
+    trust: &Trust,
+    device: Option<&DeviceFacts>,
+    secure_boot_cert: Option<&Path>,
+) -> Result<Manifest> {
     let mut r = BundleReader::new(BufReader::new(
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     ));
@@ -256,6 +270,21 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
             }
             manifest
         }
+    };
+    let db_cert = match (manifest.carries_ukis(), secure_boot_cert) {
+        (true, Some(p)) => {
+            Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        (true, None) => bail!(
+            "{} is a bundle for a Secure Boot image (signed UKIs): give --secure-boot-cert with the image's db certificate so its UKIs are checked as the device checks them",
+            path.display()
+        ),
+        (false, Some(p)) => bail!(
+            "{} carries a kernel and an initramfs, not signed UKIs: it is not for a Secure Boot image, so --secure-boot-cert {} does not apply (a Secure Boot device refuses it)",
+            path.display(),
+            p.display()
+        ),
+        (false, None) => None,
     };
     // A private file (0600, a name no one can guess), removed when dropped.
     let scratch =
@@ -278,10 +307,15 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
         } else {
             None
         };
+        // A UKI is at most MAX_BOOT_ARTIFACT bytes (Manifest::parse): checked in memory.
+        let mut uki = uki_slot(&a.name).map(|_| Vec::with_capacity(usize_of(size)));
         r.stream(&a.name, size, |c| -> std::io::Result<()> {
             h.update(c);
             if let Some(f) = keep.as_mut() {
                 f.write_all(c)?;
+            }
+            if let Some(v) = uki.as_mut() {
+                v.extend_from_slice(c);
             }
             Ok(())
         })??;
@@ -296,10 +330,24 @@ pub fn verify(path: &Path, trust: &Trust, device: Option<&DeviceFacts>) -> Resul
         if let (Some(vp), Some(mut f)) = (&a.verity, keep) {
             check_verity(&mut f, vp)?;
         }
+        if let (Some(slot), Some(bytes), Some(cert)) = (uki_slot(&a.name), uki, &db_cert) {
+            crate::uki::check_bundle_uki(&bytes, slot, &manifest, cert)?;
+        }
     }
     drop(scratch);
     r.expect_end()?;
     Ok(manifest)
+}
+
+/// The slot whose UKI the artifact `name` is, if it is one.
+fn uki_slot(name: &str) -> Option<slate_core::layout::Slot> {
+    [slate_core::layout::Slot::A, slate_core::layout::Slot::B]
+        .into_iter()
+        .find(|&s| manifest::uki_artifact(s) == name)
+}
+
+fn usize_of(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Recomputes the verity tree of a root image file and compares it with the file and manifest.

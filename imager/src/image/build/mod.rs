@@ -290,7 +290,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             trust: trust.as_deref(),
             operators: operators.as_deref(),
             security_epoch: opts.security_epoch,
-            secure_boot: secure_boot.is_some(),
+            secure_boot_cert: secure_boot.as_ref().map(|p| p.cert.as_path()),
         },
         &mut prov,
     )?;
@@ -424,7 +424,7 @@ fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {
     let options = boot::options(inp);
     let esp = boot::esp_files(inp, &root.info, &options, &initrd, &scratch)?;
     for (slot, uki) in &esp.ukis {
-        std::fs::write(inp.dir.join(report::uki_output(*slot)), uki)?;
+        std::fs::write(inp.dir.join(slate_core::manifest::uki_artifact(*slot)), uki)?;
     }
     let disk = disk::write(inp, table, &root, &esp.files, &data_img, &scratch, t)?;
     std::fs::remove_dir_all(&scratch)?;

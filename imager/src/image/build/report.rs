@@ -98,6 +98,13 @@ impl Report {
         })?;
         Ok(crate::error::parse_toml(&path, &bytes)?)
     }
+
+    /// The build made signed UKIs (a Secure Boot image): its bundles carry them.
+    pub fn has_ukis(&self) -> bool {
+        UKI_OUTPUTS
+            .iter()
+            .all(|name| self.outputs.iter().any(|o| o.name == *name))
+    }
 }
 
 /// The outputs `build.toml` lists with their sizes and sha256, in this order.
@@ -111,16 +118,11 @@ pub const OUTPUTS: [&str; 5] = [
 
 /// The outputs of a Secure Boot build besides [`OUTPUTS`]: the signed Unified Kernel Image
 /// of each slot (the slot is in its signed command line), what its bundles carry instead of
-/// `vmlinuz` and `initrd.img`.
-pub const UKI_OUTPUTS: [&str; 2] = ["uki-a.efi", "uki-b.efi"];
-
-/// The UKI output of `slot`.
-pub fn uki_output(slot: slate_core::layout::Slot) -> &'static str {
-    match slot {
-        slate_core::layout::Slot::A => UKI_OUTPUTS[0],
-        slate_core::layout::Slot::B => UKI_OUTPUTS[1],
-    }
-}
+/// `vmlinuz` and `initrd.img` (named as in the bundle, [`slate_core::manifest::uki_artifact`]).
+pub const UKI_OUTPUTS: [&str; 2] = [
+    slate_core::manifest::UKI_ARTIFACTS[0],
+    slate_core::manifest::UKI_ARTIFACTS[1],
+];
 
 /// Hashes the outputs in `dir`, one thread per file (disk.img, the largest, sets the pace).
 pub fn hash_outputs(dir: &Path) -> Result<Vec<OutputReport>> {
