@@ -1,8 +1,10 @@
 //! Secure Boot: an image built with signed UKIs boots on OVMF's Secure Boot build with the
 //! test keys enrolled (PK, KEK, db by `slate sb vars`), and the firmware itself refuses a UKI
-//! that is unsigned, signed by a key not in its db, or changed by one byte.
+//! that is unsigned, signed by a key not in its db, or changed by one byte. Its updates carry
+//! a signed UKI per slot: they commit and roll back as without Secure Boot, and a bundle with
+//! a UKI the firmware would refuse is refused by the device and by `slate verify`.
 
-use slate_core::api::Kind;
+use slate_core::api::{Kind, Outcome, SlotState};
 use slate_core::bootentry::{EntryKind, EntryName};
 use slate_core::layout::Slot;
 use slate_tests::*;
@@ -145,4 +147,168 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
             vm.log_path().display()
         );
     }
+}
+
+/// `bundle` with each UKI signed by the key in `key_dir` instead (and the manifest re-signed by
+/// the trusted update keys, so only the UKI signature is wrong), written to `out`.
+fn with_ukis_signed_by(bundle: &Path, key_dir: &Path, work: &Path, out: &Path) {
+    let mut parts = Parts::read(bundle);
+    for slot in [Slot::A, Slot::B] {
+        let name = slate_core::manifest::uki_artifact(slot);
+        let (_, bytes) = parts.entries.iter().find(|(n, _)| n == name).unwrap();
+        let unsigned = work.join(format!("unsigned-{name}"));
+        std::fs::write(&unsigned, bytes).unwrap();
+        run(Command::new("sbattach").arg("--remove").arg(&unsigned));
+        let signed = work.join(format!("stranger-{name}"));
+        run(Command::new("sbsign")
+            .arg("--key")
+            .arg(key_dir.join("db.key"))
+            .arg("--cert")
+            .arg(key_dir.join("db.crt"))
+            .arg("--output")
+            .arg(&signed)
+            .arg(&unsigned));
+        parts.replace_artifact(name, std::fs::read(&signed).unwrap());
+    }
+    parts.resign(&[&keys().k1, &keys().k2]);
+    parts.write(out);
+}
+
+fn slot_state(s: &slate_core::api::Status, slot: Slot) -> (SlotState, String) {
+    let v = s.slot_status(slot).expect("slot in status");
+    let version = v.version.as_ref().map(|v| v.to_string());
+    (v.state, version.unwrap_or_default())
+}
+
+fn outcome(p: &slate_imager::push::Pushed) -> Outcome {
+    let s = p.outcome.as_ref().expect("the push waited for a decision");
+    s.last_attempt.as_ref().expect("a last attempt").outcome
+}
+
+#[test]
+fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_run() {
+    use slate_imager::{bundle::verify, progress::Progress, push};
+    let wait = Some(Duration::from_secs(600));
+    let v1 = image_variant("1.0.0", Variant::SecureBoot);
+    let v2 = bundle(image_variant("1.1.0", Variant::SecureBoot));
+    let v3_unhealthy = bundle(image_variant("1.2.0", Variant::SecureBootFailingHealth));
+    let plain = bundle(image("1.1.0"));
+    let keys_dir = secure_boot_keys();
+    let db = keys_dir.join("db.crt");
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let stranger = tmp.path().join("1.1.0-stranger-ukis.slate");
+    with_ukis_signed_by(&v2, &keys_dir.join("other"), tmp.path(), &stranger);
+
+    // Offline: a format-2 bundle with both UKIs; `slate verify` needs the db certificate for
+    // it and refuses UKIs signed by another key, as sbverify (the oracle) does.
+    let m = verify(&v2, &keys().trust, None, Some(&db)).unwrap();
+    let names: Vec<&str> = m.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        (m.format, names),
+        (2, slate_core::manifest::UKI_ARTIFACTS.to_vec())
+    );
+    let e = verify(&v2, &keys().trust, None, None).unwrap_err();
+    assert!(format!("{e:#}").contains("--secure-boot-cert"), "{e:#}");
+    let e = verify(&stranger, &keys().trust, None, Some(&db)).unwrap_err();
+    assert!(format!("{e:#}").contains("not made by the db key"), "{e:#}");
+    let refused = Command::new("sbverify")
+        .arg("--cert")
+        .arg(&db)
+        .arg(tmp.path().join("stranger-uki-b.efi"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "sbverify accepted a stranger's UKI"
+    );
+
+    // On the device: the stranger's UKIs and a bundle without UKIs are refused before
+    // anything is written (the idle slot's bytes are the same after).
+    let (b_at, b_len) = partition(&disk, Slot::B.label()).unwrap();
+    let idle_before = hash_range(&disk, b_at, b_len);
+    let secure =
+        |c: &mut slate_qemu::VmConfig| c.secure_boot_vars = Some(keys_dir.join("OVMF_VARS.fd"));
+    let mut vm = boot(&disk, tmp.path(), secure).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let url = vm.agent_url().unwrap();
+    let acc = access(tmp.path());
+    let quiet = Progress::new(true);
+    let e = push::push(&url, &stranger, &acc, true, None, quiet).unwrap_err();
+    let why = format!("{e:#}");
+    assert!(
+        why.contains("uki-a.efi: the signature was not made by the db key"),
+        "{why}"
+    );
+    assert!(why.contains("nothing was written"), "{why}");
+    let e = push::push(&url, &plain, &acc, true, None, quiet).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("carries a kernel and an initramfs"),
+        "{e:#}"
+    );
+    vm.shutdown(SHELL).unwrap();
+    assert_eq!(
+        hash_range(&disk, b_at, b_len),
+        idle_before,
+        "the idle slot was written"
+    );
+
+    // v1 → v2: the UKI of slot b becomes its entry, boots on trial, commits.
+    let mut vm = boot(&disk, tmp.path(), secure).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let url = vm.agent_url().unwrap();
+    let p = push::push(&url, &v2, &acc, true, wait, quiet).unwrap();
+    assert_eq!(installed_slot(&p.answer), Slot::B);
+    assert_eq!(outcome(&p), Outcome::Committed);
+    let s = status(&vm);
+    assert!(s.secure_boot, "{s:?}");
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    // systemd-boot chose the UKI entry (named as it was at boot, with its try counter).
+    let entry = s.entry.clone().unwrap_or_default();
+    assert!(
+        entry.starts_with("slate-b-1.1.0+") && entry.ends_with(".efi"),
+        "{entry}"
+    );
+    assert_eq!(slot_state(&s, Slot::B), (SlotState::Good, "1.1.0".into()));
+
+    // v3 fails its health check on trial: rolled back to v2 by itself.
+    let mark = vm.mark();
+    let p = push::push(&url, &v3_unhealthy, &acc, true, wait, quiet).unwrap();
+    assert_eq!(installed_slot(&p.answer), Slot::A);
+    assert_eq!(outcome(&p), Outcome::RolledBack);
+    vm.wait_for_after(
+        &Kind::Healthy.on_version(Slot::B, "1.1.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
+    vm.shutdown(SHELL).unwrap();
+    esp_fsck(&disk, tmp.path()).unwrap();
+}
+
+#[test]
+#[ignore = "experiment"]
+fn experiment_refused_trial_uki() {
+    let img = image_variant("1.0.0", Variant::SecureBoot);
+    let vars = secure_boot_keys().join("OVMF_VARS.fd");
+    let uki = img.dir.join("uki-a.efi");
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let bad = bad_ukis(&uki, tmp.path());
+    let trial = EntryName::trial(Slot::B, "9.0.0".parse().unwrap(), 3).with_kind(EntryKind::Uki);
+    let (offset, _) = partition(&disk, slate_core::layout::ESP_LABEL).unwrap();
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg(&bad[1].1)
+        .arg(format!("::/{}", trial.path())));
+    let secure = |c: &mut slate_qemu::VmConfig| c.secure_boot_vars = Some(vars.clone());
+    let vm = boot(&disk, tmp.path(), secure).unwrap();
+    let r = vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(900));
+    eprintln!("{r:?}\nlog {}", vm.log_path().display());
+    let _ = tmp.keep();
 }

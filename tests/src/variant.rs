@@ -18,6 +18,8 @@ pub enum Variant {
     /// The demo spec built for Secure Boot: signed UKIs with the test db key
     /// ([`crate::secure_boot_keys`]).
     SecureBoot,
+    /// [`Variant::SecureBoot`] plus [`Variant::FailingHealth`]'s check.
+    SecureBootFailingHealth,
 }
 
 impl Variant {
@@ -48,14 +50,20 @@ impl Variant {
         if hooks {
             text = text.replacen("[agent]\n", "[agent]\ntest_hooks = true\n", 1);
         }
+        if matches!(
+            self,
+            Variant::FailingHealth | Variant::Arm64FailingHealth | Variant::SecureBootFailingHealth
+        ) {
+            text = text.replace("deadline_s = 60", "deadline_s = 20")
+                + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
+        }
         match self {
-            Variant::Demo | Variant::Arm64 => {}
-            Variant::FailingHealth | Variant::Arm64FailingHealth => {
-                text = text.replace("deadline_s = 60", "deadline_s = 20")
-                    + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
-            }
+            Variant::Demo
+            | Variant::Arm64
+            | Variant::FailingHealth
+            | Variant::Arm64FailingHealth => {}
             Variant::Channel => text += &crate::channel::channel().spec_table(),
-            Variant::SecureBoot => {
+            Variant::SecureBoot | Variant::SecureBootFailingHealth => {
                 let keys = crate::secure_boot_keys();
                 text += &format!(
                     "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",

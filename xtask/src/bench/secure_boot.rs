@@ -80,5 +80,25 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
         mib(uki),
         uki as i64 - (kernel + initrd) as i64
     );
+    // The same content as bundles: format 1 (rootfs, vmlinuz, initrd) and format 2 (a signed
+    // UKI per slot, then rootfs), signed with the development key.
+    crate::dev_trust()?;
+    let key = slate_imager::keys::load_private(&root().join(".cache/keys/dev.pem"))?;
+    let mut bundles = Vec::new();
+    for (name, dir) in [("plain", &plain), ("secure-boot", &signed)] {
+        let out = scratch.join(format!("{name}.slate"));
+        slate_imager::bundle::make(dir, std::slice::from_ref(&key), None, None, &out)?;
+        bundles.push(size(&out)?);
+    }
+    println!(
+        "
+the same image as an update bundle:"
+    );
+    println!(
+        "  format 1 (rootfs.img, vmlinuz, initrd.img) {:.2} MiB; format 2 (uki-a.efi, uki-b.efi, rootfs.img) {:.2} MiB ({:+.2} MiB)",
+        mib(bundles[0]),
+        mib(bundles[1]),
+        mib(bundles[1]) - mib(bundles[0])
+    );
     Ok(())
 }
