@@ -153,6 +153,10 @@ enum Command {
         out: PathBuf,
     },
     /// Make a signed update bundle from a build folder.
+    ///
+    /// A Secure Boot build (one with signed UKIs) gives a format-2 bundle: uki-a.efi,
+    /// uki-b.efi, then rootfs.img; any other build a format-1 bundle: rootfs.img, vmlinuz,
+    /// initrd.img.
     Bundle {
         /// Output folder of `slate build`.
         #[arg(long)]

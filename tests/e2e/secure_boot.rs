@@ -289,26 +289,3 @@ fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_
     vm.shutdown(SHELL).unwrap();
     esp_fsck(&disk, tmp.path()).unwrap();
 }
-
-#[test]
-#[ignore = "experiment"]
-fn experiment_refused_trial_uki() {
-    let img = image_variant("1.0.0", Variant::SecureBoot);
-    let vars = secure_boot_keys().join("OVMF_VARS.fd");
-    let uki = img.dir.join("uki-a.efi");
-    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
-    let bad = bad_ukis(&uki, tmp.path());
-    let trial = EntryName::trial(Slot::B, "9.0.0".parse().unwrap(), 3).with_kind(EntryKind::Uki);
-    let (offset, _) = partition(&disk, slate_core::layout::ESP_LABEL).unwrap();
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", disk.display()))
-        .arg(&bad[1].1)
-        .arg(format!("::/{}", trial.path())));
-    let secure = |c: &mut slate_qemu::VmConfig| c.secure_boot_vars = Some(vars.clone());
-    let vm = boot(&disk, tmp.path(), secure).unwrap();
-    let r = vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(900));
-    eprintln!("{r:?}\nlog {}", vm.log_path().display());
-    let _ = tmp.keep();
-}
