@@ -21,7 +21,7 @@ pub mod operator;
 pub mod progress;
 
 pub use image::{
-    agentbin, apt, bmap, board, build, cache, compose, cpio, deb, debroot, disk, esp, ext4,
-    hashing, kernel, kmod, lock, provenance, spec, squashfs, timings, tools, tree, uki,
+    agentbin, apt, bmap, board, bootretry, build, cache, compose, cpio, deb, debroot, disk, esp,
+    ext4, hashing, kernel, kmod, lock, provenance, spec, squashfs, timings, tools, tree, uki,
 };
 pub use operator::{bundle, ca, flash, inspect, keys, push, repo, secure_boot, tls};

@@ -41,6 +41,7 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
     let files: Vec<&str> = listing.lines().map(str::trim).collect();
     for f in [
         "::/EFI/BOOT/BOOTX64.EFI",
+        "::/EFI/systemd/systemd-bootx64.efi",
         "::/loader/loader.conf",
         "::/EFI/Linux/slate-a-1.2.3.efi",
     ] {
@@ -73,9 +74,24 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
     assert!(
         String::from_utf8_lossy(b_pe.section(&b_bytes, ".osrel").unwrap()).contains("SLATE_SLOT=b")
     );
+    let systemd_boot = tmp.path().join("systemd-bootx64.efi");
+    ok(mtools("mcopy")
+        .args(["-i", img, "::/EFI/systemd/systemd-bootx64.efi"])
+        .arg(&systemd_boot));
     let db = keys.join("db.crt");
     sbverify_ok(&db, &uki);
+    // BOOTX64.EFI is the boot-retry loader, a few KiB, and systemd-boot is beside it: the
+    // firmware checks both.
     sbverify_ok(&db, &boot);
+    sbverify_ok(&db, &systemd_boot);
+    let loader_size = std::fs::metadata(&boot).unwrap().len();
+    assert!(loader_size < 64 * 1024, "BOOTX64.EFI is {loader_size} bytes");
+    // The root carries the db certificate, which the agent checks a bundle's UKIs against.
+    let listing = stdout(&ok(Command::new("unsquashfs")
+        .args(["-cat"])
+        .arg(out.join("rootfs.img"))
+        .arg("etc/slate/secure-boot-db.crt")));
+    assert_eq!(listing, std::fs::read_to_string(&db).unwrap());
     // Another db does not accept them.
     let other = tmp.path().join("other");
     ok(slate().arg("sb").arg("keygen").arg("--out").arg(&other));

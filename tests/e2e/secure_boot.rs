@@ -52,8 +52,18 @@ fn bad_ukis(signed: &Path, work: &Path) -> Vec<(&'static str, PathBuf)> {
         .arg("--output")
         .arg(&stranger)
         .arg(&unsigned));
-    // One character of the root hash in the signed .cmdline: a device booting it would
-    // verify its root against a hash nobody signed.
+    let changed = work.join("changed.efi");
+    std::fs::write(&changed, with_cmdline_changed(signed)).unwrap();
+    vec![
+        ("unsigned", unsigned),
+        ("signed by a key not in db", stranger),
+        ("one byte changed in .cmdline", changed),
+    ]
+}
+
+/// The signed UKI at `signed` with one character of the root hash in its `.cmdline` changed:
+/// a device booting it would verify its root against a hash nobody signed.
+fn with_cmdline_changed(signed: &Path) -> Vec<u8> {
     let mut bytes = std::fs::read(signed).unwrap();
     let pe = slate_core::pe::Pe::parse(&bytes).unwrap();
     let cmdline = pe.sections.iter().find(|s| s.name == ".cmdline").unwrap();
@@ -65,13 +75,7 @@ fn bad_ukis(signed: &Path, work: &Path) -> Vec<(&'static str, PathBuf)> {
         + 5;
     let byte = &mut bytes[cmdline.raw_offset as usize + at];
     *byte = if *byte == b'0' { b'1' } else { b'0' };
-    let changed = work.join("changed.efi");
-    std::fs::write(&changed, bytes).unwrap();
-    vec![
-        ("unsigned", unsigned),
-        ("signed by a key not in db", stranger),
-        ("one byte changed in .cmdline", changed),
-    ]
+    bytes
 }
 
 #[test]
@@ -288,4 +292,69 @@ fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
     vm.shutdown(SHELL).unwrap();
     esp_fsck(&disk, tmp.path()).unwrap();
+}
+
+/// A trial UKI that the firmware refuses: v2 is installed into slot b, and before its first
+/// boot its UKI on the ESP gets one byte changed (what someone with the disk could do). Each
+/// start of systemd-boot counts a try, the firmware refuses the UKI, and the boot-retry loader
+/// resets the machine; with no tries left, systemd-boot boots slot a, and the agent records
+/// v2 as failed.
+#[test]
+fn a_trial_uki_the_firmware_refuses_falls_back_to_the_good_slot_by_itself() {
+    use slate_imager::{progress::Progress, push};
+    let v1 = image_variant("1.0.0", Variant::SecureBoot);
+    let v2_image = image_variant("1.1.0", Variant::SecureBoot);
+    let v2 = bundle(v2_image);
+    let keys_dir = secure_boot_keys();
+    let secure =
+        |c: &mut slate_qemu::VmConfig| c.secure_boot_vars = Some(keys_dir.join("OVMF_VARS.fd"));
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let mut vm = boot(&disk, tmp.path(), secure).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let url = vm.agent_url().unwrap();
+    let p = push::push(
+        &url,
+        &v2,
+        &access(tmp.path()),
+        false,
+        None,
+        Progress::new(true),
+    )
+    .unwrap();
+    assert_eq!(installed_slot(&p.answer), Slot::B);
+    vm.shutdown(SHELL).unwrap();
+
+    let trial = EntryName::trial(Slot::B, "1.1.0".parse().unwrap(), 3).with_kind(EntryKind::Uki);
+    let changed = tmp.path().join("changed-uki-b.efi");
+    std::fs::write(
+        &changed,
+        with_cmdline_changed(&v2_image.dir.join("uki-b.efi")),
+    )
+    .unwrap();
+    replace_on_esp(&disk, &trial.path(), &changed);
+    let vm = boot(&disk, tmp.path(), secure).unwrap();
+    vm.wait_for(
+        &Kind::Rollback.on_version(Slot::B, "1.1.0"),
+        BOOT_TIMEOUT * 2,
+    )
+    .unwrap_or_else(|e| panic!("no fallback: {e:#}; serial log {}", vm.log_path().display()));
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let log = std::fs::read_to_string(vm.log_path()).unwrap();
+    let count = |what: &str| log.matches(what).count();
+    assert_eq!(
+        (count("Access Denied"), count("slate: boot retry:")),
+        (3, 3),
+        "three tries, each refused and reset: serial log {}",
+        vm.log_path().display()
+    );
+    assert!(!log.contains(&Kind::Stage1Done.on(Slot::B)), "slot b ran");
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    let last = s.last_attempt.as_ref().expect("a last attempt");
+    assert_eq!(last.outcome, Outcome::RolledBack, "{s:?}");
+    assert!(last.reason.starts_with("boot-failed"), "{s:?}");
+    assert!(s.failed.iter().any(|f| f.version == "1.1.0"), "{s:?}");
+    assert_eq!(slot_state(&s, Slot::B).0, SlotState::Bad, "{s:?}");
 }

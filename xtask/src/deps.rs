@@ -47,8 +47,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "sbsigntool",
 ];
 
-/// Rust targets of the boards' device binaries besides the host's.
-const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
+/// Rust targets of the boards' device binaries besides the host's, and of the boot-retry
+/// loader of Secure Boot images (`bootretry/`, a UEFI application).
+const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu", "x86_64-unknown-uefi"];
 
 /// The repository's specs built for a board of another architecture than their own
 /// board's: each has its own lock (`image.<arch>.lock`).
@@ -318,7 +319,9 @@ fn rust_targets() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("running rustup (the arm64 device binaries need its aarch64 target)")?;
+        .context(
+            "running rustup (the arm64 device binaries and the boot-retry loader need its targets)",
+        )?;
     let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
     for t in RUST_TARGETS {
         if !installed.lines().any(|l| l.trim() == *t) {

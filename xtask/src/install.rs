@@ -30,6 +30,13 @@ pub fn install(prefix: &Path) -> Result<()> {
         .join(slate_imager::agentbin::INSTALLED_DIR);
     copy(&agent.init, &lib.join("slate-init"), 0o755)?;
     copy(&agent.slated, &lib.join("slated"), 0o755)?;
+    let progress = slate_imager::progress::Progress::new(false);
+    if let Some(loader) =
+        slate_imager::bootretry::locate(None, slate_core::layout::Arch::X86_64, progress)?
+    {
+        let to = lib.join(slate_imager::bootretry::FILE);
+        std::fs::write(&to, loader).with_context(|| format!("writing {}", to.display()))?;
+    }
     for e in std::fs::read_dir(root().join("boards"))? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "toml") {

@@ -4,6 +4,7 @@ pub mod agentbin;
 pub mod apt;
 pub mod bmap;
 pub mod board;
+pub mod bootretry;
 pub mod build;
 pub mod cache;
 pub mod compose;

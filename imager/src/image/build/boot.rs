@@ -85,7 +85,8 @@ fn from_boot_package(inp: &Inputs<'_>, path: &str, field: &str) -> Result<Vec<u8
 
 /// The files of the ESP: systemd-boot (from the boot loader package), its settings, and slot
 /// A's entry with what it boots. A plain image has a `.conf` entry naming the kernel and
-/// initramfs on the ESP; a Secure Boot image has one signed UKI, and a signed systemd-boot.
+/// initramfs on the ESP; a Secure Boot image has one signed UKI, a signed systemd-boot, and
+/// on x86-64 the signed boot-retry loader as `BOOTX64.EFI` in front of it.
 pub fn esp_files(
     inp: &Inputs<'_>,
     verity: &VerityInfo,
@@ -103,8 +104,19 @@ pub fn esp_files(
                 path: name.path(),
                 bytes: ukis[0].1.clone(),
             };
-            let boot_efi = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
-            (boot_efi, vec![entry], ukis)
+            let systemd_boot = uki::sign(&boot_efi, pair, &scratch.join("systemd-boot"))?;
+            match inp.boot_retry {
+                // The loader is BOOTX64.EFI and starts systemd-boot from its usual place.
+                Some(loader) => {
+                    let loader = uki::sign(loader, pair, &scratch.join("bootretry"))?;
+                    let systemd_boot = EspFile {
+                        path: crate::bootretry::SYSTEMD_BOOT_PATH.into(),
+                        bytes: systemd_boot,
+                    };
+                    (loader, vec![systemd_boot, entry], ukis)
+                }
+                None => (systemd_boot, vec![entry], ukis),
+            }
         }
         None => (
             boot_efi,

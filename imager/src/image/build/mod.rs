@@ -256,6 +256,10 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             board.path.display()
         ));
     }
+    let boot_retry = match &secure_boot {
+        Some(_) => crate::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?,
+        None => None,
+    };
     prov.tools = BTreeMap::from([
         (
             "mtools".into(),
@@ -330,6 +334,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         cache: Some(extracted),
         security_epoch: opts.security_epoch,
         secure_boot: secure_boot.as_ref(),
+        boot_retry: boot_retry.as_deref(),
     };
     let result = write_outputs(&inputs, &mut t);
     let report = match result {
@@ -390,6 +395,8 @@ pub(crate) struct Inputs<'a> {
     security_epoch: u64,
     /// The db pair of a Secure Boot image.
     secure_boot: Option<&'a crate::uki::SigningPair>,
+    /// A Secure Boot image's `BOOTX64.EFI`, the boot-retry loader ([`crate::bootretry`]).
+    boot_retry: Option<&'a [u8]>,
 }
 
 /// Writes every output into `inp.dir`, then `build.toml`.
