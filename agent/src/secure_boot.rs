@@ -58,12 +58,17 @@ pub fn db_key() -> anyhow::Result<Vec<u8>> {
 }
 
 /// RSA PKCS#1 v1.5 with SHA-256, as the firmware checks a UKI's signature
-/// ([`slate_core::authenticode::RsaVerify`]), on AWS-LC.
+/// ([`slate_core::authenticode::RsaVerify`]): the algorithm the agent's TLS stack verifies
+/// certificates with (AWS-LC through rustls, which `deny.toml` lets carry it).
 pub fn rsa_verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    use aws_lc_rs::signature::{UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256};
-    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
-        .verify(message, signature)
-        .is_ok()
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .signature_verification_algorithms
+        .mapping
+        .iter()
+        .filter(|(scheme, _)| *scheme == rustls::SignatureScheme::RSA_PKCS1_SHA256)
+        .flat_map(|(_, algorithms)| algorithms.iter())
+        .any(|a| a.verify_signature(public_key, message, signature).is_ok())
 }
 
 #[cfg(test)]

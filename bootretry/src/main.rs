@@ -36,10 +36,13 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 /// Writes `text` to the console (ASCII only; the messages are ours).
 fn say(st: *mut efi::SystemTable, text: &str) {
     let mut buf = [0u16; 160];
-    let mut n = 0;
-    for c in text.chars().take(buf.len() - 1) {
-        buf[n] = if c.is_ascii() { c as u16 } else { u16::from(b'?') };
-        n += 1;
+    let room = buf.len() - 1;
+    for (unit, c) in buf.iter_mut().zip(text.chars().take(room)) {
+        *unit = if c.is_ascii() {
+            c as u16
+        } else {
+            u16::from(b'?')
+        };
     }
     // SAFETY: the firmware's system table and console are valid while boot services run.
     unsafe {
@@ -142,8 +145,14 @@ unsafe fn run_systemd_boot(image: efi::Handle, st: *mut efi::SystemTable) -> &'s
 }
 
 /// The UEFI entry point.
+///
+/// # Safety
+/// Called by the firmware alone, with its own image handle and system table.
 #[export_name = "efi_main"]
-pub extern "efiapi" fn efi_main(image: efi::Handle, st: *mut efi::SystemTable) -> efi::Status {
+pub unsafe extern "efiapi" fn efi_main(
+    image: efi::Handle,
+    st: *mut efi::SystemTable,
+) -> efi::Status {
     // SAFETY: the firmware passes its own image handle and system table.
     unsafe {
         let why = run_systemd_boot(image, st);

@@ -85,7 +85,10 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
     sbverify_ok(&db, &boot);
     sbverify_ok(&db, &systemd_boot);
     let loader_size = std::fs::metadata(&boot).unwrap().len();
-    assert!(loader_size < 64 * 1024, "BOOTX64.EFI is {loader_size} bytes");
+    assert!(
+        loader_size < 64 * 1024,
+        "BOOTX64.EFI is {loader_size} bytes"
+    );
     // The root carries the db certificate, which the agent checks a bundle's UKIs against.
     let listing = stdout(&ok(Command::new("unsquashfs")
         .args(["-cat"])

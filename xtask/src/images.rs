@@ -48,6 +48,7 @@ pub fn ensure_image_for(
         root().join("agent/src"),
         root().join("core/src"),
         root().join("imager/src"),
+        root().join("bootretry/src"),
     ];
     let stale = match built {
         None => true,

@@ -334,7 +334,12 @@ fn deny() -> Result<()> {
             CARGO_DENY_VERSION,
         ]))?;
     }
-    run(cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]))
+    run(cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]))?;
+    // The boot-retry loader is its own workspace (built for UEFI): the same rules.
+    run(cargo()
+        .current_dir(root().join("bootretry"))
+        .args(["deny", "--locked", "check", "--config", "../deny.toml"])
+        .args(["licenses", "bans", "sources"]))
 }
 
 fn ci() -> Result<()> {
@@ -349,6 +354,18 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The boot-retry loader is its own workspace, built for UEFI.
+    let bootretry = root().join("bootretry");
+    run(cargo()
+        .current_dir(&bootretry)
+        .args(["fmt", "--", "--check"]))?;
+    run(cargo()
+        .current_dir(&bootretry)
+        .args(["clippy", "--release", "--locked", "--target"])
+        .arg(slate_imager::bootretry::TARGET)
+        .arg("--target-dir")
+        .arg(root().join("target/bootretry"))
+        .args(["--", "-D", "warnings"]))?;
     deny()?;
     // The tests' scratch (VM disks, snapshots, repositories; some held for the whole test
     // process) goes under target/ci-tmp and is freed once they pass, with the images they
