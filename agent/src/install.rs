@@ -237,6 +237,24 @@ fn failed(e: anyhow::Error) -> InstallError {
     InstallError::Failed(e)
 }
 
+/// `got`, the sha256 of what arrived for `a`, is the signed manifest's, or a refusal that
+/// names both (the idle slot `slot` is left without an entry).
+pub(crate) fn check_digest(
+    a: &manifest::Artifact,
+    got: Digest32,
+    slot: Slot,
+) -> Result<(), Refusal> {
+    if got == a.sha256 {
+        return Ok(());
+    }
+    Err(Refusal::DigestMismatch {
+        artifact: a.name.clone(),
+        expected: a.sha256,
+        got,
+        slot,
+    })
+}
+
 pub(crate) fn expect_artifact<R: Read>(
     r: &mut BundleReader<R>,
     a: &manifest::Artifact,
@@ -356,16 +374,7 @@ pub fn install<R: Read>(
     })?
     .with_context(|| format!("writing {dev}"))
     .map_err(failed)?;
-    let got = Digest32(h.finalize().into());
-    if got != rootfs.sha256 {
-        return Err(Refusal::DigestMismatch {
-            artifact: rootfs.name.clone(),
-            expected: rootfs.sha256,
-            got,
-            slot: idle,
-        }
-        .into());
-    }
+    check_digest(&rootfs, Digest32(h.finalize().into()), idle)?;
     slot.sync_all().map_err(|e| failed(e.into()))?;
     tracing::info!(bytes = rootfs.size, "root image written and synced");
     read_back(&mut slot, &verity).map_err(failed)?;
@@ -410,16 +419,9 @@ pub fn install<R: Read>(
         })?
         .with_context(|| format!("writing {}", path.display()))
         .map_err(failed)?;
-        let got = Digest32(h.finalize().into());
-        if got != a.sha256 {
+        if let Err(e) = check_digest(&a, Digest32(h.finalize().into()), idle) {
             let _ = std::fs::remove_dir_all(staging);
-            return Err(Refusal::DigestMismatch {
-                artifact: a.name.clone(),
-                expected: a.sha256,
-                got,
-                slot: idle,
-            }
-            .into());
+            return Err(e.into());
         }
         staged.push((format!("slate/{idle}/{name}"), path));
         written += a.size;

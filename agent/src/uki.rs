@@ -10,7 +10,7 @@
 //! systemd-boot counts its tries by renaming it, as with a `.conf` entry.
 
 use crate::esp::Esp;
-use crate::install::{expect_artifact, InstallError, Refusal};
+use crate::install::{check_digest, expect_artifact, InstallError, Refusal};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use slate_core::bootentry::EntryName;
@@ -50,16 +50,7 @@ pub fn take<R: Read>(
         if let Err(never) = streamed {
             match never {}
         }
-        let got = Digest32(h.finalize().into());
-        if got != a.sha256 {
-            return Err(Refusal::DigestMismatch {
-                artifact: a.name.clone(),
-                expected: a.sha256,
-                got,
-                slot: idle,
-            }
-            .into());
-        }
+        check_digest(a, Digest32(h.finalize().into()), idle)?;
         slate_core::uki::check(&bytes, slot, m, db_key, &crate::secure_boot::rsa_verify)
             .map_err(Refusal::Uki)?;
         tracing::info!(artifact = %a.name, bytes = a.size, "UKI signed by the db key, command line as signed");

@@ -337,8 +337,10 @@ fn deny() -> Result<()> {
     run(cargo().args(["deny", "--locked", "check", "licenses", "bans", "sources"]))?;
     // The boot-retry loader is its own workspace (built for UEFI): the same rules.
     run(cargo()
-        .current_dir(root().join("bootretry"))
-        .args(["deny", "--locked", "check", "--config", "../deny.toml"])
+        .args(["deny", "--locked", "--manifest-path"])
+        .arg(root().join("bootretry/Cargo.toml"))
+        .args(["check", "--config"])
+        .arg(root().join("deny.toml"))
         .args(["licenses", "bans", "sources"]))
 }
 
@@ -354,14 +356,19 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The boot-retry loader is its own workspace, built for UEFI.
-    let bootretry = root().join("bootretry");
+    // The boot-retry loader is its own workspace, built for UEFI (`run` works in the root
+    // folder, so it is named by its manifest).
+    let bootretry = root().join("bootretry/Cargo.toml");
     run(cargo()
-        .current_dir(&bootretry)
-        .args(["fmt", "--", "--check"]))?;
+        .arg("fmt")
+        .arg("--manifest-path")
+        .arg(&bootretry)
+        .args(["--", "--check"]))?;
     run(cargo()
-        .current_dir(&bootretry)
-        .args(["clippy", "--release", "--locked", "--target"])
+        .arg("clippy")
+        .arg("--manifest-path")
+        .arg(&bootretry)
+        .args(["--release", "--locked", "--target"])
         .arg(slate_imager::bootretry::TARGET)
         .arg("--target-dir")
         .arg(root().join("target/bootretry"))
