@@ -255,8 +255,13 @@ pub fn generate(good: &Parts, running: &slate_core::version::Version) -> Vec<Cas
     );
     add(
         "unknown format version",
+        raw_manifest(text.replacen("format = 1", "format = 3", 1).as_bytes()),
+        "format 3 is not supported",
+    );
+    add(
+        "format 2 (signed UKIs) with a kernel and an initramfs",
         raw_manifest(text.replacen("format = 1", "format = 2", 1).as_bytes()),
-        "format 2 is not supported",
+        "format-2 manifest's artifacts must be exactly [\"uki-a.efi\"",
     );
     add(
         "format as a string",
