@@ -35,13 +35,14 @@ fn repair(dev: &str) -> Result<Repairs> {
     Ok(found)
 }
 
-/// Removes the temporary files (`<prefix>….tmp`) in `dir` that a cut left; true when there
-/// were any. A missing folder has none.
+/// Removes the temporary files (`<prefix>….tmp`, the prefix starting with the `.` of
+/// [`crate::durable::temp_path`]) in `dir` that a cut left; true when there were any. A
+/// missing folder has none.
 fn remove_temporary(dir: &Path, prefix: &str) -> Result<bool> {
     let mut removed = false;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) && name.starts_with('.') && name.ends_with(".tmp") {
+        if name.starts_with(prefix) && name.ends_with(".tmp") {
             std::fs::remove_file(e.path())
                 .with_context(|| format!("removing {}", e.path().display()))?;
             removed = true;

@@ -120,9 +120,18 @@ fn is_sha256(alg: &Tlv<'_>) -> Result<bool, AuthenticodeError> {
 /// Checks that `file` carries an Authenticode signature by the key of `public_key` (an
 /// `RSAPublicKey` in DER, [`rsa_public_key`]) over its current bytes.
 pub fn verify(file: &[u8], public_key: &[u8], rsa: RsaVerify<'_>) -> Result<(), AuthenticodeError> {
+    verify_parsed(file, &Pe::parse(file)?, public_key, rsa)
+}
+
+/// [`verify`] of a file whose headers the caller has parsed already (`pe`, from `file`).
+pub fn verify_parsed(
+    file: &[u8],
+    pe: &Pe,
+    public_key: &[u8],
+    rsa: RsaVerify<'_>,
+) -> Result<(), AuthenticodeError> {
     let bad = |why| AuthenticodeError::Format(why);
-    let pe = Pe::parse(file)?;
-    let der = signed_data(file, &pe)?;
+    let der = signed_data(file, pe)?;
     let content_info = Reader::new(der).expect(tag::SEQUENCE, "ContentInfo")?;
     let mut r = Reader::inside(&content_info);
     if r.expect(tag::OID, "content type")?.value != OID_SIGNED_DATA {
@@ -179,7 +188,7 @@ pub fn verify(file: &[u8], public_key: &[u8], rsa: RsaVerify<'_>) -> Result<(), 
     }
     let message_digest = message_digest.ok_or(bad("no messageDigest attribute"))?;
 
-    if signed_digest != image_digest(file, &pe)? {
+    if signed_digest != image_digest(file, pe)? {
         return Err(AuthenticodeError::ImageChanged);
     }
     // Authenticode hashes SpcIndirectDataContent's contents, without its own tag and length.

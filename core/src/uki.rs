@@ -94,15 +94,12 @@ pub fn check(
     rsa: RsaVerify<'_>,
 ) -> Result<(), UkiError> {
     let name = crate::manifest::uki_artifact(slot).to_string();
-    authenticode::verify(file, db_public_key, rsa).map_err(|source| UkiError::Signature {
+    let signature = |source| UkiError::Signature {
         name: name.clone(),
         source,
-    })?;
-    // verify parsed it already; a second parse is cheap and keeps the signature check whole.
-    let pe = Pe::parse(file).map_err(|e| UkiError::Signature {
-        name: name.clone(),
-        source: e.into(),
-    })?;
+    };
+    let pe = Pe::parse(file).map_err(|e| signature(e.into()))?;
+    authenticode::verify_parsed(file, &pe, db_public_key, rsa).map_err(signature)?;
     if let Some(verity) = manifest.rootfs().and_then(|r| r.verity.clone()) {
         let expected = BootParams { slot, verity }.options(&manifest.options);
         let found = text(&pe, file, &name, ".cmdline")?;

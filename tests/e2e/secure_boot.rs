@@ -178,12 +178,6 @@ fn with_ukis_signed_by(bundle: &Path, key_dir: &Path, work: &Path, out: &Path) {
     parts.write(out);
 }
 
-fn slot_state(s: &slate_core::api::Status, slot: Slot) -> (SlotState, String) {
-    let v = s.slot_status(slot).expect("slot in status");
-    let version = v.version.as_ref().map(|v| v.to_string());
-    (v.state, version.unwrap_or_default())
-}
-
 fn outcome(p: &slate_imager::push::Pushed) -> Outcome {
     let s = p.outcome.as_ref().expect("the push waited for a decision");
     s.last_attempt.as_ref().expect("a last attempt").outcome

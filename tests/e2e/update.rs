@@ -11,17 +11,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(600);
 
-fn slot_state(s: &Status, slot: Slot) -> (SlotState, String) {
-    let v = s.slot_status(slot).expect("slot in status");
-    (
-        v.state,
-        v.version
-            .as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 fn last(s: &Status) -> &slate_core::api::UpdateRecord {
     s.last_attempt.as_ref().expect("a last attempt")
 }

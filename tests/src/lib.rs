@@ -540,6 +540,17 @@ pub fn status(vm: &slate_qemu::Vm) -> slate_core::api::Status {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("status {body}: {e}"))
 }
 
+/// A slot's state and version as the status shows them (panics when the status has no such
+/// slot).
+pub fn slot_state(
+    s: &slate_core::api::Status,
+    slot: slate_core::layout::Slot,
+) -> (slate_core::api::SlotState, String) {
+    let v = s.slot_status(slot).expect("slot in status");
+    let version = v.version.as_ref().map(|v| v.to_string());
+    (v.state, version.unwrap_or_default())
+}
+
 /// The slot an upload answer says was written (panics on a refusal, with its reason).
 pub fn installed_slot(answer: &slate_core::api::UploadAnswer) -> slate_core::layout::Slot {
     match answer {

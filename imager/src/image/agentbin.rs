@@ -123,25 +123,17 @@ fn build_in_workspace(ws: &Path, arch: Arch, progress: Progress) -> Result<Agent
     progress.step(format!(
         "building slate-init and slated (static, release, {target})"
     ));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.envs(cargo_env(arch)?);
-    cmd.current_dir(ws)
-        .args([
-            "build",
-            "--profile",
-            DEVICE_PROFILE,
-            "--locked",
-            "-p",
-            "slate-agent",
-            "--target",
-            target,
-        ])
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    if progress.is_quiet() {
-        cmd.arg("--quiet");
-    }
+    let mut cmd = cargo_in(ws, progress);
+    cmd.envs(cargo_env(arch)?).args([
+        "build",
+        "--profile",
+        DEVICE_PROFILE,
+        "--locked",
+        "-p",
+        "slate-agent",
+        "--target",
+        target,
+    ]);
     let status = cmd
         .status()
         .context("running cargo to build the agent crate (is cargo on PATH?)")?;
@@ -163,6 +155,20 @@ fn build_in_workspace(ws: &Path, arch: Arch, progress: Progress) -> Result<Agent
         init: dir.join("slate-init"),
         slated: dir.join("slated"),
     })
+}
+
+/// `cargo` (the one running the build, if any) in `dir`, for a build of device-side code:
+/// without the caller's `RUSTFLAGS`, which would replace the target's flags, and quiet when
+/// `progress` is.
+pub(crate) fn cargo_in(dir: &Path, progress: Progress) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if progress.is_quiet() {
+        cmd.arg("--quiet");
+    }
+    cmd
 }
 
 /// `CARGO_TARGET_<TRIPLE>` for a target triple.

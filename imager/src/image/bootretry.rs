@@ -12,7 +12,6 @@ use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use slate_core::layout::Arch;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The loader's file name in an agent folder and in the build's target folder.
 pub const FILE: &str = "slate-bootretry.efi";
@@ -56,18 +55,10 @@ fn build_in_workspace(ws: &Path, progress: Progress) -> Result<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"))
         .join("bootretry");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(ws.join("bootretry"))
+    let status = agentbin::cargo_in(&ws.join("bootretry"), progress)
         .args(["build", "--release", "--locked", "--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    if progress.is_quiet() {
-        cmd.arg("--quiet");
-    }
-    let status = cmd
         .status()
         .context("running cargo to build the boot-retry loader")?;
     if !status.success() {

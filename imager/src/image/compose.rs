@@ -261,14 +261,12 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     };
     if let Some(cert) = inputs.secure_boot_cert {
         let bytes = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        prov.files.push(FileUsed {
-            source: "secure_boot.cert".into(),
-            dest: format!("/{}", paths::SECURE_BOOT_DB),
-            sha256: slate_core::Digest32::of(&bytes),
-        });
-        tree.insert(
-            &ip(&format!("/{}", paths::SECURE_BOOT_DB)),
-            Node::bytes(bytes, 0o644),
+        add_host_file(
+            &mut tree,
+            prov,
+            "secure_boot.cert",
+            paths::SECURE_BOOT_DB,
+            bytes,
         )?;
     }
     tree.insert(
@@ -356,15 +354,12 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         .agent
         .device_config_with(inputs.trust.is_some(), inputs.operators.is_some());
     if let Some(ops) = inputs.operators {
-        let bytes = operator_ca(ops)?;
-        prov.files.push(FileUsed {
-            source: "operators".into(),
-            dest: format!("/{}", paths::OPERATORS),
-            sha256: slate_core::Digest32::of(&bytes),
-        });
-        tree.insert(
-            &ip(&format!("/{}", paths::OPERATORS)),
-            Node::bytes(bytes, 0o644),
+        add_host_file(
+            &mut tree,
+            prov,
+            "operators",
+            paths::OPERATORS,
+            operator_ca(ops)?,
         )?;
     }
     tree.insert(
@@ -373,18 +368,15 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     )?;
     if let Some(update) = &spec.update {
         let files = update.files(&inputs.spec.path, |p| inputs.spec.resolve(p))?;
-        let mut add = |source: &str, dest: &str, bytes: Vec<u8>| -> Result<()> {
-            prov.files.push(FileUsed {
-                source: source.into(),
-                dest: format!("/{dest}"),
-                sha256: slate_core::Digest32::of(&bytes),
-            });
-            tree.insert(&ip(&format!("/{dest}")), Node::bytes(bytes, 0o644))?;
-            Ok(())
-        };
-        add("update.channel_root", paths::CHANNEL_ROOT, files.root)?;
+        add_host_file(
+            &mut tree,
+            prov,
+            "update.channel_root",
+            paths::CHANNEL_ROOT,
+            files.root,
+        )?;
         if let Some(ca) = files.ca {
-            add("update.channel_ca", paths::CHANNEL_CA, ca)?;
+            add_host_file(&mut tree, prov, "update.channel_ca", paths::CHANNEL_CA, ca)?;
         }
         tree.insert(
             &ip(&format!("/{}", paths::UPDATE)),
@@ -396,15 +388,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
             path: trust.to_path_buf(),
             field: "agent.trust (or --trust)".into(),
         })?;
-        prov.files.push(FileUsed {
-            source: "trust".into(),
-            dest: format!("/{}", paths::TRUST),
-            sha256: slate_core::Digest32::of(&bytes),
-        });
-        tree.insert(
-            &ip(&format!("/{}", paths::TRUST)),
-            Node::bytes(bytes, 0o644),
-        )?;
+        add_host_file(&mut tree, prov, "trust", paths::TRUST, bytes)?;
     }
     let os_release = format!(
         "NAME=\"{name}\"\nID=slate\nPRETTY_NAME=\"{name} {version}\"\nVERSION=\"{version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nSLATE_BOARD={board}\nSLATE_SECURITY_EPOCH={epoch}\n",
@@ -415,6 +399,24 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
     );
     tree.insert(&ip("/etc/os-release"), Node::bytes(os_release, 0o644))?;
     Ok(tree)
+}
+
+/// Adds a file from the build machine (`source` names the spec field or option it came from)
+/// at `dest` (relative to the root, world-readable), and records it in the provenance.
+fn add_host_file(
+    tree: &mut Tree,
+    prov: &mut Provenance,
+    source: &str,
+    dest: &str,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    prov.files.push(FileUsed {
+        source: source.into(),
+        dest: format!("/{dest}"),
+        sha256: slate_core::Digest32::of(&bytes),
+    });
+    tree.insert(&ip(&format!("/{dest}")), Node::bytes(bytes, 0o644))?;
+    Ok(())
 }
 
 /// Reads an operator CA file for the image: PEM certificates only. A private key in it is

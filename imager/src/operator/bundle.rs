@@ -308,7 +308,8 @@ pub fn verify(
             None
         };
         // A UKI is at most MAX_BOOT_ARTIFACT bytes (Manifest::parse): checked in memory.
-        let mut uki = uki_slot(&a.name).map(|_| Vec::with_capacity(usize_of(size)));
+        let mut uki =
+            uki_slot(&a.name).map(|_| Vec::with_capacity(slate_core::num::usize_of(size)));
         r.stream(&a.name, size, |c| -> std::io::Result<()> {
             h.update(c);
             if let Some(f) = keep.as_mut() {
@@ -344,10 +345,6 @@ fn uki_slot(name: &str) -> Option<slate_core::layout::Slot> {
     [slate_core::layout::Slot::A, slate_core::layout::Slot::B]
         .into_iter()
         .find(|&s| manifest::uki_artifact(s) == name)
-}
-
-fn usize_of(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Recomputes the verity tree of a root image file and compares it with the file and manifest.
