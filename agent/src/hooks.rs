@@ -26,7 +26,7 @@ pub const STEPS: &[&str] = &[
     "fallback-boot",
 ];
 
-/// Stage 1's cut points in the first boot's grow of `data` onto a larger disk (`crate::grow`),
+/// Stage 1's cut points in the first boot's grow of `data` onto a larger disk (`crate::init::grow`),
 /// in order.
 pub const GROW_STEPS: &[&str] = &[
     "grow-backup-written",

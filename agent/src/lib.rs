@@ -1,41 +1,36 @@
 //! `slate-agent`: the device side of Slate.
 //!
-//! `slate-init` is PID 1 in two stages (initramfs → verified root → supervisor) and `slated` is
-//! the agent that reports status and, with the Updates work, installs signed updates. All
-//! system calls that need `unsafe` live in [`sys`]; policy (command line, restart decisions,
-//! health results) is pure and unit-tested.
+//! Two programs share this library:
+//!
+//! ```text
+//! init/     slate-init, PID 1: stage 1 in the initramfs (modules, dm-verity, the root, /data,
+//!           its first-boot grow), stage 2 in the real root (services, watchdog, DHCP)
+//! slated/   slated, the agent: its API server, installs (push and channel), health checks,
+//!           device identity, the update state it keeps on /data
+//! boot/     the boot loader back-end both use: the ESP's entries (boot counting), systemd-boot's
+//!           EFI variables, what the firmware says about Secure Boot
+//! (top)     what both programs need: system calls (sys), the console markers and logging,
+//!           durable files on /data, the boot-attempt record, the security floor, partitions,
+//!           the test images' cut points (hooks)
+//! ```
+//!
+//! Nothing in `slated/` uses `init/`, and `boot/` uses neither. All system calls that need
+//! `unsafe` live in [`sys`]; policy (command line, restart decisions, health results) is pure
+//! and unit-tested.
 
-pub mod agent;
 pub mod attempts;
-pub mod channel;
-pub mod conntable;
-pub mod dhcp;
+pub mod boot;
 pub mod durable;
-pub mod efivar;
-pub mod esp;
 pub mod floor;
-pub mod grow;
-pub mod health;
 pub mod hooks;
-pub mod http;
-pub mod identity;
-pub mod install;
+pub mod init;
 pub mod lines;
 pub mod logfile;
 pub mod logging;
 pub mod marker;
 pub mod partitions;
-pub mod secure_boot;
-pub mod server;
-pub mod stage1;
-pub mod stage2;
-pub mod state;
-pub mod status;
-pub mod supervisor;
+pub mod slated;
 pub mod sys;
-pub mod throttle;
-pub mod uki;
-pub mod watchdog;
 
 /// Locks a mutex, taking over from a holder that panicked: every value the agent keeps behind
 /// one is consistent after each single change, and PID 1 and the agent must not die of it.

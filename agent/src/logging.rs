@@ -145,10 +145,10 @@ mod tests {
 
     #[test]
     fn filters_parse_like_rust_log_and_bad_ones_fall_back() {
-        let (t, w) = parse_filter("warn,slate_agent::install=debug");
+        let (t, w) = parse_filter("warn,slate_agent::slated::install=debug");
         assert!(w.is_none());
-        assert!(t.would_enable("slate_agent::install", &tracing::Level::DEBUG));
-        assert!(!t.would_enable("slate_agent::health", &tracing::Level::INFO));
+        assert!(t.would_enable("slate_agent::slated::install", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("slate_agent::slated::health", &tracing::Level::INFO));
         let (t, w) = parse_filter("loud=???");
         assert!(w.is_some());
         assert!(t.would_enable("anything", &tracing::Level::INFO));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 fn loader_device_part_uuid_path() -> String {
     format!(
         "/sys/firmware/efi/efivars/LoaderDevicePartUUID-{}",
-        crate::status::LOADER_GUID
+        crate::boot::efivars::LOADER_GUID
     )
 }
 
@@ -94,7 +94,7 @@ fn esp_part_uuid() -> Result<Guid> {
             "reading {path}: the firmware did not say which disk it booted from (Slate boots through systemd-boot, which sets it; is efivarfs mounted?)"
         )
     })?;
-    let text = crate::status::decode_efi_string(&raw)
+    let text = crate::boot::efivars::decode_efi_string(&raw)
         .ok_or_else(|| anyhow!("{path} does not hold UTF-16 text"))?;
     text.trim()
         .parse()
@@ -104,12 +104,12 @@ fn esp_part_uuid() -> Result<Guid> {
 /// Reads the GPT of `/dev/<name>` (the primary, else the backup at the disk's end), if it has
 /// one that Slate can read.
 fn read_table(name: &str) -> Option<Table> {
-    let size = crate::grow::sectors_of(&Path::new("/sys/block").join(name)).ok()?;
+    let size = crate::init::grow::sectors_of(&Path::new("/sys/block").join(name)).ok()?;
     if size == 0 {
         return None;
     }
     let disk = std::fs::File::open(format!("/dev/{name}")).ok()?;
-    crate::grow::read_gpt(&disk, size).ok().map(|(t, _)| t)
+    crate::init::grow::read_gpt(&disk, size).ok().map(|(t, _)| t)
 }
 
 /// Looks at every disk once for the one whose GPT holds `esp`.

@@ -5,7 +5,7 @@
 //! to make room; none of them stops the agent.
 
 use rustls::pki_types::pem::PemObject;
-use slate_agent::server::{self, Caller, Io};
+use slate_agent::slated::server::{self, Caller, Io};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,13 +67,13 @@ fn an_operator_is_served_through_thousands_of_idle_connections() {
     server::raise_fd_limit();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ops-ca");
-    slate_imager::ca::init(&ca, "flood test CA").unwrap();
+    slate_imager::operator::ca::init(&ca, "flood test CA").unwrap();
     let op = dir.path().join("alice");
-    slate_imager::ca::issue(&ca, "alice", 1, &op).unwrap();
+    slate_imager::operator::ca::issue(&ca, "alice", 1, &op).unwrap();
     let (identity, _) =
-        slate_agent::identity::Identity::load_or_make(&dir.path().join("identity"), "flood")
+        slate_agent::slated::identity::Identity::load_or_make(&dir.path().join("identity"), "flood")
             .unwrap();
-    let ca_pem = slate_imager::ca::pair_paths(&ca).0;
+    let ca_pem = slate_imager::operator::ca::pair_paths(&ca).0;
     let tls = server::tls_config(&identity, Some(ca_pem.to_str().unwrap())).unwrap();
 
     // The agent's runtime (one thread, as slated runs it) on a thread of its own.
@@ -110,7 +110,7 @@ fn an_operator_is_served_through_thousands_of_idle_connections() {
     );
 
     // The operator, from yet another address, with a client certificate of the CA.
-    let client = slate_imager::tls::unpinned_client(Some(&op)).unwrap();
+    let client = slate_imager::operator::tls::unpinned_client(Some(&op)).unwrap();
     let name = rustls::pki_types::ServerName::try_from("device").unwrap();
     let conn = rustls::ClientConnection::new(client, name).unwrap();
     let tcp = connect_from(Ipv4Addr::new(127, 0, 0, 200), port).unwrap();
@@ -139,7 +139,7 @@ fn an_operator_is_served_through_thousands_of_idle_connections() {
 
 /// The operator certificate's fingerprint, as the agent names its caller.
 fn fingerprint_of(op: &std::path::Path) -> slate_core::Fingerprint {
-    let pem = slate_imager::ca::pair_paths(op).0;
+    let pem = slate_imager::operator::ca::pair_paths(op).0;
     let der = rustls::pki_types::CertificateDer::from_pem_file(&pem).expect("operator certificate");
     slate_core::Fingerprint::of_der(&der)
 }

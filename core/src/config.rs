@@ -142,7 +142,7 @@ pub struct InitConfig {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Which events are kept: a level (`info`), or `target=level` pairs after it
-    /// (`info,slate_agent::install=debug`), as `RUST_LOG` reads them. The kernel command line's
+    /// (`info,slate_agent::slated::install=debug`), as `RUST_LOG` reads them. The kernel command line's
     /// `slate.log=` overrides it for one boot.
     #[serde(default = "default_log_filter")]
     pub filter: String,

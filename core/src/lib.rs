@@ -4,6 +4,16 @@
 //! or byte slices, so that each format can be unit- and property-tested without a device.
 //! The imager writes these formats and the agent reads them; keeping both sides on one
 //! implementation is what guarantees they agree.
+//!
+//! ```text
+//! disk          layout (partitions, type GUIDs, sizes), gpt, fat (the ESP), verity, guid
+//! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
+//! updates       manifest (signatures, trust, rules), bundle, slots (commit and rollback),
+//!               channel (release, waves, schedule), version
+//! device files  config (the agent's TOML), dhcp
+//! wire          api (status, outcomes, the `slate:` console markers)
+//! primitives    digest, fingerprint, der, le, num
+//! ```
 
 // Casts that could truncate or wrap a size read from outside are errors here (CI denies
 // warnings); conversions go through `num` instead. Test data generators may cast freely.

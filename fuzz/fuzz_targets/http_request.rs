@@ -3,7 +3,7 @@
 //! the health checker's probe URLs.
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = slate_agent::http::query_flag(Some(text), "force");
-        let _ = slate_agent::health::http_target(text);
+        let _ = slate_agent::slated::http::query_flag(Some(text), "force");
+        let _ = slate_agent::slated::health::http_target(text);
     }
 });

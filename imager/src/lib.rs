@@ -10,18 +10,12 @@
 //! image/     the image pipeline and its inputs: spec, board, packages, compose, squashfs,
 //!            initramfs (cpio), ESP, ext4, disk, bmap, provenance, build (the stages in order)
 //! operator/  what an operator does with images and devices: keys, bundles, push, flash, inspect
-//! main.rs    the `slate` command line
+//! bin/slate/ the `slate` command line (one module per group of commands)
 //! ```
-//! The modules are re-exported at the top (`slate_imager::build`, `slate_imager::push`, …), so
-//! their paths do not depend on the folders.
+//! Paths say where a module lives (`slate_imager::image::write::squashfs`,
+//! `slate_imager::operator::push`): nothing is re-exported under a flat name.
 
 pub mod error;
 pub mod image;
 pub mod operator;
 pub mod progress;
-
-pub use image::{
-    agentbin, apt, bmap, board, bootretry, build, cache, compose, cpio, deb, debroot, disk, esp,
-    ext4, hashing, kernel, kmod, lock, provenance, spec, squashfs, timings, tools, tree, uki,
-};
-pub use operator::{bundle, ca, flash, inspect, keys, push, repo, secure_boot, tls};

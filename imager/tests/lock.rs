@@ -2,8 +2,8 @@
 //! configuration): the lock is what apt's own resolver installs, locking twice gives the same
 //! lock, and a file whose sha256 differs from the lock is refused.
 
-use slate_imager::image::apt::{Apt, DebianSource};
-use slate_imager::image::lock::{self, Lock, LOCK_FILE};
+use slate_imager::image::debian::apt::{Apt, DebianSource};
+use slate_imager::image::debian::lock::{self, Lock, LOCK_FILE};
 
 #[test]
 fn the_lock_is_what_apt_installs_and_locking_twice_gives_the_same_lock() {

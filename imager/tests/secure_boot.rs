@@ -139,7 +139,7 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
     // Slate's own Authenticode check agrees with sbverify: the signed UKI passes; one byte
     // changed in .cmdline or in the kernel, the other db, or no signature at all fail both.
     let db_pem = std::fs::read(&db).unwrap();
-    slate_imager::uki::check(&bytes, &db_pem).unwrap();
+    slate_imager::image::write::uki::check(&bytes, &db_pem).unwrap();
     let flip = |at: usize| {
         let mut b = bytes.clone();
         b[at] ^= 1;
@@ -180,7 +180,7 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
         ),
     ];
     for (what, candidate, cert, why) in cases {
-        let e = slate_imager::uki::check(&candidate, cert).unwrap_err();
+        let e = slate_imager::image::write::uki::check(&candidate, cert).unwrap_err();
         assert!(format!("{e:#}").contains(why), "{what}: {e:#}");
         let file = tmp.path().join(format!("{what}.efi"));
         std::fs::write(&file, &candidate).unwrap();
@@ -221,7 +221,7 @@ fn sb_vars_enrols_the_three_keys_with_secure_boot_on() {
         .arg(&vars)
         .arg("--auth")
         .arg(&auth));
-    let printed = stdout(&ok(Command::new("virt-fw-vars")
+    let printed = stdout(&ok(slate_imager::operator::secure_boot::virt_fw_vars()
         .arg("-i")
         .arg(&vars)
         .arg("-p")));

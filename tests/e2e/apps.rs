@@ -6,7 +6,7 @@
 use slate_core::api::{HealthState, Kind, Outcome};
 use slate_core::layout::Slot;
 use slate_imager::progress::Progress;
-use slate_imager::push;
+use slate_imager::operator::push;
 use slate_tests::apps::*;
 use slate_tests::*;
 use std::io::{Read, Write};
@@ -42,7 +42,7 @@ fn get_page(port: u16, path: &str) -> String {
     }
 }
 
-fn version_of(l: &slate_imager::lock::Lock, name: &str) -> String {
+fn version_of(l: &slate_imager::image::debian::lock::Lock, name: &str) -> String {
     l.packages
         .iter()
         .find(|p| p.name == name)

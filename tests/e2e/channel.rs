@@ -125,10 +125,10 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     // keeps running and says why.
     let fresh = ch.timestamp();
     let mark = vm.mark();
-    ch.refresh(slate_imager::bundle::now() - 2 * 86_400);
+    ch.refresh(slate_imager::operator::bundle::now() - 2 * 86_400);
     channel_error(&vm, "expired", mark, CHECK);
     let mark = vm.mark();
-    ch.refresh(slate_imager::bundle::now());
+    ch.refresh(slate_imager::operator::bundle::now());
     vm.wait_for_after(&Kind::ChannelUpToDate.prefix(), mark, CHECK)
         .unwrap();
     let mark = vm.mark();
@@ -144,7 +144,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
             .as_deref(),
         Some("replayed")
     );
-    ch.refresh(slate_imager::bundle::now());
+    ch.refresh(slate_imager::operator::bundle::now());
 
     // v1 (to go back to later) and v2 in two waves.
     ch.publish(Some(&v1_bundle), None, None);

@@ -10,7 +10,7 @@
 //! keeps every cut's work folder (disk, serial logs), not only a failing one's.
 
 use slate_imager::progress::Progress;
-use slate_imager::push;
+use slate_imager::operator::push;
 use slate_qemu::{Loss, Snapshot};
 use slate_tests::*;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! keeps serving, and the next good update still works. `slate verify` agrees with the device.
 
 use slate_imager::progress::Progress;
-use slate_imager::push;
+use slate_imager::operator::push;
 use slate_tests::*;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -270,7 +270,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .unwrap();
     let url = vm.agent_url().unwrap();
     // First contact pins the device (what `slate status` does for an operator).
-    slate_imager::push::Device::open(&url, &access(tmp.path()))
+    slate_imager::operator::push::Device::open(&url, &access(tmp.path()))
         .unwrap()
         .status()
         .unwrap();
@@ -314,7 +314,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         version: running.clone(),
         security_epoch: 0,
         failed_versions: vec![],
-        now: slate_imager::bundle::now(),
+        now: slate_imager::operator::bundle::now(),
     };
     let (before, streaming): (Vec<_>, Vec<_>) =
         cases.iter().partition(|c| c.stage == Stage::BeforeWrite);
@@ -332,7 +332,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
             case.name,
             case.expect
         );
-        let offline = slate_imager::bundle::verify(&path, &k.trust, Some(&facts), None);
+        let offline = slate_imager::operator::bundle::verify(&path, &k.trust, Some(&facts), None);
         assert!(
             offline.is_err(),
             "slate verify accepted the bundle with {}",
@@ -445,7 +445,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     a_flood_and_a_trickle_do_not_stop_the_agent(&mut vm, &good);
 
     // The next good update still works (and slate verify agrees it is good).
-    slate_imager::bundle::verify(&good, &k.trust, Some(&facts), None).unwrap();
+    slate_imager::operator::bundle::verify(&good, &k.trust, Some(&facts), None).unwrap();
     let p = push::push(
         &url,
         &good,

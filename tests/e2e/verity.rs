@@ -4,7 +4,7 @@
 
 use slate_core::slots::MAX_FAILED_BOOTS;
 use slate_imager::progress::Progress;
-use slate_imager::push;
+use slate_imager::operator::push;
 use slate_tests::*;
 use std::process::Command;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! the way a user builds them (lock, fetch, build) and trusting the test keys.
 
 use crate::{keys, operators, workspace, Image};
-use slate_imager::build::{self, BuildOptions};
-use slate_imager::image::{apt::Apt, lock, spec::LoadedSpec};
+use slate_imager::image::build::{self, BuildOptions};
+use slate_imager::image::{debian::apt::Apt, debian::lock, spec::LoadedSpec};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 
 use crate::faultproxy::FaultProxy;
 use faults::FaultServer;
-use slate_imager::repo::{self, InitOptions, PublishOptions, Settings};
+use slate_imager::operator::repo::{self, InitOptions, PublishOptions, Settings};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -39,7 +39,7 @@ pub fn channel() -> &'static Channel {
         .path()
         .to_path_buf();
         for k in ["root", "targets", "online"] {
-            slate_imager::keys::keygen(&dir.join(k)).expect("keygen");
+            slate_imager::operator::keys::keygen(&dir.join(k)).expect("keygen");
         }
         let repo_dir = dir.join("repo");
         let root_json = repo::init(&InitOptions {
@@ -49,7 +49,7 @@ pub fn channel() -> &'static Channel {
             targets_key: dir.join("targets.pem"),
             online_key: dir.join("online.pem"),
             settings: Settings::default(),
-            now: slate_imager::bundle::now(),
+            now: slate_imager::operator::bundle::now(),
         })
         .expect("slate repo init");
         let ca_crt = test_ca(&dir);
@@ -117,7 +117,7 @@ impl Channel {
             max_version: max.map(|m| m.map(|v| v.parse().expect("version"))),
             targets_key: self.dir.join("targets.pem"),
             online_key: self.dir.join("online.pem"),
-            now: slate_imager::bundle::now(),
+            now: slate_imager::operator::bundle::now(),
         })
         .expect("slate publish");
     }
@@ -153,7 +153,7 @@ impl Channel {
     pub fn status_for(&self, seed: u32) -> String {
         let s = repo::status(&self.repo).expect("slate repo status");
         s.render(
-            slate_imager::bundle::now(),
+            slate_imager::operator::bundle::now(),
             Some(seed.try_into().expect("seed")),
         )
     }

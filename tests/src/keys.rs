@@ -29,15 +29,15 @@ pub fn secure_boot_keys() -> &'static Path {
             .tempdir()
             .expect("temp dir")
             .keep();
-        slate_imager::secure_boot::keygen(&dir, "Slate test").expect("slate sb keygen");
-        slate_imager::secure_boot::vars(
+        slate_imager::operator::secure_boot::keygen(&dir, "Slate test").expect("slate sb keygen");
+        slate_imager::operator::secure_boot::vars(
             &dir,
-            Path::new(slate_imager::secure_boot::OVMF_VARS_TEMPLATE),
+            Path::new(slate_imager::operator::secure_boot::OVMF_VARS_TEMPLATE),
             &dir.join("OVMF_VARS.fd"),
             None,
         )
         .expect("slate sb vars (virt-fw-vars: cargo xtask deps installs it)");
-        slate_imager::secure_boot::keygen(&dir.join("other"), "Stranger").expect("keygen");
+        slate_imager::operator::secure_boot::keygen(&dir.join("other"), "Stranger").expect("keygen");
         dir
     })
 }
@@ -54,14 +54,14 @@ pub fn keys() -> &'static Keys {
         ));
         let mk = |n: &str| {
             let (private, public, _) =
-                slate_imager::keys::keygen(&dir.path().join(n)).expect("keygen");
+                slate_imager::operator::keys::keygen(&dir.path().join(n)).expect("keygen");
             (
-                slate_imager::keys::load_private(&private).expect("load key"),
+                slate_imager::operator::keys::load_private(&private).expect("load key"),
                 public,
             )
         };
         let ((k1, p1), (k2, p2), (stranger, _)) = (mk("k1"), mk("k2"), mk("stranger"));
-        let trust = slate_imager::keys::trust(&[p1, p2], 2).expect("trust");
+        let trust = slate_imager::operator::keys::trust(&[p1, p2], 2).expect("trust");
         let trust_file = dir.path().join("trust.toml");
         std::fs::write(&trust_file, toml::to_string(&trust).expect("toml")).expect("write trust");
         Keys {

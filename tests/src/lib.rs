@@ -5,7 +5,7 @@
 //! the same bytes.
 
 use anyhow::{Context, Result};
-use slate_imager::build::{self, BuildOptions, Report};
+use slate_imager::image::build::{self, BuildOptions, Report};
 use slate_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,14 +57,14 @@ fn build_agent(arch: slate_core::layout::Arch, hooks: bool) -> PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let target = workspace().join("target/e2e-agent");
-    let triple = slate_imager::agentbin::target_for(arch);
+    let triple = slate_imager::image::agentbin::target_for(arch);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace())
         .args([
             "build",
             "--profile",
-            slate_imager::agentbin::DEVICE_PROFILE,
+            slate_imager::image::agentbin::DEVICE_PROFILE,
             "--locked",
             "--quiet",
             "-p",
@@ -76,7 +76,7 @@ fn build_agent(arch: slate_core::layout::Arch, hooks: bool) -> PathBuf {
         .arg(&target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .envs(slate_imager::agentbin::cargo_env(arch).expect("the device target's toolchain"));
+        .envs(slate_imager::image::agentbin::cargo_env(arch).expect("the device target's toolchain"));
     if hooks {
         cmd.args(["--features", "test-hooks"]);
     }
@@ -84,7 +84,7 @@ fn build_agent(arch: slate_core::layout::Arch, hooks: bool) -> PathBuf {
     assert!(status.success(), "building slate-agent for {triple} failed");
     let built = target
         .join(triple)
-        .join(slate_imager::agentbin::DEVICE_PROFILE);
+        .join(slate_imager::image::agentbin::DEVICE_PROFILE);
     let out = target.join(format!(
         "{}{}",
         if hooks {
@@ -216,7 +216,7 @@ pub fn bundle(img: &Image) -> PathBuf {
         .unwrap_or_default();
     let out = img.dir.with_file_name(format!("{name}.slate"));
     MADE.get(out.clone(), || {
-        slate_imager::bundle::make(
+        slate_imager::operator::bundle::make(
             &img.dir,
             &[keys().k1.clone(), keys().k2.clone()],
             None,
@@ -247,7 +247,7 @@ impl Parts {
     pub fn read(path: &Path) -> Parts {
         let f = std::fs::File::open(path).expect("bundle");
         let mut r = slate_core::bundle::BundleReader::new(std::io::BufReader::new(f));
-        let (manifest_bytes, sigs) = slate_imager::bundle::read_head(&mut r).expect("bundle head");
+        let (manifest_bytes, sigs) = slate_imager::operator::bundle::read_head(&mut r).expect("bundle head");
         let manifest = slate_core::manifest::Manifest::parse(&manifest_bytes).expect("manifest");
         let mut entries = Vec::new();
         for a in &manifest.artifacts {

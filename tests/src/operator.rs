@@ -33,14 +33,14 @@ pub fn operators() -> &'static Operators {
                 .expect("temp dir"),
         ))
         .path();
-        let (ca_crt, _) = slate_imager::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
-        slate_imager::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops")).expect("issue");
-        slate_imager::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
-        slate_imager::ca::issue(&dir.join("other-ca"), "stranger", 1, &dir.join("stranger"))
+        let (ca_crt, _) = slate_imager::operator::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
+        slate_imager::operator::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops")).expect("issue");
+        slate_imager::operator::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
+        slate_imager::operator::ca::issue(&dir.join("other-ca"), "stranger", 1, &dir.join("stranger"))
             .expect("issue");
         let day = std::time::Duration::from_secs(86_400);
         let now = std::time::SystemTime::now();
-        slate_imager::ca::issue_between(
+        slate_imager::operator::ca::issue_between(
             &dir.join("ca"),
             "expired",
             now - 3 * day,
@@ -49,7 +49,7 @@ pub fn operators() -> &'static Operators {
         )
         .expect("issue");
         let identity = dir.join("ops");
-        let client = slate_imager::tls::unpinned_client(Some(&identity)).expect("client config");
+        let client = slate_imager::operator::tls::unpinned_client(Some(&identity)).expect("client config");
         Operators {
             ca_crt,
             identity,
@@ -62,8 +62,8 @@ pub fn operators() -> &'static Operators {
 
 /// How tests reach a device as its operator: the test identity, device pins kept in `work`
 /// (one file per test, so devices of other tests on a reused port do not clash).
-pub fn access(work: &Path) -> slate_imager::push::Access {
-    slate_imager::push::Access {
+pub fn access(work: &Path) -> slate_imager::operator::push::Access {
+    slate_imager::operator::push::Access {
         identity: Some(operators().identity.clone()),
         fingerprint: None,
         known_devices: Some(work.join("known_devices")),
@@ -76,7 +76,7 @@ pub fn tls_stream(
     port: u16,
     identity: Option<&Path>,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-    let cfg = slate_imager::tls::unpinned_client(identity)?;
+    let cfg = slate_imager::operator::tls::unpinned_client(identity)?;
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
     let name = rustls::pki_types::ServerName::try_from("slate-device")?;

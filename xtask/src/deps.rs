@@ -8,7 +8,7 @@
 use crate::root;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use slate_imager::deb::{DebIndex, DebRecord, INDEX};
+use slate_imager::image::debian::deb::{DebIndex, DebRecord, INDEX};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -120,7 +120,7 @@ fn wanted_packages() -> Result<BTreeSet<String>> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let b = slate_imager::board::LoadedBoard::load(&root().join("boards"), &stem)?;
+            let b = slate_imager::image::board::LoadedBoard::load(&root().join("boards"), &stem)?;
             if b.board.arch != slate_core::layout::Arch::X86_64 {
                 continue;
             }
@@ -177,7 +177,7 @@ fn all_builds() -> Result<Vec<Build>> {
 }
 
 fn fetch_locked(builds: Vec<Build>) -> Result<()> {
-    use slate_imager::image::{apt::Apt, build, lock, spec::LoadedSpec};
+    use slate_imager::image::{debian::apt::Apt, build, debian::lock, spec::LoadedSpec};
     let cache = lock_cache();
     for (spec_path, boards, board_name) in builds {
         let spec = LoadedSpec::load(&spec_path)?;
@@ -388,7 +388,7 @@ pub fn deps_for(no_tools: bool, board: Option<&str>) -> Result<()> {
     let host_arch = match board {
         None => true,
         Some(b) => {
-            slate_imager::board::LoadedBoard::load(&boards, b)?
+            slate_imager::image::board::LoadedBoard::load(&boards, b)?
                 .board
                 .arch
                 == slate_core::layout::Arch::X86_64

@@ -19,7 +19,7 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
 /// Runs `cargo xtask install --prefix PREFIX`.
 pub fn install(prefix: &Path) -> Result<()> {
     let slate = crate::release_imager()?;
-    let agent = slate_imager::agentbin::locate(
+    let agent = slate_imager::image::agentbin::locate(
         None,
         slate_core::layout::Arch::X86_64,
         slate_imager::progress::Progress::new(false),
@@ -27,14 +27,14 @@ pub fn install(prefix: &Path) -> Result<()> {
     copy(&slate, &prefix.join("bin/slate"), 0o755)?;
     let lib = prefix
         .join("bin")
-        .join(slate_imager::agentbin::INSTALLED_DIR);
+        .join(slate_imager::image::agentbin::INSTALLED_DIR);
     copy(&agent.init, &lib.join("slate-init"), 0o755)?;
     copy(&agent.slated, &lib.join("slated"), 0o755)?;
     let progress = slate_imager::progress::Progress::new(false);
     if let Some(loader) =
-        slate_imager::bootretry::locate(None, slate_core::layout::Arch::X86_64, progress)?
+        slate_imager::image::bootretry::locate(None, slate_core::layout::Arch::X86_64, progress)?
     {
-        let to = lib.join(slate_imager::bootretry::FILE);
+        let to = lib.join(slate_imager::image::bootretry::FILE);
         std::fs::write(&to, loader).with_context(|| format!("writing {}", to.display()))?;
     }
     for e in std::fs::read_dir(root().join("boards"))? {

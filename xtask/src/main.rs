@@ -161,6 +161,15 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target folder: `CARGO_TARGET_DIR` when set (relative to the workspace, as cargo
+/// reads it), else `target/` of the workspace. Built binaries are looked for here.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root().join(dir),
+        _ => root().join("target"),
+    }
+}
+
 /// Runs a command in the workspace, failing with its status.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
@@ -185,8 +194,8 @@ pub fn dev_trust() -> Result<PathBuf> {
     let trust = dir.join("trust.toml");
     if !trust.exists() {
         std::fs::create_dir_all(&dir)?;
-        let (_, public, id) = slate_imager::keys::keygen(&dir.join("dev"))?;
-        let t = slate_imager::keys::trust(&[public], 1)?;
+        let (_, public, id) = slate_imager::operator::keys::keygen(&dir.join("dev"))?;
+        let t = slate_imager::operator::keys::trust(&[public], 1)?;
         std::fs::write(&trust, toml::to_string(&t)?)?;
         eprintln!(
             "made development key {id} in {} (sign demo bundles with dev.pem)",
@@ -204,14 +213,14 @@ pub fn dev_operators() -> Result<PathBuf> {
     let dir = root().join(".cache/keys");
     std::fs::create_dir_all(&dir)?;
     let ca = dir.join("operators-ca");
-    let (ca_crt, _) = slate_imager::ca::pair_paths(&ca);
+    let (ca_crt, _) = slate_imager::operator::ca::pair_paths(&ca);
     if !ca_crt.exists() {
-        slate_imager::ca::init(&ca, "Slate development operator CA")?;
+        slate_imager::operator::ca::init(&ca, "Slate development operator CA")?;
         eprintln!("made the development operator CA in {}", dir.display());
     }
     let op = dir.join("operator");
-    if !slate_imager::ca::pair_paths(&op).0.exists() {
-        slate_imager::ca::issue(&ca, "developer", 3650, &op)?;
+    if !slate_imager::operator::ca::pair_paths(&op).0.exists() {
+        slate_imager::operator::ca::issue(&ca, "developer", 3650, &op)?;
     }
     Ok(ca_crt)
 }
@@ -222,7 +231,7 @@ pub fn dev_operators() -> Result<PathBuf> {
 pub fn dev_secure_boot() -> Result<PathBuf> {
     let dir = root().join(".cache/keys/secure-boot");
     if !dir.join("owner.guid").exists() {
-        let guid = slate_imager::secure_boot::keygen(&dir, "Slate development")?;
+        let guid = slate_imager::operator::secure_boot::keygen(&dir, "Slate development")?;
         eprintln!(
             "made development Secure Boot keys in {} (owner {guid})",
             dir.display()
@@ -230,9 +239,9 @@ pub fn dev_secure_boot() -> Result<PathBuf> {
     }
     let vars = dir.join("OVMF_VARS.fd");
     if !vars.exists() {
-        slate_imager::secure_boot::vars(
+        slate_imager::operator::secure_boot::vars(
             &dir,
-            Path::new(slate_imager::secure_boot::OVMF_VARS_TEMPLATE),
+            Path::new(slate_imager::operator::secure_boot::OVMF_VARS_TEMPLATE),
             &vars,
             None,
         )?;
@@ -249,13 +258,13 @@ pub fn dev_operator() -> Result<PathBuf> {
 /// A VM configuration that talks to the agent as the development operator.
 pub fn dev_vm(disk: &Path, work: &Path) -> Result<slate_qemu::VmConfig> {
     let mut cfg = slate_qemu::VmConfig::new(disk, work);
-    cfg.tls = Some(slate_imager::tls::unpinned_client(Some(&dev_operator()?))?);
+    cfg.tls = Some(slate_imager::operator::tls::unpinned_client(Some(&dev_operator()?))?);
     Ok(cfg)
 }
 
 /// How `cargo xtask` pushes to its VMs: the development operator, pins kept in `work`.
-pub fn dev_access(work: &Path) -> Result<slate_imager::push::Access> {
-    Ok(slate_imager::push::Access {
+pub fn dev_access(work: &Path) -> Result<slate_imager::operator::push::Access> {
+    Ok(slate_imager::operator::push::Access {
         identity: Some(dev_operator()?),
         fingerprint: None,
         known_devices: Some(work.join("known_devices")),
@@ -265,7 +274,7 @@ pub fn dev_access(work: &Path) -> Result<slate_imager::push::Access> {
 /// Builds the release `slate` binary (a no-op when fresh) and returns its path.
 pub fn release_imager() -> Result<PathBuf> {
     run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
-    Ok(root().join("target/release/slate"))
+    Ok(target_dir().join("release/slate"))
 }
 
 /// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
@@ -369,7 +378,7 @@ fn ci() -> Result<()> {
         .arg("--manifest-path")
         .arg(&bootretry)
         .args(["--release", "--locked", "--target"])
-        .arg(slate_imager::bootretry::TARGET)
+        .arg(slate_imager::image::bootretry::TARGET)
         .arg("--target-dir")
         .arg(root().join("target/bootretry"))
         .args(["--", "-D", "warnings"]))?;
@@ -396,7 +405,7 @@ fn ci() -> Result<()> {
     // The README's `slate build` of the default image, then the result checked by the standard
     // tools. It uses the imager and the production device binaries the tests above built:
     // building both again in release would repeat eight minutes of compiling for the same code.
-    let debug_imager = root().join("target/debug/slate");
+    let debug_imager = target_dir().join("debug/slate");
     if !debug_imager.is_file() {
         bail!(
             "{} is missing: `cargo test --workspace` builds it for the imager's tests",

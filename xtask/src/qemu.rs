@@ -114,7 +114,7 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
 /// boots on a machine that looks like a PC (an NVMe disk, an e1000e card), not like the dev
 /// VM, and an arm64 board on QEMU's arm64 `virt` machine.
 pub fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
-    let loaded = slate_imager::board::LoadedBoard::load(&crate::root().join("boards"), board)?;
+    let loaded = slate_imager::image::board::LoadedBoard::load(&crate::root().join("boards"), board)?;
     let Some(q) = loaded.board.qemu else {
         return Ok(());
     };

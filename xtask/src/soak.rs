@@ -77,7 +77,7 @@ pub fn soak(cycles: u32) -> Result<()> {
     for i in 1..=cycles {
         let version = format!("1.{i}.0");
         let t = Instant::now();
-        let r = slate_imager::push::push(
+        let r = slate_imager::operator::push::push(
             &url,
             &scratch.join(format!("{version}.slate")),
             &access,

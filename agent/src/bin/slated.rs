@@ -16,11 +16,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use slate_agent::agent::Agent;
-use slate_agent::identity::{self, Identity};
-use slate_agent::install::{InstallError, Refusal};
-use slate_agent::server::{self, Caller};
-use slate_agent::{health, http, marker};
+use slate_agent::slated::daemon::Agent;
+use slate_agent::slated::identity::{self, Identity};
+use slate_agent::slated::install::{InstallError, Refusal};
+use slate_agent::slated::server::{self, Caller};
+use slate_agent::{slated::health, slated::http, marker};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
     // The same reader a channel download feeds: a closed channel is the end of the bundle.
-    let (tx, reader) = slate_agent::channel::StreamReader::new();
+    let (tx, reader) = slate_agent::slated::channel::StreamReader::new();
     let worker_agent = agent.clone();
     let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
     let mut body = req.into_body();
@@ -304,7 +304,7 @@ async fn daemon() -> Result<()> {
     match std::fs::read_to_string(&update) {
         Ok(text) => match toml::from_str::<slate_core::channel::UpdateConfig>(&text) {
             Ok(cfg) => {
-                tokio::spawn(slate_agent::channel::run(agent.clone(), cfg));
+                tokio::spawn(slate_agent::slated::channel::run(agent.clone(), cfg));
             }
             Err(e) => marker::warn(format!("{update}: {e}; pulling updates is off")),
         },

@@ -3,11 +3,11 @@
 //! so a trial UKI the firmware refuses costs a try per reset instead of stopping the machine
 //! at the firmware's boot menu.
 //!
-//! Found as the device binaries are ([`crate::agentbin`]): `slate-bootretry.efi` in the
+//! Found as the device binaries are ([`crate::image::agentbin`]): `slate-bootretry.efi` in the
 //! `--agent-dir` folder or beside an installed `slate`, or built in the enclosing Slate
 //! source tree for `x86_64-unknown-uefi`.
 
-use crate::agentbin;
+use crate::image::agentbin;
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use slate_core::layout::Arch;

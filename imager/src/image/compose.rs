@@ -6,15 +6,15 @@
 //! the provenance). The initramfs holds only `/init` (slate-init), `/dev/console`, the board's
 //! modules with their dependencies, and the list of modules in load order.
 
-use crate::agentbin::AgentBinaries;
-use crate::board::Board;
-use crate::deb::{self, EntryKind};
-use crate::debroot::{self, LockedDeb};
+use crate::image::agentbin::AgentBinaries;
+use crate::image::board::Board;
+use crate::image::debian::deb::{self, EntryKind};
+use crate::image::debian::debroot::{self, LockedDeb};
 use crate::error::BuildError;
-use crate::kernel::Kernel;
-use crate::provenance::{FileUsed, Provenance};
-use crate::spec::{ImagePath, LoadedSpec};
-use crate::tree::{Content, Kind, Node, Tree};
+use crate::image::kernel::Kernel;
+use crate::image::provenance::{FileUsed, Provenance};
+use crate::image::spec::{ImagePath, LoadedSpec};
+use crate::image::write::tree::{Content, Kind, Node, Tree};
 use anyhow::{Context, Result};
 use slate_core::config::{self, paths, Health, ImageInfo, InitConfig, InitrdConfig, Service};
 use slate_core::Version;
@@ -112,7 +112,7 @@ fn add_overlay(
         } else if ft.is_file() {
             // Hashed now, streaming; read again only when the squashfs is written, so a large
             // overlay never sits in memory.
-            let (_, sha256) = crate::hashing::hash_file(&e.path())?;
+            let (_, sha256) = crate::image::hashing::hash_file(&e.path())?;
             prov.files.push(FileUsed {
                 source: label.join(&name).display().to_string(),
                 dest: dest.to_string(),

@@ -13,7 +13,7 @@ use std::path::Path;
 pub fn hash_file(path: &Path) -> Result<(u64, Digest32)> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
-    let segments = crate::disk::data_segments(&f).unwrap_or_else(|_| vec![(0, len)]);
+    let segments = crate::image::write::disk::data_segments(&f).unwrap_or_else(|_| vec![(0, len)]);
     let mut h = Sha256::new();
     let zeros = vec![0u8; 1 << 20];
     let mut buf = vec![0u8; 1 << 20];

@@ -6,9 +6,9 @@
 //! path and dependencies; `vmlinuz`; the modules used so far). A cached build reads the same
 //! bytes as a cold one (each file's sha256 is checked), so its outputs are identical.
 
-use crate::deb::{self, EntryKind};
-use crate::kmod;
-use crate::provenance::sha256_hex;
+use crate::image::debian::deb::{self, EntryKind};
+use crate::image::kmod;
+use crate::image::provenance::sha256_hex;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,31 +1,27 @@
 //! The image pipeline and its inputs: from a spec, a board and packages to `disk.img`.
+//!
+//! ```text
+//! spec, board, update_spec   the inputs, parsed and checked
+//! debian/                    Debian packages: apt, the lock and its resolver, .deb reading, versions
+//! compose, kernel, kmod      the root tree and the initramfs's contents
+//! write/                     the output formats: tree, squashfs, cpio, ESP, ext4, GPT disk, bmap, UKI
+//! build/                     the stages in order, with their report and provenance
+//! ```
 
 pub mod agentbin;
-pub mod apt;
-pub mod bmap;
 pub mod board;
 pub mod bootretry;
 pub mod build;
 pub mod cache;
 pub mod compose;
-pub mod cpio;
-pub mod deb;
-pub mod debroot;
-pub mod debver;
-pub mod disk;
-pub mod esp;
-pub mod ext4;
+pub mod debian;
 pub mod hashing;
 pub mod kernel;
 pub mod kmod;
-pub mod lock;
 pub mod packages;
 pub mod provenance;
-pub mod resolve;
 pub mod spec;
-pub mod squashfs;
 pub mod timings;
 pub mod tools;
-pub mod tree;
-pub mod uki;
 pub mod update_spec;
+pub mod write;

@@ -3,7 +3,7 @@
 //! Only the fields a root image needs are read: name, version, architecture, `Depends`,
 //! `Pre-Depends`, `Provides`, `Essential`, `Priority`, `Filename`, `Size`, `SHA256`.
 
-use super::debver::{self, Relation};
+use crate::image::debian::debver::{self, Relation};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 

@@ -131,7 +131,7 @@ pub struct ImageSpec {
     pub packages: Vec<PackageSpec>,
     /// The Debian archive the packages come from (`slate lock` resolves against it).
     #[serde(default)]
-    pub debian: super::apt::DebianSource,
+    pub debian: crate::image::debian::apt::DebianSource,
     /// Single files.
     #[serde(default, rename = "file")]
     pub files: Vec<FileSpec>,
@@ -158,12 +158,12 @@ pub struct ImageSpec {
     pub network: slate_core::config::Network,
     /// The update channel the device pulls from (none: only `slate push`).
     #[serde(default)]
-    pub update: Option<super::update_spec::UpdateSpec>,
+    pub update: Option<crate::image::update_spec::UpdateSpec>,
     /// `[secure_boot] key, cert`: build for UEFI Secure Boot, each slot a Unified Kernel Image
     /// signed with this db pair (`slate sb keygen`; paths relative to the spec, the key never
     /// enters the image), and the boot loader too.
     #[serde(default)]
-    pub secure_boot: Option<super::uki::SigningPair>,
+    pub secure_boot: Option<crate::image::write::uki::SigningPair>,
 }
 
 fn default_hostname() -> String {

@@ -3,8 +3,8 @@
 //! A bundle is made from a build folder: its `build.toml` names the version, board and verity
 //! parameters, and each artifact is hashed again so a folder changed after the build is caught.
 
-use crate::build::Report;
-use crate::hashing::hash_file;
+use crate::image::build::Report;
+use crate::image::hashing::hash_file;
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
@@ -332,7 +332,7 @@ pub fn verify(
             check_verity(&mut f, vp)?;
         }
         if let (Some(slot), Some(bytes), Some(cert)) = (uki_slot(&a.name), uki, &db_cert) {
-            crate::uki::check_bundle_uki(&bytes, slot, &manifest, cert)?;
+            crate::image::write::uki::check_bundle_uki(&bytes, slot, &manifest, cert)?;
         }
     }
     drop(scratch);

@@ -5,7 +5,7 @@
 //! `NAME.key.pem` (private, 0600, never into an image). Keys are ECDSA P-256, which every TLS
 //! stack and `openssl` read.
 
-use crate::keys::{check_private_mode, write_private};
+use crate::operator::keys::{check_private_mode, write_private};
 use anyhow::{bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

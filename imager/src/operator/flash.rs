@@ -4,7 +4,7 @@
 //! It refuses a target that is mounted (or has a mounted partition), holds the running system,
 //! is used by device-mapper or swap, is the image itself, or is smaller than the image.
 
-use crate::bmap::Bmap;
+use crate::image::write::bmap::Bmap;
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};

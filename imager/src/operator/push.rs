@@ -6,7 +6,7 @@
 //! Answers are the [`slate_core::api`] types the agent serves, never read by string keys.
 
 use crate::progress::Progress;
-use crate::tls::{self, Identity, KnownDevices, PinVerifier};
+use crate::operator::tls::{self, Identity, KnownDevices, PinVerifier};
 use anyhow::{bail, Context, Result};
 use slate_core::api::{self, Status, UploadAnswer};
 use slate_core::Fingerprint;

@@ -16,8 +16,8 @@
 //! and the `.auth` files `efi-updatevar` or a firmware's setup screen takes, with
 //! `virt-fw-vars` (PyPI `virt-firmware`).
 
-use crate::keys::write_private;
-use crate::tools;
+use crate::operator::keys::write_private;
+use crate::image::tools;
 use anyhow::{bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -105,6 +105,24 @@ pub fn cert(keys: &Path, role: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The command that runs virt-firmware's `virt-fw-vars`: the console script when it is on
+/// `PATH`, else the same entry point through `python3`. pip puts the script beside the Python it
+/// installed into, which is not always on `PATH` (a pyenv Python has no shim for a new script
+/// until `pyenv rehash`), while `python3` that can import the package always finds it.
+pub fn virt_fw_vars() -> Command {
+    match tools::find("virt-fw-vars", "virt-firmware (PyPI)") {
+        Ok(script) => Command::new(script),
+        Err(_) => {
+            let mut cmd = Command::new("python3");
+            cmd.args([
+                "-c",
+                "import sys; from virt.firmware.vars import main; sys.exit(main())",
+            ]);
+            cmd
+        }
+    }
+}
+
 /// Writes `out`, a copy of `template` with PK, KEK and db enrolled and Secure Boot on; with
 /// `auth`, also `PK.auth`, `KEK.auth` and `db.auth` there (signed updates for a real
 /// firmware's key database, in enrolment order).
@@ -116,7 +134,7 @@ pub fn vars(keys: &Path, template: &Path, out: &Path, auth: Option<&Path>) -> Re
             template.display()
         );
     }
-    let mut cmd = Command::new(tools::find("virt-fw-vars", "virt-firmware (PyPI)")?);
+    let mut cmd = virt_fw_vars();
     cmd.arg("--input").arg(template).arg("--output").arg(out);
     for (flag, role) in [("--set-pk", "PK"), ("--add-kek", "KEK"), ("--add-db", "db")] {
         cmd.arg(flag).arg(&guid).arg(cert(keys, role)?);

@@ -6,7 +6,7 @@
 //! pin is the check. The handshake's signature is still verified against the pinned
 //! certificate's key, so a pin cannot be satisfied by replaying the certificate alone.
 
-use crate::keys::check_private_mode;
+use crate::operator::keys::check_private_mode;
 use anyhow::{bail, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
@@ -27,10 +27,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads the pair named `base` (see [`crate::ca::pair_paths`]); the key file must be
+    /// Reads the pair named `base` (see [`crate::operator::ca::pair_paths`]); the key file must be
     /// private (0600).
     pub fn load(base: &Path) -> Result<Identity> {
-        let (crt, key) = crate::ca::pair_paths(base);
+        let (crt, key) = crate::operator::ca::pair_paths(base);
         check_private_mode(&key)?;
         let certs = CertificateDer::pem_file_iter(&crt)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())

@@ -114,8 +114,8 @@ pub(super) fn measure() -> Result<()> {
     print!("\n{rss}");
     let slated = root()
         .join("target")
-        .join(slate_imager::agentbin::DEVICE_TARGET)
-        .join(slate_imager::agentbin::DEVICE_PROFILE)
+        .join(slate_imager::image::agentbin::DEVICE_TARGET)
+        .join(slate_imager::image::agentbin::DEVICE_PROFILE)
         .join("slated");
     let size = std::fs::metadata(&slated)
         .with_context(|| format!("{} (build an image first)", slated.display()))?

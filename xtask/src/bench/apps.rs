@@ -30,7 +30,7 @@ pub fn measure() -> Result<()> {
         crate::run(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]))?;
     }
     let slate = crate::release_imager()?;
-    let agent = slate_imager::agentbin::locate(
+    let agent = slate_imager::image::agentbin::locate(
         None,
         slate_core::layout::Arch::X86_64,
         slate_imager::progress::Progress::new(true),
@@ -125,7 +125,7 @@ pub fn measure() -> Result<()> {
         "-quiet",
     ]);
     let sq = summarize("mksquashfs of that tree", &[timed(&mut m, s)?]);
-    let report = slate_imager::build::Report::load(&out)?;
+    let report = slate_imager::image::build::Report::load(&out)?;
     let ours_sqfs = report.verity.info.hash_offset;
     let packages = |dir: &Path| -> Result<usize> {
         Ok(std::fs::read_dir(dir)?
@@ -134,7 +134,7 @@ pub fn measure() -> Result<()> {
             .count())
     };
     let theirs_pkgs = packages(&tree.join("var/lib/dpkg/info"))?;
-    let ours_pkgs = slate_imager::lock::Lock::read(&spec_dir.join("image.lock"))?
+    let ours_pkgs = slate_imager::image::debian::lock::Lock::read(&spec_dir.join("image.lock"))?
         .packages
         .len();
     if ours_sqfs == 0 {

@@ -138,8 +138,8 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     ] {
         let dir = root()
             .join("target")
-            .join(slate_imager::agentbin::target_for(arch))
-            .join(slate_imager::agentbin::DEVICE_PROFILE);
+            .join(slate_imager::image::agentbin::target_for(arch))
+            .join(slate_imager::image::agentbin::DEVICE_PROFILE);
         for b in ["slate-init", "slated"] {
             let m = std::fs::metadata(dir.join(b)).with_context(|| {
                 format!("{}: built by the image builds above", dir.join(b).display())

@@ -11,8 +11,8 @@ use std::process::Command;
 /// A disk that boots the same firmware, boot loader and kernel into a busybox-only initramfs
 /// that prints its uptime and powers off: the floor Slate's own boot is compared with.
 fn floor_disk(image: &Path, dir: &Path) -> Result<PathBuf> {
-    use slate_imager::spec::ImagePath;
-    use slate_imager::tree::{Node, Tree};
+    use slate_imager::image::spec::ImagePath;
+    use slate_imager::image::write::tree::{Node, Tree};
     let disk = dir.join("floor.img");
     run(Command::new("cp")
         .arg("--sparse=always")
@@ -35,14 +35,14 @@ fn floor_disk(image: &Path, dir: &Path) -> Result<PathBuf> {
     t.insert(
         &p("/dev/console")?,
         Node {
-            kind: slate_imager::tree::Kind::CharDev { major: 5, minor: 1 },
+            kind: slate_imager::image::write::tree::Kind::CharDev { major: 5, minor: 1 },
             mode: 0o600,
             uid: 0,
             gid: 0,
         },
     )?;
     t.insert(&p("/init")?, Node::bytes("#!/bin/sh\n/bin/busybox mount -t proc proc /proc\necho \"floor: up $(/bin/busybox cut -d' ' -f1 /proc/uptime)\"\n/bin/busybox poweroff -f\n", 0o755))?;
-    let cpio = slate_imager::cpio::write(&t, 0, Vec::new())?;
+    let cpio = slate_imager::image::write::cpio::write(&t, 0, Vec::new())?;
     let initrd = dir.join("floor-initrd.img");
     std::fs::write(&initrd, zstd::bulk::compress(&cpio, 19)?)?;
     let mut head = vec![0u8; 34 * 512];
@@ -184,8 +184,8 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     for b in ["slate-init", "slated"] {
         let p = root()
             .join("target")
-            .join(slate_imager::agentbin::DEVICE_TARGET)
-            .join(slate_imager::agentbin::DEVICE_PROFILE)
+            .join(slate_imager::image::agentbin::DEVICE_TARGET)
+            .join(slate_imager::image::agentbin::DEVICE_PROFILE)
             .join(b);
         if let Ok(m) = std::fs::metadata(&p) {
             println!("  {b}: {:.2} MiB static binary", m.len() as f64 / 1048576.0);

@@ -96,7 +96,7 @@ pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
 
     // The device binaries are built once here, untimed: a fresh checkout has none yet, and
     // the timed builds below take them from --agent-dir so they measure the imager alone.
-    let agent = slate_imager::agentbin::locate(
+    let agent = slate_imager::image::agentbin::locate(
         None,
         slate_core::layout::Arch::X86_64,
         slate_imager::progress::Progress::new(false),
@@ -110,7 +110,7 @@ pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
     // Warm: the same build again after one overlay file changed, as a developer rebuilds.
     let extracted = root()
         .join(".cache/debs")
-        .join(slate_imager::build::EXTRACTED);
+        .join(slate_imager::image::build::EXTRACTED);
     let changed = tree.join("etc/bench-changed.txt");
     let build = |scratch: &std::path::Path| -> Result<super::Sample> {
         let mut s = Command::new(&slate);

@@ -91,7 +91,7 @@ pub(super) fn measure() -> Result<()> {
     let sha = t.elapsed().as_secs_f64();
     // slate: upload → verified → entry written (no reboot).
     let t = Instant::now();
-    let p = slate_imager::push::push(
+    let p = slate_imager::operator::push::push(
         &url,
         &scratch.join("v2.slate"),
         &access,
@@ -143,7 +143,7 @@ pub(super) fn measure() -> Result<()> {
     vm.http("POST", "/v1/reboot")?;
     vm.wait_for_after("slate: committed slot=b", mark, Duration::from_secs(300))?;
     let mark = vm.mark();
-    slate_imager::push::push(
+    slate_imager::operator::push::push(
         &url,
         &scratch.join("v3.slate"),
         &access,

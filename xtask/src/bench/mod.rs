@@ -102,7 +102,7 @@ pub(crate) fn summarize(name: &str, s: &[Sample]) -> Sample {
 
 pub(crate) fn deb_file(requested: &str) -> Result<PathBuf> {
     let cache = root().join(".cache/debs");
-    let index: slate_imager::deb::DebIndex = toml::from_str(
+    let index: slate_imager::image::debian::deb::DebIndex = toml::from_str(
         &std::fs::read_to_string(cache.join("index.toml"))
             .context("no deb cache: run `cargo xtask deps`")?,
     )?;

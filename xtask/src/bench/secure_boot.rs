@@ -83,11 +83,11 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     // The same content as bundles: format 1 (rootfs, vmlinuz, initrd) and format 2 (a signed
     // UKI per slot, then rootfs), signed with the development key.
     crate::dev_trust()?;
-    let key = slate_imager::keys::load_private(&root().join(".cache/keys/dev.pem"))?;
+    let key = slate_imager::operator::keys::load_private(&root().join(".cache/keys/dev.pem"))?;
     let mut bundles = Vec::new();
     for (name, dir) in [("plain", &plain), ("secure-boot", &signed)] {
         let out = scratch.join(format!("{name}.slate"));
-        slate_imager::bundle::make(dir, std::slice::from_ref(&key), None, None, &out)?;
+        slate_imager::operator::bundle::make(dir, std::slice::from_ref(&key), None, None, &out)?;
         bundles.push(size(&out)?);
     }
     println!(

@@ -3,11 +3,11 @@
 //! in one signed UKI).
 
 use super::Inputs;
-use crate::cache;
-use crate::compose;
-use crate::cpio;
-use crate::esp::EspFile;
-use crate::uki;
+use crate::image::cache;
+use crate::image::compose;
+use crate::image::write::cpio;
+use crate::image::write::esp::EspFile;
+use crate::image::write::uki;
 use anyhow::{Context, Result};
 use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::cmdline::BootParams;
@@ -67,7 +67,7 @@ pub fn options(inp: &Inputs<'_>) -> String {
 fn from_boot_package(inp: &Inputs<'_>, path: &str, field: &str) -> Result<Vec<u8>> {
     let b = &inp.board.board;
     let mut found = None;
-    crate::deb::for_each_entry(inp.boot_deb, &b.bootloader_package, |e, r| {
+    crate::image::debian::deb::for_each_entry(inp.boot_deb, &b.bootloader_package, |e, r| {
         if e.path == path.trim_start_matches('/') {
             let mut v = Vec::new();
             std::io::Read::read_to_end(r, &mut v)?;
@@ -110,7 +110,7 @@ pub fn esp_files(
                 Some(loader) => {
                     let loader = uki::sign(loader, pair, &scratch.join("bootretry"))?;
                     let systemd_boot = EspFile {
-                        path: crate::bootretry::SYSTEMD_BOOT_PATH.into(),
+                        path: crate::image::bootretry::SYSTEMD_BOOT_PATH.into(),
                         bytes: systemd_boot,
                     };
                     (loader, vec![systemd_boot, entry], ukis)

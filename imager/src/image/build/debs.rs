@@ -3,13 +3,13 @@
 //! else from the deb cache `cargo xtask deps` fills (`--debs`).
 
 use super::{default_dir, BuildOptions, EXTRACTED};
-use crate::board::LoadedBoard;
-use crate::deb::DebCache;
-use crate::debroot::{self, LockedDeb};
+use crate::image::board::LoadedBoard;
+use crate::image::debian::deb::DebCache;
+use crate::image::debian::debroot::{self, LockedDeb};
 use crate::error::BuildError;
-use crate::lock::{self, Lock};
-use crate::provenance::{DebUsed, Provenance};
-use crate::spec::LoadedSpec;
+use crate::image::debian::lock::{self, Lock};
+use crate::image::provenance::{DebUsed, Provenance};
+use crate::image::spec::LoadedSpec;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 

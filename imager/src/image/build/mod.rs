@@ -28,17 +28,17 @@ pub use report::{
     BootReport, DiskReport, ImageReport, OutputReport, Report, VerityReport, OUTPUTS,
 };
 
-use crate::agentbin;
-use crate::board::LoadedBoard;
-use crate::compose::{self, RootInputs};
-use crate::debroot;
+use crate::image::agentbin;
+use crate::image::board::LoadedBoard;
+use crate::image::compose::{self, RootInputs};
+use crate::image::debian::debroot;
 use crate::error::BuildError;
-use crate::kernel;
+use crate::image::kernel;
 use crate::progress::Progress;
-use crate::provenance::{sha256_hex, Provenance};
-use crate::spec::LoadedSpec;
-use crate::timings::Timings;
-use crate::tools;
+use crate::image::provenance::{sha256_hex, Provenance};
+use crate::image::spec::LoadedSpec;
+use crate::image::timings::Timings;
+use crate::image::tools;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::layout;
@@ -89,7 +89,7 @@ pub struct BuildOptions {
     pub security_epoch: u64,
     /// The db pair to sign UKIs and the boot loader with: a Secure Boot image (overrides the
     /// spec's `[secure_boot]`).
-    pub secure_boot: Option<crate::uki::SigningPair>,
+    pub secure_boot: Option<crate::image::write::uki::SigningPair>,
 }
 
 /// Seeds for every derived value, from the spec's bytes, name, version and board.
@@ -244,7 +244,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         spec.spec
             .secure_boot
             .as_ref()
-            .map(|sb| crate::uki::SigningPair {
+            .map(|sb| crate::image::write::uki::SigningPair {
                 key: spec.resolve(&sb.key),
                 cert: spec.resolve(&sb.cert),
             })
@@ -257,7 +257,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         ));
     }
     let boot_retry = match &secure_boot {
-        Some(_) => crate::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?,
+        Some(_) => crate::image::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?,
         None => None,
     };
     prov.tools = BTreeMap::from([
@@ -378,7 +378,7 @@ pub(crate) struct Inputs<'a> {
     spec: &'a LoadedSpec,
     version: &'a Version,
     board: &'a LoadedBoard,
-    root: &'a crate::tree::Tree,
+    root: &'a crate::image::write::tree::Tree,
     kernel: &'a kernel::Kernel,
     boot_deb: &'a [u8],
     /// SOURCE_DATE_EPOCH.
@@ -394,8 +394,8 @@ pub(crate) struct Inputs<'a> {
     /// The image's security epoch (anti-rollback).
     security_epoch: u64,
     /// The db pair of a Secure Boot image.
-    secure_boot: Option<&'a crate::uki::SigningPair>,
-    /// A Secure Boot image's `BOOTX64.EFI`, the boot-retry loader ([`crate::bootretry`]).
+    secure_boot: Option<&'a crate::image::write::uki::SigningPair>,
+    /// A Secure Boot image's `BOOTX64.EFI`, the boot-retry loader ([`crate::image::bootretry`]).
     boot_retry: Option<&'a [u8]>,
 }
 

@@ -3,7 +3,7 @@
 //! the command line asks for it by name (`--allow-insecure`, `--allow-debug`). Pure.
 
 use crate::error::BuildError;
-use crate::spec::ImageSpec;
+use crate::image::spec::ImageSpec;
 use std::path::Path;
 
 /// What the command line allows by name.

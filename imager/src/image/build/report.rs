@@ -131,7 +131,7 @@ pub fn hash_outputs(dir: &Path) -> Result<Vec<OutputReport>> {
     std::thread::scope(|s| {
         let jobs: Vec<_> = names
             .iter()
-            .map(|name| s.spawn(move || crate::hashing::hash_file(&dir.join(name))))
+            .map(|name| s.spawn(move || crate::image::hashing::hash_file(&dir.join(name))))
             .collect();
         names
             .iter()

@@ -3,7 +3,7 @@
 use super::layout::{Layout, Settings};
 use super::signing::{self, tuf_key};
 use super::write;
-use crate::keys;
+use crate::operator::keys;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::num::NonZeroU64;

@@ -4,8 +4,8 @@
 use super::layout::Layout;
 use super::signing;
 use super::write::{self, TargetsState};
-use crate::bundle;
-use crate::keys;
+use crate::operator::bundle;
+use crate::operator::keys;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::bundle::BundleReader;

@@ -4,7 +4,7 @@
 
 use super::layout::Layout;
 use super::write::{self, TargetsState};
-use crate::keys;
+use crate::operator::keys;
 use anyhow::Result;
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 
 use super::layout::Layout;
 use super::signing::{self, tuf_key};
-use crate::keys;
+use crate::operator::keys;
 use anyhow::{bail, Context, Result};
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};

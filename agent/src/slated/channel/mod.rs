@@ -1,0 +1,419 @@
+//! Pulling updates from a static TUF repository (`[update] channel`): check on a jittered
+//! schedule, verify the TUF chain (tough), decide with the code the fleet simulator runs
+//! (`slate_core::channel::decide`), and install through the very path `slate push` uses, so
+//! every check and marker the gauntlet proved holds for pulls too.
+
+mod download;
+mod https;
+mod resume;
+mod seed;
+mod transport;
+
+use crate::slated::daemon::{now, Agent};
+use crate::slated::install::{InstallError, Refusal};
+use crate::{lock, marker};
+use anyhow::{Context, Result};
+use slate_core::api::{BootState, ChannelError, ChannelStatus, Marker};
+use slate_core::channel::{
+    decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, UpdateConfig, RELEASE_TARGET,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tough::{ExpirationEnforcement, RepositoryLoader, TargetName};
+use url::Url;
+
+pub use download::StreamReader;
+pub use https::Https;
+
+/// Where the seed lives.
+pub const SEED: &str = "/data/slate/seed";
+/// tough's datastore: the newest metadata this device trusted, so a server that goes back to
+/// older metadata (a replay, a frozen mirror) is refused across checks and reboots.
+pub const DATASTORE: &str = "/data/slate/tuf";
+/// Largest release manifest read.
+const MAX_RELEASE: usize = 1 << 20;
+
+/// Forgets a pull's resume state: an install that is not the channel's rewrites the slot it
+/// describes.
+pub fn forget_resume() -> Result<()> {
+    resume::forget(Path::new(resume::RECORD))
+}
+
+/// Why a check failed, as the metrics count it.
+#[derive(Debug)]
+struct Failure {
+    kind: &'static str,
+    error: anyhow::Error,
+}
+
+fn fail(kind: &'static str) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { kind, error }
+}
+
+/// What a successful check found.
+enum Checked {
+    /// Nothing to do before `ready_at` (if any).
+    Idle { ready_at: Option<u64> },
+    /// Installed: the machine reboots into it.
+    Installed,
+}
+
+/// The channel's loop: never returns; every failure is reported and retried with backoff.
+pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
+    // Checks start once this boot's health checks have concluded and it is not on trial
+    // (the install would refuse then). A good slot whose checks fail still pulls: the fix
+    // for what fails may be the next release.
+    // The in-memory status only: `Agent::status` would read the ESP's entries each time.
+    let concluded = || {
+        let s = lock(&agent.status);
+        !matches!(s.boot, BootState::Trial { .. })
+            && s.health.state != slate_core::api::HealthState::Pending
+    };
+    while !concluded() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let seed = match seed::load_or_draw(Path::new(SEED)) {
+        Ok(s) => s,
+        Err(e) => {
+            marker::warn(format!("channel: {e:#}; using a seed for this boot only"));
+            slate_core::channel::Seed::from_random(seed::random().unwrap_or(0))
+        }
+    };
+    let https = match Https::new(cfg.ca.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            marker::warn(format!("channel: {e:#}; pulling is off"));
+            return;
+        }
+    };
+    *lock(&agent.channel) = Some(ChannelStatus {
+        url: cfg.channel.clone(),
+        seed: seed.get(),
+        ..ChannelStatus::default()
+    });
+    let poll = cfg.poll();
+    let mut scheduler = Scheduler::default();
+    let mut refused: Option<Vec<u8>> = None;
+    loop {
+        let started = now();
+        let result = check(&agent, &cfg, &https, seed, &mut refused).await;
+        let outcome = {
+            let mut guard = lock(&agent.channel);
+            let st = guard.get_or_insert_with(ChannelStatus::default);
+            st.checks += 1;
+            st.last_check = Some(started);
+            match &result {
+                Ok(Checked::Idle { ready_at }) => {
+                    st.last_success = Some(started);
+                    st.last_error = None;
+                    Outcome::Checked {
+                        ready_at: *ready_at,
+                    }
+                }
+                Ok(Checked::Installed) => return,
+                Err(f) => {
+                    *st.failures.entry(f.kind.to_string()).or_default() += 1;
+                    let message = format!("{:#}", f.error);
+                    st.last_error = Some(ChannelError {
+                        kind: f.kind.to_string(),
+                        message: message.clone(),
+                        at: started,
+                    });
+                    marker::emit(&Marker::ChannelError {
+                        kind: f.kind.to_string(),
+                        message,
+                    });
+                    Outcome::Failed
+                }
+            }
+        };
+        let now_u = u64::try_from(now()).unwrap_or(0);
+        let next = scheduler.next_check(&poll, now_u, outcome, seed::random().unwrap_or(0));
+        if let Some(st) = lock(&agent.channel).as_mut() {
+            st.next_check = i64::try_from(next).ok();
+        }
+        tokio::time::sleep(Duration::from_secs(next.saturating_sub(now_u).max(1))).await;
+    }
+}
+
+/// One check: TUF metadata, the release manifest, the decision, and the install it asks for.
+async fn check(
+    agent: &Arc<Agent>,
+    cfg: &UpdateConfig,
+    https: &Https,
+    seed: slate_core::channel::Seed,
+    refused: &mut Option<Vec<u8>>,
+) -> Result<Checked, Failure> {
+    let base = Url::parse(&format!("{}/", cfg.channel.trim_end_matches('/')))
+        .context("the channel URL")
+        .map_err(fail("config"))?;
+    let meta = base
+        .join("metadata/")
+        .map_err(|e| fail("config")(e.into()))?;
+    let targets = base
+        .join("targets/")
+        .map_err(|e| fail("config")(e.into()))?;
+    let root = std::fs::read(&cfg.root)
+        .with_context(|| format!("reading {}", cfg.root))
+        .map_err(fail("config"))?;
+    let version = agent.image.version.clone();
+    let transport = transport::HttpsTransport {
+        https: https.clone(),
+        query: format!("seed={}&version={version}", seed.get()),
+    };
+    std::fs::create_dir_all(DATASTORE).ok();
+    let repo = RepositoryLoader::new(&root, meta, targets.clone())
+        .transport(transport)
+        .datastore(DATASTORE)
+        .expiration_enforcement(ExpirationEnforcement::Safe)
+        .load()
+        .await
+        .map_err(|e| {
+            let kind = classify(&e);
+            Failure {
+                kind,
+                error: anyhow::Error::new(e).context("the channel's TUF metadata is refused"),
+            }
+        })?;
+    if let Some(st) = lock(&agent.channel).as_mut() {
+        st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
+    }
+    let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail("tuf")(e.into()))?;
+    let release: ReleaseManifest = match repo.read_target(&name).await {
+        Ok(Some(stream)) => {
+            use tough::IntoVec;
+            let bytes = stream
+                .into_vec()
+                .await
+                .map_err(|e| fail("tuf")(anyhow::Error::new(e).context("reading release.json")))?;
+            if bytes.len() > MAX_RELEASE {
+                return Err(fail("tuf")(anyhow::anyhow!(
+                    "release.json is larger than 1 MiB"
+                )));
+            }
+            serde_json::from_slice(&bytes)
+                .context("release.json")
+                .map_err(fail("tuf"))?
+        }
+        Ok(None) => ReleaseManifest::default(),
+        Err(e) => {
+            return Err(fail("tuf")(
+                anyhow::Error::new(e).context("reading release.json"),
+            ))
+        }
+    };
+    let failed: Vec<slate_core::Version> = lock(&agent.state)
+        .failed
+        .iter()
+        .filter_map(|f| f.version.parse().ok())
+        .collect();
+    let me = DeviceView {
+        product: &agent.image.name,
+        board: &agent.image.board,
+        version: &version,
+        seed,
+        failed: &failed,
+        version_lock: cfg.version_lock.as_ref(),
+        ignore_waves: cfg.ignore_waves,
+    };
+    let now_u = u64::try_from(now()).unwrap_or(0);
+    let decision = decide(&release, &me, now_u);
+    let (update, reason) = match decision {
+        Decision::UpToDate => {
+            set_offer(agent, None, None, None);
+            marker::emit(&Marker::ChannelUpToDate {
+                version: version.to_string(),
+            });
+            return Ok(Checked::Idle { ready_at: None });
+        }
+        Decision::Wait { update, ready_at } => {
+            let wave = update.waves.wave_of(seed).map(|w| w + 1);
+            set_offer(
+                agent,
+                Some(update.version.to_string()),
+                wave,
+                Some(ready_at),
+            );
+            marker::emit(&Marker::ChannelWaiting {
+                version: update.version.to_string(),
+                wave: wave.unwrap_or(0),
+                ready_at,
+            });
+            return Ok(Checked::Idle {
+                ready_at: Some(ready_at),
+            });
+        }
+        Decision::Install { update, reason } => (update, reason),
+    };
+    let wave = update.waves.wave_of(seed).map(|w| w + 1);
+    set_offer(agent, Some(update.version.to_string()), wave, None);
+    let target_name = TargetName::new(&update.target).map_err(|e| fail("tuf")(e.into()))?;
+    let target = repo
+        .targets()
+        .signed
+        .targets
+        .get(&target_name)
+        .with_context(|| {
+            format!(
+                "release.json names {}, which the signed targets do not list",
+                update.target
+            )
+        })
+        .map_err(fail("tuf"))?;
+    let expected = download::Expected {
+        length: target.length,
+        sha256: target.hashes.sha256.to_vec(),
+    };
+    if refused.as_deref() == Some(expected.sha256.as_slice()) {
+        return Err(fail("install")(anyhow::anyhow!(
+            "{} {} was refused before; waiting for another release",
+            update.target,
+            update.version
+        )));
+    }
+    let file = if repo.root().signed.consistent_snapshot {
+        format!("{}.{}", hex::encode(&expected.sha256), update.target)
+    } else {
+        update.target.clone()
+    };
+    let mut url = targets.join(&file).map_err(|e| fail("tuf")(e.into()))?;
+    url.set_query(Some(&format!("seed={}&version={version}", seed.get())));
+    marker::emit(&Marker::ChannelUpdate {
+        version: update.version.to_string(),
+        reason: serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    });
+    // What an earlier pull of this very target left durable in the idle slot.
+    let idle = agent.slot.other();
+    let sha_hex = hex::encode(&expected.sha256);
+    let record_path = Path::new(resume::RECORD);
+    let prefix = resume::load(record_path)
+        .and_then(|r| r.prefix_for(&sha_hex, expected.length, idle))
+        .and_then(|at| {
+            let device = crate::partitions::find(idle.label()).ok()?;
+            Some(download::SlotPrefix {
+                at,
+                device: device.into(),
+            })
+        });
+    if let Some(p) = &prefix {
+        marker::emit(&Marker::ChannelResumed {
+            version: update.version.to_string(),
+            from_slot: p.at.len,
+        });
+    }
+    let (tx, reader) = download::StreamReader::new();
+    let worker_agent = agent.clone();
+    // Going back (max_version) or to a locked version is a downgrade the signed release
+    // manifest asks for: the install allows it within the security epoch, as with --force.
+    let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
+    let record = resume::Record {
+        sha256: sha_hex,
+        length: expected.length,
+        slot: idle,
+        bundle_offset: 0,
+        durable: 0,
+    };
+    let worker = tokio::task::spawn_blocking(move || {
+        let note = |bundle_offset: u64, durable: u64| {
+            let r = resume::Record {
+                bundle_offset,
+                durable,
+                ..record.clone()
+            };
+            if let Err(e) = resume::save(Path::new(resume::RECORD), &r) {
+                marker::warn(format!("channel: the resume record: {e:#}"));
+            }
+        };
+        worker_agent.install_with(reader, force, Some(&note))
+    });
+    let mut stats = download::Fetched::default();
+    let fetched = download::fetch(
+        https,
+        &url,
+        &expected,
+        prefix,
+        tx,
+        &mut stats,
+        &download::Patience::DEVICE,
+    )
+    .await;
+    if fetched.is_ok() {
+        marker::emit(&Marker::ChannelFetched {
+            version: update.version.to_string(),
+            bytes: stats.bytes,
+            resumes: stats.resumes,
+            from_slot: stats.from_slot,
+        });
+    }
+    if let Some(st) = lock(&agent.channel).as_mut() {
+        st.bytes_fetched += stats.bytes;
+        st.resumes += stats.resumes + u64::from(stats.from_slot > 0);
+        st.bytes_from_slot += stats.from_slot;
+    }
+    let installed = worker
+        .await
+        .map_err(|e| fail("install")(anyhow::anyhow!("install task: {e}")))?;
+    // A download the network stopped keeps its record (the next check resumes); anything
+    // else is over for this target: installed, refused, or bytes that were not the signed
+    // ones (a prefix that did not survive included).
+    if !fetched.as_ref().is_err_and(download::gave_up) {
+        if let Err(e) = resume::forget(record_path) {
+            marker::warn(format!("channel: {e:#}"));
+        }
+    }
+    match (installed, fetched) {
+        (Ok(_), Ok(())) => {
+            marker::emit(&Marker::RebootingIntoNewSlot);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::INIT,
+                rustix::process::Signal::TERM,
+            );
+            Ok(Checked::Installed)
+        }
+        (_, Err(e)) => Err(fail("download")(e)),
+        (Err(e), Ok(())) => {
+            // A bundle that is refused for what it is (signatures, compatibility, version,
+            // contents) is not fetched again; a refusal for the moment (busy, on trial) is.
+            let lasting = matches!(
+                &e,
+                InstallError::Refused(r) if !matches!(
+                    r,
+                    Refusal::OnTrial { .. } | Refusal::Busy | Refusal::NoEsp | Refusal::Stalled { .. }
+                )
+            );
+            if lasting {
+                *refused = Some(expected.sha256.clone());
+            }
+            Err(fail("install")(anyhow::Error::new(e).context(format!(
+                "{} {} is refused",
+                update.target, update.version
+            ))))
+        }
+    }
+}
+
+fn set_offer(agent: &Agent, version: Option<String>, wave: Option<usize>, ready_at: Option<u64>) {
+    if let Some(st) = lock(&agent.channel).as_mut() {
+        st.offered = version;
+        st.wave = wave;
+        st.ready_at = ready_at;
+    }
+}
+
+/// The metrics' kind of a TUF load failure.
+fn classify(e: &tough::error::Error) -> &'static str {
+    use tough::error::Error as E;
+    match e {
+        E::ExpiredMetadata { .. } => "expired",
+        // A server going back to older metadata than this device already trusted: a replay,
+        // a frozen mirror, a repository restored from an old backup.
+        E::OlderMetadata { .. } => "replayed",
+        E::Transport { .. } => "network",
+        _ => "tuf",
+    }
+}

@@ -1,0 +1,15 @@
+//! `slated`, the update agent: it serves the operator API over mutual TLS, takes signed
+//! bundles by push or from the channel, installs them into the idle slot, and after the reboot
+//! runs the health checks that commit the new slot or roll it back.
+
+pub mod channel;
+pub mod conntable;
+pub mod daemon;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod install;
+pub mod server;
+pub mod state;
+pub mod throttle;
+pub mod uki;

@@ -1,0 +1,73 @@
+//! A Secure Boot image's updates: the bundle's signed Unified Kernel Images.
+//!
+//! Each slot of such an image boots a UKI that its firmware checks against db, and whose
+//! signed command line names the slot and the root hash. A format-2 bundle carries one per
+//! slot, before the root image. The agent reads both, checks each as the firmware will
+//! ([`slate_core::uki::check`], with AWS-LC for the RSA step) and keeps the idle slot's: a
+//! bundle with a UKI the firmware would refuse is refused before the idle slot or the ESP is
+//! touched. After the root image is written and read back, the UKI goes onto the ESP as the
+//! slot's entry, `EFI/Linux/slate-<slot>-<version>+3.efi` (temporary name, sync, rename):
+//! systemd-boot counts its tries by renaming it, as with a `.conf` entry.
+
+use crate::boot::esp::Esp;
+use crate::slated::install::{check_digest, expect_artifact, InstallError, Refusal};
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use slate_core::bootentry::EntryName;
+use slate_core::bundle::BundleReader;
+use slate_core::layout::Slot;
+use slate_core::manifest::{uki_artifact, Manifest};
+use slate_core::Digest32;
+use std::io::{Read, Write};
+
+/// Reads the bundle's UKIs (the next artifacts of `r`), checks their sha256 against the
+/// signed manifest and each against `db_key` and the manifest, and returns the one that
+/// boots `idle`.
+pub fn take<R: Read>(
+    r: &mut BundleReader<R>,
+    m: &Manifest,
+    idle: Slot,
+    db_key: &[u8],
+) -> Result<Vec<u8>, InstallError> {
+    let _span = tracing::info_span!("install", step = "check-ukis", slot = %idle).entered();
+    let mut keep = None;
+    for slot in [Slot::A, Slot::B] {
+        let a = m.artifact(uki_artifact(slot)).ok_or_else(|| {
+            InstallError::Failed(anyhow::anyhow!(
+                "a parsed format-2 manifest without {}",
+                uki_artifact(slot)
+            ))
+        })?;
+        expect_artifact(r, a)?;
+        // At most MAX_BOOT_ARTIFACT (Manifest::parse); a UKI is about 10 MiB.
+        let mut bytes = Vec::with_capacity(slate_core::num::usize_of(a.size));
+        let mut h = Sha256::new();
+        let streamed = r.stream(&a.name, a.size, |c| {
+            h.update(c);
+            bytes.extend_from_slice(c);
+            Ok::<(), std::convert::Infallible>(())
+        })?;
+        if let Err(never) = streamed {
+            match never {}
+        }
+        check_digest(a, Digest32(h.finalize().into()), idle)?;
+        slate_core::uki::check(&bytes, slot, m, db_key, &crate::boot::secure_boot::rsa_verify)
+            .map_err(Refusal::Uki)?;
+        tracing::info!(artifact = %a.name, bytes = a.size, "UKI signed by the db key, command line as signed");
+        if slot == idle {
+            keep = Some(bytes);
+        }
+    }
+    keep.ok_or_else(|| InstallError::Failed(anyhow::anyhow!("no UKI for slot {idle}")))
+}
+
+/// Writes `uki` as the entry `name` (temporary name, sync, rename, sync of the folder): until
+/// the rename, nothing boots the slot.
+pub fn write_entry(esp: &Esp, name: &EntryName, uki: &[u8]) -> Result<()> {
+    esp.write_atomic(&name.path(), |f| {
+        f.write_all(uki)?;
+        // Inside the ESP's read-write window, the temporary file not yet synced.
+        crate::hooks::cut_point("boot-files-writing");
+        Ok(())
+    })
+}

@@ -1,0 +1,221 @@
+//! The update channel side of the CLI: `slate repo …` and `slate publish`.
+
+use anyhow::Result;
+use clap::Subcommand;
+use slate_core::channel::{Seed, Span};
+use slate_imager::operator::repo::{self, InitOptions, PublishOptions, Settings};
+use std::path::PathBuf;
+
+/// The keys that sign a repository's changing roles.
+#[derive(clap::Args)]
+pub struct RoleKeys {
+    /// The release key (signs targets: each publish).
+    #[arg(long, value_name = "KEY.pem")]
+    targets_key: PathBuf,
+    /// The online key (signs snapshot and timestamp: each publish and refresh).
+    #[arg(long, value_name = "KEY.pem")]
+    online_key: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Make a TUF repository for devices to pull from: plain files for any static HTTPS server.
+    ///
+    /// Writes DIR/metadata/root.json (bake it into images: `[update] channel_root`), empty
+    /// targets, snapshot and timestamp, and DIR/slate-repo.toml (expiries). Keys come from
+    /// `slate keygen`; keep the root keys offline afterwards.
+    Init {
+        /// The folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// A root key (private); repeat for several.
+        #[arg(long = "root-key", value_name = "KEY.pem", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many root keys must sign a new root.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        #[command(flatten)]
+        keys: RoleKeys,
+        /// How long a timestamp stays valid: devices refuse a repository not refreshed within it.
+        #[arg(long, default_value = "1d")]
+        timestamp_expiry: Span,
+        /// How long a snapshot stays valid.
+        #[arg(long, default_value = "7d")]
+        snapshot_expiry: Span,
+        /// How long targets stay valid (each publish renews them).
+        #[arg(long, default_value = "26w")]
+        targets_expiry: Span,
+        /// How long the root stays valid (rotate-root renews it).
+        #[arg(long, default_value = "52w")]
+        root_expiry: Span,
+    },
+    /// Re-sign snapshot and timestamp with the online key (run it from cron, well within
+    /// the timestamp expiry).
+    Refresh {
+        /// The repository folder.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The online key.
+        #[arg(long, value_name = "KEY.pem")]
+        online_key: PathBuf,
+    },
+    /// Replace the root keys (and renew the root's expiry): the new root is signed by enough
+    /// old root keys and all new ones, so devices with an older root.json follow.
+    RotateRoot {
+        /// The repository folder.
+        #[arg(long)]
+        repo: PathBuf,
+        /// A current root key (private); repeat until the current threshold is met.
+        #[arg(long = "old-key", value_name = "KEY.pem", required = true)]
+        old_keys: Vec<PathBuf>,
+        /// A new root key (private); repeat for several. The old ones may be given again.
+        #[arg(long = "root-key", value_name = "KEY.pem", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many new root keys must sign the next root.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+    },
+    /// Show what a repository offers: versions, waves as dates and fleet shares, limits,
+    /// and each role's expiry.
+    Status {
+        /// The repository folder.
+        repo: PathBuf,
+        /// Also say when the device with this seed (its status shows it) becomes ready.
+        #[arg(long)]
+        seed: Option<u32>,
+    },
+}
+
+impl RepoCommand {
+    /// Runs `slate repo …`.
+    pub fn run(self) -> Result<()> {
+        let now = slate_imager::operator::bundle::now();
+        match self {
+            RepoCommand::Init {
+                out,
+                root_keys,
+                threshold,
+                keys,
+                timestamp_expiry,
+                snapshot_expiry,
+                targets_expiry,
+                root_expiry,
+            } => {
+                let root = repo::init(&InitOptions {
+                    out: out.clone(),
+                    root_keys,
+                    threshold,
+                    targets_key: keys.targets_key,
+                    online_key: keys.online_key,
+                    settings: Settings {
+                        root_expiry,
+                        targets_expiry,
+                        snapshot_expiry,
+                        timestamp_expiry,
+                    },
+                    now,
+                })?;
+                println!(
+                    "repository {}: serve this folder over HTTPS; bake {} into images ([update] channel_root)",
+                    out.display(),
+                    root.display()
+                );
+            }
+            RepoCommand::Refresh {
+                repo: dir,
+                online_key,
+            } => {
+                let expires = repo::refresh(&dir, &online_key, now)?;
+                println!("{}: timestamp valid until {expires}", dir.display());
+            }
+            RepoCommand::RotateRoot {
+                repo: dir,
+                old_keys,
+                root_keys,
+                threshold,
+            } => {
+                let v = repo::rotate_root(&dir, &old_keys, &root_keys, threshold, now)?;
+                println!(
+                    "{}: root version {v}; devices with an older root follow the chain",
+                    dir.display()
+                );
+            }
+            RepoCommand::Status { repo: dir, seed } => {
+                let seed = seed
+                    .map(|s| Seed::try_from(s).map_err(anyhow::Error::msg))
+                    .transpose()?;
+                print!("{}", repo::status(&dir)?.render(now, seed));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `slate publish`.
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    /// The repository folder (`slate repo init`).
+    #[arg(long)]
+    repo: PathBuf,
+    /// A signed bundle to offer to devices.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Wave file ([[wave]] start_after = "1h", fleet_percentage = 1, …) [default: every
+    /// device at once].
+    #[arg(long, value_name = "waves.toml", requires = "bundle")]
+    waves: Option<PathBuf>,
+    /// The highest version devices of this product and board may run: devices above it go
+    /// back to the newest published version at or below it.
+    #[arg(long, value_name = "X.Y.Z", conflicts_with = "no_max_version")]
+    max_version: Option<slate_core::Version>,
+    /// Lift the max_version limit.
+    #[arg(long)]
+    no_max_version: bool,
+    /// Product, for --max-version without --bundle.
+    #[arg(long, requires = "board", conflicts_with = "bundle")]
+    product: Option<String>,
+    /// Board, for --max-version without --bundle.
+    #[arg(long, requires = "product", conflicts_with = "bundle")]
+    board: Option<String>,
+    #[command(flatten)]
+    keys: RoleKeys,
+}
+
+impl PublishArgs {
+    /// Runs `slate publish`.
+    pub fn run(self) -> Result<()> {
+        let max_version = match (self.max_version, self.no_max_version) {
+            (Some(v), _) => Some(Some(v)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        let out = repo::publish(&PublishOptions {
+            repo: self.repo.clone(),
+            bundle: self.bundle,
+            waves: self.waves,
+            product_board: self.product.zip(self.board),
+            max_version,
+            targets_key: self.keys.targets_key,
+            online_key: self.keys.online_key,
+            now: slate_imager::operator::bundle::now(),
+        })?;
+        if let Some(u) = &out.update {
+            println!(
+                "published {} {} for {} as {} ({} waves)",
+                u.product,
+                u.version,
+                u.board,
+                u.target,
+                u.waves.0.len()
+            );
+        }
+        for l in &out.release.limits {
+            println!(
+                "max_version {} for {} on {}",
+                l.max_version, l.product, l.board
+            );
+        }
+        println!("see: slate repo status {}", self.repo.display());
+        Ok(())
+    }
+}
