@@ -10,8 +10,10 @@
 //! initramfs: partitions' device names come from sysfs.
 
 use anyhow::{anyhow, bail, Context, Result};
-use slate_core::gpt::Table;
+use slate_core::gpt::{self, Table, SECTOR};
 use slate_core::guid::Guid;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -104,12 +106,12 @@ fn esp_part_uuid() -> Result<Guid> {
 /// Reads the GPT of `/dev/<name>` (the primary, else the backup at the disk's end), if it has
 /// one that Slate can read.
 fn read_table(name: &str) -> Option<Table> {
-    let size = crate::init::grow::sectors_of(&Path::new("/sys/block").join(name)).ok()?;
+    let size = sectors_of(&Path::new("/sys/block").join(name)).ok()?;
     if size == 0 {
         return None;
     }
     let disk = std::fs::File::open(format!("/dev/{name}")).ok()?;
-    crate::init::grow::read_gpt(&disk, size).ok().map(|(t, _)| t)
+    read_gpt(&disk, size).ok().map(|(t, _)| t)
 }
 
 /// Looks at every disk once for the one whose GPT holds `esp`.
@@ -195,6 +197,40 @@ pub fn wait_for(label: &str, timeout: Duration) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Bytes from the disk's end that hold the backup GPT (its entries and header).
+const TAIL_BYTES: usize = gpt::PRIMARY_BYTES - 512;
+
+/// Size of `/sys/block/<name>` (or a partition's `/sys/class/block/<name>`) in 512-byte sectors.
+pub fn sectors_of(sys_dir: &Path) -> Result<u64> {
+    let path = sys_dir.join("size");
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} is not a number", path.display()))
+}
+
+/// The disk's table: the primary, else the backup in its last sectors (a cut while the primary
+/// was rewritten); with whether the primary was the good one.
+pub fn read_gpt(disk: &File, sectors: u64) -> Result<(Table, bool)> {
+    let mut head = vec![0u8; gpt::PRIMARY_BYTES];
+    disk.read_exact_at(&mut head, 0)
+        .context("reading the primary GPT")?;
+    let primary = match Table::decode(&head) {
+        Ok(t) => return Ok((t, true)),
+        Err(e) => e,
+    };
+    let mut tail = vec![0u8; TAIL_BYTES];
+    let at = (sectors * SECTOR)
+        .checked_sub(TAIL_BYTES as u64)
+        .context("disk smaller than a GPT")?;
+    disk.read_exact_at(&mut tail, at)
+        .context("reading the backup GPT")?;
+    let backup = Table::decode_backup(&tail, sectors)
+        .with_context(|| format!("primary GPT: {primary}; backup GPT"))?;
+    Ok((backup, false))
 }
 
 #[cfg(test)]

@@ -70,9 +70,11 @@ fn an_operator_is_served_through_thousands_of_idle_connections() {
     slate_imager::operator::ca::init(&ca, "flood test CA").unwrap();
     let op = dir.path().join("alice");
     slate_imager::operator::ca::issue(&ca, "alice", 1, &op).unwrap();
-    let (identity, _) =
-        slate_agent::slated::identity::Identity::load_or_make(&dir.path().join("identity"), "flood")
-            .unwrap();
+    let (identity, _) = slate_agent::slated::identity::Identity::load_or_make(
+        &dir.path().join("identity"),
+        "flood",
+    )
+    .unwrap();
     let ca_pem = slate_imager::operator::ca::pair_paths(&ca).0;
     let tls = server::tls_config(&identity, Some(ca_pem.to_str().unwrap())).unwrap();
 

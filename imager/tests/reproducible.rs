@@ -116,7 +116,8 @@ fn a_cached_build_is_byte_identical_to_a_cold_one() {
     // A cache with only the lock's packages: the spec's lock names the kernel too, so what the
     // build extracts is kept beside them.
     let cache = tmp.path().join("cache");
-    let lock = slate_imager::image::debian::lock::Lock::read(&data().join("spec/image.lock")).unwrap();
+    let lock =
+        slate_imager::image::debian::lock::Lock::read(&data().join("spec/image.lock")).unwrap();
     std::fs::create_dir_all(cache.join("debs")).unwrap();
     for p in lock.all_packages() {
         let name = p.file_name();

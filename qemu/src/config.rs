@@ -1,5 +1,6 @@
 //! What to boot and how: one [`VmConfig`] per machine.
 
+use crate::machine::GuestArch;
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
 
@@ -128,35 +129,6 @@ impl NicModel {
         match self {
             NicModel::Virtio => format!("virtio-net-pci,netdev={id}"),
             NicModel::E1000e => format!("e1000e,netdev={id}"),
-        }
-    }
-}
-
-/// The guest's architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestArch {
-    /// `qemu-system-x86_64 -machine q35` with OVMF.
-    X86_64,
-    /// `qemu-system-aarch64 -machine virt -cpu cortex-a57` with AAVMF, always under TCG here
-    /// (KVM runs only the host's own architecture).
-    Arm64,
-}
-
-impl GuestArch {
-    /// A board file's `[qemu] machine` value (`"q35"`, `"virt"`).
-    pub fn from_machine(name: &str) -> Option<GuestArch> {
-        match name {
-            "q35" => Some(GuestArch::X86_64),
-            "virt" => Some(GuestArch::Arm64),
-            _ => None,
-        }
-    }
-
-    /// The QEMU binary.
-    pub(crate) fn qemu(self) -> &'static str {
-        match self {
-            GuestArch::X86_64 => "qemu-system-x86_64",
-            GuestArch::Arm64 => "qemu-system-aarch64",
         }
     }
 }

@@ -19,7 +19,8 @@ mod serial;
 mod snapshot;
 mod vm;
 
-pub use config::{DiskModel, GuestArch, NicModel, VmConfig};
+pub use config::{DiskModel, NicModel, VmConfig};
+pub use machine::GuestArch;
 pub use machine::{Accel, Firmware};
 pub use nbd::{Loss, NbdDisk};
 pub use serial::Line;

@@ -6,6 +6,35 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// The guest's architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestArch {
+    /// `qemu-system-x86_64 -machine q35` with OVMF.
+    X86_64,
+    /// `qemu-system-aarch64 -machine virt -cpu cortex-a57` with AAVMF, always under TCG here
+    /// (KVM runs only the host's own architecture).
+    Arm64,
+}
+
+impl GuestArch {
+    /// A board file's `[qemu] machine` value (`"q35"`, `"virt"`).
+    pub fn from_machine(name: &str) -> Option<GuestArch> {
+        match name {
+            "q35" => Some(GuestArch::X86_64),
+            "virt" => Some(GuestArch::Arm64),
+            _ => None,
+        }
+    }
+
+    /// The QEMU binary.
+    pub(crate) fn qemu(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "qemu-system-x86_64",
+            GuestArch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+}
+
 /// UEFI firmware files (Debian's `ovmf` package).
 #[derive(Debug, Clone)]
 pub struct Firmware {
@@ -22,9 +51,9 @@ const OVMF_SECURE_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 
 impl Firmware {
     /// Finds the UEFI firmware of `arch`: OVMF (4 MiB build first) or AAVMF.
-    pub fn find(arch: crate::config::GuestArch) -> Result<Firmware> {
+    pub fn find(arch: GuestArch) -> Result<Firmware> {
         let (candidates, package): (&[(&str, &str)], &str) = match arch {
-            crate::config::GuestArch::X86_64 => (
+            GuestArch::X86_64 => (
                 &[
                     (
                         "/usr/share/OVMF/OVMF_CODE_4M.fd",
@@ -37,7 +66,7 @@ impl Firmware {
                 ],
                 "ovmf",
             ),
-            crate::config::GuestArch::Arm64 => (
+            GuestArch::Arm64 => (
                 &[(
                     "/usr/share/AAVMF/AAVMF_CODE.fd",
                     "/usr/share/AAVMF/AAVMF_VARS.fd",
@@ -64,11 +93,11 @@ impl Firmware {
 impl Firmware {
     /// The firmware a VM boots: with `enrolled` (a variables file with our PK, KEK and db and
     /// Secure Boot on, `slate sb vars`), OVMF's Secure Boot build; otherwise [`Firmware::find`].
-    pub fn select(arch: crate::config::GuestArch, enrolled: Option<&Path>) -> Result<Firmware> {
+    pub fn select(arch: GuestArch, enrolled: Option<&Path>) -> Result<Firmware> {
         let Some(vars) = enrolled else {
             return Firmware::find(arch);
         };
-        if arch != crate::config::GuestArch::X86_64 {
+        if arch != GuestArch::X86_64 {
             bail!("Secure Boot in the harness is x86-64 only (Debian's AAVMF has no Secure Boot build with SMM)");
         }
         if !Path::new(OVMF_SECURE_CODE).is_file() {

@@ -1,8 +1,9 @@
 //! Starting, watching and stopping one QEMU virtual machine.
 #![allow(unsafe_code)]
 
-use crate::config::{GuestArch, VmConfig};
+use crate::config::VmConfig;
 use crate::limit::SlotGuard;
+use crate::machine::GuestArch;
 use crate::machine::{
     free_port, kvm_usable, requested_accel, Accel, Firmware, KVM_BROKEN, KVM_PROBE,
 };

@@ -5,8 +5,8 @@
 
 use slate_core::api::{HealthState, Kind, Outcome};
 use slate_core::layout::Slot;
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_tests::apps::*;
 use slate_tests::*;
 use std::io::{Read, Write};

@@ -5,8 +5,8 @@
 
 use slate_core::api::{Kind, Outcome};
 use slate_core::layout::Slot;
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_qemu::GuestArch;
 use slate_tests::*;
 use std::time::Duration;

@@ -72,7 +72,8 @@ fn publish_to_commit_beside_push() {
     let acc = access(work.path());
     let mark = vm.mark();
     let t = Instant::now();
-    slate_imager::operator::push::push(&url, &v2, &acc, true, Some(WAIT), Progress::new(true)).unwrap();
+    slate_imager::operator::push::push(&url, &v2, &acc, true, Some(WAIT), Progress::new(true))
+        .unwrap();
     let push_total = t.elapsed().as_secs_f64();
     vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
         .unwrap();

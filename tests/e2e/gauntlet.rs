@@ -9,8 +9,8 @@
 //! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1). `SLATE_GAUNTLET_KEEP=1`
 //! keeps every cut's work folder (disk, serial logs), not only a failing one's.
 
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_qemu::{Loss, Snapshot};
 use slate_tests::*;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Bad bundles are refused with a clear reason; the running slot stays byte-identical, the agent
 //! keeps serving, and the next good update still works. `slate verify` agrees with the device.
 
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_tests::*;
 use std::io::{Read, Write};
 use std::time::Duration;

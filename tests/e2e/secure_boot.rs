@@ -185,7 +185,7 @@ fn outcome(p: &slate_imager::operator::push::Pushed) -> Outcome {
 
 #[test]
 fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_run() {
-    use slate_imager::{operator::bundle::verify, progress::Progress, operator::push};
+    use slate_imager::{operator::bundle::verify, operator::push, progress::Progress};
     let wait = Some(Duration::from_secs(600));
     let v1 = image_variant("1.0.0", Variant::SecureBoot);
     let v2 = bundle(image_variant("1.1.0", Variant::SecureBoot));
@@ -295,7 +295,7 @@ fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_
 /// v2 as failed.
 #[test]
 fn a_trial_uki_the_firmware_refuses_falls_back_to_the_good_slot_by_itself() {
-    use slate_imager::{progress::Progress, operator::push};
+    use slate_imager::{operator::push, progress::Progress};
     let v1 = image_variant("1.0.0", Variant::SecureBoot);
     let v2_image = image_variant("1.1.0", Variant::SecureBoot);
     let v2 = bundle(v2_image);

@@ -4,8 +4,8 @@
 
 use slate_core::api::{Kind, Outcome, SlotState, Status};
 use slate_core::layout::Slot;
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_tests::*;
 use std::time::Duration;
 
@@ -170,7 +170,8 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
         now: slate_imager::operator::bundle::now(),
     };
     let offline =
-        slate_imager::operator::bundle::verify(&epoch_low, &keys().trust, Some(&facts), None).unwrap_err();
+        slate_imager::operator::bundle::verify(&epoch_low, &keys().trust, Some(&facts), None)
+            .unwrap_err();
     assert!(
         format!("{offline:#}").contains("security epoch"),
         "{offline:#}"

@@ -3,8 +3,8 @@
 //! *good* slot (no boot counter) is given up after a few starts, for the other slot.
 
 use slate_core::slots::MAX_FAILED_BOOTS;
-use slate_imager::progress::Progress;
 use slate_imager::operator::push;
+use slate_imager::progress::Progress;
 use slate_tests::*;
 use std::process::Command;
 use std::time::Duration;

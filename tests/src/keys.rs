@@ -37,7 +37,8 @@ pub fn secure_boot_keys() -> &'static Path {
             None,
         )
         .expect("slate sb vars (virt-fw-vars: cargo xtask deps installs it)");
-        slate_imager::operator::secure_boot::keygen(&dir.join("other"), "Stranger").expect("keygen");
+        slate_imager::operator::secure_boot::keygen(&dir.join("other"), "Stranger")
+            .expect("keygen");
         dir
     })
 }

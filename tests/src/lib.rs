@@ -76,7 +76,9 @@ fn build_agent(arch: slate_core::layout::Arch, hooks: bool) -> PathBuf {
         .arg(&target)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .envs(slate_imager::image::agentbin::cargo_env(arch).expect("the device target's toolchain"));
+        .envs(
+            slate_imager::image::agentbin::cargo_env(arch).expect("the device target's toolchain"),
+        );
     if hooks {
         cmd.args(["--features", "test-hooks"]);
     }
@@ -247,7 +249,8 @@ impl Parts {
     pub fn read(path: &Path) -> Parts {
         let f = std::fs::File::open(path).expect("bundle");
         let mut r = slate_core::bundle::BundleReader::new(std::io::BufReader::new(f));
-        let (manifest_bytes, sigs) = slate_imager::operator::bundle::read_head(&mut r).expect("bundle head");
+        let (manifest_bytes, sigs) =
+            slate_imager::operator::bundle::read_head(&mut r).expect("bundle head");
         let manifest = slate_core::manifest::Manifest::parse(&manifest_bytes).expect("manifest");
         let mut entries = Vec::new();
         for a in &manifest.artifacts {

@@ -34,10 +34,16 @@ pub fn operators() -> &'static Operators {
         ))
         .path();
         let (ca_crt, _) = slate_imager::operator::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
-        slate_imager::operator::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops")).expect("issue");
-        slate_imager::operator::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
-        slate_imager::operator::ca::issue(&dir.join("other-ca"), "stranger", 1, &dir.join("stranger"))
+        slate_imager::operator::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops"))
             .expect("issue");
+        slate_imager::operator::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
+        slate_imager::operator::ca::issue(
+            &dir.join("other-ca"),
+            "stranger",
+            1,
+            &dir.join("stranger"),
+        )
+        .expect("issue");
         let day = std::time::Duration::from_secs(86_400);
         let now = std::time::SystemTime::now();
         slate_imager::operator::ca::issue_between(
@@ -49,7 +55,8 @@ pub fn operators() -> &'static Operators {
         )
         .expect("issue");
         let identity = dir.join("ops");
-        let client = slate_imager::operator::tls::unpinned_client(Some(&identity)).expect("client config");
+        let client =
+            slate_imager::operator::tls::unpinned_client(Some(&identity)).expect("client config");
         Operators {
             ca_crt,
             identity,

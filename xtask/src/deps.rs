@@ -5,7 +5,7 @@
 //! Nothing is hard-coded about versions: `linux-image-amd64` is resolved through apt to the
 //! versioned kernel package of the day, so Debian's security updates flow in.
 
-use crate::root;
+use crate::workspace::root;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_imager::image::debian::deb::{DebIndex, DebRecord, INDEX};
@@ -177,7 +177,7 @@ fn all_builds() -> Result<Vec<Build>> {
 }
 
 fn fetch_locked(builds: Vec<Build>) -> Result<()> {
-    use slate_imager::image::{debian::apt::Apt, build, debian::lock, spec::LoadedSpec};
+    use slate_imager::image::{build, debian::apt::Apt, debian::lock, spec::LoadedSpec};
     let cache = lock_cache();
     for (spec_path, boards, board_name) in builds {
         let spec = LoadedSpec::load(&spec_path)?;
@@ -209,7 +209,7 @@ fn fetch(cache: &Path) -> Result<()> {
     let wanted = wanted_packages()?;
     if wanted.iter().any(|p| apt_show(p).ok().flatten().is_none()) {
         if is_root() {
-            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+            crate::workspace::run(Command::new("apt-get").args(["update", "-q"]))?;
         } else {
             bail!("apt does not know some of {wanted:?}; run `sudo apt-get update` first");
         }
@@ -295,9 +295,9 @@ fn host_tools() -> Result<()> {
             );
         }
         if pass == 1 {
-            crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+            crate::workspace::run(Command::new("apt-get").args(["update", "-q"]))?;
         }
-        crate::run(
+        crate::workspace::run(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
                 .args(&missing)
@@ -325,7 +325,7 @@ fn rust_targets() -> Result<()> {
     let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
     for t in RUST_TARGETS {
         if !installed.lines().any(|l| l.trim() == *t) {
-            crate::run(Command::new("rustup").args(["target", "add", t]))?;
+            crate::workspace::run(Command::new("rustup").args(["target", "add", t]))?;
         }
     }
     Ok(())

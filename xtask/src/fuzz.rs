@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz --seconds N`: every fuzz target in `fuzz/` for N seconds each, with
 //! cargo-fuzz on the nightly toolchain (installed from crates.io when missing).
 
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! `cargo xtask gauntlet [--full]`: the power-cut tests (every step, then random cuts) with a
 //! fresh seed, printed so a failure can be replayed.
 
-use crate::root;
+use crate::workspace::root;
 use anyhow::{bail, Result};
 
 /// Deterministic cut points (agent/src/hooks.rs `STEPS`), each cut on two disks.
@@ -23,7 +23,7 @@ pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>, jobs: u64) -
     );
     let jobs_arg = jobs.to_string();
     // Every step on both disks: CI leaves one twin of each out for time.
-    let status = crate::e2e_command(
+    let status = crate::workspace::e2e_command(
         Some("gauntlet"),
         &[
             "--nocapture",

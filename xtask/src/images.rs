@@ -1,8 +1,10 @@
 //! The repository's own image, rebuilt only when its inputs changed since the last build.
 
-use crate::root;
+use crate::dev::{dev_operators, dev_secure_boot, dev_trust};
+use crate::workspace::{cargo, root, run, target_dir};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::SystemTime;
 
 /// Newest modification time of any file under `p`.
@@ -56,7 +58,58 @@ pub fn ensure_image_for(
     };
     if rebuild || stale {
         crate::deps::deps(true).context("fetching packages (cargo xtask deps)")?;
-        crate::image(board, spec, secure_boot)?;
+        image(board, spec, secure_boot)?;
     }
+    Ok(out)
+}
+
+/// Builds the release `slate` binary (a no-op when fresh) and returns its path.
+pub fn release_imager() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--locked", "-p", "slate-imager"]))?;
+    Ok(target_dir().join("release/slate"))
+}
+
+/// Builds `spec` for `board` into out/<board> with the release imager (the README's sequence),
+/// trusting the development signing key and operator CA.
+pub fn image(board: &str, spec: &Path, secure_boot: bool) -> Result<PathBuf> {
+    build_image(&release_imager()?, None, board, spec, secure_boot)
+}
+
+/// `slate build` of `spec` for `board` into out/<board> with `imager`; `agent_dir` holds
+/// ready device binaries (else `slate build` builds them).
+pub fn build_image(
+    imager: &Path,
+    agent_dir: Option<&Path>,
+    board: &str,
+    spec: &Path,
+    secure_boot: bool,
+) -> Result<PathBuf> {
+    let out = root().join("out").join(out_name(board, secure_boot));
+    let trust = dev_trust()?;
+    let operators = dev_operators()?;
+    let mut cmd = Command::new(imager);
+    cmd.arg("build");
+    if let Some(dir) = agent_dir {
+        cmd.arg("--agent-dir").arg(dir);
+    }
+    if secure_boot {
+        let keys = dev_secure_boot()?;
+        cmd.arg("--secure-boot-key")
+            .arg(keys.join("db.key"))
+            .arg("--secure-boot-cert")
+            .arg(keys.join("db.crt"));
+    }
+    run(cmd
+        .arg("--spec")
+        .arg(spec)
+        .args(["--board", board])
+        .arg("--trust")
+        .arg(&trust)
+        .arg("--operators")
+        .arg(&operators)
+        // The demo image keeps its debug shell on the console.
+        .arg("--allow-debug")
+        .arg("--out")
+        .arg(&out))?;
     Ok(out)
 }

@@ -2,7 +2,7 @@
 //! `bin/slate`, the static device binaries in `lib/slate/` and the boards in
 //! `share/slate/boards/` (where an installed `slate` looks for them).
 
-use crate::root;
+use crate::workspace::root;
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -18,7 +18,7 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
 
 /// Runs `cargo xtask install --prefix PREFIX`.
 pub fn install(prefix: &Path) -> Result<()> {
-    let slate = crate::release_imager()?;
+    let slate = crate::images::release_imager()?;
     let agent = slate_imager::image::agentbin::locate(
         None,
         slate_core::layout::Arch::X86_64,

@@ -44,11 +44,11 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
     if !ok {
         bail!("copying the disk image into {}", run.display());
     }
-    let mut cfg = crate::dev_vm(&disk, &run)?;
+    let mut cfg = crate::dev::dev_vm(&disk, &run)?;
     board_machine(&mut cfg, board)?;
     cfg.extra_ports = forward.to_vec();
     if secure_boot {
-        cfg.secure_boot_vars = Some(crate::dev_secure_boot()?.join("OVMF_VARS.fd"));
+        cfg.secure_boot_vars = Some(crate::dev::dev_secure_boot()?.join("OVMF_VARS.fd"));
     }
     if !headless {
         cfg.interactive = true;
@@ -114,7 +114,10 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
 /// boots on a machine that looks like a PC (an NVMe disk, an e1000e card), not like the dev
 /// VM, and an arm64 board on QEMU's arm64 `virt` machine.
 pub fn board_machine(cfg: &mut VmConfig, board: &str) -> Result<()> {
-    let loaded = slate_imager::image::board::LoadedBoard::load(&crate::root().join("boards"), board)?;
+    let loaded = slate_imager::image::board::LoadedBoard::load(
+        &crate::workspace::root().join("boards"),
+        board,
+    )?;
     let Some(q) = loaded.board.qemu else {
         return Ok(());
     };

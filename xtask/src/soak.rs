@@ -1,7 +1,7 @@
 //! `cargo xtask soak --cycles N`: A→B→A… updates back to back on one QEMU device, printing
 //! each cycle's outcome and time and the agent's and PID 1's RSS after each boot.
 
-use crate::{dev_trust, root, run};
+use crate::{dev::dev_trust, workspace::root, workspace::run};
 use anyhow::{Context, Result};
 use slate_imager::progress::Progress;
 use slate_qemu::Vm;
@@ -25,7 +25,7 @@ fn rss(vm: &mut Vm) -> String {
 
 /// Runs the soak.
 pub fn soak(cycles: u32) -> Result<()> {
-    let slate = crate::release_imager()?;
+    let slate = crate::images::release_imager()?;
     let trust = dev_trust()?;
     let key = root().join(".cache/keys/dev.pem");
     let scratch = root().join("target/soak");
@@ -45,7 +45,7 @@ pub fn soak(cycles: u32) -> Result<()> {
             ])
             .arg(&trust)
             .arg("--operators")
-            .arg(crate::dev_operators()?)
+            .arg(crate::dev::dev_operators()?)
             .arg("--out")
             .arg(&out))?;
         if i > 0 {
@@ -64,8 +64,8 @@ pub fn soak(cycles: u32) -> Result<()> {
         .arg("--sparse=always")
         .arg(scratch.join("1.0.0/disk.img"))
         .arg(&disk))?;
-    let mut vm = Vm::start(&crate::dev_vm(&disk, &scratch.join("vm"))?)?;
-    let access = crate::dev_access(&scratch)?;
+    let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &scratch.join("vm"))?)?;
+    let access = crate::dev::dev_access(&scratch)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))?;
     let url = vm.agent_url().context("no agent port")?;
     println!("cycle  version  outcome      seconds  slot  RSS kB (PID 1, slated)");

@@ -5,7 +5,7 @@
 //! `slate: stage1 failed: …` (or `stage2 failed`) and reboots after a short delay, so boot
 //! counting can fall back. It never drops to a shell on its own.
 
-use slate_agent::{marker, init::stage1, init::stage2, sys};
+use slate_agent::{init::stage1, init::stage2, marker, sys};
 use std::time::Duration;
 
 /// Pause before rebooting after a failure, so the message can be read on a console.

@@ -20,7 +20,7 @@ use slate_agent::slated::daemon::Agent;
 use slate_agent::slated::identity::{self, Identity};
 use slate_agent::slated::install::{InstallError, Refusal};
 use slate_agent::slated::server::{self, Caller};
-use slate_agent::{slated::health, slated::http, marker};
+use slate_agent::{marker, slated::health, slated::http};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,9 +8,9 @@
 //! Naming the trial as the one-shot entry boots it next whatever its version; if that boot
 //! fails, systemd-boot's own order (good before bad) brings the device back.
 
+use anyhow::{Context, Result};
 use slate_core::api::BootState;
 use slate_core::bootentry::EntryName;
-use anyhow::{Context, Result};
 use std::io::Write;
 
 /// systemd-boot's vendor GUID for its EFI variables.

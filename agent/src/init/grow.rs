@@ -15,11 +15,11 @@
 //! 4. after mounting, ext4's own online resize, which journals each step: a cut leaves a
 //!    mountable file system between the old and the new size, and the next boot goes on.
 
-use crate::partitions::BootDisk;
+use crate::partitions::{read_gpt, sectors_of, BootDisk};
 use crate::{marker, sys};
 use anyhow::{Context, Result};
 use slate_core::api::Marker;
-use slate_core::gpt::{self, Table, SECTOR};
+use slate_core::gpt::{Table, SECTOR};
 use slate_core::layout::DATA_LABEL;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -27,39 +27,6 @@ use std::path::Path;
 
 /// Partitions end on 1 MiB boundaries, as partition tools end them.
 pub const ALIGN_SECTORS: u64 = 2048;
-/// Sectors of the backup table (entries and header) at the end of a disk.
-const TAIL_BYTES: usize = gpt::PRIMARY_BYTES - 512;
-
-/// Size of `/sys/block/<name>` (or a partition's `/sys/class/block/<name>`) in 512-byte sectors.
-pub fn sectors_of(sys_dir: &Path) -> Result<u64> {
-    let path = sys_dir.join("size");
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{} is not a number", path.display()))
-}
-
-/// The disk's table: the primary, else the backup in its last sectors (a cut while the primary
-/// was rewritten); with whether the primary was the good one.
-pub fn read_gpt(disk: &File, sectors: u64) -> Result<(Table, bool)> {
-    let mut head = vec![0u8; gpt::PRIMARY_BYTES];
-    disk.read_exact_at(&mut head, 0)
-        .context("reading the primary GPT")?;
-    let primary = match Table::decode(&head) {
-        Ok(t) => return Ok((t, true)),
-        Err(e) => e,
-    };
-    let mut tail = vec![0u8; TAIL_BYTES];
-    let at = (sectors * SECTOR)
-        .checked_sub(TAIL_BYTES as u64)
-        .context("disk smaller than a GPT")?;
-    disk.read_exact_at(&mut tail, at)
-        .context("reading the backup GPT")?;
-    let backup = Table::decode_backup(&tail, sectors)
-        .with_context(|| format!("primary GPT: {primary}; backup GPT"))?;
-    Ok((backup, false))
-}
 
 /// Writes `table` over the disk's primary and backup tables in the order that keeps a valid
 /// table at every moment (module docs, steps 1 and 2).
@@ -156,6 +123,7 @@ pub fn grow_filesystem(dev: &str, mount: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slate_core::gpt;
 
     #[test]
     fn a_superblock_gives_blocks_and_block_size() {

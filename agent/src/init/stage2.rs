@@ -8,7 +8,7 @@
 //! Signals (as busybox init): SIGTERM or SIGINT → reboot, SIGUSR2 → power off.
 
 use crate::init::supervisor::{self, Exit};
-use crate::{attempts, lines, logging, marker, init::stage1, sys, uptime_ms, init::watchdog};
+use crate::{attempts, init::stage1, init::watchdog, lines, logging, marker, sys, uptime_ms};
 use anyhow::{Context, Result};
 use rustix::process::{Pid, Signal, WaitOptions};
 use slate_core::api::Marker;

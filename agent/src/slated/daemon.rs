@@ -144,7 +144,10 @@ impl Agent {
             .as_ref()
             .and_then(|e| e.entries().ok())
             .map(|es| slots::view(slot, &es));
-        let boot = running_boot_state(crate::boot::efivars::boot_state(entry.as_deref()), on_esp.as_ref());
+        let boot = running_boot_state(
+            crate::boot::efivars::boot_state(entry.as_deref()),
+            on_esp.as_ref(),
+        );
         if boot == BootState::Good {
             // A committed image: the floor is at least its epoch, whatever the files say.
             if let Err(e) = crate::floor::raise(image.security_epoch) {
@@ -425,7 +428,9 @@ impl Agent {
             checkpoint,
         };
         if checkpoint.is_none() {
-            if let Err(e) = crate::slated::channel::forget_resume() {
+            if let Err(e) =
+                crate::slated::resume::forget(std::path::Path::new(crate::slated::resume::RECORD))
+            {
                 marker::warn(format!("{e:#}"));
             }
         }

@@ -9,7 +9,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod resume;
 pub mod server;
 pub mod state;
 pub mod throttle;
-pub mod uki;

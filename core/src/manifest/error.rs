@@ -1,7 +1,7 @@
 //! Why a manifest, a signature file or a trust file was refused: one error type for the
 //! manifest's family of files, so a refusal names the file and field at fault.
 
-use super::format::{FORMAT, FORMAT_UKI};
+use super::{FORMAT, FORMAT_UKI};
 use crate::version::Version;
 
 /// Why a manifest, signature file or trust file was refused.

@@ -2,18 +2,12 @@
 //! else of the bundle is read.
 
 use super::error::ManifestError;
+use super::{FORMAT, FORMAT_UKI};
 use crate::digest::Digest32;
 use crate::verity::VerityInfo;
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
 
-/// The manifest format of bundles for images that boot a kernel and an initramfs through a
-/// `.conf` entry.
-pub const FORMAT: u32 = 1;
-/// The manifest format of bundles for Secure Boot images: each slot boots a signed Unified
-/// Kernel Image, so the bundle carries one per slot (the slot and the root hash are in its
-/// signed command line) instead of a kernel and an initramfs.
-pub const FORMAT_UKI: u32 = 2;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST: u64 = 64 * 1024;
 /// Largest signature file accepted.

@@ -20,10 +20,19 @@ mod signatures;
 mod trust;
 mod verify;
 
+/// The manifest format of bundles for images that boot a kernel and an initramfs through a
+/// `.conf` entry.
+pub const FORMAT: u32 = 1;
+
+/// The manifest format of bundles for Secure Boot images: each slot boots a signed Unified
+/// Kernel Image, so the bundle carries one per slot (the slot and the root hash are in its
+/// signed command line) instead of a kernel and an initramfs.
+pub const FORMAT_UKI: u32 = 2;
+
 pub use error::ManifestError;
 pub use format::{
-    uki_artifact, Artifact, Manifest, ARTIFACTS, FORMAT, FORMAT_UKI, MAX_BOOT_ARTIFACT,
-    MAX_MANIFEST, MAX_SIGNATURES, ROOTFS, UKI_ARTIFACTS,
+    uki_artifact, Artifact, Manifest, ARTIFACTS, MAX_BOOT_ARTIFACT, MAX_MANIFEST, MAX_SIGNATURES,
+    ROOTFS, UKI_ARTIFACTS,
 };
 pub use signatures::{key_id, SignatureEntry, Signatures};
 pub use trust::{Trust, TrustedKey};

@@ -6,11 +6,11 @@
 //! the provenance). The initramfs holds only `/init` (slate-init), `/dev/console`, the board's
 //! modules with their dependencies, and the list of modules in load order.
 
+use crate::error::BuildError;
 use crate::image::agentbin::AgentBinaries;
 use crate::image::board::Board;
 use crate::image::debian::deb::{self, EntryKind};
 use crate::image::debian::debroot::{self, LockedDeb};
-use crate::error::BuildError;
 use crate::image::kernel::Kernel;
 use crate::image::provenance::{FileUsed, Provenance};
 use crate::image::spec::{ImagePath, LoadedSpec};

@@ -5,8 +5,8 @@
 //! HTTP is `ureq`'s; URLs are parsed by `ureq`'s URL parser (IPv6 literals, default ports).
 //! Answers are the [`slate_core::api`] types the agent serves, never read by string keys.
 
-use crate::progress::Progress;
 use crate::operator::tls::{self, Identity, KnownDevices, PinVerifier};
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use slate_core::api::{self, Status, UploadAnswer};
 use slate_core::Fingerprint;

@@ -16,8 +16,8 @@
 //! and the `.auth` files `efi-updatevar` or a firmware's setup screen takes, with
 //! `virt-fw-vars` (PyPI `virt-firmware`).
 
-use crate::operator::keys::write_private;
 use crate::image::tools;
+use crate::operator::keys::write_private;
 use anyhow::{bail, Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,

@@ -2,7 +2,7 @@
 //! and `GET /v1/status` latency over mutual TLS beside plain HTTP (an `insecure_http` build of
 //! the same spec), each with a new connection per request and over one kept-alive connection.
 
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
 use slate_qemu::Vm;
 use std::path::Path;
@@ -45,7 +45,7 @@ fn boot(disk_src: &Path, work: &Path) -> Result<Vm> {
         .arg("--sparse=always")
         .arg(disk_src)
         .arg(&disk))?;
-    let vm = Vm::start(&crate::dev_vm(&disk, work)?)?;
+    let vm = Vm::start(&crate::dev::dev_vm(&disk, work)?)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))?;
     Ok(vm)
 }
@@ -70,7 +70,7 @@ pub(super) fn measure() -> Result<()> {
         text.replacen("[agent]\n", "[agent]\ninsecure_http = true\n", 1),
     )?;
     // No trust file: a development image, which may serve plain HTTP.
-    run(Command::new(crate::release_imager()?)
+    run(Command::new(crate::images::release_imager()?)
         .args(["build", "--quiet", "--spec"])
         .arg(spec_dir.join("image.toml"))
         .arg("--out")

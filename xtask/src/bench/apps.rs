@@ -5,7 +5,7 @@
 //! size). Times and sizes are printed as measured, never asserted. Needs root (debootstrap).
 
 use super::{summarize, timed};
-use crate::root;
+use crate::workspace::root;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -27,9 +27,14 @@ pub fn measure() -> Result<()> {
         .output()
         .is_err()
     {
-        crate::run(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]))?;
+        crate::workspace::run(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "-q",
+            "debootstrap",
+        ]))?;
     }
-    let slate = crate::release_imager()?;
+    let slate = crate::images::release_imager()?;
     let agent = slate_imager::image::agentbin::locate(
         None,
         slate_core::layout::Arch::X86_64,
@@ -41,7 +46,7 @@ pub fn measure() -> Result<()> {
     std::fs::create_dir_all(&scratch)?;
     let s = scratch.as_path();
     let spec_dir = s.join("nginx");
-    crate::run(
+    crate::workspace::run(
         Command::new("cp")
             .arg("-a")
             .arg(root().join("examples/nginx"))
@@ -91,8 +96,8 @@ pub fn measure() -> Result<()> {
         .arg(&out);
     let build = summarize("slate build (cold)", &[timed(&mut b, s)?]);
     let bundle = s.join("nginx.slate");
-    let key = crate::dev_trust()?.with_file_name("dev.pem");
-    crate::run(
+    let key = crate::dev::dev_trust()?.with_file_name("dev.pem");
+    crate::workspace::run(
         Command::new(&slate)
             .args(["bundle", "--build"])
             .arg(&out)

@@ -7,7 +7,7 @@
 
 use super::{cell, median};
 use crate::timeline::BootTimes;
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
 use slate_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ pub(super) fn vm_for(image: &Path, work: &Path, size: Option<u64>) -> Result<VmC
         let f = std::fs::OpenOptions::new().write(true).open(&disk)?;
         f.set_len(size)?;
     }
-    crate::dev_vm(&disk, work)
+    crate::dev::dev_vm(&disk, work)
 }
 
 /// One first boot of `image`'s disk (made `size` bytes long when given) on `board`'s

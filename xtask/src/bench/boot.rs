@@ -3,7 +3,7 @@
 
 use super::{cell, deb_file, median};
 use crate::timeline::BootTimes;
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,7 +81,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
             .arg("--sparse=always")
             .arg(image.join("disk.img"))
             .arg(&disk))?;
-        let mut vm = Vm::start(&crate::dev_vm(&disk, &work)?)?;
+        let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &work)?)?;
         vm.wait_for("slate: healthy", budget)?;
         let t = BootTimes::of(&vm);
         eprintln!("  slate {}: {}", r + 1, crate::timeline::boot_timings(&vm));

@@ -1,7 +1,7 @@
 //! `cargo xtask bench imager`: `slate build` beside the standard pipeline on the same tree.
 
 use super::{deb_file, summarize, timed};
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{Context, Result};
 use std::process::Command;
 
@@ -42,7 +42,7 @@ dd if="$W/data.img" of="$W/disk.img" bs=1M seek=$((129 + 2*SLOT)) conv=notrunc,s
 "#;
 
 pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
-    let slate = crate::release_imager()?;
+    let slate = crate::images::release_imager()?;
     let scratch = root().join("target/bench-imager");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;

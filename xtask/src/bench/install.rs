@@ -1,7 +1,7 @@
 //! `cargo xtask bench install`: an update installed end to end beside dd and sha256sum.
 
 use crate::timeline::line_time;
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::{Context, Result};
 use std::process::Command;
 
@@ -12,8 +12,8 @@ pub(super) fn measure() -> Result<()> {
     use slate_imager::progress::Progress;
     use slate_qemu::Vm;
     use std::time::{Duration, Instant};
-    let slate = crate::release_imager()?;
-    let trust = crate::dev_trust()?;
+    let slate = crate::images::release_imager()?;
+    let trust = crate::dev::dev_trust()?;
     let key = root().join(".cache/keys/dev.pem");
     let scratch = root().join("target/bench-install");
     let _ = std::fs::remove_dir_all(&scratch);
@@ -50,7 +50,7 @@ pub(super) fn measure() -> Result<()> {
             .arg("--trust")
             .arg(&trust)
             .arg("--operators")
-            .arg(crate::dev_operators()?)
+            .arg(crate::dev::dev_operators()?)
             .arg("--allow-debug")
             .arg("--out")
             .arg(scratch.join(out)))?;
@@ -69,8 +69,8 @@ pub(super) fn measure() -> Result<()> {
         .arg("--sparse=always")
         .arg(scratch.join("v1/disk.img"))
         .arg(&disk))?;
-    let mut vm = Vm::start(&crate::dev_vm(&disk, &scratch.join("vm"))?)?;
-    let access = crate::dev_access(&scratch)?;
+    let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &scratch.join("vm"))?)?;
+    let access = crate::dev::dev_access(&scratch)?;
     vm.wait_for("slate: healthy", Duration::from_secs(300))?;
     vm.wait_prompt("slate# ", 0, Duration::from_secs(60))?;
     let url = vm.agent_url().context("no agent port")?;

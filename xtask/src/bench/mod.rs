@@ -17,7 +17,7 @@ mod install;
 mod secure_boot;
 mod verity;
 
-use crate::root;
+use crate::workspace::root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,7 +140,7 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
 /// channel fixture of `slate-tests`; it runs alone, as the fixture's repository is its own.
 fn channel() -> Result<()> {
     crate::deps::deps(false)?;
-    crate::run(&mut crate::e2e_command(
+    crate::workspace::run(&mut crate::workspace::e2e_command(
         None,
         &[
             "--ignored",

@@ -5,8 +5,8 @@
 //! firmware's check); and the UKI's size beside the kernel and initramfs it replaces.
 
 use super::{cell, median};
-use crate::root;
 use crate::timeline::BootTimes;
+use crate::workspace::root;
 use anyhow::{Context, Result};
 use slate_qemu::Vm;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     let spec = root().join("rootfs/image.toml");
     let plain = crate::images::ensure_image_for(&spec, "qemu-x86_64", false, false)?;
     let signed = crate::images::ensure_image_for(&spec, "qemu-x86_64", false, true)?;
-    let vars = crate::dev_secure_boot()?.join("OVMF_VARS.fd");
+    let vars = crate::dev::dev_secure_boot()?.join("OVMF_VARS.fd");
     let scratch = root().join("target/bench-secure-boot");
     let _ = std::fs::remove_dir_all(&scratch);
     let rounds = rounds.max(5);
@@ -82,7 +82,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
     );
     // The same content as bundles: format 1 (rootfs, vmlinuz, initrd) and format 2 (a signed
     // UKI per slot, then rootfs), signed with the development key.
-    crate::dev_trust()?;
+    crate::dev::dev_trust()?;
     let key = slate_imager::operator::keys::load_private(&root().join(".cache/keys/dev.pem"))?;
     let mut bundles = Vec::new();
     for (name, dir) in [("plain", &plain), ("secure-boot", &signed)] {

@@ -1,12 +1,12 @@
 //! `cargo xtask bench verity`: the dm-verity tree beside `veritysetup format`.
 
 use super::{summarize, timed};
-use crate::{root, run};
+use crate::{workspace::root, workspace::run};
 use anyhow::Result;
 use std::process::Command;
 
 pub(super) fn measure(rounds: u32) -> Result<()> {
-    let slate = crate::release_imager()?;
+    let slate = crate::images::release_imager()?;
     let scratch = root().join("target/bench-verity");
     std::fs::create_dir_all(&scratch)?;
     let data = scratch.join("data.bin");

@@ -67,7 +67,7 @@ pub fn fleet_sim(args: &Args) -> Result<()> {
     let took = started.elapsed();
     print!("{}", report(&setup, &out));
     println!("simulated in {:.1} s", took.as_secs_f64());
-    let plot_path = crate::root().join(&args.plot);
+    let plot_path = crate::workspace::root().join(&args.plot);
     plot::write(&plot_path, &setup, &out)?;
     println!("plot: {}", plot_path.display());
     Ok(())

@@ -61,11 +61,11 @@ pub struct Expected {
     pub sha256: Vec<u8>,
 }
 
-/// Bundle bytes that are already in the idle slot (see [`super::resume`]).
+/// Bundle bytes that are already in the idle slot (see [`crate::slated::resume`]).
 #[derive(Clone, Debug)]
 pub struct SlotPrefix {
     /// Where they sit in the bundle, and how many.
-    pub at: super::resume::Prefix,
+    pub at: crate::slated::resume::Prefix,
     /// The slot's block device, read from its first byte.
     pub device: std::path::PathBuf,
 }

@@ -5,12 +5,12 @@
 
 mod download;
 mod https;
-mod resume;
 mod seed;
 mod transport;
 
 use crate::slated::daemon::{now, Agent};
 use crate::slated::install::{InstallError, Refusal};
+use crate::slated::resume;
 use crate::{lock, marker};
 use anyhow::{Context, Result};
 use slate_core::api::{BootState, ChannelError, ChannelStatus, Marker};
@@ -33,12 +33,6 @@ pub const SEED: &str = "/data/slate/seed";
 pub const DATASTORE: &str = "/data/slate/tuf";
 /// Largest release manifest read.
 const MAX_RELEASE: usize = 1 << 20;
-
-/// Forgets a pull's resume state: an install that is not the channel's rewrites the slot it
-/// describes.
-pub fn forget_resume() -> Result<()> {
-    resume::forget(Path::new(resume::RECORD))
-}
 
 /// Why a check failed, as the metrics count it.
 #[derive(Debug)]

@@ -77,25 +77,25 @@ pub struct BuildArgs {
 /// Runs `slate build`.
 pub fn build(args: BuildArgs) -> Result<()> {
     let BuildArgs {
-            spec,
-            board,
-            image_version,
-            out,
-            force,
-            quiet,
-            debs,
-            cache,
-            boards,
-            agent_dir,
-            trust,
-            operators,
-            allow_insecure,
-            allow_debug,
-            security_epoch,
-            timings,
-            secure_boot_key,
-            secure_boot_cert,
-        } = args;
+        spec,
+        board,
+        image_version,
+        out,
+        force,
+        quiet,
+        debs,
+        cache,
+        boards,
+        agent_dir,
+        trust,
+        operators,
+        allow_insecure,
+        allow_debug,
+        security_epoch,
+        timings,
+        secure_boot_key,
+        secure_boot_cert,
+    } = args;
     let opts = BuildOptions {
         secure_boot: secure_boot_key
             .zip(secure_boot_cert)
@@ -156,11 +156,11 @@ pub struct FlashArgs {
 /// Runs `slate flash`.
 pub fn flash(args: FlashArgs) -> Result<()> {
     let FlashArgs {
-            image,
-            to,
-            bmap,
-            quiet,
-        } = args;
+        image,
+        to,
+        bmap,
+        quiet,
+    } = args;
     let bmap = bmap.unwrap_or_else(|| {
         let mut p = image.clone().into_os_string();
         p.push(".bmap");
@@ -198,14 +198,13 @@ pub struct VerityFormatArgs {
 /// Runs `slate verity-format`.
 pub fn verity_format(args: VerityFormatArgs) -> Result<()> {
     let VerityFormatArgs {
-            data,
-            hash,
-            salt,
-            threads,
-        } = args;
+        data,
+        hash,
+        salt,
+        threads,
+    } = args;
     let salt = hex::decode(&salt).map_err(|e| anyhow::anyhow!("--salt: {e}"))?;
-    let f = std::fs::File::open(&data)
-        .with_context(|| format!("opening {}", data.display()))?;
+    let f = std::fs::File::open(&data).with_context(|| format!("opening {}", data.display()))?;
     let len = f.metadata()?.len();
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -219,8 +218,8 @@ pub fn verity_format(args: VerityFormatArgs) -> Result<()> {
         &mut |_| {},
     )?;
     // Written and synced, as veritysetup leaves its hash device.
-    let mut out = std::fs::File::create(&hash)
-        .with_context(|| format!("creating {}", hash.display()))?;
+    let mut out =
+        std::fs::File::create(&hash).with_context(|| format!("creating {}", hash.display()))?;
     std::io::Write::write_all(&mut out, &tree.area)?;
     out.sync_all()?;
     println!("Root hash: {}", tree.info.root_hash);

@@ -42,10 +42,10 @@ pub struct TrustArgs {
 /// Runs `slate trust`.
 pub fn trust(args: TrustArgs) -> Result<()> {
     let TrustArgs {
-            keys: key_files,
-            threshold,
-            out,
-        } = args;
+        keys: key_files,
+        threshold,
+        out,
+    } = args;
     let t = keys::trust(&key_files, threshold)?;
     std::fs::write(&out, toml::to_string(&t)?)?;
     println!(
@@ -81,12 +81,12 @@ pub struct BundleArgs {
 /// Runs `slate bundle`.
 pub fn bundle(args: BundleArgs) -> Result<()> {
     let BundleArgs {
-            build,
-            keys: key_files,
-            security_epoch,
-            expires,
-            out,
-        } = args;
+        build,
+        keys: key_files,
+        security_epoch,
+        expires,
+        out,
+    } = args;
     let signers = key_files
         .iter()
         .map(|k| keys::load_private(k))
@@ -145,14 +145,14 @@ pub struct VerifyArgs {
 /// Runs `slate verify`.
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let VerifyArgs {
-            trust,
-            against,
-            security_epoch,
-            secure_boot_cert,
-            bundle: path,
-        } = args;
-    let text = std::fs::read_to_string(&trust)
-        .with_context(|| format!("reading {}", trust.display()))?;
+        trust,
+        against,
+        security_epoch,
+        secure_boot_cert,
+        bundle: path,
+    } = args;
+    let text =
+        std::fs::read_to_string(&trust).with_context(|| format!("reading {}", trust.display()))?;
     let t = slate_core::manifest::Trust::parse(&text)
         .with_context(|| format!("{}", trust.display()))?;
     let facts = against

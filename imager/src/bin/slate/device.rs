@@ -2,7 +2,8 @@
 //! device, and `slate ca`.
 
 use anyhow::Result;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use slate_imager::progress::Progress;
 use std::path::PathBuf;
 
 /// How to reach and trust a device (`slate push`, `slate status`).
@@ -120,15 +121,15 @@ pub struct PushArgs {
 /// Runs `slate push`.
 pub fn push(args: PushArgs) -> Result<()> {
     let PushArgs {
-            device,
-            access,
-            token,
-            wait,
-            no_reboot,
-            timeout,
-            quiet,
-            bundle: path,
-        } = args;
+        device,
+        access,
+        token,
+        wait,
+        no_reboot,
+        timeout,
+        quiet,
+        bundle: path,
+    } = args;
     if token.is_some() {
         anyhow::bail!("--token is gone with the bearer token: devices authorise operators by certificate; use --identity NAME (see `slate ca issue`)");
     }
@@ -177,10 +178,10 @@ pub struct StatusArgs {
 /// Runs `slate status`.
 pub fn status(args: StatusArgs) -> Result<()> {
     let StatusArgs {
-            device,
-            access,
-            json,
-        } = args;
+        device,
+        access,
+        json,
+    } = args;
     let dev = slate_imager::operator::push::Device::open(&device, &access.access())?;
     let s = dev.status()?;
     if json {

@@ -1,7 +1,7 @@
 //! `slate lock` and `slate fetch`: the CLI side of [`slate_imager::image::debian::lock`].
 
 use anyhow::Result;
-use slate_imager::image::{debian::apt::Apt, build, debian::lock, spec::LoadedSpec};
+use slate_imager::image::{build, debian::apt::Apt, debian::lock, spec::LoadedSpec};
 use std::path::PathBuf;
 
 /// Which spec, for which board, with which cache (`slate lock`, `slate fetch`).

@@ -3,10 +3,10 @@
 //! else from the deb cache `cargo xtask deps` fills (`--debs`).
 
 use super::{default_dir, BuildOptions, EXTRACTED};
+use crate::error::BuildError;
 use crate::image::board::LoadedBoard;
 use crate::image::debian::deb::DebCache;
 use crate::image::debian::debroot::{self, LockedDeb};
-use crate::error::BuildError;
 use crate::image::debian::lock::{self, Lock};
 use crate::image::provenance::{DebUsed, Provenance};
 use crate::image::spec::LoadedSpec;

@@ -3,11 +3,11 @@
 
 use super::root::RootImage;
 use super::Inputs;
+use crate::image::timings::Timings;
 use crate::image::write::bmap::Bmap;
 use crate::image::write::disk::{self, Part};
 use crate::image::write::esp::{self, EspFile};
 use crate::image::write::ext4;
-use crate::image::timings::Timings;
 use anyhow::{Context, Result};
 use slate_core::gpt::Table;
 use slate_core::layout::{self, Slot};

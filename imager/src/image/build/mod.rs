@@ -28,17 +28,17 @@ pub use report::{
     BootReport, DiskReport, ImageReport, OutputReport, Report, VerityReport, OUTPUTS,
 };
 
+use crate::error::BuildError;
 use crate::image::agentbin;
 use crate::image::board::LoadedBoard;
 use crate::image::compose::{self, RootInputs};
 use crate::image::debian::debroot;
-use crate::error::BuildError;
 use crate::image::kernel;
-use crate::progress::Progress;
 use crate::image::provenance::{sha256_hex, Provenance};
 use crate::image::spec::LoadedSpec;
 use crate::image::timings::Timings;
 use crate::image::tools;
+use crate::progress::Progress;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::layout;
@@ -257,7 +257,9 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         ));
     }
     let boot_retry = match &secure_boot {
-        Some(_) => crate::image::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?,
+        Some(_) => {
+            crate::image::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?
+        }
         None => None,
     };
     prov.tools = BTreeMap::from([

@@ -3,8 +3,8 @@
 
 use super::Inputs;
 use crate::error::BuildError;
-use crate::image::write::squashfs;
 use crate::image::timings::Timings;
+use crate::image::write::squashfs;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 use slate_core::verity::{self, VerityInfo};

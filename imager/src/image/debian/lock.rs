@@ -20,8 +20,8 @@
 //! differ from what it records; the error says to run `slate lock` again.
 
 use crate::image::debian::apt::{Apt, DebianSource};
-use crate::image::packages::{Available, Index};
 use crate::image::debian::resolve::resolve;
+use crate::image::packages::{Available, Index};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -304,7 +304,8 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `slate fetch`: every locked file (the root's and the board's) in `cache` (already there and matching, or downloaded
 /// through apt), its sha256 checked against the lock. Returns the files in lock order.
 pub fn fetch(apt: &Apt, lock: &Lock, cache: &Path) -> Result<Vec<PathBuf>> {
-    let sha_of = |p: &Path| -> Result<String> { Ok(crate::image::hashing::hash_file(p)?.1.to_string()) };
+    let sha_of =
+        |p: &Path| -> Result<String> { Ok(crate::image::hashing::hash_file(p)?.1.to_string()) };
     let mut missing = Vec::new();
     for p in lock.all_packages() {
         let path = cache.join(p.file_name());

@@ -4,7 +4,7 @@
 //! 1. refuse while the running slot is on trial; verify signatures, compatibility, version,
 //!    epoch, expiry (nothing is written before this passes) and that the root image fits;
 //!    a Secure Boot image's bundle (format 2) has its UKIs read and checked here too
-//!    ([`crate::slated::uki`]: the db signature, the signed command line);
+//!    ([`crate::slated::install::uki`]: the db signature, the signed command line);
 //! 2. delete the idle slot's boot entries (the slot is now empty: nothing boots it);
 //! 3. stream `rootfs.img` into the idle partition, hashing; fsync; drop the cache and read it
 //!    back: the verity tree and root hash must match the manifest (sha256 checked while streaming);
@@ -18,6 +18,8 @@
 //! `EFI/Linux/slate-<slot>-<version>+3.efi`, written under a temporary name, synced, renamed.
 //!
 //! A failure at any step leaves the running slot and its entry untouched.
+
+pub mod uki;
 
 use crate::boot::esp::Esp;
 use anyhow::{anyhow, bail, Context, Result};
@@ -333,7 +335,7 @@ pub fn install<R: Read>(
 
     // A Secure Boot bundle's UKIs come first and are checked before anything is written.
     let uki = match inst.secure_boot_db.as_ref() {
-        Some(Ok(key)) => Some(crate::slated::uki::take(&mut r, &m, idle, key)?),
+        Some(Ok(key)) => Some(crate::slated::install::uki::take(&mut r, &m, idle, key)?),
         Some(Err(why)) => return Err(Refusal::NoSecureBootCert { why: why.clone() }.into()),
         None => None,
     };
@@ -389,7 +391,7 @@ pub fn install<R: Read>(
         r.expect_end()?;
         let name = name.with_kind(EntryKind::Uki);
         let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
-        crate::slated::uki::write_entry(inst.esp, &name, &uki).map_err(failed)?;
+        crate::slated::install::uki::write_entry(inst.esp, &name, &uki).map_err(failed)?;
         written += uki.len() as u64;
         return Ok(finish(inst, m, idle, name, written, started));
     }

@@ -51,8 +51,14 @@ pub fn take<R: Read>(
             match never {}
         }
         check_digest(a, Digest32(h.finalize().into()), idle)?;
-        slate_core::uki::check(&bytes, slot, m, db_key, &crate::boot::secure_boot::rsa_verify)
-            .map_err(Refusal::Uki)?;
+        slate_core::uki::check(
+            &bytes,
+            slot,
+            m,
+            db_key,
+            &crate::boot::secure_boot::rsa_verify,
+        )
+        .map_err(Refusal::Uki)?;
         tracing::info!(artifact = %a.name, bytes = a.size, "UKI signed by the db key, command line as signed");
         if slot == idle {
             keep = Some(bytes);
