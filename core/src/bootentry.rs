@@ -229,6 +229,24 @@ pub enum EntryError {
 }
 
 impl Entry {
+    /// The `.conf` entry that boots `slot` with `version` of `product`: the one builder of
+    /// entries, so the imager's first entry and the agent's later ones cannot differ.
+    pub fn for_slot(
+        product: &str,
+        version: &Version,
+        slot: Slot,
+        verity: crate::verity::VerityInfo,
+        extra_options: &str,
+    ) -> Entry {
+        Entry {
+            title: format!("{product} {version} (slot {slot})"),
+            version: version.clone(),
+            linux: Entry::kernel_path(slot),
+            initrd: Entry::initrd_path(slot),
+            options: crate::cmdline::BootParams { slot, verity }.options(extra_options),
+        }
+    }
+
     /// ESP path of a slot's kernel.
     pub fn kernel_path(slot: Slot) -> String {
         format!("/slate/{slot}/vmlinuz")

@@ -8,7 +8,8 @@
 //! ```text
 //! disk          layout (partitions, type GUIDs, sizes), gpt, fat (the ESP), verity, guid
 //! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
-//! updates       manifest (signatures, trust, rules), bundle, slots (commit and rollback),
+//! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
+//!               slots (commit and rollback),
 //!               channel (release, waves, schedule), version
 //! device files  config (the agent's TOML), dhcp
 //! wire          api (status, outcomes, the `slate:` console markers)
@@ -45,6 +46,7 @@ pub mod fat;
 pub mod fingerprint;
 pub mod gpt;
 pub mod guid;
+pub mod install;
 pub mod layout;
 pub mod le;
 pub mod manifest;

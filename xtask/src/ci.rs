@@ -19,10 +19,16 @@ fn deny() -> Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !installed {
+        // Without its default features (TLS for fetching advisories, which `check licenses
+        // bans sources` never does) and unoptimised: it reads cargo metadata for a few seconds,
+        // and the optimised build with TLS took 9 of a fresh machine's CI minutes (this one
+        // about 2).
         run(Command::new("cargo").args([
             "install",
             "cargo-deny",
             "--locked",
+            "--no-default-features",
+            "--debug",
             "--version",
             CARGO_DENY_VERSION,
         ]))?;

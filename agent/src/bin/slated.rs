@@ -18,10 +18,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::slated::daemon::Agent;
 use slate_agent::slated::identity::{self, Identity};
-use slate_agent::slated::install::{InstallError, Refusal};
+use slate_agent::slated::install::InstallError;
 use slate_agent::slated::server::{self, Caller};
 use slate_agent::{marker, slated::health, slated::http};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
+use slate_core::install::Refusal;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! install entry point shared by the HTTP API and the console.
 
 use crate::boot::esp::Esp;
-use crate::slated::install::{self, InstallError, Installed, Installer, Refusal};
+use crate::slated::install::{self, InstallError, Installed, Installer};
 use crate::slated::state::{self, State};
 use crate::slated::throttle::Throttle;
 use crate::{lock, marker, uptime_ms};
@@ -12,6 +12,7 @@ use slate_core::api::{
     BootState, Health, HealthState, Marker, Outcome, SlotState, Status, UpdateRecord,
 };
 use slate_core::config::{self, paths, AgentConfig, ImageInfo};
+use slate_core::install::Refusal;
 use slate_core::layout::Slot;
 use slate_core::manifest::{DeviceFacts, Trust};
 use slate_core::slots::{self, Boot, Plan, Step};

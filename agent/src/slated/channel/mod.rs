@@ -9,7 +9,7 @@ mod seed;
 mod transport;
 
 use crate::slated::daemon::{now, Agent};
-use crate::slated::install::{InstallError, Refusal};
+use crate::slated::install::InstallError;
 use crate::slated::resume;
 use crate::{lock, marker};
 use anyhow::{Context, Result};
@@ -17,6 +17,7 @@ use slate_core::api::{BootState, ChannelError, ChannelStatus, Marker};
 use slate_core::channel::{
     decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, UpdateConfig, RELEASE_TARGET,
 };
+use slate_core::install::Refusal;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,140 +23,15 @@ pub mod uki;
 
 use crate::boot::esp::Esp;
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 use slate_core::api::Marker;
-use slate_core::bootentry::{Entry, EntryKind, EntryName};
 use slate_core::bundle::{BundleError, BundleReader};
-use slate_core::cmdline::BootParams;
+use slate_core::install::Refusal;
+use slate_core::install::{self as plan, BootFile, BootKind, EntryContent, Situation, Step};
 use slate_core::layout::Slot;
-use slate_core::manifest::{
-    self, DeviceFacts, Manifest, ManifestError, Signatures, Trust, Verifier,
-};
-use slate_core::slots::TRIES;
-use slate_core::Digest32;
+use slate_core::manifest::{self, DeviceFacts, Manifest, ManifestError, Trust, Verifier};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Instant;
-
-/// Why a bundle, or the moment it came, was not acceptable: the client's problem, decided by
-/// type (never by the wording of a message). Nothing bootable changed; at most the idle slot,
-/// which has no entry, holds part of the bundle.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    /// The running slot is not blessed yet; its fallback must not be overwritten.
-    #[error("slot {running} is still on trial; an update waits until it is committed (the other slot is the fallback)")]
-    OnTrial {
-        /// The running slot.
-        running: Slot,
-    },
-    /// Another install holds the lock.
-    #[error("another install is in progress")]
-    Busy,
-    /// The image has no (usable) trust file.
-    #[error("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust")]
-    NoTrust,
-    /// The ESP did not mount at boot.
-    #[error("the ESP is not mounted; updates are off")]
-    NoEsp,
-    /// The bundle boots its slot in another way than this image does: a kernel and an
-    /// initramfs for a Secure Boot image (its firmware would refuse them), or signed UKIs
-    /// for an image that boots `.conf` entries.
-    #[error("{}", boot_kind_message(*.bundle_ukis))]
-    BootKind {
-        /// The bundle carries UKIs (format 2).
-        bundle_ukis: bool,
-    },
-    /// A Secure Boot image whose db certificate cannot be read cannot check a UKI.
-    #[error("this Secure Boot image cannot read its db certificate ({why}), so it cannot check a bundle's UKIs and refuses every update")]
-    NoSecureBootCert {
-        /// What went wrong.
-        why: String,
-    },
-    /// A UKI the firmware would refuse, or whose command line or version is not the
-    /// manifest's: refused before anything was written.
-    #[error("{0}; nothing was written")]
-    Uki(#[from] slate_core::uki::UkiError),
-    /// The archive is malformed, truncated or out of order (the error names the byte offset).
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    /// The manifest, its signatures or its rules (compatibility, version, epoch, expiry).
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// An artifact's bytes are not what the signed manifest says.
-    #[error("{artifact} sha256 {got} does not match the manifest's {expected}; slot {slot} is left without an entry")]
-    DigestMismatch {
-        /// Which artifact.
-        artifact: String,
-        /// The manifest's digest.
-        expected: Digest32,
-        /// The digest of what arrived.
-        got: Digest32,
-        /// The idle slot, now empty.
-        slot: Slot,
-    },
-    /// The root image does not fit the idle slot.
-    #[error("rootfs.img is {size} bytes but slot {slot} ({device}) holds {capacity}")]
-    TooLarge {
-        /// Bytes the image needs.
-        size: u64,
-        /// The idle slot.
-        slot: Slot,
-        /// Its device node.
-        device: String,
-        /// Bytes it holds.
-        capacity: u64,
-    },
-    /// The client stopped sending, or sent slower than the image's minimum rate.
-    #[error(
-        "upload cut off after {seconds} s, slower than the minimum {min_kib_s} KiB/s: {inner}"
-    )]
-    Stalled {
-        /// Seconds from the start of the upload.
-        seconds: u64,
-        /// The minimum rate (`[agent] min_upload_kib_s`).
-        min_kib_s: u32,
-        /// What the installer saw when the stream stopped.
-        inner: Box<Refusal>,
-    },
-}
-
-impl Refusal {
-    /// The HTTP status of the refusal: 409 when the moment is wrong (try again later), 400 when
-    /// the bundle is.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Refusal::OnTrial { .. } | Refusal::Busy => 409,
-            Refusal::Stalled { inner, .. } => inner.http_status(),
-            _ => 400,
-        }
-    }
-
-    /// A stable word for programs (`kind` in the upload answer).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Refusal::OnTrial { .. } => "on-trial",
-            Refusal::Busy => "busy",
-            Refusal::NoTrust => "no-trust",
-            Refusal::NoEsp => "no-esp",
-            Refusal::BootKind { .. } => "boot-kind",
-            Refusal::NoSecureBootCert { .. } => "no-secure-boot-cert",
-            Refusal::Uki(_) => "uki",
-            Refusal::Bundle(_) => "bundle",
-            Refusal::Manifest(_) => "manifest",
-            Refusal::DigestMismatch { .. } => "digest-mismatch",
-            Refusal::TooLarge { .. } => "too-large",
-            Refusal::Stalled { .. } => "stalled",
-        }
-    }
-}
-
-fn boot_kind_message(bundle_ukis: bool) -> &'static str {
-    if bundle_ukis {
-        "the bundle carries signed UKIs (manifest format 2, for Secure Boot images), and this image boots a kernel and an initramfs: make the bundle from a build without [secure_boot]"
-    } else {
-        "this image boots signed UKIs (Secure Boot), and the bundle carries a kernel and an initramfs its firmware would refuse: make the bundle from a build with the image's db key (`slate build --secure-boot-key --secure-boot-cert`)"
-    }
-}
 
 /// Why an install did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -227,73 +102,32 @@ pub struct Installed {
     pub seconds: f64,
 }
 
-fn read_head<R: Read>(r: &mut BundleReader<R>) -> Result<(Vec<u8>, Signatures), InstallError> {
-    let n = r.expect_entry("manifest.toml", manifest::MAX_MANIFEST)?;
-    let m = r.read_small("manifest.toml", n)?;
-    let n = r.expect_entry("manifest.sig", manifest::MAX_SIGNATURES)?;
-    let s = Signatures::parse(&r.read_small("manifest.sig", n)?)?;
-    Ok((m, s))
-}
-
 fn failed(e: anyhow::Error) -> InstallError {
     InstallError::Failed(e)
 }
 
-/// `got`, the sha256 of what arrived for `a`, is the signed manifest's, or a refusal that
-/// names both (the idle slot `slot` is left without an entry).
-pub(crate) fn check_digest(
-    a: &manifest::Artifact,
-    got: Digest32,
-    slot: Slot,
-) -> Result<(), Refusal> {
-    if got == a.sha256 {
-        return Ok(());
-    }
-    Err(Refusal::DigestMismatch {
-        artifact: a.name.clone(),
-        expected: a.sha256,
-        got,
-        slot,
-    })
-}
-
-pub(crate) fn expect_artifact<R: Read>(
-    r: &mut BundleReader<R>,
-    a: &manifest::Artifact,
-) -> Result<(), InstallError> {
-    let size = r.expect_entry(&a.name, a.size)?;
-    if size != a.size {
-        return Err(BundleError::SizeMismatch {
-            name: a.name.clone(),
-            expected: a.size,
-            found: size,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// Runs the install from a bundle stream.
+/// Runs the install from a bundle stream: the head is read and verified, the plan decided
+/// ([`slate_core::install::plan`]), and its steps carried out in order, each in its span and
+/// each followed by its cut point.
 pub fn install<R: Read>(
     inst: &Installer<'_>,
     body: R,
     progress: &dyn Fn(&Marker),
 ) -> Result<Installed, InstallError> {
     let started = Instant::now();
-    if inst.running_on_trial {
-        return Err(Refusal::OnTrial {
-            running: inst.running,
-        }
-        .into());
-    }
+    plan::admit(inst.running, inst.running_on_trial)?;
     let trust = inst.trust.ok_or(Refusal::NoTrust)?;
     let mut r = BundleReader::new(body);
     let span = tracing::info_span!("install", step = "verify").entered();
-    let (m_bytes, sigs) = read_head(&mut r)?;
+    let (m_bytes, sigs) = plan::read_head(&mut r)?;
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
     drop(span);
-    if m.carries_ukis() != inst.secure_boot_db.is_some() {
+    let boot = match inst.secure_boot_db {
+        Some(_) => BootKind::SignedUki,
+        None => BootKind::Conf,
+    };
+    if m.carries_ukis() != (boot == BootKind::SignedUki) {
         return Err(Refusal::BootKind {
             bundle_ukis: m.carries_ukis(),
         }
@@ -301,15 +135,6 @@ pub fn install<R: Read>(
     }
     let idle = inst.running.other();
     let dev = crate::partitions::find(idle.label()).map_err(failed)?;
-    // Manifest::parse guarantees the root image, with verity parameters.
-    let rootfs = m
-        .rootfs()
-        .cloned()
-        .ok_or_else(|| failed(anyhow!("a parsed manifest without rootfs.img")))?;
-    let verity = rootfs
-        .verity
-        .clone()
-        .ok_or_else(|| failed(anyhow!("a parsed manifest without verity parameters")))?;
     let mut slot = File::options()
         .read(true)
         .write(true)
@@ -317,15 +142,17 @@ pub fn install<R: Read>(
         .with_context(|| format!("opening {dev}"))
         .map_err(failed)?;
     let slot_size = slot.seek(SeekFrom::End(0)).map_err(|e| failed(e.into()))?;
-    if rootfs.size > slot_size {
-        return Err(Refusal::TooLarge {
-            size: rootfs.size,
-            slot: idle,
-            device: dev,
-            capacity: slot_size,
-        }
-        .into());
-    }
+    let planned = plan::plan(
+        &m,
+        &Situation {
+            facts: &inst.facts,
+            running: inst.running,
+            on_trial: inst.running_on_trial,
+            boot,
+            slot_size,
+            device: &dev,
+        },
+    )?;
     progress(&Marker::Installing {
         product: m.product.clone(),
         version: m.version.to_string(),
@@ -342,147 +169,194 @@ pub fn install<R: Read>(
 
     // The root image's archive header comes before the first write too: a bundle whose
     // entries are out of order or disguised is refused with the fallback slot untouched.
-    expect_artifact(&mut r, &rootfs)?;
-
-    // 2. Nothing may boot a half-written slot.
-    let span = tracing::info_span!("install", step = "remove-entry", slot = %idle).entered();
-    inst.esp.remove_slot(idle).map_err(failed)?;
-    drop(span);
-    crate::hooks::cut_point("entry-removed");
-
-    // 3. The root image, hashed as it streams, then read back from the disk.
-    let span =
-        tracing::info_span!("install", step = "write-root", slot = %idle, device = %dev).entered();
-    slot.seek(SeekFrom::Start(0))
-        .map_err(|e| failed(e.into()))?;
-    let mut h = Sha256::new();
-    let mut streamed = 0u64;
-    let root_at = r.offset();
-    let mut unsynced = 0u64;
-    r.stream("rootfs.img", rootfs.size, |c| {
-        h.update(c);
-        streamed += c.len() as u64;
-        if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
-            crate::hooks::cut_point("slot-partly-written");
-        }
-        slot.write_all(c)?;
-        unsynced += c.len() as u64;
-        if let Some(note) = inst.checkpoint.filter(|_| unsynced >= CHECKPOINT_BYTES) {
-            slot.sync_data()?;
-            unsynced = 0;
-            note(root_at, streamed);
-        }
-        Ok::<(), std::io::Error>(())
-    })?
-    .with_context(|| format!("writing {dev}"))
-    .map_err(failed)?;
-    check_digest(&rootfs, Digest32(h.finalize().into()), idle)?;
-    slot.sync_all().map_err(|e| failed(e.into()))?;
-    tracing::info!(bytes = rootfs.size, "root image written and synced");
-    read_back(&mut slot, &verity).map_err(failed)?;
-    tracing::info!(root_hash = %verity.root_hash, "root image read back and verified");
-    drop(span);
-    crate::hooks::cut_point("slot-written");
-    let mut written = rootfs.size;
-
-    let name = EntryName::trial(idle, m.version.clone(), TRIES);
-    if let Some(uki) = uki {
-        // 4–5. The signed UKI is the entry: written under a temporary name, synced, renamed.
-        r.expect_end()?;
-        let name = name.with_kind(EntryKind::Uki);
-        let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
-        crate::slated::install::uki::write_entry(inst.esp, &name, &uki).map_err(failed)?;
-        written += uki.len() as u64;
-        return Ok(finish(inst, m, idle, name, written, started));
-    }
-
-    // 4. Kernel and initrd: streamed into the staging folder on /data and checked there, then
-    //    copied onto the ESP in one short read-write window, so a slow or stalled client never
-    //    holds the ESP writable (a power cut then could leave it dirty).
-    let span = tracing::info_span!("install", step = "boot-files", slot = %idle).entered();
-    let staging = &inst.staging;
-    let _ = std::fs::remove_dir_all(staging);
-    std::fs::create_dir_all(staging)
-        .with_context(|| format!("creating {}", staging.display()))
-        .map_err(failed)?;
-    let mut staged = Vec::new();
-    for a in m.boot_artifacts().cloned() {
-        let name = a.name.as_str();
-        tracing::debug!(artifact = name, bytes = a.size, "staging");
-        expect_artifact(&mut r, &a)?;
-        let path = staging.join(name);
-        let mut f = File::create(&path)
-            .with_context(|| format!("creating {}", path.display()))
-            .map_err(failed)?;
-        let mut h = Sha256::new();
-        r.stream(name, a.size, |c| {
-            h.update(c);
-            f.write_all(c)
-        })?
-        .with_context(|| format!("writing {}", path.display()))
-        .map_err(failed)?;
-        if let Err(e) = check_digest(&a, Digest32(h.finalize().into()), idle) {
-            let _ = std::fs::remove_dir_all(staging);
-            return Err(e.into());
-        }
-        staged.push((format!("slate/{idle}/{name}"), path));
-        written += a.size;
-    }
-    // Nothing may follow the last artifact; checked before the ESP is touched.
-    r.expect_end()?;
-    inst.esp
-        .copy_in(&staged, |rel| {
-            if rel.ends_with("initrd.img") {
-                // Inside the ESP's read-write window, the temporary file not yet synced.
-                crate::hooks::cut_point("boot-files-writing");
-            }
+    let rootfs = planned
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::WriteRoot { artifact, .. } => Some(artifact),
+            _ => None,
         })
-        .map_err(failed)?;
-    let _ = std::fs::remove_dir_all(staging);
-    drop(span);
-    crate::hooks::cut_point("boot-files-written");
+        .ok_or_else(|| failed(anyhow!("a plan without the root image")))?;
+    plan::expect_artifact(&mut r, rootfs)?;
 
-    // 5. The entry, last.
-    let entry = Entry {
-        title: format!("{} {} (slot {idle})", m.product, m.version),
-        version: m.version.clone(),
-        linux: Entry::kernel_path(idle),
-        initrd: Entry::initrd_path(idle),
-        options: BootParams { slot: idle, verity }.options(&m.options),
+    let mut run = Run {
+        inst,
+        r,
+        slot,
+        dev,
+        uki,
+        written: 0,
     };
-    let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
-    inst.esp.write_entry(&name, &entry).map_err(failed)?;
-    Ok(finish(inst, m, idle, name, written, started))
-}
-
-/// After the entry is written: an older version is booted next by a one-shot choice.
-fn finish(
-    inst: &Installer<'_>,
-    m: Manifest,
-    idle: Slot,
-    name: EntryName,
-    written: u64,
-    started: Instant,
-) -> Installed {
-    if m.version <= inst.facts.version {
-        // Not newer: systemd-boot's version order would boot the running entry again.
-        if let Err(e) = crate::boot::efivars::set_one_shot(&name.to_string()) {
-            crate::marker::warn(format!(
-                "{name} is installed but older than the running version, and the boot loader cannot be told to try it next: {e:#}"
-            ));
-        }
+    for step in &planned.steps {
+        run.step(step)?;
     }
+    let name = planned
+        .entry()
+        .cloned()
+        .ok_or_else(|| failed(anyhow!("a plan without an entry")))?;
     tracing::info!(
-        bytes = written,
+        bytes = run.written,
         seconds = started.elapsed().as_secs_f64(),
         "install complete"
     );
     crate::hooks::cut_point("entry-written");
-    Installed {
+    tracing::debug!(entry = %name, "installed");
+    Ok(Installed {
         manifest: m,
         slot: idle,
-        bytes_written: written,
+        bytes_written: run.written,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// An install while its steps are carried out: the bundle stream, positioned at the next
+/// artifact, and the idle slot's partition.
+struct Run<'a, R> {
+    inst: &'a Installer<'a>,
+    r: BundleReader<R>,
+    slot: File,
+    dev: String,
+    /// A Secure Boot bundle's UKI for the idle slot, read and checked before the first write.
+    uki: Option<Vec<u8>>,
+    /// Bytes written to the slot and the ESP.
+    written: u64,
+}
+
+impl<R: Read> Run<'_, R> {
+    fn step(&mut self, step: &Step) -> Result<(), InstallError> {
+        match step {
+            Step::RemoveEntry { slot } => {
+                // 2. Nothing may boot a half-written slot.
+                let _span =
+                    tracing::info_span!("install", step = "remove-entry", slot = %slot).entered();
+                self.inst.esp.remove_slot(*slot).map_err(failed)?;
+                drop(_span);
+                crate::hooks::cut_point("entry-removed");
+            }
+            Step::WriteRoot { slot, artifact } => self.write_root(*slot, artifact)?,
+            Step::ReadBack { slot, verity } => {
+                let _span =
+                    tracing::info_span!("install", step = "read-back", slot = %slot).entered();
+                read_back(&mut self.slot, verity).map_err(failed)?;
+                tracing::info!(root_hash = %verity.root_hash, "root image read back and verified");
+                drop(_span);
+                crate::hooks::cut_point("slot-written");
+            }
+            Step::WriteBootFiles { slot, files } => self.write_boot_files(*slot, files)?,
+            Step::WriteEntry { name, content } => {
+                // Nothing may follow the last artifact; checked before the entry is written.
+                if let EntryContent::Uki(_) = content {
+                    self.r.expect_end()?;
+                }
+                let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
+                match content {
+                    EntryContent::Conf(entry) => {
+                        self.inst.esp.write_entry(name, entry).map_err(failed)?
+                    }
+                    EntryContent::Uki(_) => {
+                        // 4–5. The signed UKI is the entry: temporary name, synced, renamed.
+                        let uki = self
+                            .uki
+                            .as_deref()
+                            .ok_or_else(|| failed(anyhow!("no checked UKI for {name}")))?;
+                        crate::slated::install::uki::write_entry(self.inst.esp, name, uki)
+                            .map_err(failed)?;
+                        self.written += uki.len() as u64;
+                    }
+                }
+            }
+            Step::OneShot { name } => {
+                // Not newer: systemd-boot's version order would boot the running entry again.
+                if let Err(e) = crate::boot::efivars::set_one_shot(&name.to_string()) {
+                    crate::marker::warn(format!(
+                        "{name} is installed but older than the running version, and the boot loader cannot be told to try it next: {e:#}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// 3. The root image, hashed as it streams, synced every checkpoint for a pull.
+    fn write_root(&mut self, idle: Slot, rootfs: &manifest::Artifact) -> Result<(), InstallError> {
+        let _span =
+            tracing::info_span!("install", step = "write-root", slot = %idle, device = %self.dev)
+                .entered();
+        let slot = &mut self.slot;
+        slot.seek(SeekFrom::Start(0))
+            .map_err(|e| failed(e.into()))?;
+        let mut streamed = 0u64;
+        let root_at = self.r.offset();
+        let mut unsynced = 0u64;
+        let checkpoint = self.inst.checkpoint;
+        plan::stream_artifact(&mut self.r, rootfs, idle, |c| {
+            streamed += c.len() as u64;
+            if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
+                crate::hooks::cut_point("slot-partly-written");
+            }
+            slot.write_all(c)?;
+            unsynced += c.len() as u64;
+            if let Some(note) = checkpoint.filter(|_| unsynced >= CHECKPOINT_BYTES) {
+                slot.sync_data()?;
+                unsynced = 0;
+                note(root_at, streamed);
+            }
+            Ok::<(), std::io::Error>(())
+        })?
+        .with_context(|| format!("writing {}", self.dev))
+        .map_err(failed)?;
+        slot.sync_all().map_err(|e| failed(e.into()))?;
+        tracing::info!(bytes = rootfs.size, "root image written and synced");
+        self.written += rootfs.size;
+        Ok(())
+    }
+
+    /// 4. Kernel and initrd: streamed into the staging folder on /data and checked there,
+    ///    then copied onto the ESP in one short read-write window, so a slow or stalled client
+    ///    never holds the ESP writable (a power cut then could leave it dirty).
+    fn write_boot_files(&mut self, idle: Slot, files: &[BootFile]) -> Result<(), InstallError> {
+        let span = tracing::info_span!("install", step = "boot-files", slot = %idle).entered();
+        let staging = &self.inst.staging;
+        let _ = std::fs::remove_dir_all(staging);
+        std::fs::create_dir_all(staging)
+            .with_context(|| format!("creating {}", staging.display()))
+            .map_err(failed)?;
+        let mut staged = Vec::new();
+        for file in files {
+            let a = &file.artifact;
+            tracing::debug!(artifact = %a.name, bytes = a.size, "staging");
+            plan::expect_artifact(&mut self.r, a)?;
+            let path = staging.join(&a.name);
+            let mut f = File::create(&path)
+                .with_context(|| format!("creating {}", path.display()))
+                .map_err(failed)?;
+            match plan::stream_artifact(&mut self.r, a, idle, |c| f.write_all(c)) {
+                Ok(written) => written
+                    .with_context(|| format!("writing {}", path.display()))
+                    .map_err(failed)?,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(staging);
+                    return Err(e.into());
+                }
+            }
+            staged.push((file.esp_path.clone(), path));
+            self.written += a.size;
+        }
+        // Nothing may follow the last artifact; checked before the ESP is touched.
+        self.r.expect_end()?;
+        self.inst
+            .esp
+            .copy_in(&staged, |rel| {
+                if rel.ends_with("initrd.img") {
+                    // Inside the ESP's read-write window, the temporary file not yet synced.
+                    crate::hooks::cut_point("boot-files-writing");
+                }
+            })
+            .map_err(failed)?;
+        let _ = std::fs::remove_dir_all(staging);
+        drop(span);
+        crate::hooks::cut_point("boot-files-written");
+        Ok(())
     }
 }
 

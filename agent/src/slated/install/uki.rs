@@ -10,14 +10,14 @@
 //! systemd-boot counts its tries by renaming it, as with a `.conf` entry.
 
 use crate::boot::esp::Esp;
-use crate::slated::install::{check_digest, expect_artifact, InstallError, Refusal};
+use crate::slated::install::InstallError;
 use anyhow::Result;
-use sha2::{Digest, Sha256};
 use slate_core::bootentry::EntryName;
 use slate_core::bundle::BundleReader;
+use slate_core::install as plan;
+use slate_core::install::Refusal;
 use slate_core::layout::Slot;
 use slate_core::manifest::{uki_artifact, Manifest};
-use slate_core::Digest32;
 use std::io::{Read, Write};
 
 /// Reads the bundle's UKIs (the next artifacts of `r`), checks their sha256 against the
@@ -38,19 +38,16 @@ pub fn take<R: Read>(
                 uki_artifact(slot)
             ))
         })?;
-        expect_artifact(r, a)?;
+        plan::expect_artifact(r, a)?;
         // At most MAX_BOOT_ARTIFACT (Manifest::parse); a UKI is about 10 MiB.
         let mut bytes = Vec::with_capacity(slate_core::num::usize_of(a.size));
-        let mut h = Sha256::new();
-        let streamed = r.stream(&a.name, a.size, |c| {
-            h.update(c);
+        let streamed = plan::stream_artifact(r, a, idle, |c| {
             bytes.extend_from_slice(c);
             Ok::<(), std::convert::Infallible>(())
         })?;
         if let Err(never) = streamed {
             match never {}
         }
-        check_digest(a, Digest32(h.finalize().into()), idle)?;
         slate_core::uki::check(
             &bytes,
             slot,

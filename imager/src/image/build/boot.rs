@@ -145,17 +145,13 @@ fn conf_entry_files(
     options: &str,
     initrd: &[u8],
 ) -> Vec<EspFile> {
-    let entry = Entry {
-        title: format!("{} {} (slot a)", inp.spec.spec.name, inp.version),
-        version: inp.version.clone(),
-        linux: Entry::kernel_path(Slot::A),
-        initrd: Entry::initrd_path(Slot::A),
-        options: BootParams {
-            slot: Slot::A,
-            verity: verity.clone(),
-        }
-        .options(options),
-    };
+    let entry = Entry::for_slot(
+        &inp.spec.spec.name,
+        inp.version,
+        Slot::A,
+        verity.clone(),
+        options,
+    );
     vec![
         EspFile {
             path: EntryName::good(Slot::A, inp.version.clone()).path(),
