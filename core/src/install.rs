@@ -173,28 +173,63 @@ pub fn read_head<R: Read>(r: &mut BundleReader<R>) -> Result<(Vec<u8>, Signature
 }
 
 /// The next archive entry is the artifact `a`, with exactly the signed size.
-pub fn expect_artifact<R: Read>(r: &mut BundleReader<R>, a: &Artifact) -> Result<(), Refusal> {
+pub fn expect_artifact<R: Read>(r: &mut BundleReader<R>, a: &Artifact) -> Result<(), BundleError> {
     let size = r.expect_entry(&a.name, a.size)?;
     if size != a.size {
         return Err(BundleError::SizeMismatch {
             name: a.name.clone(),
             expected: a.size,
             found: size,
-        }
-        .into());
+        });
     }
     Ok(())
 }
 
+/// Why an artifact's bytes were not what the signed manifest says.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The archive is malformed or cut short.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The bytes hash to another sha256 than the signed one.
+    #[error("{artifact} sha256 {got} does not match the manifest's {expected}")]
+    Digest {
+        /// Which artifact.
+        artifact: String,
+        /// The manifest's digest.
+        expected: Digest32,
+        /// The digest of what arrived.
+        got: Digest32,
+    },
+}
+
+impl ArtifactError {
+    /// The refusal of an install into `slot` (whose entry is gone by then).
+    pub fn refusal(self, slot: Slot) -> Refusal {
+        match self {
+            ArtifactError::Bundle(e) => Refusal::Bundle(e),
+            ArtifactError::Digest {
+                artifact,
+                expected,
+                got,
+            } => Refusal::DigestMismatch {
+                artifact,
+                expected,
+                got,
+                slot,
+            },
+        }
+    }
+}
+
 /// Streams the artifact `a` (its header already read by [`expect_artifact`]) to `sink`,
-/// hashing it: `Ok(Err(e))` when the sink failed, a refusal when the archive is cut short or
-/// the bytes are not the signed sha256 (the idle slot `slot` is then left without an entry).
+/// hashing it: `Ok(Err(e))` when the sink failed, an error when the archive is cut short or
+/// the bytes are not the signed sha256.
 pub fn stream_artifact<R: Read, E>(
     r: &mut BundleReader<R>,
     a: &Artifact,
-    slot: Slot,
     mut sink: impl FnMut(&[u8]) -> Result<(), E>,
-) -> Result<Result<(), E>, Refusal> {
+) -> Result<Result<(), E>, ArtifactError> {
     let mut h = Sha256::new();
     let streamed = r.stream(&a.name, a.size, |c| {
         h.update(c);
@@ -203,8 +238,25 @@ pub fn stream_artifact<R: Read, E>(
     if let Err(e) = streamed {
         return Ok(Err(e));
     }
-    check_digest(a, Digest32(h.finalize().into()), slot)?;
+    let got = Digest32(h.finalize().into());
+    if got != a.sha256 {
+        return Err(ArtifactError::Digest {
+            artifact: a.name.clone(),
+            expected: a.sha256,
+            got,
+        });
+    }
     Ok(Ok(()))
+}
+
+/// [`stream_artifact`] for an install into `slot`: its errors as refusals.
+pub fn stream_into_slot<R: Read, E>(
+    r: &mut BundleReader<R>,
+    a: &Artifact,
+    slot: Slot,
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Result<(), E>, Refusal> {
+    stream_artifact(r, a, sink).map_err(|e| e.refusal(slot))
 }
 
 /// How the image boots a slot, which decides the bundles it takes and its last steps.

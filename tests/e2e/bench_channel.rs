@@ -42,17 +42,9 @@ fn twin(image: &Image) -> (Vm, tempfile::TempDir) {
 
 /// Bytes nginx sent the device with `seed` in `log`: metadata, and bundle bodies.
 fn bytes_to(log: &str, seed: u32) -> (u64, u64) {
-    let query = format!("?seed={seed}&");
-    let body = |l: &str| -> u64 {
-        l.split("HTTP/1.1\" ")
-            .nth(1)
-            .and_then(|a| a.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    let mine = || log.lines().filter(|l| l.contains(&query));
-    let all: u64 = mine().map(body).sum();
-    let bundle = Channel::bundle_bytes_sent(log, seed);
+    let requests = Channel::requests(log, seed).unwrap();
+    let all: u64 = requests.iter().map(|r| r.bytes).sum();
+    let bundle: u64 = requests.iter().filter(|r| r.bundle).map(|r| r.bytes).sum();
     (all - bundle, bundle)
 }
 

@@ -117,11 +117,31 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     }
     assert_eq!(field("NoNewPrivs"), "1", "{creds}");
     // The watchdog descriptor stays with PID 1: no service holds it.
-    let fds = vm
-        .shell("ls -l /proc/$(busybox pidof slated)/fd /proc/$(grep -o '\"pid\":[0-9]*' /run/slate/services/httpd.json | cut -d: -f2)/fd | grep -c watchdog", SHELL)
+    // Both services are found first: a lookup that failed would list no descriptors at all.
+    let slated = vm.shell("busybox pidof slated", SHELL).unwrap();
+    let httpd = vm
+        .shell(
+            "grep -o '\"pid\":[0-9]*' /run/slate/services/httpd.json | cut -d: -f2",
+            SHELL,
+        )
         .unwrap();
-    // grep -c prints 0 and exits 1 when no descriptor is the watchdog.
-    assert!(fds.ends_with("0\nexit=1"), "{fds}");
+    let pid = |out: &str| -> u32 {
+        assert!(out.ends_with("exit=0"), "{out}");
+        out.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no PID in {out:?}"))
+    };
+    for pid in [pid(&slated), pid(&httpd)] {
+        assert!(pid > 1, "{pid}");
+        let fds = vm.shell(&format!("ls -l /proc/{pid}/fd"), SHELL).unwrap();
+        assert!(fds.ends_with("exit=0"), "{fds}");
+        assert!(fds.contains(" -> "), "no descriptors listed: {fds}");
+        assert!(
+            !fds.contains("watchdog"),
+            "PID {pid} holds the watchdog: {fds}"
+        );
+    }
 
     // The logs are kept on /data: stage 1's lines (written before the root existed), PID 1's
     // structured events, and slated's output, each a capped file.

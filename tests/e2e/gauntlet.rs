@@ -9,6 +9,8 @@
 //! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1). `SLATE_GAUNTLET_KEEP=1`
 //! keeps every cut's work folder (disk, serial logs), not only a failing one's.
 
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
 use slate_imager::operator::push;
 use slate_imager::progress::Progress;
 use slate_qemu::{Loss, Snapshot};
@@ -47,8 +49,9 @@ struct Recovered {
     esp_repaired: Option<String>,
     /// The version that came up healthy after the cut.
     version: String,
-    /// Whether the cut hit the update before the device decided about it (no `committed`
-    /// marker yet): a cut after the decision tests nothing about the update.
+    /// Whether the cut hit the update after the device started installing and before it
+    /// decided about it (`installing`, no `committed` yet): a cut before the install started
+    /// or after the decision tests nothing about the update.
     during_update: bool,
 }
 
@@ -92,12 +95,32 @@ enum Start {
     Resume(&'static Snapshot),
 }
 
+/// What `/data/precious` holds: random for each test process, so that no other output can
+/// contain it (cat's own "can't open '/data/precious'" names the file, not its contents).
+fn precious_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("tok{nanos:x}p{:x}", std::process::id())
+    })
+}
+
+/// `cat /data/precious`'s output shows the file intact: its token, and cat's success.
+fn precious_intact(cat: &str) -> bool {
+    cat.contains(precious_token()) && cat.ends_with("exit=0")
+}
+
 /// Waits for a cold-booted version 1 to be healthy, then writes and syncs `/data/precious`,
 /// the file every cut must find again.
 fn healthy_with_precious_data(vm: &mut slate_qemu::Vm) -> anyhow::Result<()> {
-    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT)?;
+    vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)?;
     vm.wait_prompt("slate# ", 0, SHORT)?;
-    let w = vm.shell("echo precious > /data/precious && sync", SHORT)?;
+    let w = vm.shell(
+        &format!("echo {} > /data/precious && sync", precious_token()),
+        SHORT,
+    )?;
     anyhow::ensure!(w.ends_with("exit=0"), "writing /data failed: {w}");
     Ok(())
 }
@@ -226,7 +249,7 @@ fn cut_and_recover_in(
         }
         Cut::After(ms) => std::thread::sleep(Duration::from_millis(ms)),
     }
-    let during_update = !vm.saw(&slate_core::api::Kind::Committed.prefix());
+    let during_update = vm.saw(&Kind::Installing.prefix()) && !vm.saw(&Kind::Committed.prefix());
     vm.power_cut();
     let first_log = vm.log_path().to_path_buf();
     drop(vm);
@@ -306,7 +329,7 @@ fn cut_and_recover_in(
     }
     vm.wait_prompt("slate# ", 0, SHORT).map_err(harness)?;
     let r = vm.shell("cat /data/precious", SHORT).map_err(harness)?;
-    if !r.contains("precious") {
+    if !precious_intact(&r) {
         return Err((
             Broken::DataLoss,
             format!("{logs}: synced /data file lost: {r}"),
@@ -582,5 +605,5 @@ fn the_saved_healthy_machine_resumes() {
     vm.send("\n").unwrap();
     vm.wait_prompt("slate# ", mark, SHORT).unwrap();
     let r = vm.shell("cat /data/precious", SHORT).unwrap();
-    assert!(r.contains("precious") && r.ends_with("exit=0"), "{r}");
+    assert!(precious_intact(&r), "{r}");
 }

@@ -109,13 +109,16 @@ fn floor_survives_a_damaged_state_and_refuses_older_images(
 #[test]
 fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let v1 = production_image("1.0.0", Variant::Demo, 0);
-    let slated = std::fs::read(agent_dir_for(false).join("slated")).unwrap();
-    assert!(
-        !slated
-            .windows(slate_agent_fw_cfg().len())
-            .any(|w| w == slate_agent_fw_cfg()),
-        "the production agent still reads the harness's fw_cfg"
-    );
+    for program in ["slated", "slate-init"] {
+        let bytes = std::fs::read(agent_dir_for(false).join(program)).unwrap();
+        assert!(bytes.len() > 100_000, "{program} is not the device binary");
+        assert!(
+            !bytes
+                .windows(slate_agent_fw_cfg().len())
+                .any(|w| w == slate_agent_fw_cfg()),
+            "the production {program} still reads the harness's fw_cfg"
+        );
+    }
     let v2 = bundle(production_image("1.1.0", Variant::Demo, 2));
     let v3_unhealthy = bundle(production_image("1.2.0", Variant::FailingHealth, 2));
     let epoch_low = bundle(production_image("1.5.0", Variant::Demo, 1));

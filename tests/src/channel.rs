@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 
 pub mod faults;
 
+/// One request in nginx's access log (see [`Channel::requests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// A bundle download (`….slate?…`).
+    pub bundle: bool,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
 /// A channel: keys, repository, CA and the port nginx listens on.
 pub struct Channel {
     dir: PathBuf,
@@ -158,18 +167,38 @@ impl Channel {
         )
     }
 
-    /// Bytes nginx sent in bodies of bundle downloads (`….slate?…` requests) to the device
-    /// with `seed` in `log`, a part of [`Channel::access_log`] (the combined format: status,
-    /// then body bytes).
-    pub fn bundle_bytes_sent(log: &str, seed: u32) -> u64 {
-        let query = format!(".slate?seed={seed}&");
+    /// The body bytes nginx sent for each request of the device with `seed` in `log`, a part
+    /// of [`Channel::access_log`] (the combined format: status, then body bytes), with whether
+    /// it was a bundle download (`….slate?…`). A line of that device whose byte count does not
+    /// parse is an error, not a zero: a bound checked over lines that were skipped would pass
+    /// whatever was sent.
+    pub fn requests(log: &str, seed: u32) -> Result<Vec<Request>, String> {
+        let query = format!("?seed={seed}&");
         log.lines()
             .filter(|l| l.contains(&query))
-            .filter_map(|l| {
-                let after = l.split("HTTP/1.1\" ").nth(1)?;
-                after.split_whitespace().nth(1)?.parse::<u64>().ok()
+            .map(|l| {
+                let bytes = l
+                    .split("HTTP/1.1\" ")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("no body size in the access log line {l:?}"))?;
+                Ok(Request {
+                    bundle: l.contains(&format!(".slate{query}")),
+                    bytes,
+                })
             })
-            .sum()
+            .collect()
+    }
+
+    /// Bytes nginx sent in bodies of bundle downloads to the device with `seed` in `log`, and
+    /// how many such requests there were (see [`Channel::requests`]).
+    pub fn bundle_bytes_sent(log: &str, seed: u32) -> Result<(usize, u64), String> {
+        let bundle: Vec<_> = Channel::requests(log, seed)?
+            .into_iter()
+            .filter(|r| r.bundle)
+            .collect();
+        Ok((bundle.len(), bundle.iter().map(|r| r.bytes).sum()))
     }
 
     /// nginx's access log so far (it shows each request's `?seed=&version=`).

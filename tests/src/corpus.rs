@@ -24,8 +24,11 @@ pub struct Case {
     pub name: String,
     /// The bytes to upload.
     pub bytes: Vec<u8>,
-    /// A phrase the refusal must contain.
+    /// A phrase the refusal must contain, on the device and in `slate verify`.
     pub expect: &'static str,
+    /// The refusal's wire `kind` on the device (`manifest`, `bundle`, `digest-mismatch`,
+    /// `too-large`).
+    pub kind: &'static str,
     /// When the device finds it.
     pub stage: Stage,
 }
@@ -55,6 +58,41 @@ const STREAMING: &[&str] = &[
     "truncated: inside the initrd.img data",
     "truncated: before the end-of-archive marker",
 ];
+
+/// The refusal kind of a case: the archive's structure is `bundle`, an artifact's bytes
+/// `digest-mismatch`, the slot's size `too-large`, and the manifest with its signatures and
+/// rules `manifest`.
+fn kind_of(name: &str) -> &'static str {
+    const ARCHIVE: &[&str] = &[
+        "a manifest over 64 KiB",
+        "kernel before the root image",
+        "initrd before the kernel",
+        "an extra entry at the end",
+        "bytes after the end-of-archive marker",
+        "a missing initrd entry",
+        "the root image as a hard link",
+        "the root image as a folder",
+        "a corrupted header checksum",
+        "a v7 tar header",
+        "a name split into the prefix field",
+        "kernel shorter than the manifest says",
+        "initrd longer than the manifest says",
+        "root image longer than the manifest says",
+    ];
+    if name == "a root image larger than the slot" {
+        "too-large"
+    } else if name.starts_with("a flipped")
+        && ["root image", "kernel", "initrd"]
+            .iter()
+            .any(|a| name.contains(a))
+    {
+        "digest-mismatch"
+    } else if ARCHIVE.contains(&name) || name.starts_with("truncated:") {
+        "bundle"
+    } else {
+        "manifest"
+    }
+}
 
 fn stage_of(name: &str) -> Stage {
     if STREAMING.contains(&name) {
@@ -133,6 +171,7 @@ pub fn generate(good: &Parts, running: &slate_core::version::Version) -> Vec<Cas
             name: name.into(),
             bytes,
             expect,
+            kind: kind_of(name),
             stage: stage_of(name),
         })
     };

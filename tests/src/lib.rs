@@ -249,8 +249,7 @@ impl Parts {
     pub fn read(path: &Path) -> Parts {
         let f = std::fs::File::open(path).expect("bundle");
         let mut r = slate_core::bundle::BundleReader::new(std::io::BufReader::new(f));
-        let (manifest_bytes, sigs) =
-            slate_imager::operator::bundle::read_head(&mut r).expect("bundle head");
+        let (manifest_bytes, sigs) = slate_core::install::read_head(&mut r).expect("bundle head");
         let manifest = slate_core::manifest::Manifest::parse(&manifest_bytes).expect("manifest");
         let mut entries = Vec::new();
         for a in &manifest.artifacts {

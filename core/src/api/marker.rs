@@ -28,6 +28,8 @@ pub enum Kind {
     Rollback,
     /// `slate: fallback from=… to=… reason="…" marked=…`
     Fallback,
+    /// `slate: installing <product> <version> into slot … (<device>)`
+    Installing,
     /// `slate: installed slot=… version=… in … s; reboot to try it`
     Installed,
     /// `slate: update refused: …`
@@ -77,6 +79,7 @@ impl Kind {
             Kind::Committed => "committed",
             Kind::Rollback => "rollback",
             Kind::Fallback => "fallback",
+            Kind::Installing => "installing",
             Kind::Installed => "installed",
             Kind::UpdateRefused => "update refused:",
             Kind::EspRepaired => "esp repaired:",

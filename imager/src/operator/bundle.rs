@@ -7,15 +7,14 @@ use crate::image::build::Report;
 use crate::image::hashing::hash_file;
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::{Signer, SigningKey};
-use sha2::{Digest, Sha256};
 use slate_core::bundle::{self, BundleReader};
+use slate_core::install;
 use slate_core::manifest::{
     self, key_id, Artifact, DeviceFacts, Manifest, SignatureEntry, Signatures, Trust, Verifier,
 };
 use slate_core::verity::VerityInfo;
-use slate_core::Digest32;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles).
@@ -178,21 +177,12 @@ pub fn make(
     Ok(m)
 }
 
-/// The manifest bytes and signatures at the head of a bundle.
-pub fn read_head<R: Read>(r: &mut BundleReader<R>) -> Result<(Vec<u8>, Signatures)> {
-    let n = r.expect_entry("manifest.toml", manifest::MAX_MANIFEST)?;
-    let m = r.read_small("manifest.toml", n)?;
-    let n = r.expect_entry("manifest.sig", manifest::MAX_SIGNATURES)?;
-    let s = Signatures::parse(&r.read_small("manifest.sig", n)?)?;
-    Ok((m, s))
-}
-
 /// Adds a signature to a bundle, rewriting it through a temporary file.
 pub fn sign(path: &Path, key: &SigningKey) -> Result<usize> {
     let mut r = BundleReader::new(BufReader::new(
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     ));
-    let (m, mut sigs) = read_head(&mut r)?;
+    let (m, mut sigs) = install::read_head(&mut r)?;
     let manifest = Manifest::parse(&m)?;
     let id = key_id(&key.verifying_key());
     if sigs.signatures.iter().any(|s| s.key_id == id) {
@@ -254,7 +244,7 @@ pub fn verify(
     let mut r = BundleReader::new(BufReader::new(
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     ));
-    let (m, sigs) = read_head(&mut r)?;
+    let (m, sigs) = install::read_head(&mut r)?;
     let v = Verifier { trust };
     let manifest = match device {
         Some(d) => v.verify(&m, &sigs, d, false)?,
@@ -290,16 +280,7 @@ pub fn verify(
     let scratch =
         tempfile::NamedTempFile::new().context("creating a scratch file for the root image")?;
     for a in &manifest.artifacts {
-        let size = r.expect_entry(&a.name, a.size.max(1))?;
-        if size != a.size {
-            return Err(slate_core::bundle::BundleError::SizeMismatch {
-                name: a.name.clone(),
-                expected: a.size,
-                found: size,
-            }
-            .into());
-        }
-        let mut h = Sha256::new();
+        install::expect_artifact(&mut r, a)?;
         let mut keep = if a.verity.is_some() {
             let f = scratch.reopen().context("reopening the scratch file")?;
             f.set_len(0).context("emptying the scratch file")?;
@@ -309,9 +290,8 @@ pub fn verify(
         };
         // A UKI is at most MAX_BOOT_ARTIFACT bytes (Manifest::parse): checked in memory.
         let mut uki =
-            uki_slot(&a.name).map(|_| Vec::with_capacity(slate_core::num::usize_of(size)));
-        r.stream(&a.name, size, |c| -> std::io::Result<()> {
-            h.update(c);
+            uki_slot(&a.name).map(|_| Vec::with_capacity(slate_core::num::usize_of(a.size)));
+        install::stream_artifact(&mut r, a, |c| -> std::io::Result<()> {
             if let Some(f) = keep.as_mut() {
                 f.write_all(c)?;
             }
@@ -320,14 +300,6 @@ pub fn verify(
             }
             Ok(())
         })??;
-        let got = Digest32(h.finalize().into());
-        if got != a.sha256 {
-            bail!(
-                "{}: sha256 {got} does not match the manifest's {}",
-                a.name,
-                a.sha256
-            );
-        }
         if let (Some(vp), Some(mut f)) = (&a.verity, keep) {
             check_verity(&mut f, vp)?;
         }
@@ -360,7 +332,7 @@ pub fn describe(path: &Path) -> Result<String> {
     let mut r = BundleReader::new(BufReader::new(
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     ));
-    let (m, sigs) = read_head(&mut r)?;
+    let (m, sigs) = install::read_head(&mut r)?;
     let manifest = Manifest::parse(&m)?;
     let mut s = format!(
         "{}: bundle of {} {} for board {}\n  security epoch {}, created {}, expires {}\n  options: {}\n",

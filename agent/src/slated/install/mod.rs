@@ -289,7 +289,7 @@ impl<R: Read> Run<'_, R> {
         let root_at = self.r.offset();
         let mut unsynced = 0u64;
         let checkpoint = self.inst.checkpoint;
-        plan::stream_artifact(&mut self.r, rootfs, idle, |c| {
+        plan::stream_into_slot(&mut self.r, rootfs, idle, |c| {
             streamed += c.len() as u64;
             if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
                 crate::hooks::cut_point("slot-partly-written");
@@ -330,7 +330,7 @@ impl<R: Read> Run<'_, R> {
             let mut f = File::create(&path)
                 .with_context(|| format!("creating {}", path.display()))
                 .map_err(failed)?;
-            match plan::stream_artifact(&mut self.r, a, idle, |c| f.write_all(c)) {
+            match plan::stream_into_slot(&mut self.r, a, idle, |c| f.write_all(c)) {
                 Ok(written) => written
                     .with_context(|| format!("writing {}", path.display()))
                     .map_err(failed)?,

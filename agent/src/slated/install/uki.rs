@@ -41,7 +41,7 @@ pub fn take<R: Read>(
         plan::expect_artifact(r, a)?;
         // At most MAX_BOOT_ARTIFACT (Manifest::parse); a UKI is about 10 MiB.
         let mut bytes = Vec::with_capacity(slate_core::num::usize_of(a.size));
-        let streamed = plan::stream_artifact(r, a, idle, |c| {
+        let streamed = plan::stream_into_slot(r, a, idle, |c| {
             bytes.extend_from_slice(c);
             Ok::<(), std::convert::Infallible>(())
         })?;

@@ -4,7 +4,6 @@
 use super::layout::Layout;
 use super::signing;
 use super::write::{self, TargetsState};
-use crate::operator::bundle;
 use crate::operator::keys;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -134,7 +133,8 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
 fn signed_manifest(path: &Path) -> Result<Manifest> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut r = BundleReader::new(BufReader::new(f));
-    let (bytes, sigs) = bundle::read_head(&mut r).with_context(|| format!("{}", path.display()))?;
+    let (bytes, sigs) =
+        slate_core::install::read_head(&mut r).with_context(|| format!("{}", path.display()))?;
     if sigs.signatures.is_empty() {
         bail!(
             "{} is not signed; devices would refuse it (sign it with slate sign --key …)",
