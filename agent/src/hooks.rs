@@ -6,33 +6,11 @@
 //! at exactly that moment. A production build has none of this: `cut_point` does nothing and
 //! fw_cfg is never read.
 
+use slate_core::api::CutPoint;
 use std::sync::OnceLock;
 
 /// Where the harness's string appears in the guest.
 pub const FW_CFG: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/slate/cut-at/raw";
-
-/// The durable steps of an update, in order (DESIGN §6), plus the boots after it.
-pub const STEPS: &[&str] = &[
-    "entry-removed",
-    "slot-partly-written",
-    "slot-written",
-    "boot-files-writing",
-    "boot-files-written",
-    "entry-written",
-    "trial-boot",
-    "health-running",
-    "blessed",
-    "marked-bad",
-    "fallback-boot",
-];
-
-/// Stage 1's cut points in the first boot's grow of `data` onto a larger disk (`crate::init::grow`),
-/// in order.
-pub const GROW_STEPS: &[&str] = &[
-    "grow-backup-written",
-    "grow-entries-written",
-    "grow-filesystem",
-];
 
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
 
@@ -62,9 +40,9 @@ pub fn arm(enabled: bool) {
 }
 
 /// Stops here forever if the harness asked to cut at `step`.
-pub fn cut_point(step: &str) {
-    if ARMED.get().and_then(|s| s.as_deref()) == Some(step) {
-        crate::marker::emit(&slate_core::api::Marker::CutPoint { step: step.into() });
+pub fn cut_point(step: CutPoint) {
+    if ARMED.get().and_then(|s| s.as_deref()) == Some(step.as_str()) {
+        crate::marker::emit(&slate_core::api::Marker::CutPoint { step });
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }

@@ -11,8 +11,11 @@ use crate::version::Version;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod cut_point;
 pub mod marker;
+pub mod metrics;
 
+pub use cut_point::CutPoint;
 pub use marker::{Kind, Marker};
 
 /// `GET /v1/status`.

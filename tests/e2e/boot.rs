@@ -1,7 +1,7 @@
 //! The default image boots to healthy; the root is the verified, read-only squashfs; /data is
 //! persistent ext4 across a clean reboot and a power cut.
 
-use slate_core::api::{BootState, HealthState, Kind};
+use slate_core::api::{BootState, CutPoint, HealthState, Kind};
 use slate_core::layout::Slot;
 use slate_tests::apps::write_data_file;
 use slate_tests::disk::{data_kib, fills_the_disk, grow_file, sgdisk_clean};
@@ -193,7 +193,7 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     // On a larger disk, data grows on the first boot only. That first boot loses power in the
     // middle of the grow: the primary table's entries are the new ones, its header the old.
     grow_file(&disk, 64 << 20);
-    cut_in_the_grow(&disk, &tmp.path().join("cut"), "grow-entries-written");
+    cut_in_the_grow(&disk, &tmp.path().join("cut"), CutPoint::GrowEntriesWritten);
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for(
         &format!("{} filesystem", Kind::DataGrown.prefix()),
@@ -241,9 +241,9 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
 
 /// Boots `disk` (larger than its image) until stage 1 reaches the grow's cut point `step`,
 /// and cuts the power there.
-fn cut_in_the_grow(disk: &std::path::Path, work: &std::path::Path, step: &str) {
+fn cut_in_the_grow(disk: &std::path::Path, work: &std::path::Path, step: CutPoint) {
     let mut vm = boot(disk, work, |c| {
-        c.fw_cfg.push(("cut-at".into(), step.into()));
+        c.fw_cfg.push(("cut-at".into(), step.to_string()));
     })
     .unwrap();
     vm.wait_for(&format!("{} {step}", Kind::CutPoint.prefix()), BOOT_TIMEOUT)
@@ -257,11 +257,7 @@ fn cut_in_the_grow(disk: &std::path::Path, work: &std::path::Path, step: &str) {
 #[test]
 #[ignore = "full e2e: cargo xtask e2e --full"]
 fn every_cut_in_the_grow_leaves_a_healthy_device_with_its_data() {
-    for step in [
-        "grow-backup-written",
-        "grow-entries-written",
-        "grow-filesystem",
-    ] {
+    for step in CutPoint::GROW {
         let (tmp, disk) = copy_disk(&image("1.0.0").dir.join("disk.img")).unwrap();
         write_data_file(&disk, "precious", format!("{step}\n").as_bytes());
         grow_file(&disk, 64 << 20);
@@ -275,7 +271,7 @@ fn every_cut_in_the_grow_leaves_a_healthy_device_with_its_data() {
         vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
         vm.wait_prompt("slate# ", 0, SHELL).unwrap();
         let r = vm.shell("cat /data/precious", SHELL).unwrap();
-        assert!(r.contains(step), "after a cut at {step}: {r}");
+        assert!(r.contains(step.as_str()), "after a cut at {step}: {r}");
         drop(vm);
         fills_the_disk(&disk);
     }

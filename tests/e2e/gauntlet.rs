@@ -9,7 +9,7 @@
 //! `SLATE_GAUNTLET_JOBS` how many machines cut at once (default 1). `SLATE_GAUNTLET_KEEP=1`
 //! keeps every cut's work folder (disk, serial logs), not only a failing one's.
 
-use slate_core::api::Kind;
+use slate_core::api::{CutPoint, Kind};
 use slate_core::layout::Slot;
 use slate_imager::operator::push;
 use slate_imager::progress::Progress;
@@ -23,7 +23,7 @@ const SHORT: Duration = Duration::from_secs(30);
 /// Where the power is cut.
 enum Cut {
     /// When the agent reports reaching this step.
-    Step(&'static str),
+    Step(CutPoint),
     /// This many milliseconds after the upload starts.
     After(u64),
 }
@@ -380,7 +380,7 @@ fn cut_and_recover_in(
 }
 
 macro_rules! cut_at {
-    ($name:ident, $step:literal, $failing:expr) => {
+    ($name:ident, $step:expr, $failing:expr) => {
         mod $name {
             use super::*;
 
@@ -406,13 +406,17 @@ macro_rules! cut_at {
     };
 }
 
-cut_at!(cut_after_the_idle_entry_is_removed, "entry-removed", false);
 cut_at!(
-    cut_while_the_slot_is_half_written,
-    "slot-partly-written",
+    cut_after_the_idle_entry_is_removed,
+    CutPoint::EntryRemoved,
     false
 );
-cut_at!(cut_after_the_slot_is_written, "slot-written", false);
+cut_at!(
+    cut_while_the_slot_is_half_written,
+    CutPoint::SlotPartlyWritten,
+    false
+);
+cut_at!(cut_after_the_slot_is_written, CutPoint::SlotWritten, false);
 /// A cut inside the ESP's read-write window leaves its dirty bit set (Linux writes it at
 /// once); the agent must repair the volume on the next boot, or `fsck.fat -n` fails.
 mod cut_while_the_esp_is_writable {
@@ -420,7 +424,12 @@ mod cut_while_the_esp_is_writable {
 
     #[test]
     fn plain_disk() {
-        match cut_and_recover(Start::Cold, Cut::Step("boot-files-writing"), false, None) {
+        match cut_and_recover(
+            Start::Cold,
+            Cut::Step(CutPoint::BootFilesWriting),
+            false,
+            None,
+        ) {
             Err((kind, why)) => panic!("{kind:?}: {why}"),
             Ok(r) => {
                 let what = r
@@ -436,7 +445,7 @@ mod cut_while_the_esp_is_writable {
     fn volatile_cache_disk() {
         if let Err((kind, why)) = cut_and_recover(
             Start::Cold,
-            Cut::Step("boot-files-writing"),
+            Cut::Step(CutPoint::BootFilesWriting),
             false,
             Some(Loss::All),
         ) {
@@ -447,15 +456,19 @@ mod cut_while_the_esp_is_writable {
 
 cut_at!(
     cut_after_kernel_and_initrd_are_on_the_esp,
-    "boot-files-written",
+    CutPoint::BootFilesWritten,
     false
 );
-cut_at!(cut_after_the_new_entry_is_written, "entry-written", false);
-cut_at!(cut_at_the_first_trial_boot, "trial-boot", false);
-cut_at!(cut_while_health_checks_run, "health-running", false);
-cut_at!(cut_right_after_blessing, "blessed", false);
-cut_at!(cut_right_after_marking_bad, "marked-bad", true);
-cut_at!(cut_during_the_fallback_boot, "fallback-boot", true);
+cut_at!(
+    cut_after_the_new_entry_is_written,
+    CutPoint::EntryWritten,
+    false
+);
+cut_at!(cut_at_the_first_trial_boot, CutPoint::TrialBoot, false);
+cut_at!(cut_while_health_checks_run, CutPoint::HealthRunning, false);
+cut_at!(cut_right_after_blessing, CutPoint::Blessed, false);
+cut_at!(cut_right_after_marking_bad, CutPoint::MarkedBad, true);
+cut_at!(cut_during_the_fallback_boot, CutPoint::FallbackBoot, true);
 
 /// The same steps on a Secure Boot image, whose install writes the idle slot's signed UKI as
 /// its entry (temporary name, sync, rename) instead of kernel, initrd and a `.conf` entry.

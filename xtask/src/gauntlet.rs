@@ -4,8 +4,8 @@
 use crate::workspace::root;
 use anyhow::{bail, Result};
 
-/// Deterministic cut points (agent/src/hooks.rs `STEPS`), each cut on two disks.
-const STEPS: u64 = 11;
+/// Deterministic cut points (`slate_core::api::CutPoint::UPDATE`), each cut on two disks.
+const STEPS: u64 = slate_core::api::CutPoint::UPDATE.len() as u64;
 
 /// Runs the gauntlet: `random` random cuts with `seed` (fresh when None), `jobs` machines at
 /// once.

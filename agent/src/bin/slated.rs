@@ -289,7 +289,7 @@ async fn daemon() -> Result<()> {
         if matches!(a.status().boot, slate_core::api::BootState::Trial { .. }) {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                slate_agent::hooks::cut_point("health-running");
+                slate_agent::hooks::cut_point(slate_core::api::CutPoint::HealthRunning);
             });
         }
         let result = health::run_all(&a.checks).await;

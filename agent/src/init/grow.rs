@@ -35,12 +35,12 @@ fn write_gpt(disk: &File, table: &Table) -> Result<()> {
     disk.write_all_at(&enc.backup, enc.backup_offset)
         .context("writing the backup GPT")?;
     disk.sync_data().context("flushing the backup GPT")?;
-    crate::hooks::cut_point("grow-backup-written");
+    crate::hooks::cut_point(slate_core::api::CutPoint::GrowBackupWritten);
     disk.write_all_at(&enc.primary[1024..], 1024)
         .context("writing the primary GPT's entries")?;
     disk.sync_data()
         .context("flushing the primary GPT's entries")?;
-    crate::hooks::cut_point("grow-entries-written");
+    crate::hooks::cut_point(slate_core::api::CutPoint::GrowEntriesWritten);
     disk.write_all_at(&enc.primary[..1024], 0)
         .context("writing the primary GPT's header")?;
     disk.sync_data()
@@ -111,7 +111,7 @@ pub fn grow_filesystem(dev: &str, mount: &str) -> Result<()> {
         return Ok(());
     }
     let dir = File::open(mount).with_context(|| format!("opening {mount}"))?;
-    crate::hooks::cut_point("grow-filesystem");
+    crate::hooks::cut_point(slate_core::api::CutPoint::GrowFilesystem);
     sys::ext4_resize(&dir, fits)?;
     marker::emit(&Marker::DataGrown {
         what: "filesystem",

@@ -238,14 +238,14 @@ impl Agent {
     /// Cut points at the start of a boot (test images only).
     pub fn boot_cut_points(&self) {
         if matches!(lock(&self.status).boot, BootState::Trial { .. }) {
-            crate::hooks::cut_point("trial-boot");
+            crate::hooks::cut_point(slate_core::api::CutPoint::TrialBoot);
         }
         let after_rollback = lock(&self.state)
             .last_attempt
             .as_ref()
             .is_some_and(|a| a.outcome == Outcome::RolledBack && a.slot != self.slot.to_string());
         if after_rollback {
-            crate::hooks::cut_point("fallback-boot");
+            crate::hooks::cut_point(slate_core::api::CutPoint::FallbackBoot);
         }
     }
 
@@ -292,7 +292,7 @@ impl Agent {
                         }
                     }
                 }
-                Step::CutPoint(step) => crate::hooks::cut_point(step),
+                Step::CutPoint(step) => crate::hooks::cut_point(*step),
                 Step::Fail { version, reason } => lock(&self.state).fail(version, reason),
                 Step::RaiseEpoch(epoch) => {
                     if let Err(e) = crate::floor::raise(*epoch) {
@@ -493,47 +493,23 @@ impl Agent {
         let slots = self.status().slots;
         let st = lock(&self.state);
         let s = lock(&self.status);
-        let mut out = String::new();
-        out.push_str("# HELP slate_update_attempts_total Update attempts by outcome.\n# TYPE slate_update_attempts_total counter\n");
-        for o in Outcome::ALL {
-            out.push_str(&format!(
-                "slate_update_attempts_total{{outcome=\"{o}\"}} {}\n",
-                st.counted(o)
-            ));
-        }
-        out.push_str(&format!("# HELP slate_update_bytes_written_total Bytes written by updates.\n# TYPE slate_update_bytes_written_total counter\nslate_update_bytes_written_total {}\n", st.bytes_written));
-        out.push_str(&format!("# HELP slate_update_install_seconds Duration of the last install.\n# TYPE slate_update_install_seconds gauge\nslate_update_install_seconds {}\n", st.last_install_seconds));
-        out.push_str(&format!("# HELP slate_forced_installs_total Installs asked for with force.\n# TYPE slate_forced_installs_total counter\nslate_forced_installs_total {}\n", st.forced));
-        out.push_str(&format!("# HELP slate_boots_total Boots seen by the agent.\n# TYPE slate_boots_total counter\nslate_boots_total {}\n", st.boots));
-        out.push_str(&format!("# HELP slate_healthy 1 when this boot passed its health checks.\n# TYPE slate_healthy gauge\nslate_healthy {}\n", u8::from(s.health.state == HealthState::Passed)));
         // An alert on 0 catches a device with nothing to fall back to (after an install that
         // failed while streaming, until the next one succeeds).
-        let fallback = slots
+        let fallback_available = slots
             .iter()
             .any(|v| v.slot == s.slot.other() && v.state == slate_core::api::SlotState::Good);
-        out.push_str(&format!("# HELP slate_fallback_available 1 when the other slot holds a good image to fall back to.\n# TYPE slate_fallback_available gauge\nslate_fallback_available {}\n", u8::from(fallback)));
-        if let Some(c) = lock(&self.channel).as_ref() {
-            out.push_str(&format!("# HELP slate_channel_checks_total Checks of the update channel.\n# TYPE slate_channel_checks_total counter\nslate_channel_checks_total {}\n", c.checks));
-            out.push_str("# HELP slate_channel_failures_total Failed checks of the update channel, by kind.\n# TYPE slate_channel_failures_total counter\n");
-            for (kind, n) in &c.failures {
-                out.push_str(&format!(
-                    "slate_channel_failures_total{{kind=\"{kind}\"}} {n}\n"
-                ));
-            }
-            out.push_str(&format!("# HELP slate_channel_bytes_fetched_total Bundle bytes fetched from the channel.\n# TYPE slate_channel_bytes_fetched_total counter\nslate_channel_bytes_fetched_total {}\n", c.bytes_fetched));
-            out.push_str(&format!("# HELP slate_channel_resumes_total Downloads continued after a drop or a power cut.\n# TYPE slate_channel_resumes_total counter\nslate_channel_resumes_total {}\n", c.resumes));
-            out.push_str(&format!("# HELP slate_channel_bytes_from_slot_total Bundle bytes a resumed download took from the idle slot instead of the network.\n# TYPE slate_channel_bytes_from_slot_total counter\nslate_channel_bytes_from_slot_total {}\n", c.bytes_from_slot));
-            out.push_str(&format!("# HELP slate_channel_metadata_expires_seconds When the channel's timestamp expires (unix seconds).\n# TYPE slate_channel_metadata_expires_seconds gauge\nslate_channel_metadata_expires_seconds {}\n", c.metadata_expires.unwrap_or(0)));
+        slate_core::api::metrics::Metrics {
+            attempts: Outcome::ALL.iter().map(|&o| (o, st.counted(o))).collect(),
+            bytes_written: st.bytes_written,
+            last_install_seconds: st.last_install_seconds,
+            forced: st.forced,
+            boots: st.boots,
+            healthy: s.health.state == HealthState::Passed,
+            fallback_available,
+            channel: lock(&self.channel).clone(),
+            slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
         }
-        out.push_str("# HELP slate_slot_state The state of each slot's boot entry (1 for the current one).\n# TYPE slate_slot_state gauge\n");
-        for v in &slots {
-            out.push_str(&format!(
-                "slate_slot_state{{slot=\"{}\",state=\"{}\"}} 1\n",
-                v.slot,
-                v.state.as_str()
-            ));
-        }
-        out
+        .render()
     }
 }
 

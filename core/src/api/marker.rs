@@ -211,8 +211,8 @@ pub enum Marker {
     },
     /// A test hook stopped the agent here (test images only).
     CutPoint {
-        /// Step name.
-        step: String,
+        /// The step.
+        step: super::CutPoint,
     },
     /// PID 1 shuts the machine down.
     Shutdown {

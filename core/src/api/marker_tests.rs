@@ -56,7 +56,7 @@ fn golden_marker_texts() {
             "slate: esp repaired: dirty bit".into(),
         ),
         (
-            Marker::CutPoint { step: "slot-written".into() },
+            Marker::CutPoint { step: crate::api::CutPoint::SlotWritten },
             "slate: cut-point slot-written".into(),
         ),
         (Marker::Shutdown { reboot: true }, "slate: shutdown reboot".into()),

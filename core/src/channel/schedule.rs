@@ -32,6 +32,19 @@ impl Default for Poll {
     }
 }
 
+impl Poll {
+    /// The settings of an image whose spec sets only `poll_interval` (the imager writes
+    /// these): the defaults, with failures backing off to at most the interval. The fleet
+    /// simulator uses the same, so it simulates what devices run.
+    pub fn with_interval(interval: u64) -> Poll {
+        Poll {
+            interval,
+            backoff_max: interval,
+            ..Poll::default()
+        }
+    }
+}
+
 /// Seconds until the next regular check, for a uniform random `draw`.
 pub fn next_poll(poll: &Poll, draw: u64) -> u64 {
     let spread = poll.interval.saturating_mul(poll.jitter_percent.min(100)) / 100;

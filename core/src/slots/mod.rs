@@ -169,7 +169,7 @@ pub enum Step {
         required: bool,
     },
     /// A power-cut test point (test images only).
-    CutPoint(&'static str),
+    CutPoint(crate::api::CutPoint),
     /// Remember a version that failed, so it is not retried automatically.
     Fail {
         /// Version.
@@ -288,7 +288,7 @@ pub fn after_health(b: &Boot<'_>, health: &Health) -> Plan {
                 to: blessed(&current),
                 required: true,
             },
-            Step::CutPoint("blessed"),
+            Step::CutPoint(crate::api::CutPoint::Blessed),
             Step::RaiseEpoch(epoch),
         ];
         // The other slot's image is now below the floor: stage 1 would refuse it anyway, and
@@ -329,7 +329,7 @@ pub fn after_health(b: &Boot<'_>, health: &Health) -> Plan {
                     to: marked_bad(&current),
                     required: false,
                 },
-                Step::CutPoint("marked-bad"),
+                Step::CutPoint(crate::api::CutPoint::MarkedBad),
                 Step::Fail {
                     version: version.clone(),
                     reason: reason.clone(),

@@ -111,11 +111,11 @@ impl UpdateSpec {
             }
             None => None,
         };
-        let defaults = Poll::default();
-        let interval = self.poll_interval.unwrap_or(Span(defaults.interval));
+        let interval = self.poll_interval.unwrap_or(Span(Poll::default().interval));
         if interval.secs() < 10 {
             return Err(bad("poll_interval", "must be at least 10s".into()));
         }
+        let defaults = Poll::with_interval(interval.secs());
         let config = UpdateConfig {
             channel: self.channel.trim_end_matches('/').to_string(),
             root: format!("/{}", paths::CHANNEL_ROOT),
@@ -123,7 +123,7 @@ impl UpdateSpec {
             poll_interval: interval,
             jitter_percent: self.jitter_percent.unwrap_or(defaults.jitter_percent),
             backoff_base: self.backoff_base.unwrap_or(Span(defaults.backoff_base)),
-            backoff_max: self.backoff_max.unwrap_or(interval),
+            backoff_max: self.backoff_max.unwrap_or(Span(defaults.backoff_max)),
             ignore_waves: self.ignore_waves,
             version_lock: self.version_lock.clone(),
         };

@@ -1,6 +1,6 @@
 use super::*;
 
-fn cut(step: &'static str, failing: bool) {
+fn cut(step: CutPoint, failing: bool) {
     let r = cut_and_recover_family(
         Family::SecureBoot,
         Start::Cold,
@@ -15,11 +15,11 @@ fn cut(step: &'static str, failing: bool) {
 
 #[test]
 fn cut_while_the_uki_is_written() {
-    cut("boot-files-writing", false);
+    cut(CutPoint::BootFilesWriting, false);
 }
 
 macro_rules! full {
-    ($name:ident, $step:literal, $failing:expr) => {
+    ($name:ident, $step:expr, $failing:expr) => {
         #[test]
         #[ignore = "full e2e (cargo xtask e2e --full, cargo xtask gauntlet): CI cuts while the UKI is written"]
         fn $name() {
@@ -28,14 +28,22 @@ macro_rules! full {
     };
 }
 
-full!(cut_after_the_idle_entry_is_removed, "entry-removed", false);
 full!(
-    cut_while_the_slot_is_half_written,
-    "slot-partly-written",
+    cut_after_the_idle_entry_is_removed,
+    CutPoint::EntryRemoved,
     false
 );
-full!(cut_after_the_slot_is_written, "slot-written", false);
-full!(cut_after_the_uki_entry_is_written, "entry-written", false);
-full!(cut_at_the_first_trial_boot, "trial-boot", false);
-full!(cut_right_after_blessing, "blessed", false);
-full!(cut_right_after_marking_bad, "marked-bad", true);
+full!(
+    cut_while_the_slot_is_half_written,
+    CutPoint::SlotPartlyWritten,
+    false
+);
+full!(cut_after_the_slot_is_written, CutPoint::SlotWritten, false);
+full!(
+    cut_after_the_uki_entry_is_written,
+    CutPoint::EntryWritten,
+    false
+);
+full!(cut_at_the_first_trial_boot, CutPoint::TrialBoot, false);
+full!(cut_right_after_blessing, CutPoint::Blessed, false);
+full!(cut_right_after_marking_bad, CutPoint::MarkedBad, true);

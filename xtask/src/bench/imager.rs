@@ -75,12 +75,13 @@ pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("du -sm printed {du:?}"))?;
     if tree_mib < mib {
-        // Pad with compressible text so the tree reaches the asked size.
+        // Pad with distinct pseudo-random files so the tree reaches the asked size: identical
+        // files would be stored once by Slate (duplicate detection) and once each by
+        // mksquashfs's default, which measures deduplication, not compression.
         let pad = tree.join("usr/share/pad");
         std::fs::create_dir_all(&pad)?;
-        let chunk: String = (0..(1 << 20) / 64).map(|i| format!("{i:063}\n")).collect();
         for i in 0..(mib - tree_mib) {
-            std::fs::write(pad.join(format!("{i}.txt")), &chunk)?;
+            std::fs::write(pad.join(format!("{i}.bin")), pseudo_random(1 << 20, i))?;
         }
     }
     let level = 15;
@@ -92,7 +93,7 @@ pub(super) fn measure(mib: u64, rounds: u32) -> Result<()> {
         .replace("slot_mib = 256", "slot_mib = 1024");
     std::fs::write(boards.join("bench.toml"), board)?;
     let total = Command::new("du").args(["-sh"]).arg(&tree).output()?;
-    println!("imager: tree of {} (kernel modules + busybox{}), zstd level {level}, {rounds} rounds alternating", String::from_utf8_lossy(&total.stdout).split_whitespace().next().unwrap_or("?"), if tree_mib < mib { " + padding" } else { "" });
+    println!("imager: tree of {} (kernel modules + busybox{}), zstd level {level}, {rounds} rounds alternating", String::from_utf8_lossy(&total.stdout).split_whitespace().next().unwrap_or("?"), if tree_mib < mib { " + distinct pseudo-random padding" } else { "" });
 
     // The device binaries are built once here, untimed: a fresh checkout has none yet, and
     // the timed builds below take them from --agent-dir so they measure the imager alone.
@@ -194,4 +195,18 @@ fn indent(text: &str) -> String {
         .filter(|l| !l.starts_with("warning:"))
         .map(|l| format!("    {l}\n"))
         .collect()
+}
+
+/// `len` bytes of xorshift64* output from `seed`: different for every seed, the same every run.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }

@@ -2,7 +2,7 @@
 
 use crate::timeline::line_time;
 use crate::{workspace::root, workspace::run};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::process::Command;
 
 /// `cargo xtask bench install`: a 256 MiB root image installed end to end (upload to
@@ -78,17 +78,42 @@ pub(super) fn measure() -> Result<()> {
     // The standard tools on the same disk, same guest: dd slot a → slot b, sha256sum of slot a.
     let mib = rootfs_bytes / 1048576;
     let t = Instant::now();
-    vm.shell(
+    let out = vm.shell(
         &format!("dd if=/dev/vda2 of=/dev/vda3 bs=1M count={mib} conv=fsync 2>/dev/null"),
         Duration::from_secs(900),
     )?;
     let dd = t.elapsed().as_secs_f64();
+    if !out.ends_with("exit=0") {
+        bail!("dd in the guest failed: {out}");
+    }
+    // From the disk, not from the pages dd just wrote (slate reads its slot back cold too).
+    let out = vm.shell(
+        "sync; echo 3 > /proc/sys/vm/drop_caches",
+        Duration::from_secs(60),
+    )?;
+    if !out.ends_with("exit=0") {
+        bail!("dropping the guest's page cache failed: {out}");
+    }
     let t = Instant::now();
-    vm.shell(
+    let out = vm.shell(
         &format!("head -c {} /dev/vda3 | sha256sum", mib * 1048576),
         Duration::from_secs(900),
     )?;
     let sha = t.elapsed().as_secs_f64();
+    // The pipeline's status is sha256sum's: its output must be a digest of what head read.
+    let digest = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    if !out.ends_with("exit=0")
+        || digest.len() != 64
+        || !digest.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        bail!("sha256sum in the guest failed: {out}");
+    }
     // slate: upload → verified → entry written (no reboot).
     let t = Instant::now();
     let p = slate_imager::operator::push::push(

@@ -48,10 +48,8 @@ pub fn fleet_sim(args: &Args) -> Result<()> {
         }
         None => WaveFile::default_fleet(),
     };
-    let poll = Poll {
-        interval: args.poll_interval.secs(),
-        ..Poll::default()
-    };
+    // What an image with this poll_interval runs (the imager writes the same settings).
+    let poll = Poll::with_interval(args.poll_interval.secs());
     let last_end = waves.resolve(0).0.last().map_or(0, |w| w.end);
     let setup = Setup {
         devices: args.devices,

@@ -63,6 +63,12 @@ impl Rng {
     }
 }
 
+/// The requests one check of the agent makes (`slated/channel`): tough's loader asks for the
+/// next root (`N+1.root.json`, not found while the root is not rotated), then
+/// `timestamp.json`, `snapshot.json` and `targets.json`; then the release file. An install
+/// adds the bundle's download (one request when nothing fails).
+const REQUESTS_PER_CHECK: u32 = 5;
+
 /// Runs the simulation: the release is published at time 0; devices, booted at random
 /// moments before it, poll on their own schedules.
 pub fn run(setup: &Setup) -> Outcomes {
@@ -94,9 +100,11 @@ pub fn run(setup: &Setup) -> Outcomes {
         if now >= horizon {
             break;
         }
-        if let Some(slot) = usize::try_from(now).ok().and_then(|t| requests.get_mut(t)) {
-            *slot += 1;
-        }
+        let mut count = |n: u32| {
+            if let Some(slot) = usize::try_from(now).ok().and_then(|t| requests.get_mut(t)) {
+                *slot += n;
+            }
+        };
         let version = if updated[i].is_some_and(|t| t <= now) {
             Version::new(2, 0, 0)
         } else {
@@ -112,10 +120,14 @@ pub fn run(setup: &Setup) -> Outcomes {
             ignore_waves: false,
         };
         let outcome = if rng.unit() < setup.error_rate {
+            // The first request failed, and the check ended there.
+            count(1);
             Outcome::Failed
         } else {
+            count(REQUESTS_PER_CHECK);
             match decide(&release, &me, now) {
                 Decision::Install { .. } => {
+                    count(1);
                     let done = now + setup.install_secs;
                     updated[i].get_or_insert(done);
                     Outcome::Checked { ready_at: None }
@@ -155,10 +167,10 @@ mod tests {
         Setup {
             devices: 5000,
             waves,
-            poll: Poll::default(),
+            poll: Poll::with_interval(3600),
             error_rate,
             install_secs: 600,
-            horizon: end + 2 * Poll::default().interval,
+            horizon: end + 2 * 3600,
             seed: 7,
         }
     }

@@ -199,7 +199,7 @@ pub fn install<R: Read>(
         seconds = started.elapsed().as_secs_f64(),
         "install complete"
     );
-    crate::hooks::cut_point("entry-written");
+    crate::hooks::cut_point(slate_core::api::CutPoint::EntryWritten);
     tracing::debug!(entry = %name, "installed");
     Ok(Installed {
         manifest: m,
@@ -231,7 +231,7 @@ impl<R: Read> Run<'_, R> {
                     tracing::info_span!("install", step = "remove-entry", slot = %slot).entered();
                 self.inst.esp.remove_slot(*slot).map_err(failed)?;
                 drop(_span);
-                crate::hooks::cut_point("entry-removed");
+                crate::hooks::cut_point(slate_core::api::CutPoint::EntryRemoved);
             }
             Step::WriteRoot { slot, artifact } => self.write_root(*slot, artifact)?,
             Step::ReadBack { slot, verity } => {
@@ -240,7 +240,7 @@ impl<R: Read> Run<'_, R> {
                 read_back(&mut self.slot, verity).map_err(failed)?;
                 tracing::info!(root_hash = %verity.root_hash, "root image read back and verified");
                 drop(_span);
-                crate::hooks::cut_point("slot-written");
+                crate::hooks::cut_point(slate_core::api::CutPoint::SlotWritten);
             }
             Step::WriteBootFiles { slot, files } => self.write_boot_files(*slot, files)?,
             Step::WriteEntry { name, content } => {
@@ -292,7 +292,7 @@ impl<R: Read> Run<'_, R> {
         plan::stream_into_slot(&mut self.r, rootfs, idle, |c| {
             streamed += c.len() as u64;
             if streamed * 2 >= rootfs.size && streamed * 2 < rootfs.size + 2 * c.len() as u64 {
-                crate::hooks::cut_point("slot-partly-written");
+                crate::hooks::cut_point(slate_core::api::CutPoint::SlotPartlyWritten);
             }
             slot.write_all(c)?;
             unsynced += c.len() as u64;
@@ -349,13 +349,13 @@ impl<R: Read> Run<'_, R> {
             .copy_in(&staged, |rel| {
                 if rel.ends_with("initrd.img") {
                     // Inside the ESP's read-write window, the temporary file not yet synced.
-                    crate::hooks::cut_point("boot-files-writing");
+                    crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);
                 }
             })
             .map_err(failed)?;
         let _ = std::fs::remove_dir_all(staging);
         drop(span);
-        crate::hooks::cut_point("boot-files-written");
+        crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWritten);
         Ok(())
     }
 }

@@ -70,7 +70,7 @@ pub fn write_entry(esp: &Esp, name: &EntryName, uki: &[u8]) -> Result<()> {
     esp.write_atomic(&name.path(), |f| {
         f.write_all(uki)?;
         // Inside the ESP's read-write window, the temporary file not yet synced.
-        crate::hooks::cut_point("boot-files-writing");
+        crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);
         Ok(())
     })
 }
