@@ -55,15 +55,7 @@ fn volume_of(dir: &Path, mib: u64) -> PathBuf {
 }
 
 fn fsck_passes(img: &Path) -> (bool, String) {
-    let out = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(img)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    slate_oracles::fsck_fat_verdict(img).unwrap()
 }
 
 fn mtype(img: &Path, path: &str) -> Vec<u8> {

@@ -35,7 +35,7 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
 
     let esp = tmp.path().join("esp.img");
     extract_partition(&out.join("disk.img"), 1, &esp);
-    ok(Command::new("fsck.fat").arg("-n").arg(&esp));
+    fsck_fat(&esp);
     let img = esp.to_str().unwrap();
     let listing = stdout(&ok(mtools("mdir").args(["-/", "-b", "-i", img, "::/"])));
     let files: Vec<&str> = listing.lines().map(str::trim).collect();
@@ -90,11 +90,10 @@ fn a_secure_boot_build_boots_one_signed_uki_per_slot() {
         "BOOTX64.EFI is {loader_size} bytes"
     );
     // The root carries the db certificate, which the agent checks a bundle's UKIs against.
-    let listing = stdout(&ok(Command::new("unsquashfs")
-        .args(["-cat"])
-        .arg(out.join("rootfs.img"))
-        .arg("etc/slate/secure-boot-db.crt")));
-    assert_eq!(listing, std::fs::read_to_string(&db).unwrap());
+    let inside =
+        slate_oracles::unsquashfs_cat(&out.join("rootfs.img"), "etc/slate/secure-boot-db.crt")
+            .unwrap();
+    assert_eq!(inside, std::fs::read(&db).unwrap());
     // Another db does not accept them.
     let other = tmp.path().join("other");
     ok(slate().arg("sb").arg("keygen").arg("--out").arg(&other));

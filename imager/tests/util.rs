@@ -107,12 +107,16 @@ pub fn stdout(out: &Output) -> String {
 
 /// `sgdisk -v`, judged by what it prints: it exits 0 whenever the table loads, problems or not.
 pub fn sgdisk_verify(disk: &Path) {
-    let v = stdout(&ok(Command::new("sgdisk").arg("-v").arg(disk)));
-    assert!(
-        v.contains("No problems found"),
-        "sgdisk -v {}: {v}",
-        disk.display()
-    );
+    if let Err(e) = slate_oracles::sgdisk_verify(disk) {
+        panic!("{e}");
+    }
+}
+
+/// `fsck.fat -n` finds the FAT image clean (its output judged, not only its status).
+pub fn fsck_fat(image: &Path) {
+    if let Err(e) = slate_oracles::fsck_fat(image) {
+        panic!("{e}");
+    }
 }
 
 /// One shared build of the test spec, for tests that only read the outputs.

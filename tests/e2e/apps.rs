@@ -83,17 +83,7 @@ fn nginx_example_serves_its_page_and_updates_to_v2() {
     // readelf names them and Debian's loader would find them (no loader cache).
     let tree = tempfile::tempdir().unwrap();
     let root = tree.path().join("root");
-    let out = std::process::Command::new("unsquashfs")
-        .args(["-no-xattrs", "-quiet", "-d"])
-        .arg(&root)
-        .arg(v1.dir.join("rootfs.img"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "unsquashfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    slate_oracles::unsquashfs_extract(&v1.dir.join("rootfs.img"), &root).unwrap();
     let (missing, found) = missing_libraries(&root, &["/usr/sbin/nginx"]);
     assert!(missing.is_empty(), "not in the root: {missing:?}");
     let names: Vec<String> = found

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Uploads raw bytes as a bundle, as the test operator; returns (status, reason).
 fn post_bytes(port: u16, data: &[u8]) -> (u16, String) {
-    raw_request(
+    raw_exchange(
         port,
         Some(&operators().identity),
         "POST",

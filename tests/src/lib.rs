@@ -22,7 +22,7 @@ mod operator;
 mod variant;
 
 pub use keys::{keys, secure_boot_keys, Keys};
-pub use operator::{access, operators, raw_request, tls_stream, Operators};
+pub use operator::{access, operators, raw_exchange, raw_request, tls_stream, Operators};
 pub use variant::Variant;
 
 /// Generous bound for one boot to the healthy marker under TCG on a loaded CI machine.
@@ -408,28 +408,9 @@ pub fn esp_fsck(disk: &Path, work: &Path) -> Result<(), String> {
         Ok(())
     })();
     copy.map_err(|e| format!("copying the ESP of {}: {e}", disk.display()))?;
-    let out = Command::new("fsck.fat")
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .map_err(|e| format!("running fsck.fat (dosfstools): {e}"))?;
+    let verdict = slate_oracles::fsck_fat(&esp);
     let _ = std::fs::remove_file(&esp);
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = printed.lines().filter(|l| !l.trim().is_empty()).collect();
-    let clean = out.status.success()
-        && lines.len() == 2
-        && lines[0].starts_with("fsck.fat ")
-        && lines[1].contains(" files, ")
-        && lines[1].contains(" clusters");
-    if clean {
-        Ok(())
-    } else {
-        Err(format!("fsck.fat -n ({}): {printed}", out.status))
-    }
+    verdict
 }
 
 /// A disk that looks like a Slate disk to anything matching labels: the same four partition

@@ -100,6 +100,27 @@ pub fn raw_request(
     path: &str,
     body: &[u8],
 ) -> (u16, String) {
+    let (code, answer) = raw_exchange(port, identity, method, path, body);
+    if code == 0 {
+        return (0, answer);
+    }
+    // The reason, decoded from the JSON answer (so quotes in it compare as written).
+    let reason = serde_json::from_str::<serde_json::Value>(answer.trim())
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(answer);
+    (code, reason)
+}
+
+/// [`raw_request`]'s HTTP status and the answer's whole body (the JSON as sent), or 0 and
+/// what went wrong.
+pub fn raw_exchange(
+    port: u16,
+    identity: Option<&Path>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = tls_stream(port, identity) else {
         return (0, "no connection".into());
@@ -125,11 +146,6 @@ pub fn raw_request(
     if code == 0 {
         return (0, format!("{resp} ({read:?})"));
     }
-    // The reason, decoded from the JSON answer (so quotes in it compare as written).
     let text = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let reason = serde_json::from_str::<serde_json::Value>(text.trim())
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or(resp);
-    (code, reason)
+    (code, text.to_string())
 }
