@@ -34,8 +34,8 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
         BOOT_TIMEOUT,
     )
     .unwrap();
-    vm.wait_for("slate: stage2 up", BOOT_TIMEOUT).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+    vm.wait_for(&Kind::Stage2Up.prefix(), BOOT_TIMEOUT).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let grown_mib = |what: &str| -> u64 {
         let line = vm
@@ -163,7 +163,7 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     assert!(logs.ends_with("exit=0"), "{logs}");
 
     vm.shutdown(Duration::from_secs(60)).unwrap();
-    assert!(vm.saw("slate: shutdown poweroff"));
+    assert!(vm.saw(&format!("{} poweroff", Kind::Shutdown.prefix())));
     // Every service, the debug shell included, stops when asked: none waits out the grace
     // period to be killed.
     assert!(!vm.saw("did not stop within"), "{}", vm.tail(10));
@@ -200,7 +200,8 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
         BOOT_TIMEOUT,
     )
     .unwrap();
-    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
+    vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
+        .unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let r = vm.shell("cat /data/precious", SHELL).unwrap();
     assert!(r.contains("from before the grow"), "{r}");
@@ -211,9 +212,9 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     let mark = vm.mark();
     let (code, _) = vm.http("POST", "/v1/reboot").unwrap();
     assert_eq!(code, 202);
-    vm.wait_for_after("slate: shutdown reboot", mark, SHELL)
+    vm.wait_for_after(&format!("{} reboot", Kind::Shutdown.prefix()), mark, SHELL)
         .unwrap();
-    vm.wait_for_after("slate: healthy slot=a", mark, BOOT_TIMEOUT)
+    vm.wait_for_after(&Kind::Healthy.on(Slot::A), mark, BOOT_TIMEOUT)
         .unwrap();
     vm.wait_prompt("slate# ", mark, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1", SHELL).unwrap();
@@ -231,7 +232,8 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     vm.power_cut();
     drop(vm);
     let mut vm = boot(&disk, &tmp.path().join("second"), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
+    vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
+        .unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
@@ -268,7 +270,8 @@ fn every_cut_in_the_grow_leaves_a_healthy_device_with_its_data() {
             BOOT_TIMEOUT,
         )
         .unwrap_or_else(|e| panic!("after a cut at {step}: {e:#}"));
-        vm.wait_for("slate: healthy slot=a", BOOT_TIMEOUT).unwrap();
+        vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
+            .unwrap();
         vm.wait_prompt("slate# ", 0, SHELL).unwrap();
         let r = vm.shell("cat /data/precious", SHELL).unwrap();
         assert!(r.contains(step.as_str()), "after a cut at {step}: {r}");
@@ -292,10 +295,10 @@ fn orderly_reboots_before_healthy_are_not_failed_starts() {
         mark = vm.mark();
         let (code, body) = vm.http("POST", slate_core::api::REBOOT_ROUTE).unwrap();
         assert_eq!(code, 202, "{body}");
-        vm.wait_for_after("slate: shutdown reboot", mark, SHELL)
+        vm.wait_for_after(&format!("{} reboot", Kind::Shutdown.prefix()), mark, SHELL)
             .unwrap();
     }
-    vm.wait_for_after("slate: stage2 up", mark, BOOT_TIMEOUT)
+    vm.wait_for_after(&Kind::Stage2Up.prefix(), mark, BOOT_TIMEOUT)
         .unwrap();
     vm.wait_prompt("slate# ", mark, SHELL).unwrap();
     // Only this boot's own start is on record.

@@ -244,7 +244,7 @@ fn cut_and_recover_in(
     });
     match cut {
         Cut::Step(s) => {
-            vm.wait_for(&format!("slate: cut-point {s}"), LONG)
+            vm.wait_for(&format!("{} {s}", Kind::CutPoint.prefix()), LONG)
                 .map_err(harness)?;
         }
         Cut::After(ms) => std::thread::sleep(Duration::from_millis(ms)),
@@ -281,16 +281,18 @@ fn cut_and_recover_in(
         first_log.display(),
         vm.log_path().display()
     );
-    let line = vm.wait_for("slate: healthy slot=", LONG).map_err(|e| {
-        (
-            Broken::Brick,
-            format!("{logs}: no healthy slot after the cut: {e:#}"),
-        )
-    })?;
+    let line = vm
+        .wait_for(&format!("{} slot=", Kind::Healthy.prefix()), LONG)
+        .map_err(|e| {
+            (
+                Broken::Brick,
+                format!("{logs}: no healthy slot after the cut: {e:#}"),
+            )
+        })?;
     let esp_repaired = std::fs::read_to_string(vm.log_path())
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.split_once("slate: esp repaired: "))
+        .find_map(|l| l.split_once(&format!("{} ", Kind::EspRepaired.prefix())))
         .map(|(_, what)| what.trim().to_string());
     let version = line
         .text
@@ -318,7 +320,7 @@ fn cut_and_recover_in(
     };
     let (is_good, _) = good(&vm).map_err(harness)?;
     if !is_good {
-        let _ = vm.wait_for("slate: committed", SHORT);
+        let _ = vm.wait_for(&Kind::Committed.prefix(), SHORT);
         let (is_good, body) = good(&vm).map_err(harness)?;
         if !is_good {
             return Err((

@@ -1,6 +1,7 @@
 //! Bad bundles are refused with a clear reason; the running slot stays byte-identical, the agent
 //! keeps serving, and the next good update still works. `slate verify` agrees with the device.
 
+use slate_core::api::Kind;
 use slate_imager::operator::push;
 use slate_imager::progress::Progress;
 use slate_tests::*;
@@ -105,10 +106,10 @@ fn strangers_are_refused(vm: &slate_qemu::Vm, good: &std::path::Path, work: &std
         !s.installing && s.last_refusal.is_none() && s.last_attempt.is_none(),
         "{s:?}"
     );
-    assert!(!vm.saw("slate: shutdown"), "{}", vm.tail(10));
+    assert!(!vm.saw(&Kind::Shutdown.prefix()), "{}", vm.tail(10));
     // The console's fingerprint is the one `slate status` pinned on first contact.
     let id = s.identity.expect("a TLS device shows its fingerprint");
-    assert!(vm.saw(&format!("slate: identity fingerprint={id}")));
+    assert!(vm.saw(&format!("{} fingerprint={id}", Kind::Identity.prefix())));
     let pins = std::fs::read_to_string(work.join("known_devices")).unwrap();
     assert!(pins.contains(&format!("127.0.0.1:{port} {id}")), "{pins}");
 }
@@ -266,7 +267,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     );
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
     // First contact pins the device (what `slate status` does for an operator).

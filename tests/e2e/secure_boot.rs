@@ -101,7 +101,10 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
         .unwrap();
     assert_eq!(
         sb.text,
-        "slate: secure boot on lockdown=integrity built_for=true",
+        format!(
+            "{} on lockdown=integrity built_for=true",
+            Kind::SecureBoot.prefix()
+        ),
         "serial log {}",
         vm.log_path().display()
     );
@@ -131,7 +134,9 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
         .wait_for(&Kind::SecureBoot.prefix(), BOOT_TIMEOUT)
         .unwrap();
     assert!(
-        sb.text.starts_with("slate: secure boot off") && sb.text.contains("WARNING"),
+        sb.text
+            .starts_with(&format!("{} off", Kind::SecureBoot.prefix()))
+            && sb.text.contains("WARNING"),
         "{}",
         sb.text
     );
@@ -166,7 +171,7 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
             !vm.lines()
                 .iter()
                 .any(|l| l.text.contains(slate_core::api::marker::PREFIX)
-                    && !l.text.contains("slate: boot retry:")),
+                    && !l.text.contains(&Kind::BootRetry.prefix())),
             "a UKI {what} ran: serial log {}",
             vm.log_path().display()
         );
@@ -363,7 +368,7 @@ fn a_trial_uki_the_firmware_refuses_falls_back_to_the_good_slot_by_itself() {
     let log = std::fs::read_to_string(vm.log_path()).unwrap();
     let count = |what: &str| log.matches(what).count();
     assert_eq!(
-        (count("Access Denied"), count("slate: boot retry:")),
+        (count("Access Denied"), count(&Kind::BootRetry.prefix())),
         (3, 3),
         "three tries, each refused and reset: serial log {}",
         vm.log_path().display()

@@ -2,6 +2,8 @@
 //! never runs, and the boot ends (restart_on_corruption) instead of going on. A tampered
 //! *good* slot (no boot counter) is given up after a few starts, for the other slot.
 
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
 use slate_core::slots::MAX_FAILED_BOOTS;
 use slate_imager::operator::push;
 use slate_imager::progress::Progress;
@@ -13,7 +15,7 @@ use std::time::Duration;
 fn assert_refused(disk: &std::path::Path, work: &std::path::Path) {
     let mut vm = boot(disk, work, |c| c.no_reboot = true).unwrap();
     vm.wait_any_after(
-        &["device-mapper: verity", "slate: stage2 up"],
+        &["device-mapper: verity", &Kind::Stage2Up.prefix()],
         0,
         BOOT_TIMEOUT,
     )
@@ -32,12 +34,12 @@ fn assert_refused(disk: &std::path::Path, work: &std::path::Path) {
         vm.tail(20)
     );
     assert!(
-        !vm.saw("slate: stage2 up"),
+        !vm.saw(&Kind::Stage2Up.prefix()),
         "stage 2 ran from a tampered root:\n{}",
         vm.tail(20)
     );
     assert!(
-        !vm.saw("slate: healthy"),
+        !vm.saw(&Kind::Healthy.prefix()),
         "the tampered image became healthy"
     );
 }
@@ -92,7 +94,7 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
 
     // v1 on a, v2 committed on b: both entries good, b (newer) boots by default.
     let mut vm = boot(&disk, &tmp.path().join("update"), |_| {}).unwrap();
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let url = vm.agent_url().unwrap();
     let p = push::push(
@@ -106,7 +108,7 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
     .unwrap();
     assert_eq!(installed_slot(&p.answer), slate_core::layout::Slot::B);
     vm.wait_for(
-        "slate: committed slot=b version=1.1.0",
+        &Kind::Committed.on_version(Slot::B, "1.1.0"),
         Duration::from_secs(60),
     )
     .unwrap();
@@ -120,19 +122,22 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
 
     let vm = boot(&disk, &tmp.path().join("rot"), |_| {}).unwrap();
     let fallback = vm
-        .wait_for("slate: fallback from=b to=a", Duration::from_secs(900))
+        .wait_for(
+            &format!("{} from=b to=a", Kind::Fallback.prefix()),
+            Duration::from_secs(900),
+        )
         .unwrap();
     assert!(
         fallback.text.contains("marked=slate-b-1.1.0+0.conf"),
         "{}",
         fallback.text
     );
-    vm.wait_for("slate: healthy slot=a version=1.0.0", BOOT_TIMEOUT)
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     let lines = vm.lines();
     let starts_of_b = lines
         .iter()
-        .filter(|l| l.text.contains("slate: stage1 done slot=b"))
+        .filter(|l| l.text.contains(&Kind::Stage1Done.on(Slot::B)))
         .count();
     let corruptions = lines
         .iter()
@@ -147,7 +152,7 @@ fn a_corrupt_good_slot_is_given_up_for_the_other_slot() {
     assert!(corruptions >= starts_of_b, "{}", vm.tail(30));
     let stage2_ups = lines
         .iter()
-        .filter(|l| l.text.contains("slate: stage2 up"))
+        .filter(|l| l.text.contains(&Kind::Stage2Up.prefix()))
         .count();
     assert_eq!(stage2_ups, 1, "stage 2 ran from the tampered slot b");
     let (code, body) = vm.http("GET", "/v1/status").unwrap();

@@ -1,6 +1,7 @@
 //! `cargo xtask qemu`: build the image if needed and boot it, interactively or headless.
 
 use anyhow::{bail, Context, Result};
+use slate_core::api::Kind;
 use slate_qemu::{DiskModel, GuestArch, NicModel, Vm, VmConfig};
 use std::path::Path;
 use std::time::Duration;
@@ -71,19 +72,20 @@ pub fn qemu(spec: &Path, board: &str, run_as: Run<'_>) -> Result<()> {
     }
     let until = until.unwrap_or("healthy");
     let marker = match until {
-        "healthy" => "slate: healthy",
-        "stage2" => "slate: stage2 up",
-        "stage1" => "slate: stage1 done",
+        "healthy" => Kind::Healthy,
+        "stage2" => Kind::Stage2Up,
+        "stage1" => Kind::Stage1Done,
         other => bail!("--until {other:?}: expected healthy, stage2 or stage1"),
-    };
+    }
+    .prefix();
     let mut vm = Vm::start(&cfg)?;
     let budget = Duration::from_secs(timeout);
     let result = vm.wait_any_after(
         &[
-            marker,
-            "slate: stage1 failed",
-            "slate: stage2 failed",
-            "slate: unhealthy",
+            &marker,
+            &Kind::Stage1Failed.prefix(),
+            &Kind::Stage2Failed.prefix(),
+            &Kind::Unhealthy.prefix(),
         ],
         0,
         budget,

@@ -3,6 +3,7 @@
 
 use crate::{dev::dev_trust, workspace::root, workspace::run};
 use anyhow::{Context, Result};
+use slate_core::api::Kind;
 use slate_imager::progress::Progress;
 use slate_qemu::Vm;
 use std::process::Command;
@@ -66,7 +67,7 @@ pub fn soak(cycles: u32) -> Result<()> {
         .arg(&disk))?;
     let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &scratch.join("vm"))?)?;
     let access = crate::dev::dev_access(&scratch)?;
-    vm.wait_for("slate: healthy", Duration::from_secs(300))?;
+    vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(300))?;
     let url = vm.agent_url().context("no agent port")?;
     println!("cycle  version  outcome      seconds  slot  RSS kB (PID 1, slated)");
     println!(
@@ -103,7 +104,7 @@ pub fn soak(cycles: u32) -> Result<()> {
         }
         let mark = vm.mark();
         vm.wait_for_after(
-            "slate: healthy",
+            &Kind::Healthy.prefix(),
             mark.saturating_sub(20),
             Duration::from_secs(60),
         )

@@ -1,5 +1,7 @@
 //! Boot timelines read off a machine's console: the host-clock moment of each milestone.
 
+use slate_core::api::Kind;
+
 /// Host-clock boot milestones of one boot, in seconds since QEMU started.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BootTimes {
@@ -29,16 +31,16 @@ impl BootTimes {
             if t.firmware.is_none() && l.text.contains("BdsDxe: starting") {
                 t.firmware = Some(at);
             }
-            if l.text.contains("slate: stage1 done") {
+            if l.text.contains(&Kind::Stage1Done.prefix()) {
                 t.stage1 = Some(at);
             }
-            if l.text.contains("slate: stage2 up") {
+            if l.text.contains(&Kind::Stage2Up.prefix()) {
                 t.stage2 = Some(at);
                 if let Some(ms) = number_before(&l.text, " ms since boot") {
                     t.kernel = Some(at - ms / 1000.0);
                 }
             }
-            if l.text.contains("slate: healthy") {
+            if l.text.contains(&Kind::Healthy.prefix()) {
                 t.healthy = Some(at);
             }
         }

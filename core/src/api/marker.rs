@@ -32,6 +32,19 @@ pub enum Kind {
     Installing,
     /// `slate: installed slot=… version=… in … s; reboot to try it`
     Installed,
+    /// `slate: rebooting into the new slot`
+    RebootingIntoNewSlot,
+    /// `slate: stage1 failed: …`
+    Stage1Failed,
+    /// `slate: stage2 failed: …`
+    Stage2Failed,
+    /// `slate: service <name> failed to start: …` or `slate: service <name> exited (…); …`
+    Service,
+    /// `slate: warning: …`
+    Warning,
+    /// `slate: boot retry: …`, printed by the boot-retry loader of Secure Boot images (its
+    /// own UEFI program, which cannot link this crate) when systemd-boot returned.
+    BootRetry,
     /// `slate: update refused: …`
     UpdateRefused,
     /// `slate: esp repaired: …`
@@ -81,6 +94,12 @@ impl Kind {
             Kind::Fallback => "fallback",
             Kind::Installing => "installing",
             Kind::Installed => "installed",
+            Kind::RebootingIntoNewSlot => "rebooting into the new slot",
+            Kind::Stage1Failed => "stage1 failed:",
+            Kind::Stage2Failed => "stage2 failed:",
+            Kind::Service => "service",
+            Kind::Warning => "warning:",
+            Kind::BootRetry => "boot retry:",
             Kind::UpdateRefused => "update refused:",
             Kind::EspRepaired => "esp repaired:",
             Kind::CutPoint => "cut-point",
@@ -354,39 +373,82 @@ pub enum Marker {
     Warning(String),
 }
 
+impl Marker {
+    /// The kind of line this marker prints: its first words come from [`Kind::words`], so each
+    /// word exists once, and a waiter's needle ([`Kind::prefix`]) matches what is printed.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Marker::Stage1Done { .. } => Kind::Stage1Done,
+            Marker::Stage2Up { .. } => Kind::Stage2Up,
+            Marker::Healthy { .. } => Kind::Healthy,
+            Marker::Unhealthy { .. } => Kind::Unhealthy,
+            Marker::Committed { .. } => Kind::Committed,
+            Marker::Rollback { .. } => Kind::Rollback,
+            Marker::Fallback { .. } => Kind::Fallback,
+            Marker::Installing { .. } => Kind::Installing,
+            Marker::Installed { .. } => Kind::Installed,
+            Marker::UpdateRefused { .. } => Kind::UpdateRefused,
+            Marker::EspRepaired { .. } => Kind::EspRepaired,
+            Marker::CutPoint { .. } => Kind::CutPoint,
+            Marker::Shutdown { .. } => Kind::Shutdown,
+            Marker::RebootingIntoNewSlot => Kind::RebootingIntoNewSlot,
+            Marker::ChannelUpToDate { .. } => Kind::ChannelUpToDate,
+            Marker::ChannelWaiting { .. } => Kind::ChannelWaiting,
+            Marker::ChannelUpdate { .. } => Kind::ChannelUpdate,
+            Marker::ChannelResumed { .. } => Kind::ChannelResumed,
+            Marker::ChannelFetched { .. } => Kind::ChannelFetched,
+            Marker::ChannelError { .. } => Kind::ChannelError,
+            Marker::BelowFloor { .. } => Kind::BelowFloor,
+            Marker::Identity { .. } => Kind::Identity,
+            Marker::Api { .. } => Kind::Api,
+            Marker::BootDisk { .. } => Kind::BootDisk,
+            Marker::DataGrown { .. } => Kind::DataGrown,
+            Marker::NetworkLease { .. } => Kind::NetworkLease,
+            Marker::SecureBoot { .. } => Kind::SecureBoot,
+            Marker::StageFailed {
+                stage: "stage1", ..
+            } => Kind::Stage1Failed,
+            Marker::StageFailed { .. } => Kind::Stage2Failed,
+            Marker::ServiceFailedToStart { .. } | Marker::ServiceExited { .. } => Kind::Service,
+            Marker::Warning(_) => Kind::Warning,
+        }
+    }
+}
+
 impl fmt::Display for Marker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(PREFIX)?;
+        f.write_str(self.kind().words())?;
         match self {
             Marker::Stage1Done { slot, root, ms } => {
-                write!(f, "stage1 done slot={slot} root={root} in {ms} ms")
+                write!(f, " slot={slot} root={root} in {ms} ms")
             }
             Marker::Stage2Up { ms, services } => {
-                write!(f, "stage2 up in {ms} ms since boot ({services} services)")
+                write!(f, " in {ms} ms since boot ({services} services)")
             }
             Marker::Healthy { slot, version, ms } => {
-                write!(f, "healthy slot={slot} version={version} in {ms} ms since boot")
+                write!(f, " slot={slot} version={version} in {ms} ms since boot")
             }
             Marker::Unhealthy {
                 slot,
                 version,
                 failed,
-            } => write!(f, "unhealthy slot={slot} version={version} failed={failed}"),
+            } => write!(f, " slot={slot} version={version} failed={failed}"),
             Marker::Committed { slot, version } => {
-                write!(f, "committed slot={slot} version={version}")
+                write!(f, " slot={slot} version={version}")
             }
             Marker::Rollback {
                 slot,
                 version,
                 reason,
-            } => write!(f, "rollback slot={slot} version={version} reason={reason}"),
+            } => write!(f, " slot={slot} version={version} reason={reason}"),
             Marker::Fallback {
                 from,
                 starts,
                 marked,
             } => write!(
                 f,
-                "fallback from={from} to={} reason=\"{starts} starts without becoming healthy\" marked={marked}",
+                " from={from} to={} reason=\"{starts} starts without becoming healthy\" marked={marked}",
                 from.other()
             ),
             Marker::Installing {
@@ -394,26 +456,26 @@ impl fmt::Display for Marker {
                 version,
                 slot,
                 device,
-            } => write!(f, "installing {product} {version} into slot {slot} ({device})"),
+            } => write!(f, " {product} {version} into slot {slot} ({device})"),
             Marker::Installed {
                 slot,
                 version,
                 seconds,
             } => write!(
                 f,
-                "installed slot={slot} version={version} in {seconds:.1} s; reboot to try it"
+                " slot={slot} version={version} in {seconds:.1} s; reboot to try it"
             ),
-            Marker::UpdateRefused { reason } => write!(f, "update refused: {reason}"),
-            Marker::EspRepaired { what } => write!(f, "esp repaired: {what}"),
-            Marker::CutPoint { step } => write!(f, "cut-point {step}"),
+            Marker::UpdateRefused { reason } => write!(f, " {reason}"),
+            Marker::EspRepaired { what } => write!(f, " {what}"),
+            Marker::CutPoint { step } => write!(f, " {step}"),
             Marker::Shutdown { reboot } => {
-                write!(f, "shutdown {}", if *reboot { "reboot" } else { "poweroff" })
+                write!(f, " {}", if *reboot { "reboot" } else { "poweroff" })
             }
-            Marker::RebootingIntoNewSlot => f.write_str("rebooting into the new slot"),
-            Marker::Identity { fingerprint } => write!(f, "identity fingerprint={fingerprint}"),
+            Marker::RebootingIntoNewSlot => Ok(()),
+            Marker::Identity { fingerprint } => write!(f, " fingerprint={fingerprint}"),
             Marker::BelowFloor { slot, epoch, floor } => write!(
                 f,
-                "below floor slot={slot} epoch={epoch} floor={floor}; not started"
+                " slot={slot} epoch={epoch} floor={floor}; not started"
             ),
             Marker::Api {
                 port,
@@ -421,20 +483,20 @@ impl fmt::Display for Marker {
                 operators,
             } => write!(
                 f,
-                "api https port={port} operators={}",
+                " https port={port} operators={}",
                 if *operators { "ca" } else { "none" }
             ),
             Marker::Api { port, tls: false, .. } => {
-                write!(f, "api http port={port} (insecure, development only)")
+                write!(f, " http port={port} (insecure, development only)")
             }
-            Marker::BootDisk { device, esp } => write!(f, "boot disk {device} esp={esp}"),
-            Marker::DataGrown { what, mib } => write!(f, "data grown {what} {mib} MiB"),
+            Marker::BootDisk { device, esp } => write!(f, " {device} esp={esp}"),
+            Marker::DataGrown { what, mib } => write!(f, " {what} {mib} MiB"),
             Marker::NetworkLease {
                 iface,
                 address,
                 router,
             } => {
-                write!(f, "network lease iface={iface} address={address}")?;
+                write!(f, " iface={iface} address={address}")?;
                 match router {
                     Some(r) => write!(f, " router={r}"),
                     None => write!(f, " router=none"),
@@ -446,7 +508,7 @@ impl fmt::Display for Marker {
                 built_for,
             } => {
                 let on = if *enabled { "on" } else { "off" };
-                write!(f, "secure boot {on} lockdown={lockdown} built_for={built_for}")?;
+                write!(f, " {on} lockdown={lockdown} built_for={built_for}")?;
                 if *built_for && !*enabled {
                     write!(
                         f,
@@ -455,23 +517,23 @@ impl fmt::Display for Marker {
                 }
                 Ok(())
             }
-            Marker::StageFailed { stage, error } => write!(f, "{stage} failed: {error}"),
+            Marker::StageFailed { error, .. } => write!(f, " {error}"),
             Marker::ServiceFailedToStart { name, error } => {
-                write!(f, "service {name} failed to start: {error}")
+                write!(f, " {name} failed to start: {error}")
             }
             Marker::ServiceExited {
                 name,
                 exit,
                 restart_ms: Some(ms),
-            } => write!(f, "service {name} exited ({exit}); restart in {ms} ms"),
+            } => write!(f, " {name} exited ({exit}); restart in {ms} ms"),
             Marker::ServiceExited {
                 name,
                 exit,
                 restart_ms: None,
-            } => write!(f, "service {name} exited ({exit}); not restarted"),
-            Marker::Warning(text) => write!(f, "warning: {text}"),
+            } => write!(f, " {name} exited ({exit}); not restarted"),
+            Marker::Warning(text) => write!(f, " {text}"),
             Marker::ChannelUpToDate { version } => {
-                write!(f, "channel up-to-date version={version}")
+                write!(f, " version={version}")
             }
             Marker::ChannelWaiting {
                 version,
@@ -479,16 +541,16 @@ impl fmt::Display for Marker {
                 ready_at,
             } => write!(
                 f,
-                "channel waiting version={version} wave={wave} ready_at={ready_at}"
+                " version={version} wave={wave} ready_at={ready_at}"
             ),
             Marker::ChannelUpdate { version, reason } => {
-                write!(f, "channel update version={version} reason={reason}")
+                write!(f, " version={version} reason={reason}")
             }
             Marker::ChannelError { kind, message } => {
-                write!(f, "channel error kind={kind}: {message}")
+                write!(f, " kind={kind}: {message}")
             }
             Marker::ChannelResumed { version, from_slot } => {
-                write!(f, "channel resumed version={version} from_slot={from_slot}")
+                write!(f, " version={version} from_slot={from_slot}")
             }
             Marker::ChannelFetched {
                 version,
@@ -497,7 +559,7 @@ impl fmt::Display for Marker {
                 from_slot,
             } => write!(
                 f,
-                "channel fetched version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
+                " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
             ),
         }
     }

@@ -149,6 +149,11 @@ fn golden_marker_texts() {
     ];
     for (m, want) in cases {
         assert_eq!(m.to_string(), want);
+        // The line starts with its kind's words, followed by a space or the end.
+        let rest = want
+            .strip_prefix(&m.kind().prefix())
+            .unwrap_or_else(|| panic!("{want:?} does not start with {:?}", m.kind().prefix()));
+        assert!(rest.is_empty() || rest.starts_with(' '), "{want:?}");
     }
 }
 

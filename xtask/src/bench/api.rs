@@ -4,6 +4,7 @@
 
 use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
+use slate_core::api::Kind;
 use slate_qemu::Vm;
 use std::path::Path;
 use std::process::Command;
@@ -57,7 +58,7 @@ fn boot(disk_src: &Path, work: &Path) -> Result<Vm> {
         .arg(disk_src)
         .arg(&disk))?;
     let vm = Vm::start(&crate::dev::dev_vm(&disk, work)?)?;
-    vm.wait_for("slate: healthy", Duration::from_secs(300))?;
+    vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(300))?;
     Ok(vm)
 }
 

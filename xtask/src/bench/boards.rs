@@ -9,6 +9,7 @@ use super::{cell, median};
 use crate::timeline::BootTimes;
 use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
+use slate_core::api::Kind;
 use slate_qemu::{Vm, VmConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,11 +61,14 @@ fn first_boot(image: &Path, board: &str, work: &Path, size: Option<u64>) -> Resu
     let disk = cfg.disk.clone();
     crate::qemu::board_machine(&mut cfg, board)?;
     let mut vm = Vm::start(&cfg)?;
-    vm.wait_for("slate: healthy", Duration::from_secs(300))
+    vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(300))
         .with_context(|| format!("{board}: booting {}", disk.display()))?;
     if size.is_some() {
-        vm.wait_for("slate: data grown filesystem", Duration::from_secs(30))
-            .with_context(|| format!("{board}: data did not grow"))?;
+        vm.wait_for(
+            &format!("{} filesystem", Kind::DataGrown.prefix()),
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("{board}: data did not grow"))?;
     }
     let t = BootTimes::of(&vm);
     eprintln!("  {board}: {}", crate::timeline::boot_timings(&vm));

@@ -5,6 +5,7 @@ use super::{cell, deb_file, median};
 use crate::timeline::BootTimes;
 use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
+use slate_core::api::Kind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -82,7 +83,7 @@ pub(super) fn measure(rounds: u32) -> Result<()> {
             .arg(image.join("disk.img"))
             .arg(&disk))?;
         let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &work)?)?;
-        vm.wait_for("slate: healthy", budget)?;
+        vm.wait_for(&Kind::Healthy.prefix(), budget)?;
         let t = BootTimes::of(&vm);
         eprintln!("  slate {}: {}", r + 1, crate::timeline::boot_timings(&vm));
         if rss.is_empty() {

@@ -3,6 +3,8 @@
 use crate::timeline::line_time;
 use crate::{workspace::root, workspace::run};
 use anyhow::{bail, Context, Result};
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
 use std::process::Command;
 
 /// `cargo xtask bench install`: a 256 MiB root image installed end to end (upload to
@@ -71,7 +73,7 @@ pub(super) fn measure() -> Result<()> {
         .arg(&disk))?;
     let mut vm = Vm::start(&crate::dev::dev_vm(&disk, &scratch.join("vm"))?)?;
     let access = crate::dev::dev_access(&scratch)?;
-    vm.wait_for("slate: healthy", Duration::from_secs(300))?;
+    vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(300))?;
     vm.wait_prompt("slate# ", 0, Duration::from_secs(60))?;
     let url = vm.agent_url().context("no agent port")?;
 
@@ -166,7 +168,7 @@ pub(super) fn measure() -> Result<()> {
     // Failed health check → old slot healthy again: reboot into v2 (trial, commits), then v3 fails.
     let mark = vm.mark();
     vm.http("POST", "/v1/reboot")?;
-    vm.wait_for_after("slate: committed slot=b", mark, Duration::from_secs(300))?;
+    vm.wait_for_after(&Kind::Committed.on(Slot::B), mark, Duration::from_secs(300))?;
     let mark = vm.mark();
     slate_imager::operator::push::push(
         &url,
@@ -177,12 +179,12 @@ pub(super) fn measure() -> Result<()> {
         Progress::new(true),
     )?;
     vm.wait_for_after(
-        "slate: healthy slot=b",
-        vm.wait_for_after("slate: rollback", mark, Duration::from_secs(300))
+        &Kind::Healthy.on(Slot::B),
+        vm.wait_for_after(&Kind::Rollback.prefix(), mark, Duration::from_secs(300))
             .map(|_| mark)?,
         Duration::from_secs(300),
     )?;
-    let failed_at = line_time(&vm, mark, "slate: unhealthy")
+    let failed_at = line_time(&vm, mark, &Kind::Unhealthy.prefix())
         .context("no `slate: unhealthy` line was seen; nothing to measure")?;
     let last = |needle: &str| {
         vm.lines()
@@ -193,8 +195,8 @@ pub(super) fn measure() -> Result<()> {
             .map(|l| l.at.as_secs_f64())
             .with_context(|| format!("no {needle:?} line was seen; nothing to measure"))
     };
-    let healthy_at = last("slate: healthy slot=b")?;
-    let kernel = last("slate: stage2 up")?;
+    let healthy_at = last(&Kind::Healthy.on(Slot::B))?;
+    let kernel = last(&Kind::Stage2Up.prefix())?;
     println!("\nfailed health check → old slot healthy: {:.1} s (of which the fallback boot from QEMU reset to stage 2 ≈ {:.1} s; goal: one boot + ≤ 5 s)", healthy_at - failed_at, kernel - failed_at);
     vm.power_cut();
     Ok(())

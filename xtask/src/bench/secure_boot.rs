@@ -8,6 +8,7 @@ use super::{cell, median};
 use crate::timeline::BootTimes;
 use crate::workspace::root;
 use anyhow::{Context, Result};
+use slate_core::api::Kind;
 use slate_qemu::Vm;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +19,7 @@ fn first_boot(image: &Path, work: &Path, vars: Option<&PathBuf>) -> Result<BootT
     let mut cfg = super::boards::vm_for(image, work, None)?;
     cfg.secure_boot_vars = vars.cloned();
     let mut vm = Vm::start(&cfg)?;
-    vm.wait_for("slate: healthy", Duration::from_secs(300))
+    vm.wait_for(&Kind::Healthy.prefix(), Duration::from_secs(300))
         .with_context(|| format!("booting {}", cfg.disk.display()))?;
     let t = BootTimes::of(&vm);
     eprintln!("  {}", crate::timeline::boot_timings(&vm));
