@@ -200,7 +200,7 @@ impl Esp {
     /// Copies checked files (`(path on the ESP, source)`) in one read-write window, each under a
     /// temporary name, fsynced and renamed. `before_sync` runs for each file with its data
     /// written and not yet synced (where the harness places a cut).
-    pub fn copy_in(&self, files: &[(String, PathBuf)], before_sync: impl Fn(&str)) -> Result<()> {
+    pub fn copy_in(&self, files: &[(String, PathBuf)], before_sync: &dyn Fn(&str)) -> Result<()> {
         self.writable(|| {
             for (rel, src) in files {
                 let path = self.root.join(rel);
@@ -240,6 +240,43 @@ impl Esp {
     /// Path of a file on the ESP.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))
+    }
+}
+
+/// systemd-boot: type-1 entries and UKIs on the ESP, boot counting in their names, the
+/// one-shot choice in its `LoaderEntryOneShot` variable.
+impl super::BootBackend for Esp {
+    fn entries(&self) -> Result<Vec<EntryName>> {
+        Esp::entries(self)
+    }
+
+    fn remove_slot(&self, slot: Slot) -> Result<()> {
+        Esp::remove_slot(self, slot)
+    }
+
+    fn copy_in(&self, files: &[(String, PathBuf)], before_sync: &dyn Fn(&str)) -> Result<()> {
+        Esp::copy_in(self, files, before_sync)
+    }
+
+    fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()> {
+        Esp::write_entry(self, name, entry)
+    }
+
+    fn write_uki_entry(&self, name: &EntryName, uki: &[u8]) -> Result<()> {
+        self.write_atomic(&name.path(), |f| {
+            f.write_all(uki)?;
+            // Inside the ESP's read-write window, the temporary file not yet synced.
+            crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);
+            Ok(())
+        })
+    }
+
+    fn rename_entry(&self, from: &EntryName, to: &EntryName) -> Result<()> {
+        Esp::rename_entry(self, from, to)
+    }
+
+    fn set_one_shot(&self, name: &EntryName) -> Result<()> {
+        super::efivars::set_one_shot(&name.to_string())
     }
 }
 

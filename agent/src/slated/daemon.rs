@@ -3,6 +3,7 @@
 //! install entry point shared by the HTTP API and the console.
 
 use crate::boot::esp::Esp;
+use crate::boot::BootBackend;
 use crate::slated::install::{self, InstallError, Installed, Installer};
 use crate::slated::state::{self, State};
 use crate::slated::throttle::Throttle;
@@ -250,7 +251,11 @@ impl Agent {
     }
 
     /// What the pure decision functions need about this boot.
-    fn decide(&self, esp: &Esp, decide: impl FnOnce(&Boot<'_>) -> Plan) -> Option<Plan> {
+    fn decide(
+        &self,
+        esp: &dyn BootBackend,
+        decide: impl FnOnce(&Boot<'_>) -> Plan,
+    ) -> Option<Plan> {
         let entries = match esp.entries() {
             Ok(e) => e,
             Err(e) => {
@@ -280,7 +285,7 @@ impl Agent {
 
     /// Carries out a plan step by step; returns false when a required step failed (the steps
     /// after it are not carried out).
-    fn carry_out(&self, esp: &Esp, plan: &Plan) -> bool {
+    fn carry_out(&self, esp: &dyn BootBackend, plan: &Plan) -> bool {
         for step in &plan.steps {
             tracing::debug!(?step, "carrying out");
             match step {
@@ -415,7 +420,7 @@ impl Agent {
         }
         lock(&self.status).installing = true;
         let inst = Installer {
-            esp,
+            boot: esp,
             trust: self.trust.as_ref(),
             facts,
             running: self.slot,

@@ -21,7 +21,7 @@
 
 pub mod uki;
 
-use crate::boot::esp::Esp;
+use crate::boot::BootBackend;
 use anyhow::{anyhow, bail, Context, Result};
 use slate_core::api::Marker;
 use slate_core::bundle::{BundleError, BundleReader};
@@ -58,8 +58,8 @@ impl From<ManifestError> for InstallError {
 
 /// What an install needs to know about the device.
 pub struct Installer<'a> {
-    /// The mounted ESP.
-    pub esp: &'a Esp,
+    /// The boot loader back-end (systemd-boot on the mounted ESP).
+    pub boot: &'a dyn BootBackend,
     /// Trust anchors; None refuses everything.
     pub trust: Option<&'a Trust>,
     /// Product, board, version, epoch, failed versions, now.
@@ -229,7 +229,7 @@ impl<R: Read> Run<'_, R> {
                 // 2. Nothing may boot a half-written slot.
                 let _span =
                     tracing::info_span!("install", step = "remove-entry", slot = %slot).entered();
-                self.inst.esp.remove_slot(*slot).map_err(failed)?;
+                self.inst.boot.remove_slot(*slot).map_err(failed)?;
                 drop(_span);
                 crate::hooks::cut_point(slate_core::api::CutPoint::EntryRemoved);
             }
@@ -251,7 +251,7 @@ impl<R: Read> Run<'_, R> {
                 let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
                 match content {
                     EntryContent::Conf(entry) => {
-                        self.inst.esp.write_entry(name, entry).map_err(failed)?
+                        self.inst.boot.write_entry(name, entry).map_err(failed)?
                     }
                     EntryContent::Uki(_) => {
                         // 4–5. The signed UKI is the entry: temporary name, synced, renamed.
@@ -259,15 +259,14 @@ impl<R: Read> Run<'_, R> {
                             .uki
                             .as_deref()
                             .ok_or_else(|| failed(anyhow!("no checked UKI for {name}")))?;
-                        crate::slated::install::uki::write_entry(self.inst.esp, name, uki)
-                            .map_err(failed)?;
+                        self.inst.boot.write_uki_entry(name, uki).map_err(failed)?;
                         self.written += uki.len() as u64;
                     }
                 }
             }
             Step::OneShot { name } => {
                 // Not newer: systemd-boot's version order would boot the running entry again.
-                if let Err(e) = crate::boot::efivars::set_one_shot(&name.to_string()) {
+                if let Err(e) = self.inst.boot.set_one_shot(name) {
                     crate::marker::warn(format!(
                         "{name} is installed but older than the running version, and the boot loader cannot be told to try it next: {e:#}"
                     ));
@@ -345,8 +344,8 @@ impl<R: Read> Run<'_, R> {
         // Nothing may follow the last artifact; checked before the ESP is touched.
         self.r.expect_end()?;
         self.inst
-            .esp
-            .copy_in(&staged, |rel| {
+            .boot
+            .copy_in(&staged, &|rel| {
                 if rel.ends_with("initrd.img") {
                     // Inside the ESP's read-write window, the temporary file not yet synced.
                     crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);

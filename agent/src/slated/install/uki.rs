@@ -9,16 +9,14 @@
 //! slot's entry, `EFI/Linux/slate-<slot>-<version>+3.efi` (temporary name, sync, rename):
 //! systemd-boot counts its tries by renaming it, as with a `.conf` entry.
 
-use crate::boot::esp::Esp;
 use crate::slated::install::InstallError;
 use anyhow::Result;
-use slate_core::bootentry::EntryName;
 use slate_core::bundle::BundleReader;
 use slate_core::install as plan;
 use slate_core::install::Refusal;
 use slate_core::layout::Slot;
 use slate_core::manifest::{uki_artifact, Manifest};
-use std::io::{Read, Write};
+use std::io::Read;
 
 /// Reads the bundle's UKIs (the next artifacts of `r`), checks their sha256 against the
 /// signed manifest and each against `db_key` and the manifest, and returns the one that
@@ -62,15 +60,4 @@ pub fn take<R: Read>(
         }
     }
     keep.ok_or_else(|| InstallError::Failed(anyhow::anyhow!("no UKI for slot {idle}")))
-}
-
-/// Writes `uki` as the entry `name` (temporary name, sync, rename, sync of the folder): until
-/// the rename, nothing boots the slot.
-pub fn write_entry(esp: &Esp, name: &EntryName, uki: &[u8]) -> Result<()> {
-    esp.write_atomic(&name.path(), |f| {
-        f.write_all(uki)?;
-        // Inside the ESP's read-write window, the temporary file not yet synced.
-        crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);
-        Ok(())
-    })
 }
