@@ -11,7 +11,7 @@
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
 //!               slots (commit and rollback),
 //!               channel (release, waves, schedule), version
-//! device files  config (the agent's TOML), dhcp
+//! device files  config (the agent's TOML), osrelease, dhcp
 //! wire          api (status, outcomes, the `slate:` console markers)
 //! primitives    digest, fingerprint, der, le, num
 //! ```
@@ -51,6 +51,7 @@ pub mod layout;
 pub mod le;
 pub mod manifest;
 pub mod num;
+pub mod osrelease;
 pub mod pe;
 pub mod slots;
 pub mod uki;

@@ -75,14 +75,6 @@ fn text(pe: &Pe, file: &[u8], name: &str, section: &'static str) -> Result<Strin
         .to_string())
 }
 
-/// The value of `field` in os-release text (quotes removed), or "" when absent.
-fn os_release_field<'a>(text: &'a str, field: &str) -> &'a str {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == field)
-        .map_or("", |(_, v)| v.trim().trim_matches('"'))
-}
-
 /// Checks the UKI `file` that the bundle of `manifest` carries for `slot`: signed by the key
 /// `db_public_key` (an `RSAPublicKey`, [`authenticode::rsa_public_key`]), command line and
 /// os-release as the manifest says.
@@ -115,7 +107,7 @@ pub fn check(
     let version = manifest.version.to_string();
     let slot_name = slot.to_string();
     for (field, expected) in [("IMAGE_VERSION", &version), ("SLATE_SLOT", &slot_name)] {
-        let found = os_release_field(&osrel, field);
+        let found = crate::osrelease::OsRelease::field(&osrel, field);
         if found != expected.as_str() {
             return Err(UkiError::OsRelease {
                 name,
@@ -131,15 +123,6 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_release_fields_are_read_without_quotes() {
-        let text = "ID=slate\nNAME=\"Demo\"\nIMAGE_VERSION=1.2.0\nSLATE_SLOT=b\n";
-        assert_eq!(os_release_field(text, "IMAGE_VERSION"), "1.2.0");
-        assert_eq!(os_release_field(text, "NAME"), "Demo");
-        assert_eq!(os_release_field(text, "SLATE_SLOT"), "b");
-        assert_eq!(os_release_field(text, "VERSION_ID"), "");
-    }
 
     #[test]
     fn an_unsigned_file_is_refused_before_anything_else() {

@@ -390,13 +390,14 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         })?;
         add_host_file(&mut tree, prov, "trust", paths::TRUST, bytes)?;
     }
-    let os_release = format!(
-        "NAME=\"{name}\"\nID=slate\nPRETTY_NAME=\"{name} {version}\"\nVERSION=\"{version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nSLATE_BOARD={board}\nSLATE_SECURITY_EPOCH={epoch}\n",
-        name = spec.name,
-        version = inputs.version,
-        board = inputs.board.name,
-        epoch = inputs.security_epoch
-    );
+    let os_release = slate_core::osrelease::OsRelease {
+        name: spec.name.clone(),
+        version: inputs.version.clone(),
+        board: Some(inputs.board.name.clone()),
+        slot: None,
+        security_epoch: inputs.security_epoch,
+    }
+    .render();
     tree.insert(&ip("/etc/os-release"), Node::bytes(os_release, 0o644))?;
     Ok(tree)
 }

@@ -192,12 +192,14 @@ fn signed_ukis(
             verity: verity.clone(),
         }
         .options(options);
-        let os_release = uki::os_release(
-            &inp.spec.spec.name,
-            &inp.version.to_string(),
-            &slot.to_string(),
-            inp.security_epoch,
-        );
+        let os_release = slate_core::osrelease::OsRelease {
+            name: inp.spec.spec.name.clone(),
+            version: inp.version.clone(),
+            board: None,
+            slot: Some(slot),
+            security_epoch: inp.security_epoch,
+        }
+        .render();
         let work = scratch.join(format!("uki-{slot}"));
         let unsigned = uki::assemble(
             &stub,

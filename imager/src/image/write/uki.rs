@@ -42,14 +42,6 @@ pub struct UkiParts<'a> {
 /// The sections a UKI adds to the stub, in the order they are placed above it.
 const SECTIONS: [&str; 4] = [".osrel", ".cmdline", ".linux", ".initrd"];
 
-/// The os-release of a slot's UKI. `IMAGE_ID=slate` makes every Slate UKI share a sort key,
-/// so systemd-boot orders them by `IMAGE_VERSION`, newest first, as it does `.conf` entries.
-pub fn os_release(name: &str, version: &str, slot: &str, security_epoch: u64) -> String {
-    format!(
-        "ID=slate\nNAME=\"{name}\"\nPRETTY_NAME=\"{name} {version} (slot {slot})\"\nIMAGE_ID=slate\nIMAGE_VERSION={version}\nSLATE_SLOT={slot}\nSLATE_SECURITY_EPOCH={security_epoch}\n"
-    )
-}
-
 /// Assembles an unsigned UKI from `stub` (systemd's `linux*.efi.stub`) in `scratch`.
 pub fn assemble(stub: &[u8], parts: &UkiParts<'_>, scratch: &Path) -> Result<Vec<u8>> {
     let layout = Pe::parse(stub).context("reading the EFI stub (the board's uki_stub_path)")?;
@@ -168,14 +160,6 @@ pub fn verify(pe: &Path, cert: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_release_sorts_every_slot_under_one_id() {
-        let text = os_release("Demo", "1.2.0", "b", 3);
-        assert!(text.contains("\nIMAGE_ID=slate\n"));
-        assert!(text.contains("\nIMAGE_VERSION=1.2.0\n"));
-        assert!(text.contains("SLATE_SECURITY_EPOCH=3"));
-    }
 
     #[test]
     fn a_missing_key_says_how_to_make_one() {
