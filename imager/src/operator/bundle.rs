@@ -17,17 +17,22 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles).
+/// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles; a malformed value
+/// is an error where a bundle is made, [`created`], and the clock here).
 pub fn now() -> i64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-    {
+    if let Ok(Some(e)) = crate::image::build::source_date_epoch() {
         return e;
     }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A new bundle's `created`: [`now`], refusing a malformed `SOURCE_DATE_EPOCH` rather than
+/// ignoring it.
+fn created() -> Result<i64> {
+    crate::image::build::source_date_epoch()?;
+    Ok(now())
 }
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or unix seconds.
@@ -132,7 +137,7 @@ pub fn make(
             verity,
         });
     }
-    let created = now();
+    let created = created()?;
     let m = Manifest {
         format,
         product: report.image.name.clone(),

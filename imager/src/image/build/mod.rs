@@ -103,16 +103,26 @@ fn identity(spec: &LoadedSpec, version: &Version, board: &str) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn epoch() -> Result<i64> {
+/// `SOURCE_DATE_EPOCH`, read here and nowhere else: None when unset, an error naming the
+/// value when it is not a number of seconds at or after 1980-01-01 (the earliest time FAT and
+/// the image's formats can hold).
+pub fn source_date_epoch() -> Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(s) => s
             .trim()
             .parse::<i64>()
             .ok()
             .filter(|&e| e >= DEFAULT_EPOCH)
+            .map(Some)
             .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds at or after 1980-01-01 ({DEFAULT_EPOCH})")),
-        Err(_) => Ok(DEFAULT_EPOCH),
+        Err(_) => Ok(None),
     }
+}
+
+/// The build's timestamps: `SOURCE_DATE_EPOCH`, else 1980-01-01 (a build never reads the
+/// clock, so the same inputs give the same bytes).
+fn epoch() -> Result<i64> {
+    Ok(source_date_epoch()?.unwrap_or(DEFAULT_EPOCH))
 }
 
 /// Checks the output folder before any work: empty, missing or a previous build is fine.
