@@ -127,12 +127,9 @@ impl Agent {
         crate::hooks::arm(config.test_hooks);
         let dir = Path::new(state::DIR);
         let mut st = State::load(dir);
-        // The floor: what was committed (its own file, then the state), and never below the
-        // running image's epoch, so losing state.json lowers nothing.
-        st.security_epoch = st
-            .security_epoch
-            .max(crate::floor::read())
-            .max(image.security_epoch);
+        // The floor: what was committed (its one store, the floor's file), and never below
+        // the running image's epoch.
+        st.security_epoch = crate::floor::read().max(image.security_epoch);
         st.slot_epochs
             .insert(slot.to_string(), image.security_epoch);
         if count_boot {

@@ -12,8 +12,11 @@ pub const DIR: &str = "/data/slate";
 /// The whole state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    /// Highest security epoch committed.
-    #[serde(default)]
+    /// The security floor as the agent knows it while it runs: the floor's file
+    /// ([`crate::floor`], its one store, which stage 1 reads too) and the running image's
+    /// epoch. Not kept in `state.json`: earlier agents wrote it there, also during a trial
+    /// boot, and such a value is ignored.
+    #[serde(skip)]
     pub security_epoch: u64,
     /// Versions that failed their trial.
     #[serde(default)]
