@@ -29,6 +29,7 @@ pub mod logfile;
 pub mod logging;
 pub mod marker;
 pub mod partitions;
+pub mod services;
 pub mod slated;
 pub mod sys;
 

@@ -19,8 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Folder of per-service state files that slated reads (`<name>.json`).
-pub const SERVICE_STATE_DIR: &str = "/run/slate/services";
 /// Where service output is logged besides the console.
 pub use crate::logging::LOG_DIR;
 /// Bytes each service's log may take on /data (from the image's `[log] max_mib`).
@@ -71,7 +69,7 @@ fn setup_mounts() -> Result<()> {
     std::fs::create_dir_all("/data/var").context("creating /data/var")?;
     sys::mount_bind("/data/var", "/var")?;
     std::fs::create_dir_all(LOG_DIR).ok();
-    std::fs::create_dir_all(SERVICE_STATE_DIR)?;
+    std::fs::create_dir_all(crate::services::STATE_DIR)?;
     Ok(())
 }
 
@@ -215,18 +213,15 @@ fn tee(name: String, pipe: impl std::io::Read + Send + 'static) {
 }
 
 fn write_state(s: &Supervised) {
-    let state = serde_json::json!({
-        "name": s.service.name,
-        "pid": s.pid.map(|p| p.as_raw_nonzero().get()),
-        "running": s.pid.is_some(),
-        "started_uptime_ms": uptime_ms().saturating_sub(s.started.elapsed().as_millis() as u64),
-        "restarts": s.restarts,
-    });
-    let path = format!("{SERVICE_STATE_DIR}/{}.json", s.service.name);
-    let tmp = format!("{path}.tmp");
-    if std::fs::write(&tmp, state.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    let state = crate::services::ServiceState {
+        name: s.service.name.clone(),
+        pid: s.pid.and_then(|p| u32::try_from(p.as_raw_nonzero().get()).ok()),
+        running: s.pid.is_some(),
+        started_uptime_ms: uptime_ms().saturating_sub(s.started.elapsed().as_millis() as u64),
+        restarts: s.restarts,
+    };
+    // Best effort: a health check that finds no file says the service is unknown.
+    let _ = state.write();
 }
 
 fn start(s: &mut Supervised) {

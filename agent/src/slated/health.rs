@@ -88,14 +88,10 @@ async fn probe_once(probe: &Probe, uptime_ms: u64) -> Result<String, String> {
             .map(|_| "connected".into())
             .map_err(|e| format!("connect {address}: {e}")),
         Probe::Service { service, for_s } => {
-            let path = format!("{}/{service}.json", crate::init::stage2::SERVICE_STATE_DIR);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|_| format!("service {service} is not known to PID 1"))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-            let running = v["running"].as_bool().unwrap_or(false);
-            let since = v["started_uptime_ms"].as_u64().unwrap_or(u64::MAX);
-            let up_ms = uptime_ms.saturating_sub(since);
+            let state = crate::services::ServiceState::read(service)?
+                .ok_or_else(|| format!("service {service} is not known to PID 1"))?;
+            let running = state.running;
+            let up_ms = uptime_ms.saturating_sub(state.started_uptime_ms);
             if running && up_ms >= u64::from(*for_s) * 1000 {
                 Ok(format!("running for {} s", up_ms / 1000))
             } else if running {
