@@ -35,7 +35,10 @@ impl ServiceState {
     pub fn write(&self) -> std::io::Result<()> {
         let path = ServiceState::path(&self.name);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(self).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &path)
     }
 

@@ -112,6 +112,20 @@ fn precious_intact(cat: &str) -> bool {
     cat.contains(precious_token()) && cat.ends_with("exit=0")
 }
 
+/// The data check fails on what a lost file looks like: cat's own error names the file (the
+/// check this replaced matched it), and the shell's status must be cat's success.
+#[test]
+fn the_data_check_fails_when_the_file_is_gone() {
+    let gone = "cat: can't open '/data/precious': No such file or directory\nexit=1";
+    assert!(!precious_intact(gone));
+    assert!(
+        !precious_intact("precious\nexit=0"),
+        "the file name is not its contents"
+    );
+    assert!(!precious_intact(&format!("{}\nexit=1", precious_token())));
+    assert!(precious_intact(&format!("{}\nexit=0", precious_token())));
+}
+
 /// Waits for a cold-booted version 1 to be healthy, then writes and syncs `/data/precious`,
 /// the file every cut must find again.
 fn healthy_with_precious_data(vm: &mut slate_qemu::Vm) -> anyhow::Result<()> {

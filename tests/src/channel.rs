@@ -296,3 +296,22 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn every_line_of_the_device_counts_and_one_that_does_not_parse_is_an_error() {
+        let log = "\
+127.0.0.1 - - [x] \"GET /targets/p-1.slate?seed=7&version=1.0.0 HTTP/1.1\" 206 1000 \"-\" \"-\"
+127.0.0.1 - - [x] \"GET /metadata/timestamp.json?seed=7&version=1.0.0 HTTP/1.1\" 200 300 \"-\" \"-\"
+127.0.0.1 - - [x] \"GET /targets/p-1.slate?seed=8&version=1.0.0 HTTP/1.1\" 200 5000 \"-\" \"-\"
+";
+        assert_eq!(Channel::bundle_bytes_sent(log, 7), Ok((1, 1000)));
+        assert_eq!(Channel::bundle_bytes_sent(log, 9), Ok((0, 0)));
+        let garbled =
+            format!("{log}127.0.0.1 \"GET /targets/p-1.slate?seed=7&v HTTP/1.1\" 200 -\n");
+        assert!(Channel::bundle_bytes_sent(&garbled, 7).is_err());
+    }
+}

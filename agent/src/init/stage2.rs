@@ -215,7 +215,9 @@ fn tee(name: String, pipe: impl std::io::Read + Send + 'static) {
 fn write_state(s: &Supervised) {
     let state = crate::services::ServiceState {
         name: s.service.name.clone(),
-        pid: s.pid.and_then(|p| u32::try_from(p.as_raw_nonzero().get()).ok()),
+        pid: s
+            .pid
+            .and_then(|p| u32::try_from(p.as_raw_nonzero().get()).ok()),
         running: s.pid.is_some(),
         started_uptime_ms: uptime_ms().saturating_sub(s.started.elapsed().as_millis() as u64),
         restarts: s.restarts,
