@@ -11,6 +11,7 @@
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use slate_core::layout::Slot;
+use slate_core::Digest32;
 use std::path::Path;
 
 /// Where the record lives.
@@ -19,8 +20,8 @@ pub const RECORD: &str = "/data/slate/download.json";
 /// How much of which signed target is durable in which slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// The TUF target's sha256, hex.
-    pub sha256: String,
+    /// The TUF target's sha256 (hex in the file).
+    pub sha256: Digest32,
     /// The TUF target's length.
     pub length: u64,
     /// The slot being written.
@@ -41,14 +42,14 @@ pub struct Prefix {
 }
 
 impl Record {
-    /// The prefix this record offers a download of the target `sha256` (hex) of `length`
-    /// bytes into `idle`, if it is about that very download and makes sense.
-    pub fn prefix_for(&self, sha256: &str, length: u64, idle: Slot) -> Option<Prefix> {
+    /// The prefix this record offers a download of the target `sha256` of `length` bytes into
+    /// `idle`, if it is about that very download and makes sense.
+    pub fn prefix_for(&self, sha256: &Digest32, length: u64, idle: Slot) -> Option<Prefix> {
         let fits = self
             .bundle_offset
             .checked_add(self.durable)
             .is_some_and(|end| end <= length);
-        (self.sha256 == sha256 && self.length == length && self.slot == idle && fits)
+        (self.sha256 == *sha256 && self.length == length && self.slot == idle && fits)
             .then_some(Prefix {
                 bundle_offset: self.bundle_offset,
                 len: self.durable,
@@ -84,7 +85,7 @@ mod tests {
 
     fn record() -> Record {
         Record {
-            sha256: "ab".repeat(32),
+            sha256: Digest32([0xab; 32]),
             length: 1000,
             slot: Slot::B,
             bundle_offset: 3072,
@@ -99,7 +100,7 @@ mod tests {
             durable: 4096,
             ..record()
         };
-        let sha = "ab".repeat(32);
+        let sha = Digest32([0xab; 32]);
         assert_eq!(
             r.prefix_for(&sha, 10_000, Slot::B),
             Some(Prefix {
@@ -107,14 +108,14 @@ mod tests {
                 len: 4096
             })
         );
-        assert_eq!(r.prefix_for(&"cd".repeat(32), 10_000, Slot::B), None);
+        assert_eq!(r.prefix_for(&Digest32([0xcd; 32]), 10_000, Slot::B), None);
         assert_eq!(r.prefix_for(&sha, 9_999, Slot::B), None);
         assert_eq!(r.prefix_for(&sha, 10_000, Slot::A), None);
     }
 
     #[test]
     fn a_record_past_the_target_or_empty_offers_nothing() {
-        let sha = "ab".repeat(32);
+        let sha = Digest32([0xab; 32]);
         let past = Record {
             durable: 1000,
             ..record()

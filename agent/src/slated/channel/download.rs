@@ -16,6 +16,7 @@ use anyhow::{bail, Result};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
+use slate_core::Digest32;
 use std::io::Read;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -58,7 +59,7 @@ pub struct Expected {
     /// Length in bytes.
     pub length: u64,
     /// sha256.
-    pub sha256: Vec<u8>,
+    pub sha256: Digest32,
 }
 
 /// Bundle bytes that are already in the idle slot (see [`crate::slated::resume`]).
@@ -317,12 +318,11 @@ pub async fn fetch(
             }
         }
     }
-    let got = hash.finalize();
-    if got.as_slice() != expected.sha256.as_slice() {
+    let got = Digest32(hash.finalize().into());
+    if got != expected.sha256 {
         let e = format!(
-            "{url}: sha256 {} does not match the signed target's {}",
-            hex::encode(got),
-            hex::encode(&expected.sha256)
+            "{url}: sha256 {got} does not match the signed target's {}",
+            expected.sha256
         );
         let _ = tx.send(Err(e.clone())).await;
         bail!(e);

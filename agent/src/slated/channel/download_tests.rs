@@ -195,7 +195,7 @@ fn client(server: &Server) -> (Https, Url, Expected, Patience) {
     let url = Url::parse(&format!("https://127.0.0.1:{}/b.slate", server.port)).unwrap();
     let expected = Expected {
         length: LEN as u64,
-        sha256: Sha256::digest(payload()).to_vec(),
+        sha256: slate_core::Digest32(Sha256::digest(payload()).into()),
     };
     let patience = Patience {
         attempts: 4,

@@ -18,6 +18,7 @@ use slate_core::channel::{
     decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, UpdateConfig, RELEASE_TARGET,
 };
 use slate_core::install::Refusal;
+use slate_core::Digest32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +90,7 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
     });
     let poll = cfg.poll();
     let mut scheduler = Scheduler::default();
-    let mut refused: Option<Vec<u8>> = None;
+    let mut refused: Option<Digest32> = None;
     loop {
         let started = now();
         let result = check(&agent, &cfg, &https, seed, &mut refused).await;
@@ -138,7 +139,7 @@ async fn check(
     cfg: &UpdateConfig,
     https: &Https,
     seed: slate_core::channel::Seed,
-    refused: &mut Option<Vec<u8>>,
+    refused: &mut Option<Digest32>,
 ) -> Result<Checked, Failure> {
     let base = Url::parse(&format!("{}/", cfg.channel.trim_end_matches('/')))
         .context("the channel URL")
@@ -256,11 +257,20 @@ async fn check(
             )
         })
         .map_err(fail("tuf"))?;
+    let sha256 = <[u8; 32]>::try_from(target.hashes.sha256.as_ref())
+        .map(Digest32)
+        .map_err(|_| {
+            fail("tuf")(anyhow::anyhow!(
+                "the signed target {} has a sha256 of {} bytes, not 32",
+                update.target,
+                target.hashes.sha256.len()
+            ))
+        })?;
     let expected = download::Expected {
         length: target.length,
-        sha256: target.hashes.sha256.to_vec(),
+        sha256,
     };
-    if refused.as_deref() == Some(expected.sha256.as_slice()) {
+    if *refused == Some(expected.sha256) {
         return Err(fail("install")(anyhow::anyhow!(
             "{} {} was refused before; waiting for another release",
             update.target,
@@ -268,7 +278,7 @@ async fn check(
         )));
     }
     let file = if repo.root().signed.consistent_snapshot {
-        format!("{}.{}", hex::encode(&expected.sha256), update.target)
+        format!("{}.{}", expected.sha256, update.target)
     } else {
         update.target.clone()
     };
@@ -283,10 +293,9 @@ async fn check(
     });
     // What an earlier pull of this very target left durable in the idle slot.
     let idle = agent.slot.other();
-    let sha_hex = hex::encode(&expected.sha256);
     let record_path = Path::new(resume::RECORD);
     let prefix = resume::load(record_path)
-        .and_then(|r| r.prefix_for(&sha_hex, expected.length, idle))
+        .and_then(|r| r.prefix_for(&expected.sha256, expected.length, idle))
         .and_then(|at| {
             let device = crate::partitions::find(idle.label()).ok()?;
             Some(download::SlotPrefix {
@@ -306,7 +315,7 @@ async fn check(
     // manifest asks for: the install allows it within the security epoch, as with --force.
     let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
     let record = resume::Record {
-        sha256: sha_hex,
+        sha256: expected.sha256,
         length: expected.length,
         slot: idle,
         bundle_offset: 0,
@@ -382,7 +391,7 @@ async fn check(
                 )
             );
             if lasting {
-                *refused = Some(expected.sha256.clone());
+                *refused = Some(expected.sha256);
             }
             Err(fail("install")(anyhow::Error::new(e).context(format!(
                 "{} {} is refused",
