@@ -177,10 +177,12 @@ pub struct SlotStatus {
 /// One update attempt and how it ended (status `last_attempt`/`last_refusal`, and state.json).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateRecord {
-    /// Version installed (empty when a refusal came before the manifest was read).
-    pub version: String,
+    /// Version installed (none, `""` in JSON, when a refusal came before the manifest was
+    /// read).
+    #[serde(with = "empty_is_none")]
+    pub version: Option<Version>,
     /// Slot it went into.
-    pub slot: String,
+    pub slot: Slot,
     /// How it ended.
     pub outcome: Outcome,
     /// Why, for rolled-back and refused.
@@ -210,11 +212,12 @@ pub struct Status {
     /// Product name.
     pub name: String,
     /// Running version.
-    pub version: String,
+    pub version: Version,
     /// Board.
     pub board: String,
-    /// Root hash of the running slot (empty when the command line had none).
-    pub root_hash: String,
+    /// Root hash of the running slot (none, `""` in JSON, when the command line had none).
+    #[serde(with = "empty_is_none")]
+    pub root_hash: Option<crate::Digest32>,
     /// Boot entry systemd-boot started.
     pub entry: Option<String>,
     /// Good or trial.
@@ -263,15 +266,152 @@ impl Status {
     /// rolled back and running the other slot again.
     pub fn decided(&self, version: &str) -> Option<&UpdateRecord> {
         let a = self.last_attempt.as_ref()?;
-        if a.version != version {
+        if a.version.as_ref().map(ToString::to_string).as_deref() != Some(version) {
             return None;
         }
-        let running_it = a.slot == self.slot.to_string();
+        let running_it = a.slot == self.slot;
         match a.outcome {
             Outcome::Committed if running_it => Some(a),
             Outcome::RolledBack if !running_it => Some(a),
             _ => None,
         }
+    }
+}
+
+/// Why an install was refused, for programs: the upload answer's `kind` (see
+/// [`crate::install::Refusal::kind`]). A word this client does not know reads as `Other`, so a
+/// newer agent's answer still parses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusalKind {
+    /// The running slot is still on trial.
+    OnTrial,
+    /// Another install is in progress.
+    Busy,
+    /// The image has no trust file.
+    NoTrust,
+    /// The ESP is not mounted.
+    NoEsp,
+    /// The bundle boots its slot in another way than the image.
+    BootKind,
+    /// A Secure Boot image cannot read its db certificate.
+    NoSecureBootCert,
+    /// A UKI the firmware would refuse.
+    Uki,
+    /// The archive is malformed.
+    Bundle,
+    /// The manifest, its signatures or its rules.
+    Manifest,
+    /// An artifact's bytes are not the signed ones.
+    DigestMismatch,
+    /// The root image does not fit the slot.
+    TooLarge,
+    /// The upload stalled.
+    Stalled,
+    /// A kind this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl RefusalKind {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::OnTrial => "on-trial",
+            RefusalKind::Busy => "busy",
+            RefusalKind::NoTrust => "no-trust",
+            RefusalKind::NoEsp => "no-esp",
+            RefusalKind::BootKind => "boot-kind",
+            RefusalKind::NoSecureBootCert => "no-secure-boot-cert",
+            RefusalKind::Uki => "uki",
+            RefusalKind::Bundle => "bundle",
+            RefusalKind::Manifest => "manifest",
+            RefusalKind::DigestMismatch => "digest-mismatch",
+            RefusalKind::TooLarge => "too-large",
+            RefusalKind::Stalled => "stalled",
+            RefusalKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a check of the update channel failed: the metrics' label, the marker's and the
+/// status's `kind`. Declared in the words' alphabetical order, so maps keyed by it keep the
+/// order they had as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelFailure {
+    /// The image's channel settings (root, CA, URL) could not be used.
+    Config,
+    /// The bundle's download failed or was not the signed bytes.
+    Download,
+    /// The channel's metadata expired.
+    Expired,
+    /// The bundle was refused by the install.
+    Install,
+    /// The server could not be reached.
+    Network,
+    /// Older metadata than the device already trusted (a replay, a frozen mirror).
+    Replayed,
+    /// Any other failure of the TUF metadata or the release file.
+    Tuf,
+    /// A kind this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl ChannelFailure {
+    /// The word on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelFailure::Config => "config",
+            ChannelFailure::Download => "download",
+            ChannelFailure::Expired => "expired",
+            ChannelFailure::Install => "install",
+            ChannelFailure::Network => "network",
+            ChannelFailure::Replayed => "replayed",
+            ChannelFailure::Tuf => "tuf",
+            ChannelFailure::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ChannelFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Serde for an optional value written as its text, and as `""` when absent (the form these
+/// fields had as strings, kept byte for byte).
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 
@@ -298,7 +438,7 @@ pub enum UploadAnswer {
         error: String,
         /// Why, for a program (absent from agents before the typed refusals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        kind: Option<String>,
+        kind: Option<RefusalKind>,
     },
     /// The device failed while installing (HTTP 500).
     Failed {
@@ -329,9 +469,9 @@ mod tests {
         Status {
             slot: Slot::B,
             name: "slate-demo".into(),
-            version: "1.1.0".into(),
+            version: "1.1.0".parse().unwrap(),
             board: "qemu-x86_64".into(),
-            root_hash: "ab".repeat(32),
+            root_hash: Some(crate::Digest32([0xab; 32])),
             entry: Some("slate-b-1.1.0+2-1.conf".into()),
             boot: BootState::Trial { left: 2, done: 1 },
             uptime_s: 4.5,
@@ -361,8 +501,8 @@ mod tests {
                 },
             ],
             last_attempt: Some(UpdateRecord {
-                version: "1.1.0".into(),
-                slot: "b".into(),
+                version: Some("1.1.0".parse().unwrap()),
+                slot: Slot::B,
                 outcome: Outcome::RolledBack,
                 reason: "health check failed: web: HTTP 500".into(),
                 security_epoch: 2,
@@ -425,7 +565,7 @@ mod tests {
         );
         let refused = UploadAnswer::Refused {
             error: "no".into(),
-            kind: Some("busy".into()),
+            kind: Some(RefusalKind::Busy),
         };
         assert_eq!(
             serde_json::to_string(&refused).unwrap(),
@@ -519,7 +659,7 @@ pub struct ChannelStatus {
     /// Failed checks by kind (`network`, `tuf`, `expired`, `replayed`, `download`, `install`,
     /// `config`).
     #[serde(default)]
-    pub failures: std::collections::BTreeMap<String, u64>,
+    pub failures: std::collections::BTreeMap<ChannelFailure, u64>,
     /// Bundle bytes fetched from the channel.
     pub bytes_fetched: u64,
     /// Downloads continued after a drop (a Range request) or after a power cut or restart
@@ -534,7 +674,7 @@ pub struct ChannelStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelError {
     /// Its kind (the metrics' label).
-    pub kind: String,
+    pub kind: ChannelFailure,
     /// What happened, for people.
     pub message: String,
     /// When (unix seconds).

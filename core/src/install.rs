@@ -14,6 +14,7 @@
 //! touched, nothing boots the idle slot until its entry is written, and the entry is written
 //! last.
 
+use crate::api::RefusalKind;
 use crate::bootentry::{Entry, EntryKind, EntryName};
 use crate::bundle::{BundleError, BundleReader};
 use crate::layout::Slot;
@@ -121,20 +122,20 @@ impl Refusal {
     }
 
     /// A stable word for programs (`kind` in the upload answer).
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::OnTrial { .. } => "on-trial",
-            Refusal::Busy => "busy",
-            Refusal::NoTrust => "no-trust",
-            Refusal::NoEsp => "no-esp",
-            Refusal::BootKind { .. } => "boot-kind",
-            Refusal::NoSecureBootCert { .. } => "no-secure-boot-cert",
-            Refusal::Uki(_) => "uki",
-            Refusal::Bundle(_) => "bundle",
-            Refusal::Manifest(_) => "manifest",
-            Refusal::DigestMismatch { .. } => "digest-mismatch",
-            Refusal::TooLarge { .. } => "too-large",
-            Refusal::Stalled { .. } => "stalled",
+            Refusal::OnTrial { .. } => RefusalKind::OnTrial,
+            Refusal::Busy => RefusalKind::Busy,
+            Refusal::NoTrust => RefusalKind::NoTrust,
+            Refusal::NoEsp => RefusalKind::NoEsp,
+            Refusal::BootKind { .. } => RefusalKind::BootKind,
+            Refusal::NoSecureBootCert { .. } => RefusalKind::NoSecureBootCert,
+            Refusal::Uki(_) => RefusalKind::Uki,
+            Refusal::Bundle(_) => RefusalKind::Bundle,
+            Refusal::Manifest(_) => RefusalKind::Manifest,
+            Refusal::DigestMismatch { .. } => RefusalKind::DigestMismatch,
+            Refusal::TooLarge { .. } => RefusalKind::TooLarge,
+            Refusal::Stalled { .. } => RefusalKind::Stalled,
         }
     }
 }

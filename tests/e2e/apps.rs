@@ -134,7 +134,7 @@ fn nginx_example_serves_its_page_and_updates_to_v2() {
     let s = status(&vm);
     assert_eq!(s.name, "nginx-example");
     assert_eq!(s.health.state, HealthState::Passed);
-    assert_eq!(s.root_hash, v1.report.verity.info.root_hash.to_string());
+    assert_eq!(s.root_hash, Some(v1.report.verity.info.root_hash));
 
     // v1 → v2: an ordinary signed update into slot b that commits.
     let url = vm.agent_url().unwrap();
@@ -150,12 +150,12 @@ fn nginx_example_serves_its_page_and_updates_to_v2() {
     .unwrap();
     assert_eq!(installed_slot(&p.answer), Slot::B);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     assert_eq!(
         s.last_attempt.as_ref().map(|a| a.outcome),
         Some(Outcome::Committed)
     );
-    assert_eq!(s.root_hash, v2.report.verity.info.root_hash.to_string());
+    assert_eq!(s.root_hash, Some(v2.report.verity.info.root_hash));
     let page = get_page(web, "/");
     assert!(page.contains("page version 2"), "{page}");
     // The device's own configuration stayed across the update.

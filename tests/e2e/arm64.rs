@@ -51,7 +51,7 @@ fn an_arm64_device_boots_verified_commits_an_update_and_falls_back_from_a_failin
     let quiet = Progress::new(true);
     push::push(&url, &v2, &acc, true, Some(WAIT), quiet).unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     assert!(vm.saw(&Kind::Committed.on_version(Slot::B, "2.0.0")));
 
     // v3 fails its health check on the trial boot: back to v2 by itself.
@@ -62,7 +62,7 @@ fn an_arm64_device_boots_verified_commits_an_update_and_falls_back_from_a_failin
     vm.wait_for_after(&Kind::Healthy.on_version(Slot::B, "2.0.0"), mark, WAIT)
         .unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     let last = s.last_attempt.expect("a last attempt");
     assert_eq!(last.outcome, Outcome::RolledBack, "{last:?}");
     assert!(last.reason.contains("always-fails"), "{last:?}");

@@ -49,9 +49,9 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
 
     let s = status(&vm);
     assert_eq!(s.slot, Slot::A);
-    assert_eq!(s.version, "1.0.0");
+    assert_eq!(s.version.to_string(), "1.0.0");
     assert_eq!(s.name, "slate-demo");
-    assert_eq!(s.root_hash, root);
+    assert_eq!(s.root_hash.map(|h| h.to_string()).as_ref(), Some(&root));
     assert_eq!(s.boot, BootState::Good);
     assert_eq!(s.entry.as_deref(), Some("slate-a-1.0.0.conf"));
     assert_eq!(s.health.state, HealthState::Passed);
@@ -308,5 +308,5 @@ fn orderly_reboots_before_healthy_are_not_failed_starts() {
     vm.wait_for_after(&Kind::Api.prefix(), mark, BOOT_TIMEOUT)
         .unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.2.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.2.0"));
 }

@@ -136,13 +136,10 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     let line = channel_error(&vm, "replayed", mark, CHECK);
     assert!(line.text.contains("timestamp"), "{}", line.text);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
     assert_eq!(
-        s.channel
-            .and_then(|c| c.last_error)
-            .map(|e| e.kind)
-            .as_deref(),
-        Some("replayed")
+        s.channel.and_then(|c| c.last_error).map(|e| e.kind),
+        Some(slate_core::api::ChannelFailure::Replayed)
     );
     ch.refresh(slate_imager::operator::bundle::now());
 
@@ -270,7 +267,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     );
     drop(fleet);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
 
     // A release the image's trust file does not sign: refused, nothing boots it, the device
     // keeps running 2.0.0 and says why.
@@ -280,10 +277,10 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     let line = channel_error(&vm, "install", mark, CHECK);
     assert!(line.text.contains("3.0.0"), "{}", line.text);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     let c = s.channel.unwrap();
     let err = c.last_error.clone().expect("last_error");
-    assert_eq!(err.kind, "install");
+    assert_eq!(err.kind, slate_core::api::ChannelFailure::Install);
     assert!(
         err.message.contains("signature(s) from trusted keys"),
         "{}",
@@ -315,7 +312,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         line.text
     );
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     std::fs::write(&v1_target, &good).unwrap();
 
     // The right bytes again, from a flaky origin behind nginx. The first pull meets two 5xx
@@ -338,7 +335,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     assert!(line.text.contains("refusing a mixture"), "{}", line.text);
     assert!(!vm.saw_after(&Kind::Installed.prefix(), mark));
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "2.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "2.0.0"));
     vm.wait_for_after(
         &format!(
             "{} version=1.0.0 reason=roll_back",
@@ -390,7 +387,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         origin.served()
     );
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
 }
 
 /// Polls the device's download record until `at_least` bytes of the root image are durable;

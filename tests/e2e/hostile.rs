@@ -290,7 +290,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     .unwrap();
     assert_eq!(installed_slot(&p.answer), Slot::B);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     let a = s.slot_status(Slot::A).expect("slot a").clone();
     assert_eq!(a.state, SlotState::Good, "{s:?}");
     let (root_a, root_a_len) = partition(&disk, "root-a").unwrap();
@@ -363,7 +363,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         }
         let s = status(&vm);
         assert_eq!(
-            (s.slot, s.version.as_str(), s.health.state),
+            (s.slot, s.version.to_string().as_str(), s.health.state),
             (Slot::B, "1.1.0", HealthState::Passed),
             "{}",
             case.name
@@ -420,7 +420,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     );
     let s = status(&vm);
     assert_eq!(
-        (s.slot, s.version.as_str(), s.health.state),
+        (s.slot, s.version.to_string().as_str(), s.health.state),
         (Slot::B, "1.1.0", HealthState::Passed)
     );
     assert_eq!(s.last_refusal.map(|r| r.outcome), Some(Outcome::Refused));

@@ -42,7 +42,7 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     );
     // The agent answers through the forwarded port, over the address the lease gave.
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
 
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let net = vm

@@ -286,7 +286,7 @@ fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_
     assert_eq!(outcome(&p), Outcome::Committed);
     let s = status(&vm);
     assert!(s.secure_boot, "{s:?}");
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     // systemd-boot chose the UKI entry (named as it was at boot, with its try counter).
     let entry = s.entry.clone().unwrap_or_default();
     assert!(
@@ -307,7 +307,7 @@ fn secure_boot_updates_commit_roll_back_and_refuse_a_uki_the_firmware_would_not_
     )
     .unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
     vm.shutdown(SHELL).unwrap();
     esp_fsck(&disk, tmp.path()).unwrap();
@@ -375,7 +375,7 @@ fn a_trial_uki_the_firmware_refuses_falls_back_to_the_good_slot_by_itself() {
     );
     assert!(!log.contains(&Kind::Stage1Done.on(Slot::B)), "slot b ran");
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::A, "1.0.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
     let last = s.last_attempt.as_ref().expect("a last attempt");
     assert_eq!(last.outcome, Outcome::RolledBack, "{s:?}");
     assert!(last.reason.starts_with("boot-failed"), "{s:?}");

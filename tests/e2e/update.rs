@@ -141,7 +141,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let p = push::push(&url, &v2, &acc, true, Some(WAIT), quiet).unwrap();
     assert_eq!(installed_slot(&p.answer), Slot::B);
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     assert_eq!(last(&s).outcome, Outcome::Committed);
     // Committing epoch 2 marked the epoch-0 image in slot a bad: no fallback below the floor.
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.0.0".into()));
@@ -202,7 +202,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
         );
         let on_trial = device.poll_status().unwrap().is_some_and(|s| {
             s.slot == Slot::A
-                && s.version == "1.2.0"
+                && s.version.to_string() == "1.2.0"
                 && matches!(s.boot, slate_core::api::BootState::Trial { .. })
         });
         if on_trial {
@@ -239,7 +239,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     )
     .unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.2.0".into()));
     assert!(s.failed.iter().any(|f| f.version == "1.2.0"), "{s:?}");
     // The same version is not tried again automatically.
@@ -262,7 +262,7 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     )
     .unwrap();
     let s = status(&vm);
-    assert_eq!((s.slot, s.version.as_str()), (Slot::B, "1.1.0"));
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     assert_eq!(slot_state(&s, Slot::A), (SlotState::Bad, "1.3.0".into()));
     drop(tmp);
 }

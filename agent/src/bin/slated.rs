@@ -119,7 +119,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
         }
         Err(InstallError::Refused(why)) => {
             tracing::info!(
-                kind = why.kind(),
+                kind = why.kind().as_str(),
                 status = why.http_status(),
                 stalled,
                 "upload refused"
@@ -138,7 +138,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
                 code,
                 &UploadAnswer::Refused {
                     error: why.to_string(),
-                    kind: Some(why.kind().to_string()),
+                    kind: Some(why.kind()),
                 },
             )
         }

@@ -94,8 +94,8 @@ impl Agent {
         let slot = slate_core::cmdline::slot(&line)?;
         let root_hash = line
             .parse::<slate_core::cmdline::BootParams>()
-            .map(|p| p.verity.root_hash.to_string())
-            .unwrap_or_default();
+            .map(|p| p.verity.root_hash)
+            .ok();
         let image: ImageInfo = read_toml(&format!("/{}", paths::IMAGE))?;
         // Fail closed: without its settings the agent would run without authentication, and
         // without its checks it would commit every trial boot.
@@ -156,7 +156,7 @@ impl Agent {
         let status = Status {
             slot,
             name: image.name.clone(),
-            version: image.version.to_string(),
+            version: image.version.clone(),
             board: image.board.clone(),
             root_hash,
             entry,
@@ -241,7 +241,7 @@ impl Agent {
         let after_rollback = lock(&self.state)
             .last_attempt
             .as_ref()
-            .is_some_and(|a| a.outcome == Outcome::RolledBack && a.slot != self.slot.to_string());
+            .is_some_and(|a| a.outcome == Outcome::RolledBack && a.slot != self.slot);
         if after_rollback {
             crate::hooks::cut_point(slate_core::api::CutPoint::FallbackBoot);
         }
@@ -443,8 +443,8 @@ impl Agent {
         match &r {
             Ok(i) => {
                 st.last_attempt = Some(UpdateRecord {
-                    version: i.manifest.version.to_string(),
-                    slot: i.slot.to_string(),
+                    version: Some(i.manifest.version.clone()),
+                    slot: i.slot,
                     outcome: Outcome::Installed,
                     reason: String::new(),
                     security_epoch: i.manifest.security_epoch,
@@ -463,8 +463,8 @@ impl Agent {
             }
             Err(e) => {
                 st.last_refusal = Some(UpdateRecord {
-                    version: String::new(),
-                    slot: self.slot.other().to_string(),
+                    version: None,
+                    slot: self.slot.other(),
                     outcome: Outcome::Refused,
                     reason: e.to_string(),
                     security_epoch: 0,

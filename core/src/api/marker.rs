@@ -282,7 +282,7 @@ pub enum Marker {
     /// A check of the channel failed; the device keeps running what it runs.
     ChannelError {
         /// The failure's kind.
-        kind: String,
+        kind: super::ChannelFailure,
         /// What happened.
         message: String,
     },

@@ -135,7 +135,7 @@ fn golden_marker_texts() {
             "slate: channel update version=2.0.0 reason=upgrade".into(),
         ),
         (
-            Marker::ChannelError { kind: "expired".into(), message: "x".into() },
+            Marker::ChannelError { kind: crate::api::ChannelFailure::Expired, message: "x".into() },
             "slate: channel error kind=expired: x".into(),
         ),
         (

@@ -187,7 +187,7 @@ mod tests {
             metadata_expires: Some(1_900_000_000),
             ..ChannelStatus::default()
         };
-        channel.failures.insert("tuf".into(), 2);
+        channel.failures.insert(crate::api::ChannelFailure::Tuf, 2);
         let m = Metrics {
             attempts: Outcome::ALL.iter().map(|&o| (o, 1)).collect(),
             bytes_written: 123,

@@ -254,8 +254,8 @@ impl Boot<'_> {
 
     fn record(&self, outcome: Outcome, reason: String, security_epoch: u64) -> UpdateRecord {
         UpdateRecord {
-            version: self.version.to_string(),
-            slot: self.running.to_string(),
+            version: Some(self.version.clone()),
+            slot: self.running,
             outcome,
             reason,
             security_epoch,
@@ -353,9 +353,7 @@ pub fn notice_fallback(b: &Boot<'_>) -> Plan {
     let Some(a) = b.last_attempt else {
         return Plan::default();
     };
-    let Ok(their_slot) = a.slot.parse::<Slot>() else {
-        return Plan::default();
-    };
+    let their_slot = a.slot;
     if a.outcome != Outcome::Installed || their_slot == b.running || b.boot != BootState::Good {
         return Plan::default();
     }
@@ -367,7 +365,11 @@ pub fn notice_fallback(b: &Boot<'_>) -> Plan {
     Plan {
         steps: vec![
             Step::Fail {
-                version: a.version.clone(),
+                version: a
+                    .version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 reason: reason.clone(),
             },
             Step::Record(UpdateRecord {
@@ -378,7 +380,11 @@ pub fn notice_fallback(b: &Boot<'_>) -> Plan {
             }),
             Step::Say(Marker::Rollback {
                 slot: their_slot,
-                version: a.version.clone(),
+                version: a
+                    .version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 reason,
             }),
         ],

@@ -180,8 +180,8 @@ mod decisions {
             let theirs = if other_b { Slot::B } else { Slot::A };
             let version: Version = "1.0.0".parse().unwrap();
             let attempt = UpdateRecord {
-                version: "1.1.0".into(),
-                slot: theirs.to_string(),
+                version: Some("1.1.0".parse().unwrap()),
+                slot: theirs,
                 outcome: Outcome::Installed,
                 reason: String::new(),
                 security_epoch: 0,
@@ -227,8 +227,8 @@ mod decisions {
         ];
         let version: Version = "1.1.0".parse().unwrap();
         let attempt = UpdateRecord {
-            version: "1.1.0".into(),
-            slot: "b".into(),
+            version: Some("1.1.0".parse().unwrap()),
+            slot: Slot::B,
             outcome: Outcome::Installed,
             reason: String::new(),
             security_epoch: 7,

@@ -408,7 +408,13 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
         let _ = writeln!(
             out,
             "last update  {} → slot {}: {} {}",
-            a.version, a.slot, a.outcome, a.reason
+            a.version
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            a.slot,
+            a.outcome,
+            a.reason
         );
     }
     if let Some(r) = &s.last_refusal {

@@ -13,7 +13,7 @@ use crate::slated::install::InstallError;
 use crate::slated::resume;
 use crate::{lock, marker};
 use anyhow::{Context, Result};
-use slate_core::api::{BootState, ChannelError, ChannelStatus, Marker};
+use slate_core::api::{BootState, ChannelError, ChannelFailure, ChannelStatus, Marker};
 use slate_core::channel::{
     decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, UpdateConfig, RELEASE_TARGET,
 };
@@ -39,11 +39,11 @@ const MAX_RELEASE: usize = 1 << 20;
 /// Why a check failed, as the metrics count it.
 #[derive(Debug)]
 struct Failure {
-    kind: &'static str,
+    kind: ChannelFailure,
     error: anyhow::Error,
 }
 
-fn fail(kind: &'static str) -> impl FnOnce(anyhow::Error) -> Failure {
+fn fail(kind: ChannelFailure) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { kind, error }
 }
 
@@ -109,15 +109,15 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
                 }
                 Ok(Checked::Installed) => return,
                 Err(f) => {
-                    *st.failures.entry(f.kind.to_string()).or_default() += 1;
+                    *st.failures.entry(f.kind).or_default() += 1;
                     let message = format!("{:#}", f.error);
                     st.last_error = Some(ChannelError {
-                        kind: f.kind.to_string(),
+                        kind: f.kind,
                         message: message.clone(),
                         at: started,
                     });
                     marker::emit(&Marker::ChannelError {
-                        kind: f.kind.to_string(),
+                        kind: f.kind,
                         message,
                     });
                     Outcome::Failed
@@ -143,16 +143,16 @@ async fn check(
 ) -> Result<Checked, Failure> {
     let base = Url::parse(&format!("{}/", cfg.channel.trim_end_matches('/')))
         .context("the channel URL")
-        .map_err(fail("config"))?;
+        .map_err(fail(ChannelFailure::Config))?;
     let meta = base
         .join("metadata/")
-        .map_err(|e| fail("config")(e.into()))?;
+        .map_err(|e| fail(ChannelFailure::Config)(e.into()))?;
     let targets = base
         .join("targets/")
-        .map_err(|e| fail("config")(e.into()))?;
+        .map_err(|e| fail(ChannelFailure::Config)(e.into()))?;
     let root = std::fs::read(&cfg.root)
         .with_context(|| format!("reading {}", cfg.root))
-        .map_err(fail("config"))?;
+        .map_err(fail(ChannelFailure::Config))?;
     let version = agent.image.version.clone();
     let transport = transport::HttpsTransport {
         https: https.clone(),
@@ -175,26 +175,25 @@ async fn check(
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
     }
-    let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail("tuf")(e.into()))?;
+    let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     let release: ReleaseManifest = match repo.read_target(&name).await {
         Ok(Some(stream)) => {
             use tough::IntoVec;
-            let bytes = stream
-                .into_vec()
-                .await
-                .map_err(|e| fail("tuf")(anyhow::Error::new(e).context("reading release.json")))?;
+            let bytes = stream.into_vec().await.map_err(|e| {
+                fail(ChannelFailure::Tuf)(anyhow::Error::new(e).context("reading release.json"))
+            })?;
             if bytes.len() > MAX_RELEASE {
-                return Err(fail("tuf")(anyhow::anyhow!(
+                return Err(fail(ChannelFailure::Tuf)(anyhow::anyhow!(
                     "release.json is larger than 1 MiB"
                 )));
             }
             serde_json::from_slice(&bytes)
                 .context("release.json")
-                .map_err(fail("tuf"))?
+                .map_err(fail(ChannelFailure::Tuf))?
         }
         Ok(None) => ReleaseManifest::default(),
         Err(e) => {
-            return Err(fail("tuf")(
+            return Err(fail(ChannelFailure::Tuf)(
                 anyhow::Error::new(e).context("reading release.json"),
             ))
         }
@@ -244,7 +243,8 @@ async fn check(
     };
     let wave = update.waves.wave_of(seed).map(|w| w + 1);
     set_offer(agent, Some(update.version.to_string()), wave, None);
-    let target_name = TargetName::new(&update.target).map_err(|e| fail("tuf")(e.into()))?;
+    let target_name =
+        TargetName::new(&update.target).map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     let target = repo
         .targets()
         .signed
@@ -256,11 +256,11 @@ async fn check(
                 update.target
             )
         })
-        .map_err(fail("tuf"))?;
+        .map_err(fail(ChannelFailure::Tuf))?;
     let sha256 = <[u8; 32]>::try_from(target.hashes.sha256.as_ref())
         .map(Digest32)
         .map_err(|_| {
-            fail("tuf")(anyhow::anyhow!(
+            fail(ChannelFailure::Tuf)(anyhow::anyhow!(
                 "the signed target {} has a sha256 of {} bytes, not 32",
                 update.target,
                 target.hashes.sha256.len()
@@ -271,7 +271,7 @@ async fn check(
         sha256,
     };
     if *refused == Some(expected.sha256) {
-        return Err(fail("install")(anyhow::anyhow!(
+        return Err(fail(ChannelFailure::Install)(anyhow::anyhow!(
             "{} {} was refused before; waiting for another release",
             update.target,
             update.version
@@ -282,7 +282,9 @@ async fn check(
     } else {
         update.target.clone()
     };
-    let mut url = targets.join(&file).map_err(|e| fail("tuf")(e.into()))?;
+    let mut url = targets
+        .join(&file)
+        .map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     url.set_query(Some(&format!("seed={}&version={version}", seed.get())));
     marker::emit(&Marker::ChannelUpdate {
         version: update.version.to_string(),
@@ -360,7 +362,7 @@ async fn check(
     }
     let installed = worker
         .await
-        .map_err(|e| fail("install")(anyhow::anyhow!("install task: {e}")))?;
+        .map_err(|e| fail(ChannelFailure::Install)(anyhow::anyhow!("install task: {e}")))?;
     // A download the network stopped keeps its record (the next check resumes); anything
     // else is over for this target: installed, refused, or bytes that were not the signed
     // ones (a prefix that did not survive included).
@@ -379,7 +381,7 @@ async fn check(
             );
             Ok(Checked::Installed)
         }
-        (_, Err(e)) => Err(fail("download")(e)),
+        (_, Err(e)) => Err(fail(ChannelFailure::Download)(e)),
         (Err(e), Ok(())) => {
             // A bundle that is refused for what it is (signatures, compatibility, version,
             // contents) is not fetched again; a refusal for the moment (busy, on trial) is.
@@ -393,10 +395,10 @@ async fn check(
             if lasting {
                 *refused = Some(expected.sha256);
             }
-            Err(fail("install")(anyhow::Error::new(e).context(format!(
-                "{} {} is refused",
-                update.target, update.version
-            ))))
+            Err(fail(ChannelFailure::Install)(
+                anyhow::Error::new(e)
+                    .context(format!("{} {} is refused", update.target, update.version)),
+            ))
         }
     }
 }
@@ -410,14 +412,14 @@ fn set_offer(agent: &Agent, version: Option<String>, wave: Option<usize>, ready_
 }
 
 /// The metrics' kind of a TUF load failure.
-fn classify(e: &tough::error::Error) -> &'static str {
+fn classify(e: &tough::error::Error) -> ChannelFailure {
     use tough::error::Error as E;
     match e {
-        E::ExpiredMetadata { .. } => "expired",
+        E::ExpiredMetadata { .. } => ChannelFailure::Expired,
         // A server going back to older metadata than this device already trusted: a replay,
         // a frozen mirror, a repository restored from an old backup.
-        E::OlderMetadata { .. } => "replayed",
-        E::Transport { .. } => "network",
-        _ => "tuf",
+        E::OlderMetadata { .. } => ChannelFailure::Replayed,
+        E::Transport { .. } => ChannelFailure::Network,
+        _ => ChannelFailure::Tuf,
     }
 }

@@ -150,7 +150,10 @@ pub fn push(args: PushArgs) -> Result<()> {
             }
             Some(a) => anyhow::bail!(
                 "rolled back: {} on slot {} failed ({}); the device runs {} on slot {}",
-                a.version,
+                a.version
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 a.slot,
                 a.reason,
                 s.version,
