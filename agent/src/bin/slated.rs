@@ -1,4 +1,5 @@
-//! `slated`: the Slate agent on the device.
+//! `slated`: the Slate agent on the device. This binary is its flags, its logging and its
+//! listener; the routes are `slate_agent::slated::routes`, the rest `slate_agent::slated`.
 //!
 //! As a service (no arguments) it runs the health checks once per boot and prints
 //! `slate: healthy …`; on a trial boot it then commits (`slate: committed …`) or marks the slot
@@ -12,226 +13,15 @@
 //! bundle on /data) with the same checks.
 
 use anyhow::{bail, Context, Result};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use slate_agent::slated::daemon::Agent;
 use slate_agent::slated::identity::{self, Identity};
-use slate_agent::slated::install::InstallError;
+use slate_agent::slated::routes;
 use slate_agent::slated::server::{self, Caller};
-use slate_agent::{marker, slated::health, slated::http};
-use slate_core::api::{self, ActionAnswer, ErrorAnswer, Marker, UploadAnswer};
-use slate_core::install::Refusal;
+use slate_agent::{marker, slated::health};
+use slate_core::api::Marker;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// An upload may fall behind the minimum rate by this much time (its first bytes, a slow
-/// start of the connection) before it is cut off.
-const UPLOAD_GRACE: Duration = Duration::from_secs(15);
-
-type Resp = Response<Full<Bytes>>;
-
-fn json(code: StatusCode, body: &impl serde::Serialize) -> Resp {
-    let text = serde_json::to_string(body)
-        .unwrap_or_else(|e| format!("{{\"error\":\"serialising the answer: {e}\"}}"));
-    let mut r = Response::new(Full::new(Bytes::from(text + "\n")));
-    *r.status_mut() = code;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn signal_init_later(sig: rustix::process::Signal) {
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = rustix::process::kill_process(rustix::process::Pid::INIT, sig);
-    });
-}
-
-/// When an upload that has received `received` bytes since `started` falls below
-/// `min_bytes_s`: the deadline for its next bytes.
-fn upload_deadline(
-    started: tokio::time::Instant,
-    received: u64,
-    min_bytes_s: u64,
-) -> tokio::time::Instant {
-    let behind_allowed = Duration::from_secs_f64(received as f64 / min_bytes_s.max(1) as f64);
-    started + UPLOAD_GRACE + behind_allowed
-}
-
-async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
-    let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
-    let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
-    // The same reader a channel download feeds: a closed channel is the end of the bundle.
-    let (tx, reader) = slate_agent::slated::channel::StreamReader::new();
-    let worker_agent = agent.clone();
-    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
-    let mut body = req.into_body();
-    let mut stalled = false;
-    // A client that sends slower than the minimum rate (averaged from the start, after a
-    // grace) is cut off, so it can hold neither the install lock nor this connection.
-    let min_bytes_s = u64::from(agent.config.min_upload_kib_s) * 1024;
-    let started = tokio::time::Instant::now();
-    let mut received = 0u64;
-    loop {
-        let deadline = upload_deadline(started, received, min_bytes_s);
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                stalled = true;
-                break;
-            }
-            Ok(None) | Ok(Some(Err(_))) => break,
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    received += data.len() as u64;
-                    // Once the installer stops reading (it refused the bundle), the rest is
-                    // drained so the client can read the answer.
-                    if !tx.is_closed() {
-                        let _ = tx.send(Ok(data)).await;
-                    }
-                }
-            }
-        }
-    }
-    drop(tx);
-    let result = match worker.await {
-        Ok(r) => r,
-        Err(e) => Err(InstallError::Failed(anyhow::anyhow!("install task: {e}"))),
-    };
-    match result {
-        Ok(i) => {
-            if reboot {
-                signal_init_later(rustix::process::Signal::TERM);
-            }
-            json(
-                StatusCode::OK,
-                &UploadAnswer::Installed {
-                    slot: i.slot,
-                    version: i.manifest.version.to_string(),
-                    bytes: i.bytes_written,
-                    seconds: i.seconds,
-                    reboot,
-                },
-            )
-        }
-        Err(InstallError::Refused(why)) => {
-            tracing::info!(
-                kind = why.kind().as_str(),
-                status = why.http_status(),
-                stalled,
-                "upload refused"
-            );
-            let why = if stalled {
-                Refusal::Stalled {
-                    seconds: started.elapsed().as_secs(),
-                    min_kib_s: agent.config.min_upload_kib_s,
-                    inner: Box::new(why),
-                }
-            } else {
-                why
-            };
-            let code = StatusCode::from_u16(why.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            json(
-                code,
-                &UploadAnswer::Refused {
-                    error: why.to_string(),
-                    kind: Some(why.kind()),
-                },
-            )
-        }
-        Err(InstallError::Failed(e)) => json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &UploadAnswer::Failed {
-                error: format!("{e:#}"),
-            },
-        ),
-    }
-}
-
-/// Whether `caller` may use `method path`: everything needs an operator certificate, except
-/// status and metrics in an image with `public_status`, and everything in an `insecure_http`
-/// image (development only).
-fn authorized(method: &Method, path: &str, caller: &Caller, agent: &Agent) -> bool {
-    if agent.config.insecure_http || caller.operator.is_some() {
-        return true;
-    }
-    let read_only =
-        *method == Method::GET && (path == api::STATUS_ROUTE || path == api::METRICS_ROUTE);
-    read_only && agent.config.public_status
-}
-
-async fn handle(
-    req: Request<hyper::body::Incoming>,
-    agent: Arc<Agent>,
-    caller: Caller,
-) -> Result<Resp, std::convert::Infallible> {
-    let path = req.uri().path().to_string();
-    tracing::debug!(method = %req.method(), path = %path, peer = %caller.addr, operator = ?caller.operator, "request");
-    if !authorized(req.method(), &path, &caller, &agent) {
-        return Ok(json(
-            StatusCode::UNAUTHORIZED,
-            &ErrorAnswer {
-                error: "this device needs a client certificate from its operator CA (slate push/status --identity NAME, with NAME.crt.pem from `slate ca issue`)".into(),
-            },
-        ));
-    }
-    if req.method() == Method::POST {
-        tracing::info!(path = %path, peer = %caller.addr, operator = ?caller.operator, "operator request");
-    }
-    let resp = match (req.method().clone(), path.as_str()) {
-        (Method::GET, api::STATUS_ROUTE) => json(StatusCode::OK, &agent.status()),
-        (Method::GET, api::METRICS_ROUTE) => {
-            let mut r = Response::new(Full::new(Bytes::from(agent.metrics())));
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
-        (Method::POST, api::REBOOT_ROUTE)
-            if matches!(agent.status().boot, api::BootState::Trial { .. })
-                && !http::query_flag(req.uri().query(), "force").unwrap_or(false) =>
-        {
-            // Each start of a trial slot spends one of its tries; reboots from the network
-            // could otherwise veto an update before its health checks finish.
-            json(
-                StatusCode::CONFLICT,
-                &ErrorAnswer {
-                    error: "the running slot is on trial: rebooting now would spend one of its tries; wait for `healthy`, or add ?force=true".into(),
-                },
-            )
-        }
-        (Method::POST, api::REBOOT_ROUTE) => {
-            signal_init_later(rustix::process::Signal::TERM);
-            json(
-                StatusCode::ACCEPTED,
-                &ActionAnswer {
-                    action: "reboot".into(),
-                },
-            )
-        }
-        (Method::POST, api::POWEROFF_ROUTE) => {
-            signal_init_later(rustix::process::Signal::USR2);
-            json(
-                StatusCode::ACCEPTED,
-                &ActionAnswer {
-                    action: "poweroff".into(),
-                },
-            )
-        }
-        (m, p) => json(
-            StatusCode::NOT_FOUND,
-            &ErrorAnswer {
-                error: format!("no route {m} {p}"),
-            },
-        ),
-    };
-    Ok(resp)
-}
 
 async fn serve(agent: Arc<Agent>) -> Result<()> {
     let port = agent.config.port;
@@ -268,7 +58,8 @@ async fn serve(agent: Arc<Agent>) -> Result<()> {
     let serve_one = move |io: Box<dyn server::Io>, caller: Caller| {
         let agent = agent.clone();
         async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, agent.clone(), caller));
+            let svc =
+                hyper::service::service_fn(move |req| routes::handle(req, agent.clone(), caller));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(server::HEADER_TIMEOUT)

@@ -10,6 +10,7 @@ pub mod http;
 pub mod identity;
 pub mod install;
 pub mod resume;
+pub mod routes;
 pub mod server;
 pub mod state;
 pub mod throttle;
