@@ -294,8 +294,87 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
+/// Writes a bundle: its head (`manifest.toml`, `manifest.sig`), then entries, then the
+/// end-of-archive marker, every entry with the same time. The one writer of bundles for
+/// `slate bundle`, `slate sign` and the tests' hostile corpus (which writes out-of-order and
+/// duplicate entries through the same calls), so all of them are the archive [`BundleReader`]
+/// and `tar` read.
+pub struct Writer<W> {
+    w: W,
+    mtime: i64,
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer into `w` whose entries carry `mtime` (unix seconds).
+    pub fn new(w: W, mtime: i64) -> Writer<W> {
+        Writer { w, mtime }
+    }
+
+    /// `manifest.toml` (the exact bytes the signatures cover) and `manifest.sig`.
+    pub fn head(&mut self, manifest: &[u8], signatures: &[u8]) -> io::Result<()> {
+        self.entry("manifest.toml", manifest)?;
+        self.entry("manifest.sig", signatures)
+    }
+
+    /// A whole entry from memory.
+    pub fn entry(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        write_entry(&mut self.w, name, data, self.mtime)
+    }
+
+    /// An entry of `size` bytes streamed from `data`, which must hold exactly that many (a
+    /// file that changed while it was bundled is an error, not a corrupt bundle).
+    pub fn stream(&mut self, name: &str, size: u64, data: &mut impl io::Read) -> io::Result<()> {
+        self.entry_with(name, size, |w| {
+            let copied = io::copy(&mut data.take(size), w)?;
+            let mut extra = [0u8; 1];
+            if data.read(&mut extra)? != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name}: more than {size} bytes"),
+                ));
+            }
+            Ok(copied)
+        })
+    }
+
+    /// An entry of `size` bytes that `fill` writes into the archive, returning how many it
+    /// wrote (for data that arrives pushed, such as another bundle's stream).
+    pub fn entry_with(
+        &mut self,
+        name: &str,
+        size: u64,
+        fill: impl FnOnce(&mut W) -> io::Result<u64>,
+    ) -> io::Result<()> {
+        write_header(&mut self.w, name, size, self.mtime)?;
+        let written = fill(&mut self.w)?;
+        if written != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name}: {written} bytes of {size}"),
+            ));
+        }
+        write_padding(&mut self.w, size)
+    }
+
+    /// The archive so far, for a test that writes a malformed entry by hand.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.w
+    }
+
+    /// The writer back without an end-of-archive marker (a truncated archive, for tests).
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
+    /// Writes the end-of-archive marker and gives the writer back (to flush and sync it).
+    pub fn finish(mut self) -> io::Result<W> {
+        write_end(&mut self.w)?;
+        Ok(self.w)
+    }
+}
+
 /// Writes one ustar entry header.
-pub fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> io::Result<()> {
+fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> io::Result<()> {
     if name.len() >= 100 || size >= 1 << 33 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -321,20 +400,20 @@ pub fn write_header<W: Write>(w: &mut W, name: &str, size: u64, mtime: i64) -> i
 }
 
 /// Writes the zero padding after `size` bytes of data.
-pub fn write_padding<W: Write>(w: &mut W, size: u64) -> io::Result<()> {
+fn write_padding<W: Write>(w: &mut W, size: u64) -> io::Result<()> {
     let pad = (BLOCK - size % BLOCK) % BLOCK;
     w.write_all(&vec![0u8; pad as usize])
 }
 
 /// Writes a whole small entry.
-pub fn write_entry<W: Write>(w: &mut W, name: &str, data: &[u8], mtime: i64) -> io::Result<()> {
+fn write_entry<W: Write>(w: &mut W, name: &str, data: &[u8], mtime: i64) -> io::Result<()> {
     write_header(w, name, data.len() as u64, mtime)?;
     w.write_all(data)?;
     write_padding(w, data.len() as u64)
 }
 
 /// Writes the end-of-archive marker.
-pub fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
+fn write_end<W: Write>(w: &mut W) -> io::Result<()> {
     w.write_all(&[0u8; 2 * BLOCK_BYTES])
 }
 

@@ -108,8 +108,9 @@ fn stage_of(name: &str) -> Stage {
 }
 
 fn ustar(name: &str, data: &[u8], typeflag: u8) -> Vec<u8> {
-    let mut v = Vec::new();
-    bundle::write_entry(&mut v, "x", data, 0).expect("write");
+    let mut w = bundle::Writer::new(Vec::new(), 0);
+    w.entry("x", data).expect("write");
+    let mut v = w.into_inner();
     // Rewrite the name and type, then the checksum.
     v[..100].fill(0);
     v[..name.len().min(100)].copy_from_slice(&name.as_bytes()[..name.len().min(100)]);
@@ -126,16 +127,16 @@ fn fix_checksum(h: &mut [u8]) {
 
 /// Serialises parts with an arbitrary list of (name, data, typeflag) entries after the head.
 fn archive(manifest: &[u8], sigs: &[u8], entries: &[(String, Vec<u8>, u8)], end: bool) -> Vec<u8> {
-    let mut v = Vec::new();
-    bundle::write_entry(&mut v, "manifest.toml", manifest, 0).expect("write");
-    bundle::write_entry(&mut v, "manifest.sig", sigs, 0).expect("write");
+    let mut w = bundle::Writer::new(Vec::new(), 0);
+    w.head(manifest, sigs).expect("write");
     for (n, d, t) in entries {
-        v.extend_from_slice(&ustar(n, d, *t));
+        w.get_mut().extend_from_slice(&ustar(n, d, *t));
     }
     if end {
-        bundle::write_end(&mut v).expect("write");
+        w.finish().expect("write")
+    } else {
+        w.into_inner()
     }
-    v
 }
 
 fn bytes_of(p: &Parts) -> Vec<u8> {
@@ -490,9 +491,10 @@ pub fn generate(good: &Parts, running: &slate_core::version::Version) -> Vec<Cas
     add(
         "a duplicated manifest entry",
         {
-            let mut v = Vec::new();
-            bundle::write_entry(&mut v, "manifest.toml", m, 0).expect("w");
-            bundle::write_entry(&mut v, "manifest.toml", m, 0).expect("w");
+            let mut w = bundle::Writer::new(Vec::new(), 0);
+            w.entry("manifest.toml", m).expect("w");
+            w.entry("manifest.toml", m).expect("w");
+            let mut v = w.into_inner();
             v.extend_from_slice(&archive(m, &sig, &[], true)[512 + m.len().div_ceil(512) * 512..]);
             v
         },

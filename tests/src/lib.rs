@@ -297,15 +297,14 @@ impl Parts {
 
     /// Writes a bundle.
     pub fn write(&self, out: &Path) {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(out).expect("create"));
-        slate_core::bundle::write_entry(&mut w, "manifest.toml", &self.manifest_bytes, 0)
-            .expect("write");
-        slate_core::bundle::write_entry(&mut w, "manifest.sig", &self.sigs.to_bytes(), 0)
+        let file = std::io::BufWriter::new(std::fs::File::create(out).expect("create"));
+        let mut w = slate_core::bundle::Writer::new(file, 0);
+        w.head(&self.manifest_bytes, &self.sigs.to_bytes())
             .expect("write");
         for (n, d) in &self.entries {
-            slate_core::bundle::write_entry(&mut w, n, d, 0).expect("write");
+            w.entry(n, d).expect("write");
         }
-        slate_core::bundle::write_end(&mut w).expect("write");
+        std::io::Write::flush(&mut w.finish().expect("write")).expect("flush");
     }
 }
 

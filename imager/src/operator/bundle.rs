@@ -156,21 +156,19 @@ pub fn make(
     };
     let tmp = partial(out);
     let result = (|| -> Result<()> {
-        let mut w = BufWriter::new(
-            File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-        );
-        bundle::write_entry(&mut w, "manifest.toml", &bytes, created)?;
-        bundle::write_entry(&mut w, "manifest.sig", &sigs.to_bytes(), created)?;
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = bundle::Writer::new(BufWriter::new(file), created);
+        w.head(&bytes, &sigs.to_bytes())?;
         for a in &m.artifacts {
-            bundle::write_header(&mut w, &a.name, a.size, created)?;
-            let copied = std::io::copy(&mut File::open(build_dir.join(&a.name))?, &mut w)?;
-            if copied != a.size {
-                bail!("{} changed while being bundled", a.name);
-            }
-            bundle::write_padding(&mut w, a.size)?;
+            let path = build_dir.join(&a.name);
+            let mut f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            w.stream(&a.name, a.size, &mut f)
+                .with_context(|| format!("{} changed while being bundled", a.name))?;
         }
-        bundle::write_end(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        w.finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -196,18 +194,27 @@ pub fn sign(path: &Path, key: &SigningKey) -> Result<usize> {
     sigs.signatures.push(sign_entry(key, &m));
     let tmp = partial(path);
     let result = (|| -> Result<()> {
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        bundle::write_entry(&mut w, "manifest.toml", &m, manifest.created)?;
-        bundle::write_entry(&mut w, "manifest.sig", &sigs.to_bytes(), manifest.created)?;
+        let mut w = bundle::Writer::new(BufWriter::new(File::create(&tmp)?), manifest.created);
+        w.head(&m, &sigs.to_bytes())?;
         for a in &manifest.artifacts {
-            let size = r.expect_entry(&a.name, a.size)?;
-            bundle::write_header(&mut w, &a.name, size, manifest.created)?;
-            r.stream(&a.name, size, |c| w.write_all(c))??;
-            bundle::write_padding(&mut w, size)?;
+            install::expect_artifact(&mut r, a)?;
+            // Checked against its signed sha256 on the way: a bundle signed again carries only
+            // what its manifest says.
+            w.entry_with(&a.name, a.size, |out| {
+                let mut n = 0u64;
+                install::stream_artifact(&mut r, a, |c| {
+                    n += c.len() as u64;
+                    out.write_all(c)
+                })
+                .map_err(std::io::Error::other)??;
+                Ok(n)
+            })?;
         }
         r.expect_end()?;
-        bundle::write_end(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        w.finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         Ok(())
     })();
     if let Err(e) = result {
