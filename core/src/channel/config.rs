@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct UpdateConfig {
     /// Base URL of the TUF repository (`…/metadata/`, `…/targets/` below it); HTTPS.
-    pub channel: String,
+    pub channel: super::ChannelUrl,
     /// The TUF root the image trusts first (baked in).
     pub root: String,
     /// CA certificates the server must chain to; none: Mozilla's roots, built in.

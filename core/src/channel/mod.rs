@@ -15,6 +15,7 @@ pub mod config;
 pub mod release;
 pub mod schedule;
 pub mod span;
+pub mod url;
 pub mod waves;
 
 pub use config::UpdateConfig;
@@ -23,6 +24,7 @@ pub use release::{
 };
 pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler};
 pub use span::Span;
+pub use url::ChannelUrl;
 pub use waves::{Seed, WaveError, WaveFile, Waves, SEEDS};
 
 #[cfg(test)]

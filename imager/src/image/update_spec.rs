@@ -63,17 +63,8 @@ impl UpdateSpec {
             field: format!("update.{field}"),
             why,
         };
-        let url = url::Url::parse(&self.channel)
-            .map_err(|e| bad("channel", format!("{:?} is not a URL: {e}", self.channel)))?;
-        if url.scheme() != "https" {
-            return Err(bad(
-                "channel",
-                format!(
-                    "{:?}: a channel is fetched over HTTPS only (https://…)",
-                    self.channel
-                ),
-            ));
-        }
+        let channel = slate_core::channel::ChannelUrl::parse(&self.channel)
+            .map_err(|e| bad("channel", e.to_string()))?;
         let root_path = resolve(&self.channel_root);
         let root = std::fs::read(&root_path).map_err(|_| BuildError::MissingSource {
             path: root_path.clone(),
@@ -117,7 +108,7 @@ impl UpdateSpec {
         }
         let defaults = Poll::with_interval(interval.secs());
         let config = UpdateConfig {
-            channel: self.channel.trim_end_matches('/').to_string(),
+            channel,
             root: format!("/{}", paths::CHANNEL_ROOT),
             ca: ca.as_ref().map(|_| format!("/{}", paths::CHANNEL_CA)),
             poll_interval: interval,

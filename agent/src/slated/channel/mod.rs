@@ -23,7 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tough::{ExpirationEnforcement, RepositoryLoader, TargetName};
-use url::Url;
 
 pub use download::StreamReader;
 pub use https::Https;
@@ -84,7 +83,7 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
         }
     };
     *lock(&agent.channel) = Some(ChannelStatus {
-        url: cfg.channel.clone(),
+        url: cfg.channel.to_string(),
         seed: seed.get(),
         ..ChannelStatus::default()
     });
@@ -141,15 +140,8 @@ async fn check(
     seed: slate_core::channel::Seed,
     refused: &mut Option<Digest32>,
 ) -> Result<Checked, Failure> {
-    let base = Url::parse(&format!("{}/", cfg.channel.trim_end_matches('/')))
-        .context("the channel URL")
-        .map_err(fail(ChannelFailure::Config))?;
-    let meta = base
-        .join("metadata/")
-        .map_err(|e| fail(ChannelFailure::Config)(e.into()))?;
-    let targets = base
-        .join("targets/")
-        .map_err(|e| fail(ChannelFailure::Config)(e.into()))?;
+    let meta = cfg.channel.metadata();
+    let targets = cfg.channel.targets();
     let root = std::fs::read(&cfg.root)
         .with_context(|| format!("reading {}", cfg.root))
         .map_err(fail(ChannelFailure::Config))?;
@@ -282,10 +274,14 @@ async fn check(
     } else {
         update.target.clone()
     };
-    let mut url = targets
-        .join(&file)
-        .map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
-    url.set_query(Some(&format!("seed={}&version={version}", seed.get())));
+    let url = cfg
+        .channel
+        .target(&file, &format!("seed={}&version={version}", seed.get()))
+        .ok_or_else(|| {
+            fail(ChannelFailure::Tuf)(anyhow::anyhow!(
+                "release.json names the target {file:?}, which is not a file name"
+            ))
+        })?;
     marker::emit(&Marker::ChannelUpdate {
         version: update.version.to_string(),
         reason: serde_json::to_value(reason)
