@@ -61,7 +61,7 @@ fn the_lock_is_what_apt_installs_and_locking_twice_gives_the_same_lock() {
     let fresh_apt = Apt::new(fresh.path(), &source, "amd64").unwrap();
     let files = lock::fetch(&fresh_apt, &small, &fresh.path().join("debs")).unwrap();
     assert_eq!(files.len(), 1);
-    small.packages[0].sha256 = "00".repeat(32);
+    small.packages[0].sha256 = slate_core::Digest32([0; 32]);
     let e = lock::fetch(&apt, &small, &debs).unwrap_err();
     assert!(format!("{e:#}").contains("but the lock says"), "{e:#}");
 }

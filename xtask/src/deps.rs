@@ -7,7 +7,6 @@
 
 use crate::workspace::root;
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use slate_imager::image::debian::deb::{DebIndex, DebRecord, INDEX};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -254,10 +253,10 @@ fn fetch(cache: &Path) -> Result<()> {
             }
         };
         let bytes = std::fs::read(cache.join(&file))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let sha256 = slate_core::Digest32::of(&bytes);
         eprintln!(
             "  {requested:<20} → {name} {version} ({file}, sha256 {})",
-            &sha256[..16]
+            &sha256.to_string()[..16]
         );
         index.packages.push(DebRecord {
             requested: requested.clone(),

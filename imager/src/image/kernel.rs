@@ -8,9 +8,9 @@
 
 use crate::image::debian::deb::{self, EntryKind};
 use crate::image::kmod;
-use crate::image::provenance::sha256_hex;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use slate_core::Digest32;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -31,7 +31,7 @@ pub struct Kernel {
 struct Index {
     release: String,
     /// sha256 of the kernel image.
-    vmlinuz_sha256: String,
+    vmlinuz_sha256: Digest32,
     /// Built-in module names.
     builtin: BTreeSet<String>,
     /// Every module: name → (path in the package, dependencies).
@@ -42,14 +42,14 @@ struct Index {
 struct ModuleEntry {
     path: String,
     depends: Vec<String>,
-    sha256: String,
+    sha256: Digest32,
 }
 
 /// The kernel and the modules `wanted` needs, from the extraction cache when it has them, else
 /// from the package (which then fills the cache). `cache` None: no cache.
 pub fn extract_cached(
     deb_bytes: &[u8],
-    deb_sha256: &str,
+    deb_sha256: &Digest32,
     what: &str,
     wanted: &[String],
     cache: Option<&Path>,
@@ -57,7 +57,7 @@ pub fn extract_cached(
     let Some(cache) = cache else {
         return extract(deb_bytes, what, wanted);
     };
-    let dir = cache.join(deb_sha256);
+    let dir = cache.join(deb_sha256.to_string());
     if let Some(k) = from_cache(&dir, what, wanted) {
         return Ok(k);
     }
@@ -73,7 +73,7 @@ fn from_cache(dir: &Path, what: &str, wanted: &[String]) -> Option<Kernel> {
     let index: Index =
         toml::from_str(&std::fs::read_to_string(dir.join("kernel.toml")).ok()?).ok()?;
     let vmlinuz = std::fs::read(dir.join("vmlinuz")).ok()?;
-    if sha256_hex(&vmlinuz) != index.vmlinuz_sha256 {
+    if Digest32::of(&vmlinuz) != index.vmlinuz_sha256 {
         return None;
     }
     let deps: BTreeMap<String, Vec<String>> = index
@@ -86,7 +86,7 @@ fn from_cache(dir: &Path, what: &str, wanted: &[String]) -> Option<Kernel> {
     for name in order {
         let m = index.modules.get(&name)?;
         let bytes = std::fs::read(dir.join("ko").join(format!("{name}.ko"))).ok()?;
-        if sha256_hex(&bytes) != m.sha256 {
+        if Digest32::of(&bytes) != m.sha256 {
             return None;
         }
         modules.push((m.path.clone(), bytes));
@@ -198,7 +198,7 @@ fn extract_with_index(deb_bytes: &[u8], what: &str, wanted: &[String]) -> Result
         .with_context(|| format!("resolving the board's modules in {what}"))?;
     let index = Index {
         release: release.clone(),
-        vmlinuz_sha256: sha256_hex(&vmlinuz),
+        vmlinuz_sha256: Digest32::of(&vmlinuz),
         builtin,
         modules: modules
             .iter()
@@ -208,7 +208,7 @@ fn extract_with_index(deb_bytes: &[u8], what: &str, wanted: &[String]) -> Result
                     ModuleEntry {
                         path: path.clone(),
                         depends: deps.get(name).cloned().unwrap_or_default(),
-                        sha256: sha256_hex(bytes),
+                        sha256: Digest32::of(bytes),
                     },
                 )
             })

@@ -41,7 +41,7 @@ pub struct Available {
     /// Size of the .deb.
     pub size: u64,
     /// sha256 of the .deb.
-    pub sha256: String,
+    pub sha256: slate_core::Digest32,
 }
 
 /// Parses a `Depends`-style field.
@@ -142,7 +142,9 @@ pub fn parse_packages(text: &str, origin: &str) -> Result<Vec<Available>> {
             priority: fields.get("Priority").cloned().unwrap_or_default(),
             filename: get("Filename")?,
             size,
-            sha256: get("SHA256")?,
+            sha256: get("SHA256")?
+                .parse()
+                .with_context(|| format!("{origin}: SHA256 of {name}"))?,
             name,
         });
     }
@@ -225,7 +227,7 @@ mod tests {
         assert!(parse_depends("").unwrap().is_empty());
     }
 
-    const SAMPLE: &str = "Package: nginx-light\nVersion: 1.22.1-9+deb12u2\nArchitecture: amd64\nPre-Depends: dpkg (>= 1.17)\nDepends: libc6 (>= 2.34),\n libssl3 (>= 3.0.0)\nProvides: httpd, nginx-abi-1.22.1-7\nPriority: optional\nFilename: pool/main/n/nginx/nginx-light_1.22.1-9+deb12u2_amd64.deb\nSize: 123\nSHA256: aa\n\nPackage: libc6\nVersion: 2.36-9+deb12u10\nArchitecture: amd64\nPriority: optional\nFilename: pool/main/g/glibc/libc6.deb\nSize: 9\nSHA256: bb\n\nPackage: libc6\nVersion: 2.36-9+deb12u4\nArchitecture: amd64\nFilename: pool/main/g/glibc/libc6-old.deb\nSize: 9\nSHA256: cc\n\nPackage: libc6\nVersion: 2.36-9+deb12u10\nArchitecture: arm64\nFilename: pool/main/g/glibc/libc6-arm.deb\nSize: 9\nSHA256: dd\n";
+    const SAMPLE: &str = "Package: nginx-light\nVersion: 1.22.1-9+deb12u2\nArchitecture: amd64\nPre-Depends: dpkg (>= 1.17)\nDepends: libc6 (>= 2.34),\n libssl3 (>= 3.0.0)\nProvides: httpd, nginx-abi-1.22.1-7\nPriority: optional\nFilename: pool/main/n/nginx/nginx-light_1.22.1-9+deb12u2_amd64.deb\nSize: 123\nSHA256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\nPackage: libc6\nVersion: 2.36-9+deb12u10\nArchitecture: amd64\nPriority: optional\nFilename: pool/main/g/glibc/libc6.deb\nSize: 9\nSHA256: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n\nPackage: libc6\nVersion: 2.36-9+deb12u4\nArchitecture: amd64\nFilename: pool/main/g/glibc/libc6-old.deb\nSize: 9\nSHA256: cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\n\nPackage: libc6\nVersion: 2.36-9+deb12u10\nArchitecture: arm64\nFilename: pool/main/g/glibc/libc6-arm.deb\nSize: 9\nSHA256: dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd\n";
 
     #[test]
     fn an_index_keeps_one_architecture_and_prefers_the_highest_version() {
@@ -234,7 +236,10 @@ mod tests {
         assert_eq!(n.depends.len(), 3, "Pre-Depends, then the folded Depends");
         assert_eq!(n.depends[0][0].name, "dpkg");
         assert_eq!(n.depends[2][0].name, "libssl3");
-        assert_eq!(ix.candidate("libc6").unwrap().sha256, "bb");
+        assert_eq!(
+            ix.candidate("libc6").unwrap().sha256,
+            slate_core::Digest32([0xbb; 32])
+        );
         assert_eq!(ix.providers("httpd"), &[("nginx-light".to_string(), None)]);
         assert!(ix.candidate("libc6-arm").is_none());
     }

@@ -6,13 +6,7 @@
 //! inputs write the same bytes.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-/// sha256 in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// A Debian package used.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,7 +18,7 @@ pub struct DebUsed {
     /// What it was for ("kernel", "bootloader", "rootfs").
     pub role: String,
     /// sha256 of the .deb.
-    pub sha256: String,
+    pub sha256: slate_core::Digest32,
 }
 
 /// A host file used.

@@ -20,7 +20,7 @@ pub struct Debs {
     /// The kernel package's bytes.
     pub kernel: Vec<u8>,
     /// Its sha256 (the key of what is kept extracted).
-    pub kernel_sha256: String,
+    pub kernel_sha256: slate_core::Digest32,
     /// The boot loader package's bytes.
     pub boot: Vec<u8>,
     /// Where extracted kernel contents and compressed blocks are kept between builds.
@@ -73,7 +73,7 @@ fn record(prov: &mut Provenance, d: &LockedDeb, role: &str) {
         name: d.pkg.name.clone(),
         version: d.pkg.version.clone(),
         role: role.into(),
-        sha256: d.pkg.sha256.clone(),
+        sha256: d.pkg.sha256,
     });
 }
 
@@ -103,7 +103,7 @@ pub fn read(
         Ok([k, b]) => {
             record(prov, &k, "kernel");
             record(prov, &b, "bootloader");
-            let sha = k.pkg.sha256.clone();
+            let sha = k.pkg.sha256;
             (k.bytes, sha, b.bytes, cache.join(EXTRACTED))
         }
         Err(_) => from_deb_cache(spec, board, opts.debs.as_deref(), prov)?,
@@ -126,12 +126,12 @@ fn from_deb_cache(
     board: &LoadedBoard,
     debs: Option<&Path>,
     prov: &mut Provenance,
-) -> Result<(Vec<u8>, String, Vec<u8>, PathBuf)> {
+) -> Result<(Vec<u8>, slate_core::Digest32, Vec<u8>, PathBuf)> {
     let dir = debs.map_or_else(|| default_dir(&spec.dir, ".cache/debs"), Path::to_path_buf);
     let cache = DebCache::open(&dir)?;
-    let mut read = |name: &str, role: &str| -> Result<(Vec<u8>, String)> {
+    let mut read = |name: &str, role: &str| -> Result<(Vec<u8>, slate_core::Digest32)> {
         let (rec, bytes) = cache.read(name)?;
-        let sha = rec.sha256.clone();
+        let sha = rec.sha256;
         prov.debs.push(DebUsed {
             name: rec.name,
             version: rec.version,

@@ -34,7 +34,7 @@ use crate::image::board::LoadedBoard;
 use crate::image::compose::{self, RootInputs};
 use crate::image::debian::debroot;
 use crate::image::kernel;
-use crate::image::provenance::{sha256_hex, Provenance};
+use crate::image::provenance::Provenance;
 use crate::image::spec::LoadedSpec;
 use crate::image::timings::Timings;
 use crate::image::tools;
@@ -239,11 +239,17 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     };
     prov.spec = BTreeMap::from([
         ("file".into(), rel_name(&spec.path)),
-        ("sha256".into(), sha256_hex(&spec.bytes)),
+        (
+            "sha256".into(),
+            slate_core::Digest32::of(&spec.bytes).to_string(),
+        ),
     ]);
     prov.board = BTreeMap::from([
         ("name".into(), board_name.clone()),
-        ("sha256".into(), sha256_hex(&board.bytes)),
+        (
+            "sha256".into(),
+            slate_core::Digest32::of(&board.bytes).to_string(),
+        ),
     ]);
     let debs = debs::read(&spec, &board, opts, &mut prov)?;
     for w in debroot::script_warnings(&debs.root) {

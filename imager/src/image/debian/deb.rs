@@ -12,7 +12,6 @@
 use crate::error::{parse_toml, BuildError};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -33,7 +32,7 @@ pub struct DebRecord {
     /// File name in the cache folder.
     pub file: String,
     /// sha256 of the file.
-    pub sha256: String,
+    pub sha256: slate_core::Digest32,
 }
 
 /// The index file.
@@ -87,7 +86,7 @@ impl DebCache {
             path: path.clone(),
             source: e,
         })?;
-        let actual = hex::encode(Sha256::digest(&bytes));
+        let actual = slate_core::Digest32::of(&bytes);
         if actual != rec.sha256 {
             bail!(
                 "{} has sha256 {actual}, but the deb cache index recorded {}; the file changed since `cargo xtask deps` fetched it: run it again",

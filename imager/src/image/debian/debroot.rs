@@ -45,7 +45,7 @@ pub fn load(locked: &[LockedPackage], debs: &Path, spec: &Path) -> Result<Vec<Lo
                 spec.display()
             )
         })?;
-        let sha = slate_core::Digest32::of(&bytes).to_string();
+        let sha = slate_core::Digest32::of(&bytes);
         if sha != p.sha256 {
             bail!(
                 "{} has sha256 {sha}, but the lock says {} for {} {}: run `slate fetch --spec {}` to fetch it again",
@@ -231,7 +231,7 @@ mod tests {
                 version: "1".into(),
                 architecture: "all".into(),
                 size: 0,
-                sha256: String::new(),
+                sha256: slate_core::Digest32([0; 32]),
                 filename: String::new(),
             },
             bytes: Vec::new(),

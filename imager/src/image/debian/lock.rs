@@ -59,7 +59,7 @@ pub struct LockedPackage {
     /// Size of the .deb.
     pub size: u64,
     /// sha256 of the .deb.
-    pub sha256: String,
+    pub sha256: slate_core::Digest32,
     /// Path in the archive.
     pub filename: String,
 }
@@ -81,7 +81,7 @@ impl From<&Available> for LockedPackage {
             version: a.version.clone(),
             architecture: a.architecture.clone(),
             size: a.size,
-            sha256: a.sha256.clone(),
+            sha256: a.sha256,
             filename: a.filename.clone(),
         }
     }
@@ -305,7 +305,7 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
 /// through apt), its sha256 checked against the lock. Returns the files in lock order.
 pub fn fetch(apt: &Apt, lock: &Lock, cache: &Path) -> Result<Vec<PathBuf>> {
     let sha_of =
-        |p: &Path| -> Result<String> { Ok(crate::image::hashing::hash_file(p)?.1.to_string()) };
+        |p: &Path| -> Result<slate_core::Digest32> { Ok(crate::image::hashing::hash_file(p)?.1) };
     let mut missing = Vec::new();
     for p in lock.all_packages() {
         let path = cache.join(p.file_name());
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn board_packages_are_locked_alone_and_a_kernel_metapackage_as_its_kernel() {
-        let text = "Package: linux-image-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: linux-image-6.1.0-57-amd64 (= 6.1.192-3)\nFilename: pool/m.deb\nSize: 1\nSHA256: aa\n\nPackage: linux-image-6.1.0-57-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: kmod, linux-base, initramfs-tools\nFilename: pool/k.deb\nSize: 2\nSHA256: bb\n\nPackage: systemd-boot-efi\nVersion: 252.39-1\nArchitecture: amd64\nFilename: pool/s.deb\nSize: 3\nSHA256: cc\n";
+        let text = "Package: linux-image-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: linux-image-6.1.0-57-amd64 (= 6.1.192-3)\nFilename: pool/m.deb\nSize: 1\nSHA256: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\nPackage: linux-image-6.1.0-57-amd64\nVersion: 6.1.192-3\nArchitecture: amd64\nDepends: kmod, linux-base, initramfs-tools\nFilename: pool/k.deb\nSize: 2\nSHA256: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n\nPackage: systemd-boot-efi\nVersion: 252.39-1\nArchitecture: amd64\nFilename: pool/s.deb\nSize: 3\nSHA256: cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\n";
         let index = Index::new(
             crate::image::packages::parse_packages(text, "test").unwrap(),
             "amd64",
@@ -452,7 +452,7 @@ mod tests {
                 version: "1:1.0-1".into(),
                 architecture: "amd64".into(),
                 size: 10,
-                sha256: "ab".repeat(32),
+                sha256: slate_core::Digest32([0xab; 32]),
                 filename: "pool/main/x/x/x_1.0-1_amd64.deb".into(),
             }],
             board_packages: vec![],

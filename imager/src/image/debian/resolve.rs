@@ -187,7 +187,7 @@ mod tests {
     use crate::image::packages::parse_packages;
 
     fn stanza(name: &str, version: &str, extra: &str) -> String {
-        format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\n{extra}Filename: pool/{name}.deb\nSize: 1\nSHA256: {name}\n\n")
+        format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\n{extra}Filename: pool/{name}.deb\nSize: 1\nSHA256: {}\n\n", "00".repeat(32))
     }
 
     fn index(stanzas: &[String]) -> Index {
