@@ -154,10 +154,7 @@ pub fn make(
     let sigs = Signatures {
         signatures: keys.iter().map(|k| sign_entry(k, &bytes)).collect(),
     };
-    let tmp = partial(out);
-    let result = (|| -> Result<()> {
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = bundle::Writer::new(BufWriter::new(file), created);
+    write_through_temporary(out, created, |w| {
         w.head(&bytes, &sigs.to_bytes())?;
         for a in &m.artifacts {
             let path = build_dir.join(&a.name);
@@ -165,6 +162,23 @@ pub fn make(
             w.stream(&a.name, a.size, &mut f)
                 .with_context(|| format!("{} changed while being bundled", a.name))?;
         }
+        Ok(())
+    })?;
+    Ok(m)
+}
+
+/// Writes the bundle `out` with `fill` through a temporary file beside it, synced and renamed
+/// into place: a failure or a cut leaves no half-written bundle under the name.
+fn write_through_temporary(
+    out: &Path,
+    mtime: i64,
+    fill: impl FnOnce(&mut bundle::Writer<BufWriter<File>>) -> Result<()>,
+) -> Result<()> {
+    let tmp = partial(out);
+    let result = (|| -> Result<()> {
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = bundle::Writer::new(BufWriter::new(file), mtime);
+        fill(&mut w)?;
         w.finish()?
             .into_inner()
             .map_err(|e| e.into_error())?
@@ -175,9 +189,7 @@ pub fn make(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("moving the bundle to {}", out.display()))?;
-    Ok(m)
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the bundle to {}", out.display()))
 }
 
 /// Adds a signature to a bundle, rewriting it through a temporary file.
@@ -192,9 +204,7 @@ pub fn sign(path: &Path, key: &SigningKey) -> Result<usize> {
         bail!("{} is already signed by key {id}", path.display());
     }
     sigs.signatures.push(sign_entry(key, &m));
-    let tmp = partial(path);
-    let result = (|| -> Result<()> {
-        let mut w = bundle::Writer::new(BufWriter::new(File::create(&tmp)?), manifest.created);
+    write_through_temporary(path, manifest.created, |w| {
         w.head(&m, &sigs.to_bytes())?;
         for a in &manifest.artifacts {
             install::expect_artifact(&mut r, a)?;
@@ -211,17 +221,8 @@ pub fn sign(path: &Path, key: &SigningKey) -> Result<usize> {
             })?;
         }
         r.expect_end()?;
-        w.finish()?
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path)?;
+    })?;
     Ok(sigs.signatures.len())
 }
 
