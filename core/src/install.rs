@@ -148,20 +148,6 @@ fn boot_kind_message(bundle_ukis: bool) -> &'static str {
     }
 }
 
-/// `got`, the sha256 of what arrived for `a`, is the signed manifest's, or a refusal that
-/// names both (the idle slot `slot` is left without an entry).
-pub fn check_digest(a: &Artifact, got: Digest32, slot: Slot) -> Result<(), Refusal> {
-    if got == a.sha256 {
-        return Ok(());
-    }
-    Err(Refusal::DigestMismatch {
-        artifact: a.name.clone(),
-        expected: a.sha256,
-        got,
-        slot,
-    })
-}
-
 /// Reads a bundle's head: the manifest's exact bytes (what the signatures cover) and its
 /// signatures, each within its size limit. Nothing else of a bundle is read before the
 /// signatures are checked.
@@ -404,14 +390,21 @@ pub fn admit(running: Slot, on_trial: bool) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Refuses a bundle that boots its slot in another way than the image (`boot`): known from
+/// the manifest alone, so the agent asks before it opens the idle slot.
+pub fn check_boot_kind(m: &Manifest, boot: BootKind) -> Result<(), Refusal> {
+    let bundle_ukis = m.carries_ukis();
+    if bundle_ukis != (boot == BootKind::SignedUki) {
+        return Err(Refusal::BootKind { bundle_ukis });
+    }
+    Ok(())
+}
+
 /// The steps that install `m` (already verified against the trust file and `facts`) into the
 /// idle slot, or why it must not be installed.
 pub fn plan(m: &Manifest, s: &Situation<'_>) -> Result<InstallPlan, Refusal> {
     admit(s.running, s.on_trial)?;
-    let bundle_ukis = m.carries_ukis();
-    if bundle_ukis != (s.boot == BootKind::SignedUki) {
-        return Err(Refusal::BootKind { bundle_ukis });
-    }
+    check_boot_kind(m, s.boot)?;
     let idle = s.running.other();
     let (rootfs, verity) = match m.rootfs() {
         Some(

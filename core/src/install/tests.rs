@@ -236,9 +236,33 @@ fn a_manifest_without_verity_parameters_refuses() {
 
 #[test]
 fn a_digest_check_names_the_artifact_both_digests_and_the_empty_slot() {
-    let a = artifact("vmlinuz", 1, None);
-    assert!(check_digest(&a, a.sha256, Slot::B).is_ok());
-    let e = check_digest(&a, Digest32([0xee; 32]), Slot::B).unwrap_err();
+    let a = Artifact {
+        sha256: Digest32::of(b"k"),
+        ..artifact("vmlinuz", 1, None)
+    };
+    let archive = |data: &[u8]| {
+        let mut w = crate::bundle::Writer::new(Vec::new(), 0);
+        w.entry("vmlinuz", data).unwrap();
+        w.finish().unwrap()
+    };
+    let stream = |bytes: Vec<u8>| {
+        let mut r = BundleReader::new(bytes.as_slice());
+        expect_artifact(&mut r, &a).unwrap();
+        stream_into_slot(&mut r, &a, Slot::B, |_| Ok::<(), std::io::Error>(()))
+            .map(|sink| sink.unwrap())
+    };
+    assert!(stream(archive(b"k")).is_ok());
+    let flipped = stream(archive(b"j")).unwrap_err();
+    assert!(
+        matches!(flipped, Refusal::DigestMismatch { .. }),
+        "{flipped}"
+    );
+    let e = ArtifactError::Digest {
+        artifact: a.name.clone(),
+        expected: a.sha256,
+        got: Digest32([0xee; 32]),
+    }
+    .refusal(Slot::B);
     assert_eq!(e.kind().as_str(), "digest-mismatch");
     let text = e.to_string();
     assert!(text.starts_with("vmlinuz sha256 eeee"), "{text}");
