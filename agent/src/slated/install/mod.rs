@@ -127,12 +127,7 @@ pub fn install<R: Read>(
         Some(_) => BootKind::SignedUki,
         None => BootKind::Conf,
     };
-    if m.carries_ukis() != (boot == BootKind::SignedUki) {
-        return Err(Refusal::BootKind {
-            bundle_ukis: m.carries_ukis(),
-        }
-        .into());
-    }
+    plan::check_boot_kind(&m, boot)?;
     let idle = inst.running.other();
     let dev = crate::partitions::find(idle.label()).map_err(failed)?;
     let mut slot = File::options()
