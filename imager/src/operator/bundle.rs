@@ -20,19 +20,20 @@ use std::path::{Path, PathBuf};
 /// Unix seconds now, or `SOURCE_DATE_EPOCH` when set (reproducible bundles; a malformed value
 /// is an error where a bundle is made, [`created`], and the clock here).
 pub fn now() -> i64 {
-    if let Ok(Some(e)) = crate::image::build::source_date_epoch() {
-        return e;
-    }
+    created().unwrap_or_else(|_| clock())
+}
+
+/// A new bundle's `created`: `SOURCE_DATE_EPOCH`, else the clock; a malformed value is refused
+/// rather than ignored.
+fn created() -> Result<i64> {
+    Ok(crate::image::build::source_date_epoch()?.unwrap_or_else(clock))
+}
+
+/// Unix seconds by the system clock.
+fn clock() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A new bundle's `created`: [`now`], refusing a malformed `SOURCE_DATE_EPOCH` rather than
-/// ignoring it.
-fn created() -> Result<i64> {
-    crate::image::build::source_date_epoch()?;
-    Ok(now())
 }
 
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or unix seconds.
