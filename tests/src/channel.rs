@@ -55,7 +55,8 @@ pub fn channel() -> &'static Channel {
             out: repo_dir.clone(),
             root_keys: vec![dir.join("root.pem")],
             threshold: 1,
-            targets_key: dir.join("targets.pem"),
+            targets_keys: vec![dir.join("targets.pem")],
+            targets_threshold: 1,
             online_key: dir.join("online.pem"),
             settings: Settings::default(),
             now: slate_imager::operator::bundle::now(),
@@ -124,8 +125,8 @@ impl Channel {
             waves: waves_file,
             product_board,
             max_version: max.map(|m| m.map(|v| v.parse().expect("version"))),
-            targets_key: self.dir.join("targets.pem"),
-            online_key: self.dir.join("online.pem"),
+            targets_keys: vec![self.dir.join("targets.pem")],
+            online_keys: vec![self.dir.join("online.pem")],
             now: slate_imager::operator::bundle::now(),
         })
         .expect("slate publish");
@@ -134,7 +135,7 @@ impl Channel {
     /// `slate repo refresh` as if run at `now` (unix seconds): a `now` more than the
     /// timestamp's expiry (a day) in the past leaves an expired timestamp.
     pub fn refresh(&self, now: i64) {
-        repo::refresh(&self.repo, &self.dir.join("online.pem"), now).expect("slate repo refresh");
+        repo::refresh(&self.repo, &[self.dir.join("online.pem")], now).expect("slate repo refresh");
     }
 
     /// The repository's `metadata/timestamp.json` as it is now.

@@ -78,6 +78,11 @@ pub fn check_private_mode(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`load_private`] of each file, for roles that several keys sign.
+pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<SigningKey>> {
+    paths.iter().map(|p| load_private(p)).collect()
+}
+
 /// Reads a PKCS#8 PEM private key (its file must be private, [`check_private_mode`]); the
 /// text read is wiped from memory afterwards.
 pub fn load_private(path: &Path) -> Result<SigningKey> {

@@ -332,7 +332,7 @@ pub async fn fetch(
 
 #[cfg(test)]
 #[path = "download_tests.rs"]
-mod faults;
+pub(super) mod faults;
 
 #[cfg(test)]
 mod tests {

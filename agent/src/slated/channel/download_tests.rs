@@ -39,7 +39,9 @@ struct Server {
     ranges: Arc<std::sync::Mutex<Vec<Range>>>,
 }
 
-fn tls_pair() -> (tempfile::NamedTempFile, Arc<rustls::ServerConfig>) {
+/// A CA file for the client and the server's TLS settings, for a server on 127.0.0.1.
+pub(in crate::slated::channel) fn tls_pair() -> (tempfile::NamedTempFile, Arc<rustls::ServerConfig>)
+{
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();

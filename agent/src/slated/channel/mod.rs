@@ -7,6 +7,9 @@ mod download;
 mod https;
 mod seed;
 mod transport;
+pub mod trusted_root;
+#[cfg(test)]
+mod trusted_root_tests;
 
 use crate::slated::daemon::{now, Agent};
 use crate::slated::install::InstallError;
@@ -140,30 +143,19 @@ async fn check(
     seed: slate_core::channel::Seed,
     refused: &mut Option<Digest32>,
 ) -> Result<Checked, Failure> {
-    let meta = cfg.channel.metadata();
-    let targets = cfg.channel.targets();
-    let root = std::fs::read(&cfg.root)
+    let baked = std::fs::read(&cfg.root)
         .with_context(|| format!("reading {}", cfg.root))
         .map_err(fail(ChannelFailure::Config))?;
     let version = agent.image.version.clone();
-    let transport = transport::HttpsTransport {
-        https: https.clone(),
-        query: format!("seed={}&version={version}", seed.get()),
-    };
-    std::fs::create_dir_all(DATASTORE).ok();
-    let repo = RepositoryLoader::new(&root, meta, targets.clone())
-        .transport(transport)
-        .datastore(DATASTORE)
-        .expiration_enforcement(ExpirationEnforcement::Safe)
-        .load()
-        .await
-        .map_err(|e| {
-            let kind = classify(&e);
-            Failure {
-                kind,
-                error: anyhow::Error::new(e).context("the channel's TUF metadata is refused"),
-            }
-        })?;
+    let query = format!("seed={}&version={version}", seed.get());
+    let repo = load(
+        https,
+        &cfg.channel,
+        query,
+        &baked,
+        Path::new(trusted_root::FILE),
+    )
+    .await?;
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
     }
@@ -397,6 +389,44 @@ async fn check(
             ))
         }
     }
+}
+
+/// Loads the channel's TUF metadata from the newest root this device trusts, requires the
+/// root chain's walk to end at "not found", and keeps the root it reached for the next check.
+async fn load(
+    https: &Https,
+    channel: &slate_core::channel::ChannelUrl,
+    query: String,
+    baked: &[u8],
+    kept_path: &Path,
+) -> Result<tough::Repository, Failure> {
+    let start = trusted_root::start(baked, std::fs::read(kept_path).ok().as_deref())
+        .map_err(fail(ChannelFailure::Config))?;
+    if let Some(w) = &start.warning {
+        marker::warn(format!("channel: {w}"));
+    }
+    let transport = transport::HttpsTransport::new(https.clone(), query);
+    let datastore = kept_path.parent().unwrap_or(Path::new(DATASTORE));
+    std::fs::create_dir_all(datastore).ok();
+    let loaded = RepositoryLoader::new(&start.root, channel.metadata(), channel.targets())
+        .transport(transport.clone())
+        .datastore(datastore)
+        .expiration_enforcement(ExpirationEnforcement::Safe)
+        .load()
+        .await;
+    let walk = transport.take_failed_root_step();
+    let repo = loaded.map_err(|e| {
+        let kind = classify(&e);
+        Failure {
+            kind,
+            error: anyhow::Error::new(e).context("the channel's TUF metadata is refused"),
+        }
+    })?;
+    trusted_root::walk_was_complete(walk).map_err(fail(ChannelFailure::Network))?;
+    if let Err(e) = trusted_root::keep(kept_path, baked, repo.root()) {
+        marker::warn(format!("channel: keeping the verified root: {e:#}"));
+    }
+    Ok(repo)
 }
 
 fn set_offer(agent: &Agent, version: Option<String>, wave: Option<usize>, ready_at: Option<u64>) {

@@ -5,6 +5,7 @@ use super::https::Https;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
 use url::Url;
@@ -21,6 +22,31 @@ pub struct HttpsTransport {
     pub https: Https,
     /// `seed=…&version=…`.
     pub query: String,
+    /// The first step of the root chain's walk (`N.root.json`) that failed for another
+    /// reason than "not found": tough ends the walk on any error, so the check asks here
+    /// whether the walk really reached the newest root.
+    pub failed_root_step: Arc<Mutex<Option<(u64, String)>>>,
+}
+
+impl HttpsTransport {
+    /// A transport for one check.
+    pub fn new(https: Https, query: String) -> HttpsTransport {
+        HttpsTransport {
+            https,
+            query,
+            failed_root_step: Arc::default(),
+        }
+    }
+
+    /// The failed step of the root chain's walk, if any (see [`trusted_root::walk_was_complete`]).
+    ///
+    /// [`trusted_root::walk_was_complete`]: super::trusted_root::walk_was_complete
+    pub fn take_failed_root_step(&self) -> Option<(u64, String)> {
+        self.failed_root_step
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 fn other(url: &Url, e: impl std::fmt::Display) -> TransportError {
@@ -34,6 +60,35 @@ fn other(url: &Url, e: impl std::fmt::Display) -> TransportError {
 #[async_trait]
 impl Transport for HttpsTransport {
     async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        let fetched = self.fetch_whole(&url).await;
+        if let (Err(e), Some(version)) = (&fetched, super::trusted_root::chain_step(&url)) {
+            if e.kind() != TransportErrorKind::FileNotFound {
+                let mut failed = self
+                    .failed_root_step
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                failed.get_or_insert_with(|| (version, with_causes(e)));
+            }
+        }
+        fetched
+    }
+}
+
+/// An error and its causes on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl HttpsTransport {
+    async fn fetch_whole(&self, url: &Url) -> Result<TransportStream, TransportError> {
+        let url = url.clone();
         let mut with_query = url.clone();
         with_query.set_query(Some(&self.query));
         let resp = self

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 /// The keys that sign a repository's changing roles.
 #[derive(clap::Args)]
 pub struct RoleKeys {
-    /// The release key (signs targets: each publish).
-    #[arg(long, value_name = "KEY.pem")]
-    targets_key: PathBuf,
-    /// The online key (signs snapshot and timestamp: each publish and refresh).
-    #[arg(long, value_name = "KEY.pem")]
-    online_key: PathBuf,
+    /// The release key (signs targets: each publish); repeat when targets need several.
+    #[arg(long = "targets-key", value_name = "KEY.pem", required = true)]
+    targets_keys: Vec<PathBuf>,
+    /// The online key (signs snapshot and timestamp: each publish and refresh); repeat when
+    /// rotate-key gave them different keys.
+    #[arg(long = "online-key", value_name = "KEY.pem", required = true)]
+    online_keys: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +37,10 @@ pub enum RepoCommand {
         threshold: u64,
         #[command(flatten)]
         keys: RoleKeys,
+        /// How many release keys (--targets-key) must sign targets: each publish then needs
+        /// that many of them.
+        #[arg(long, default_value_t = 1)]
+        targets_threshold: u64,
         /// How long a timestamp stays valid: devices refuse a repository not refreshed within it.
         #[arg(long, default_value = "1d")]
         timestamp_expiry: Span,
@@ -50,14 +55,14 @@ pub enum RepoCommand {
         root_expiry: Span,
     },
     /// Re-sign snapshot and timestamp with the online key (run it from cron, well within
-    /// the timestamp expiry).
+    /// the timestamp expiry). Warns when targets or root expire within 30 days.
     Refresh {
         /// The repository folder.
         #[arg(long)]
         repo: PathBuf,
-        /// The online key.
-        #[arg(long, value_name = "KEY.pem")]
-        online_key: PathBuf,
+        /// The online key; repeat when snapshot and timestamp have different keys.
+        #[arg(long = "online-key", value_name = "KEY.pem", required = true)]
+        online_keys: Vec<PathBuf>,
     },
     /// Replace the root keys (and renew the root's expiry): the new root is signed by enough
     /// old root keys and all new ones, so devices with an older root.json follow.
@@ -74,6 +79,30 @@ pub enum RepoCommand {
         /// How many new root keys must sign the next root.
         #[arg(long, default_value_t = 1)]
         threshold: u64,
+    },
+    /// Give the targets, snapshot or timestamp role new keys (a lost or compromised key): a
+    /// new root version signed by the root keys, and the role's metadata signed again by the
+    /// new keys. Devices drop the old key at their next check.
+    RotateKey {
+        /// The repository folder.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The role whose keys are replaced.
+        #[arg(long, value_enum)]
+        role: repo::KeyRole,
+        /// A current root key (private); repeat until the root's threshold is met.
+        #[arg(long = "root-key", value_name = "KEY.pem", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// A new key of the role (private); repeat for several.
+        #[arg(long = "new-key", value_name = "KEY.pem", required = true)]
+        new_keys: Vec<PathBuf>,
+        /// How many of the new keys must sign the role.
+        #[arg(long, default_value_t = 1)]
+        threshold: u64,
+        /// The online key for snapshot and timestamp (when the rotated role is one of them,
+        /// its new key signs it); repeat when they have different keys.
+        #[arg(long = "online-key", value_name = "KEY.pem", required = true)]
+        online_keys: Vec<PathBuf>,
     },
     /// Show what a repository offers: versions, waves as dates and fleet shares, limits,
     /// and each role's expiry.
@@ -96,6 +125,7 @@ impl RepoCommand {
                 root_keys,
                 threshold,
                 keys,
+                targets_threshold,
                 timestamp_expiry,
                 snapshot_expiry,
                 targets_expiry,
@@ -105,8 +135,9 @@ impl RepoCommand {
                     out: out.clone(),
                     root_keys,
                     threshold,
-                    targets_key: keys.targets_key,
-                    online_key: keys.online_key,
+                    targets_keys: keys.targets_keys,
+                    targets_threshold,
+                    online_key: single_online_key(keys.online_keys)?,
                     settings: Settings {
                         root_expiry,
                         targets_expiry,
@@ -123,10 +154,41 @@ impl RepoCommand {
             }
             RepoCommand::Refresh {
                 repo: dir,
-                online_key,
+                online_keys,
             } => {
-                let expires = repo::refresh(&dir, &online_key, now)?;
-                println!("{}: timestamp valid until {expires}", dir.display());
+                let done = repo::refresh(&dir, &online_keys, now)?;
+                println!(
+                    "{}: timestamp valid until {}",
+                    dir.display(),
+                    done.timestamp_expires
+                );
+                for w in &done.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            RepoCommand::RotateKey {
+                repo: dir,
+                role,
+                root_keys,
+                new_keys,
+                threshold,
+                online_keys,
+            } => {
+                let v = repo::rotate_key(
+                    &dir,
+                    &repo::RotateKey {
+                        role,
+                        root_keys,
+                        new_keys,
+                        threshold,
+                        online_keys,
+                    },
+                    now,
+                )?;
+                println!(
+                    "{}: root version {v} gives the {role:?} role new keys; devices drop the old one at their next check",
+                    dir.display()
+                );
             }
             RepoCommand::RotateRoot {
                 repo: dir,
@@ -195,8 +257,8 @@ impl PublishArgs {
             waves: self.waves,
             product_board: self.product.zip(self.board),
             max_version,
-            targets_key: self.keys.targets_key,
-            online_key: self.keys.online_key,
+            targets_keys: self.keys.targets_keys,
+            online_keys: self.keys.online_keys,
             now: slate_imager::operator::bundle::now(),
         })?;
         if let Some(u) = &out.update {
@@ -217,5 +279,15 @@ impl PublishArgs {
         }
         println!("see: slate repo status {}", self.repo.display());
         Ok(())
+    }
+}
+
+/// A new repository signs snapshot and timestamp with one online key.
+fn single_online_key(mut keys: Vec<PathBuf>) -> Result<PathBuf> {
+    match (keys.pop(), keys.is_empty()) {
+        (Some(k), true) => Ok(k),
+        _ => anyhow::bail!(
+            "slate repo init takes one --online-key (rotate-key can give snapshot and timestamp different keys later)"
+        ),
     }
 }

@@ -19,8 +19,10 @@ pub struct InitOptions {
     pub root_keys: Vec<PathBuf>,
     /// How many root keys must sign a new root.
     pub threshold: u64,
-    /// The release key that signs targets (each `slate publish`).
-    pub targets_key: PathBuf,
+    /// The release keys that sign targets (each `slate publish`).
+    pub targets_keys: Vec<PathBuf>,
+    /// How many release keys must sign targets.
+    pub targets_threshold: u64,
     /// The online key that signs snapshot and timestamp (each `slate repo refresh`).
     pub online_key: PathBuf,
     /// Expiries.
@@ -51,7 +53,13 @@ pub fn init(o: &InitOptions) -> Result<PathBuf> {
         .iter()
         .map(|p| keys::load_private(p))
         .collect::<Result<Vec<_>>>()?;
-    let targets_key = keys::load_private(&o.targets_key)?;
+    let targets_threshold =
+        NonZeroU64::new(o.targets_threshold).context("--targets-threshold must be at least 1")?;
+    let targets_keys = o
+        .targets_keys
+        .iter()
+        .map(|p| keys::load_private(p))
+        .collect::<Result<Vec<_>>>()?;
     let online_key = keys::load_private(&o.online_key)?;
 
     let mut root = Root {
@@ -87,7 +95,8 @@ pub fn init(o: &InitOptions) -> Result<PathBuf> {
     };
     let root_refs: Vec<_> = root_keys.iter().collect();
     role(RoleType::Root, &root_refs, threshold)?;
-    role(RoleType::Targets, &[&targets_key], NonZeroU64::MIN)?;
+    let targets_refs: Vec<_> = targets_keys.iter().collect();
+    role(RoleType::Targets, &targets_refs, targets_threshold)?;
     role(RoleType::Snapshot, &[&online_key], NonZeroU64::MIN)?;
     role(RoleType::Timestamp, &[&online_key], NonZeroU64::MIN)?;
     let root = signing::sign(root, &root_refs)?;
@@ -105,8 +114,12 @@ pub fn init(o: &InitOptions) -> Result<PathBuf> {
         NonZeroU64::MIN,
         signing::expires(o.now, o.settings.targets_expiry)?,
     );
-    let state = write::targets(&layout, targets, &targets_key)?;
-    write::snapshot_and_timestamp(&layout, &state, None, &online_key, &o.settings, o.now)?;
+    let state = write::targets(&layout, targets, &targets_refs)?;
+    let online = write::OnlineKeys {
+        snapshot: vec![&online_key],
+        timestamp: vec![&online_key],
+    };
+    write::snapshot_and_timestamp(&layout, &state, None, &online, &o.settings, o.now)?;
     layout.load(false)?;
     Ok(layout.metadata().join("root.json"))
 }

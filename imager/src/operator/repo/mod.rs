@@ -31,6 +31,6 @@ pub const SPEC_VERSION: &str = "1.0.0";
 pub use init::{init, InitOptions};
 pub use layout::{Layout, Settings};
 pub use publish::{publish, PublishOptions};
-pub use refresh::refresh;
-pub use rotate::rotate_root;
+pub use refresh::{refresh, Refreshed};
+pub use rotate::{rotate_key, rotate_root, KeyRole, RotateKey};
 pub use status::{status, RepoStatus};

@@ -32,10 +32,10 @@ pub struct PublishOptions {
     pub product_board: Option<(String, String)>,
     /// Set the highest version devices may run (`Some(None)` lifts it).
     pub max_version: Option<Option<Version>>,
-    /// The release key (targets role).
-    pub targets_key: PathBuf,
-    /// The online key (snapshot and timestamp).
-    pub online_key: PathBuf,
+    /// The release keys (targets role: at least its threshold of them).
+    pub targets_keys: Vec<PathBuf>,
+    /// The online keys (snapshot and timestamp).
+    pub online_keys: Vec<PathBuf>,
     /// The time it is (seconds since the epoch): waves count from it.
     pub now: i64,
 }
@@ -53,9 +53,17 @@ pub struct Published {
 pub fn publish(o: &PublishOptions) -> Result<Published> {
     let layout = Layout::new(&o.repo);
     let settings = layout.settings()?;
-    let targets_key = keys::load_private(&o.targets_key)?;
-    let online_key = keys::load_private(&o.online_key)?;
+    let targets_keys = keys::load_all(&o.targets_keys)?;
+    let online_keys = keys::load_all(&o.online_keys)?;
     let repo = layout.load(false)?;
+    let root = &repo.root().signed;
+    let targets_signers = signing::signers(
+        root,
+        tough::schema::RoleType::Targets,
+        &targets_keys,
+        "--targets-key",
+    )?;
+    let online = write::OnlineKeys::choose(root, &online_keys)?;
     let mut release = layout.release(&repo)?;
     let mut targets = repo.targets().signed.clone();
     let now = u64::try_from(o.now).context("the clock is before 1970")?;
@@ -118,8 +126,8 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
         .checked_add(1)
         .context("targets version overflow")?;
     targets.expires = signing::expires(o.now, settings.targets_expiry)?;
-    let state: TargetsState = write::targets(&layout, targets, &targets_key)?;
-    write::snapshot_and_timestamp(&layout, &state, Some(&repo), &online_key, &settings, o.now)?;
+    let state: TargetsState = write::targets(&layout, targets, &targets_signers)?;
+    write::snapshot_and_timestamp(&layout, &state, Some(&repo), &online, &settings, o.now)?;
     let check = layout.load(false)?;
     let release = layout.release(&check)?;
     Ok(Published {

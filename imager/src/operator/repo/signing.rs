@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use tough::schema::decoded::{Decoded, Hex};
 use tough::schema::key::{Ed25519Key, Ed25519Scheme, Key};
-use tough::schema::{Role, Signature, Signed};
+use tough::schema::{Role, RoleType, Root, Signature, Signed};
 
 /// The TUF form of a public key.
 pub fn tuf_key(key: &VerifyingKey) -> Key {
@@ -95,4 +95,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn expires(now: i64, span: slate_core::channel::Span) -> Result<jiff::Timestamp> {
     let secs = i64::try_from(span.secs()).context("expiry too far away")?;
     jiff::Timestamp::from_second(now.saturating_add(secs)).context("expiry out of range")
+}
+
+/// The keys among `keys` that `root` lists for `role`, when they meet its threshold: who may
+/// sign that role now. `flag` names the option the keys came from, for the error.
+pub fn signers<'k>(
+    root: &Root,
+    role: RoleType,
+    keys: &'k [SigningKey],
+    flag: &str,
+) -> Result<Vec<&'k SigningKey>> {
+    let listed = root
+        .roles
+        .get(&role)
+        .with_context(|| format!("the root (version {}) has no {role:?} role", root.version))?;
+    let mut chosen: Vec<&SigningKey> = Vec::new();
+    for k in keys {
+        let id = key_id(&k.verifying_key())?;
+        let fresh = !chosen
+            .iter()
+            .any(|c| c.verifying_key() == k.verifying_key());
+        if listed.keyids.contains(&id) && fresh {
+            chosen.push(k);
+        }
+    }
+    if (chosen.len() as u64) < listed.threshold.get() {
+        let ids: Vec<String> = listed
+            .keyids
+            .iter()
+            .map(|id| hex::encode(id.as_ref()).chars().take(16).collect())
+            .collect();
+        anyhow::bail!(
+            "the {role:?} role of root version {} needs {} of its keys (ids {}); {} of the {flag} files given {}",
+            root.version,
+            listed.threshold,
+            ids.join(", "),
+            chosen.len(),
+            if chosen.len() == 1 { "is one" } else { "are" }
+        );
+    }
+    Ok(chosen)
 }

@@ -45,6 +45,26 @@ impl TargetsState {
     }
 }
 
+/// The keys that sign snapshot and timestamp: one online key for both unless
+/// `slate repo rotate-key` gave them different ones.
+pub struct OnlineKeys<'k> {
+    /// Signers of snapshot.json.
+    pub snapshot: Vec<&'k SigningKey>,
+    /// Signers of timestamp.json.
+    pub timestamp: Vec<&'k SigningKey>,
+}
+
+impl<'k> OnlineKeys<'k> {
+    /// The keys among `keys` (the `--online-key` files) that `root` lists for each role.
+    pub fn choose(root: &tough::schema::Root, keys: &'k [SigningKey]) -> Result<OnlineKeys<'k>> {
+        use tough::schema::RoleType;
+        Ok(OnlineKeys {
+            snapshot: signing::signers(root, RoleType::Snapshot, keys, "--online-key")?,
+            timestamp: signing::signers(root, RoleType::Timestamp, keys, "--online-key")?,
+        })
+    }
+}
+
 fn metafile(version: NonZeroU64, bytes: &[u8]) -> Metafile {
     Metafile {
         length: Some(bytes.len() as u64),
@@ -57,10 +77,10 @@ fn metafile(version: NonZeroU64, bytes: &[u8]) -> Metafile {
     }
 }
 
-/// Signs and writes `N.targets.json`.
-pub fn targets(layout: &Layout, targets: Targets, key: &SigningKey) -> Result<TargetsState> {
+/// Signs (with each of `keys`) and writes `N.targets.json`.
+pub fn targets(layout: &Layout, targets: Targets, keys: &[&SigningKey]) -> Result<TargetsState> {
     let version = targets.version;
-    let signed = signing::sign(targets, &[key])?;
+    let signed = signing::sign(targets, keys)?;
     let bytes = signing::to_bytes(&signed)?;
     signing::write_atomic(
         &layout.metadata().join(format!("{version}.targets.json")),
@@ -79,7 +99,7 @@ pub fn snapshot_and_timestamp(
     layout: &Layout,
     targets: &TargetsState,
     previous: Option<&Repository>,
-    key: &SigningKey,
+    keys: &OnlineKeys<'_>,
     settings: &Settings,
     now: i64,
 ) -> Result<()> {
@@ -106,7 +126,7 @@ pub fn snapshot_and_timestamp(
             _extra: HashMap::new(),
         },
     );
-    let snapshot = signing::to_bytes(&signing::sign(snapshot, &[key])?)?;
+    let snapshot = signing::to_bytes(&signing::sign(snapshot, &keys.snapshot)?)?;
     signing::write_atomic(
         &layout
             .metadata()
@@ -123,7 +143,7 @@ pub fn snapshot_and_timestamp(
         "snapshot.json".to_string(),
         metafile(snap_version, &snapshot),
     );
-    let timestamp = signing::to_bytes(&signing::sign(timestamp, &[key])?)?;
+    let timestamp = signing::to_bytes(&signing::sign(timestamp, &keys.timestamp)?)?;
     signing::write_atomic(&layout.metadata().join("timestamp.json"), &timestamp)?;
     Ok(())
 }
