@@ -36,6 +36,18 @@ pub fn raise_in(file: &Path, epoch: u64) -> Result<u64> {
     Ok(new)
 }
 
+/// Lowers the stored floor to `epoch`: only for stage 1, when the floor is above every image
+/// the device can boot. That floor was never written by a commit (a commit raises it to the
+/// committed image's epoch, and marks a lower other slot bad), so it is damage or an attack
+/// by whoever could write `/data`, and obeying it would leave the device unable to boot.
+pub fn repair_in(file: &Path, epoch: u64) -> Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::durable::replace(file, format!("{epoch}\n").as_bytes())
+        .with_context(|| format!("writing {}", file.display()))
+}
+
 /// [`read_in`] at [`FILE`].
 pub fn read() -> u64 {
     read_in(Path::new(FILE))
@@ -61,5 +73,17 @@ mod tests {
         std::fs::write(&f, "garbage").unwrap();
         assert_eq!(read_in(&f), 0);
         assert_eq!(raise_in(&f, 2).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_floor_bomb_reads_as_written_and_repair_lowers_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("slate/security-epoch");
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "18446744073709551615\n").unwrap();
+        assert_eq!(read_in(&f), u64::MAX);
+        repair_in(&f, 4).unwrap();
+        assert_eq!(read_in(&f), 4);
+        assert_eq!(raise_in(&f, 5).unwrap(), 5);
     }
 }

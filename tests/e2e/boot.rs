@@ -207,6 +207,16 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     assert!(r.contains("from before the grow"), "{r}");
     let w = vm.shell("echo clean-reboot > /data/keep1", SHELL).unwrap();
     assert!(w.ends_with("exit=0"), "{w}");
+    let epoch = status(&vm).security_epoch;
+    // The security-floor bomb, from a shell on the device: a floor above every image it can
+    // boot (slot b is empty) is damage, not a reason to power off.
+    let w = vm
+        .shell(
+            "echo 18446744073709551615 > /data/slate/security-epoch",
+            SHELL,
+        )
+        .unwrap();
+    assert!(w.ends_with("exit=0"), "{w}");
 
     // Clean reboot through the agent: PID 1 stops services, syncs and unmounts /data.
     let mark = vm.mark();
@@ -219,6 +229,7 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     vm.wait_prompt("slate# ", mark, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1", SHELL).unwrap();
     assert!(r.contains("clean-reboot"), "{r}");
+    floor_was_repaired(&mut vm, mark, epoch);
     assert!(
         !vm.saw_after(&Kind::DataGrown.prefix(), mark),
         "data grew again on the second boot"
@@ -231,14 +242,45 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     assert!(w.ends_with("exit=0"), "{w}");
     vm.power_cut();
     drop(vm);
+    // The bomb again, written offline into the data partition.
+    write_data_file(&disk, "slate/security-epoch", b"18446744073709551615\n");
     let mut vm = boot(&disk, &tmp.path().join("second"), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
         .unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    floor_was_repaired(&mut vm, 0, epoch);
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
     drop(vm);
     fills_the_disk(&disk);
+}
+
+/// After a boot with a floor above every image: stage 1 said so and rewrote the floor to the
+/// running image's epoch, and the device did not power off (it is healthy: the caller waited).
+fn floor_was_repaired(vm: &mut slate_qemu::Vm, mark: usize, epoch: u64) {
+    let warning = vm
+        .wait_for_after(
+            &format!(
+                "{} the security floor 18446744073709551615 is above every image",
+                Kind::Warning.prefix()
+            ),
+            mark,
+            SHELL,
+        )
+        .unwrap();
+    assert!(
+        warning
+            .text
+            .contains(&format!("rewriting the floor to its epoch {epoch}")),
+        "{}",
+        warning.text
+    );
+    let r = vm.shell("cat /data/slate/security-epoch", SHELL).unwrap();
+    assert!(r.ends_with("exit=0"), "{r}");
+    assert!(
+        r.lines().any(|l| l.trim() == epoch.to_string()) && !r.contains("18446744073709551615"),
+        "the floor was not rewritten to {epoch}: {r}"
+    );
 }
 
 /// Boots `disk` (larger than its image) until stage 1 reaches the grow's cut point `step`,

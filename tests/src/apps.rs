@@ -234,8 +234,9 @@ pub fn write_data_file(disk: &Path, rel: &str, bytes: &[u8]) {
         dir.push_str(c);
         script.push_str(&format!("mkdir {dir}\n"));
     }
+    // (`rm` first: debugfs does not replace a file that exists.)
     script.push_str(&format!(
-        "write {} /{rel}\nsif /{rel} mode 0100644\n",
+        "rm /{rel}\nwrite {} /{rel}\nsif /{rel} mode 0100644\n",
         host.display()
     ));
     let cmds = tmp.path().join("cmds");

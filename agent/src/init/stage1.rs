@@ -182,8 +182,11 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
 }
 
 /// This slot's image is below the device's security floor: it never reaches stage 2. Its entry
-/// is marked bad and the machine reboots into the other slot; with no other slot to boot, it
-/// powers off rather than run an image the device has moved past.
+/// is marked bad and the machine reboots into the other slot. With no other slot to boot, the
+/// floor is above every image the device has: no commit wrote that (a commit sets the floor to
+/// the committed image's epoch and marks a lower other slot bad), so it is damage or someone
+/// who could write `/data` trying to stop the device. This slot boots, the floor is rewritten
+/// to its epoch, and a warning says so; a floor decision never powers the device off.
 fn refuse_below_floor(slot: slate_core::layout::Slot, epoch: u64, floor: u64) -> Result<()> {
     marker::emit(&Marker::BelowFloor { slot, epoch, floor });
     std::fs::create_dir_all(esp::MOUNT).with_context(|| format!("creating {}", esp::MOUNT))?;
@@ -195,18 +198,22 @@ fn refuse_below_floor(slot: slate_core::layout::Slot, epoch: u64, floor: u64) ->
                 None => Ok(false),
             });
     let _ = sys::unmount(esp::MOUNT);
-    let renamed = renamed?;
-    let _ = sys::unmount(EARLY_DATA);
-    sys::sync();
-    if renamed {
-        Err(sys::halt(sys::Halt::Reboot))
-    } else {
-        marker::warn(format!(
-            "slot {} cannot boot either; powering off",
-            slot.other()
-        ));
-        Err(sys::halt(sys::Halt::PowerOff))
+    if renamed.as_ref().is_ok_and(|r| *r) {
+        let _ = sys::unmount(EARLY_DATA);
+        sys::sync();
+        return Err(sys::halt(sys::Halt::Reboot));
     }
+    if let Err(e) = &renamed {
+        marker::warn(format!("reading the boot entries for the floor: {e:#}"));
+    }
+    marker::warn(format!(
+        "the security floor {floor} is above every image this device can boot (slot {} cannot boot): the floor is damaged; booting slot {slot} and rewriting the floor to its epoch {epoch}",
+        slot.other()
+    ));
+    if let Err(e) = crate::floor::repair_in(std::path::Path::new(crate::floor::FILE), epoch) {
+        marker::warn(format!("rewriting the security floor: {e:#}"));
+    }
+    Ok(())
 }
 
 /// Marks the running good slot bad and reboots into the other one, when the entries allow it
