@@ -190,6 +190,9 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     let img = image("1.0.0");
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
     write_data_file(&disk, "precious", b"from before the grow\n");
+    // The security-floor bomb, written offline into the data partition: a floor above every
+    // image the device can boot (slot b is empty) is damage, not a reason to power off.
+    write_data_file(&disk, "slate/security-epoch", b"18446744073709551615\n");
     // On a larger disk, data grows on the first boot only. That first boot loses power in the
     // middle of the grow: the primary table's entries are the new ones, its header the old.
     grow_file(&disk, 64 << 20);
@@ -205,11 +208,11 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let r = vm.shell("cat /data/precious", SHELL).unwrap();
     assert!(r.contains("from before the grow"), "{r}");
+    let epoch = status(&vm).security_epoch;
+    floor_was_repaired(&mut vm, 0, epoch);
     let w = vm.shell("echo clean-reboot > /data/keep1", SHELL).unwrap();
     assert!(w.ends_with("exit=0"), "{w}");
-    let epoch = status(&vm).security_epoch;
-    // The security-floor bomb, from a shell on the device: a floor above every image it can
-    // boot (slot b is empty) is damage, not a reason to power off.
+    // The bomb again, from a shell on the device.
     let w = vm
         .shell(
             "echo 18446744073709551615 > /data/slate/security-epoch",
@@ -242,13 +245,10 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     assert!(w.ends_with("exit=0"), "{w}");
     vm.power_cut();
     drop(vm);
-    // The bomb again, written offline into the data partition.
-    write_data_file(&disk, "slate/security-epoch", b"18446744073709551615\n");
     let mut vm = boot(&disk, &tmp.path().join("second"), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
         .unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
-    floor_was_repaired(&mut vm, 0, epoch);
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
     drop(vm);
