@@ -614,3 +614,40 @@ fn refresh_warns_before_targets_expire() {
     );
     assert!(!err.contains("root metadata"), "{err}");
 }
+
+/// A published version is immutable: devices that took the first bytes would never see the
+/// second. Publishing the same bundle again is allowed (a retried command).
+#[test]
+fn a_version_published_once_is_never_replaced_by_other_bytes() {
+    let repo = Repo::init(&[]);
+    let first = repo.bundle();
+    ok(&mut repo.publish(&["--bundle", first.to_str().unwrap()]));
+    ok(&mut repo.publish(&["--bundle", first.to_str().unwrap()]));
+    // The same build signed by another key: the same version, other bytes.
+    let other_key = repo.work.path().join("other");
+    ok(slate().arg("keygen").arg("--out").arg(&other_key));
+    let second = repo.work.path().join("second.slate");
+    ok(slate()
+        .arg("bundle")
+        .arg("--build")
+        .arg(shared_build())
+        .arg("--key")
+        .arg(repo.work.path().join("other.pem"))
+        .arg("--out")
+        .arg(&second));
+    let before = repo.status();
+    let (_, err) = fails(&mut repo.publish(&["--bundle", second.to_str().unwrap()]));
+    assert!(
+        err.contains("already published with other bytes") && err.contains("second.slate"),
+        "{err}"
+    );
+    assert_eq!(repo.status(), before, "the refused publish changed the repository");
+    let stray = std::fs::read_dir(repo.dir.join("targets"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".slate")
+        })
+        .count();
+    assert_eq!(stray, 1, "the refused bundle was left among the targets");
+}

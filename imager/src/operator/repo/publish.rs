@@ -87,9 +87,25 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
             manifest.product, manifest.board, manifest.version
         );
         let target = add_target_file(&layout, &name, path)?;
-        targets
-            .targets
-            .insert(TargetName::new(&name).context("target name")?, target);
+        let target_name = TargetName::new(&name).context("target name")?;
+        if let Some(old) = targets.targets.get(&target_name) {
+            if old.hashes.sha256 != target.hashes.sha256 {
+                let copied = layout.targets().join(format!(
+                    "{}.{name}",
+                    hex::encode(target.hashes.sha256.as_ref())
+                ));
+                let _ = std::fs::remove_file(copied);
+                bail!(
+                    "{}: {} {} for {} is already published with other bytes (sha256 {}); devices may have taken it, so a version is never replaced: build and publish a new version",
+                    path.display(),
+                    manifest.product,
+                    manifest.version,
+                    manifest.board,
+                    hex::encode(old.hashes.sha256.as_ref())
+                );
+            }
+        }
+        targets.targets.insert(target_name, target);
         let update = Update {
             product: manifest.product.clone(),
             board: manifest.board.clone(),
