@@ -529,7 +529,8 @@ pub fn cstring(s: &str) -> Result<CString> {
 /// Makes the child of `cmd` run with `uid`, `gid` (no supplementary groups) and only the
 /// capabilities in `caps` (as ambient capabilities, so they survive exec of a program without
 /// file capabilities), and with `no_new_privs`, before it execs. For uid 0 with no
-/// capabilities named, only `no_new_privs` is set (a root service keeps root).
+/// capabilities named, only `no_new_privs` is set (a root service keeps root). Services get
+/// the usual umask 022 back (PID 1 runs with 077, so what it creates is root's alone).
 pub fn run_as(
     cmd: &mut std::process::Command,
     uid: u32,
@@ -541,7 +542,7 @@ pub fn run_as(
     let drop_root = uid != 0 || gid != 0 || !caps.is_empty();
     let io = |e: rustix::io::Errno| std::io::Error::from(e);
     // SAFETY: the closure runs in the forked child between fork and exec. It only makes raw
-    // system calls (prctl, setgroups, setresgid, setresuid, capset) on the one thread the
+    // system calls (prctl, setgroups, setresgid, setresuid, capset, umask) on the one thread the
     // child has, allocates nothing and takes no lock, so it is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
@@ -567,6 +568,7 @@ pub fn run_as(
                 t::set_keep_capabilities(false).map_err(io)?;
             }
             t::set_no_new_privs(true).map_err(io)?;
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
             Ok(())
         });
     }

@@ -40,8 +40,11 @@ pub enum Refusal {
         running: Slot,
     },
     /// Another install holds the lock.
-    #[error("another install is in progress")]
-    Busy,
+    #[error("another install is in progress ({holder})")]
+    Busy {
+        /// Who holds the lock, as far as the device can tell (process name and PID).
+        holder: String,
+    },
     /// The image has no (usable) trust file.
     #[error("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust")]
     NoTrust,
@@ -115,7 +118,7 @@ impl Refusal {
     /// the bundle is.
     pub fn http_status(&self) -> u16 {
         match self {
-            Refusal::OnTrial { .. } | Refusal::Busy => 409,
+            Refusal::OnTrial { .. } | Refusal::Busy { .. } => 409,
             Refusal::Stalled { inner, .. } => inner.http_status(),
             _ => 400,
         }
@@ -125,7 +128,7 @@ impl Refusal {
     pub fn kind(&self) -> RefusalKind {
         match self {
             Refusal::OnTrial { .. } => RefusalKind::OnTrial,
-            Refusal::Busy => RefusalKind::Busy,
+            Refusal::Busy { .. } => RefusalKind::Busy,
             Refusal::NoTrust => RefusalKind::NoTrust,
             Refusal::NoEsp => RefusalKind::NoEsp,
             Refusal::BootKind { .. } => RefusalKind::BootKind,

@@ -641,7 +641,11 @@ fn a_version_published_once_is_never_replaced_by_other_bytes() {
         err.contains("already published with other bytes") && err.contains("second.slate"),
         "{err}"
     );
-    assert_eq!(repo.status(), before, "the refused publish changed the repository");
+    assert_eq!(
+        repo.status(),
+        before,
+        "the refused publish changed the repository"
+    );
     let stray = std::fs::read_dir(repo.dir.join("targets"))
         .unwrap()
         .filter(|e| {

@@ -8,6 +8,9 @@ use slate_tests::*;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// Longest a debug-shell command may take.
+const SHELL: Duration = Duration::from_secs(30);
+
 /// Uploads raw bytes as a bundle, as the test operator; returns (status, reason).
 fn post_bytes(port: u16, data: &[u8]) -> (u16, String) {
     raw_exchange(
@@ -446,9 +449,33 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         Progress::new(true),
     )
     .unwrap_err();
+    // The refusal names who holds the lock.
     assert!(
-        format!("{e:#}").contains("another install is in progress"),
+        format!("{e:#}").contains("another install is in progress (held by slated (PID "),
         "{e:#}"
+    );
+    // The lock is root's alone: httpd's user (www, 33) cannot even open it, so no service can
+    // hold it (flock works on a read-only descriptor) and block every update.
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    let modes = vm
+        .shell(
+            "busybox stat -c '%n %a %U' /run/slate /run/slate/install.lock",
+            SHELL,
+        )
+        .unwrap();
+    assert!(
+        modes.contains("/run/slate 700 root") && modes.contains("install.lock 600 root"),
+        "{modes}"
+    );
+    let as_www = vm
+        .shell(
+            "busybox setpriv --reuid=33 --regid=33 --clear-groups busybox sh -c 'exec 3< /run/slate/install.lock && echo opened'",
+            SHELL,
+        )
+        .unwrap();
+    assert!(
+        as_www.contains("Permission denied") && !as_www.contains("opened"),
+        "{as_www}"
     );
     drop(first);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -108,6 +108,12 @@ pub fn apply(iface: &str, lease: &ServerMessage, previous: Option<&ServerMessage
     }
     std::fs::write(RESOLV_CONF, slate_core::dhcp::resolv_conf(&lease.dns))
         .with_context(|| format!("writing {RESOLV_CONF}"))?;
+    // Every service resolves names (PID 1's umask is 077).
+    std::fs::set_permissions(
+        RESOLV_CONF,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("making {RESOLV_CONF} readable"))?;
     Ok(())
 }
 

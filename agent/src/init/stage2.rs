@@ -67,8 +67,17 @@ fn setup_mounts() -> Result<()> {
         "gid=5,mode=620,ptmxmode=000",
     )?;
     std::fs::create_dir_all("/data/var").context("creating /data/var")?;
+    // /var is every service's (PID 1's umask is 077).
+    std::fs::set_permissions(
+        "/data/var",
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .context("making /data/var traversable")?;
     sys::mount_bind("/data/var", "/var")?;
     std::fs::create_dir_all(LOG_DIR).ok();
+    // What PID 1 and the agent keep under /run/slate (the install lock, the services' states,
+    // the ESP's mount point) is root's alone.
+    crate::durable::private_dir(std::path::Path::new("/run/slate"))?;
     std::fs::create_dir_all(crate::services::STATE_DIR)?;
     Ok(())
 }
@@ -428,6 +437,9 @@ pub fn run() -> anyhow::Error {
 }
 
 fn supervise() -> Result<std::convert::Infallible> {
+    // What PID 1 creates is root's alone unless it says otherwise; services get 022 back
+    // (sys::run_as).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     setup_mounts()?;
     if let Some(w) = std::env::var(stage1::WATCHDOG_FD_ENV)
         .ok()

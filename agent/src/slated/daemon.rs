@@ -21,8 +21,6 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// Lock file that keeps the API and `slated install` from installing at once.
-pub const INSTALL_LOCK: &str = "/run/slate/install.lock";
 /// Where kernel and initrd of an update are checked before they go onto the ESP: /data, not the
 /// RAM of a small device.
 pub const STAGING: &str = "/data/slate/staging";
@@ -375,21 +373,11 @@ impl Agent {
         force: bool,
         checkpoint: Option<&install::Checkpoint<'_>>,
     ) -> Result<Installed, InstallError> {
-        std::fs::create_dir_all("/run/slate").ok();
-        let lockfile = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(INSTALL_LOCK)
-            .map_err(|e| InstallError::Failed(e.into()))?;
-        if rustix::fs::flock(
-            &lockfile,
-            rustix::fs::FlockOperation::NonBlockingLockExclusive,
-        )
-        .is_err()
-        {
-            return Err(Refusal::Busy.into());
-        }
+        let _held =
+            install::lock::try_take(Path::new(install::lock::PATH)).map_err(|e| match e {
+                install::lock::NotTaken::Busy(r) => InstallError::Refused(r),
+                install::lock::NotTaken::Failed(e) => InstallError::Failed(e),
+            })?;
         let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
         let facts = {
             let st = lock(&self.state);

@@ -275,7 +275,9 @@ fn every_refusal_has_its_wire_kind() {
     let stalled = Refusal::Stalled {
         seconds: 3,
         min_kib_s: 64,
-        inner: Box::new(Refusal::Busy),
+        inner: Box::new(Refusal::Busy {
+            holder: "slated (PID 7)".into(),
+        }),
     };
     assert_eq!(stalled.kind().as_str(), "stalled");
     assert_eq!(
@@ -284,7 +286,12 @@ fn every_refusal_has_its_wire_kind() {
         "a stall keeps its cause's status"
     );
     for (r, kind) in [
-        (Refusal::Busy, "busy"),
+        (
+            Refusal::Busy {
+                holder: "slated (PID 7)".into(),
+            },
+            "busy",
+        ),
         (Refusal::NoTrust, "no-trust"),
         (Refusal::NoEsp, "no-esp"),
         (

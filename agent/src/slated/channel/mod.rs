@@ -274,6 +274,22 @@ async fn check(
                 "release.json names the target {file:?}, which is not a file name"
             ))
         })?;
+    // A device that is installing already (a push) is not sent the bundle only to refuse it
+    // at the end: the check says who holds the lock and the next check tries again.
+    match crate::slated::install::lock::try_take(Path::new(crate::slated::install::lock::PATH)) {
+        Ok(free) => drop(free),
+        Err(crate::slated::install::lock::NotTaken::Busy(r)) => {
+            return Err(fail(ChannelFailure::Install)(
+                anyhow::Error::new(r).context(format!(
+                    "{} {} is not fetched now",
+                    update.target, update.version
+                )),
+            ))
+        }
+        Err(crate::slated::install::lock::NotTaken::Failed(e)) => {
+            return Err(fail(ChannelFailure::Install)(e))
+        }
+    }
     marker::emit(&Marker::ChannelUpdate {
         version: update.version.to_string(),
         reason: serde_json::to_value(reason)
@@ -377,7 +393,7 @@ async fn check(
                 &e,
                 InstallError::Refused(r) if !matches!(
                     r,
-                    Refusal::OnTrial { .. } | Refusal::Busy | Refusal::NoEsp | Refusal::Stalled { .. }
+                    Refusal::OnTrial { .. } | Refusal::Busy { .. } | Refusal::NoEsp | Refusal::Stalled { .. }
                 )
             );
             if lasting {

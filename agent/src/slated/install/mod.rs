@@ -19,6 +19,7 @@
 //!
 //! A failure at any step leaves the running slot and its entry untouched.
 
+pub mod lock;
 pub mod uki;
 
 use crate::boot::BootBackend;
