@@ -211,4 +211,19 @@ fn invalid_version_and_bad_values_are_refused() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("squashfs.compression_level"), "{err}");
     assert_nothing_written(&out);
+    // Capabilities on a root service would look like a limit and be none.
+    let spec = spec_with(
+        tmp.path(),
+        &base_spec().replace(
+            "restart = \"on-failure\"\n",
+            "restart = \"on-failure\"\ncapabilities = [\"net_bind_service\"]\n",
+        ),
+    );
+    let (code, err) = fails(&mut build_cmd(&spec, &out));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("service[0].capabilities") && err.contains("runs as root"),
+        "{err}"
+    );
+    assert_nothing_written(&out);
 }

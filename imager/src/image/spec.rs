@@ -535,6 +535,17 @@ impl ImageSpec {
                     format!("{c:?} is not a Linux capability (see capabilities(7); e.g. net_bind_service)"),
                 ));
             }
+            // Root holds every capability: a list would look like a limit and be none.
+            let as_root = s.user.as_deref().is_none_or(|u| u == "root");
+            if as_root && !s.capabilities.is_empty() {
+                return Err(bad(
+                    format!("service[{i}].capabilities"),
+                    format!(
+                        "service {:?} runs as root, which has every capability: give it a `user` (a [[user]]) so that only these capabilities are kept",
+                        s.name
+                    ),
+                ));
+            }
         }
         for (i, c) in self.health.checks.iter().enumerate() {
             if let slate_core::config::Probe::Service { service, .. } = &c.probe {
