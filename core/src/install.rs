@@ -403,6 +403,18 @@ pub fn check_boot_kind(m: &Manifest, boot: BootKind) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Refuses a bundle whose signed manifest is not the version a channel's signed release
+/// offered (`None`: a push, which offers what it carries).
+pub fn check_offered(m: &Manifest, offered: Option<&crate::Version>) -> Result<(), Refusal> {
+    match offered {
+        Some(v) if *v != m.version => Err(Refusal::Manifest(ManifestError::NotOffered {
+            offered: v.clone(),
+            bundle: m.version.clone(),
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// The steps that install `m` (already verified against the trust file and `facts`) into the
 /// idle slot, or why it must not be installed.
 pub fn plan(m: &Manifest, s: &Situation<'_>) -> Result<InstallPlan, Refusal> {

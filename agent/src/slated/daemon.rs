@@ -361,7 +361,7 @@ impl Agent {
 
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
-        self.install_with(body, force, None)
+        self.install_with(body, force, None, None)
     }
 
     /// [`Agent::install`] that reports how far the root image is durable (a pull's resume
@@ -371,6 +371,7 @@ impl Agent {
         &self,
         body: impl Read,
         force: bool,
+        offered: Option<&slate_core::Version>,
         checkpoint: Option<&install::Checkpoint<'_>>,
     ) -> Result<Installed, InstallError> {
         let _held =
@@ -416,6 +417,7 @@ impl Agent {
                 .secure_boot_db
                 .as_ref()
                 .map(|k| k.as_deref().map_err(Clone::clone)),
+            offered: offered.cloned(),
             checkpoint,
         };
         if checkpoint.is_none() {

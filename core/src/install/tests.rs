@@ -348,3 +348,20 @@ proptest! {
         prop_assert_eq!(one_shot, m.version <= f.version);
     }
 }
+
+#[test]
+fn a_pull_installs_only_the_version_its_release_offered() {
+    let m = manifest("2.0.0", false);
+    let v = |t: &str| t.parse::<crate::Version>().expect("version");
+    assert!(
+        check_offered(&m, None).is_ok(),
+        "a push offers what it carries"
+    );
+    assert!(check_offered(&m, Some(&v("2.0.0"))).is_ok());
+    let r = check_offered(&m, Some(&v("2.1.0"))).expect_err("another version");
+    assert_eq!(r.kind().as_str(), "manifest");
+    assert_eq!(
+        r.to_string(),
+        "the channel offered version 2.1.0, but the bundle's signed manifest says 2.0.0"
+    );
+}

@@ -90,4 +90,16 @@ pub enum ManifestError {
     /// The version failed before and is not retried automatically.
     #[error("version {0} failed its health checks before on this device; it is not installed again unless forced")]
     PreviouslyFailed(Version),
+    /// A channel's signed release offered one version and the bundle's own signed manifest
+    /// says another: whoever signed the release pointed at the wrong bundle (or at an old one
+    /// under a new name), and the device installs only what it was offered.
+    #[error(
+        "the channel offered version {offered}, but the bundle's signed manifest says {bundle}"
+    )]
+    NotOffered {
+        /// The version the release named.
+        offered: Version,
+        /// The bundle's own.
+        bundle: Version,
+    },
 }

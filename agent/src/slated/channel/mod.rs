@@ -317,6 +317,7 @@ async fn check(
     }
     let (tx, reader) = download::StreamReader::new();
     let worker_agent = agent.clone();
+    let offered = update.version.clone();
     // Going back (max_version) or to a locked version is a downgrade the signed release
     // manifest asks for: the install allows it within the security epoch, as with --force.
     let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
@@ -338,7 +339,7 @@ async fn check(
                 marker::warn(format!("channel: the resume record: {e:#}"));
             }
         };
-        worker_agent.install_with(reader, force, Some(&note))
+        worker_agent.install_with(reader, force, Some(&offered), Some(&note))
     });
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(

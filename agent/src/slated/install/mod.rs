@@ -78,6 +78,9 @@ pub struct Installer<'a> {
     /// a bundle's UKIs must be signed by, or why it could not be read. None for an image that
     /// boots `.conf` entries.
     pub secure_boot_db: Option<Result<&'a [u8], String>>,
+    /// The version a channel's signed release offered: the bundle's manifest must say the
+    /// same (None for a push, which offers what it carries).
+    pub offered: Option<slate_core::Version>,
     /// Told, every [`CHECKPOINT_BYTES`] of the root image, the bundle offset of its first byte
     /// and how many of its bytes are now synced into the idle slot (a pull's resume state).
     pub checkpoint: Option<&'a Checkpoint<'a>>,
@@ -123,6 +126,7 @@ pub fn install<R: Read>(
     let (m_bytes, sigs) = plan::read_head(&mut r)?;
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
+    plan::check_offered(&m, inst.offered.as_ref())?;
     drop(span);
     let boot = match inst.secure_boot_db {
         Some(_) => BootKind::SignedUki,
