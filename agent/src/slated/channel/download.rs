@@ -23,6 +23,15 @@ use tokio::sync::mpsc;
 use url::Url;
 
 /// How long a download keeps trying.
+///
+/// While it runs, the download holds the install lock and the idle slot has no entry: a mirror
+/// or an on-path attacker that trickles bytes, or drops every connection after a little
+/// progress, must not keep the device there for as long as it likes. So besides the stall
+/// timeout and the tries without progress, a download keeps the push path's minimum average
+/// rate (counted from its start, after a grace, backoffs included), which also gives it an
+/// overall deadline (the grace plus the signed length at that rate), and opens at most
+/// `connections` connections. Missing either gives up: the install fails and frees the lock,
+/// and the next check continues from what is durable in the slot.
 #[derive(Clone, Copy, Debug)]
 pub struct Patience {
     /// Consecutive tries without progress before giving up.
@@ -31,15 +40,38 @@ pub struct Patience {
     pub stall: Duration,
     /// Wait before the second try; doubled per further try (up to 32 times).
     pub first_backoff: Duration,
+    /// Connections one download may open in all.
+    pub connections: u32,
+    /// The slowest average rate kept, in bytes per second.
+    pub min_bytes_s: u64,
+    /// How long the download runs before its average counts.
+    pub grace: Duration,
 }
 
 impl Patience {
-    /// What the agent uses.
-    pub const DEVICE: Patience = Patience {
-        attempts: 8,
-        stall: Duration::from_secs(30),
-        first_backoff: Duration::from_secs(2),
-    };
+    /// What the agent uses: the push path's minimum rate (`[agent] min_upload_kib_s`).
+    pub fn device(min_upload_kib_s: u32) -> Patience {
+        Patience {
+            attempts: 8,
+            stall: Duration::from_secs(30),
+            first_backoff: Duration::from_secs(2),
+            connections: 8,
+            min_bytes_s: u64::from(min_upload_kib_s.max(1)) * 1024,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// The moment by which a download that started at `started` must have delivered more than
+    /// `delivered` bytes to keep the minimum average rate. At the signed length it is the
+    /// download's overall deadline.
+    pub fn pace_deadline(
+        &self,
+        started: tokio::time::Instant,
+        delivered: u64,
+    ) -> tokio::time::Instant {
+        let allowed = Duration::from_secs_f64(delivered as f64 / self.min_bytes_s.max(1) as f64);
+        started + self.grace + allowed
+    }
 }
 
 /// A download that stopped for the network's sake (tries exhausted): what was durable stays
@@ -176,6 +208,20 @@ pub async fn fetch(
     let mut delivered = 0u64;
     let mut hash = Sha256::new();
     let mut attempt = 0;
+    let mut connections = 0u32;
+    let started = tokio::time::Instant::now();
+    let too_slow = |delivered: u64| {
+        format!(
+            "{url}: gave up at byte {delivered} of {} after {} s: below the minimum average of {} KiB/s (deadline {} s for the whole download)",
+            expected.length,
+            started.elapsed().as_secs(),
+            patience.min_bytes_s / 1024,
+            patience
+                .pace_deadline(started, expected.length)
+                .duration_since(started)
+                .as_secs()
+        )
+    };
     let mut last_error = String::new();
     let mut install_stopped = false;
     let mut pending = prefix.filter(|p| {
@@ -199,18 +245,33 @@ pub async fn fetch(
         let stop = pending
             .as_ref()
             .map_or(expected.length, |p| p.at.bundle_offset);
-        if attempt == patience.attempts {
-            let e = format!(
+        let backoff = match attempt {
+            0 => Duration::ZERO,
+            n => patience.first_backoff * (1 << (n - 1).min(5)),
+        };
+        let gave_up = if attempt == patience.attempts {
+            Some(format!(
                 "{url}: gave up after {} tries at byte {delivered} of {}: {last_error}",
                 patience.attempts, expected.length
-            );
+            ))
+        } else if connections == patience.connections {
+            Some(format!(
+                "{url}: gave up at byte {delivered} of {} after {connections} connections: {last_error}",
+                expected.length
+            ))
+        } else if tokio::time::Instant::now() + backoff > patience.pace_deadline(started, delivered)
+        {
+            Some(too_slow(delivered))
+        } else {
+            None
+        };
+        if let Some(e) = gave_up {
             let _ = tx.send(Err(e.clone())).await;
             return Err(GaveUp(e).into());
         }
-        if attempt > 0 {
-            tokio::time::sleep(patience.first_backoff * (1 << (attempt - 1).min(5))).await;
-        }
+        tokio::time::sleep(backoff).await;
         attempt += 1;
+        connections += 1;
         let range = match (delivered, stop == expected.length) {
             (0, true) => None,
             (from, true) => Some((from, None)),
@@ -268,7 +329,14 @@ pub async fn fetch(
         }
         let mut body = resp.into_body();
         loop {
-            let frame = match tokio::time::timeout(patience.stall, body.frame()).await {
+            let pace = patience.pace_deadline(started, delivered);
+            let stall = tokio::time::Instant::now() + patience.stall;
+            let frame = match tokio::time::timeout_at(pace.min(stall), body.frame()).await {
+                Err(_) if pace < stall => {
+                    let e = too_slow(delivered);
+                    let _ = tx.send(Err(e.clone())).await;
+                    return Err(GaveUp(e).into());
+                }
                 Err(_) => {
                     last_error = format!("no bytes for {:?}", patience.stall);
                     break;

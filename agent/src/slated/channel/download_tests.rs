@@ -19,6 +19,10 @@ enum Fault {
     ChangedSize,
     StallAtHalf,
     WrongBytes,
+    /// Every answer trickles 1 KiB every 100 ms (10 KiB/s): never a stall.
+    Trickle,
+    /// Every answer is honest but stops after 5% of the payload: progress on each connection.
+    DropAfterEvery5Percent,
 }
 
 const LEN: usize = 300_000;
@@ -134,6 +138,25 @@ async fn answer<S: tokio::io::AsyncWrite + Unpin>(
                 .await
         }
         (Fault::IgnoreRange, _) => s.write_all(&honest(None, data)).await,
+        (Fault::Trickle, _) => {
+            let whole = honest(range, data);
+            for piece in whole.chunks(1024) {
+                s.write_all(piece).await?;
+                s.flush().await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(())
+        }
+        (Fault::DropAfterEvery5Percent, _) => {
+            let whole = honest(range, data);
+            let head = whole
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(0, |p| p + 4);
+            let end = (head + LEN / 20).min(whole.len());
+            s.write_all(&whole[..end]).await?;
+            s.flush().await
+        }
         (Fault::ChangedSize, _) => {
             let mut longer = data.to_vec();
             longer.extend_from_slice(&[0; 10]);
@@ -203,6 +226,9 @@ fn client(server: &Server) -> (Https, Url, Expected, Patience) {
         attempts: 4,
         stall: Duration::from_secs(2),
         first_backoff: Duration::from_millis(10),
+        connections: 8,
+        min_bytes_s: 50 << 10,
+        grace: Duration::from_secs(2),
     };
     (https, url, expected, patience)
 }
@@ -416,4 +442,32 @@ async fn a_bundle_the_install_refuses_is_still_checked_against_the_signed_hash()
     let (bad, _) = run_refused_early(Fault::WrongBytes).await;
     let e = format!("{:#}", bad.unwrap_err());
     assert!(e.contains("does not match the signed target"), "{e}");
+}
+
+/// A trickle that never stalls (the old code reset its tries at every byte and waited for
+/// ever) is given up once its average falls below the minimum, and the install gets an
+/// error, so the lock is freed.
+#[tokio::test]
+async fn a_trickle_below_the_minimum_average_is_given_up() {
+    let r = run(Fault::Trickle).await;
+    let e = r.result.expect_err("a 10 KiB/s trickle was taken");
+    assert!(gave_up(&e), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("below the minimum average of 50 KiB/s"),
+        "{e:#}"
+    );
+    assert!(r.delivered.is_err(), "the install was not told");
+}
+
+/// A server that drops every connection after 5% more (progress each time, so the tries
+/// never run out) is given up at the connection cap; the next check resumes from the slot.
+#[tokio::test]
+async fn a_server_that_drops_after_every_5_percent_is_given_up_at_the_connection_cap() {
+    let r = run(Fault::DropAfterEvery5Percent).await;
+    let e = r.result.expect_err("twenty connections were opened");
+    assert!(gave_up(&e), "{e:#}");
+    assert!(format!("{e:#}").contains("after 8 connections"), "{e:#}");
+    assert_eq!(r.requests, 8);
+    assert!(r.delivered.is_err(), "the install was not told");
+    assert_eq!(r.stats.resumes, 7);
 }

@@ -349,7 +349,7 @@ async fn check(
         prefix,
         tx,
         &mut stats,
-        &download::Patience::DEVICE,
+        &download::Patience::device(agent.config.min_upload_kib_s),
     )
     .await;
     if fetched.is_ok() {
