@@ -172,7 +172,10 @@ pub enum Decision<'a> {
 /// A device's whole update policy: given the manifest, itself and the time, what to do.
 pub fn decide<'a>(manifest: &'a ReleaseManifest, me: &DeviceView<'_>, now: u64) -> Decision<'a> {
     let max = manifest.max_version(me.product, me.board);
-    let allowed = |u: &&Update| !matches!(max, Some(m) if u.version > *m);
+    // Neither a lever nor a lock takes a version that failed its trial here: the device
+    // already knows it does not work on it (an operator retries one with `slate push --force`).
+    let allowed =
+        |u: &&Update| !matches!(max, Some(m) if u.version > *m) && !me.failed.contains(&u.version);
     let updates = || manifest.updates_for(me.product, me.board).filter(allowed);
     if let Some(lock) = me.version_lock {
         if lock == me.version {
@@ -197,7 +200,7 @@ pub fn decide<'a>(manifest: &'a ReleaseManifest, me: &DeviceView<'_>, now: u64) 
         return Decision::UpToDate;
     }
     let newest = updates()
-        .filter(|u| u.version > *me.version && !me.failed.contains(&u.version))
+        .filter(|u| u.version > *me.version)
         .max_by(|a, b| a.version.cmp(&b.version));
     let Some(update) = newest else {
         return Decision::UpToDate;

@@ -184,6 +184,27 @@ fn a_failed_version_is_skipped_and_max_version_rolls_back() {
 }
 
 #[test]
+fn neither_the_lever_nor_a_lock_takes_a_version_that_failed_here() {
+    let mut m = ReleaseManifest::default();
+    m.publish(update("1.0.0", Waves::default()));
+    m.publish(update("1.5.0", Waves::default()));
+    m.publish(update("2.0.0", Waves::default()));
+    m.set_max_version("slate", "qemu-x86_64", Some(v("1.5.0")));
+    let two = v("2.0.0");
+    let failed = [v("1.5.0")];
+    let mut d = device(&two, 5);
+    d.failed = &failed;
+    // Back to the newest version at or below the lever that did not fail here.
+    assert!(matches!(
+        decide(&m, &d, 0),
+        Decision::Install { update, reason: Reason::RollBack } if update.version == v("1.0.0")
+    ));
+    let lock = v("1.5.0");
+    d.version_lock = Some(&lock);
+    assert_eq!(decide(&m, &d, 0), Decision::UpToDate);
+}
+
+#[test]
 fn a_version_lock_wins_over_waves() {
     let mut m = ReleaseManifest::default();
     m.publish(update("1.0.0", Waves::default()));
