@@ -18,8 +18,10 @@ pub struct RotatingLog {
 
 impl RotatingLog {
     /// Opens (appending to) `path`, with `cap` bytes for it and its one rotated generation.
+    ///
+    /// Logs are root's alone (0600): services' output may hold what only they should see.
     pub fn open(path: &Path, cap: u64) -> io::Result<RotatingLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = private_append(path)?;
         let written = file.metadata()?.len();
         let mut log = RotatingLog {
             path: path.to_path_buf(),
@@ -43,13 +45,22 @@ impl RotatingLog {
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
         std::fs::rename(&self.path, Self::older(&self.path))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = private_append(&self.path)?;
         self.written = 0;
         Ok(())
     }
+}
+
+/// Opens `path` for appending, 0600 whatever mode an older file had.
+fn private_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 impl Write for RotatingLog {

@@ -161,6 +161,27 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     );
     assert!(logs.contains("\ninit-log-ok"), "PID 1's log: {logs}");
     assert!(logs.ends_with("exit=0"), "{logs}");
+    // The agent's folder and every log in it are root's alone.
+    let modes = vm
+        .shell(
+            "busybox stat -c '%a %U %n' /data/slate /data/slate/log/*.log",
+            SHELL,
+        )
+        .unwrap();
+    assert!(modes.ends_with("exit=0"), "{modes}");
+    let listed: Vec<&str> = modes
+        .lines()
+        .filter(|l| l.contains("/data/slate"))
+        .collect();
+    assert!(listed.len() >= 4, "{modes}");
+    for line in listed {
+        let want = if line.ends_with(".log") {
+            "600 root "
+        } else {
+            "700 root "
+        };
+        assert!(line.starts_with(want), "{line} (want {want}): {modes}");
+    }
 
     vm.shutdown(Duration::from_secs(60)).unwrap();
     assert!(vm.saw(&format!("{} poweroff", Kind::Shutdown.prefix())));

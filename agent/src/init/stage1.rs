@@ -44,6 +44,9 @@ pub fn run() -> anyhow::Error {
 
 fn boot(started: u64) -> Result<std::convert::Infallible> {
     use sys::Flags;
+    // What PID 1 creates (the boot count, logs, the floor) is root's alone; stage 2 keeps this
+    // umask and gives services 022.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     sys::mount("devtmpfs", "/dev", "devtmpfs", Flags::NOSUID, "mode=0755")?;
     sys::mount(
         "proc",
@@ -118,6 +121,10 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         marker::warn(format!("growing data to the disk's end: {e:#}"));
     }
     mount_data(EARLY_DATA)?;
+    // The agent's state, keys, logs and counters: root's alone, on older devices too.
+    if let Err(e) = crate::durable::private_dir(&std::path::Path::new(EARLY_DATA).join("slate")) {
+        marker::warn(format!("{e:#}"));
+    }
     // Stage 1's lines so far, and the rest of them, are kept on /data from here on.
     if let Err(e) = crate::logging::attach(
         &std::path::Path::new(EARLY_DATA).join("slate/log/stage1.log"),
