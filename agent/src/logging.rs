@@ -74,6 +74,14 @@ pub fn flush() {
     }
 }
 
+/// Closes the log file (lines after this stay on the console only): PID 1 lets go of
+/// `/data` before it halts, so the file system can be unmounted clean.
+pub fn detach() {
+    if let Some(mut f) = sink().file.take() {
+        let _ = f.flush();
+    }
+}
+
 /// The filter in force: `slate.log=` on the kernel command line wins over the image's.
 pub fn filter_text(cmdline: &str, config: &LogConfig) -> String {
     slate_core::cmdline::value(cmdline, "slate.log")

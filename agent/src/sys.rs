@@ -53,6 +53,12 @@ pub fn unmount(target: &str) -> Result<()> {
     }
 }
 
+/// Unmounts `target` now or fails (no lazy detach): for a shutdown that must know whether the
+/// file system is clean.
+pub fn unmount_now(target: &str) -> rustix::io::Result<()> {
+    rustix::mount::unmount(target, UnmountFlags::empty())
+}
+
 /// Loads a kernel module from its file; an already loaded module is fine.
 pub fn load_module(path: &str) -> Result<()> {
     let f = File::open(path).with_context(|| format!("opening module {path}"))?;

@@ -188,6 +188,11 @@ fn default_image_boots_to_healthy_with_a_verified_read_only_root() {
     // Every service, the debug shell included, stops when asked: none waits out the grace
     // period to be killed.
     assert!(!vm.saw("did not stop within"), "{}", vm.tail(10));
+    // PID 1 let go of /data before it powered off: the journal is clean, and nothing said it
+    // could not unmount.
+    assert!(!vm.saw("/data could not be unmounted"), "{}", vm.tail(10));
+    assert!(!vm.saw("/data is still in use"), "{}", vm.tail(10));
+    slate_tests::disk::data_is_clean(&disk);
 
     // The grown table is what the standard tool calls valid, and data ends at the disk's end.
     sgdisk_clean(&disk);

@@ -43,3 +43,50 @@ pub fn data_kib(vm: &mut slate_qemu::Vm, timeout: std::time::Duration) -> u64 {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no size in df's line: {df}"))
 }
+
+/// `dumpe2fs -h` of the data partition of `disk` (read from a copy of the partition): the
+/// superblock as e2fsprogs sees it.
+pub fn data_superblock(disk: &Path) -> String {
+    let (offset, len) = crate::partition(disk, "data").expect("data partition");
+    assert_eq!((offset | len) % (1 << 20), 0, "data is MiB-aligned");
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let part = tmp.path().join("data.ext4");
+    let dd = std::process::Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=1M", "status=none"])
+        .arg(format!("skip={}", offset >> 20))
+        .arg(format!("count={}", len >> 20))
+        .status()
+        .expect("running dd");
+    assert!(dd.success(), "dd of the data partition");
+    let out = std::process::Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&part)
+        .output()
+        .expect("running dumpe2fs (e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "dumpe2fs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts that the data file system of `disk` was unmounted clean: no journal to replay.
+pub fn data_is_clean(disk: &Path) {
+    let sb = data_superblock(disk);
+    let field = |name: &str| {
+        sb.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in dumpe2fs -h: {sb}"))
+            .to_string()
+    };
+    let features = field("Filesystem features:");
+    assert!(
+        !features.split_whitespace().any(|f| f == "needs_recovery"),
+        "the data file system needs its journal replayed: {features}"
+    );
+    assert_eq!(field("Filesystem state:"), "clean", "{sb}");
+}

@@ -396,7 +396,7 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
     }
     forgive_this_start();
     sys::sync();
-    for m in [crate::boot::esp::MOUNT, "/var", "/data"] {
+    for m in [crate::boot::esp::MOUNT, "/var"] {
         if m == crate::boot::esp::MOUNT && !std::path::Path::new(m).join("loader").exists() {
             continue;
         }
@@ -404,8 +404,41 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
             marker::warn(format!("{e:#}"));
         }
     }
+    release_data();
     sys::sync();
     sys::halt(how)
+}
+
+/// Unmounts `/data` for real (a lazy detach would leave its journal dirty until the halt, and
+/// the next boot would replay it): PID 1's own log is closed first, and services' log writers
+/// get a moment to see their pipes close. If it stays busy, it is remounted read-only; if even
+/// that fails, the console says so.
+fn release_data() {
+    crate::logging::detach();
+    let mut last = None;
+    for _ in 0..30 {
+        match sys::unmount_now("/data") {
+            Ok(()) => return,
+            Err(rustix::io::Errno::BUSY) => {
+                last = Some(rustix::io::Errno::BUSY);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    let remounted = sys::remount("/data", sys::Flags::RDONLY, "");
+    match remounted {
+        Ok(()) => marker::warn(format!(
+            "/data could not be unmounted ({}); remounted read-only instead",
+            last.map_or_else(String::new, |e| e.to_string())
+        )),
+        Err(e) => marker::warn(format!(
+            "/data is still in use and stays writable ({e:#}): its journal will be replayed at the next boot"
+        )),
+    }
 }
 
 /// An orderly reboot or poweroff (through the API or a signal to PID 1) is not a failed start:
