@@ -169,12 +169,12 @@ fn extract_with_index(deb_bytes: &[u8], what: &str, wanted: &[String]) -> Result
             r.read_to_end(&mut b)?;
             let info = kmod::modinfo(&e.path, &b)?;
             let file_name = e.path.rsplit('/').next().unwrap_or_default();
-            let name = info
+            let raw = info
                 .iter()
                 .find(|(k, _)| k == "name")
-                .map(|(_, v)| kmod::normalize(v))
-                .unwrap_or_else(|| kmod::normalize(file_name.trim_end_matches(".ko")));
-            deps.insert(name.clone(), kmod::depends(&info));
+                .map_or(file_name.trim_end_matches(".ko"), |(_, v)| v.as_str());
+            let name = kmod::module_name(&e.path, raw)?;
+            deps.insert(name.clone(), kmod::depends(&e.path, &info)?);
             modules.insert(name, (e.path.clone(), b));
         } else if e.path.starts_with("lib/modules/")
             && (e.path.ends_with(".ko.xz") || e.path.ends_with(".ko.zst"))

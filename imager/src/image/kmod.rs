@@ -27,6 +27,34 @@ pub enum KmodError {
         /// " (needed by x)" or "".
         needed_by: String,
     },
+    /// A `.modinfo` name (or dependency) that is not a module name: it becomes a file name in
+    /// the cache and the initramfs, so `../` or `/` in it would write elsewhere.
+    #[error(
+        "{file}: {name:?} in .modinfo is not a module name (letters, digits, '_' and '-' only)"
+    )]
+    BadName {
+        /// Module file.
+        file: String,
+        /// The name as read.
+        name: String,
+    },
+}
+
+/// A module name from `.modinfo` (`name=` or an entry of `depends=`), normalised, or why it
+/// is not one.
+pub fn module_name(file: &str, raw: &str) -> Result<String, KmodError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(KmodError::BadName {
+            file: file.to_string(),
+            name: raw.to_string(),
+        });
+    }
+    Ok(normalize(raw))
 }
 
 /// Module names use `_` and `-` interchangeably; the kernel normalises to `_`.
@@ -61,10 +89,11 @@ pub fn modinfo(file: &str, elf: &[u8]) -> Result<Vec<(String, String)>, KmodErro
 }
 
 /// The dependencies `depends=` lists.
-pub fn depends(info: &[(String, String)]) -> Vec<String> {
+pub fn depends(file: &str, info: &[(String, String)]) -> Result<Vec<String>, KmodError> {
     info.iter()
         .filter(|(k, _)| k == "depends")
-        .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()).map(normalize))
+        .flat_map(|(_, v)| v.split(',').filter(|s| !s.is_empty()))
+        .map(|d| module_name(file, d))
         .collect()
 }
 
@@ -170,5 +199,28 @@ mod tests {
             b"not an elf at all, not at all, not at all, not at all, not at all"
         )
         .is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_module_names_are_refused() {
+        assert_eq!(module_name("a.ko", "virtio-blk").unwrap(), "virtio_blk");
+        for bad in [
+            "../../etc/passwd",
+            "a/b",
+            "",
+            "x y",
+            "dm\0mod",
+            &"a".repeat(65),
+        ] {
+            let e = module_name("evil.ko", bad).expect_err(bad);
+            assert!(e.to_string().contains("evil.ko"), "{e}");
+        }
+        let info = vec![("depends".to_string(), "virtio,../x".to_string())];
+        assert!(depends("evil.ko", &info).is_err());
+        let info = vec![("depends".to_string(), "virtio,virtio-ring".to_string())];
+        assert_eq!(
+            depends("ok.ko", &info).unwrap(),
+            vec!["virtio".to_string(), "virtio_ring".to_string()]
+        );
     }
 }
