@@ -469,12 +469,14 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     );
     let as_www = vm
         .shell(
-            "busybox setpriv --reuid=33 --regid=33 --clear-groups busybox sh -c 'exec 3< /run/slate/install.lock && echo opened'",
+            "busybox su -s /bin/sh www -c 'busybox id -u; exec 3< /run/slate/install.lock && echo opened'",
             SHELL,
         )
         .unwrap();
     assert!(
-        as_www.contains("Permission denied") && !as_www.contains("opened"),
+        as_www.lines().next().map(str::trim) == Some("33")
+            && as_www.contains("Permission denied")
+            && !as_www.contains("opened"),
         "{as_www}"
     );
     drop(first);
