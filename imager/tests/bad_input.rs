@@ -227,3 +227,20 @@ fn invalid_version_and_bad_values_are_refused() {
     );
     assert_nothing_written(&out);
 }
+
+#[test]
+fn nothing_but_slate_writes_where_the_device_keeps_its_trust() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let spec = spec_with(tmp.path(), &base_spec());
+    let planted = tmp.path().join("overlay/etc/slate");
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join("trust.toml"), "threshold = 1\n").unwrap();
+    let (code, err) = fails(&mut build_cmd(&spec, &out));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("/etc/slate") && err.contains("only Slate writes them"),
+        "{err}"
+    );
+    assert_nothing_written(&out);
+}

@@ -217,6 +217,11 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
             tree.insert(p, Node::symlink(&l.target))?;
         }
     }
+    if let Some((path, _)) = tree.iter().find(|(p, _)| reserved_for_slate(p)) {
+        anyhow::bail!(
+            "/{path} comes from a package, an alternative, an overlay or the spec's files, dirs or symlinks: /etc/slate, /usr/lib/slate and /usr/bin/slated hold what the device trusts and runs, and only Slate writes them"
+        );
+    }
 
     // What every Slate root has: mount points, the device binaries, the device config.
     for (d, mode) in [
@@ -420,6 +425,19 @@ fn add_host_file(
     Ok(())
 }
 
+/// Where only Slate's own files may be: the device's trust and configuration, PID 1 and the
+/// agent. A package, alternative or overlay there could add a trusted key or replace PID 1.
+fn reserved_for_slate(rel: &str) -> bool {
+    ["etc/slate", "usr/lib/slate", "usr/bin/slated"]
+        .iter()
+        .any(|r| {
+            rel == *r
+                || rel
+                    .strip_prefix(r)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
 /// Reads an operator CA file for the image: exactly one self-signed CA certificate, in PEM. A
 /// private key in it is refused (an image is no place for a secret), and so are a file without
 /// a certificate, a bundle of several (every CA in it could mint operators) and a leaf or
@@ -562,5 +580,20 @@ mod tests {
         std::fs::write(&empty, "nothing\n").expect("write");
         assert!(operator_ca(&empty).is_err());
         assert!(operator_ca(&ca).is_ok());
+    }
+
+    #[test]
+    fn slate_s_own_places_are_reserved() {
+        for p in [
+            "etc/slate",
+            "etc/slate/trust.toml",
+            "usr/lib/slate/slate-init",
+            "usr/bin/slated",
+        ] {
+            assert!(reserved_for_slate(p), "{p}");
+        }
+        for p in ["etc/slater", "usr/bin/slated2", "usr/lib/slatex/a", "etc"] {
+            assert!(!reserved_for_slate(p), "{p}");
+        }
     }
 }
