@@ -133,6 +133,11 @@ pub struct InitConfig {
     pub etc_overrides: Vec<String>,
 }
 
+/// `/etc` files (relative to `/`) that `etc_overrides` never names: who is root, and what
+/// every dynamically linked program loads.
+pub const ETC_NEVER_OVERRIDDEN: [&str; 4] =
+    ["etc/passwd", "etc/group", "etc/shadow", "etc/ld.so.preload"];
+
 /// How much the device logs, and how much of it it keeps on `/data`.
 ///
 /// Every file in `/data/slate/log/` (one per service, `init.log` for PID 1, `stage1.log`) is

@@ -2,6 +2,7 @@
 //! switches to it; stage 2 in the real root supervises the image's services until shutdown.
 
 pub mod dhcp;
+pub mod etc_overrides;
 pub mod grow;
 pub mod stage1;
 pub mod stage2;

@@ -82,30 +82,6 @@ fn setup_mounts() -> Result<()> {
     Ok(())
 }
 
-/// Binds each `/data/etc/<file>` that exists (a regular file, not a link) read-only over the
-/// image's `/etc/<file>`, for the files the image lets a device replace. `/etc/slate` never:
-/// the image alone says what the device trusts.
-fn etc_overrides(files: &[String]) {
-    for target in files {
-        let Some(rel) = target.strip_prefix("/etc/") else {
-            continue;
-        };
-        if rel.starts_with("slate/") || rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            continue;
-        }
-        let from = format!("/data/etc/{rel}");
-        if !std::fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        let bound = sys::mount_bind(&from, target)
-            .and_then(|()| sys::remount(target, sys::Flags::BIND | sys::Flags::RDONLY, ""));
-        match bound {
-            Ok(()) => tracing::info!(file = %target, from = %from, "etc override"),
-            Err(e) => marker::warn(format!("etc override {target}: {e:#}")),
-        }
-    }
-}
-
 fn setup_network(hostname: &str) {
     let _ = sys::link_up("lo");
     let net: Network = read_toml(&format!("/{}", paths::NETWORK)).unwrap_or_default();
@@ -504,7 +480,7 @@ fn supervise() -> Result<std::convert::Infallible> {
     if let Err(e) = sys::set_hostname(&init.hostname) {
         marker::warn(format!("{e:#}"));
     }
-    etc_overrides(&init.etc_overrides);
+    crate::init::etc_overrides::apply(&init.etc_overrides);
     setup_network(&init.hostname);
 
     let reboot = Arc::new(AtomicBool::new(false));

@@ -472,6 +472,12 @@ impl ImageSpec {
                     format!("{p} must be a file under /etc and not under /etc/slate (the device's own configuration and trust come only from the image)"),
                 ));
             }
+            if slate_core::config::ETC_NEVER_OVERRIDDEN.contains(&rel) {
+                return Err(bad(
+                    format!("etc_overrides[{i}]"),
+                    format!("{p} decides who is root or what every program loads: a device may never replace it"),
+                ));
+            }
         }
         if !(1..=22).contains(&self.squashfs.compression_level) {
             return Err(bad(
