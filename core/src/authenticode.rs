@@ -157,10 +157,18 @@ pub fn verify_parsed(
         return Err(AuthenticodeError::UnsupportedDigest);
     }
     let signed_digest = d.expect(tag::OCTET_STRING, "DigestInfo digest")?.value;
-    r.optional(tag::CONTEXT_0)?; // certificates
+    let certificates = r
+        .optional(tag::CONTEXT_0)?
+        .ok_or(bad("no certificate in the signature"))?;
+    let certificate = only_one(&certificates, "certificate")?;
     r.optional(tag::CONTEXT_1)?; // crls
     let signer_infos = r.expect(tag::SET, "signerInfos")?;
-    let signer = Reader::inside(&signer_infos).expect(tag::SEQUENCE, "SignerInfo")?;
+    let signer = only_one(&signer_infos, "SignerInfo")?;
+    // The one certificate it carries is the db certificate's key, as the firmware requires of
+    // what it runs: no second certificate or signer for a parser to prefer.
+    if rsa_public_key(certificate.whole)? != public_key {
+        return Err(AuthenticodeError::WrongKey);
+    }
     let mut s = Reader::inside(&signer);
     s.expect(tag::INTEGER, "SignerInfo version")?;
     s.expect(tag::SEQUENCE, "issuerAndSerialNumber")?;
@@ -204,6 +212,20 @@ pub fn verify_parsed(
     Ok(())
 }
 
+/// The one SEQUENCE inside `set` (a SET or an implicit [0] of them), or why not: Slate's
+/// Secure Boot images carry one certificate and one signer, and anything else is refused.
+fn only_one<'a>(set: &Tlv<'a>, what: &'static str) -> Result<Tlv<'a>, AuthenticodeError> {
+    let mut r = Reader::inside(set);
+    let first = r.expect(tag::SEQUENCE, what)?;
+    if !r.is_empty() {
+        return Err(AuthenticodeError::Format(match what {
+            "certificate" => "more than one certificate in the signature",
+            _ => "more than one signer in the signature",
+        }));
+    }
+    Ok(first)
+}
+
 /// The `RSAPublicKey` (DER) inside an X.509 certificate (DER): what [`verify`] takes.
 pub fn rsa_public_key(cert: &[u8]) -> Result<&[u8], AuthenticodeError> {
     let certificate = Reader::new(cert).expect(tag::SEQUENCE, "Certificate")?;
@@ -243,5 +265,27 @@ mod tests {
         let never = |_: &[u8], _: &[u8], _: &[u8]| -> bool { panic!("no signature to check") };
         assert_eq!(verify(&b, &[], &never), Err(AuthenticodeError::NotSigned));
         assert!(image_digest(&b, &Pe::parse(&b).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn exactly_one_certificate_and_one_signer() {
+        // [0] { SEQUENCE {} }, [0] { SEQUENCE {} SEQUENCE {} }, SET { SEQUENCE {} SEQUENCE {} }.
+        const ONE: [u8; 4] = [tag::CONTEXT_0, 2, tag::SEQUENCE, 0];
+        const TWO: [u8; 6] = [tag::CONTEXT_0, 4, tag::SEQUENCE, 0, tag::SEQUENCE, 0];
+        const SIGNERS: [u8; 6] = [tag::SET, 4, tag::SEQUENCE, 0, tag::SEQUENCE, 0];
+        let tlv = |b: &'static [u8]| Reader::new(b).any().expect("tlv");
+        assert!(only_one(&tlv(&ONE), "certificate").is_ok());
+        assert_eq!(
+            only_one(&tlv(&TWO), "certificate").map(|_| ()),
+            Err(AuthenticodeError::Format(
+                "more than one certificate in the signature"
+            ))
+        );
+        assert_eq!(
+            only_one(&tlv(&SIGNERS), "SignerInfo").map(|_| ()),
+            Err(AuthenticodeError::Format(
+                "more than one signer in the signature"
+            ))
+        );
     }
 }
