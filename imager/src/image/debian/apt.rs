@@ -117,6 +117,8 @@ impl Apt {
              APT::Architectures {{ \"{arch}\"; }};\n\
              APT::Install-Recommends \"false\";\n\
              APT::Install-Suggests \"false\";\n\
+             Dir::Etc::main \"{d}/apt.conf\";\n\
+             Dir::Etc::Parts \"{d}/apt.conf.d\";\n\
              Dir::Etc::SourceList \"{d}/sources.list\";\n\
              Dir::Etc::SourceParts \"{d}/sources.list.d\";\n\
              Dir::Etc::Preferences \"{d}/preferences\";\n\
@@ -292,5 +294,44 @@ mod tests {
             ..DebianSource::default()
         };
         assert_eq!(no_security.sources_list("amd64").lines().count(), 2);
+    }
+
+    /// The private apt reads no configuration of the host's (a host part that turns off
+    /// `Check-Valid-Until`, a proxy, a pinned mirror): apt itself says where it reads parts
+    /// and its main file from, and a part dropped into the private folder is read.
+    #[test]
+    fn the_private_apt_reads_its_own_configuration_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let apt = Apt::new(d.path(), &DebianSource::default(), "amd64").expect("apt");
+        std::fs::write(
+            apt.dir().join("apt.conf.d/50slate-test"),
+            "Slate::Test::Marker \"private\";\n",
+        )
+        .expect("part");
+        let out = apt
+            .command("apt-config")
+            .arg("dump")
+            .output()
+            .expect("apt-config (apt)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dump = String::from_utf8_lossy(&out.stdout);
+        let private = apt.dir().display().to_string();
+        let value = |key: &str| {
+            // apt's keys are case-insensitive; its dump spells them its own way.
+            dump.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    k.eq_ignore_ascii_case(key).then_some(v)
+                })
+                .map(|v| v.trim_end_matches(';').trim_matches('"').to_string())
+                .unwrap_or_else(|| panic!("no {key} in apt-config dump:\n{dump}"))
+        };
+        assert!(value("Dir::Etc::Parts").starts_with(&private), "{dump}");
+        assert!(value("Dir::Etc::main").starts_with(&private), "{dump}");
+        assert_eq!(value("Slate::Test::Marker"), "private", "{dump}");
     }
 }
