@@ -32,6 +32,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const MAX_PER_ADDRESS: usize = 64;
 /// Time a client has to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection is safe from being pushed out by newer ones: a TLS handshake
+/// on a LAN takes milliseconds; this keeps churn from an operator's own NAT address from
+/// cutting it off, and is short enough that a flood's connections soon become evictable.
+pub const HANDSHAKE_GRACE: Duration = Duration::from_secs(1);
 /// Time a client has to send a request's headers (and the most a connection idles).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -112,6 +116,7 @@ pub async fn run<F, Fut>(
     let caps = Caps {
         total: MAX_CONNECTIONS,
         per_address: MAX_PER_ADDRESS,
+        grace: HANDSHAKE_GRACE,
     };
     let mut accept_errors = Throttle::default();
     let mut refused = Throttle::default();
@@ -127,7 +132,7 @@ pub async fn run<F, Fut>(
                 continue;
             }
         };
-        let (decision, id) = crate::lock(&table).admit(addr.ip(), caps);
+        let (decision, id) = crate::lock(&table).admit(addr.ip(), caps, std::time::Instant::now());
         if let Admission::AcceptEvicting(old) = decision {
             if let Some(close) = crate::lock(&closers).remove(&old) {
                 let _ = close.send(());
