@@ -75,23 +75,41 @@ async fn daemon() -> Result<()> {
     let agent = Arc::new(Agent::load(true)?);
     agent.boot_cut_points();
     agent.notice_fallback();
+    // The health checks run on a thread and runtime of their own: the API's listener takes
+    // connections from anyone on the network, and a flood of handshakes on the agent's
+    // runtime must not make a trial's checks miss their deadline (and roll back a good update).
     let a = agent.clone();
-    tokio::spawn(async move {
-        if matches!(a.status().boot, slate_core::api::BootState::Trial { .. }) {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                slate_agent::hooks::cut_point(slate_core::api::CutPoint::HealthRunning);
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    marker::warn(format!("health checks: no runtime: {e}"));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                if matches!(a.status().boot, slate_core::api::BootState::Trial { .. }) {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        slate_agent::hooks::cut_point(slate_core::api::CutPoint::HealthRunning);
+                    });
+                }
+                let result = health::run_all(&a.checks).await;
+                if a.conclude(&result) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::INIT,
+                        rustix::process::Signal::TERM,
+                    );
+                }
             });
-        }
-        let result = health::run_all(&a.checks).await;
-        if a.conclude(&result) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::INIT,
-                rustix::process::Signal::TERM,
-            );
-        }
-    });
+        })
+        .context("starting the health checks' thread")?;
     let update = format!("/{}", slate_core::config::paths::UPDATE);
     match std::fs::read_to_string(&update) {
         Ok(text) => match toml::from_str::<slate_core::channel::UpdateConfig>(&text) {

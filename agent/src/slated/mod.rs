@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod conntable;
 pub mod daemon;
+pub mod handshakes;
 pub mod health;
 pub mod http;
 pub mod identity;

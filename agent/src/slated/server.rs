@@ -118,6 +118,11 @@ pub async fn run<F, Fut>(
         per_address: MAX_PER_ADDRESS,
         grace: HANDSHAKE_GRACE,
     };
+    let budget = Arc::new(Mutex::new(crate::slated::handshakes::Budget::new(
+        crate::slated::handshakes::Limits::AGENT,
+        std::time::Instant::now(),
+    )));
+    let over_budget = Arc::new(Mutex::new(Throttle::default()));
     let mut accept_errors = Throttle::default();
     let mut refused = Throttle::default();
     loop {
@@ -149,11 +154,13 @@ pub async fn run<F, Fut>(
         };
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
         crate::lock(&closers).insert(id, close_tx);
-        let (table, closers, acceptor, serve_one) = (
+        let (table, closers, acceptor, serve_one, budget, over_budget) = (
             table.clone(),
             closers.clone(),
             acceptor.clone(),
             serve_one.clone(),
+            budget.clone(),
+            over_budget.clone(),
         );
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -167,6 +174,18 @@ pub async fn run<F, Fut>(
                         serve_one(Box::new(stream), caller).await;
                     }
                     Some(acceptor) => {
+                        // The handshake's cost starts with the client's first bytes: only then
+                        // is a token of the handshake budget spent, or the connection closed.
+                        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.readable());
+                        if !matches!(hello.await, Ok(Ok(()))) {
+                            return;
+                        }
+                        if !crate::lock(&budget).allow(addr.ip(), std::time::Instant::now()) {
+                            if let Some(held_back) = crate::lock(&over_budget).admit() {
+                                tracing::warn!(held_back, %addr, "too many TLS handshakes; closing before the handshake");
+                            }
+                            return;
+                        }
                         let Ok(Ok(tls)) =
                             tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         else {
