@@ -18,6 +18,7 @@ pub const TARGETS: &[&str] = &[
     "http_request",
     "fat_volume",
     "pe_image",
+    "dhcp_reply",
 ];
 
 fn has_cargo_fuzz() -> bool {
