@@ -176,8 +176,11 @@ pub async fn run<F, Fut>(
                     Some(acceptor) => {
                         // The handshake's cost starts with the client's first bytes: only then
                         // is a token of the handshake budget spent, or the connection closed.
-                        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.readable());
-                        if !matches!(hello.await, Ok(Ok(()))) {
+                        // (peek, not readable(): readiness may be reported before any byte.)
+                        let mut first = [0u8; 1];
+                        let hello =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first));
+                        if !matches!(hello.await, Ok(Ok(n)) if n > 0) {
                             return;
                         }
                         if !crate::lock(&budget).allow(addr.ip(), std::time::Instant::now()) {
