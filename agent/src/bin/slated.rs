@@ -23,7 +23,11 @@ use slate_core::api::Marker;
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn serve(agent: Arc<Agent>) -> Result<()> {
+/// The API's listener and TLS settings, ready before the health checks start: `slate:
+/// healthy` tells operators and tests the API can be reached.
+async fn listen(
+    agent: &Agent,
+) -> Result<(tokio::net::TcpListener, Option<Arc<rustls::ServerConfig>>)> {
     let port = agent.config.port;
     server::raise_fd_limit();
     let tls = if agent.config.insecure_http {
@@ -55,6 +59,15 @@ async fn serve(agent: Arc<Agent>) -> Result<()> {
         tls: tls.is_some(),
         operators: agent.config.operators.is_some(),
     });
+    Ok((listener, tls))
+}
+
+async fn serve(
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<()> {
+    let port = agent.config.port;
     let serve_one = move |io: Box<dyn server::Io>, caller: Caller| {
         let agent = agent.clone();
         async move {
@@ -75,6 +88,7 @@ async fn daemon() -> Result<()> {
     let agent = Arc::new(Agent::load(true)?);
     agent.boot_cut_points();
     agent.notice_fallback();
+    let (listener, tls) = listen(&agent).await?;
     // The health checks run on a thread and runtime of their own: the API's listener takes
     // connections from anyone on the network, and a flood of handshakes on the agent's
     // runtime must not make a trial's checks miss their deadline (and roll back a good update).
@@ -121,7 +135,7 @@ async fn daemon() -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => marker::warn(format!("{update}: {e}; pulling updates is off")),
     }
-    serve(agent).await
+    serve(agent, listener, tls).await
 }
 
 fn install_cli(args: &[String]) -> Result<()> {
