@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 
 /// How long a CA is valid when made: operators rotate it with an image update long before.
 pub const CA_DAYS: u32 = 3650;
-/// Default validity of an operator certificate.
-pub const OPERATOR_DAYS: u32 = 365;
+/// Default validity of an operator certificate: devices cannot revoke one yet, so a lost laptop's
+/// certificate stays good until it expires; a quarter rather than a year bounds that.
+pub const OPERATOR_DAYS: u32 = 90;
 
 /// The two files of a pair named `base`: (`base.crt.pem`, `base.key.pem`).
 pub fn pair_paths(base: &Path) -> (PathBuf, PathBuf) {
