@@ -58,34 +58,7 @@ pub fn rotate_root(
             old_role.threshold
         );
     }
-    let threshold = NonZeroU64::new(threshold).context("--threshold must be at least 1")?;
-    let mut keyids = Vec::new();
-    let mut root = old_root.clone();
-    for k in &new_keys {
-        let id = signing::key_id(&k.verifying_key())?;
-        root.keys.insert(id.clone(), tuf_key(&k.verifying_key()));
-        if !keyids.contains(&id) {
-            keyids.push(id);
-        }
-    }
-    if (keyids.len() as u64) < threshold.get() {
-        bail!("--threshold {threshold} needs that many distinct --root-key files");
-    }
-    root.roles.insert(
-        RoleType::Root,
-        RoleKeys {
-            keyids,
-            threshold,
-            _extra: Default::default(),
-        },
-    );
-    // Keys no role uses any more leave the root.
-    let used: Vec<_> = root.roles.values().flat_map(|r| r.keyids.clone()).collect();
-    root.keys.retain(|id, _| used.contains(id));
-    root.version = old_root
-        .version
-        .checked_add(1)
-        .context("root version overflow")?;
+    let mut root = next_root(old_root, RoleType::Root, &new_keys, threshold, "--root-key")?;
     root.expires = signing::expires(now, settings.root_expiry)?;
     let version = root.version;
     let new_refs: Vec<_> = new_keys.iter().collect();
@@ -152,34 +125,8 @@ pub fn rotate_key(dir: &Path, o: &RotateKey, now: i64) -> Result<u64> {
     let root_keys = keys::load_all(&o.root_keys)?;
     let root_signers = signing::signers(old_root, RoleType::Root, &root_keys, "--root-key")?;
     let new_keys = keys::load_all(&o.new_keys)?;
-    let threshold = NonZeroU64::new(o.threshold).context("--threshold must be at least 1")?;
-    let mut keyids = Vec::new();
-    let mut root = old_root.clone();
-    for k in &new_keys {
-        let id = signing::key_id(&k.verifying_key())?;
-        root.keys.insert(id.clone(), tuf_key(&k.verifying_key()));
-        if !keyids.contains(&id) {
-            keyids.push(id);
-        }
-    }
-    if (keyids.len() as u64) < threshold.get() {
-        bail!("--threshold {threshold} needs that many distinct --new-key files");
-    }
     let role = o.role.role_type();
-    root.roles.insert(
-        role,
-        RoleKeys {
-            keyids,
-            threshold,
-            _extra: Default::default(),
-        },
-    );
-    let used: Vec<_> = root.roles.values().flat_map(|r| r.keyids.clone()).collect();
-    root.keys.retain(|id, _| used.contains(id));
-    root.version = old_root
-        .version
-        .checked_add(1)
-        .context("root version overflow")?;
+    let root = next_root(old_root, role, &new_keys, o.threshold, "--new-key")?;
     let version = root.version;
     let signed = signing::sign(root.clone(), &root_signers)?;
     let bytes = signing::to_bytes(&signed)?;
@@ -221,4 +168,43 @@ pub fn rotate_key(dir: &Path, o: &RotateKey, now: i64) -> Result<u64> {
         bail!("the TUF client did not reach the new root {version}");
     }
     Ok(version.get())
+}
+
+/// The next root version after `old`, with `role` given `keys` (at least `threshold` distinct
+/// ones, from the option `flag`), and the keys no role uses any more left out.
+fn next_root(
+    old: &tough::schema::Root,
+    role: RoleType,
+    keys: &[ed25519_dalek::SigningKey],
+    threshold: u64,
+    flag: &str,
+) -> Result<tough::schema::Root> {
+    let threshold = NonZeroU64::new(threshold).context("--threshold must be at least 1")?;
+    let mut root = old.clone();
+    let mut keyids = Vec::new();
+    for k in keys {
+        let id = signing::key_id(&k.verifying_key())?;
+        root.keys.insert(id.clone(), tuf_key(&k.verifying_key()));
+        if !keyids.contains(&id) {
+            keyids.push(id);
+        }
+    }
+    if (keyids.len() as u64) < threshold.get() {
+        bail!("--threshold {threshold} needs that many distinct {flag} files");
+    }
+    root.roles.insert(
+        role,
+        RoleKeys {
+            keyids,
+            threshold,
+            _extra: Default::default(),
+        },
+    );
+    let used: Vec<_> = root.roles.values().flat_map(|r| r.keyids.clone()).collect();
+    root.keys.retain(|id, _| used.contains(id));
+    root.version = old
+        .version
+        .checked_add(1)
+        .context("root version overflow")?;
+    Ok(root)
 }
