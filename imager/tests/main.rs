@@ -9,6 +9,7 @@ mod util;
 
 mod bad_input;
 mod channel;
+mod channel_keys;
 mod flash;
 mod keys;
 mod lock;
