@@ -20,6 +20,7 @@
 
 pub mod attempts;
 pub mod boot;
+pub mod clock;
 pub mod durable;
 pub mod floor;
 pub mod hooks;

@@ -69,14 +69,20 @@ fn an_operator_is_served_through_thousands_of_idle_connections() {
     let ca = dir.path().join("ops-ca");
     slate_imager::operator::ca::init(&ca, "flood test CA").unwrap();
     let op = dir.path().join("alice");
-    slate_imager::operator::ca::issue(&ca, "alice", 1, &op).unwrap();
+    slate_imager::operator::ca::issue(&ca, "alice", 1, slate_core::operator::Roles::all(), &op)
+        .unwrap();
     let (identity, _) = slate_agent::slated::identity::Identity::load_or_make(
         &dir.path().join("identity"),
         "flood",
     )
     .unwrap();
     let ca_pem = slate_imager::operator::ca::pair_paths(&ca).0;
-    let tls = server::tls_config(&identity, Some(ca_pem.to_str().unwrap())).unwrap();
+    let ca = slate_agent::slated::operators::OperatorCa::load(
+        ca_pem.to_str().unwrap(),
+        &dir.path().join("operators.crl"),
+    )
+    .unwrap();
+    let tls = server::tls_config(&identity, Some(&ca)).unwrap();
 
     // The agent's runtime (one thread, as slated runs it) on a thread of its own.
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -31,6 +31,9 @@ pub const REBOOT_ROUTE: &str = "/v1/reboot";
 pub const POWEROFF_ROUTE: &str = "/v1/poweroff";
 /// `GET /metrics` (Prometheus text).
 pub const METRICS_ROUTE: &str = "/metrics";
+/// Hands the device a newer CRL of its operator CA (the body, DER or PEM): certificates it
+/// revokes are refused from the next handshake on.
+pub const OPERATORS_CRL_ROUTE: &str = "/v1/operators/crl";
 
 /// How an update attempt ended, as status, state.json and metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -198,13 +201,31 @@ pub struct UpdateRecord {
     pub at: i64,
 }
 
-/// A version that failed and is not retried automatically.
+/// A version that failed here: not installed again without force before `retry_at`, and
+/// never once [`crate::retry`] says its failures are final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failed {
     /// Version.
     pub version: String,
-    /// Why it failed.
+    /// Why it failed (the last time).
     pub reason: String,
+    /// Times it failed here. Records from agents before bounded retries read as 1.
+    #[serde(default = "one")]
+    pub failures: u32,
+    /// Of those, how many were its own health checks' verdict (rather than a boot that never
+    /// reached them): two are final, whatever the back-off.
+    #[serde(default)]
+    pub verdicts: u32,
+    /// When it last failed (Unix seconds; none in records from earlier agents).
+    #[serde(default)]
+    pub at: Option<i64>,
+    /// From when it may be taken again without force (Unix seconds); none: never.
+    #[serde(default)]
+    pub retry_at: Option<i64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The status document, `GET /v1/status`.
@@ -378,6 +399,10 @@ mod tests {
             failed: vec![Failed {
                 version: "1.1.0".into(),
                 reason: "x".into(),
+                failures: 1,
+                verdicts: 1,
+                at: Some(1700000000),
+                retry_at: Some(1700003600),
             }],
             boots: 3,
             security_epoch: 1,
@@ -403,7 +428,8 @@ mod tests {
             r#""state":"empty","version":null,"tries_left":null,"entry":null}],"#,
             r#""last_attempt":{"version":"1.1.0","slot":"b","outcome":"rolled-back","#,
             r#""reason":"health check failed: web: HTTP 500","security_epoch":2,"at":1700000000},"#,
-            r#""last_refusal":null,"failed":[{"version":"1.1.0","reason":"x"}],"boots":3,"#,
+            r#""last_refusal":null,"failed":[{"version":"1.1.0","reason":"x","failures":1,"#,
+            r#""verdicts":1,"at":1700000000,"retry_at":1700003600}],"boots":3,"#,
             r#""security_epoch":1,"installing":false,"secure_boot":true,"#,
             r#""built_for_secure_boot":true}"#
         );
@@ -414,6 +440,17 @@ mod tests {
         let older = want.replace(r#","secure_boot":true,"built_for_secure_boot":true"#, "");
         let back: Status = serde_json::from_str(&older).unwrap();
         assert!(!back.secure_boot && !back.built_for_secure_boot);
+        // A failed version recorded before bounded retries: failed once, never retried.
+        let older = want.replace(
+            r#","failures":1,"verdicts":1,"at":1700000000,"retry_at":1700003600"#,
+            "",
+        );
+        let back: Status = serde_json::from_str(&older).unwrap();
+        let f = &back.failed[0];
+        assert_eq!(
+            (f.failures, f.verdicts, f.at, f.retry_at),
+            (1, 0, None, None)
+        );
     }
 
     #[test]

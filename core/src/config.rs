@@ -111,6 +111,10 @@ pub struct ImageInfo {
     /// it must carry one signed by the image's db key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// When it was built (`SOURCE_DATE_EPOCH`, Unix seconds; none when the build had none: a
+    /// build never reads the clock). The device's clock is never set earlier than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<i64>,
 }
 
 /// Settings for PID 1's second stage.

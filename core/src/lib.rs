@@ -51,12 +51,15 @@ pub mod layout;
 pub mod le;
 pub mod manifest;
 pub mod num;
+pub mod operator;
 pub mod osrelease;
 pub mod pe;
+pub mod retry;
 pub mod slots;
 pub mod uki;
 pub mod verity;
 pub mod version;
+pub mod x509;
 
 pub use digest::Digest32;
 pub use fingerprint::Fingerprint;

@@ -137,9 +137,29 @@ fn updates_commit_roll_back_on_failed_health_and_fall_back_when_unbootable() {
     let acc = access(tmp.path());
     let quiet = Progress::new(true);
 
-    // v1 → v2: installed into b, trial boot, healthy, committed.
-    let p = push::push(&url, &v2, &acc, true, Some(WAIT), quiet).unwrap();
+    // v1 → v2: installed into b, trial boot, healthy, committed; through a flood of TLS
+    // handshakes from the moment the upload is answered until the trial has ended (the
+    // listener's budget refuses most; the health checks run beside it, not behind it).
+    let p = push::push(&url, &v2, &acc, true, None, quiet).unwrap();
     assert_eq!(installed_slot(&p.answer), Slot::B);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = handshake_flood(vm.host_port().unwrap(), 3, stop.clone());
+    let decided = vm.wait_for(&Kind::Committed.on_version(Slot::B, "1.1.0"), WAIT);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    eprintln!("the trial of 1.1.0 ran through a handshake flood: {flooded:?}");
+    decided.unwrap_or_else(|e| panic!("1.1.0 was not committed through a flood: {e:#}"));
+    // It reached the TLS layer: the device did the work of some handshakes during the trial.
+    assert!(
+        flooded.connections >= 100 && flooded.answered >= 10,
+        "{flooded:?}"
+    );
+    let s = push::Device::open(&url, &acc)
+        .unwrap()
+        .wait_decided("1.1.0", WAIT)
+        .unwrap()
+        .expect("a decision about 1.1.0");
+    assert_eq!(last(&s).outcome, Outcome::Committed, "{s:?}");
     let s = status(&vm);
     assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     assert_eq!(last(&s).outcome, Outcome::Committed);

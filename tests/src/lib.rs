@@ -22,7 +22,10 @@ mod operator;
 mod variant;
 
 pub use keys::{keys, secure_boot_keys, Keys};
-pub use operator::{access, operators, raw_exchange, raw_request, tls_stream, Operators};
+pub use operator::{
+    access, handshake_flood, operators, raw_exchange, raw_request, tls_stream, FloodCount,
+    Operators,
+};
 pub use variant::Variant;
 
 /// Generous bound for one boot to the healthy marker under TCG on a loaded CI machine.

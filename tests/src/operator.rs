@@ -17,6 +17,12 @@ pub struct Operators {
     pub stranger: PathBuf,
     /// An operator pair of the right CA whose certificate has expired.
     pub expired: PathBuf,
+    /// An operator pair of the right CA with the role `status` only.
+    pub watcher: PathBuf,
+    /// An operator pair of the right CA that `crl` revokes.
+    pub lost: PathBuf,
+    /// The CA's CRL (`slate ca revoke`), listing `lost`.
+    pub crl: PathBuf,
     /// A TLS client presenting `identity` that accepts any device certificate (the harness
     /// talks to many devices; pinning is tested through [`access`]).
     pub client: std::sync::Arc<rustls::ClientConfig>,
@@ -34,26 +40,38 @@ pub fn operators() -> &'static Operators {
         ))
         .path();
         let (ca_crt, _) = slate_imager::operator::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
-        slate_imager::operator::ca::issue(&dir.join("ca"), "e2e", 1, &dir.join("ops"))
-            .expect("issue");
+        let all = slate_core::operator::Roles::all();
+        let ca = dir.join("ca");
+        slate_imager::operator::ca::issue(&ca, "e2e", 1, all, &dir.join("ops")).expect("issue");
         slate_imager::operator::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
         slate_imager::operator::ca::issue(
             &dir.join("other-ca"),
             "stranger",
             1,
+            all,
             &dir.join("stranger"),
         )
         .expect("issue");
         let day = std::time::Duration::from_secs(86_400);
         let now = std::time::SystemTime::now();
         slate_imager::operator::ca::issue_between(
-            &dir.join("ca"),
+            &ca,
             "expired",
             now - 3 * day,
             now - day,
+            all,
             &dir.join("expired"),
         )
         .expect("issue");
+        let status_only = [slate_core::operator::Role::Status].into_iter().collect();
+        slate_imager::operator::ca::issue(&ca, "watcher", 1, status_only, &dir.join("watcher"))
+            .expect("issue");
+        let (lost, _) =
+            slate_imager::operator::ca::issue(&ca, "lost-laptop", 1, all, &dir.join("lost"))
+                .expect("issue");
+        let crl = slate_imager::operator::ca::revoke(&ca, &[lost])
+            .expect("revoke")
+            .crl;
         let identity = dir.join("ops");
         let client =
             slate_imager::operator::tls::unpinned_client(Some(&identity)).expect("client config");
@@ -62,6 +80,9 @@ pub fn operators() -> &'static Operators {
             identity,
             stranger: dir.join("stranger"),
             expired: dir.join("expired"),
+            watcher: dir.join("watcher"),
+            lost: dir.join("lost"),
+            crl,
             client,
         }
     })
@@ -148,4 +169,69 @@ pub fn raw_exchange(
     }
     let text = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (code, text.to_string())
+}
+
+/// What a handshake flood did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FloodCount {
+    /// TCP connections made.
+    pub connections: u64,
+    /// Of those, handshakes the device answered with its certificate (it did the work of a
+    /// handshake: key exchange and signature).
+    pub answered: u64,
+}
+
+/// TLS handshakes without a client certificate, from `threads` threads, as fast as the link
+/// takes them, until `stop` is set: what a LAN neighbour can throw at a device for free.
+pub fn handshake_flood(
+    port: u16,
+    threads: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<FloodCount> {
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut count = FloodCount::default();
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let Ok(cfg) = slate_imager::operator::tls::unpinned_client(None) else {
+                        return count;
+                    };
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let Ok(mut tcp) =
+                            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                        else {
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        };
+                        count.connections += 1;
+                        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                        let Ok(name) = rustls::pki_types::ServerName::try_from("slate-device")
+                        else {
+                            return count;
+                        };
+                        let Ok(mut conn) = rustls::ClientConnection::new(cfg.clone(), name) else {
+                            return count;
+                        };
+                        // Until the device's certificate came (or the device hung up).
+                        while conn.is_handshaking() && conn.complete_io(&mut tcp).is_ok() {
+                            if conn.peer_certificates().is_some() {
+                                count.answered += 1;
+                                break;
+                            }
+                        }
+                    }
+                    count
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok())
+            .fold(FloodCount::default(), |a, b| FloodCount {
+                connections: a.connections + b.connections,
+                answered: a.answered + b.answered,
+            })
+    })
 }

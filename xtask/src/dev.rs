@@ -39,7 +39,13 @@ pub fn dev_operators() -> Result<PathBuf> {
     }
     let op = dir.join("operator");
     if !slate_imager::operator::ca::pair_paths(&op).0.exists() {
-        slate_imager::operator::ca::issue(&ca, "developer", 3650, &op)?;
+        slate_imager::operator::ca::issue(
+            &ca,
+            "developer",
+            3650,
+            slate_core::operator::Roles::all(),
+            &op,
+        )?;
     }
     Ok(ca_crt)
 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use hyper_util::rt::TokioIo;
 use slate_agent::slated::daemon::Agent;
 use slate_agent::slated::identity::{self, Identity};
+use slate_agent::slated::operators::{self, OperatorCa};
 use slate_agent::slated::routes;
 use slate_agent::slated::server::{self, Caller};
 use slate_agent::{marker, slated::health};
@@ -46,10 +47,14 @@ async fn listen(
             fingerprint: identity.fingerprint,
         });
         agent.set_identity(identity.fingerprint);
-        Some(server::tls_config(
-            &identity,
-            agent.config.operators.as_deref(),
-        )?)
+        let ca = match agent.config.operators.as_deref() {
+            Some(path) => {
+                let ca = OperatorCa::load(path, std::path::Path::new(operators::CRL_FILE))?;
+                Some(agent.operator_ca.get_or_init(|| ca).clone())
+            }
+            None => None,
+        };
+        Some(server::tls_config(&identity, ca.as_ref())?)
     };
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await

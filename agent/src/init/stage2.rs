@@ -371,6 +371,7 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
         }
     }
     forgive_this_start();
+    keep_the_clock();
     sys::sync();
     for m in [crate::boot::esp::MOUNT, "/var"] {
         if m == crate::boot::esp::MOUNT && !std::path::Path::new(m).join("loader").exists() {
@@ -383,6 +384,17 @@ fn shutdown(services: &mut [Supervised], how: sys::Halt) -> anyhow::Error {
     release_data();
     sys::sync();
     sys::halt(how)
+}
+
+/// How often the time is kept on `/data` as the next boot's clock floor.
+const CLOCK_KEPT_EVERY: Duration = Duration::from_secs(600);
+
+/// Keeps the time as the next boot's clock floor (a warning when `/data` cannot take it).
+fn keep_the_clock() {
+    let path = std::path::Path::new(crate::clock::FILE);
+    if let Err(e) = crate::clock::keep(path, crate::clock::now()) {
+        tracing::warn!("keeping the time in {}: {e:#}", path.display());
+    }
 }
 
 /// Unmounts `/data` for real (a lazy detach would leave its journal dirty until the halt, and
@@ -477,6 +489,11 @@ fn supervise() -> Result<std::convert::Infallible> {
         marker::warn(w);
     }
     tracing::info!(hostname = %init.hostname, debug_shell = init.debug_shell, "stage 2 starting");
+    // Before anything judges a certificate or an expiry date by it.
+    let built = read_toml::<slate_core::config::ImageInfo>(&format!("/{}", paths::IMAGE))
+        .ok()
+        .and_then(|i| i.built);
+    crate::clock::raise_at_boot(built);
     if let Err(e) = sys::set_hostname(&init.hostname) {
         marker::warn(format!("{e:#}"));
     }
@@ -498,7 +515,12 @@ fn supervise() -> Result<std::convert::Infallible> {
         ms: uptime_ms(),
         services: services.len(),
     });
+    let mut clock_kept = Instant::now();
     loop {
+        if clock_kept.elapsed() >= CLOCK_KEPT_EVERY {
+            keep_the_clock();
+            clock_kept = Instant::now();
+        }
         if poweroff.load(Ordering::Relaxed) {
             return Err(shutdown(&mut services, sys::Halt::PowerOff));
         }

@@ -63,6 +63,9 @@ pub struct Agent {
     /// When a refusal was last printed, and how many were held back since: a client that
     /// sends bad bundles in a loop fills neither the console nor /data.
     refusals: Mutex<Throttle>,
+    /// The operator CA's verifier and CRL (set once the API listens with TLS): the CRL route
+    /// and the channel hand it newer CRLs.
+    pub operator_ca: std::sync::OnceLock<std::sync::Arc<crate::slated::operators::OperatorCa>>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -196,6 +199,7 @@ impl Agent {
             status: Mutex::new(status),
             channel: Mutex::new(None),
             refusals: Mutex::new(Throttle::default()),
+            operator_ca: std::sync::OnceLock::new(),
         })
     }
 
@@ -293,7 +297,12 @@ impl Agent {
                     }
                 }
                 Step::CutPoint(step) => crate::hooks::cut_point(*step),
-                Step::Fail { version, reason } => lock(&self.state).fail(version, reason),
+                Step::Fail {
+                    version,
+                    reason,
+                    cause,
+                    at,
+                } => lock(&self.state).fail(version, reason, *cause, *at),
                 Step::RaiseEpoch(epoch) => {
                     if let Err(e) = crate::floor::raise(*epoch) {
                         marker::warn(format!("raising the security floor to {epoch}: {e:#}"));
@@ -387,11 +396,7 @@ impl Agent {
                 board: self.image.board.clone(),
                 version: self.image.version.clone(),
                 security_epoch: st.security_epoch,
-                failed_versions: st
-                    .failed
-                    .iter()
-                    .filter_map(|f| f.version.parse().ok())
-                    .collect(),
+                failed_versions: slate_core::retry::blocked(&st.failed, now()),
                 now: now(),
             }
         };

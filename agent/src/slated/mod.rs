@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod identity;
 pub mod install;
+pub mod operators;
 pub mod resume;
 pub mod routes;
 pub mod server;

@@ -3,11 +3,13 @@
 //! routes and their answers are here, where the daemon's state is.
 //!
 //! `GET /v1/status`, `GET /v1/metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
-//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`.
+//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`, `POST /v1/operators/crl` (body:
+//! the operator CA's CRL). Each needs the roles [`slate_core::operator::needed`] names.
 
 use crate::slated::daemon::Agent;
 use crate::slated::http;
 use crate::slated::install::InstallError;
+use crate::slated::operators;
 use crate::slated::server::Caller;
 use anyhow::Result;
 use http_body_util::{BodyExt, Full};
@@ -15,6 +17,7 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, UploadAnswer};
 use slate_core::install::Refusal;
+use slate_core::operator::Role;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +159,80 @@ fn authorized(method: &Method, path: &str, caller: &Caller, agent: &Agent) -> bo
     read_only && agent.config.public_status
 }
 
+/// The roles `caller` lacks for this request (none over plain HTTP, or for the status when it
+/// is public and no certificate was presented).
+fn missing_roles(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    caller: &Caller,
+    agent: &Agent,
+) -> Vec<Role> {
+    if agent.config.insecure_http || caller.operator.is_none() {
+        return Vec::new();
+    }
+    let force = http::query_flag(query, "force").unwrap_or(false);
+    slate_core::operator::needed(*method == Method::POST, path, force)
+        .into_iter()
+        .filter(|r| !caller.roles.has(*r))
+        .collect()
+}
+
+/// `POST /v1/operators/crl`: a newer CRL of the operator CA, taken (and kept) or refused.
+async fn operators_crl(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
+    let Some(ca) = agent.operator_ca.get() else {
+        return json(
+            StatusCode::CONFLICT,
+            &ErrorAnswer {
+                error: "this device has no operator CA, so no CRL to keep".into(),
+            },
+        );
+    };
+    let limited = http_body_util::Limited::new(req.into_body(), operators::MAX_CRL);
+    let body = match tokio::time::timeout(Duration::from_secs(60), limited.collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &ErrorAnswer {
+                    error: format!("reading the CRL: {e}"),
+                },
+            )
+        }
+        Err(_) => {
+            return json(
+                StatusCode::REQUEST_TIMEOUT,
+                &ErrorAnswer {
+                    error: "the CRL did not arrive within 60 s".into(),
+                },
+            )
+        }
+    };
+    match ca.offer_crl(&body) {
+        Ok(this_update) => {
+            crate::marker::emit(&api::Marker::OperatorsCrl { this_update });
+            json(
+                StatusCode::OK,
+                &ActionAnswer {
+                    action: "crl".into(),
+                },
+            )
+        }
+        Err(e) => {
+            let code = match e {
+                operators::CrlRefused::Keeping(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json(
+                code,
+                &ErrorAnswer {
+                    error: e.to_string(),
+                },
+            )
+        }
+    }
+}
+
 /// Answers one request of `caller` (an operator, a stranger, or anyone over plain HTTP):
 /// refused unless [`authorized`], else routed. Errors are answers, never a dropped connection.
 pub async fn handle(
@@ -173,8 +250,24 @@ pub async fn handle(
             },
         ));
     }
+    let missing = missing_roles(req.method(), &path, req.uri().query(), &caller, &agent);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|r| r.as_str()).collect();
+        tracing::warn!(path = %path, peer = %caller.addr, operator = ?caller.operator, "refused: lacks {}", names.join(","));
+        return Ok(json(
+            StatusCode::FORBIDDEN,
+            &ErrorAnswer {
+                error: format!(
+                    "this operator certificate lacks the role {} for {} {path} (it has: {}); the operator CA issues one with `slate ca issue --role …`",
+                    names.join(" and "),
+                    req.method(),
+                    caller.roles
+                ),
+            },
+        ));
+    }
     if req.method() == Method::POST {
-        tracing::info!(path = %path, peer = %caller.addr, operator = ?caller.operator, "operator request");
+        tracing::info!(path = %path, peer = %caller.addr, operator = ?caller.operator, roles = %caller.roles, "operator request");
     }
     let resp = match (req.method().clone(), path.as_str()) {
         (Method::GET, api::STATUS_ROUTE) => json(StatusCode::OK, &agent.status()),
@@ -187,6 +280,7 @@ pub async fn handle(
             r
         }
         (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
+        (Method::POST, api::OPERATORS_CRL_ROUTE) => operators_crl(req, agent).await,
         (Method::POST, api::REBOOT_ROUTE)
             if matches!(agent.status().boot, api::BootState::Trial { .. })
                 && !http::query_flag(req.uri().query(), "force").unwrap_or(false) =>

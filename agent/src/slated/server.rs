@@ -14,12 +14,11 @@
 
 use crate::slated::conntable::{Admission, Caps, Table};
 use crate::slated::identity::Identity;
+use crate::slated::operators::OperatorCa;
 use crate::slated::throttle::Throttle;
 use anyhow::{Context, Result};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use slate_core::Fingerprint;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,34 +44,22 @@ pub struct Caller {
     /// The peer's address.
     pub addr: SocketAddr,
     /// The fingerprint of the client certificate the operator CA issued, if one was presented
-    /// (rustls has checked it against the CA, its dates and its key usage).
+    /// (rustls has checked it against the CA, its dates, its key usage and the CRL).
     pub operator: Option<Fingerprint>,
+    /// What that certificate allows (nothing without one).
+    pub roles: slate_core::operator::Roles,
 }
 
 /// Builds the TLS configuration: the device identity as server certificate; client
-/// certificates checked against the operator CA in `operators` (PEM). Without a CA, no client
-/// certificate is accepted and no request is authorised.
-pub fn tls_config(identity: &Identity, operators: Option<&str>) -> Result<Arc<ServerConfig>> {
+/// certificates checked by the operator CA's verifier ([`OperatorCa`]: path, CRL, the clock
+/// floor). Without a CA, no client certificate is accepted and no request is authorised.
+pub fn tls_config(
+    identity: &Identity,
+    operators: Option<&Arc<OperatorCa>>,
+) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = match operators {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| anyhow::anyhow!("operator CA {path}: {e}"))?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .with_context(|| format!("operator CA {path}: not a usable CA certificate"))?;
-            }
-            if roots.is_empty() {
-                anyhow::bail!("operator CA {path}: no certificate in it");
-            }
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .with_context(|| format!("operator CA {path}"))?
-        }
+        Some(ca) => ca.verifier(),
         None => WebPkiClientVerifier::no_client_auth(),
     };
     let config = ServerConfig::builder_with_provider(provider)
@@ -170,6 +157,7 @@ pub async fn run<F, Fut>(
                         let caller = Caller {
                             addr,
                             operator: None,
+                            roles: slate_core::operator::Roles::default(),
                         };
                         serve_one(Box::new(stream), caller).await;
                     }
@@ -194,16 +182,23 @@ pub async fn run<F, Fut>(
                         else {
                             return;
                         };
-                        let operator = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| Fingerprint::of_der(c));
+                        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                        let operator = cert.map(|c| Fingerprint::of_der(c));
+                        let roles = cert
+                            .map(crate::slated::operators::roles_of)
+                            .unwrap_or_default();
                         if operator.is_some() {
                             crate::lock(&table).authenticated(id);
                         }
-                        serve_one(Box::new(tls), Caller { addr, operator }).await;
+                        serve_one(
+                            Box::new(tls),
+                            Caller {
+                                addr,
+                                operator,
+                                roles,
+                            },
+                        )
+                        .await;
                     }
                 }
             };

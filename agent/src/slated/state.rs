@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use slate_core::api::{Failed, Outcome, UpdateRecord};
+use slate_core::retry;
 use std::path::Path;
 
 /// Folder of the agent's persistent files.
@@ -90,14 +91,11 @@ impl State {
         self.outcomes.get(outcome.as_str()).copied().unwrap_or(0)
     }
 
-    /// Records a failed version (once).
-    pub fn fail(&mut self, version: &str, reason: &str) {
-        if !self.failed.iter().any(|f| f.version == version) {
-            self.failed.push(Failed {
-                version: version.into(),
-                reason: reason.into(),
-            });
-        }
+    /// Records one more failure of a version (one record per version; see
+    /// [`slate_core::retry`] for when it may be taken again).
+    pub fn fail(&mut self, version: &str, reason: &str, cause: retry::Cause, at: i64) {
+        let record = retry::record(&self.failed, version, reason, cause, at);
+        retry::remember(&mut self.failed, record);
     }
 }
 
@@ -109,13 +107,14 @@ mod tests {
     fn saves_and_loads_atomically() {
         let d = tempfile::tempdir().unwrap();
         let mut s = State::default();
-        s.fail("1.2.0", "web-page: HTTP 500");
-        s.fail("1.2.0", "again");
+        s.fail("1.2.0", "web-page: HTTP 500", retry::Cause::Verdict, 10);
+        s.fail("1.2.0", "again", retry::Cause::NoVerdict, 20);
         s.count(Outcome::Refused);
         s.save(d.path()).unwrap();
         let back = State::load(d.path());
         assert_eq!(back, s);
         assert_eq!(back.failed.len(), 1);
+        assert_eq!((back.failed[0].failures, back.failed[0].verdicts), (2, 1));
         assert!(!crate::durable::temp_path(&d.path().join("state.json")).exists());
         std::fs::write(d.path().join("state.json"), b"{garbage").unwrap();
         assert_eq!(State::load(d.path()), State::default());

@@ -79,6 +79,8 @@ pub enum Kind {
     ChannelResumed,
     /// `slate: channel fetched version=… bytes=… resumes=… from_slot=…`
     ChannelFetched,
+    /// `slate: operators crl this_update=…`
+    OperatorsCrl,
 }
 
 impl Kind {
@@ -117,6 +119,7 @@ impl Kind {
             Kind::ChannelError => "channel error",
             Kind::ChannelResumed => "channel resumed",
             Kind::ChannelFetched => "channel fetched",
+            Kind::OperatorsCrl => "operators crl",
         }
     }
 
@@ -279,6 +282,12 @@ pub enum Marker {
         /// Bytes taken from the idle slot instead.
         from_slot: u64,
     },
+    /// A newer CRL of the operator CA was taken: the certificates it lists are refused from
+    /// the next handshake on.
+    OperatorsCrl {
+        /// The CRL's thisUpdate (Unix seconds).
+        this_update: i64,
+    },
     /// A check of the channel failed; the device keeps running what it runs.
     ChannelError {
         /// The failure's kind.
@@ -397,6 +406,7 @@ impl Marker {
             Marker::ChannelUpdate { .. } => Kind::ChannelUpdate,
             Marker::ChannelResumed { .. } => Kind::ChannelResumed,
             Marker::ChannelFetched { .. } => Kind::ChannelFetched,
+            Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
             Marker::ChannelError { .. } => Kind::ChannelError,
             Marker::BelowFloor { .. } => Kind::BelowFloor,
             Marker::Identity { .. } => Kind::Identity,
@@ -561,6 +571,7 @@ impl fmt::Display for Marker {
                 f,
                 " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
             ),
+            Marker::OperatorsCrl { this_update } => write!(f, " this_update={this_update}"),
         }
     }
 }

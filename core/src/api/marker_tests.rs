@@ -146,6 +146,10 @@ fn golden_marker_texts() {
             Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2 },
             "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2".into(),
         ),
+        (
+            Marker::OperatorsCrl { this_update: 1700000000 },
+            "slate: operators crl this_update=1700000000".into(),
+        ),
     ];
     for (m, want) in cases {
         assert_eq!(m.to_string(), want);

@@ -22,7 +22,7 @@ pub use config::UpdateConfig;
 pub use release::{
     decide, Decision, DeviceView, Limit, Reason, ReleaseManifest, Update, RELEASE_TARGET,
 };
-pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler};
+pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler, TargetBackoff};
 pub use span::Span;
 pub use url::ChannelUrl;
 pub use waves::{Seed, WaveError, WaveFile, Waves, SEEDS};

@@ -128,7 +128,8 @@ pub struct DeviceView<'a> {
     pub version: &'a Version,
     /// The device's seed.
     pub seed: Seed,
-    /// Versions that failed their trial here: never taken again automatically.
+    /// Versions that failed their trial here and may not be taken now
+    /// ([`crate::retry::blocked`]: back-off running, or failures final).
     pub failed: &'a [Version],
     /// `[update] version_lock`: run exactly this version.
     pub version_lock: Option<&'a Version>,

@@ -113,3 +113,61 @@ impl Scheduler {
         }
     }
 }
+
+/// When each release target may be fetched again after it failed: one target that keeps
+/// failing (a mirror that cuts it off, a bundle this device refuses) is tried with a growing
+/// back-off, and never holds back another target (the next release) with its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetBackoff {
+    targets: std::collections::BTreeMap<crate::Digest32, TargetFailures>,
+}
+
+/// A target's failures so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TargetFailures {
+    failures: u32,
+    /// None: not again (refused for what it is).
+    not_before: Option<u64>,
+}
+
+impl TargetBackoff {
+    /// Records a failure of the target with this sha256 at `now`: `lasting` when the bundle
+    /// was refused for what it is (it is never fetched again), otherwise backed off as the
+    /// scheduler backs off failed checks. Returns when it may be tried again.
+    pub fn failed(
+        &mut self,
+        sha256: crate::Digest32,
+        lasting: bool,
+        poll: &Poll,
+        now: u64,
+        draw: u64,
+    ) -> Option<u64> {
+        let entry = self.targets.entry(sha256).or_insert(TargetFailures {
+            failures: 0,
+            not_before: Some(now),
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        entry.not_before = if lasting {
+            None
+        } else {
+            Some(now.saturating_add(backoff_delay(poll, entry.failures, draw)))
+        };
+        entry.not_before
+    }
+
+    /// Forgets a target's failures (it was installed, or the channel no longer offers it).
+    pub fn forget(&mut self, sha256: &crate::Digest32) {
+        self.targets.remove(sha256);
+    }
+
+    /// Whether the target may be fetched at `now`: `Ok`, or `Err(when)` with the time it may
+    /// (`None`: never) and the failures so far.
+    pub fn may_fetch(&self, sha256: &crate::Digest32, now: u64) -> Result<(), (Option<u64>, u32)> {
+        match self.targets.get(sha256) {
+            Some(t) if t.not_before.is_none() || t.not_before.is_some_and(|at| now < at) => {
+                Err((t.not_before, t.failures))
+            }
+            _ => Ok(()),
+        }
+    }
+}

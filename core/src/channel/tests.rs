@@ -321,3 +321,28 @@ fn the_scheduler_backs_off_and_wakes_for_its_wave() {
         1000
     );
 }
+
+#[test]
+fn a_failing_target_backs_off_alone_and_a_refused_one_is_not_fetched_again() {
+    let poll = Poll {
+        interval: 3600,
+        jitter_percent: 0,
+        backoff_base: 60,
+        backoff_max: 3600,
+    };
+    let flaky = crate::Digest32([1; 32]);
+    let refused = crate::Digest32([2; 32]);
+    let next = crate::Digest32([3; 32]);
+    let mut b = TargetBackoff::default();
+    // draw 0: the lower half of the equal-jitter range.
+    assert_eq!(b.failed(flaky, false, &poll, 1000, 0), Some(1030));
+    assert_eq!(b.may_fetch(&flaky, 1029), Err((Some(1030), 1)));
+    assert_eq!(b.may_fetch(&flaky, 1030), Ok(()));
+    assert_eq!(b.failed(flaky, false, &poll, 1030, 0), Some(1090));
+    assert_eq!(b.failed(refused, true, &poll, 1030, 0), None);
+    assert_eq!(b.may_fetch(&refused, u64::MAX), Err((None, 1)));
+    // Another target (the next release) is not held back by theirs.
+    assert_eq!(b.may_fetch(&next, 1031), Ok(()));
+    b.forget(&flaky);
+    assert_eq!(b.may_fetch(&flaky, 1031), Ok(()));
+}

@@ -87,8 +87,8 @@ pub enum ManifestError {
         /// Now.
         now: i64,
     },
-    /// The version failed before and is not retried automatically.
-    #[error("version {0} failed its health checks before on this device; it is not installed again unless forced")]
+    /// The version failed before and its back-off has not run (or its failures are final).
+    #[error("version {0} failed its health checks before on this device; it is not installed again unless forced, or once the back-off in the status's failed[].retry_at has passed (none: its failures are final)")]
     PreviouslyFailed(Version),
     /// A channel's signed release offered one version and the bundle's own signed manifest
     /// says another: whoever signed the release pointed at the wrong bundle (or at an old one

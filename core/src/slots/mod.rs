@@ -170,12 +170,16 @@ pub enum Step {
     },
     /// A power-cut test point (test images only).
     CutPoint(crate::api::CutPoint),
-    /// Remember a version that failed, so it is not retried automatically.
+    /// Remember a version that failed, so it is retried only as [`crate::retry`] allows.
     Fail {
         /// Version.
         version: String,
         /// Why.
         reason: String,
+        /// Whether its own health checks judged it.
+        cause: crate::retry::Cause,
+        /// When (Unix seconds).
+        at: i64,
     },
     /// Raise the device's security epoch to at least this.
     RaiseEpoch(u64),
@@ -333,6 +337,8 @@ pub fn after_health(b: &Boot<'_>, health: &Health) -> Plan {
                 Step::Fail {
                     version: version.clone(),
                     reason: reason.clone(),
+                    cause: crate::retry::Cause::Verdict,
+                    at: b.now,
                 },
                 Step::Record(b.record(Outcome::RolledBack, reason.clone(), epoch)),
                 Step::Say(Marker::Rollback {
@@ -371,6 +377,8 @@ pub fn notice_fallback(b: &Boot<'_>) -> Plan {
                     .map(ToString::to_string)
                     .unwrap_or_default(),
                 reason: reason.clone(),
+                cause: crate::retry::Cause::NoVerdict,
+                at: b.now,
             },
             Step::Record(UpdateRecord {
                 outcome: Outcome::RolledBack,

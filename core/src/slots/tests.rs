@@ -201,6 +201,9 @@ mod decisions {
             prop_assert_eq!(plan.apply_renames(&entries), entries.clone());
             let fell_back = !bootable(view(theirs, &entries).state);
             prop_assert_eq!(!plan.steps.is_empty(), fell_back);
+            // A version that never reached its checks is retried after a back-off.
+            let no_verdict = plan.steps.iter().all(|s| !matches!(s, Step::Fail { cause, .. } if *cause != crate::retry::Cause::NoVerdict));
+            prop_assert!(no_verdict);
         }
     }
 
@@ -265,7 +268,9 @@ mod decisions {
         assert!(failed.reboots());
         assert!(failed.steps.contains(&Step::Fail {
             version: "1.1.0".into(),
-            reason: "health check failed: web: x".into()
+            reason: "health check failed: web: x".into(),
+            cause: crate::retry::Cause::Verdict,
+            at: 5,
         }));
     }
 }

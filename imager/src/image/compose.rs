@@ -263,6 +263,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         board: inputs.board.name.clone(),
         security_epoch: inputs.security_epoch,
         secure_boot: inputs.secure_boot_cert.is_some(),
+        built: crate::image::build::source_date_epoch()?,
     };
     if let Some(cert) = inputs.secure_boot_cert {
         let bytes = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
@@ -565,8 +566,14 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let (ca, _) = crate::operator::ca::init(&d.path().join("ops"), "ops").expect("ca");
         let (other, _) = crate::operator::ca::init(&d.path().join("other"), "other").expect("ca");
-        let (leaf, leaf_key) =
-            crate::operator::ca::issue(&ca, "alice", 30, &d.path().join("alice")).expect("leaf");
+        let (leaf, leaf_key) = crate::operator::ca::issue(
+            &ca,
+            "alice",
+            30,
+            slate_core::operator::Roles::all(),
+            &d.path().join("alice"),
+        )
+        .expect("leaf");
         let read = |p: &Path| std::fs::read(p).expect("read");
         assert_eq!(one_self_signed_ca(&read(&ca)), Ok(()));
         let two = [read(&ca), read(&other)].concat();

@@ -292,6 +292,17 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
+/// How a bundle is pushed.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Reboot into the new slot at once.
+    pub reboot: bool,
+    /// `force=true`: a failed or not newer version (never below the floor).
+    pub force: bool,
+    /// Follow the device to the outcome, for at most this long.
+    pub wait: Option<Duration>,
+}
+
 /// Pushes a bundle; with `wait`, follows the device until the version commits or rolls back.
 pub fn push(
     device: &str,
@@ -301,6 +312,49 @@ pub fn push(
     wait: Option<Duration>,
     progress: Progress,
 ) -> Result<Pushed> {
+    let options = Options {
+        reboot,
+        force: false,
+        wait,
+    };
+    push_with(device, bundle, access, options, progress)
+}
+
+/// Hands the device a CRL of its operator CA (`slate push --crl`).
+pub fn push_crl(device: &str, crl: &Path, access: &Access) -> Result<()> {
+    let dev = Device::open(device, access)?;
+    let base = dev.base().to_string();
+    let bytes = std::fs::read(crl).with_context(|| format!("reading {}", crl.display()))?;
+    let req = dev
+        .agent(STATUS_TIMEOUT)
+        .post(&format!("{base}{}", api::OPERATORS_CRL_ROUTE))
+        .set("Content-Type", "application/pkix-crl");
+    let mut body: &[u8] = &bytes;
+    let (code, answer) =
+        dev.exchange(req, Some(&mut body), &format!("sending the CRL to {base}"))?;
+    if code != 200 {
+        bail!(
+            "the device refused the CRL {} (HTTP {code}): {}",
+            crl.display(),
+            error_text(&answer)
+        );
+    }
+    Ok(())
+}
+
+/// [`push`] with every option.
+pub fn push_with(
+    device: &str,
+    bundle: &Path,
+    access: &Access,
+    options: Options,
+    progress: Progress,
+) -> Result<Pushed> {
+    let Options {
+        reboot,
+        force,
+        wait,
+    } = options;
     let dev = Device::open(device, access)?;
     let base = dev.base().to_string();
     if dev.tls.is_some() && access.identity.is_none() {
@@ -318,6 +372,9 @@ pub fn push(
     if !reboot {
         req = req.query("reboot", "false");
     }
+    if force {
+        req = req.query("force", "true");
+    }
     let mut body = Counting {
         inner: std::io::BufReader::with_capacity(1 << 20, f),
         bar: &bar,
@@ -331,7 +388,7 @@ pub fn push(
     let (code, body) = sent?;
     let answer: UploadAnswer = match serde_json::from_str(&body) {
         Ok(a) => a,
-        Err(_) if code == 401 => bail!(
+        Err(_) if code == 401 || code == 403 => bail!(
             "the device refused the bundle (HTTP 401): {}",
             error_text(&body)
         ),

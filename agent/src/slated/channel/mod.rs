@@ -18,7 +18,8 @@ use crate::{lock, marker};
 use anyhow::{Context, Result};
 use slate_core::api::{BootState, ChannelError, ChannelFailure, ChannelStatus, Marker};
 use slate_core::channel::{
-    decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, UpdateConfig, RELEASE_TARGET,
+    decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, TargetBackoff, UpdateConfig,
+    RELEASE_TARGET,
 };
 use slate_core::install::Refusal;
 use slate_core::Digest32;
@@ -53,6 +54,9 @@ fn fail(kind: ChannelFailure) -> impl FnOnce(anyhow::Error) -> Failure {
 enum Checked {
     /// Nothing to do before `ready_at` (if any).
     Idle { ready_at: Option<u64> },
+    /// The offered target failed before and its back-off runs until `until` (the last
+    /// failure stays the status's `last_error`).
+    Deferred { until: u64 },
     /// Installed: the machine reboots into it.
     Installed,
 }
@@ -92,10 +96,10 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
     });
     let poll = cfg.poll();
     let mut scheduler = Scheduler::default();
-    let mut refused: Option<Digest32> = None;
+    let mut backoff = TargetBackoff::default();
     loop {
         let started = now();
-        let result = check(&agent, &cfg, &https, seed, &mut refused).await;
+        let result = check(&agent, &cfg, &https, seed, &mut backoff).await;
         let outcome = {
             let mut guard = lock(&agent.channel);
             let st = guard.get_or_insert_with(ChannelStatus::default);
@@ -107,6 +111,12 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
                     st.last_error = None;
                     Outcome::Checked {
                         ready_at: *ready_at,
+                    }
+                }
+                Ok(Checked::Deferred { until }) => {
+                    st.last_success = Some(started);
+                    Outcome::Checked {
+                        ready_at: Some(*until),
                     }
                 }
                 Ok(Checked::Installed) => return,
@@ -141,7 +151,7 @@ async fn check(
     cfg: &UpdateConfig,
     https: &Https,
     seed: slate_core::channel::Seed,
-    refused: &mut Option<Digest32>,
+    backoff: &mut TargetBackoff,
 ) -> Result<Checked, Failure> {
     let baked = std::fs::read(&cfg.root)
         .with_context(|| format!("reading {}", cfg.root))
@@ -182,11 +192,9 @@ async fn check(
             ))
         }
     };
-    let failed: Vec<slate_core::Version> = lock(&agent.state)
-        .failed
-        .iter()
-        .filter_map(|f| f.version.parse().ok())
-        .collect();
+    // A version that failed here is offered again only once its back-off has run, and
+    // never after its final failure.
+    let failed = slate_core::retry::blocked(&lock(&agent.state).failed, now());
     let me = DeviceView {
         product: &agent.image.name,
         board: &agent.image.board,
@@ -254,12 +262,22 @@ async fn check(
         length: target.length,
         sha256,
     };
-    if *refused == Some(expected.sha256) {
-        return Err(fail(ChannelFailure::Install)(anyhow::anyhow!(
-            "{} {} was refused before; waiting for another release",
-            update.target,
-            update.version
-        )));
+    match backoff.may_fetch(&expected.sha256, now_u) {
+        Ok(()) => {}
+        Err((None, _)) => {
+            return Err(fail(ChannelFailure::Install)(anyhow::anyhow!(
+                "{} {} was refused before; waiting for another release",
+                update.target,
+                update.version
+            )))
+        }
+        Err((Some(until), failures)) => {
+            marker::warn(format!(
+                "channel: {} {} failed {failures} time(s); the next try is at {until}",
+                update.target, update.version
+            ));
+            return Ok(Checked::Deferred { until });
+        }
     }
     let file = if repo.root().signed.consistent_snapshot {
         format!("{}.{}", expected.sha256, update.target)
@@ -386,7 +404,10 @@ async fn check(
             );
             Ok(Checked::Installed)
         }
-        (_, Err(e)) => Err(fail(ChannelFailure::Download)(e)),
+        (_, Err(e)) => {
+            backoff.failed(expected.sha256, false, &cfg.poll(), now_u, draw());
+            Err(fail(ChannelFailure::Download)(e))
+        }
         (Err(e), Ok(())) => {
             // A bundle that is refused for what it is (signatures, compatibility, version,
             // contents) is not fetched again; a refusal for the moment (busy, on trial) is.
@@ -397,9 +418,7 @@ async fn check(
                     Refusal::OnTrial { .. } | Refusal::Busy { .. } | Refusal::NoEsp | Refusal::Stalled { .. }
                 )
             );
-            if lasting {
-                *refused = Some(expected.sha256);
-            }
+            backoff.failed(expected.sha256, lasting, &cfg.poll(), now_u, draw());
             Err(fail(ChannelFailure::Install)(
                 anyhow::Error::new(e)
                     .context(format!("{} {} is refused", update.target, update.version)),
@@ -444,6 +463,11 @@ async fn load(
         marker::warn(format!("channel: keeping the verified root: {e:#}"));
     }
     Ok(repo)
+}
+
+/// A random number for the back-off's jitter (0 when the kernel has none to give).
+fn draw() -> u64 {
+    seed::random().unwrap_or(0)
 }
 
 fn set_offer(agent: &Agent, version: Option<String>, wave: Option<usize>, ready_at: Option<u64>) {

@@ -54,14 +54,30 @@ pub enum CaCommand {
         /// Days it is valid.
         #[arg(long, default_value_t = slate_imager::operator::ca::OPERATOR_DAYS)]
         days: u32,
+        /// What it may do (repeatable): status (read status and metrics), push (upload
+        /// updates), reboot (reboot, power off), force (force=true: failed or older versions,
+        /// reboots during a trial) [default: all four].
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<slate_core::operator::Role>,
         /// Base name of the files.
         #[arg(long, value_name = "NAME")]
         out: PathBuf,
     },
+    /// Revoke operator certificates: adds them to NAME.crl.pem (signed by the CA, made on
+    /// first use). Devices refuse them once they have the list: `slate push --crl
+    /// NAME.crl.pem`, or `slate publish --crl` for a channel.
+    Revoke {
+        /// The CA pair NAME (NAME.crt.pem, NAME.key.pem).
+        #[arg(long, value_name = "NAME")]
+        ca: PathBuf,
+        /// The certificates to revoke (PEM).
+        #[arg(long = "cert", value_name = "FILE", required = true)]
+        certs: Vec<PathBuf>,
+    },
 }
 
 impl CaCommand {
-    /// `slate ca init` and `slate ca issue`.
+    /// `slate ca init`, `slate ca issue` and `slate ca revoke`.
     pub fn run(self) -> Result<()> {
         match self {
             CaCommand::Init { out, name } => {
@@ -76,14 +92,31 @@ impl CaCommand {
                 ca,
                 name,
                 days,
+                roles,
                 out,
             } => {
-                let (crt, key) = slate_imager::operator::ca::issue(&ca, &name, days, &out)?;
+                let roles = if roles.is_empty() {
+                    slate_core::operator::Roles::all()
+                } else {
+                    roles.into_iter().collect()
+                };
+                let (crt, key) = slate_imager::operator::ca::issue(&ca, &name, days, roles, &out)?;
                 println!(
-                    "operator certificate for {name:?}, valid {days} days: {} and {} (use with --identity {})",
+                    "operator certificate for {name:?}, valid {days} days, roles {roles}: {} and {} (use with --identity {})",
                     crt.display(),
                     key.display(),
                     out.display()
+                );
+            }
+            CaCommand::Revoke { ca, certs } => {
+                let r = slate_imager::operator::ca::revoke(&ca, &certs)?;
+                println!(
+                    "{} lists {} revoked certificate(s), this_update={}: give it to devices with `slate push --device … --crl {}` or `slate publish --crl {}`",
+                    r.crl.display(),
+                    r.listed,
+                    r.this_update,
+                    r.crl.display(),
+                    r.crl.display()
                 );
             }
         }
@@ -114,8 +147,17 @@ pub struct PushArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Install even a version that failed on the device or is not newer (never one below its
+    /// security floor); needs the operator role `force`. Logged and counted by the device.
+    #[arg(long)]
+    pub force: bool,
+    /// Instead of a bundle, hand the device its operator CA's newer CRL (`slate ca revoke`):
+    /// the certificates it lists are refused from the next connection on.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "no_reboot", "force"])]
+    pub crl: Option<PathBuf>,
     /// The bundle.
-    pub bundle: PathBuf,
+    #[arg(required_unless_present = "crl")]
+    pub bundle: Option<PathBuf>,
 }
 
 /// Runs `slate push`.
@@ -128,18 +170,31 @@ pub fn push(args: PushArgs) -> Result<()> {
         no_reboot,
         timeout,
         quiet,
-        bundle: path,
+        force,
+        crl,
+        bundle,
     } = args;
     if token.is_some() {
         anyhow::bail!("--token is gone with the bearer token: devices authorise operators by certificate; use --identity NAME (see `slate ca issue`)");
     }
+    if let Some(crl) = crl {
+        slate_imager::operator::push::push_crl(&device, &crl, &access.access())?;
+        println!("device: took {}", crl.display());
+        return Ok(());
+    }
+    let Some(path) = bundle else {
+        anyhow::bail!("name the bundle to push (or --crl FILE)");
+    };
     let wait = wait.then(|| std::time::Duration::from_secs(timeout));
-    let p = slate_imager::operator::push::push(
+    let p = slate_imager::operator::push::push_with(
         &device,
         &path,
         &access.access(),
-        !no_reboot,
-        wait,
+        slate_imager::operator::push::Options {
+            reboot: !no_reboot,
+            force,
+            wait,
+        },
         Progress::new(quiet),
     )?;
     println!("device: {}", serde_json::to_string(&p.answer)?);
