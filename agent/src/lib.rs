@@ -21,6 +21,7 @@
 pub mod attempts;
 pub mod boot;
 pub mod clock;
+pub mod dhcp;
 pub mod durable;
 pub mod floor;
 pub mod hooks;

@@ -428,6 +428,44 @@ pub fn bind_to_device(sock: &impl AsRawFd, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes the interface's IPv4 address (setting 0.0.0.0 deletes it): a lease that ended.
+pub fn clear_ipv4(name: &str) -> Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+    if_ioctl(
+        &sock,
+        libc::SIOCSIFADDR,
+        &mut req,
+        &format!("removing the address of {name}"),
+    )
+}
+
+/// Makes `gateway` on `name` the one default route: every existing default route is deleted
+/// first, so leases that change routers do not pile routes up.
+pub fn replace_default_route(name: &str, gateway: std::net::Ipv4Addr) -> Result<()> {
+    let sock = inet_socket()?;
+    for _ in 0..32 {
+        // SAFETY: rtentry is plain old data; all-zero is a valid value.
+        let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+        rt.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+        rt.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
+        rt.rt_flags = libc::RTF_UP as libc::c_ushort;
+        // SAFETY: `rt` is a valid rtentry for the call (no device name: any interface's).
+        let rc = unsafe {
+            libc::ioctl(
+                sock.as_raw_fd(),
+                libc::SIOCDELRT,
+                &mut rt as *mut libc::rtentry,
+            )
+        };
+        if rc < 0 {
+            break;
+        }
+    }
+    add_default_route(name, gateway)
+}
+
 /// Adds the default route through `gateway` on interface `name` (an existing one is fine).
 pub fn add_default_route(name: &str, gateway: std::net::Ipv4Addr) -> Result<()> {
     let sock = inet_socket()?;

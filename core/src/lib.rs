@@ -9,11 +9,11 @@
 //! disk          layout (partitions, type GUIDs, sizes), gpt, fat (the ESP), verity, guid
 //! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
-//!               slots (commit and rollback),
+//!               slots (commit and rollback), retry (when a failed version is tried again),
 //!               channel (release, waves, schedule), version
 //! device files  config (the agent's TOML), osrelease, dhcp
-//! wire          api (status, outcomes, the `slate:` console markers)
-//! primitives    digest, fingerprint, der, le, num
+//! wire          api (status, outcomes, the `slate:` console markers), operator (roles)
+//! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num
 //! ```
 
 // Casts that could truncate or wrap a size read from outside are errors here (CI denies

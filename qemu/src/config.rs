@@ -49,6 +49,9 @@ pub struct VmConfig {
     /// Talk to the agent over TLS with this client configuration (an operator certificate and
     /// the device pin); None: plain HTTP, for images built with `insecure_http`.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Start the machine's real-time clock at this date (QEMU's `-rtc base=`, e.g.
+    /// `2020-01-01`) instead of the host's time: a board whose RTC battery is flat.
+    pub rtc_base: Option<String>,
 }
 
 impl VmConfig {
@@ -73,6 +76,7 @@ impl VmConfig {
             nic_model: NicModel::Virtio,
             secure_boot_vars: None,
             tls: None,
+            rtc_base: None,
         }
     }
 }

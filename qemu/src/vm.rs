@@ -203,6 +203,9 @@ impl Vm {
         if cfg.no_reboot {
             cmd.arg("-no-reboot");
         }
+        if let Some(base) = &cfg.rtc_base {
+            cmd.args(["-rtc", &format!("base={base}")]);
+        }
         if let Some(m) = &monitor {
             cmd.arg("-monitor")
                 .arg(format!("unix:{},server=on,wait=off", m.display()));

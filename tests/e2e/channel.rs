@@ -41,13 +41,24 @@ struct Device {
     _work: tempfile::TempDir,
 }
 
-/// Copies `image`'s disk, plants `seed` in its /data/slate/seed, and boots it.
-fn boot_seeded(image: &Image, seed: u32) -> (Vm, std::path::PathBuf, tempfile::TempDir) {
+/// Copies `image`'s disk, plants `seed` in its /data/slate/seed, and boots it (with its RTC
+/// at `rtc_base`, if given).
+fn boot_seeded(
+    image: &Image,
+    seed: u32,
+    rtc_base: Option<&str>,
+) -> (Vm, std::path::PathBuf, tempfile::TempDir) {
     let (work, disk) = copy_disk(&image.dir.join("disk.img")).unwrap();
     write_data_file(&disk, "slate/seed", format!("{seed}\n").as_bytes());
-    let vm = boot(&disk, work.path(), |_| {}).unwrap();
+    let vm = boot(&disk, work.path(), |c| {
+        c.rtc_base = rtc_base.map(str::to_string)
+    })
+    .unwrap();
     (vm, disk, work)
 }
+
+/// The fleet's other device has a flat RTC battery: its clock starts in 2020 at every boot.
+const FLAT_BATTERY: &str = "2020-01-01";
 
 /// Waits after `mark` for `slate: channel error kind=<kind>`.
 fn channel_error(vm: &Vm, kind: &str, mark: usize, timeout: Duration) -> Line {
@@ -92,11 +103,11 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     // Slow enough that the first download of v2 can be cut in the middle.
     let nginx = ch.serve_at(Some("256k"));
 
-    let (mut vm, disk, tmp) = boot_seeded(v1, MAIN_SEED);
+    let (mut vm, disk, tmp) = boot_seeded(v1, MAIN_SEED, None);
     let fleet: Vec<Device> = FLEET_SEEDS
         .iter()
         .map(|&seed| {
-            let (vm, _, work) = boot_seeded(v1, seed);
+            let (vm, _, work) = boot_seeded(v1, seed, Some(FLAT_BATTERY));
             Device {
                 vm,
                 seed,
@@ -218,6 +229,21 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         took.push((d.seed, seen_at(&d.vm, &line)));
         d.vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
             .unwrap();
+        // Its RTC said 2020: the operator (a certificate issued today) and the channel were
+        // taken all the same; the signed times raised the clock, the time kept on /data
+        // raised it again after the reboot into 2.0.0, and the device said so.
+        let raised = |source: &str| {
+            d.vm.lines()
+                .iter()
+                .any(|l| l.text.contains("clock: it said") && l.text.contains(source))
+        };
+        assert!(
+            raised("a release published in the channel") && raised("the time kept on /data"),
+            "{}",
+            d.vm.tail(40)
+        );
+        let c = status(&d.vm).channel.expect("channel status");
+        assert!(c.last_check.is_some_and(|t| t > 1_700_000_000), "{c:?}");
     }
     let order: Vec<u32> = {
         let mut t = took.clone();

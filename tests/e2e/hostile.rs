@@ -42,7 +42,7 @@ fn truncated_upload(port: u16, bundle: &std::path::Path) -> String {
 }
 
 /// Every route without an operator certificate of the image's CA: refused, nothing changes.
-fn strangers_are_refused(vm: &slate_qemu::Vm, good: &std::path::Path, work: &std::path::Path) {
+fn strangers_are_refused(vm: &mut slate_qemu::Vm, good: &std::path::Path, work: &std::path::Path) {
     let port = vm.host_port().unwrap();
     let bundle = std::fs::read(good).unwrap();
     let ops = operators();
@@ -68,12 +68,91 @@ fn strangers_are_refused(vm: &slate_qemu::Vm, good: &std::path::Path, work: &std
             );
         }
     }
+    // An operator with the role `status` only reads, and is refused (403, naming the role)
+    // everything else; nothing is installed or rebooted.
+    let (code, why) = raw_request(
+        port,
+        Some(&ops.watcher),
+        "GET",
+        slate_core::api::STATUS_ROUTE,
+        b"",
+    );
+    assert_eq!(code, 200, "{why}");
+    for (path, role) in [
+        (slate_core::api::UPDATE_ROUTE, "push"),
+        ("/v1/reboot?force=true", "reboot and force"),
+        (slate_core::api::POWEROFF_ROUTE, "reboot"),
+    ] {
+        let body: &[u8] = if path == slate_core::api::UPDATE_ROUTE {
+            &bundle[..64 << 10]
+        } else {
+            b""
+        };
+        let (code, why) = raw_request(port, Some(&ops.watcher), "POST", path, body);
+        assert_eq!(code, 403, "POST {path} as a watcher: {why}");
+        assert!(why.contains(&format!("lacks the role {role}")), "{why}");
+    }
+    // A lost laptop's certificate works until the operator CA's CRL reaches the device
+    // (`slate push --crl`); from then on its handshake fails, and the CRL survives a restart
+    // of the agent (kept in /data/slate/operators.crl).
+    let (code, why) = raw_request(
+        port,
+        Some(&ops.lost),
+        "GET",
+        slate_core::api::STATUS_ROUTE,
+        b"",
+    );
+    assert_eq!(code, 200, "{why}");
+    let url = vm.agent_url().unwrap();
+    let mark = vm.mark();
+    push::push_crl(&url, &ops.crl, &access(work)).unwrap();
+    assert!(
+        vm.saw_after(&Kind::OperatorsCrl.prefix(), mark),
+        "{}",
+        vm.tail(10)
+    );
+    let (code, why) = raw_request(
+        port,
+        Some(&ops.lost),
+        "GET",
+        slate_core::api::STATUS_ROUTE,
+        b"",
+    );
+    assert_eq!(
+        code, 0,
+        "a revoked operator was answered: HTTP {code} {why}"
+    );
+    let (code, why) = raw_request(
+        port,
+        Some(&ops.identity),
+        "GET",
+        slate_core::api::STATUS_ROUTE,
+        b"",
+    );
+    assert_eq!(code, 200, "{why}");
+    // Garbage is not a CRL: refused with the reason, and the kept CRL stays.
+    let (code, why) = raw_request(
+        port,
+        Some(&ops.identity),
+        "POST",
+        slate_core::api::OPERATORS_CRL_ROUTE,
+        b"not a crl",
+    );
+    assert_eq!(code, 422, "{why}");
+    assert!(why.contains("not a CRL"), "{why}");
+    let kept = vm
+        .shell("ls -l /data/slate/operators.crl", Duration::from_secs(60))
+        .unwrap();
+    let crl_len = std::fs::read(&ops.crl).map(|b| b.len()).unwrap_or(0);
+    assert!(
+        kept.contains(" root ") && kept.contains("/data/slate/operators.crl") && crl_len > 0,
+        "{kept}"
+    );
     // `slate push` without an identity is refused with what to do.
     let anonymous = push::Access {
         identity: None,
         ..access(work)
     };
-    let url = vm.agent_url().unwrap();
     let e = push::push(&url, good, &anonymous, false, None, Progress::new(true)).unwrap_err();
     assert!(format!("{e:#}").contains("--identity"), "{e:#}");
     // A device whose certificate is not the pinned one is refused loudly.
@@ -278,7 +357,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .unwrap()
         .status()
         .unwrap();
-    strangers_are_refused(&vm, &v2, tmp.path());
+    strangers_are_refused(&mut vm, &v2, tmp.path());
 
     // Two good slots, as on a device that has updated once: 1.1.0 runs in b, committed, and
     // 1.0.0 in a is the fallback the corpus must not touch.

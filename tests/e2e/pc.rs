@@ -58,6 +58,23 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
         net.contains("0000:"),
         "no PCI device bound to e1000e: {net}"
     );
+    // The DHCP client is a supervised service, not a thread of PID 1 (what anyone on the link
+    // sends is parsed outside PID 1).
+    let procs = vm
+        .shell(
+            "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = slate-init ] && echo \"pid ${p#/proc/}\"; done; cat /proc/1/task/*/comm",
+            SHELL,
+        )
+        .unwrap();
+    let pids: Vec<&str> = procs
+        .lines()
+        .filter_map(|l| l.strip_prefix("pid "))
+        .collect();
+    // PID 1 and the client; none of PID 1's threads is the old in-process client ("dhcp").
+    assert!(
+        pids.len() == 2 && pids.contains(&"1") && !procs.lines().any(|l| l == "dhcp"),
+        "{procs}"
+    );
     let mounts = vm.shell("grep ' /data ' /proc/mounts", SHELL).unwrap();
     assert!(
         mounts.starts_with("/dev/nvme0n1p4 /data ext4 rw"),

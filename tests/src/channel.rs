@@ -127,9 +127,23 @@ impl Channel {
             max_version: max.map(|m| m.map(|v| v.parse().expect("version"))),
             targets_keys: vec![self.dir.join("targets.pem")],
             online_keys: vec![self.dir.join("online.pem")],
+            crl: None,
             now: slate_imager::operator::bundle::now(),
         })
         .expect("slate publish");
+    }
+
+    /// `slate publish --crl` with the channel's keys.
+    pub fn publish_crl(&self, crl: &Path) {
+        repo::publish(&PublishOptions {
+            repo: self.repo.clone(),
+            targets_keys: vec![self.dir.join("targets.pem")],
+            online_keys: vec![self.dir.join("online.pem")],
+            crl: Some(crl.to_path_buf()),
+            now: slate_imager::operator::bundle::now(),
+            ..PublishOptions::default()
+        })
+        .expect("slate publish --crl");
     }
 
     /// `slate repo refresh` as if run at `now` (unix seconds): a `now` more than the

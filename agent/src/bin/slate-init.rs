@@ -4,6 +4,8 @@
 //! verified root as `/usr/lib/slate/slate-init --stage2`. On any fatal error it prints
 //! `slate: stage1 failed: …` (or `stage2 failed`) and reboots after a short delay, so boot
 //! counting can fall back. It never drops to a shell on its own.
+//!
+//! `slate-init dhcp IFACE` is the DHCP client, which stage 2 runs as a supervised service.
 
 use slate_agent::{init::stage1, init::stage2, marker, sys};
 use std::time::Duration;
@@ -11,8 +13,53 @@ use std::time::Duration;
 /// Pause before rebooting after a failure, so the message can be read on a console.
 const FAIL_DELAY: Duration = Duration::from_secs(5);
 
+/// `slate-init dhcp IFACE [--hostname NAME] [--resolv-conf FILE]`: the DHCP client, as the
+/// service stage 2 supervises (never PID 1).
+fn dhcp(args: &[String]) -> ! {
+    let usage = "usage: slate-init dhcp IFACE [--hostname NAME] [--resolv-conf FILE]";
+    let Some(iface) = args.first().filter(|a| !a.starts_with('-')) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let mut options = slate_agent::dhcp::Options {
+        iface: iface.clone(),
+        hostname: "slate".into(),
+        resolv_conf: slate_agent::dhcp::RESOLV_CONF.into(),
+    };
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        match (flag.as_str(), rest.next()) {
+            ("--hostname", Some(v)) => options.hostname = v.clone(),
+            ("--resolv-conf", Some(v)) => options.resolv_conf = v.into(),
+            _ => {
+                eprintln!("{usage}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if let Some(w) =
+        slate_agent::logging::init(&std::env::var("SLATE_LOG").unwrap_or_default(), false)
+    {
+        marker::warn(w);
+    }
+    match slate_agent::dhcp::run(&options) {
+        Ok(never) => match never {},
+        Err(e) => {
+            marker::warn(format!(
+                "network {}: the DHCP client stops: {e:#}",
+                options.iface
+            ));
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
-    let stage2 = std::env::args().nth(1).as_deref() == Some("--stage2");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("dhcp") {
+        dhcp(&args[1..]);
+    }
+    let stage2 = args.first().map(String::as_str) == Some("--stage2");
     if std::process::id() != 1 {
         eprintln!("slate-init is PID 1 of a Slate device; it does nothing as an ordinary process");
         std::process::exit(2);

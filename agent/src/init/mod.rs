@@ -1,7 +1,6 @@
 //! `slate-init`, PID 1: stage 1 in the initramfs mounts the verified root and `/data` and
 //! switches to it; stage 2 in the real root supervises the image's services until shutdown.
 
-pub mod dhcp;
 pub mod etc_overrides;
 pub mod grow;
 pub mod stage1;

@@ -82,25 +82,39 @@ fn setup_mounts() -> Result<()> {
     Ok(())
 }
 
-fn setup_network(hostname: &str) {
+/// Brings the network up: a static address here, or the DHCP client as a supervised service
+/// (returned, to be started with the others: its parser of what anyone on the link sends
+/// never runs in PID 1).
+fn setup_network(hostname: &str) -> Option<Service> {
     let _ = sys::link_up("lo");
     let net: Network = read_toml(&format!("/{}", paths::NETWORK)).unwrap_or_default();
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<Option<Service>> {
         sys::link_up(&net.interface)?;
         if net.dhcp {
-            crate::init::dhcp::start(&net.interface, hostname);
-        } else if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {
+            return Ok(Some(Service::root(
+                "slate-dhcp",
+                vec![
+                    stage1::STAGE2.into(),
+                    "dhcp".into(),
+                    net.interface.clone(),
+                    "--hostname".into(),
+                    hostname.into(),
+                ],
+            )));
+        }
+        if let Some((ip, prefix)) = net.ipv4().map_err(anyhow::Error::msg)? {
             sys::set_ipv4(&net.interface, ip, prefix)?;
         }
-        Ok(())
+        Ok(None)
     })();
-    if let Err(e) = result {
+    result.unwrap_or_else(|e| {
         marker::warn(format!("network {}: {e:#}", net.interface));
-    }
+        None
+    })
 }
 
-fn load_services(init: &InitConfig) -> Vec<Supervised> {
-    let mut list = Vec::new();
+fn load_services(init: &InitConfig, builtin: Option<Service>) -> Vec<Supervised> {
+    let mut list: Vec<Service> = builtin.into_iter().collect();
     let dir = format!("/{}", paths::SERVICES_DIR);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .into_iter()
@@ -498,7 +512,7 @@ fn supervise() -> Result<std::convert::Infallible> {
         marker::warn(format!("{e:#}"));
     }
     crate::init::etc_overrides::apply(&init.etc_overrides);
-    setup_network(&init.hostname);
+    let dhcp = setup_network(&init.hostname);
 
     let reboot = Arc::new(AtomicBool::new(false));
     let poweroff = Arc::new(AtomicBool::new(false));
@@ -510,7 +524,7 @@ fn supervise() -> Result<std::convert::Infallible> {
     // Ctrl-Alt-Del sends SIGINT to PID 1 instead of rebooting at once.
     let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
 
-    let mut services = load_services(&init);
+    let mut services = load_services(&init, dhcp);
     marker::emit(&Marker::Stage2Up {
         ms: uptime_ms(),
         services: services.len(),

@@ -20,7 +20,8 @@ pub mod waves;
 
 pub use config::UpdateConfig;
 pub use release::{
-    decide, Decision, DeviceView, Limit, Reason, ReleaseManifest, Update, RELEASE_TARGET,
+    decide, Decision, DeviceView, Limit, Reason, ReleaseManifest, Update, OPERATORS_CRL_TARGET,
+    RELEASE_TARGET,
 };
 pub use schedule::{backoff_delay, next_poll, Outcome, Poll, Scheduler, TargetBackoff};
 pub use span::Span;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// The target name of the release manifest in the repository.
 pub const RELEASE_TARGET: &str = "release.json";
+/// The target that carries the operator CA's CRL (`slate publish --crl`): devices take it
+/// when it is newer than theirs, as from `slate push --crl`.
+pub const OPERATORS_CRL_TARGET: &str = "operators.crl";
 
 /// The format this code writes and reads.
 pub const RELEASE_FORMAT: u32 = 1;

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use slate_core::api::{BootState, ChannelError, ChannelFailure, ChannelStatus, Marker};
 use slate_core::channel::{
     decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, TargetBackoff, UpdateConfig,
-    RELEASE_TARGET,
+    OPERATORS_CRL_TARGET, RELEASE_TARGET,
 };
 use slate_core::install::Refusal;
 use slate_core::Digest32;
@@ -96,10 +96,10 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
     });
     let poll = cfg.poll();
     let mut scheduler = Scheduler::default();
-    let mut backoff = TargetBackoff::default();
+    let mut memory = Memory::default();
     loop {
         let started = now();
-        let result = check(&agent, &cfg, &https, seed, &mut backoff).await;
+        let result = check(&agent, &cfg, &https, seed, &mut memory).await;
         let outcome = {
             let mut guard = lock(&agent.channel);
             let st = guard.get_or_insert_with(ChannelStatus::default);
@@ -145,13 +145,22 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
     }
 }
 
+/// What the channel's loop remembers between checks (not across reboots).
+#[derive(Default)]
+struct Memory {
+    /// Each release target's failures.
+    backoff: TargetBackoff,
+    /// The sha256 of the operators' CRL target last handed to the operator CA.
+    crl_seen: Option<Vec<u8>>,
+}
+
 /// One check: TUF metadata, the release manifest, the decision, and the install it asks for.
 async fn check(
     agent: &Arc<Agent>,
     cfg: &UpdateConfig,
     https: &Https,
     seed: slate_core::channel::Seed,
-    backoff: &mut TargetBackoff,
+    memory: &mut Memory,
 ) -> Result<Checked, Failure> {
     let baked = std::fs::read(&cfg.root)
         .with_context(|| format!("reading {}", cfg.root))
@@ -169,6 +178,8 @@ async fn check(
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
     }
+    take_operators_crl(agent, &repo, &mut memory.crl_seen).await;
+    let backoff = &mut memory.backoff;
     let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     let release: ReleaseManifest = match repo.read_target(&name).await {
         Ok(Some(stream)) => {
@@ -194,6 +205,13 @@ async fn check(
     };
     // A version that failed here is offered again only once its back-off has run, and
     // never after its final failure.
+    // The targets role signed when each release was published: the clock is at least that.
+    if let Some(newest) = release.updates.iter().map(|u| u.published).max() {
+        let newest = i64::try_from(newest).unwrap_or(i64::MAX);
+        if newest > now() {
+            crate::clock::observe(newest, "a release published in the channel");
+        }
+    }
     let failed = slate_core::retry::blocked(&lock(&agent.state).failed, now());
     let me = DeviceView {
         product: &agent.image.name,
@@ -463,6 +481,46 @@ async fn load(
         marker::warn(format!("channel: keeping the verified root: {e:#}"));
     }
     Ok(repo)
+}
+
+/// Hands the operator CA a CRL the channel publishes (`slate publish --crl`) when it changed
+/// since the last check: the CA takes it if its own signature verifies and it is newer than the
+/// kept one. A CRL that cannot be read or is refused is a warning, never a failed check: the
+/// update path does not depend on it.
+async fn take_operators_crl(agent: &Agent, repo: &tough::Repository, seen: &mut Option<Vec<u8>>) {
+    let Ok(name) = TargetName::new(OPERATORS_CRL_TARGET) else {
+        return;
+    };
+    let Some(target) = repo.targets().signed.targets.get(&name) else {
+        return;
+    };
+    let sha = target.hashes.sha256.to_vec();
+    if seen.as_ref() == Some(&sha) {
+        return;
+    }
+    let Some(ca) = agent.operator_ca.get() else {
+        *seen = Some(sha);
+        return;
+    };
+    let bytes = match repo.read_target(&name).await {
+        Ok(Some(stream)) => {
+            use tough::IntoVec;
+            stream.into_vec().await.map_err(anyhow::Error::new)
+        }
+        Ok(None) => return,
+        Err(e) => Err(anyhow::Error::new(e)),
+    };
+    match bytes.map(|b| ca.offer_crl(&b).map_err(anyhow::Error::new)) {
+        Ok(Ok(this_update)) => {
+            marker::emit(&Marker::OperatorsCrl { this_update });
+            *seen = Some(sha);
+        }
+        Ok(Err(e)) => {
+            marker::warn(format!("channel: the operators' CRL is not taken: {e:#}"));
+            *seen = Some(sha);
+        }
+        Err(e) => marker::warn(format!("channel: reading the operators' CRL: {e:#}")),
+    }
 }
 
 /// A random number for the back-off's jitter (0 when the kernel has none to give).

@@ -239,6 +239,10 @@ pub struct PublishArgs {
     /// Board, for --max-version without --bundle.
     #[arg(long, requires = "product", conflicts_with = "bundle")]
     board: Option<String>,
+    /// The operator CA's CRL (`slate ca revoke`): devices refuse the certificates it lists
+    /// once they have checked the channel.
+    #[arg(long, value_name = "CA.crl.pem")]
+    crl: Option<PathBuf>,
     #[command(flatten)]
     keys: RoleKeys,
 }
@@ -259,8 +263,12 @@ impl PublishArgs {
             max_version,
             targets_keys: self.keys.targets_keys,
             online_keys: self.keys.online_keys,
+            crl: self.crl.clone(),
             now: slate_imager::operator::bundle::now(),
         })?;
+        if let Some(crl) = &self.crl {
+            println!("published the operators' CRL {}", crl.display());
+        }
         if let Some(u) = &out.update {
             println!(
                 "published {} {} for {} as {} ({} waves)",

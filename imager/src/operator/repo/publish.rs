@@ -8,7 +8,9 @@ use crate::operator::keys;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::bundle::BundleReader;
-use slate_core::channel::{ReleaseManifest, Update, WaveFile, Waves, RELEASE_TARGET};
+use slate_core::channel::{
+    ReleaseManifest, Update, WaveFile, Waves, OPERATORS_CRL_TARGET, RELEASE_TARGET,
+};
 use slate_core::manifest::Manifest;
 use slate_core::Version;
 use std::collections::HashMap;
@@ -36,6 +38,8 @@ pub struct PublishOptions {
     pub targets_keys: Vec<PathBuf>,
     /// The online keys (snapshot and timestamp).
     pub online_keys: Vec<PathBuf>,
+    /// The operator CA's CRL to hand devices (`slate ca revoke`).
+    pub crl: Option<PathBuf>,
     /// The time it is (seconds since the epoch): waves count from it.
     pub now: i64,
 }
@@ -126,8 +130,25 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
         };
         release.set_max_version(product, board, max.clone());
     }
-    if offered.is_none() && o.max_version.is_none() {
-        bail!("nothing to publish: give --bundle and/or --max-version");
+    if let Some(path) = &o.crl {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let der = match x509_parser::pem::parse_x509_pem(&pem) {
+            Ok((_, p)) => p.contents,
+            Err(_) => pem,
+        };
+        <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<
+            '_,
+            x509_parser::error::X509Error,
+        >>::from_der(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not a CRL ({e}); make one with slate ca revoke", path.display()))?;
+        let target = add_target_bytes(&layout, OPERATORS_CRL_TARGET, &der)?;
+        targets.targets.insert(
+            TargetName::new(OPERATORS_CRL_TARGET).context("target name")?,
+            target,
+        );
+    }
+    if offered.is_none() && o.max_version.is_none() && o.crl.is_none() {
+        bail!("nothing to publish: give --bundle, --max-version and/or --crl");
     }
 
     let mut json = serde_json::to_vec_pretty(&release).context("encoding release.json")?;

@@ -1,5 +1,6 @@
 //! DHCPv4 messages (RFC 2131, options from RFC 2132): what a client sends and what it reads
-//! from a server's answer. Pure bytes in and out; the agent's `dhcp` module owns the socket.
+//! from a server's answer, and ([`lease`]) which answers a client takes and when it renews.
+//! Pure bytes in and out; the agent's `dhcp` module owns the socket.
 //!
 //! ```text
 //! op htype hlen hops | xid | secs flags | ciaddr | yiaddr | siaddr | giaddr | chaddr (16)
@@ -7,6 +8,8 @@
 //! ```
 
 use std::net::Ipv4Addr;
+
+pub mod lease;
 
 /// UDP port a server listens on.
 pub const SERVER_PORT: u16 = 67;
@@ -61,6 +64,9 @@ pub struct ClientMessage {
     pub server: Option<Ipv4Addr>,
     /// Hostname to announce (option 12).
     pub hostname: Option<String>,
+    /// The client's current address (`ciaddr`), when renewing or rebinding a lease it holds:
+    /// the server then answers it by unicast, and the broadcast flag is off.
+    pub ciaddr: Option<Ipv4Addr>,
 }
 
 impl ClientMessage {
@@ -71,7 +77,10 @@ impl ClientMessage {
         m[1] = 1; // Ethernet
         m[2] = 6;
         m[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        m[10..12].copy_from_slice(&BROADCAST_FLAG.to_be_bytes());
+        match self.ciaddr {
+            Some(ip) => m[12..16].copy_from_slice(&ip.octets()),
+            None => m[10..12].copy_from_slice(&BROADCAST_FLAG.to_be_bytes()),
+        }
         m[28..34].copy_from_slice(&self.mac);
         m.extend_from_slice(&MAGIC);
         m.extend_from_slice(&[53, 1, self.kind as u8]);
@@ -114,6 +123,8 @@ pub struct ServerMessage {
     pub address: Ipv4Addr,
     /// Prefix length from the subnet mask (option 1); 24 when absent.
     pub prefix: u8,
+    /// The subnet mask as sent (option 1), so a non-contiguous one can be refused.
+    pub mask: Option<Ipv4Addr>,
     /// First router (option 3).
     pub router: Option<Ipv4Addr>,
     /// DNS servers (option 6).
@@ -122,6 +133,10 @@ pub struct ServerMessage {
     pub lease_s: Option<u32>,
     /// Server identifier (option 54).
     pub server: Option<Ipv4Addr>,
+    /// Renewal time T1 in seconds (option 58).
+    pub renewal_s: Option<u32>,
+    /// Rebinding time T2 in seconds (option 59).
+    pub rebinding_s: Option<u32>,
 }
 
 /// Why bytes are not a server's answer to us.
@@ -156,10 +171,13 @@ impl ServerMessage {
             xid: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
             address: ip(&b[16..20]),
             prefix: 24,
+            mask: None,
             router: None,
             dns: Vec::new(),
             lease_s: None,
             server: None,
+            renewal_s: None,
+            rebinding_s: None,
         };
         let mut kind = None;
         let mut i = FIXED + 4;
@@ -183,6 +201,7 @@ impl ServerMessage {
                 (1, 4) => {
                     let mask = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
                     msg.prefix = u8::try_from(mask.count_ones()).unwrap_or(32);
+                    msg.mask = Some(ip(v));
                 }
                 (3, l) if l >= 4 => msg.router = Some(ip(v)),
                 (6, l) if l >= 4 => msg.dns = v.chunks_exact(4).map(ip).collect(),
@@ -191,6 +210,8 @@ impl ServerMessage {
                     msg.lease_s = (s != u32::MAX).then_some(s);
                 }
                 (54, 4) => msg.server = Some(ip(v)),
+                (58, 4) => msg.renewal_s = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
+                (59, 4) => msg.rebinding_s = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
                 _ => {}
             }
             i += 2 + len;
@@ -200,12 +221,6 @@ impl ServerMessage {
             _ => return Err(DhcpError::NoType),
         };
         Ok(msg)
-    }
-
-    /// Seconds after which the lease is renewed: half the lease (RFC 2131's T1), at least a
-    /// minute; an hour for an infinite lease, to notice a changed network.
-    pub fn renew_after_s(&self) -> u64 {
-        self.lease_s.map_or(3600, |s| u64::from(s / 2).max(60))
     }
 }
 
@@ -219,10 +234,10 @@ pub fn resolv_conf(dns: &[Ipv4Addr]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn reply(kind: u8, xid: u32, yiaddr: [u8; 4], options: &[u8]) -> Vec<u8> {
+    pub(crate) fn reply(kind: u8, xid: u32, yiaddr: [u8; 4], options: &[u8]) -> Vec<u8> {
         let mut m = vec![0u8; FIXED];
         m[0] = 2;
         m[4..8].copy_from_slice(&xid.to_be_bytes());
@@ -243,6 +258,7 @@ mod tests {
             requested: None,
             server: None,
             hostname: Some("slate".into()),
+            ciaddr: None,
         }
         .encode();
         assert_eq!(m.len(), 300);
@@ -257,6 +273,21 @@ mod tests {
             .windows(7)
             .any(|w| w == [12, 5, b's', b'l', b'a', b't', b'e']));
         assert!(opts.windows(8).any(|w| w == [55, 6, 1, 3, 6, 51, 58, 59]));
+        // A renewal names its address and asks for a unicast answer.
+        let renew = ClientMessage {
+            kind: MessageType::Request,
+            xid: 1,
+            mac: [0; 6],
+            requested: None,
+            server: None,
+            hostname: None,
+            ciaddr: Some(Ipv4Addr::new(10, 0, 2, 15)),
+        }
+        .encode();
+        assert_eq!(
+            (&renew[10..12], &renew[12..16]),
+            (&[0, 0][..], &[10, 0, 2, 15][..])
+        );
     }
 
     #[test]
@@ -281,7 +312,6 @@ mod tests {
             [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]
         );
         assert_eq!(m.lease_s, Some(3600));
-        assert_eq!(m.renew_after_s(), 1800);
         assert_eq!(m.server, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(
             resolv_conf(&m.dns),
