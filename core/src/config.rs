@@ -40,6 +40,9 @@ pub mod paths {
     pub const SECURE_BOOT_DB: &str = "etc/slate/secure-boot-db.crt";
     /// Update channel settings (`[update]` in the spec).
     pub const UPDATE: &str = "etc/slate/update.toml";
+    /// When the device may apply updates (`[update] windows`, `timezone`): a push-only image
+    /// has one too.
+    pub const POLICY: &str = "etc/slate/policy.toml";
     /// The channel's TUF root of trust (`[update] channel_root`).
     pub const CHANNEL_ROOT: &str = "etc/slate/channel/root.json";
     /// CA certificate(s) the channel's HTTPS server must chain to (`[update] channel_ca`).

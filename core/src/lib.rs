@@ -10,7 +10,7 @@
 //! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
 //!               slots (commit and rollback), retry (when a failed version is tried again),
-//!               channel (release, waves, schedule), version
+//!               channel (release, waves, schedule), policy (maintenance windows), version
 //! device files  config (the agent's TOML), osrelease, dhcp
 //! wire          api (status, outcomes, the `slate:` console markers), operator (roles)
 //! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num
@@ -54,6 +54,7 @@ pub mod num;
 pub mod operator;
 pub mod osrelease;
 pub mod pe;
+pub mod policy;
 pub mod retry;
 pub mod slots;
 pub mod uki;

@@ -373,21 +373,33 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         Node::bytes(toml_text(&agent)?, 0o644),
     )?;
     if let Some(update) = &spec.update {
-        let files = update.files(&inputs.spec.path, |p| inputs.spec.resolve(p))?;
-        add_host_file(
-            &mut tree,
-            prov,
-            "update.channel_root",
-            paths::CHANNEL_ROOT,
-            files.root,
-        )?;
-        if let Some(ca) = files.ca {
-            add_host_file(&mut tree, prov, "update.channel_ca", paths::CHANNEL_CA, ca)?;
+        if let Some(files) = update.files(&inputs.spec.path, |p| inputs.spec.resolve(p))? {
+            add_host_file(
+                &mut tree,
+                prov,
+                "update.channel_root",
+                paths::CHANNEL_ROOT,
+                files.root,
+            )?;
+            if let Some(ca) = files.ca {
+                add_host_file(&mut tree, prov, "update.channel_ca", paths::CHANNEL_CA, ca)?;
+            }
+            tree.insert(
+                &ip(&format!("/{}", paths::UPDATE)),
+                Node::bytes(toml_text(&files.config)?, 0o644),
+            )?;
         }
-        tree.insert(
-            &ip(&format!("/{}", paths::UPDATE)),
-            Node::bytes(toml_text(&files.config)?, 0o644),
-        )?;
+        // A zone's changes from a year before the build on (SOURCE_DATE_EPOCH, else today:
+        // the zone data is an input like the packages, named in the provenance's spec).
+        let since = crate::image::build::source_date_epoch()?
+            .unwrap_or_else(crate::operator::bundle::now)
+            - 366 * 86_400;
+        if let Some(policy) = update.policy(&inputs.spec.path, since)? {
+            tree.insert(
+                &ip(&format!("/{}", paths::POLICY)),
+                Node::bytes(toml_text(&policy)?, 0o644),
+            )?;
+        }
     }
     if let Some(trust) = inputs.trust {
         let bytes = std::fs::read(trust).map_err(|_| BuildError::MissingSource {

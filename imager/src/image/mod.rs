@@ -23,5 +23,6 @@ pub mod provenance;
 pub mod spec;
 pub mod timings;
 pub mod tools;
+pub mod tzif;
 pub mod update_spec;
 pub mod write;

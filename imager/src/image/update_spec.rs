@@ -1,5 +1,6 @@
 //! The spec's `[update]`: the channel a device pulls from, and the files it needs to trust it
-//! (the TUF root and the server's CA), checked at build time and baked in.
+//! (the TUF root and the server's CA), checked at build time and baked in; and when the device
+//! may apply updates (maintenance windows in a time zone), pushed or pulled alike.
 
 use crate::error::BuildError;
 use serde::Deserialize;
@@ -12,10 +13,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSpec {
-    /// Base URL of the TUF repository (`slate repo init`), served over HTTPS.
-    pub channel: String,
+    /// Base URL of the TUF repository (`slate repo init`), served over HTTPS [default: none,
+    /// updates come by `slate push` only].
+    #[serde(default)]
+    pub channel: Option<String>,
     /// The repository's `root.json` (relative to the spec): the device's first trust in it.
-    pub channel_root: PathBuf,
+    #[serde(default)]
+    pub channel_root: Option<PathBuf>,
     /// CA certificate(s) (PEM) the server must chain to [default: Mozilla's roots].
     #[serde(default)]
     pub channel_ca: Option<PathBuf>,
@@ -37,9 +41,17 @@ pub struct UpdateSpec {
     /// Run exactly this version.
     #[serde(default)]
     pub version_lock: Option<Version>,
+    /// Maintenance windows (`"Sat 02:00-04:00"`, `"daily 01:00-01:30"`): updates are applied
+    /// only inside one [default: none, always].
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// The zone the windows are written in: an offset (`"+02:00"`, `"UTC"`) or an IANA name
+    /// (`"Europe/Berlin"`, resolved at build time) [default: UTC].
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
-/// The checked files and settings to bake into the root.
+/// The checked channel files and settings to bake into the root.
 #[derive(Debug)]
 pub struct UpdateFiles {
     /// `/etc/slate/update.toml`.
@@ -51,21 +63,86 @@ pub struct UpdateFiles {
 }
 
 impl UpdateSpec {
-    /// Reads and checks the files the spec names (`resolve` turns a spec-relative path into
-    /// one to read).
-    pub fn files(
+    /// The maintenance windows (`/etc/slate/policy.toml`), or None when the spec sets none;
+    /// `since` is when the zone's changes start to matter (the build, less a year).
+    pub fn policy(
         &self,
         spec_path: &Path,
-        resolve: impl Fn(&Path) -> PathBuf,
-    ) -> Result<UpdateFiles, BuildError> {
+        since: i64,
+    ) -> Result<Option<slate_core::policy::Windows>, BuildError> {
         let bad = |field: &str, why: String| BuildError::Spec {
             path: spec_path.to_path_buf(),
             field: format!("update.{field}"),
             why,
         };
-        let channel = slate_core::channel::ChannelUrl::parse(&self.channel)
+        if self.windows.is_empty() {
+            if self.timezone.is_some() {
+                return Err(bad(
+                    "timezone",
+                    "a time zone without windows means nothing; add windows = [\"Sat 02:00-04:00\"]"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let windows = self
+            .windows
+            .iter()
+            .map(|w| {
+                w.parse()
+                    .map_err(|e: slate_core::policy::WindowError| bad("windows", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let zone = match &self.timezone {
+            None => slate_core::policy::Zone::fixed("UTC").unwrap_or_default(),
+            Some(name) => {
+                crate::image::tzif::zone(name, Path::new(crate::image::tzif::ZONEINFO), since)
+                    .map_err(|e| bad("timezone", format!("{e:#}")))?
+            }
+        };
+        Ok(Some(slate_core::policy::Windows { windows, zone }))
+    }
+
+    /// Reads and checks the channel's files (`resolve` turns a spec-relative path into one to
+    /// read); None for an `[update]` without a channel (a push-only device with windows).
+    pub fn files(
+        &self,
+        spec_path: &Path,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Option<UpdateFiles>, BuildError> {
+        let bad = |field: &str, why: String| BuildError::Spec {
+            path: spec_path.to_path_buf(),
+            field: format!("update.{field}"),
+            why,
+        };
+        let (channel, channel_root) = match (&self.channel, &self.channel_root) {
+            (None, None) => {
+                let pull_only = self.channel_ca.is_some()
+                    || self.poll_interval.is_some()
+                    || self.version_lock.is_some()
+                    || self.ignore_waves;
+                if pull_only {
+                    return Err(bad(
+                        "channel",
+                        "channel_ca, poll_interval, ignore_waves and version_lock are about a channel; name one (channel and channel_root)".into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            (Some(c), Some(r)) => (c, r),
+            (Some(_), None) => {
+                return Err(bad(
+                    "channel_root",
+                    "a channel needs its root.json (from slate repo init)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad("channel", "channel_root without a channel URL".into()))
+            }
+        };
+        let channel = slate_core::channel::ChannelUrl::parse(channel)
             .map_err(|e| bad("channel", e.to_string()))?;
-        let root_path = resolve(&self.channel_root);
+        let root_path = resolve(channel_root);
         let root = std::fs::read(&root_path).map_err(|_| BuildError::MissingSource {
             path: root_path.clone(),
             field: "update.channel_root".into(),
@@ -118,7 +195,7 @@ impl UpdateSpec {
             ignore_waves: self.ignore_waves,
             version_lock: self.version_lock.clone(),
         };
-        Ok(UpdateFiles { config, root, ca })
+        Ok(Some(UpdateFiles { config, root, ca }))
     }
 }
 
@@ -128,6 +205,35 @@ mod tests {
 
     fn spec(text: &str) -> UpdateSpec {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn windows_need_no_channel_and_bad_ones_name_the_field() {
+        let at = Path::new("image.toml");
+        let s = spec("windows = [\"Sat 02:00-04:00\", \"daily 01:00-01:30\"]\ntimezone = \"Europe/Berlin\"\n");
+        assert!(s.files(at, |p| p.to_path_buf()).unwrap().is_none());
+        let p = s.policy(at, 1_767_225_600).unwrap().unwrap();
+        assert_eq!(p.windows.len(), 2);
+        assert_eq!(p.zone.offset_s, 3600);
+        let err = |text: &str| spec(text).policy(at, 0).unwrap_err().to_string();
+        let e = err("windows = [\"Caturday 02:00-04:00\"]\n");
+        assert!(
+            e.contains("update.windows") && e.contains("Caturday"),
+            "{e}"
+        );
+        let e = err("windows = [\"Sat 02:00-04:00\"]\ntimezone = \"Mars/Olympus\"\n");
+        assert!(
+            e.contains("update.timezone") && e.contains("Mars/Olympus"),
+            "{e}"
+        );
+        let e = err("timezone = \"UTC\"\n");
+        assert!(e.contains("update.timezone"), "{e}");
+        let e = spec("version_lock = \"1.0.0\"\n")
+            .files(at, |p| p.to_path_buf())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("update.channel"), "{e}");
+        assert!(spec("").policy(at, 0).unwrap().is_none());
     }
 
     #[test]

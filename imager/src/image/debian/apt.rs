@@ -39,10 +39,10 @@ fn default_components() -> Vec<String> {
     vec!["main".into()]
 }
 fn default_mirror() -> String {
-    "http://deb.debian.org/debian".into()
+    "https://deb.debian.org/debian".into()
 }
 fn default_security() -> String {
-    "http://deb.debian.org/debian-security".into()
+    "https://deb.debian.org/debian-security".into()
 }
 fn default_keyring() -> PathBuf {
     "/usr/share/keyrings/debian-archive-keyring.gpg".into()
@@ -283,10 +283,10 @@ mod tests {
     fn sources_name_the_architecture_and_keyring_and_the_update_suites() {
         let s = DebianSource::default().sources_list("arm64");
         assert_eq!(s.lines().count(), 3, "{s}");
-        assert!(s.contains("deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main\n"), "{s}");
+        assert!(s.contains("deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] https://deb.debian.org/debian bookworm main\n"), "{s}");
         assert!(s.contains(" bookworm-updates main"), "{s}");
         assert!(
-            s.contains("http://deb.debian.org/debian-security bookworm-security main"),
+            s.contains("https://deb.debian.org/debian-security bookworm-security main"),
             "{s}"
         );
         let no_security = DebianSource {

@@ -175,7 +175,7 @@ impl Lock {
                 "it is for suite {}, the spec names {}",
                 have.suite, wanted.suite
             )
-        } else if have.sources != wanted.sources {
+        } else if !same_archives(&have.sources, &wanted.sources) {
             "the spec's [debian] sources changed".to_string()
         } else if have.requested != wanted.requested {
             format!(
@@ -195,6 +195,15 @@ impl Lock {
             path.display()
         )
     }
+}
+
+/// Whether two `sources.list` texts name the same archives: `http://` and `https://` of one
+/// mirror are the same archive (the lock pins every package by sha256, and apt checks the
+/// signed Release files over either), so locks made before the default became HTTPS stay
+/// fresh.
+fn same_archives(a: &str, b: &str) -> bool {
+    let plain = |s: &str| s.replace("https://", "http://");
+    plain(a) == plain(b)
 }
 
 /// Where `slate lock` and `slate fetch` keep apt's lists and the .deb files when not told:
@@ -388,6 +397,28 @@ mod tests {
                 .contains("suite bookworm, the spec names trixie"),
             "{e}"
         );
+        // A lock made over plain HTTP (before HTTPS became the default) is as fresh; another
+        // mirror is not.
+        let mut over_http = lock.debian.clone();
+        over_http.sources = over_http.sources.replace("https://", "http://");
+        assert_ne!(over_http.sources, lock.debian.sources);
+        let old = Lock {
+            debian: over_http,
+            packages: vec![],
+            board_packages: vec![],
+        };
+        old.check_fresh(&wanted("amd64", &["nginx-light", "busybox-static"]), at)
+            .unwrap();
+        let elsewhere = Lock::wanted(
+            &DebianSource {
+                mirror: "https://mirror.example/debian".into(),
+                ..DebianSource::default()
+            },
+            "amd64",
+            &["nginx-light".into(), "busybox-static".into()],
+        );
+        let e = lock.check_fresh(&elsewhere, at).unwrap_err();
+        assert!(e.to_string().contains("sources changed"), "{e}");
         let e = lock
             .check_fresh(&wanted("amd64", &["nginx-light"]), at)
             .unwrap_err();

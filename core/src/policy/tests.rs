@@ -1,0 +1,191 @@
+use super::*;
+use proptest::prelude::*;
+
+fn w(s: &str) -> Window {
+    s.parse().unwrap()
+}
+
+fn utc(windows: &[&str]) -> Windows {
+    Windows {
+        windows: windows.iter().map(|s| w(s)).collect(),
+        zone: Zone::fixed("UTC").unwrap(),
+    }
+}
+
+/// 2026-12-05 (a Saturday) 00:00 UTC.
+const SAT: i64 = 1_796_428_800;
+
+#[test]
+fn windows_read_and_print_as_written() {
+    for text in [
+        "Sat 02:00-04:00",
+        "daily 01:00-01:30",
+        "Mon,Tue,Wed,Thu,Fri 22:00-02:00",
+    ] {
+        assert_eq!(w(text).to_string(), text);
+    }
+    assert_eq!(
+        w("Mon-Fri 22:00-02:00"),
+        w("Mon,Tue,Wed,Thu,Fri 22:00-02:00")
+    );
+    assert_eq!(w("Sat-Mon 00:00-24:00").days, 0b110_0001);
+    assert_eq!(w("sun 23:00-24:00").end_min, 0);
+    for bad in [
+        "Sat",
+        "Someday 02:00-04:00",
+        "Sat 2:00-04:00",
+        "Sat 02:00-02:00",
+        "Sat 25:00-26:00",
+        "Sat 02:00",
+        "Sat 24:00-01:00",
+    ] {
+        assert!(bad.parse::<Window>().is_err(), "{bad}");
+    }
+    let e = "Sat 02:00".parse::<Window>().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"Sat 02:00\" is not a maintenance window"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_window_crossing_midnight_belongs_to_the_day_it_starts() {
+    let ws = utc(&["Fri 22:00-02:00"]);
+    let fri = SAT - 86_400;
+    assert!(!ws.is_open(fri + 21 * 3600 + 3599));
+    assert!(ws.is_open(fri + 22 * 3600));
+    assert!(ws.is_open(SAT + 3600));
+    assert!(!ws.is_open(SAT + 2 * 3600));
+    // Saturday 22:00 is not a Friday.
+    assert!(!ws.is_open(SAT + 22 * 3600));
+    assert_eq!(
+        ws.next_open(SAT + 2 * 3600),
+        Some(SAT + 6 * 86_400 + 22 * 3600)
+    );
+    // No windows: always open.
+    assert_eq!(Windows::default().next_open(SAT + 5), Some(SAT + 5));
+}
+
+#[test]
+fn zones_shift_windows_and_daylight_saving_is_followed() {
+    let mut ws = utc(&["Sat 02:00-04:00"]);
+    ws.zone = Zone::fixed("+02:00").unwrap();
+    // 02:00 at +02:00 is 00:00 UTC.
+    assert!(ws.is_open(SAT));
+    assert!(!ws.is_open(SAT + 2 * 3600));
+    assert_eq!(
+        Zone::fixed("UTC-03:30").unwrap().offset_s,
+        -(3 * 3600 + 1800)
+    );
+    assert!(Zone::fixed("+15:00").is_none() && Zone::fixed("Mars/Olympus").is_none());
+    // A zone at +1 that moves to +2 at Saturday 01:00 UTC (= 02:00 local, which jumps to
+    // 03:00): a window from 02:30 opens at the jump, at 03:00 local.
+    ws.zone = Zone {
+        name: "test".into(),
+        offset_s: 3600,
+        changes: vec![(SAT + 3600, 7200)],
+    };
+    ws.windows = vec![w("Sat 02:30-04:00")];
+    assert_eq!(ws.zone.offset_at(SAT + 3599), 3600);
+    assert_eq!(ws.zone.offset_at(SAT + 3600), 7200);
+    assert_eq!(ws.next_open(SAT), Some(SAT + 3600));
+}
+
+/// The definition, independently: open when `t`'s local time lies in an occurrence of a
+/// window (an occurrence starts on a listed day at the start time and lasts its length).
+fn open_by_definition(ws: &Windows, t: i64) -> bool {
+    if ws.windows.is_empty() {
+        return true;
+    }
+    let local = t + i64::from(ws.zone.offset_at(t));
+    let today = local.div_euclid(86_400);
+    ws.windows.iter().any(|w| {
+        (today - 1..=today).any(|d| {
+            let weekday = (d + 3).rem_euclid(7);
+            let start = d * 86_400 + i64::from(w.start_min) * 60;
+            w.days & (1 << weekday) != 0
+                && local >= start
+                && local < start + i64::from(w.length_min()) * 60
+        })
+    })
+}
+
+fn arb_window() -> impl Strategy<Value = Window> {
+    (1u8..=0x7f, 0u16..1440, 1u16..1440).prop_map(|(days, start_min, len)| Window {
+        days,
+        start_min,
+        end_min: (start_min + len) % 1440,
+    })
+}
+
+fn arb_zone() -> impl Strategy<Value = Zone> {
+    (
+        -12i32..=14,
+        prop::collection::vec((0i64..400 * 86_400, -1i32..=1), 0..4),
+    )
+        .prop_map(|(hours, changes)| {
+            let mut at = 1_790_000_000;
+            let changes = changes
+                .into_iter()
+                .map(|(gap, d)| {
+                    at += gap + 3600;
+                    (at, (hours + d) * 3600)
+                })
+                .collect();
+            Zone {
+                name: "random".into(),
+                offset_s: hours * 3600,
+                changes,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+    /// Over 100,000 random clocks, window sets and zones (with offset changes): the device
+    /// is told "open" exactly when the definition says so, and the next opening is open,
+    /// within a week and a day, and not preceded by an open minute.
+    #[test]
+    fn next_open_is_the_first_open_moment(
+        windows in prop::collection::vec(arb_window(), 1..4),
+        zone in arb_zone(),
+        t in 1_790_000_000i64..1_830_000_000,
+    ) {
+        let ws = Windows { windows, zone };
+        prop_assert_eq!(ws.is_open(t), open_by_definition(&ws, t));
+        let n = ws.next_open(t).expect("a window opens");
+        prop_assert!(n >= t && n - t <= 8 * 86_400, "{} {}", t, n);
+        prop_assert!(open_by_definition(&ws, n));
+        if n > t {
+            prop_assert!(!open_by_definition(&ws, n - 1));
+            prop_assert!(!open_by_definition(&ws, t));
+            // A sample of moments in between are all closed.
+            for k in 1..8 {
+                let s = t + (n - t) * k / 8;
+                prop_assert!(!open_by_definition(&ws, s), "{} open before {}", s, n);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Slower and exhaustive: every minute from the clock to the next opening is closed.
+    #[test]
+    fn no_minute_before_the_next_opening_is_open(
+        windows in prop::collection::vec(arb_window(), 1..4),
+        zone in arb_zone(),
+        t in 1_790_000_000i64..1_830_000_000,
+    ) {
+        let ws = Windows { windows, zone };
+        let n = ws.next_open(t).expect("a window opens");
+        let mut s = t;
+        while s < n {
+            prop_assert!(!open_by_definition(&ws, s), "{} open before {}", s, n);
+            s += 60;
+        }
+    }
+}
