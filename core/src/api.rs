@@ -228,6 +228,15 @@ fn one() -> u32 {
     1
 }
 
+/// The maintenance windows as the device sees them now (`[update] windows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowStatus {
+    /// A window is open: updates may be applied.
+    pub open: bool,
+    /// When one is next open (now, when open; Unix seconds).
+    pub next_open: i64,
+}
+
 /// The status document, `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -278,6 +287,9 @@ pub struct Status {
     /// that is a device whose firmware does not enforce it.
     #[serde(default)]
     pub built_for_secure_boot: bool,
+    /// For an image with maintenance windows: whether one is open and when one next is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowStatus>,
 }
 
 impl Status {
@@ -411,6 +423,7 @@ mod tests {
             channel: None,
             secure_boot: true,
             built_for_secure_boot: true,
+            window: None,
         }
     }
 

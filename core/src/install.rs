@@ -45,6 +45,12 @@ pub enum Refusal {
         /// Who holds the lock, as far as the device can tell (process name and PID).
         holder: String,
     },
+    /// Outside the image's maintenance windows (`[update] windows`): nothing is written.
+    #[error("outside the maintenance window; the next one opens at {opens_at} (Unix time); push with --now to apply it anyway")]
+    OutsideWindow {
+        /// When the next window opens (Unix seconds).
+        opens_at: i64,
+    },
     /// The image has no (usable) trust file.
     #[error("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust")]
     NoTrust,
@@ -118,7 +124,7 @@ impl Refusal {
     /// the bundle is.
     pub fn http_status(&self) -> u16 {
         match self {
-            Refusal::OnTrial { .. } | Refusal::Busy { .. } => 409,
+            Refusal::OnTrial { .. } | Refusal::Busy { .. } | Refusal::OutsideWindow { .. } => 409,
             Refusal::Stalled { inner, .. } => inner.http_status(),
             _ => 400,
         }
@@ -129,6 +135,7 @@ impl Refusal {
         match self {
             Refusal::OnTrial { .. } => RefusalKind::OnTrial,
             Refusal::Busy { .. } => RefusalKind::Busy,
+            Refusal::OutsideWindow { .. } => RefusalKind::OutsideWindow,
             Refusal::NoTrust => RefusalKind::NoTrust,
             Refusal::NoEsp => RefusalKind::NoEsp,
             Refusal::BootKind { .. } => RefusalKind::BootKind,

@@ -1,6 +1,7 @@
 //! The generic PC board (`boards/x86_64-uefi.toml`) on a QEMU machine that looks like a PC,
 //! not like the dev VM: an NVMe disk of 4 GiB (far larger than the image), an Intel e1000e
-//! network card on QEMU's user network with its DHCP server, and no address in the spec.
+//! network card on QEMU's user network with its DHCP server, and no address in the spec; its
+//! maintenance window (Berlin time) is closed, so pushes wait unless the operator says now.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -99,6 +100,45 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     assert!(
         !vm.saw_after(&Kind::DataGrown.prefix(), mark),
         "data grew again on the second boot"
+    );
+    // Its maintenance window is days away: the status says closed; a push is refused before
+    // anything is written (409, kind outside-window), and `slate push --now` applies it,
+    // counted. (1.0.0 again, with --force: no second image to build.)
+    let s = status(&vm);
+    let w = s.window.expect("an image with windows shows them");
+    let now = slate_imager::operator::bundle::now();
+    assert!(!w.open && w.next_open > now + 2 * 86_400, "{w:?}");
+    let url = vm.agent_url().unwrap();
+    let acc = access(tmp.path());
+    let again = bundle(img);
+    let quiet = slate_imager::progress::Progress::new(true);
+    let e = slate_imager::operator::push::push(&url, &again, &acc, false, None, quiet).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("outside the maintenance window"),
+        "{e:#}"
+    );
+    assert!(status(&vm).last_attempt.is_none());
+    let options = slate_imager::operator::push::Options {
+        reboot: false,
+        force: true,
+        now: true,
+        wait: None,
+    };
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    assert!(
+        matches!(
+            p.answer,
+            slate_core::api::UploadAnswer::Installed { slot: Slot::B, .. }
+        ),
+        "{:?}",
+        p.answer
+    );
+    let (code, metrics) = vm.http("GET", slate_core::api::METRICS_ROUTE).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("slate_update_window_overrides_total 1")
+            && metrics.contains("slate_update_window_open 0"),
+        "{metrics}"
     );
     vm.shutdown(Duration::from_secs(60)).unwrap();
     fills_the_disk(&disk);

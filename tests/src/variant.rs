@@ -9,7 +9,9 @@ pub enum Variant {
     FailingHealth,
     /// The demo spec pulling from the test channel ([`crate::channel::channel`]).
     Channel,
-    /// The demo spec for a generic PC (`boards/x86_64-uefi.toml`), its address by DHCP.
+    /// The demo spec for a generic PC (`boards/x86_64-uefi.toml`), its address by DHCP, and
+    /// a maintenance window in Berlin's zone that is closed for the next days
+    /// ([`Variant::closed_window`]).
     Pc,
     /// The demo spec for QEMU's arm64 machine (`boards/qemu-arm64.toml`).
     Arm64,
@@ -38,6 +40,19 @@ impl Variant {
             Variant::Arm64 | Variant::Arm64FailingHealth => slate_core::layout::Arch::Arm64,
             _ => slate_core::layout::Arch::X86_64,
         }
+    }
+
+    /// A maintenance window that is closed from now for more than two days: ten minutes on
+    /// the weekday three days ahead (the spec changes once a day, so images are rebuilt
+    /// then).
+    pub fn closed_window() -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        let days = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() / 86_400)
+            .unwrap_or(0);
+        let index = usize::try_from((days + 3) % 7).unwrap_or(0);
+        format!("{} 12:00-12:10", DAYS[index])
     }
 
     /// The demo spec's `text` changed for this variant; `hooks` enables the harness's cut
@@ -77,6 +92,10 @@ impl Variant {
                 text = text
                     .replace(fixed, "dhcp = true\n")
                     .replace("board = \"qemu-x86_64\"", "board = \"x86_64-uefi\"");
+                text += &format!(
+                    "\n[update]\nwindows = [\"{}\"]\ntimezone = \"Europe/Berlin\"\n",
+                    Variant::closed_window()
+                );
             }
         }
         text

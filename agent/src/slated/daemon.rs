@@ -66,6 +66,8 @@ pub struct Agent {
     /// The operator CA's verifier and CRL (set once the API listens with TLS): the CRL route
     /// and the channel hand it newer CRLs.
     pub operator_ca: std::sync::OnceLock<std::sync::Arc<crate::slated::operators::OperatorCa>>,
+    /// The image's maintenance windows (`/etc/slate/policy.toml`; none: always open).
+    pub windows: Option<slate_core::policy::Windows>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -105,6 +107,13 @@ impl Agent {
             anyhow::bail!("/{}: {}", paths::AGENT, config::TOKEN_REMOVED);
         }
         let checks: config::Health = read_toml(&format!("/{}", paths::HEALTH))?;
+        // Also fail closed: an image that has windows never applies updates outside them.
+        let policy_path = format!("/{}", paths::POLICY);
+        let windows = if Path::new(&policy_path).exists() {
+            Some(read_toml::<slate_core::policy::Windows>(&policy_path)?)
+        } else {
+            None
+        };
         let trust = match &config.trust {
             Some(p) => match std::fs::read_to_string(p)
                 .map_err(anyhow::Error::from)
@@ -173,6 +182,7 @@ impl Agent {
             installing: false,
             identity: None,
             channel: None,
+            window: None,
             secure_boot: crate::boot::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
         };
@@ -200,6 +210,7 @@ impl Agent {
             channel: Mutex::new(None),
             refusals: Mutex::new(Throttle::default()),
             operator_ca: std::sync::OnceLock::new(),
+            windows,
         })
     }
 
@@ -226,7 +237,18 @@ impl Agent {
         s.security_epoch = st.security_epoch;
         drop(st);
         s.channel = lock(&self.channel).clone();
+        s.window = self.window_status();
         s
+    }
+
+    /// The maintenance windows now, for an image that has them.
+    fn window_status(&self) -> Option<slate_core::api::WindowStatus> {
+        let w = self.windows.as_ref()?;
+        let t = now();
+        Some(slate_core::api::WindowStatus {
+            open: w.is_open(t),
+            next_open: w.next_open(t).unwrap_or(t),
+        })
     }
 
     fn save(&self, st: &State) {
@@ -368,6 +390,28 @@ impl Agent {
         self.carry_out(esp, &plan) && plan.reboots()
     }
 
+    /// Whether an update may be applied now: inside a maintenance window, or outside one when
+    /// the operator said `now` (logged and counted).
+    pub fn window_allows(&self, now_override: bool) -> Result<(), Refusal> {
+        let Some(w) = &self.windows else {
+            return Ok(());
+        };
+        let t = now();
+        if w.is_open(t) {
+            return Ok(());
+        }
+        if now_override {
+            marker::warn("an update is applied outside the maintenance window, as the operator asked (--now)");
+            let mut st = lock(&self.state);
+            st.window_overrides += 1;
+            self.save(&st);
+            return Ok(());
+        }
+        Err(Refusal::OutsideWindow {
+            opens_at: w.next_open(t).unwrap_or(t),
+        })
+    }
+
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
         self.install_with(body, force, None, None)
@@ -505,6 +549,7 @@ impl Agent {
             fallback_available,
             channel: lock(&self.channel).clone(),
             slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
+            window: self.window_status().map(|w| (w.open, st.window_overrides)),
         }
         .render()
     }

@@ -61,10 +61,14 @@ fn upload_deadline(
 async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
+    let now_override = http::query_flag(req.uri().query(), "now").unwrap_or(false);
     // The same reader a channel download feeds: a closed channel is the end of the bundle.
     let (tx, reader) = crate::slated::channel::StreamReader::new();
     let worker_agent = agent.clone();
-    let worker = tokio::task::spawn_blocking(move || worker_agent.install(reader, force));
+    let worker = tokio::task::spawn_blocking(move || {
+        worker_agent.window_allows(now_override)?;
+        worker_agent.install(reader, force)
+    });
     let mut body = req.into_body();
     let mut stalled = false;
     // A client that sends slower than the minimum rate (averaged from the start, after a
@@ -171,7 +175,9 @@ fn missing_roles(
     if agent.config.insecure_http || caller.operator.is_none() {
         return Vec::new();
     }
-    let force = http::query_flag(query, "force").unwrap_or(false);
+    // Applying outside the maintenance windows (`now=true`) is an override, as force is.
+    let force = http::query_flag(query, "force").unwrap_or(false)
+        || http::query_flag(query, "now").unwrap_or(false);
     slate_core::operator::needed(*method == Method::POST, path, force)
         .into_iter()
         .filter(|r| !caller.roles.has(*r))

@@ -43,6 +43,9 @@ pub struct State {
     /// Installs asked for with `force` (logged and counted: force is an operator's override).
     #[serde(default)]
     pub forced: u64,
+    /// Pushes applied outside the maintenance windows with `--now` (an operator's override).
+    #[serde(default)]
+    pub window_overrides: u64,
     /// The security epoch of the image in each slot (`a`, `b`), as far as the agent knows:
     /// the running image's, and what it installed.
     #[serde(default)]

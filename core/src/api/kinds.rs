@@ -15,6 +15,8 @@ pub enum RefusalKind {
     OnTrial,
     /// Another install is in progress.
     Busy,
+    /// Outside the maintenance windows.
+    OutsideWindow,
     /// The image has no trust file.
     NoTrust,
     /// The ESP is not mounted.
@@ -46,6 +48,7 @@ impl RefusalKind {
         match self {
             RefusalKind::OnTrial => "on-trial",
             RefusalKind::Busy => "busy",
+            RefusalKind::OutsideWindow => "outside-window",
             RefusalKind::NoTrust => "no-trust",
             RefusalKind::NoEsp => "no-esp",
             RefusalKind::BootKind => "boot-kind",

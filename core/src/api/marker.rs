@@ -81,6 +81,8 @@ pub enum Kind {
     ChannelFetched,
     /// `slate: operators crl this_update=…`
     OperatorsCrl,
+    /// `slate: window closed version=… opens_at=…`
+    WindowClosed,
 }
 
 impl Kind {
@@ -120,6 +122,7 @@ impl Kind {
             Kind::ChannelResumed => "channel resumed",
             Kind::ChannelFetched => "channel fetched",
             Kind::OperatorsCrl => "operators crl",
+            Kind::WindowClosed => "window closed",
         }
     }
 
@@ -288,6 +291,14 @@ pub enum Marker {
         /// The CRL's thisUpdate (Unix seconds).
         this_update: i64,
     },
+    /// An update is offered, and the maintenance windows are closed: it is taken when one
+    /// opens.
+    WindowClosed {
+        /// The version waiting.
+        version: String,
+        /// When the next window opens (Unix seconds).
+        opens_at: i64,
+    },
     /// A check of the channel failed; the device keeps running what it runs.
     ChannelError {
         /// The failure's kind.
@@ -407,6 +418,7 @@ impl Marker {
             Marker::ChannelResumed { .. } => Kind::ChannelResumed,
             Marker::ChannelFetched { .. } => Kind::ChannelFetched,
             Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
+            Marker::WindowClosed { .. } => Kind::WindowClosed,
             Marker::ChannelError { .. } => Kind::ChannelError,
             Marker::BelowFloor { .. } => Kind::BelowFloor,
             Marker::Identity { .. } => Kind::Identity,
@@ -572,6 +584,9 @@ impl fmt::Display for Marker {
                 " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
             ),
             Marker::OperatorsCrl { this_update } => write!(f, " this_update={this_update}"),
+            Marker::WindowClosed { version, opens_at } => {
+                write!(f, " version={version} opens_at={opens_at}")
+            }
         }
     }
 }

@@ -150,6 +150,10 @@ fn golden_marker_texts() {
             Marker::OperatorsCrl { this_update: 1700000000 },
             "slate: operators crl this_update=1700000000".into(),
         ),
+        (
+            Marker::WindowClosed { version: "2.0.0".into(), opens_at: 1700000000 },
+            "slate: window closed version=2.0.0 opens_at=1700000000".into(),
+        ),
     ];
     for (m, want) in cases {
         assert_eq!(m.to_string(), want);

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub channel: Option<ChannelStatus>,
     /// The state of each slot's boot entry.
     pub slots: Vec<(Slot, SlotState)>,
+    /// For an image with maintenance windows: whether one is open now, and the pushes
+    /// applied outside them with `--now`.
+    pub window: Option<(bool, u64)>,
 }
 
 /// One metric's `# HELP` and `# TYPE` lines.
@@ -156,6 +159,22 @@ impl Metrics {
                 c.metadata_expires.unwrap_or(0),
             )?;
         }
+        if let Some((open, overrides)) = self.window {
+            single(
+                out,
+                "slate_update_window_open",
+                "1 while a maintenance window is open (updates may be applied).",
+                "gauge",
+                u8::from(open),
+            )?;
+            single(
+                out,
+                "slate_update_window_overrides_total",
+                "Updates applied outside the maintenance windows with --now.",
+                "counter",
+                overrides,
+            )?;
+        }
         head(
             out,
             "slate_slot_state",
@@ -198,6 +217,7 @@ mod tests {
             fallback_available: false,
             channel: Some(channel),
             slots: vec![(Slot::A, SlotState::Good), (Slot::B, SlotState::Bad)],
+            window: Some((false, 2)),
         };
         let golden = "\
 # HELP slate_update_attempts_total Update attempts by outcome.
@@ -242,6 +262,12 @@ slate_channel_bytes_from_slot_total 1024
 # HELP slate_channel_metadata_expires_seconds When the channel's timestamp expires (unix seconds).
 # TYPE slate_channel_metadata_expires_seconds gauge
 slate_channel_metadata_expires_seconds 1900000000
+# HELP slate_update_window_open 1 while a maintenance window is open (updates may be applied).
+# TYPE slate_update_window_open gauge
+slate_update_window_open 0
+# HELP slate_update_window_overrides_total Updates applied outside the maintenance windows with --now.
+# TYPE slate_update_window_overrides_total counter
+slate_update_window_overrides_total 2
 # HELP slate_slot_state The state of each slot's boot entry (1 for the current one).
 # TYPE slate_slot_state gauge
 slate_slot_state{slot=\"a\",state=\"good\"} 1

@@ -421,5 +421,26 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
         let _ = writeln!(out, "last refusal {}", r.reason);
     }
     let _ = writeln!(out, "security epoch {}", s.security_epoch);
+    for f in &s.failed {
+        let retry = f
+            .retry_at
+            .map_or("never (final)".to_string(), |t| format!("after {t}"));
+        let _ = writeln!(
+            out,
+            "failed       {} ({} time(s), {} by its checks; retried {retry}): {}",
+            f.version, f.failures, f.verdicts, f.reason
+        );
+    }
+    if let Some(w) = &s.window {
+        let _ = if w.open {
+            writeln!(out, "window       open: updates are applied")
+        } else {
+            writeln!(
+                out,
+                "window       closed until {} (updates wait; slate push --now overrides)",
+                w.next_open
+            )
+        };
+    }
     out
 }

@@ -299,6 +299,8 @@ pub struct Options {
     pub reboot: bool,
     /// `force=true`: a failed or not newer version (never below the floor).
     pub force: bool,
+    /// `now=true`: apply it even outside the device's maintenance windows.
+    pub now: bool,
     /// Follow the device to the outcome, for at most this long.
     pub wait: Option<Duration>,
 }
@@ -315,6 +317,7 @@ pub fn push(
     let options = Options {
         reboot,
         force: false,
+        now: false,
         wait,
     };
     push_with(device, bundle, access, options, progress)
@@ -353,6 +356,7 @@ pub fn push_with(
     let Options {
         reboot,
         force,
+        now,
         wait,
     } = options;
     let dev = Device::open(device, access)?;
@@ -374,6 +378,9 @@ pub fn push_with(
     }
     if force {
         req = req.query("force", "true");
+    }
+    if now {
+        req = req.query("now", "true");
     }
     let mut body = Counting {
         inner: std::io::BufReader::with_capacity(1 << 20, f),

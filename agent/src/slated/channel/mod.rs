@@ -310,6 +310,24 @@ async fn check(
                 "release.json names the target {file:?}, which is not a file name"
             ))
         })?;
+    // Outside the maintenance windows nothing is fetched: the next check comes when one opens
+    // (spread over a few minutes across the fleet by the scheduler).
+    if let Err(Refusal::OutsideWindow { opens_at }) = agent.window_allows(false) {
+        let ready_at = u64::try_from(opens_at).unwrap_or(now_u);
+        set_offer(
+            agent,
+            Some(update.version.to_string()),
+            wave,
+            Some(ready_at),
+        );
+        marker::emit(&Marker::WindowClosed {
+            version: update.version.to_string(),
+            opens_at,
+        });
+        return Ok(Checked::Idle {
+            ready_at: Some(ready_at),
+        });
+    }
     // A device that is installing already (a push) is not sent the bundle only to refuse it
     // at the end: the check says who holds the lock and the next check tries again.
     match crate::slated::install::lock::try_take(Path::new(crate::slated::install::lock::PATH)) {
@@ -433,7 +451,11 @@ async fn check(
                 &e,
                 InstallError::Refused(r) if !matches!(
                     r,
-                    Refusal::OnTrial { .. } | Refusal::Busy { .. } | Refusal::NoEsp | Refusal::Stalled { .. }
+                    Refusal::OnTrial { .. }
+                        | Refusal::Busy { .. }
+                        | Refusal::NoEsp
+                        | Refusal::Stalled { .. }
+                        | Refusal::OutsideWindow { .. }
                 )
             );
             backoff.failed(expected.sha256, lasting, &cfg.poll(), now_u, draw());

@@ -151,9 +151,13 @@ pub struct PushArgs {
     /// security floor); needs the operator role `force`. Logged and counted by the device.
     #[arg(long)]
     pub force: bool,
+    /// Apply it now even outside the device's maintenance windows (`[update] windows`); needs
+    /// the operator role `force`. Logged and counted by the device.
+    #[arg(long)]
+    pub now: bool,
     /// Instead of a bundle, hand the device its operator CA's newer CRL (`slate ca revoke`):
     /// the certificates it lists are refused from the next connection on.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "no_reboot", "force"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "no_reboot", "force", "now"])]
     pub crl: Option<PathBuf>,
     /// The bundle.
     #[arg(required_unless_present = "crl")]
@@ -171,6 +175,7 @@ pub fn push(args: PushArgs) -> Result<()> {
         timeout,
         quiet,
         force,
+        now,
         crl,
         bundle,
     } = args;
@@ -193,6 +198,7 @@ pub fn push(args: PushArgs) -> Result<()> {
         slate_imager::operator::push::Options {
             reboot: !no_reboot,
             force,
+            now,
             wait,
         },
         Progress::new(quiet),
