@@ -44,6 +44,10 @@ pub const HOST_PACKAGES: &[&str] = &[
     // Secure Boot images: sbsign and sbverify (signing UKIs and systemd-boot; the tests'
     // oracle), sbattach (the tests' unsigned UKI).
     "sbsigntool",
+    // `ip` for the DHCP client's test (a network namespace with a rogue server), and the zone
+    // database `[update] timezone` is resolved from (both in most installs, not in all).
+    "iproute2",
+    "tzdata",
 ];
 
 /// Rust targets of the boards' device binaries besides the host's, and of the boot-retry
