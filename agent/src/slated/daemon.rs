@@ -66,8 +66,8 @@ pub struct Agent {
     /// The operator CA's verifier and CRL (set once the API listens with TLS): the CRL route
     /// and the channel hand it newer CRLs.
     pub operator_ca: std::sync::OnceLock<std::sync::Arc<crate::slated::operators::OperatorCa>>,
-    /// The image's maintenance windows (`/etc/slate/policy.toml`; none: always open).
-    pub windows: Option<slate_core::policy::Windows>,
+    /// The image's update policy (`/etc/slate/policy.toml`; none: always open, no cap).
+    pub policy: Option<slate_core::policy::Policy>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -109,8 +109,8 @@ impl Agent {
         let checks: config::Health = read_toml(&format!("/{}", paths::HEALTH))?;
         // Also fail closed: an image that has windows never applies updates outside them.
         let policy_path = format!("/{}", paths::POLICY);
-        let windows = if Path::new(&policy_path).exists() {
-            Some(read_toml::<slate_core::policy::Windows>(&policy_path)?)
+        let policy = if Path::new(&policy_path).exists() {
+            Some(read_toml::<slate_core::policy::Policy>(&policy_path)?)
         } else {
             None
         };
@@ -210,7 +210,7 @@ impl Agent {
             channel: Mutex::new(None),
             refusals: Mutex::new(Throttle::default()),
             operator_ca: std::sync::OnceLock::new(),
-            windows,
+            policy,
         })
     }
 
@@ -243,7 +243,7 @@ impl Agent {
 
     /// The maintenance windows now, for an image that has them.
     fn window_status(&self) -> Option<slate_core::api::WindowStatus> {
-        let w = self.windows.as_ref()?;
+        let w = self.policy.as_ref().filter(|p| !p.windows.is_empty())?;
         let t = now();
         Some(slate_core::api::WindowStatus {
             open: w.is_open(t),
@@ -393,7 +393,7 @@ impl Agent {
     /// Whether an update may be applied now: inside a maintenance window, or outside one when
     /// the operator said `now` (logged and counted).
     pub fn window_allows(&self, now_override: bool) -> Result<(), Refusal> {
-        let Some(w) = &self.windows else {
+        let Some(w) = &self.policy else {
             return Ok(());
         };
         let t = now();

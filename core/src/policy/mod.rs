@@ -1,29 +1,34 @@
-//! When a device may act on an update (`[update]` policy): maintenance windows in the
-//! device's time zone. Waves decide when a release is *offered*; this decides when a device
-//! may switch slots and reboot for it. Pure: the time comes in as an argument, so the agent
+//! When and how a device may act on an update (`[update]` policy): maintenance windows in the
+//! device's time zone, and a bandwidth cap. Waves decide when a release is *offered*; this
+//! decides when a device may switch slots and reboot for it, and how fast it may download. Pure: the time comes in as an argument, so the agent
 //! passes its floored clock and the property tests a million random ones.
 
+pub mod bucket;
 pub mod window;
 pub mod zone;
 
+pub use bucket::TokenBucket;
 pub use window::{Window, WindowError};
 pub use zone::Zone;
 
 /// A device's maintenance windows and the zone they are written in. No windows: always open.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Windows {
+pub struct Policy {
     /// The windows, as written in the spec (`Sat 02:00-04:00`, `daily 01:00-01:30`).
     #[serde(default)]
     pub windows: Vec<Window>,
     /// The zone they are read in.
     #[serde(default)]
     pub zone: Zone,
+    /// The most a channel download may take, in KiB/s (none: as fast as it comes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_kib_s: Option<u32>,
 }
 
-/// How far ahead [`Windows::next_open`] looks: a window opens at least once a week.
+/// How far ahead [`Policy::next_open`] looks: a window opens at least once a week.
 const HORIZON_DAYS: i64 = 8;
 
-impl Windows {
+impl Policy {
     /// Whether an update may be applied at `t` (Unix seconds).
     pub fn is_open(&self, t: i64) -> bool {
         if self.windows.is_empty() {

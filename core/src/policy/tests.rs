@@ -5,10 +5,11 @@ fn w(s: &str) -> Window {
     s.parse().unwrap()
 }
 
-fn utc(windows: &[&str]) -> Windows {
-    Windows {
+fn utc(windows: &[&str]) -> Policy {
+    Policy {
         windows: windows.iter().map(|s| w(s)).collect(),
         zone: Zone::fixed("UTC").unwrap(),
+        max_kib_s: None,
     }
 }
 
@@ -64,7 +65,7 @@ fn a_window_crossing_midnight_belongs_to_the_day_it_starts() {
         Some(SAT + 6 * 86_400 + 22 * 3600)
     );
     // No windows: always open.
-    assert_eq!(Windows::default().next_open(SAT + 5), Some(SAT + 5));
+    assert_eq!(Policy::default().next_open(SAT + 5), Some(SAT + 5));
 }
 
 #[test]
@@ -94,7 +95,7 @@ fn zones_shift_windows_and_daylight_saving_is_followed() {
 
 /// The definition, independently: open when `t`'s local time lies in an occurrence of a
 /// window (an occurrence starts on a listed day at the start time and lasts its length).
-fn open_by_definition(ws: &Windows, t: i64) -> bool {
+fn open_by_definition(ws: &Policy, t: i64) -> bool {
     if ws.windows.is_empty() {
         return true;
     }
@@ -153,7 +154,7 @@ proptest! {
         zone in arb_zone(),
         t in 1_790_000_000i64..1_830_000_000,
     ) {
-        let ws = Windows { windows, zone };
+        let ws = Policy { windows, zone, max_kib_s: None };
         prop_assert_eq!(ws.is_open(t), open_by_definition(&ws, t));
         let n = ws.next_open(t).expect("a window opens");
         prop_assert!(n >= t && n - t <= 8 * 86_400, "{} {}", t, n);
@@ -180,7 +181,7 @@ proptest! {
         zone in arb_zone(),
         t in 1_790_000_000i64..1_830_000_000,
     ) {
-        let ws = Windows { windows, zone };
+        let ws = Policy { windows, zone, max_kib_s: None };
         let n = ws.next_open(t).expect("a window opens");
         let mut s = t;
         while s < n {

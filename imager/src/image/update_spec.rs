@@ -49,6 +49,9 @@ pub struct UpdateSpec {
     /// (`"Europe/Berlin"`, resolved at build time) [default: UTC].
     #[serde(default)]
     pub timezone: Option<String>,
+    /// The most a channel download may take, in KiB/s [default: no cap].
+    #[serde(default)]
+    pub max_kib_s: Option<u32>,
 }
 
 /// The checked channel files and settings to bake into the root.
@@ -63,18 +66,31 @@ pub struct UpdateFiles {
 }
 
 impl UpdateSpec {
-    /// The maintenance windows (`/etc/slate/policy.toml`), or None when the spec sets none;
+    /// The update policy (`/etc/slate/policy.toml`): maintenance windows and the bandwidth cap,
+    /// or None when the spec sets neither;
     /// `since` is when the zone's changes start to matter (the build, less a year).
     pub fn policy(
         &self,
         spec_path: &Path,
         since: i64,
-    ) -> Result<Option<slate_core::policy::Windows>, BuildError> {
+    ) -> Result<Option<slate_core::policy::Policy>, BuildError> {
         let bad = |field: &str, why: String| BuildError::Spec {
             path: spec_path.to_path_buf(),
             field: format!("update.{field}"),
             why,
         };
+        if self.max_kib_s == Some(0) {
+            return Err(bad(
+                "max_kib_s",
+                "0 would never download; leave it out for no cap".into(),
+            ));
+        }
+        if self.max_kib_s.is_some() && self.channel.is_none() {
+            return Err(bad(
+                "max_kib_s",
+                "caps channel downloads, and this [update] has no channel".into(),
+            ));
+        }
         if self.windows.is_empty() {
             if self.timezone.is_some() {
                 return Err(bad(
@@ -83,7 +99,10 @@ impl UpdateSpec {
                         .into(),
                 ));
             }
-            return Ok(None);
+            return Ok(self.max_kib_s.map(|cap| slate_core::policy::Policy {
+                max_kib_s: Some(cap),
+                ..slate_core::policy::Policy::default()
+            }));
         }
         let windows = self
             .windows
@@ -100,7 +119,11 @@ impl UpdateSpec {
                     .map_err(|e| bad("timezone", format!("{e:#}")))?
             }
         };
-        Ok(Some(slate_core::policy::Windows { windows, zone }))
+        Ok(Some(slate_core::policy::Policy {
+            windows,
+            zone,
+            max_kib_s: self.max_kib_s,
+        }))
     }
 
     /// Reads and checks the channel's files (`resolve` turns a spec-relative path into one to
@@ -234,6 +257,19 @@ mod tests {
             .to_string();
         assert!(e.contains("update.channel"), "{e}");
         assert!(spec("").policy(at, 0).unwrap().is_none());
+        // A bandwidth cap belongs to a channel, and is never 0.
+        let e = err("max_kib_s = 512\n");
+        assert!(
+            e.contains("update.max_kib_s") && e.contains("no channel"),
+            "{e}"
+        );
+        let e = err("channel = \"https://x/\"\nchannel_root = \"r\"\nmax_kib_s = 0\n");
+        assert!(e.contains("update.max_kib_s"), "{e}");
+        let capped = spec("channel = \"https://x/\"\nchannel_root = \"r\"\nmax_kib_s = 512\n")
+            .policy(at, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!((capped.max_kib_s, capped.windows.len()), (Some(512), 0));
     }
 
     #[test]

@@ -18,10 +18,19 @@ use url::Url;
 /// Longest wait to connect and for the response head.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The client: TLS settings shared by every request.
-#[derive(Clone, Debug)]
+/// The client: TLS settings shared by every request, and the bandwidth cap if there is one.
+#[derive(Clone)]
 pub struct Https {
     tls: Arc<ClientConfig>,
+    cap: Option<super::ratelimit::Cap>,
+}
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Https")
+            .field("capped", &self.cap.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Https {
@@ -50,7 +59,17 @@ impl Https {
             .context("TLS protocol versions")?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Https { tls: Arc::new(tls) })
+        Ok(Https {
+            tls: Arc::new(tls),
+            cap: None,
+        })
+    }
+
+    /// The same client with every connection's reads capped at `kib_s` KiB/s (one bucket
+    /// for all of them).
+    pub fn capped(mut self, kib_s: u32) -> Https {
+        self.cap = Some(super::ratelimit::cap(kib_s));
+        self
     }
 
     /// GET `url`, only the bytes `range` names when given (a Range request: from the first,
@@ -72,6 +91,8 @@ impl Https {
             let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
                 .await
                 .with_context(|| format!("connecting to {host}:{port}"))?;
+            // The cap counts what crosses the wire (TLS included), as the server measures it.
+            let tcp = super::ratelimit::MaybeCapped::new(tcp, self.cap.clone());
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await

@@ -5,6 +5,9 @@
 
 mod download;
 mod https;
+pub mod ratelimit;
+#[cfg(test)]
+mod ratelimit_tests;
 mod seed;
 mod transport;
 pub mod trusted_root;
@@ -83,7 +86,10 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
         }
     };
     let https = match Https::new(cfg.ca.as_deref()) {
-        Ok(h) => h,
+        Ok(h) => match agent.policy.as_ref().and_then(|p| p.max_kib_s) {
+            Some(kib_s) => h.capped(kib_s),
+            None => h,
+        },
         Err(e) => {
             marker::warn(format!("channel: {e:#}; pulling is off"));
             return;
