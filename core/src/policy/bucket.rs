@@ -4,14 +4,19 @@
 //! sender), so the server sends at the cap instead of in bursts the device then sleeps off.
 //! Time comes in as an argument (nanoseconds on any monotonic clock).
 
-/// Bytes per second, and how many may come at once.
-#[derive(Clone, Debug, PartialEq)]
+/// Bytes per second, and how many may come at once. Kept in integers: tokens are counted in
+/// billionths of a byte, so a nanosecond of refill at any rate is exact.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBucket {
     rate: u64,
-    burst: u64,
-    tokens: f64,
+    /// Most tokens held, in billionths of a byte.
+    burst: u128,
+    /// Tokens held, in billionths of a byte.
+    tokens: u128,
     last_ns: u64,
 }
+
+const NANO: u128 = 1_000_000_000;
 
 impl TokenBucket {
     /// A bucket for `rate` bytes a second, full at `now_ns`, holding at most a tenth of a
@@ -19,41 +24,44 @@ impl TokenBucket {
     /// little enough that the average over seconds is the rate.
     pub fn new(rate: u64, now_ns: u64) -> TokenBucket {
         let rate = rate.max(1);
-        let burst = (rate / 10).max(16 << 10);
+        let burst = u128::from((rate / 10).max(16 << 10)) * NANO;
         TokenBucket {
             rate,
             burst,
-            tokens: burst as f64,
+            tokens: burst,
             last_ns: now_ns,
         }
     }
 
     fn refill(&mut self, now_ns: u64) {
-        let elapsed = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
-        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.burst as f64);
+        let elapsed = u128::from(now_ns.saturating_sub(self.last_ns));
+        self.tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(u128::from(self.rate)))
+            .min(self.burst);
         self.last_ns = self.last_ns.max(now_ns);
     }
 
     /// How many bytes may be read now (at most `want`): 0 means wait [`Self::wait_ns`].
     pub fn allowance(&mut self, want: usize, now_ns: u64) -> usize {
         self.refill(now_ns);
-        let whole = self.tokens.floor().max(0.0) as u64;
-        usize::try_from(whole).unwrap_or(usize::MAX).min(want)
+        usize::try_from(self.tokens / NANO)
+            .unwrap_or(usize::MAX)
+            .min(want)
     }
 
     /// Takes `n` bytes that were read.
     pub fn take(&mut self, n: usize) {
-        self.tokens -= n as f64;
+        let n = u128::try_from(n).unwrap_or(u128::MAX);
+        self.tokens = self.tokens.saturating_sub(n.saturating_mul(NANO));
     }
 
-    /// Nanoseconds until at least one byte may be read (a millisecond's worth, so waits are
-    /// not shorter than the timer is fine).
+    /// Nanoseconds until a millisecond's worth of bytes may be read (so waits are not shorter
+    /// than a timer is fine).
     pub fn wait_ns(&self) -> u64 {
-        let need = (self.rate as f64 / 1000.0).max(1.0) - self.tokens;
-        if need <= 0.0 {
-            return 0;
-        }
-        (need / self.rate as f64 * 1e9).ceil() as u64
+        let need = u128::from((self.rate / 1000).max(1)) * NANO;
+        let missing = need.saturating_sub(self.tokens);
+        u64::try_from(missing.div_ceil(u128::from(self.rate))).unwrap_or(u64::MAX)
     }
 }
 
