@@ -15,11 +15,13 @@ pub mod cut_point;
 mod kinds;
 pub mod marker;
 pub mod metrics;
+pub mod progress;
 
 pub use cut_point::CutPoint;
 use kinds::empty_is_none;
 pub use kinds::{ChannelFailure, RefusalKind};
 pub use marker::{Kind, Marker};
+pub use progress::{Phase, Progress};
 
 /// `GET /v1/status`.
 pub const STATUS_ROUTE: &str = "/v1/status";
@@ -290,6 +292,9 @@ pub struct Status {
     /// For an image with maintenance windows: whether one is open and when one next is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowStatus>,
+    /// The update being worked on, live (none when idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 impl Status {
@@ -424,6 +429,7 @@ mod tests {
             secure_boot: true,
             built_for_secure_boot: true,
             window: None,
+            progress: None,
         }
     }
 

@@ -255,6 +255,27 @@ fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &s
         s.installing,
         "the trickling upload is not being installed: {s:?}"
     );
+    // Its live progress: writing, the bundle's size as the total, the first MiB (less what
+    // is still buffered on the way) done; the metrics say the same phase.
+    let shown = std::time::Instant::now();
+    let p = loop {
+        let p = status(vm)
+            .progress
+            .expect("an install in progress shows its progress");
+        if p.bytes >= 512 << 10 || shown.elapsed() > Duration::from_secs(30) {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(p.phase, slate_core::api::Phase::Writing, "{p:?}");
+    assert_eq!(p.total, data.len() as u64, "{p:?}");
+    assert!(p.bytes >= 512 << 10 && p.bytes <= 1 << 20, "{p:?}");
+    let (code, metrics) = vm.http("GET", slate_core::api::METRICS_ROUTE).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("slate_update_phase{phase=\"writing\"} 1"),
+        "{metrics}"
+    );
     // One byte every two seconds, from another thread, until the agent cuts the upload off.
     let started = std::time::Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -289,6 +310,11 @@ fn a_flood_and_a_trickle_do_not_stop_the_agent(vm: &mut slate_qemu::Vm, good: &s
     eprintln!(
         "the trickling upload was cut off after {:.0} s",
         started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        status(vm).progress,
+        None,
+        "a failed install still shows progress"
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.join();

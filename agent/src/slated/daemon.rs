@@ -9,8 +9,9 @@ use crate::slated::state::{self, State};
 use crate::slated::throttle::Throttle;
 use crate::{lock, marker, uptime_ms};
 use anyhow::{Context, Result};
+use slate_core::api::progress::Tracker;
 use slate_core::api::{
-    BootState, Health, HealthState, Marker, Outcome, SlotState, Status, UpdateRecord,
+    BootState, Health, HealthState, Marker, Outcome, Phase, SlotState, Status, UpdateRecord,
 };
 use slate_core::config::{self, paths, AgentConfig, ImageInfo};
 use slate_core::install::Refusal;
@@ -19,6 +20,8 @@ use slate_core::manifest::{DeviceFacts, Trust};
 use slate_core::slots::{self, Boot, Plan, Step};
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Where kernel and initrd of an update are checked before they go onto the ESP: /data, not the
@@ -35,6 +38,23 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The update being worked on: its tracker, and the counter of bytes its stream delivered.
+struct Active {
+    tracker: Tracker,
+    done: Option<Arc<AtomicU64>>,
+}
+
+/// Where an install's bytes come from, for its progress: the phase (downloading for a pull,
+/// writing for a push), how many bytes the bundle has, and the counter its reader keeps.
+pub struct Feed {
+    /// The phase while the bundle streams in.
+    pub phase: Phase,
+    /// Bundle bytes in all (0 when unknown).
+    pub total: u64,
+    /// Bytes read so far.
+    pub done: Arc<AtomicU64>,
 }
 
 /// Everything slated holds.
@@ -68,6 +88,8 @@ pub struct Agent {
     pub operator_ca: std::sync::OnceLock<std::sync::Arc<crate::slated::operators::OperatorCa>>,
     /// The image's update policy (`/etc/slate/policy.toml`; none: always open, no cap).
     pub policy: Option<slate_core::policy::Policy>,
+    /// The update being worked on, for the status's live `progress`.
+    progress: Mutex<Option<Active>>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -183,6 +205,7 @@ impl Agent {
             identity: None,
             channel: None,
             window: None,
+            progress: None,
             secure_boot: crate::boot::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
         };
@@ -211,6 +234,7 @@ impl Agent {
             refusals: Mutex::new(Throttle::default()),
             operator_ca: std::sync::OnceLock::new(),
             policy,
+            progress: Mutex::new(None),
         })
     }
 
@@ -238,7 +262,36 @@ impl Agent {
         drop(st);
         s.channel = lock(&self.channel).clone();
         s.window = self.window_status();
+        s.progress = lock(&self.progress).as_mut().map(|a| {
+            if let Some(done) = &a.done {
+                a.tracker.update(done.load(Ordering::Relaxed), uptime_ms());
+            }
+            a.tracker.progress()
+        });
         s
+    }
+
+    /// A phase of an update begins (`total` bytes to do, 0 when unknown), its bytes counted
+    /// by `done` when given; the version stays what an earlier phase learnt.
+    pub fn progress_phase(&self, phase: Phase, total: u64, done: Option<Arc<AtomicU64>>) {
+        let mut p = lock(&self.progress);
+        let version = p.as_ref().and_then(|a| a.tracker.progress().version);
+        *p = Some(Active {
+            tracker: Tracker::start(phase, version, total, uptime_ms()),
+            done,
+        });
+    }
+
+    /// The update's version, once its manifest is verified.
+    fn progress_version(&self, version: &str) {
+        if let Some(a) = lock(&self.progress).as_mut() {
+            a.tracker.set_version(version);
+        }
+    }
+
+    /// No update is being worked on.
+    pub fn progress_done(&self) {
+        *lock(&self.progress) = None;
     }
 
     /// The maintenance windows now, for an image that has them.
@@ -414,7 +467,7 @@ impl Agent {
 
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
-        self.install_with(body, force, None, None)
+        self.install_with(body, force, None, None, None)
     }
 
     /// [`Agent::install`] that reports how far the root image is durable (a pull's resume
@@ -426,12 +479,17 @@ impl Agent {
         force: bool,
         offered: Option<&slate_core::Version>,
         checkpoint: Option<&install::Checkpoint<'_>>,
+        feed: Option<Feed>,
     ) -> Result<Installed, InstallError> {
         let _held =
             install::lock::try_take(Path::new(install::lock::PATH)).map_err(|e| match e {
                 install::lock::NotTaken::Busy(r) => InstallError::Refused(r),
                 install::lock::NotTaken::Failed(e) => InstallError::Failed(e),
             })?;
+        // Only the holder of the install lock shows its progress.
+        if let Some(f) = feed {
+            self.progress_phase(f.phase, f.total, Some(f.done));
+        }
         let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
         let facts = {
             let st = lock(&self.state);
@@ -468,6 +526,7 @@ impl Agent {
                 .map(|k| k.as_deref().map_err(Clone::clone)),
             offered: offered.cloned(),
             checkpoint,
+            on_phase: Some(&|phase| self.progress_phase(phase, 0, None)),
         };
         if checkpoint.is_none() {
             if let Err(e) =
@@ -476,8 +535,17 @@ impl Agent {
                 marker::warn(format!("{e:#}"));
             }
         }
-        let r = install::install(&inst, body, &marker::emit);
+        let say = |m: &Marker| {
+            if let Marker::Installing { version, .. } = m {
+                self.progress_version(version);
+            }
+            marker::emit(m);
+        };
+        let r = install::install(&inst, body, &say);
         lock(&self.status).installing = false;
+        if r.is_err() {
+            self.progress_done();
+        }
         let mut st = lock(&self.state);
         match &r {
             Ok(i) => {
@@ -550,6 +618,7 @@ impl Agent {
             channel: lock(&self.channel).clone(),
             slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
             window: self.window_status().map(|w| (w.open, st.window_overrides)),
+            phase: lock(&self.progress).as_ref().map(|a| a.tracker.phase()),
         }
         .render()
     }

@@ -62,12 +62,23 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
     let now_override = http::query_flag(req.uri().query(), "now").unwrap_or(false);
+    let total = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // The same reader a channel download feeds: a closed channel is the end of the bundle.
     let (tx, reader) = crate::slated::channel::StreamReader::new();
+    let feed = crate::slated::daemon::Feed {
+        phase: api::Phase::Writing,
+        total,
+        done: reader.counter(),
+    };
     let worker_agent = agent.clone();
     let worker = tokio::task::spawn_blocking(move || {
         worker_agent.window_allows(now_override)?;
-        worker_agent.install(reader, force)
+        worker_agent.install_with(reader, force, None, None, Some(feed))
     });
     let mut body = req.into_body();
     let mut stalled = false;
@@ -104,7 +115,10 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     match result {
         Ok(i) => {
             if reboot {
+                agent.progress_phase(api::Phase::Applying, 0, None);
                 signal_init_later(rustix::process::Signal::TERM);
+            } else {
+                agent.progress_done();
             }
             json(
                 StatusCode::OK,

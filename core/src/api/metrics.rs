@@ -32,6 +32,8 @@ pub struct Metrics {
     /// For an image with maintenance windows: whether one is open now, and the pushes
     /// applied outside them with `--now`.
     pub window: Option<(bool, u64)>,
+    /// The phase of the update being worked on (none: idle).
+    pub phase: Option<super::Phase>,
 }
 
 /// One metric's `# HELP` and `# TYPE` lines.
@@ -177,6 +179,20 @@ impl Metrics {
         }
         head(
             out,
+            "slate_update_phase",
+            "1 for the phase of the update being worked on (idle: none is).",
+            "gauge",
+        )?;
+        for p in [None].into_iter().chain(super::Phase::ALL.map(Some)) {
+            let word = p.map_or("idle", super::Phase::as_str);
+            writeln!(
+                out,
+                "slate_update_phase{{phase=\"{word}\"}} {}",
+                u8::from(p == self.phase)
+            )?;
+        }
+        head(
+            out,
             "slate_slot_state",
             "The state of each slot's boot entry (1 for the current one).",
             "gauge",
@@ -218,6 +234,7 @@ mod tests {
             channel: Some(channel),
             slots: vec![(Slot::A, SlotState::Good), (Slot::B, SlotState::Bad)],
             window: Some((false, 2)),
+            phase: Some(crate::api::Phase::Verifying),
         };
         let golden = "\
 # HELP slate_update_attempts_total Update attempts by outcome.
@@ -268,6 +285,14 @@ slate_update_window_open 0
 # HELP slate_update_window_overrides_total Updates applied outside the maintenance windows with --now.
 # TYPE slate_update_window_overrides_total counter
 slate_update_window_overrides_total 2
+# HELP slate_update_phase 1 for the phase of the update being worked on (idle: none is).
+# TYPE slate_update_phase gauge
+slate_update_phase{phase=\"idle\"} 0
+slate_update_phase{phase=\"downloading\"} 0
+slate_update_phase{phase=\"writing\"} 0
+slate_update_phase{phase=\"verifying\"} 1
+slate_update_phase{phase=\"staged\"} 0
+slate_update_phase{phase=\"applying\"} 0
 # HELP slate_slot_state The state of each slot's boot entry (1 for the current one).
 # TYPE slate_slot_state gauge
 slate_slot_state{slot=\"a\",state=\"good\"} 1

@@ -323,6 +323,58 @@ pub fn push(
     push_with(device, bundle, access, options, progress)
 }
 
+/// While an upload's answer is awaited: once `bar` has counted the whole bundle, a spinner
+/// with the device's phase from its status (`progress`), every second, until `answered`.
+fn show_device_phases(
+    dev: &Device,
+    bar: &indicatif::ProgressBar,
+    size: u64,
+    answered: &std::sync::atomic::AtomicBool,
+    progress: Progress,
+) {
+    use std::sync::atomic::Ordering;
+    while bar.position() < size {
+        if answered.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let spinner = progress.spinner("the device is working");
+    while !answered.load(Ordering::Relaxed) {
+        if let Ok(Some(s)) = dev.poll_status() {
+            if let Some(p) = s.progress {
+                spinner.set_message(format!("device: {}", render_progress(&p)));
+            }
+        }
+        for _ in 0..5 {
+            if answered.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    spinner.finish_and_clear();
+}
+
+/// One line for a device's progress: `verifying 2.0.0 12.0/24.0 MiB at 3.1 MiB/s, 4 s left`.
+pub fn render_progress(p: &api::Progress) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let mut line = p.phase.as_str().to_string();
+    if let Some(v) = &p.version {
+        line.push_str(&format!(" {v}"));
+    }
+    if p.total > 0 {
+        line.push_str(&format!(" {:.1}/{:.1} MiB", mib(p.bytes), mib(p.total)));
+    }
+    if p.rate_bytes_s > 0 {
+        line.push_str(&format!(" at {:.1} MiB/s", mib(p.rate_bytes_s)));
+    }
+    if let Some(eta) = p.eta_s {
+        line.push_str(&format!(", {eta} s left"));
+    }
+    line
+}
+
 /// Hands the device a CRL of its operator CA (`slate push --crl`).
 pub fn push_crl(device: &str, crl: &Path, access: &Access) -> Result<()> {
     let dev = Device::open(device, access)?;
@@ -386,11 +438,21 @@ pub fn push_with(
         inner: std::io::BufReader::with_capacity(1 << 20, f),
         bar: &bar,
     };
-    let sent = dev.exchange(
-        req,
-        Some(&mut body),
-        &format!("sending the bundle to {base}"),
-    );
+    // Once the bundle is sent, the device still writes and verifies before it answers: show
+    // its phases from its status, on a connection of their own.
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let sent = std::thread::scope(|scope| {
+        if !progress.is_quiet() {
+            scope.spawn(|| show_device_phases(&dev, &bar, size, &answered, progress));
+        }
+        let sent = dev.exchange(
+            req,
+            Some(&mut body),
+            &format!("sending the bundle to {base}"),
+        );
+        answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        sent
+    });
     bar.finish_and_clear();
     let (code, body) = sent?;
     let answer: UploadAnswer = match serde_json::from_str(&body) {

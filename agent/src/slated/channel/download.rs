@@ -122,6 +122,7 @@ pub struct Fetched {
 pub struct StreamReader {
     rx: mpsc::Receiver<Result<Bytes, String>>,
     buf: Bytes,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StreamReader {
@@ -133,8 +134,14 @@ impl StreamReader {
             StreamReader {
                 rx,
                 buf: Bytes::new(),
+                read: std::sync::Arc::default(),
             },
         )
+    }
+
+    /// Bytes the install has read so far (the status's progress follows it).
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.read.clone()
     }
 }
 
@@ -150,6 +157,8 @@ impl Read for StreamReader {
         let n = out.len().min(self.buf.len());
         out[..n].copy_from_slice(&self.buf[..n]);
         self.buf = self.buf.slice(n..);
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }

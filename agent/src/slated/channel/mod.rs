@@ -376,6 +376,11 @@ async fn check(
         });
     }
     let (tx, reader) = download::StreamReader::new();
+    let feed = crate::slated::daemon::Feed {
+        phase: slate_core::api::Phase::Downloading,
+        total: expected.length,
+        done: reader.counter(),
+    };
     let worker_agent = agent.clone();
     let offered = update.version.clone();
     // Going back (max_version) or to a locked version is a downgrade the signed release
@@ -399,7 +404,7 @@ async fn check(
                 marker::warn(format!("channel: the resume record: {e:#}"));
             }
         };
-        worker_agent.install_with(reader, force, Some(&offered), Some(&note))
+        worker_agent.install_with(reader, force, Some(&offered), Some(&note), Some(feed))
     });
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(
@@ -438,6 +443,7 @@ async fn check(
     }
     match (installed, fetched) {
         (Ok(_), Ok(())) => {
+            agent.progress_phase(slate_core::api::Phase::Applying, 0, None);
             marker::emit(&Marker::RebootingIntoNewSlot);
             tokio::time::sleep(Duration::from_millis(300)).await;
             let _ = rustix::process::kill_process(

@@ -84,6 +84,8 @@ pub struct Installer<'a> {
     /// Told, every [`CHECKPOINT_BYTES`] of the root image, the bundle offset of its first byte
     /// and how many of its bytes are now synced into the idle slot (a pull's resume state).
     pub checkpoint: Option<&'a Checkpoint<'a>>,
+    /// Told when a phase the status shows begins (verifying, once the root image is written).
+    pub on_phase: Option<&'a (dyn Fn(slate_core::api::Phase) + 'a)>,
 }
 
 /// What [`Installer::checkpoint`] calls: `(bundle offset of the root image, bytes durable)`.
@@ -235,6 +237,9 @@ impl<R: Read> Run<'_, R> {
             }
             Step::WriteRoot { slot, artifact } => self.write_root(*slot, artifact)?,
             Step::ReadBack { slot, verity } => {
+                if let Some(tell) = self.inst.on_phase {
+                    tell(slate_core::api::Phase::Verifying);
+                }
                 let _span =
                     tracing::info_span!("install", step = "read-back", slot = %slot).entered();
                 read_back(&mut self.slot, verity).map_err(failed)?;

@@ -237,6 +237,10 @@ pub struct StatusArgs {
     /// The status as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Follow the device: its update's live progress as a bar (downloading, writing,
+    /// verifying, applying), every second, until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
 }
 
 /// Runs `slate status`.
@@ -245,8 +249,12 @@ pub fn status(args: StatusArgs) -> Result<()> {
         device,
         access,
         json,
+        watch,
     } = args;
     let dev = slate_imager::operator::push::Device::open(&device, &access.access())?;
+    if watch {
+        return watch_status(&dev);
+    }
     let s = dev.status()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -254,4 +262,35 @@ pub fn status(args: StatusArgs) -> Result<()> {
         print!("{}", slate_imager::operator::inspect::render_status(&s));
     }
     Ok(())
+}
+
+/// `slate status --watch`: the device's progress as a bar, redrawn every second; the status
+/// line when it is idle; a note while it cannot be reached (rebooting).
+fn watch_status(dev: &slate_imager::operator::push::Device) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    loop {
+        match dev.poll_status()? {
+            Some(s) => match &s.progress {
+                Some(p) => {
+                    bar.set_length(p.total);
+                    bar.set_position(p.bytes.min(p.total));
+                    bar.set_message(slate_imager::operator::push::render_progress(p));
+                }
+                None => {
+                    bar.set_length(0);
+                    bar.set_message(format!(
+                        "idle: {} {} on slot {} ({:?})",
+                        s.name, s.version, s.slot, s.health.state
+                    ));
+                }
+            },
+            None => bar.set_message("not answering (rebooting?)"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
