@@ -31,6 +31,7 @@ pub mod logfile;
 pub mod logging;
 pub mod marker;
 pub mod partitions;
+pub mod reset;
 pub mod services;
 pub mod slated;
 pub mod sys;

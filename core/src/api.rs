@@ -36,6 +36,10 @@ pub const METRICS_ROUTE: &str = "/metrics";
 /// Hands the device a newer CRL of its operator CA (the body, DER or PEM): certificates it
 /// revokes are refused from the next handshake on.
 pub const OPERATORS_CRL_ROUTE: &str = "/v1/operators/crl";
+/// Factory reset: a first call answers a confirmation token ([`ResetConfirm`]); a second
+/// with `?confirm=TOKEN` (and `&new_identity=true` to make a new identity) asks stage 1 to
+/// wipe `/data` at the reboot that follows.
+pub const FACTORY_RESET_ROUTE: &str = "/v1/factory-reset";
 
 /// How an update attempt ended, as status, state.json and metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -228,6 +232,17 @@ pub struct Failed {
 
 fn one() -> u32 {
     1
+}
+
+/// The answer to a first `POST /v1/factory-reset`: the token that confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetConfirm {
+    /// Send it back as `?confirm=…` within `expires_in_s`.
+    pub confirm: String,
+    /// Seconds the token is good for.
+    pub expires_in_s: u64,
+    /// What a reset does, in words.
+    pub wipes: String,
 }
 
 /// The maintenance windows as the device sees them now (`[update] windows`).

@@ -120,10 +120,12 @@ pub fn needed(post: bool, path: &str, force: bool) -> Vec<Role> {
         (false, _) => vec![Role::Status],
         (true, api::UPDATE_ROUTE) => vec![Role::Push],
         (true, api::REBOOT_ROUTE | api::POWEROFF_ROUTE) => vec![Role::Reboot],
+        // Wiping a device's data is an override of everything it keeps.
+        (true, api::FACTORY_RESET_ROUTE) => vec![Role::Reboot, Role::Force],
         (true, api::OPERATORS_CRL_ROUTE) => Vec::new(),
         (true, _) => vec![Role::Status],
     };
-    if force && post && !roles.is_empty() {
+    if force && post && !roles.is_empty() && !roles.contains(&Role::Force) {
         roles.push(Role::Force);
     }
     roles
@@ -171,5 +173,9 @@ mod tests {
         );
         assert_eq!(needed(true, api::POWEROFF_ROUTE, false), [Role::Reboot]);
         assert!(needed(true, api::OPERATORS_CRL_ROUTE, true).is_empty());
+        assert_eq!(
+            needed(true, api::FACTORY_RESET_ROUTE, false),
+            [Role::Reboot, Role::Force]
+        );
     }
 }

@@ -277,6 +277,51 @@ fn data_survives_a_clean_reboot_and_a_power_cut() {
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let r = vm.shell("cat /data/keep1 /data/keep2", SHELL).unwrap();
     assert!(r.contains("clean-reboot") && r.contains("power-cut"), "{r}");
+
+    // Factory reset through the API (a token, then the token back): /data is as a first boot
+    // makes it, the device is healthy with the same identity, and the floor is kept.
+    let identity = status(&vm).identity.expect("a TLS device has an identity");
+    let (code, wrong) = vm
+        .http("POST", "/v1/factory-reset?confirm=not-the-token")
+        .unwrap();
+    assert_eq!(code, 403, "{wrong}");
+    let (code, body) = vm
+        .http("POST", slate_core::api::FACTORY_RESET_ROUTE)
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let token: slate_core::api::ResetConfirm = serde_json::from_str(&body).unwrap();
+    let mark = vm.mark();
+    let (code, body) = vm
+        .http(
+            "POST",
+            &format!("/v1/factory-reset?confirm={}", token.confirm),
+        )
+        .unwrap();
+    assert_eq!(code, 202, "{body}");
+    vm.wait_for_after(
+        &format!("{} identity=kept", Kind::FactoryReset.prefix()),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
+    vm.wait_for_after(&Kind::Healthy.on(Slot::A), mark, BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_prompt("slate# ", mark, SHELL).unwrap();
+    let r = vm.shell("ls /data /data/slate", SHELL).unwrap();
+    assert!(
+        !r.contains("keep1")
+            && !r.contains("keep2")
+            && !r.contains("precious")
+            && r.contains("identity"),
+        "{r}"
+    );
+    let floor = vm.shell("cat /data/slate/security-epoch", SHELL).unwrap();
+    assert!(
+        floor.lines().next().map(str::trim) == Some(epoch.to_string().as_str())
+            && floor.ends_with("exit=0"),
+        "{floor}"
+    );
+    assert_eq!(status(&vm).identity, Some(identity));
     drop(vm);
     fills_the_disk(&disk);
 }

@@ -10,7 +10,7 @@
 //! `public_status`). Plain HTTP without authentication only with `insecure_http`.
 //!
 //! `slated install FILE [--force] [--no-reboot]` installs a bundle from a file (a USB stick, a
-//! bundle on /data) with the same checks.
+//! bundle on /data) with the same checks; `slated reset --yes` asks for a factory reset.
 
 use anyhow::{bail, Context, Result};
 use hyper_util::rt::TokioIo;
@@ -190,6 +190,32 @@ fn init_logging() {
     }
 }
 
+/// `slated reset --yes [--new-identity]`: a factory reset from the console (a device without
+/// a network).
+fn reset_cli(args: &[String]) -> Result<()> {
+    let (mut yes, mut new_identity) = (false, false);
+    for a in args {
+        match a.as_str() {
+            "--yes" => yes = true,
+            "--new-identity" => new_identity = true,
+            other => {
+                bail!("unknown argument {other:?}; usage: slated reset --yes [--new-identity]")
+            }
+        }
+    }
+    if !yes {
+        bail!("a factory reset wipes /data (all application data, logs and the agent's state) at a reboot; run `slated reset --yes` to do it");
+    }
+    slate_agent::reset::ask(
+        std::path::Path::new("/data"),
+        slate_agent::reset::Request { new_identity },
+    )?;
+    println!("factory reset asked for; rebooting");
+    rustix::process::kill_process(rustix::process::Pid::INIT, rustix::process::Signal::TERM)
+        .context("asking PID 1 to reboot")?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !matches!(args.first().map(String::as_str), Some("--help" | "-h")) {
@@ -197,8 +223,9 @@ fn main() -> std::process::ExitCode {
     }
     let result = match args.first().map(String::as_str) {
         Some("install") => install_cli(&args[1..]),
+        Some("reset") => reset_cli(&args[1..]),
         Some("--help") | Some("-h") => {
-            println!("slated: the Slate agent\n  slated                      run as the agent service (started by slate-init)\n  slated install FILE.slate   install a bundle [--force] [--no-reboot]");
+            println!("slated: the Slate agent\n  slated                      run as the agent service (started by slate-init)\n  slated install FILE.slate   install a bundle [--force] [--no-reboot]\n  slated reset --yes          factory reset: wipe /data (keeping the identity [unless --new-identity],\n                              the floors, the TUF root and the operators' CRL) at a reboot, now");
             Ok(())
         }
         Some(other) => Err(anyhow::anyhow!(

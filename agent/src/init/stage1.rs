@@ -121,6 +121,16 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         marker::warn(format!("growing data to the disk's end: {e:#}"));
     }
     mount_data(EARLY_DATA)?;
+    // A factory reset the agent asked for, before anything reads /data.
+    match crate::reset::carry_out(std::path::Path::new(EARLY_DATA)) {
+        Ok(Some(r)) => marker::emit(&Marker::FactoryReset {
+            new_identity: r.new_identity,
+        }),
+        Ok(None) => {}
+        Err(e) => marker::warn(format!(
+            "factory reset: {e:#}; it is tried again at the next boot"
+        )),
+    }
     // The agent's state, keys, logs and counters: root's alone, on older devices too.
     if let Err(e) = crate::durable::private_dir(&std::path::Path::new(EARLY_DATA).join("slate")) {
         marker::warn(format!("{e:#}"));

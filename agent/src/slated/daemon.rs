@@ -40,6 +40,9 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// How long a factory reset's confirmation token is good for.
+pub const RESET_CONFIRM: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The update being worked on: its tracker, and the counter of bytes its stream delivered.
 struct Active {
     tracker: Tracker,
@@ -90,6 +93,8 @@ pub struct Agent {
     pub policy: Option<slate_core::policy::Policy>,
     /// The update being worked on, for the status's live `progress`.
     progress: Mutex<Option<Active>>,
+    /// The factory reset's confirmation token and when it was handed out.
+    reset_token: Mutex<Option<(String, std::time::Instant)>>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -235,6 +240,7 @@ impl Agent {
             operator_ca: std::sync::OnceLock::new(),
             policy,
             progress: Mutex::new(None),
+            reset_token: Mutex::new(None),
         })
     }
 
@@ -287,6 +293,24 @@ impl Agent {
         if let Some(a) = lock(&self.progress).as_mut() {
             a.tracker.set_version(version);
         }
+    }
+
+    /// A new factory-reset confirmation token (the last one handed out is the only one good).
+    pub fn reset_token(&self) -> anyhow::Result<String> {
+        let mut b = [0u8; 16];
+        rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+            .context("no random bytes for a confirmation token")?;
+        let token = hex::encode(b);
+        *lock(&self.reset_token) = Some((token.clone(), std::time::Instant::now()));
+        Ok(token)
+    }
+
+    /// Whether `token` confirms a reset: the last one handed out, within [`RESET_CONFIRM`]; it
+    /// is used up either way.
+    pub fn reset_confirmed(&self, token: &str) -> bool {
+        lock(&self.reset_token)
+            .take()
+            .is_some_and(|(t, at)| t == token && at.elapsed() <= RESET_CONFIRM)
     }
 
     /// No update is being worked on.

@@ -3,8 +3,9 @@
 //! routes and their answers are here, where the daemon's state is.
 //!
 //! `GET /v1/status`, `GET /v1/metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
-//! `?reboot=false`), `POST /v1/reboot`, `POST /v1/poweroff`, `POST /v1/operators/crl` (body:
-//! the operator CA's CRL). Each needs the roles [`slate_core::operator::needed`] names.
+//! `?reboot=false`, `?now=true`), `POST /v1/reboot`, `POST /v1/poweroff`, `POST
+//! /v1/operators/crl` (body: the operator CA's CRL), `POST /v1/factory-reset` (twice: a token,
+//! then `?confirm=TOKEN`). Each needs the roles [`slate_core::operator::needed`] names.
 
 use crate::slated::daemon::Agent;
 use crate::slated::http;
@@ -198,6 +199,74 @@ fn missing_roles(
         .collect()
 }
 
+/// `POST /v1/factory-reset`: without `confirm`, a token to send back; with the right one
+/// (within a minute), the request for stage 1 to wipe `/data`, and a reboot.
+fn factory_reset(query: Option<&str>, agent: &Agent) -> Resp {
+    let confirm = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("confirm="))
+            .map(str::to_string)
+    });
+    let Some(token) = confirm else {
+        return match agent.reset_token() {
+            Ok(confirm) => json(
+                StatusCode::OK,
+                &api::ResetConfirm {
+                    confirm,
+                    expires_in_s: crate::slated::daemon::RESET_CONFIRM.as_secs(),
+                    wipes: "everything on /data but the device identity (unless new_identity=true), the security and clock floors, the trusted TUF root and the operators' CRL; then the device reboots".into(),
+                },
+            ),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ErrorAnswer {
+                    error: format!("{e:#}"),
+                },
+            ),
+        };
+    };
+    if !agent.reset_confirmed(&token) {
+        return json(
+            StatusCode::FORBIDDEN,
+            &ErrorAnswer {
+                error: "that confirmation token is not the device's last one, or is older than a minute: ask for a new one (POST without confirm)".into(),
+            },
+        );
+    }
+    let s = agent.status();
+    if matches!(s.boot, api::BootState::Trial { .. }) || s.installing {
+        return json(
+            StatusCode::CONFLICT,
+            &ErrorAnswer {
+                error: "the device is installing or on trial; reset it once that is decided".into(),
+            },
+        );
+    }
+    let new_identity = http::query_flag(query, "new_identity").unwrap_or(false);
+    let asked = crate::reset::ask(
+        std::path::Path::new("/data"),
+        crate::reset::Request { new_identity },
+    );
+    if let Err(e) = asked {
+        return json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ErrorAnswer {
+                error: format!("{e:#}"),
+            },
+        );
+    }
+    crate::marker::warn(format!(
+        "a factory reset was asked for (new identity: {new_identity}); /data is wiped at the reboot"
+    ));
+    signal_init_later(rustix::process::Signal::TERM);
+    json(
+        StatusCode::ACCEPTED,
+        &ActionAnswer {
+            action: "factory-reset".into(),
+        },
+    )
+}
+
 /// `POST /v1/operators/crl`: a newer CRL of the operator CA, taken (and kept) or refused.
 async fn operators_crl(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp {
     let Some(ca) = agent.operator_ca.get() else {
@@ -301,6 +370,7 @@ pub async fn handle(
         }
         (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
         (Method::POST, api::OPERATORS_CRL_ROUTE) => operators_crl(req, agent).await,
+        (Method::POST, api::FACTORY_RESET_ROUTE) => factory_reset(req.uri().query(), &agent),
         (Method::POST, api::REBOOT_ROUTE)
             if matches!(agent.status().boot, api::BootState::Trial { .. })
                 && !http::query_flag(req.uri().query(), "force").unwrap_or(false) =>

@@ -83,6 +83,8 @@ pub enum Kind {
     OperatorsCrl,
     /// `slate: window closed version=… opens_at=…`
     WindowClosed,
+    /// `slate: factory reset identity=kept|new`
+    FactoryReset,
 }
 
 impl Kind {
@@ -123,6 +125,7 @@ impl Kind {
             Kind::ChannelFetched => "channel fetched",
             Kind::OperatorsCrl => "operators crl",
             Kind::WindowClosed => "window closed",
+            Kind::FactoryReset => "factory reset",
         }
     }
 
@@ -299,6 +302,11 @@ pub enum Marker {
         /// When the next window opens (Unix seconds).
         opens_at: i64,
     },
+    /// Stage 1 wiped `/data` as the agent was asked to (floors, TUF root and CRL kept).
+    FactoryReset {
+        /// A new device identity is made (else the old one is kept).
+        new_identity: bool,
+    },
     /// A check of the channel failed; the device keeps running what it runs.
     ChannelError {
         /// The failure's kind.
@@ -419,6 +427,7 @@ impl Marker {
             Marker::ChannelFetched { .. } => Kind::ChannelFetched,
             Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
             Marker::WindowClosed { .. } => Kind::WindowClosed,
+            Marker::FactoryReset { .. } => Kind::FactoryReset,
             Marker::ChannelError { .. } => Kind::ChannelError,
             Marker::BelowFloor { .. } => Kind::BelowFloor,
             Marker::Identity { .. } => Kind::Identity,
@@ -587,6 +596,11 @@ impl fmt::Display for Marker {
             Marker::WindowClosed { version, opens_at } => {
                 write!(f, " version={version} opens_at={opens_at}")
             }
+            Marker::FactoryReset { new_identity } => write!(
+                f,
+                " identity={}",
+                if *new_identity { "new" } else { "kept" }
+            ),
         }
     }
 }

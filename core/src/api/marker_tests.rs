@@ -154,6 +154,10 @@ fn golden_marker_texts() {
             Marker::WindowClosed { version: "2.0.0".into(), opens_at: 1700000000 },
             "slate: window closed version=2.0.0 opens_at=1700000000".into(),
         ),
+        (
+            Marker::FactoryReset { new_identity: false },
+            "slate: factory reset identity=kept".into(),
+        ),
     ];
     for (m, want) in cases {
         assert_eq!(m.to_string(), want);

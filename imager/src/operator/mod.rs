@@ -8,5 +8,6 @@ pub mod inspect;
 pub mod keys;
 pub mod push;
 pub mod repo;
+pub mod reset;
 pub mod secure_boot;
 pub mod tls;

@@ -132,6 +132,14 @@ impl Device {
         b.build()
     }
 
+    /// POST `path` (with its query) and no body: the answer's status and text.
+    pub fn post(&self, path: &str) -> Result<(u16, String)> {
+        let req = self
+            .agent(STATUS_TIMEOUT)
+            .post(&format!("{}{path}", self.base));
+        self.exchange(req, None, &format!("POST {path}"))
+    }
+
     /// After a successful exchange: a device seen for the first time is pinned.
     fn remember(&self) -> Result<()> {
         let Some(t) = &self.tls else { return Ok(()) };

@@ -294,3 +294,41 @@ fn watch_status(dev: &slate_imager::operator::push::Device) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
+
+/// The arguments of `slate reset`.
+#[derive(Args)]
+pub struct ResetArgs {
+    /// The agent, e.g. https://10.0.0.7:8080.
+    #[arg(long)]
+    pub device: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// Make a new device identity too (operators pin its new fingerprint).
+    #[arg(long)]
+    pub new_identity: bool,
+    /// Do not ask; reset.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Runs `slate reset`.
+pub fn reset(args: ResetArgs) -> Result<()> {
+    let ResetArgs {
+        device,
+        access,
+        new_identity,
+        yes,
+    } = args;
+    slate_imager::operator::reset::reset(&device, &access.access(), new_identity, |c| {
+        if yes {
+            return Ok(true);
+        }
+        eprintln!("{device} will wipe {}.", c.wipes);
+        eprint!("Type \"reset\" to go on: ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim() == "reset")
+    })?;
+    println!("{device}: factory reset asked for; it reboots and wipes /data (console: `slate: factory reset`)");
+    Ok(())
+}

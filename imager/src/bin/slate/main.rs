@@ -80,6 +80,10 @@ enum Command {
     Push(device::PushArgs),
     /// Show a device's status (slots, versions, health, last update) over mutual TLS.
     Status(device::StatusArgs),
+    /// Factory-reset a device: wipe /data (keeping its identity unless --new-identity, its
+    /// security and clock floors, the TUF root it trusts and the operators' CRL) and reboot.
+    /// Needs the operator roles reboot and force.
+    Reset(device::ResetArgs),
     /// The operator CA whose certificate an image trusts, and the certificates it issues.
     Ca {
         #[command(subcommand)]
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify(args) => bundle::verify(args),
         Command::Push(args) => device::push(args),
         Command::Status(args) => device::status(args),
+        Command::Reset(args) => device::reset(args),
         Command::VerityFormat(args) => build::verity_format(args),
         Command::Lock { target } => lock::lock(&target),
         Command::Fetch { target } => lock::fetch(&target),
