@@ -310,6 +310,22 @@ pub struct Status {
     /// The update being worked on, live (none when idle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The application's last answer holding an update back (`[update] consent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentStatus>,
+}
+
+/// An update the application (`[update] consent`) holds back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentStatus {
+    /// The version held back.
+    pub version: String,
+    /// `not-now` (exit 75) or `no`.
+    pub answer: String,
+    /// What it said (its exit status and last line of output).
+    pub reason: String,
+    /// When it is asked again (Unix seconds).
+    pub ask_again_at: i64,
 }
 
 impl Status {
@@ -445,6 +461,7 @@ mod tests {
             built_for_secure_boot: true,
             window: None,
             progress: None,
+            consent: None,
         }
     }
 

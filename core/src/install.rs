@@ -51,6 +51,14 @@ pub enum Refusal {
         /// When the next window opens (Unix seconds).
         opens_at: i64,
     },
+    /// The application (`[update] consent`) held the update back.
+    #[error("the application holds the update back ({reason}); it is asked again at {ask_again_at} (Unix time); push with --now to apply it anyway")]
+    ConsentHeld {
+        /// What it said.
+        reason: String,
+        /// When it is asked again.
+        ask_again_at: i64,
+    },
     /// The image has no (usable) trust file.
     #[error("this image has no trust file (/etc/slate/trust.toml) and refuses every update; build it with --trust")]
     NoTrust,
@@ -124,7 +132,10 @@ impl Refusal {
     /// the bundle is.
     pub fn http_status(&self) -> u16 {
         match self {
-            Refusal::OnTrial { .. } | Refusal::Busy { .. } | Refusal::OutsideWindow { .. } => 409,
+            Refusal::OnTrial { .. }
+            | Refusal::Busy { .. }
+            | Refusal::OutsideWindow { .. }
+            | Refusal::ConsentHeld { .. } => 409,
             Refusal::Stalled { inner, .. } => inner.http_status(),
             _ => 400,
         }
@@ -136,6 +147,7 @@ impl Refusal {
             Refusal::OnTrial { .. } => RefusalKind::OnTrial,
             Refusal::Busy { .. } => RefusalKind::Busy,
             Refusal::OutsideWindow { .. } => RefusalKind::OutsideWindow,
+            Refusal::ConsentHeld { .. } => RefusalKind::Consent,
             Refusal::NoTrust => RefusalKind::NoTrust,
             Refusal::NoEsp => RefusalKind::NoEsp,
             Refusal::BootKind { .. } => RefusalKind::BootKind,

@@ -229,6 +229,26 @@ fn invalid_version_and_bad_values_are_refused() {
 }
 
 #[test]
+fn bad_update_policies_name_their_field() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    for (table, field) in [
+        ("windows = [\"Caturday 02:00-04:00\"]\n", "update.windows"),
+        (
+            "windows = [\"Sat 02:00-04:00\"]\ntimezone = \"Mars/Olympus\"\n",
+            "update.timezone",
+        ),
+        ("consent = [\"/usr/bin/no-such-app\"]\n", "update.consent"),
+    ] {
+        let spec = spec_with(tmp.path(), &format!("{}\n[update]\n{table}", base_spec()));
+        let (code, err) = fails(&mut build_cmd(&spec, &out));
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains(field), "{field}: {err}");
+        assert_nothing_written(&out);
+    }
+}
+
+#[test]
 fn nothing_but_slate_writes_where_the_device_keeps_its_trust() {
     let tmp = tempdir();
     let out = tmp.path().join("out");

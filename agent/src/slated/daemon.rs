@@ -93,6 +93,10 @@ pub struct Agent {
     pub policy: Option<slate_core::policy::Policy>,
     /// The update being worked on, for the status's live `progress`.
     progress: Mutex<Option<Active>>,
+    /// Versions the application held back, and since when (for `consent_force_after`).
+    consent_held: Mutex<std::collections::BTreeMap<String, i64>>,
+    /// The application's last answer holding an update back, for the status.
+    consent: Mutex<Option<slate_core::api::ConsentStatus>>,
     /// The factory reset's confirmation token and when it was handed out.
     reset_token: Mutex<Option<(String, std::time::Instant)>>,
 }
@@ -211,6 +215,7 @@ impl Agent {
             channel: None,
             window: None,
             progress: None,
+            consent: None,
             secure_boot: crate::boot::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
         };
@@ -241,6 +246,8 @@ impl Agent {
             policy,
             progress: Mutex::new(None),
             reset_token: Mutex::new(None),
+            consent_held: Mutex::new(std::collections::BTreeMap::new()),
+            consent: Mutex::new(None),
         })
     }
 
@@ -268,6 +275,7 @@ impl Agent {
         drop(st);
         s.channel = lock(&self.channel).clone();
         s.window = self.window_status();
+        s.consent = lock(&self.consent).clone();
         s.progress = lock(&self.progress).as_mut().map(|a| {
             if let Some(done) = &a.done {
                 a.tracker.update(done.load(Ordering::Relaxed), uptime_ms());
@@ -489,9 +497,64 @@ impl Agent {
         })
     }
 
+    /// Asks the application (`[update] consent`) whether `version` may be applied now
+    /// (blocking: it runs a program). `now_override`: the operator said now, nobody is asked.
+    pub fn consent_allows(&self, version: &str, now_override: bool) -> Result<(), Refusal> {
+        let Some(p) = self.policy.as_ref().filter(|p| !p.consent.is_empty()) else {
+            return Ok(());
+        };
+        if now_override {
+            return Ok(());
+        }
+        let answer =
+            crate::slated::consent::ask(&p.consent, version, &self.image.version.to_string());
+        let t = now();
+        let first = lock(&self.consent_held).get(version).copied();
+        match p.verdict(&answer, first, t) {
+            slate_core::policy::Verdict::Apply => {
+                if !matches!(answer, slate_core::policy::Answer::Go) {
+                    marker::warn(format!(
+                        "the application has held {version} back since {} (consent_force_after passed); it is applied",
+                        first.unwrap_or(t)
+                    ));
+                }
+                lock(&self.consent_held).remove(version);
+                *lock(&self.consent) = None;
+                Ok(())
+            }
+            slate_core::policy::Verdict::AskAgainAt(at)
+            | slate_core::policy::Verdict::Refused(_, at) => {
+                let (word, reason) = match &answer {
+                    slate_core::policy::Answer::NotNow(r) => ("not-now", r.clone()),
+                    slate_core::policy::Answer::No(r) => ("no", r.clone()),
+                    slate_core::policy::Answer::Go => ("go", String::new()),
+                };
+                lock(&self.consent_held)
+                    .entry(version.to_string())
+                    .or_insert(t);
+                *lock(&self.consent) = Some(slate_core::api::ConsentStatus {
+                    version: version.to_string(),
+                    answer: word.to_string(),
+                    reason: reason.clone(),
+                    ask_again_at: at,
+                });
+                marker::emit(&Marker::Consent {
+                    answer: word,
+                    version: version.to_string(),
+                    ask_again_at: at,
+                    reason: reason.clone(),
+                });
+                Err(Refusal::ConsentHeld {
+                    reason,
+                    ask_again_at: at,
+                })
+            }
+        }
+    }
+
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
-        self.install_with(body, force, None, None, None)
+        self.install_with(body, force, None, None, None, None)
     }
 
     /// [`Agent::install`] that reports how far the root image is durable (a pull's resume
@@ -504,6 +567,7 @@ impl Agent {
         offered: Option<&slate_core::Version>,
         checkpoint: Option<&install::Checkpoint<'_>>,
         feed: Option<Feed>,
+        gate: Option<&install::Gate<'_>>,
     ) -> Result<Installed, InstallError> {
         let _held =
             install::lock::try_take(Path::new(install::lock::PATH)).map_err(|e| match e {
@@ -551,6 +615,7 @@ impl Agent {
             offered: offered.cloned(),
             checkpoint,
             on_phase: Some(&|phase| self.progress_phase(phase, 0, None)),
+            gate,
         };
         if checkpoint.is_none() {
             if let Err(e) =

@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod conntable;
+pub mod consent;
 pub mod daemon;
 pub mod handshakes;
 pub mod health;

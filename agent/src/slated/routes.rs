@@ -79,7 +79,11 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     let worker_agent = agent.clone();
     let worker = tokio::task::spawn_blocking(move || {
         worker_agent.window_allows(now_override)?;
-        worker_agent.install_with(reader, force, None, None, Some(feed))
+        // The application is asked once the bundle's version is known (its manifest verified)
+        // and before anything is written.
+        let consent =
+            |v: &slate_core::Version| worker_agent.consent_allows(&v.to_string(), now_override);
+        worker_agent.install_with(reader, force, None, None, Some(feed), Some(&consent))
     });
     let mut body = req.into_body();
     let mut stalled = false;

@@ -17,6 +17,8 @@ pub enum RefusalKind {
     Busy,
     /// Outside the maintenance windows.
     OutsideWindow,
+    /// The application held the update back.
+    Consent,
     /// The image has no trust file.
     NoTrust,
     /// The ESP is not mounted.
@@ -49,6 +51,7 @@ impl RefusalKind {
             RefusalKind::OnTrial => "on-trial",
             RefusalKind::Busy => "busy",
             RefusalKind::OutsideWindow => "outside-window",
+            RefusalKind::Consent => "consent",
             RefusalKind::NoTrust => "no-trust",
             RefusalKind::NoEsp => "no-esp",
             RefusalKind::BootKind => "boot-kind",

@@ -85,6 +85,8 @@ pub enum Kind {
     WindowClosed,
     /// `slate: factory reset identity=kept|new`
     FactoryReset,
+    /// `slate: consent not-now|no version=… ask_again_at=…: reason`
+    Consent,
 }
 
 impl Kind {
@@ -126,6 +128,7 @@ impl Kind {
             Kind::OperatorsCrl => "operators crl",
             Kind::WindowClosed => "window closed",
             Kind::FactoryReset => "factory reset",
+            Kind::Consent => "consent",
         }
     }
 
@@ -302,6 +305,17 @@ pub enum Marker {
         /// When the next window opens (Unix seconds).
         opens_at: i64,
     },
+    /// The application (`[update] consent`) held an update back.
+    Consent {
+        /// `not-now` (exit 75) or `no`.
+        answer: &'static str,
+        /// The version held back.
+        version: String,
+        /// When it is asked again (Unix seconds).
+        ask_again_at: i64,
+        /// What it said.
+        reason: String,
+    },
     /// Stage 1 wiped `/data` as the agent was asked to (floors, TUF root and CRL kept).
     FactoryReset {
         /// A new device identity is made (else the old one is kept).
@@ -428,6 +442,7 @@ impl Marker {
             Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
             Marker::WindowClosed { .. } => Kind::WindowClosed,
             Marker::FactoryReset { .. } => Kind::FactoryReset,
+            Marker::Consent { .. } => Kind::Consent,
             Marker::ChannelError { .. } => Kind::ChannelError,
             Marker::BelowFloor { .. } => Kind::BelowFloor,
             Marker::Identity { .. } => Kind::Identity,
@@ -596,6 +611,15 @@ impl fmt::Display for Marker {
             Marker::WindowClosed { version, opens_at } => {
                 write!(f, " version={version} opens_at={opens_at}")
             }
+            Marker::Consent {
+                answer,
+                version,
+                ask_again_at,
+                reason,
+            } => write!(
+                f,
+                " {answer} version={version} ask_again_at={ask_again_at}: {reason}"
+            ),
             Marker::FactoryReset { new_identity } => write!(
                 f,
                 " identity={}",

@@ -158,6 +158,10 @@ fn golden_marker_texts() {
             Marker::FactoryReset { new_identity: false },
             "slate: factory reset identity=kept".into(),
         ),
+        (
+            Marker::Consent { answer: "not-now", version: "2.0.0".into(), ask_again_at: 5, reason: "exit 75".into() },
+            "slate: consent not-now version=2.0.0 ask_again_at=5: exit 75".into(),
+        ),
     ];
     for (m, want) in cases {
         assert_eq!(m.to_string(), want);

@@ -9,7 +9,7 @@ fn utc(windows: &[&str]) -> Policy {
     Policy {
         windows: windows.iter().map(|s| w(s)).collect(),
         zone: Zone::fixed("UTC").unwrap(),
-        max_kib_s: None,
+        ..Policy::default()
     }
 }
 
@@ -154,7 +154,7 @@ proptest! {
         zone in arb_zone(),
         t in 1_790_000_000i64..1_830_000_000,
     ) {
-        let ws = Policy { windows, zone, max_kib_s: None };
+        let ws = Policy { windows, zone, ..Policy::default() };
         prop_assert_eq!(ws.is_open(t), open_by_definition(&ws, t));
         let n = ws.next_open(t).expect("a window opens");
         prop_assert!(n >= t && n - t <= 8 * 86_400, "{} {}", t, n);
@@ -181,7 +181,7 @@ proptest! {
         zone in arb_zone(),
         t in 1_790_000_000i64..1_830_000_000,
     ) {
-        let ws = Policy { windows, zone, max_kib_s: None };
+        let ws = Policy { windows, zone, ..Policy::default() };
         let n = ws.next_open(t).expect("a window opens");
         let mut s = t;
         while s < n {
@@ -189,4 +189,40 @@ proptest! {
             s += 60;
         }
     }
+}
+
+#[test]
+fn consent_holds_an_update_until_it_says_go_or_the_limit_passes() {
+    let p = Policy {
+        consent: vec!["/usr/bin/app".into(), "may-update".into()],
+        consent_retry_s: 300,
+        consent_force_after_s: Some(86_400),
+        ..Policy::default()
+    };
+    assert_eq!(p.verdict(&Answer::Go, None, 1000), Verdict::Apply);
+    assert_eq!(
+        p.verdict(&Answer::NotNow(String::new()), None, 1000),
+        Verdict::AskAgainAt(1300)
+    );
+    assert_eq!(
+        p.verdict(&Answer::No("busy".into()), Some(1000), 2000),
+        Verdict::Refused("busy".into(), 2300)
+    );
+    // A day after it first held the update back, the application is not asked any more.
+    assert_eq!(
+        p.verdict(&Answer::NotNow(String::new()), Some(1000), 1000 + 86_400),
+        Verdict::Apply
+    );
+    assert_eq!(
+        p.verdict(&Answer::No("x".into()), Some(1000), 1000 + 86_400),
+        Verdict::Apply
+    );
+    let no_limit = Policy {
+        consent_force_after_s: None,
+        ..p
+    };
+    assert_eq!(
+        no_limit.verdict(&Answer::NotNow(String::new()), Some(0), i64::MAX / 2),
+        Verdict::AskAgainAt(i64::MAX / 2 + 300)
+    );
 }

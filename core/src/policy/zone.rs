@@ -69,12 +69,4 @@ impl Zone {
             .filter(|&at| at > from && at <= to)
             .collect()
     }
-
-    /// The UTC time of local time `local` (a local time a change skips maps past the jump;
-    /// one it repeats maps to its first occurrence).
-    pub fn to_utc(&self, local: i64) -> i64 {
-        let first = local - i64::from(self.offset_at(local - i64::from(self.offset_s)));
-        let second = local - i64::from(self.offset_at(first));
-        second.min(first)
-    }
 }

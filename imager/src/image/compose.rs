@@ -395,6 +395,20 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
             .unwrap_or_else(crate::operator::bundle::now)
             - 366 * 86_400;
         if let Some(policy) = update.policy(&inputs.spec.path, since)? {
+            if let Some(prog) = policy.consent.first() {
+                let rel = prog.trim_start_matches('/');
+                if !matches!(
+                    tree.get(rel).map(|n| &n.kind),
+                    Some(Kind::File(_) | Kind::Symlink(_))
+                ) {
+                    return Err(BuildError::Spec {
+                        path: inputs.spec.path.clone(),
+                        field: "update.consent".into(),
+                        why: format!("{prog} is not a program in the image (install the package that has it, or add it with [[file]])"),
+                    }
+                    .into());
+                }
+            }
             tree.insert(
                 &ip(&format!("/{}", paths::POLICY)),
                 Node::bytes(toml_text(&policy)?, 0o644),

@@ -52,6 +52,16 @@ pub struct UpdateSpec {
     /// The most a channel download may take, in KiB/s [default: no cap].
     #[serde(default)]
     pub max_kib_s: Option<u32>,
+    /// A program in the image asked before an update is applied (argv; exit 0: go, 75: not
+    /// now, else: no) [default: none asked].
+    #[serde(default)]
+    pub consent: Vec<String>,
+    /// Wait before asking again after "not now" [default: 5m].
+    #[serde(default)]
+    pub consent_retry: Option<Span>,
+    /// How long the application may hold an update back [default: for ever].
+    #[serde(default)]
+    pub consent_force_after: Option<Span>,
 }
 
 /// The checked channel files and settings to bake into the root.
@@ -91,6 +101,20 @@ impl UpdateSpec {
                 "caps channel downloads, and this [update] has no channel".into(),
             ));
         }
+        if let Some(prog) = self.consent.first() {
+            if !prog.starts_with('/') {
+                return Err(bad(
+                    "consent",
+                    format!("{prog:?} is not an absolute path of a program in the image"),
+                ));
+            }
+        } else if self.consent_retry.is_some() || self.consent_force_after.is_some() {
+            return Err(bad(
+                "consent",
+                "consent_retry and consent_force_after need a consent command".into(),
+            ));
+        }
+        let consent_only = !self.consent.is_empty();
         if self.windows.is_empty() {
             if self.timezone.is_some() {
                 return Err(bad(
@@ -99,10 +123,13 @@ impl UpdateSpec {
                         .into(),
                 ));
             }
-            return Ok(self.max_kib_s.map(|cap| slate_core::policy::Policy {
-                max_kib_s: Some(cap),
+            if self.max_kib_s.is_none() && !consent_only {
+                return Ok(None);
+            }
+            return Ok(Some(self.consent_policy(slate_core::policy::Policy {
+                max_kib_s: self.max_kib_s,
                 ..slate_core::policy::Policy::default()
-            }));
+            })));
         }
         let windows = self
             .windows
@@ -119,11 +146,22 @@ impl UpdateSpec {
                     .map_err(|e| bad("timezone", format!("{e:#}")))?
             }
         };
-        Ok(Some(slate_core::policy::Policy {
+        Ok(Some(self.consent_policy(slate_core::policy::Policy {
             windows,
             zone,
             max_kib_s: self.max_kib_s,
-        }))
+            ..slate_core::policy::Policy::default()
+        })))
+    }
+
+    /// `p` with the spec's consent settings.
+    fn consent_policy(&self, p: slate_core::policy::Policy) -> slate_core::policy::Policy {
+        slate_core::policy::Policy {
+            consent: self.consent.clone(),
+            consent_retry_s: self.consent_retry.map_or(300, |s| s.secs()),
+            consent_force_after_s: self.consent_force_after.map(|s| s.secs()),
+            ..p
+        }
     }
 
     /// Reads and checks the channel's files (`resolve` turns a spec-relative path into one to
@@ -270,6 +308,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((capped.max_kib_s, capped.windows.len()), (Some(512), 0));
+        // Consent: an absolute program, and its timings only with it.
+        let asked = spec("consent = [\"/usr/bin/app\", \"may\"]\nconsent_force_after = \"24h\"\n")
+            .policy(at, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                asked.consent.len(),
+                asked.consent_retry_s,
+                asked.consent_force_after_s
+            ),
+            (2, 300, Some(86_400))
+        );
+        let e = err("consent = [\"app\"]\n");
+        assert!(
+            e.contains("update.consent") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err("consent_retry = \"1m\"\n");
+        assert!(e.contains("update.consent"), "{e}");
     }
 
     #[test]

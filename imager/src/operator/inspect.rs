@@ -431,6 +431,13 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
             f.version, f.failures, f.verdicts, f.reason
         );
     }
+    if let Some(c) = &s.consent {
+        let _ = writeln!(
+            out,
+            "consent      the application said {} to {} ({}); asked again at {}",
+            c.answer, c.version, c.reason, c.ask_again_at
+        );
+    }
     if let Some(w) = &s.window {
         let _ = if w.open {
             writeln!(out, "window       open: updates are applied")

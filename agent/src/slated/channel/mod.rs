@@ -334,6 +334,24 @@ async fn check(
             ready_at: Some(ready_at),
         });
     }
+    // The application's say, before anything is fetched: not now or no waits until it is
+    // asked again (the status shows its answer).
+    let asking = agent.clone();
+    let version_asked = update.version.to_string();
+    let consent =
+        tokio::task::spawn_blocking(move || asking.consent_allows(&version_asked, false)).await;
+    if let Ok(Err(Refusal::ConsentHeld { ask_again_at, .. })) = consent {
+        let ready_at = u64::try_from(ask_again_at).unwrap_or(now_u);
+        set_offer(
+            agent,
+            Some(update.version.to_string()),
+            wave,
+            Some(ready_at),
+        );
+        return Ok(Checked::Idle {
+            ready_at: Some(ready_at),
+        });
+    }
     // A device that is installing already (a push) is not sent the bundle only to refuse it
     // at the end: the check says who holds the lock and the next check tries again.
     match crate::slated::install::lock::try_take(Path::new(crate::slated::install::lock::PATH)) {
@@ -404,7 +422,7 @@ async fn check(
                 marker::warn(format!("channel: the resume record: {e:#}"));
             }
         };
-        worker_agent.install_with(reader, force, Some(&offered), Some(&note), Some(feed))
+        worker_agent.install_with(reader, force, Some(&offered), Some(&note), Some(feed), None)
     });
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(
@@ -468,6 +486,7 @@ async fn check(
                         | Refusal::NoEsp
                         | Refusal::Stalled { .. }
                         | Refusal::OutsideWindow { .. }
+                        | Refusal::ConsentHeld { .. }
                 )
             );
             backoff.failed(expected.sha256, lasting, &cfg.poll(), now_u, draw());

@@ -86,7 +86,13 @@ pub struct Installer<'a> {
     pub checkpoint: Option<&'a Checkpoint<'a>>,
     /// Told when a phase the status shows begins (verifying, once the root image is written).
     pub on_phase: Option<&'a (dyn Fn(slate_core::api::Phase) + 'a)>,
+    /// Asked once the manifest is verified and before anything is written whether its version
+    /// may be applied now (the application's consent, for a push).
+    pub gate: Option<&'a Gate<'a>>,
 }
+
+/// What [`Installer::gate`] calls.
+pub type Gate<'a> = dyn Fn(&slate_core::Version) -> Result<(), Refusal> + 'a;
 
 /// What [`Installer::checkpoint`] calls: `(bundle offset of the root image, bytes durable)`.
 pub type Checkpoint<'a> = dyn Fn(u64, u64) + 'a;
@@ -129,6 +135,9 @@ pub fn install<R: Read>(
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
     plan::check_offered(&m, inst.offered.as_ref())?;
+    if let Some(gate) = inst.gate {
+        gate(&m.version)?;
+    }
     drop(span);
     let boot = match inst.secure_boot_db {
         Some(_) => BootKind::SignedUki,
