@@ -385,6 +385,48 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .unwrap();
     strangers_are_refused(&mut vm, &v2, tmp.path());
 
+    // The application holds the update back (its consent program answers 75: not now): the
+    // push is refused once the manifest is verified, before anything is written, and the
+    // status says who and until when. It then lets go.
+    vm.wait_prompt("slate# ", 0, Duration::from_secs(30))
+        .unwrap();
+    let w = vm
+        .shell("echo 75 > /data/consent", Duration::from_secs(30))
+        .unwrap();
+    assert!(w.ends_with("exit=0"), "{w}");
+    let mark = vm.mark();
+    let e = push::push(
+        &url,
+        &v2,
+        &access(tmp.path()),
+        true,
+        None,
+        Progress::new(true),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("the application holds the update back"),
+        "{e:#}"
+    );
+    assert!(vm.saw_after(
+        &format!("{} not-now version=1.1.0", Kind::Consent.prefix()),
+        mark
+    ));
+    let s = status(&vm);
+    let c = s
+        .consent
+        .clone()
+        .expect("the status shows the application's answer");
+    assert_eq!(
+        (c.version.as_str(), c.answer.as_str()),
+        ("1.1.0", "not-now")
+    );
+    assert!(s.last_attempt.is_none(), "{s:?}");
+    let w = vm
+        .shell("rm /data/consent", Duration::from_secs(30))
+        .unwrap();
+    assert!(w.ends_with("exit=0"), "{w}");
+
     // Two good slots, as on a device that has updated once: 1.1.0 runs in b, committed, and
     // 1.0.0 in a is the fallback the corpus must not touch.
     let p = push::push(

@@ -24,6 +24,11 @@ pub enum Variant {
     SecureBootFailingHealth,
 }
 
+/// The application's consent in test images: it says what `/data/consent` says (an exit
+/// status), go when there is no such file, so a scenario can hold an update back from the
+/// device's shell.
+pub const CONSENT: &str = "\n[update]\nconsent = [\"/bin/busybox\", \"sh\", \"-c\", \"exit $(cat /data/consent 2>/dev/null || echo 0)\"]\nconsent_retry = \"1m\"\n";
+
 impl Variant {
     /// The board the variant is built for.
     pub fn board(self) -> &'static str {
@@ -76,7 +81,7 @@ impl Variant {
             Variant::Demo
             | Variant::Arm64
             | Variant::FailingHealth
-            | Variant::Arm64FailingHealth => {}
+            | Variant::Arm64FailingHealth => text += CONSENT,
             Variant::Channel => text += &crate::channel::channel().spec_table(),
             Variant::SecureBoot | Variant::SecureBootFailingHealth => {
                 let keys = crate::secure_boot_keys();
