@@ -88,6 +88,19 @@ pub fn filter_text(cmdline: &str, config: &LogConfig) -> String {
         .map_or_else(|| config.filter.clone(), str::to_string)
 }
 
+/// A service of the image (`slated`, the DHCP client): logs to its output (which PID 1 copies
+/// to the console and the service's log) with the image's filter (`[log]`, or `slate.log=`
+/// on the kernel command line); a warning to print when the filter is bad.
+pub fn init_for_service() -> Option<String> {
+    let log: LogConfig = std::fs::read_to_string(format!("/{}", slate_core::config::paths::INIT))
+        .ok()
+        .and_then(|t| toml::from_str::<slate_core::config::InitConfig>(&t).ok())
+        .map(|init| init.log)
+        .unwrap_or_default();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    init(&filter_text(&cmdline, &log), false)
+}
+
 /// Parses a filter; a bad one falls back to `info` and says why, rather than silencing logs.
 pub fn parse_filter(text: &str) -> (Targets, Option<String>) {
     match text.parse::<Targets>() {

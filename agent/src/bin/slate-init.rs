@@ -37,9 +37,7 @@ fn dhcp(args: &[String]) -> ! {
             }
         }
     }
-    if let Some(w) =
-        slate_agent::logging::init(&std::env::var("SLATE_LOG").unwrap_or_default(), false)
-    {
+    if let Some(w) = slate_agent::logging::init_for_service() {
         marker::warn(w);
     }
     match slate_agent::dhcp::run(&options) {

@@ -177,15 +177,7 @@ fn install_cli(args: &[String]) -> Result<()> {
 /// Logs to stdout (stage 2 keeps slated's output in /data/slate/log/slated.log) at the level
 /// the image or the kernel command line asks for.
 fn init_logging() {
-    let log: slate_core::config::LogConfig =
-        std::fs::read_to_string(format!("/{}", slate_core::config::paths::INIT))
-            .ok()
-            .and_then(|t| toml::from_str::<slate_core::config::InitConfig>(&t).ok())
-            .map(|init| init.log)
-            .unwrap_or_default();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let filter = slate_agent::logging::filter_text(&cmdline, &log);
-    if let Some(w) = slate_agent::logging::init(&filter, false) {
+    if let Some(w) = slate_agent::logging::init_for_service() {
         marker::warn(w);
     }
 }
