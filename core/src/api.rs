@@ -14,13 +14,16 @@ use std::fmt;
 pub mod cut_point;
 mod kinds;
 pub mod marker;
+mod marker_kind;
 pub mod metrics;
+pub mod policy;
 pub mod progress;
 
 pub use cut_point::CutPoint;
 use kinds::empty_is_none;
 pub use kinds::{ChannelFailure, RefusalKind};
 pub use marker::{Kind, Marker};
+pub use policy::{ConsentStatus, Failed, ResetConfirm, WindowStatus};
 pub use progress::{Phase, Progress};
 
 /// `GET /v1/status`.
@@ -207,53 +210,6 @@ pub struct UpdateRecord {
     pub at: i64,
 }
 
-/// A version that failed here: not installed again without force before `retry_at`, and
-/// never once [`crate::retry`] says its failures are final.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failed {
-    /// Version.
-    pub version: String,
-    /// Why it failed (the last time).
-    pub reason: String,
-    /// Times it failed here. Records from agents before bounded retries read as 1.
-    #[serde(default = "one")]
-    pub failures: u32,
-    /// Of those, how many were its own health checks' verdict (rather than a boot that never
-    /// reached them): two are final, whatever the back-off.
-    #[serde(default)]
-    pub verdicts: u32,
-    /// When it last failed (Unix seconds; none in records from earlier agents).
-    #[serde(default)]
-    pub at: Option<i64>,
-    /// From when it may be taken again without force (Unix seconds); none: never.
-    #[serde(default)]
-    pub retry_at: Option<i64>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// The answer to a first `POST /v1/factory-reset`: the token that confirms it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResetConfirm {
-    /// Send it back as `?confirm=…` within `expires_in_s`.
-    pub confirm: String,
-    /// Seconds the token is good for.
-    pub expires_in_s: u64,
-    /// What a reset does, in words.
-    pub wipes: String,
-}
-
-/// The maintenance windows as the device sees them now (`[update] windows`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowStatus {
-    /// A window is open: updates may be applied.
-    pub open: bool,
-    /// When one is next open (now, when open; Unix seconds).
-    pub next_open: i64,
-}
-
 /// The status document, `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -313,19 +269,6 @@ pub struct Status {
     /// The application's last answer holding an update back (`[update] consent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentStatus>,
-}
-
-/// An update the application (`[update] consent`) holds back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentStatus {
-    /// The version held back.
-    pub version: String,
-    /// `not-now` (exit 75) or `no`.
-    pub answer: String,
-    /// What it said (its exit status and last line of output).
-    pub reason: String,
-    /// When it is asked again (Unix seconds).
-    pub ask_again_at: i64,
 }
 
 impl Status {

@@ -9,9 +9,8 @@ use crate::slated::state::{self, State};
 use crate::slated::throttle::Throttle;
 use crate::{lock, marker, uptime_ms};
 use anyhow::{Context, Result};
-use slate_core::api::progress::Tracker;
 use slate_core::api::{
-    BootState, Health, HealthState, Marker, Outcome, Phase, SlotState, Status, UpdateRecord,
+    BootState, Health, HealthState, Marker, Outcome, SlotState, Status, UpdateRecord,
 };
 use slate_core::config::{self, paths, AgentConfig, ImageInfo};
 use slate_core::install::Refusal;
@@ -20,8 +19,6 @@ use slate_core::manifest::{DeviceFacts, Trust};
 use slate_core::slots::{self, Boot, Plan, Step};
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Where kernel and initrd of an update are checked before they go onto the ESP: /data, not the
@@ -40,25 +37,10 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// How long a factory reset's confirmation token is good for.
-pub const RESET_CONFIRM: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The update being worked on: its tracker, and the counter of bytes its stream delivered.
-struct Active {
-    tracker: Tracker,
-    done: Option<Arc<AtomicU64>>,
-}
-
-/// Where an install's bytes come from, for its progress: the phase (downloading for a pull,
-/// writing for a push), how many bytes the bundle has, and the counter its reader keeps.
-pub struct Feed {
-    /// The phase while the bundle streams in.
-    pub phase: Phase,
-    /// Bundle bytes in all (0 when unknown).
-    pub total: u64,
-    /// Bytes read so far.
-    pub done: Arc<AtomicU64>,
-}
+mod policy;
+mod report;
+use policy::Active;
+pub use policy::{Feed, RESET_CONFIRM};
 
 /// Everything slated holds.
 pub struct Agent {
@@ -256,86 +238,6 @@ impl Agent {
         lock(&self.status).identity = Some(fingerprint);
     }
 
-    /// The status with slots and state filled in.
-    pub fn status(&self) -> Status {
-        let mut s = lock(&self.status).clone();
-        s.uptime_s = uptime_ms() as f64 / 1000.0;
-        if let Some(es) = self.esp.as_ref().and_then(|e| e.entries().ok()) {
-            s.slots = [Slot::A, Slot::B]
-                .iter()
-                .map(|&sl| slots::view(sl, &es))
-                .collect();
-        }
-        let st = lock(&self.state);
-        s.last_attempt = st.last_attempt.clone();
-        s.last_refusal = st.last_refusal.clone();
-        s.failed = st.failed.clone();
-        s.boots = st.boots;
-        s.security_epoch = st.security_epoch;
-        drop(st);
-        s.channel = lock(&self.channel).clone();
-        s.window = self.window_status();
-        s.consent = lock(&self.consent).clone();
-        s.progress = lock(&self.progress).as_mut().map(|a| {
-            if let Some(done) = &a.done {
-                a.tracker.update(done.load(Ordering::Relaxed), uptime_ms());
-            }
-            a.tracker.progress()
-        });
-        s
-    }
-
-    /// A phase of an update begins (`total` bytes to do, 0 when unknown), its bytes counted
-    /// by `done` when given; the version stays what an earlier phase learnt.
-    pub fn progress_phase(&self, phase: Phase, total: u64, done: Option<Arc<AtomicU64>>) {
-        let mut p = lock(&self.progress);
-        let version = p.as_ref().and_then(|a| a.tracker.progress().version);
-        *p = Some(Active {
-            tracker: Tracker::start(phase, version, total, uptime_ms()),
-            done,
-        });
-    }
-
-    /// The update's version, once its manifest is verified.
-    fn progress_version(&self, version: &str) {
-        if let Some(a) = lock(&self.progress).as_mut() {
-            a.tracker.set_version(version);
-        }
-    }
-
-    /// A new factory-reset confirmation token (the last one handed out is the only one good).
-    pub fn reset_token(&self) -> anyhow::Result<String> {
-        let mut b = [0u8; 16];
-        rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-            .context("no random bytes for a confirmation token")?;
-        let token = hex::encode(b);
-        *lock(&self.reset_token) = Some((token.clone(), std::time::Instant::now()));
-        Ok(token)
-    }
-
-    /// Whether `token` confirms a reset: the last one handed out, within [`RESET_CONFIRM`]; it
-    /// is used up either way.
-    pub fn reset_confirmed(&self, token: &str) -> bool {
-        lock(&self.reset_token)
-            .take()
-            .is_some_and(|(t, at)| t == token && at.elapsed() <= RESET_CONFIRM)
-    }
-
-    /// No update is being worked on.
-    pub fn progress_done(&self) {
-        *lock(&self.progress) = None;
-    }
-
-    /// The maintenance windows now, for an image that has them.
-    fn window_status(&self) -> Option<slate_core::api::WindowStatus> {
-        let w = self.policy.as_ref().filter(|p| !p.windows.is_empty())?;
-        let t = now();
-        Some(slate_core::api::WindowStatus {
-            open: w.is_open(t),
-            next_open: w.next_open(t).unwrap_or(t),
-        })
-    }
-
     fn save(&self, st: &State) {
         if let Err(e) = st.save(Path::new(state::DIR)) {
             marker::warn(format!("saving agent state: {e}"));
@@ -475,83 +377,6 @@ impl Agent {
         self.carry_out(esp, &plan) && plan.reboots()
     }
 
-    /// Whether an update may be applied now: inside a maintenance window, or outside one when
-    /// the operator said `now` (logged and counted).
-    pub fn window_allows(&self, now_override: bool) -> Result<(), Refusal> {
-        let Some(w) = &self.policy else {
-            return Ok(());
-        };
-        let t = now();
-        if w.is_open(t) {
-            return Ok(());
-        }
-        if now_override {
-            marker::warn("an update is applied outside the maintenance window, as the operator asked (--now)");
-            let mut st = lock(&self.state);
-            st.window_overrides += 1;
-            self.save(&st);
-            return Ok(());
-        }
-        Err(Refusal::OutsideWindow {
-            opens_at: w.next_open(t).unwrap_or(t),
-        })
-    }
-
-    /// Asks the application (`[update] consent`) whether `version` may be applied now
-    /// (blocking: it runs a program). `now_override`: the operator said now, nobody is asked.
-    pub fn consent_allows(&self, version: &str, now_override: bool) -> Result<(), Refusal> {
-        let Some(p) = self.policy.as_ref().filter(|p| !p.consent.is_empty()) else {
-            return Ok(());
-        };
-        if now_override {
-            return Ok(());
-        }
-        let answer =
-            crate::slated::consent::ask(&p.consent, version, &self.image.version.to_string());
-        let t = now();
-        let first = lock(&self.consent_held).get(version).copied();
-        match p.verdict(&answer, first, t) {
-            slate_core::policy::Verdict::Apply => {
-                if !matches!(answer, slate_core::policy::Answer::Go) {
-                    marker::warn(format!(
-                        "the application has held {version} back since {} (consent_force_after passed); it is applied",
-                        first.unwrap_or(t)
-                    ));
-                }
-                lock(&self.consent_held).remove(version);
-                *lock(&self.consent) = None;
-                Ok(())
-            }
-            slate_core::policy::Verdict::AskAgainAt(at)
-            | slate_core::policy::Verdict::Refused(_, at) => {
-                let (word, reason) = match &answer {
-                    slate_core::policy::Answer::NotNow(r) => ("not-now", r.clone()),
-                    slate_core::policy::Answer::No(r) => ("no", r.clone()),
-                    slate_core::policy::Answer::Go => ("go", String::new()),
-                };
-                lock(&self.consent_held)
-                    .entry(version.to_string())
-                    .or_insert(t);
-                *lock(&self.consent) = Some(slate_core::api::ConsentStatus {
-                    version: version.to_string(),
-                    answer: word.to_string(),
-                    reason: reason.clone(),
-                    ask_again_at: at,
-                });
-                marker::emit(&Marker::Consent {
-                    answer: word,
-                    version: version.to_string(),
-                    ask_again_at: at,
-                    reason: reason.clone(),
-                });
-                Err(Refusal::ConsentHeld {
-                    reason,
-                    ask_again_at: at,
-                })
-            }
-        }
-    }
-
     /// Installs a bundle from `body` (one at a time, across processes).
     pub fn install(&self, body: impl Read, force: bool) -> Result<Installed, InstallError> {
         self.install_with(body, force, None, None, None, None)
@@ -683,33 +508,6 @@ impl Agent {
             self.save(&st);
         }
         r
-    }
-
-    /// Prometheus text.
-    pub fn metrics(&self) -> String {
-        // The slots as the ESP shows them now (taken before the state lock, which status takes).
-        let slots = self.status().slots;
-        let st = lock(&self.state);
-        let s = lock(&self.status);
-        // An alert on 0 catches a device with nothing to fall back to (after an install that
-        // failed while streaming, until the next one succeeds).
-        let fallback_available = slots
-            .iter()
-            .any(|v| v.slot == s.slot.other() && v.state == slate_core::api::SlotState::Good);
-        slate_core::api::metrics::Metrics {
-            attempts: Outcome::ALL.iter().map(|&o| (o, st.counted(o))).collect(),
-            bytes_written: st.bytes_written,
-            last_install_seconds: st.last_install_seconds,
-            forced: st.forced,
-            boots: st.boots,
-            healthy: s.health.state == HealthState::Passed,
-            fallback_available,
-            channel: lock(&self.channel).clone(),
-            slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
-            window: self.window_status().map(|w| (w.open, st.window_overrides)),
-            phase: lock(&self.progress).as_ref().map(|a| a.tracker.phase()),
-        }
-        .render()
     }
 }
 

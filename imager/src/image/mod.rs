@@ -18,6 +18,7 @@ pub mod debian;
 pub mod hashing;
 pub mod kernel;
 pub mod kmod;
+pub mod operator_ca;
 pub mod packages;
 pub mod provenance;
 pub mod spec;

@@ -3,6 +3,7 @@
 //! (`slate_core::channel::decide`), and install through the very path `slate push` uses, so
 //! every check and marker the gauntlet proved holds for pulls too.
 
+mod crl;
 mod download;
 mod https;
 pub mod ratelimit;
@@ -22,7 +23,7 @@ use anyhow::{Context, Result};
 use slate_core::api::{BootState, ChannelError, ChannelFailure, ChannelStatus, Marker};
 use slate_core::channel::{
     decide, Decision, DeviceView, Outcome, ReleaseManifest, Scheduler, TargetBackoff, UpdateConfig,
-    OPERATORS_CRL_TARGET, RELEASE_TARGET,
+    RELEASE_TARGET,
 };
 use slate_core::install::Refusal;
 use slate_core::Digest32;
@@ -184,7 +185,7 @@ async fn check(
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
     }
-    take_operators_crl(agent, &repo, &mut memory.crl_seen).await;
+    crl::take_operators_crl(agent, &repo, &mut memory.crl_seen).await;
     let backoff = &mut memory.backoff;
     let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     let release: ReleaseManifest = match repo.read_target(&name).await {
@@ -534,46 +535,6 @@ async fn load(
         marker::warn(format!("channel: keeping the verified root: {e:#}"));
     }
     Ok(repo)
-}
-
-/// Hands the operator CA a CRL the channel publishes (`slate publish --crl`) when it changed
-/// since the last check: the CA takes it if its own signature verifies and it is newer than the
-/// kept one. A CRL that cannot be read or is refused is a warning, never a failed check: the
-/// update path does not depend on it.
-async fn take_operators_crl(agent: &Agent, repo: &tough::Repository, seen: &mut Option<Vec<u8>>) {
-    let Ok(name) = TargetName::new(OPERATORS_CRL_TARGET) else {
-        return;
-    };
-    let Some(target) = repo.targets().signed.targets.get(&name) else {
-        return;
-    };
-    let sha = target.hashes.sha256.to_vec();
-    if seen.as_ref() == Some(&sha) {
-        return;
-    }
-    let Some(ca) = agent.operator_ca.get() else {
-        *seen = Some(sha);
-        return;
-    };
-    let bytes = match repo.read_target(&name).await {
-        Ok(Some(stream)) => {
-            use tough::IntoVec;
-            stream.into_vec().await.map_err(anyhow::Error::new)
-        }
-        Ok(None) => return,
-        Err(e) => Err(anyhow::Error::new(e)),
-    };
-    match bytes.map(|b| ca.offer_crl(&b).map_err(anyhow::Error::new)) {
-        Ok(Ok(this_update)) => {
-            marker::emit(&Marker::OperatorsCrl { this_update });
-            *seen = Some(sha);
-        }
-        Ok(Err(e)) => {
-            marker::warn(format!("channel: the operators' CRL is not taken: {e:#}"));
-            *seen = Some(sha);
-        }
-        Err(e) => marker::warn(format!("channel: reading the operators' CRL: {e:#}")),
-    }
 }
 
 /// A random number for the back-off's jitter (0 when the kernel has none to give).
