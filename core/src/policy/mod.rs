@@ -3,10 +3,12 @@
 //! decides when a device may switch slots and reboot for it, and how fast it may download. Pure: the time comes in as an argument, so the agent
 //! passes its floored clock and the property tests a million random ones.
 
+pub mod apply;
 pub mod bucket;
 pub mod window;
 pub mod zone;
 
+pub use apply::{Decision, Held, Look, Reboot, Trigger};
 pub use bucket::TokenBucket;
 
 pub use window::{Window, WindowError};
@@ -35,6 +37,9 @@ pub struct Policy {
     /// asking (none: the application may hold it for ever).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_force_after_s: Option<u64>,
+    /// Who decides when a verified update switches slots [default: the windows].
+    #[serde(default)]
+    pub reboot: Reboot,
 }
 
 fn default_consent_retry() -> u64 {

@@ -226,3 +226,137 @@ fn consent_holds_an_update_until_it_says_go_or_the_limit_passes() {
         Verdict::AskAgainAt(i64::MAX / 2 + 300)
     );
 }
+
+/// The device's loop over a staged update, as the agent runs it: look, then sleep until the
+/// look says. Returns when it applied (or None within `horizon`) and every moment it looked.
+fn run_staged(
+    p: &Policy,
+    t0: i64,
+    horizon: i64,
+    consent_goes_at: Option<i64>,
+) -> (Option<i64>, Vec<(i64, Look)>) {
+    let mut held = Held::default();
+    let mut t = t0;
+    let mut looks = Vec::new();
+    while t <= horizon {
+        let look = p.look(&mut held, t, Trigger::Device, || {
+            if consent_goes_at.is_some_and(|g| t >= g) {
+                Answer::Go
+            } else {
+                Answer::NotNow("busy".into())
+            }
+        });
+        looks.push((t, look.clone()));
+        match look {
+            Look::Apply { .. } => return (Some(t), looks),
+            Look::Wait { at: None } => return (None, looks),
+            Look::Wait { at: Some(at) } | Look::HeldBack { at, .. } => {
+                assert!(at > t, "a look at {t} asked to look again at {at}");
+                t = at;
+            }
+        }
+    }
+    (None, looks)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+    /// Over 100,000 random (clock, windows, zone, reboot policy, consent answers, consent
+    /// limits): a staged update is never applied outside a window, never before the
+    /// application says go unless `consent_force_after` passed, never by the device under
+    /// `reboot = "manual"`; the application is asked at the opening of every window after its
+    /// retry delay, and an update it lets go at once is applied at the first window.
+    #[test]
+    fn staged_updates_apply_only_in_windows_once_consent_allows(
+        windows in prop::collection::vec(arb_window(), 0..4),
+        zone in arb_zone(),
+        t0 in 1_790_000_000i64..1_830_000_000,
+        consent in any::<bool>(),
+        goes_after in prop::option::of(0i64..6 * 86_400),
+        retry in 60u64..7200,
+        force_after in prop::option::of(3600u64..5 * 86_400),
+        manual in prop::bool::weighted(0.1),
+    ) {
+        let p = Policy {
+            windows,
+            zone,
+            consent: if consent { vec!["/usr/bin/app".into()] } else { vec![] },
+            consent_retry_s: retry,
+            consent_force_after_s: force_after.filter(|_| consent),
+            reboot: if manual { Reboot::Manual } else { Reboot::Window },
+            ..Policy::default()
+        };
+        let goes_at = goes_after.map(|g| t0 + g);
+        let (applied, looks) = run_staged(&p, t0, t0 + 12 * 86_400, goes_at);
+        if manual {
+            prop_assert_eq!(applied, None);
+            prop_assert_eq!(looks.len(), 1);
+            return Ok(());
+        }
+        let first_open = p.next_open(t0).expect("a window opens");
+        if let Some(ta) = applied {
+            prop_assert!(open_by_definition(&p, ta), "applied at {} outside a window", ta);
+            let forced = looks
+                .iter()
+                .find(|(_, l)| matches!(l, Look::HeldBack { .. }))
+                .zip(p.consent_force_after_s)
+                .is_some_and(|((first, _), limit)| ta - first >= limit as i64);
+            prop_assert!(
+                !consent || goes_at.is_some_and(|g| ta >= g) || forced,
+                "applied at {} before consent went at {:?}", ta, goes_at
+            );
+        }
+        if !consent || goes_at.is_some_and(|g| g <= t0) {
+            prop_assert_eq!(applied, Some(first_open));
+        }
+        // Each look follows from the one before: after "not now", the next look is the
+        // retry delay later; after a closed window, the opening of the next one.
+        for pair in looks.windows(2) {
+            let ((t, look), (next, _)) = (&pair[0], &pair[1]);
+            let expected = match look {
+                Look::HeldBack { .. } => *t + retry as i64,
+                Look::Wait { at: Some(at) } => {
+                    prop_assert_eq!(Some(*at), p.next_open(*t));
+                    *at
+                }
+                other => panic!("looked again after {other:?}"),
+            };
+            prop_assert_eq!(*next, expected);
+            prop_assert_eq!(
+                matches!(look, Look::Wait { .. }),
+                !open_by_definition(&p, *t),
+                "at {} the look was {:?}", t, look
+            );
+        }
+    }
+
+    /// An operator's apply is applied at once, windows or not, and says when it overrides
+    /// one; `--now` skips the application; `--stage` never applies by itself.
+    #[test]
+    fn operators_apply_at_once_and_overrides_are_told(
+        windows in prop::collection::vec(arb_window(), 1..4),
+        zone in arb_zone(),
+        t in 1_790_000_000i64..1_830_000_000,
+        now in any::<bool>(),
+    ) {
+        let p = Policy {
+            windows,
+            zone,
+            consent: vec!["/usr/bin/app".into()],
+            ..Policy::default()
+        };
+        let mut asked = false;
+        let look = p.look(&mut Held::default(), t, Trigger::Operator { now }, || {
+            asked = true;
+            Answer::Go
+        });
+        prop_assert_eq!(look, Look::Apply { overrides_window: !open_by_definition(&p, t) });
+        prop_assert_eq!(asked, !now);
+        let mut staged = Held { stage_only: true, ..Held::default() };
+        prop_assert_eq!(
+            p.look(&mut staged, t, Trigger::Device, || Answer::Go),
+            Look::Wait { at: None }
+        );
+    }
+}
