@@ -23,13 +23,18 @@ pub use cut_point::CutPoint;
 use kinds::empty_is_none;
 pub use kinds::{ChannelFailure, RefusalKind};
 pub use marker::{Kind, Marker};
-pub use policy::{ConsentStatus, Failed, ResetConfirm, WindowStatus};
+pub use policy::{ConsentStatus, Failed, ResetConfirm, StagedStatus, WindowStatus};
 pub use progress::{Phase, Progress};
 
 /// `GET /v1/status`.
 pub const STATUS_ROUTE: &str = "/v1/status";
-/// `POST /v1/update` (body: a bundle; `?force=true`, `?reboot=false`).
+/// `POST /v1/update` (body: a bundle; `?force=true`, `?reboot=false`, `?now=true` applies
+/// it outside the maintenance windows and without the application's consent, `?stage=true`
+/// installs it and waits for `POST /v1/apply`).
 pub const UPDATE_ROUTE: &str = "/v1/update";
+/// `POST /v1/apply`: applies the staged update now (windows or not; `?now=true` also skips
+/// the application's consent) and reboots into it.
+pub const APPLY_ROUTE: &str = "/v1/apply";
 /// `POST /v1/reboot`.
 pub const REBOOT_ROUTE: &str = "/v1/reboot";
 /// `POST /v1/poweroff`.
@@ -269,6 +274,9 @@ pub struct Status {
     /// The application's last answer holding an update back (`[update] consent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentStatus>,
+    /// An update installed into the idle slot and waiting to be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<StagedStatus>,
 }
 
 impl Status {
@@ -309,6 +317,21 @@ pub enum UploadAnswer {
         seconds: f64,
         /// Whether the device reboots into it now.
         reboot: bool,
+    },
+    /// Written to the idle slot, verified and staged (HTTP 200): applied at `apply_at`, or
+    /// when an operator asks (`POST /v1/apply`).
+    Staged {
+        /// Slot written.
+        slot: Slot,
+        /// Version staged.
+        version: String,
+        /// Bytes written to the slot and the ESP.
+        bytes: u64,
+        /// Seconds from the first byte to the staged entry written.
+        seconds: f64,
+        /// When the device applies it by itself (Unix seconds; none: only an operator).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        apply_at: Option<i64>,
     },
     /// The bundle or the moment was not acceptable (HTTP 400 or 409).
     Refused {
@@ -405,6 +428,7 @@ mod tests {
             window: None,
             progress: None,
             consent: None,
+            staged: None,
         }
     }
 

@@ -25,6 +25,11 @@ pub const ENTRIES_DIR: &str = "loader/entries";
 /// `sort-key` every Slate entry carries, so systemd-boot orders slots by version.
 pub const SORT_KEY: &str = "slate";
 
+/// What a staged entry's file name ends with, after the entry's own name: systemd-boot loads
+/// only `*.conf` and `*.efi` files, so a staged update is never booted until the agent renames
+/// it (applies it).
+pub const STAGED_SUFFIX: &str = ".staged";
+
 /// Directory of type-2 entries (Unified Kernel Images) on the ESP.
 pub const UKI_DIR: &str = "EFI/Linux";
 
@@ -112,6 +117,17 @@ impl EntryName {
     /// Its path on the ESP, without a leading `/` (`EFI/Linux/slate-a-1.0.0.efi`).
     pub fn path(&self) -> String {
         format!("{}/{self}", self.kind.dir())
+    }
+
+    /// Its staged file's path on the ESP (`loader/entries/slate-b-1.1.0+3.conf.staged`).
+    pub fn staged_path(&self) -> String {
+        format!("{}{STAGED_SUFFIX}", self.path())
+    }
+
+    /// The entry a staged file name (`slate-b-1.1.0+3.conf.staged`) becomes when applied;
+    /// None for a file that is not staged.
+    pub fn parse_staged(file_name: &str) -> Option<Result<EntryName, EntryNameError>> {
+        file_name.strip_suffix(STAGED_SUFFIX).map(str::parse)
     }
 
     /// A blessed entry (no counter).
@@ -335,6 +351,20 @@ mod tests {
             .parse::<EntryName>()
             .unwrap()
             .is_bad());
+    }
+
+    #[test]
+    fn staged_entries_are_not_entries_until_renamed() {
+        let n = EntryName::trial(Slot::B, "1.1.0".parse().unwrap(), 3).with_kind(EntryKind::Uki);
+        assert_eq!(n.staged_path(), "EFI/Linux/slate-b-1.1.0+3.efi.staged");
+        let staged = "slate-b-1.1.0+3.efi.staged";
+        assert!(staged.parse::<EntryName>().is_err(), "the boot loader's view");
+        assert_eq!(EntryName::parse_staged(staged), Some(Ok(n)));
+        assert_eq!(EntryName::parse_staged("slate-b-1.1.0+3.efi"), None);
+        assert!(matches!(
+            EntryName::parse_staged("other.conf.staged"),
+            Some(Err(_))
+        ));
     }
 
     #[test]

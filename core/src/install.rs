@@ -292,6 +292,9 @@ pub struct Situation<'a> {
     pub slot_size: u64,
     /// The idle slot's device node, for the messages.
     pub device: &'a str,
+    /// Stage the update: its entry is written under a name the boot loader does not load,
+    /// and it is applied later (a maintenance window, an operator's apply).
+    pub stage: bool,
 }
 
 /// A boot file the ESP gets for the idle slot: a bundle artifact and where it goes.
@@ -341,12 +344,15 @@ pub enum Step {
         /// The files, in bundle order.
         files: Vec<BootFile>,
     },
-    /// Write the new entry, with its boot counter: the slot is a trial from here.
+    /// Write the new entry, with its boot counter: the slot is a trial from here (or, staged,
+    /// once the entry is renamed to its name).
     WriteEntry {
         /// Its name (`slate-<slot>-<version>+3.conf` or `.efi`).
         name: EntryName,
         /// What it holds.
         content: EntryContent,
+        /// Written as `<name>.staged`, which the boot loader does not load.
+        staged: bool,
     },
     /// Ask the boot loader to try the new entry at the next boot only: systemd-boot's version
     /// order would boot the running, newer-or-equal entry again.
@@ -484,6 +490,7 @@ pub fn plan(m: &Manifest, s: &Situation<'_>) -> Result<InstallPlan, Refusal> {
             steps.push(Step::WriteEntry {
                 name: name.clone(),
                 content: EntryContent::Uki(uki),
+                staged: s.stage,
             });
             name
         }
@@ -500,11 +507,13 @@ pub fn plan(m: &Manifest, s: &Situation<'_>) -> Result<InstallPlan, Refusal> {
             steps.push(Step::WriteEntry {
                 name: trial.clone(),
                 content: EntryContent::Conf(entry),
+                staged: s.stage,
             });
             trial
         }
     };
-    if m.version <= s.facts.version {
+    // A staged entry's one-shot choice is made when it is applied.
+    if m.version <= s.facts.version && !s.stage {
         steps.push(Step::OneShot { name });
     }
     Ok(InstallPlan { idle, steps })

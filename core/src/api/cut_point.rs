@@ -34,6 +34,11 @@ pub enum CutPoint {
     MarkedBad,
     /// During the boot that falls back to the good slot.
     FallbackBoot,
+    /// A staged update's entry (`….staged`) is written: the install is done, nothing boots it.
+    Staged,
+    /// A staged update is applied: its entry renamed into a bootable one, the reboot not yet
+    /// asked for.
+    Applying,
     /// The grow of `data`: the backup GPT is written at the disk's end.
     GrowBackupWritten,
     /// The grow: the primary table's entries are written.
@@ -58,6 +63,9 @@ impl CutPoint {
         CutPoint::FallbackBoot,
     ];
 
+    /// The steps of an update staged and applied later, in order.
+    pub const STAGE: [CutPoint; 2] = [CutPoint::Staged, CutPoint::Applying];
+
     /// Stage 1's steps in the first boot's grow of `data` onto a larger disk, in order.
     pub const GROW: [CutPoint; 3] = [
         CutPoint::GrowBackupWritten,
@@ -79,6 +87,8 @@ impl CutPoint {
             CutPoint::Blessed => "blessed",
             CutPoint::MarkedBad => "marked-bad",
             CutPoint::FallbackBoot => "fallback-boot",
+            CutPoint::Staged => "staged",
+            CutPoint::Applying => "applying",
             CutPoint::GrowBackupWritten => "grow-backup-written",
             CutPoint::GrowEntriesWritten => "grow-entries-written",
             CutPoint::GrowFilesystem => "grow-filesystem",
@@ -103,6 +113,7 @@ impl FromStr for CutPoint {
     fn from_str(s: &str) -> Result<CutPoint, UnknownCutPoint> {
         CutPoint::UPDATE
             .into_iter()
+            .chain(CutPoint::STAGE)
             .chain(CutPoint::GROW)
             .find(|c| c.as_str() == s)
             .ok_or_else(|| UnknownCutPoint(s.to_string()))
@@ -115,7 +126,11 @@ mod tests {
 
     #[test]
     fn every_cut_point_reads_back_from_its_name_and_names_are_distinct() {
-        let all: Vec<CutPoint> = CutPoint::UPDATE.into_iter().chain(CutPoint::GROW).collect();
+        let all: Vec<CutPoint> = CutPoint::UPDATE
+            .into_iter()
+            .chain(CutPoint::STAGE)
+            .chain(CutPoint::GROW)
+            .collect();
         for c in &all {
             assert_eq!(c.as_str().parse::<CutPoint>(), Ok(*c));
         }

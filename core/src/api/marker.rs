@@ -162,13 +162,22 @@ pub enum Marker {
         /// The CRL's thisUpdate (Unix seconds).
         this_update: i64,
     },
-    /// An update is offered, and the maintenance windows are closed: it is taken when one
-    /// opens.
-    WindowClosed {
-        /// The version waiting.
+    /// An update is installed into the idle slot and verified, and waits to be applied (its
+    /// entry is staged: nothing boots it yet).
+    Staged {
+        /// The slot it is in.
+        slot: Slot,
+        /// Its version.
         version: String,
-        /// When the next window opens (Unix seconds).
-        opens_at: i64,
+        /// When the device applies it by itself (Unix seconds; none: when an operator says).
+        apply_at: Option<i64>,
+    },
+    /// A staged update is applied: its entry is bootable and the device reboots into it.
+    Applying {
+        /// The slot it is in.
+        slot: Slot,
+        /// Its version.
+        version: String,
     },
     /// The application (`[update] consent`) held an update back.
     Consent {
@@ -305,7 +314,8 @@ impl Marker {
             Marker::ChannelResumed { .. } => Kind::ChannelResumed,
             Marker::ChannelFetched { .. } => Kind::ChannelFetched,
             Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
-            Marker::WindowClosed { .. } => Kind::WindowClosed,
+            Marker::Staged { .. } => Kind::Staged,
+            Marker::Applying { .. } => Kind::Applying,
             Marker::FactoryReset { .. } => Kind::FactoryReset,
             Marker::Consent { .. } => Kind::Consent,
             Marker::ChannelError { .. } => Kind::ChannelError,
@@ -473,9 +483,18 @@ impl fmt::Display for Marker {
                 " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
             ),
             Marker::OperatorsCrl { this_update } => write!(f, " this_update={this_update}"),
-            Marker::WindowClosed { version, opens_at } => {
-                write!(f, " version={version} opens_at={opens_at}")
+            Marker::Staged {
+                slot,
+                version,
+                apply_at,
+            } => {
+                write!(f, " slot={slot} version={version} apply_at=")?;
+                match apply_at {
+                    Some(t) => write!(f, "{t}"),
+                    None => f.write_str("manual"),
+                }
             }
+            Marker::Applying { slot, version } => write!(f, " slot={slot} version={version}"),
             Marker::Consent {
                 answer,
                 version,

@@ -74,8 +74,10 @@ pub enum Kind {
     ChannelFetched,
     /// `slate: operators crl this_update=…`
     OperatorsCrl,
-    /// `slate: window closed version=… opens_at=…`
-    WindowClosed,
+    /// `slate: staged slot=… version=… apply_at=<unix seconds>|manual`
+    Staged,
+    /// `slate: applying slot=… version=…`
+    Applying,
     /// `slate: factory reset identity=kept|new`
     FactoryReset,
     /// `slate: consent not-now|no version=… ask_again_at=…: reason`
@@ -119,7 +121,8 @@ impl Kind {
             Kind::ChannelResumed => "channel resumed",
             Kind::ChannelFetched => "channel fetched",
             Kind::OperatorsCrl => "operators crl",
-            Kind::WindowClosed => "window closed",
+            Kind::Staged => "staged",
+            Kind::Applying => "applying",
             Kind::FactoryReset => "factory reset",
             Kind::Consent => "consent",
         }

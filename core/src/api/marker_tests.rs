@@ -151,8 +151,16 @@ fn golden_marker_texts() {
             "slate: operators crl this_update=1700000000".into(),
         ),
         (
-            Marker::WindowClosed { version: "2.0.0".into(), opens_at: 1700000000 },
-            "slate: window closed version=2.0.0 opens_at=1700000000".into(),
+            Marker::Staged { slot: Slot::B, version: "2.0.0".into(), apply_at: Some(1700000000) },
+            "slate: staged slot=b version=2.0.0 apply_at=1700000000".into(),
+        ),
+        (
+            Marker::Staged { slot: Slot::B, version: "2.0.0".into(), apply_at: None },
+            "slate: staged slot=b version=2.0.0 apply_at=manual".into(),
+        ),
+        (
+            Marker::Applying { slot: Slot::A, version: "2.0.0".into() },
+            "slate: applying slot=a version=2.0.0".into(),
         ),
         (
             Marker::FactoryReset { new_identity: false },

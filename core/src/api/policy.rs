@@ -24,6 +24,22 @@ pub struct WindowStatus {
     pub next_open: i64,
 }
 
+/// An update installed into the idle slot, verified, and waiting to be applied (its entry
+/// staged: the boot loader does not load it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedStatus {
+    /// The slot it is in.
+    pub slot: crate::layout::Slot,
+    /// Its version.
+    pub version: String,
+    /// When the device applies it by itself (Unix seconds): the next maintenance window, or
+    /// when the application is asked again. None: only an operator (`slate apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_at: Option<i64>,
+    /// `window`, `immediate`, `manual` (`[update] reboot`), or `operator` for `--stage`.
+    pub by: String,
+}
+
 /// An update the application (`[update] consent`) holds back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentStatus {

@@ -64,6 +64,7 @@ fn situation(facts: &DeviceFacts, running: Slot, boot: BootKind) -> Situation<'_
         boot,
         slot_size: 1 << 30,
         device: "/dev/vda3",
+        stage: false,
     }
 }
 
@@ -102,7 +103,7 @@ fn a_conf_image_writes_root_boot_files_then_the_entry() {
     };
     let paths: Vec<_> = files.iter().map(|f| f.esp_path.as_str()).collect();
     assert_eq!(paths, ["slate/b/vmlinuz", "slate/b/initrd.img"]);
-    let Step::WriteEntry { name, content } = &p.steps[4] else {
+    let Step::WriteEntry { name, content, .. } = &p.steps[4] else {
         panic!("{:?}", p.steps[4]);
     };
     assert_eq!(name.to_string(), "slate-b-1.1.0+3.conf");
@@ -129,7 +130,7 @@ fn a_secure_boot_image_writes_the_idle_slots_uki_as_its_entry() {
         kinds(&p),
         ["remove-entry", "write-root", "read-back", "write-entry"]
     );
-    let Step::WriteEntry { name, content } = &p.steps[3] else {
+    let Step::WriteEntry { name, content, .. } = &p.steps[3] else {
         panic!("{:?}", p.steps[3]);
     };
     assert_eq!(name.to_string(), "slate-a-1.1.0+3.efi");
@@ -152,6 +153,26 @@ fn a_version_that_is_not_newer_is_booted_next_by_a_one_shot_choice() {
                 name: p.entry().unwrap().clone()
             })
         );
+    }
+}
+
+#[test]
+fn a_staged_install_writes_its_entry_staged_and_leaves_the_one_shot_to_the_apply() {
+    for (kind, new) in [(BootKind::Conf, "1.0.0"), (BootKind::SignedUki, "1.2.0")] {
+        let f = facts("1.1.0");
+        let mut s = situation(&f, Slot::A, kind);
+        s.stage = true;
+        let p = plan(&manifest(new, kind == BootKind::SignedUki), &s).unwrap();
+        assert_eq!(kinds(&p).last(), Some(&"write-entry"), "{new}");
+        assert!(
+            p.steps
+                .iter()
+                .all(|s| !matches!(s, Step::WriteEntry { staged: false, .. })),
+            "{:?}",
+            p.steps
+        );
+        let staged = p.entry().unwrap().staged_path();
+        assert!(staged.ends_with(&format!("-{new}+3{}.staged", if kind == BootKind::Conf { ".conf" } else { ".efi" })), "{staged}");
     }
 }
 
