@@ -358,7 +358,10 @@ mod tests {
         let n = EntryName::trial(Slot::B, "1.1.0".parse().unwrap(), 3).with_kind(EntryKind::Uki);
         assert_eq!(n.staged_path(), "EFI/Linux/slate-b-1.1.0+3.efi.staged");
         let staged = "slate-b-1.1.0+3.efi.staged";
-        assert!(staged.parse::<EntryName>().is_err(), "the boot loader's view");
+        assert!(
+            staged.parse::<EntryName>().is_err(),
+            "the boot loader's view"
+        );
         assert_eq!(EntryName::parse_staged(staged), Some(Ok(n)));
         assert_eq!(EntryName::parse_staged("slate-b-1.1.0+3.efi"), None);
         assert!(matches!(

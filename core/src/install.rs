@@ -45,14 +45,11 @@ pub enum Refusal {
         /// Who holds the lock, as far as the device can tell (process name and PID).
         holder: String,
     },
-    /// Outside the image's maintenance windows (`[update] windows`): nothing is written.
-    #[error("outside the maintenance window; the next one opens at {opens_at} (Unix time); push with --now to apply it anyway")]
-    OutsideWindow {
-        /// When the next window opens (Unix seconds).
-        opens_at: i64,
-    },
+    /// An apply with no staged update on the device.
+    #[error("no update is staged on this device; push one with `slate push --stage`, or see `slate status` for the last install")]
+    NothingStaged,
     /// The application (`[update] consent`) held the update back.
-    #[error("the application holds the update back ({reason}); it is asked again at {ask_again_at} (Unix time); push with --now to apply it anyway")]
+    #[error("the application holds the update back ({reason}); it is asked again at {ask_again_at} (Unix time); `slate apply --now` applies it anyway")]
     ConsentHeld {
         /// What it said.
         reason: String,
@@ -134,7 +131,7 @@ impl Refusal {
         match self {
             Refusal::OnTrial { .. }
             | Refusal::Busy { .. }
-            | Refusal::OutsideWindow { .. }
+            | Refusal::NothingStaged
             | Refusal::ConsentHeld { .. } => 409,
             Refusal::Stalled { inner, .. } => inner.http_status(),
             _ => 400,
@@ -146,7 +143,7 @@ impl Refusal {
         match self {
             Refusal::OnTrial { .. } => RefusalKind::OnTrial,
             Refusal::Busy { .. } => RefusalKind::Busy,
-            Refusal::OutsideWindow { .. } => RefusalKind::OutsideWindow,
+            Refusal::NothingStaged => RefusalKind::NothingStaged,
             Refusal::ConsentHeld { .. } => RefusalKind::Consent,
             Refusal::NoTrust => RefusalKind::NoTrust,
             Refusal::NoEsp => RefusalKind::NoEsp,

@@ -118,7 +118,8 @@ pub fn needed(post: bool, path: &str, force: bool) -> Vec<Role> {
     use crate::api;
     let mut roles = match (post, path) {
         (false, _) => vec![Role::Status],
-        (true, api::UPDATE_ROUTE) => vec![Role::Push],
+        // Applying a staged update is the end of a push.
+        (true, api::UPDATE_ROUTE | api::APPLY_ROUTE) => vec![Role::Push],
         (true, api::REBOOT_ROUTE | api::POWEROFF_ROUTE) => vec![Role::Reboot],
         // Wiping a device's data is an override of everything it keeps.
         (true, api::FACTORY_RESET_ROUTE) => vec![Role::Reboot, Role::Force],

@@ -95,8 +95,9 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
     strangers_are_refused(&mut vm, &v2, tmp.path());
 
     // The application holds the update back (its consent program answers 75: not now): the
-    // push is refused once the manifest is verified, before anything is written, and the
-    // status says who and until when. It then lets go.
+    // push is installed and staged (download now, install later), and the status says who
+    // holds it and until when; an operator's apply is refused while it says not now. It then
+    // lets go, and `slate apply` applies it with no network needed.
     vm.wait_prompt("slate# ", 0, Duration::from_secs(30))
         .unwrap();
     let w = vm
@@ -104,7 +105,7 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .unwrap();
     assert!(w.ends_with("exit=0"), "{w}");
     let mark = vm.mark();
-    let e = push::push(
+    let p = push::push(
         &url,
         &v2,
         &access(tmp.path()),
@@ -112,11 +113,15 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         None,
         Progress::new(true),
     )
-    .unwrap_err();
-    assert!(
-        format!("{e:#}").contains("the application holds the update back"),
-        "{e:#}"
-    );
+    .unwrap();
+    let slate_core::api::UploadAnswer::Staged {
+        slot: Slot::B,
+        apply_at: Some(apply_at),
+        ..
+    } = p.answer
+    else {
+        panic!("not staged in slot b: {:?}", p.answer);
+    };
     assert!(vm.saw_after(
         &format!("{} not-now version=1.1.0", Kind::Consent.prefix()),
         mark
@@ -127,10 +132,24 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
         .clone()
         .expect("the status shows the application's answer");
     assert_eq!(
-        (c.version.as_str(), c.answer.as_str()),
-        ("1.1.0", "not-now")
+        (c.version.as_str(), c.answer.as_str(), c.ask_again_at),
+        ("1.1.0", "not-now", apply_at)
     );
-    assert!(s.last_attempt.is_none(), "{s:?}");
+    let staged = s
+        .staged
+        .clone()
+        .expect("the status shows the staged update");
+    assert_eq!(
+        (staged.slot, staged.version.as_str(), staged.apply_at),
+        (Slot::B, "1.1.0", Some(apply_at))
+    );
+    let quiet = Progress::new(true);
+    let e = slate_imager::operator::apply::apply(&url, &access(tmp.path()), false, None, quiet)
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("the application holds the update back"),
+        "{e:#}"
+    );
     let w = vm
         .shell("rm /data/consent", Duration::from_secs(30))
         .unwrap();
@@ -138,16 +157,15 @@ fn hostile_bundles_are_refused_and_the_running_slot_is_untouched() {
 
     // Two good slots, as on a device that has updated once: 1.1.0 runs in b, committed, and
     // 1.0.0 in a is the fallback the corpus must not touch.
-    let p = push::push(
+    let applied = slate_imager::operator::apply::apply(
         &url,
-        &v2,
         &access(tmp.path()),
-        true,
+        false,
         Some(Duration::from_secs(600)),
-        Progress::new(true),
+        quiet,
     )
     .unwrap();
-    assert_eq!(installed_slot(&p.answer), Slot::B);
+    assert_eq!(applied.version, "1.1.0");
     let s = status(&vm);
     assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::B, "1.1.0"));
     let a = s.slot_status(Slot::A).expect("slot a").clone();

@@ -1,7 +1,8 @@
 //! The generic PC board (`boards/x86_64-uefi.toml`) on a QEMU machine that looks like a PC,
 //! not like the dev VM: an NVMe disk of 4 GiB (far larger than the image), an Intel e1000e
 //! network card on QEMU's user network with its DHCP server, and no address in the spec; its
-//! maintenance window (Berlin time) is closed, so pushes wait unless the operator says now.
+//! maintenance window (Berlin time) is closed, so pushes are staged until the operator applies
+//! them (or says now).
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -101,9 +102,11 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
         !vm.saw_after(&Kind::DataGrown.prefix(), mark),
         "data grew again on the second boot"
     );
-    // Its maintenance window is days away: the status says closed; a push is refused before
-    // anything is written (409, kind outside-window), and `slate push --now` applies it,
-    // counted. (1.0.0 again, with --force: no second image to build.)
+    // Its maintenance window is days away: the status says closed. A push is installed,
+    // verified and staged (nothing boots it), the status and the console say it waits for the
+    // window, and `slate apply` applies it now: an operator's override, counted; the device
+    // reboots into it with no network needed and commits. (1.0.0 again, with --force: no
+    // second image to build.)
     let s = status(&vm);
     let w = s.window.expect("an image with windows shows them");
     let now = slate_imager::operator::bundle::now();
@@ -112,23 +115,90 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     let acc = access(tmp.path());
     let again = bundle(img);
     let quiet = slate_imager::progress::Progress::new(true);
-    let e = slate_imager::operator::push::push(&url, &again, &acc, false, None, quiet).unwrap_err();
-    assert!(
-        format!("{e:#}").contains("outside the maintenance window"),
-        "{e:#}"
+    let options = slate_imager::operator::push::Options {
+        reboot: true,
+        force: true,
+        now: false,
+        stage: false,
+        wait: None,
+    };
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    let slate_core::api::UploadAnswer::Staged {
+        slot: Slot::B,
+        apply_at,
+        ..
+    } = p.answer
+    else {
+        panic!("not staged in slot b: {:?}", p.answer);
+    };
+    assert_eq!(apply_at, Some(w.next_open));
+    vm.wait_for(
+        &format!(
+            "{} slot=b version=1.0.0 apply_at={}",
+            Kind::Staged.prefix(),
+            w.next_open
+        ),
+        SHELL,
+    )
+    .unwrap();
+    let s = status(&vm);
+    let staged = s
+        .staged
+        .clone()
+        .expect("the status shows the staged update");
+    assert_eq!(
+        (
+            staged.slot,
+            staged.version.as_str(),
+            staged.apply_at,
+            staged.by.as_str()
+        ),
+        (Slot::B, "1.0.0", Some(w.next_open), "window")
     );
-    assert!(status(&vm).last_attempt.is_none());
+    // Staged is not bootable: slot b has no entry the loader loads, so no fallback yet.
+    assert_eq!(
+        s.slot_status(Slot::B).map(|v| v.state),
+        Some(slate_core::api::SlotState::Empty),
+        "{s:?}"
+    );
+    let entries = vm
+        .shell("ls /run/slate/esp/loader/entries/", SHELL)
+        .unwrap();
+    assert!(entries.contains("slate-b-1.0.0+3.conf.staged"), "{entries}");
+    let mark = vm.mark();
+    let applied = slate_imager::operator::apply::apply(
+        &url,
+        &acc,
+        false,
+        Some(Duration::from_secs(600)),
+        quiet,
+    )
+    .unwrap();
+    assert_eq!(applied.version, "1.0.0");
+    let outcome = applied.outcome.expect("followed to the outcome");
+    assert_eq!(
+        (
+            outcome.slot,
+            outcome.last_attempt.as_ref().map(|a| a.outcome)
+        ),
+        (Slot::B, Some(slate_core::api::Outcome::Committed)),
+        "{outcome:?}"
+    );
+    assert!(vm.saw_after(&Kind::Applying.on_version(Slot::B, "1.0.0"), mark));
+    assert!(outcome.staged.is_none(), "{outcome:?}");
+    // `slate push --now` installs at once outside the window, counted too.
     let options = slate_imager::operator::push::Options {
         reboot: false,
         force: true,
         now: true,
+        stage: false,
         wait: None,
     };
     let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
     assert!(
         matches!(
             p.answer,
-            slate_core::api::UploadAnswer::Installed { slot: Slot::B, .. }
+            slate_core::api::UploadAnswer::Installed { slot: Slot::A, .. }
         ),
         "{:?}",
         p.answer
@@ -136,7 +206,7 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     let (code, metrics) = vm.http("GET", slate_core::api::METRICS_ROUTE).unwrap();
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("slate_update_window_overrides_total 1")
+        metrics.contains("slate_update_window_overrides_total 2")
             && metrics.contains("slate_update_window_open 0"),
         "{metrics}"
     );

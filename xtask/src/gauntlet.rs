@@ -4,13 +4,15 @@
 use crate::workspace::root;
 use anyhow::{bail, Result};
 
-/// Deterministic cut points (`slate_core::api::CutPoint::UPDATE`), each cut on two disks.
-const STEPS: u64 = slate_core::api::CutPoint::UPDATE.len() as u64;
+/// Deterministic cut points (`slate_core::api::CutPoint::UPDATE` and `STAGE`), each cut on two
+/// disks.
+const STEPS: u64 =
+    (slate_core::api::CutPoint::UPDATE.len() + slate_core::api::CutPoint::STAGE.len()) as u64;
 
 /// Runs the gauntlet: `random` random cuts with `seed` (fresh when None), `jobs` machines at
 /// once.
 pub fn gauntlet(full: bool, random: Option<u64>, seed: Option<u64>, jobs: u64) -> Result<()> {
-    // --full: 300 cuts in all (the floor), the 22 step cuts included.
+    // --full: 300 cuts in all (the floor), the 26 step cuts included.
     let random = random.unwrap_or(if full { 300 - 2 * STEPS } else { 10 });
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()

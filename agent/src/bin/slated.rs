@@ -129,6 +129,8 @@ async fn daemon() -> Result<()> {
             });
         })
         .context("starting the health checks' thread")?;
+    // Staged updates are applied by their own loop (windows, reboot policy, consent).
+    tokio::spawn(slate_agent::slated::daemon::run_staged(agent.clone()));
     let update = format!("/{}", slate_core::config::paths::UPDATE);
     match std::fs::read_to_string(&update) {
         Ok(text) => match toml::from_str::<slate_core::channel::UpdateConfig>(&text) {

@@ -134,6 +134,17 @@ impl Esp {
     /// The Slate entries present: `.conf` entries, and the UKIs of a Secure Boot image (a
     /// kind's folder may be missing).
     pub fn entries(&self) -> Result<Vec<EntryName>> {
+        self.list(|name| name.parse::<EntryName>().ok())
+    }
+
+    /// The staged entries present (`….conf.staged`, `….efi.staged`), by the names they take
+    /// when applied.
+    pub fn staged_entries(&self) -> Result<Vec<EntryName>> {
+        self.list(|name| EntryName::parse_staged(name).and_then(Result::ok))
+    }
+
+    /// The entries whose file names `parse` reads, each in its kind's folder.
+    fn list(&self, parse: impl Fn(&str) -> Option<EntryName>) -> Result<Vec<EntryName>> {
         let mut out = Vec::new();
         for kind in [EntryKind::Conf, EntryKind::Uki] {
             let dir = self.entries_dir(kind);
@@ -144,10 +155,8 @@ impl Esp {
             };
             for e in list {
                 let name = e?.file_name().to_string_lossy().into_owned();
-                if let Ok(n) = name.parse::<EntryName>() {
-                    if n.kind == kind {
-                        out.push(n);
-                    }
+                if let Some(n) = parse(&name).filter(|n| n.kind == kind) {
+                    out.push(n);
                 }
             }
         }
@@ -163,6 +172,16 @@ impl Esp {
             let mut kinds = Vec::new();
             for e in self.entries()?.into_iter().filter(|e| e.slot == slot) {
                 let p = self.root.join(e.path());
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+                kinds.push(e.kind);
+            }
+            // A staged update in the slot is replaced by what is written next.
+            for e in self
+                .staged_entries()?
+                .into_iter()
+                .filter(|e| e.slot == slot)
+            {
+                let p = self.root.join(e.staged_path());
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
                 kinds.push(e.kind);
             }
@@ -221,10 +240,25 @@ impl Esp {
         })
     }
 
-    /// Writes a boot entry (last step of an install).
-    pub fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()> {
+    /// Writes a boot entry (last step of an install), staged or bootable.
+    pub fn write_entry(&self, name: &EntryName, entry: &Entry, staged: bool) -> Result<()> {
         let text = entry.render();
-        self.write_atomic(&name.path(), |f| Ok(f.write_all(text.as_bytes())?))
+        self.write_atomic(&entry_path(name, staged), |f| {
+            Ok(f.write_all(text.as_bytes())?)
+        })
+    }
+
+    /// Applies a staged entry: renames `<name>.staged` to `name`.
+    pub fn apply_staged(&self, name: &EntryName) -> Result<()> {
+        self.writable(|| {
+            let (a, b) = (
+                self.root.join(name.staged_path()),
+                self.root.join(name.path()),
+            );
+            std::fs::rename(&a, &b)
+                .with_context(|| format!("renaming {} to {}", a.display(), b.display()))?;
+            sync_dir(&self.entries_dir(name.kind))
+        })
     }
 
     /// Renames an entry (bless or mark bad).
@@ -243,6 +277,15 @@ impl Esp {
     }
 }
 
+/// Where an entry's file goes: its name, or its staged name.
+fn entry_path(name: &EntryName, staged: bool) -> String {
+    if staged {
+        name.staged_path()
+    } else {
+        name.path()
+    }
+}
+
 /// systemd-boot: type-1 entries and UKIs on the ESP, boot counting in their names, the
 /// one-shot choice in its `LoaderEntryOneShot` variable.
 impl super::BootBackend for Esp {
@@ -258,12 +301,20 @@ impl super::BootBackend for Esp {
         Esp::copy_in(self, files, before_sync)
     }
 
-    fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()> {
-        Esp::write_entry(self, name, entry)
+    fn write_entry(&self, name: &EntryName, entry: &Entry, staged: bool) -> Result<()> {
+        Esp::write_entry(self, name, entry, staged)
     }
 
-    fn write_uki_entry(&self, name: &EntryName, uki: &[u8]) -> Result<()> {
-        self.write_atomic(&name.path(), |f| {
+    fn staged_entries(&self) -> Result<Vec<EntryName>> {
+        Esp::staged_entries(self)
+    }
+
+    fn apply_staged(&self, name: &EntryName) -> Result<()> {
+        Esp::apply_staged(self, name)
+    }
+
+    fn write_uki_entry(&self, name: &EntryName, uki: &[u8], staged: bool) -> Result<()> {
+        self.write_atomic(&entry_path(name, staged), |f| {
             f.write_all(uki)?;
             // Inside the ESP's read-write window, the temporary file not yet synced.
             crate::hooks::cut_point(slate_core::api::CutPoint::BootFilesWriting);
@@ -293,6 +344,8 @@ mod tests {
             "EFI/Linux/.slate-b-1.2.0+3.efi.tmp",
             "EFI/Linux/.slate-a-1.3.0+3.efi.tmp",
             "loader/entries/.slate-b-1.2.0+3.conf.tmp",
+            "loader/entries/slate-b-1.4.0+3.conf.staged",
+            "EFI/Linux/slate-a-1.5.0+3.efi.staged",
             "loader/entries/other.conf",
             "slate/b/.vmlinuz.tmp",
             "slate/b/vmlinuz",
@@ -313,6 +366,7 @@ mod tests {
             [
                 "EFI/Linux/slate-a-1.0.0.efi",
                 "EFI/Linux/.slate-a-1.3.0+3.efi.tmp",
+                "EFI/Linux/slate-a-1.5.0+3.efi.staged",
                 "loader/entries/other.conf",
                 "slate/b/vmlinuz",
             ]
@@ -324,5 +378,12 @@ mod tests {
             .map(|e| e.to_string())
             .collect();
         assert_eq!(names, ["slate-a-1.0.0.efi"]);
+        // The staged UKI is no entry until applied, and is one after.
+        let staged = esp.staged_entries().unwrap();
+        assert_eq!(staged.len(), 1);
+        assert_eq!(staged[0].to_string(), "slate-a-1.5.0+3.efi");
+        esp.apply_staged(&staged[0]).unwrap();
+        assert!(esp.staged_entries().unwrap().is_empty());
+        assert_eq!(esp.entries().unwrap().len(), 2);
     }
 }

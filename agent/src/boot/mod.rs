@@ -26,10 +26,17 @@ pub trait BootBackend {
     /// temporary name, synced and renamed; `before_sync` runs with each file's data written
     /// and not yet synced (where the harness places a cut).
     fn copy_in(&self, files: &[(String, PathBuf)], before_sync: &dyn Fn(&str)) -> Result<()>;
-    /// Writes a `.conf` entry: the last step of an install, after which the slot is a trial.
-    fn write_entry(&self, name: &EntryName, entry: &Entry) -> Result<()>;
-    /// Writes a signed UKI as the entry `name` (temporary name, sync, rename).
-    fn write_uki_entry(&self, name: &EntryName, uki: &[u8]) -> Result<()>;
+    /// Writes a `.conf` entry: the last step of an install, after which the slot is a trial
+    /// (`staged`: under a name the loader does not load, until [`BootBackend::apply_staged`]).
+    fn write_entry(&self, name: &EntryName, entry: &Entry, staged: bool) -> Result<()>;
+    /// Writes a signed UKI as the entry `name` (temporary name, sync, rename; `staged` as for
+    /// [`BootBackend::write_entry`]).
+    fn write_uki_entry(&self, name: &EntryName, uki: &[u8], staged: bool) -> Result<()>;
+    /// The staged entries present: what each becomes when applied.
+    fn staged_entries(&self) -> Result<Vec<EntryName>>;
+    /// Applies a staged entry: renames it to `name`, a trial the loader boots. Durable before
+    /// it returns.
+    fn apply_staged(&self, name: &EntryName) -> Result<()>;
     /// Renames an entry: blesses a trial (no counter) or marks it bad (`+0-N`).
     fn rename_entry(&self, from: &EntryName, to: &EntryName) -> Result<()>;
     /// Boots `name` at the next boot only, whatever the loader's own order.

@@ -39,8 +39,10 @@ pub fn now() -> i64 {
 
 mod policy;
 mod report;
+mod staged;
 use policy::Active;
 pub use policy::{Feed, RESET_CONFIRM};
+pub use staged::{run as run_staged, Applied, Staged, StagedRecord};
 
 /// Everything slated holds.
 pub struct Agent {
@@ -75,12 +77,17 @@ pub struct Agent {
     pub policy: Option<slate_core::policy::Policy>,
     /// The update being worked on, for the status's live `progress`.
     progress: Mutex<Option<Active>>,
-    /// Versions the application held back, and since when (for `consent_force_after`).
-    consent_held: Mutex<std::collections::BTreeMap<String, i64>>,
     /// The application's last answer holding an update back, for the status.
     consent: Mutex<Option<slate_core::api::ConsentStatus>>,
     /// The factory reset's confirmation token and when it was handed out.
     reset_token: Mutex<Option<(String, std::time::Instant)>>,
+    /// The update staged in the idle slot, waiting to be applied.
+    staged: Mutex<Option<Staged>>,
+    /// Wakes the loop that applies staged updates when one is staged.
+    staged_changed: tokio::sync::Notify,
+    /// The last install gate's look (what the application said, when to look again), for
+    /// the staged update the install leaves.
+    gate_look: Mutex<Option<(slate_core::policy::Held, Option<i64>)>>,
 }
 
 /// This boot's state: what systemd-boot selected (`LoaderEntrySelected`), unless the running
@@ -198,6 +205,7 @@ impl Agent {
             window: None,
             progress: None,
             consent: None,
+            staged: None,
             secure_boot: crate::boot::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
         };
@@ -212,6 +220,7 @@ impl Agent {
                 "this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated",
             );
         }
+        let staged = Agent::find_staged(esp.as_ref(), slot, st.staged.as_ref());
         Ok(Agent {
             slot,
             image,
@@ -228,8 +237,10 @@ impl Agent {
             policy,
             progress: Mutex::new(None),
             reset_token: Mutex::new(None),
-            consent_held: Mutex::new(std::collections::BTreeMap::new()),
             consent: Mutex::new(None),
+            staged: Mutex::new(staged),
+            staged_changed: tokio::sync::Notify::new(),
+            gate_look: Mutex::new(None),
         })
     }
 
@@ -459,6 +470,10 @@ impl Agent {
         lock(&self.status).installing = false;
         if r.is_err() {
             self.progress_done();
+        }
+        match &r {
+            Ok(i) if i.staged => self.keep_staged(i.entry.clone()),
+            _ => self.recheck_staged(),
         }
         let mut st = lock(&self.state);
         match &r {

@@ -3,7 +3,8 @@
 //! routes and their answers are here, where the daemon's state is.
 //!
 //! `GET /v1/status`, `GET /v1/metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
-//! `?reboot=false`, `?now=true`), `POST /v1/reboot`, `POST /v1/poweroff`, `POST
+//! `?reboot=false`, `?now=true`, `?stage=true`), `POST /v1/apply` (`?now=true`), `POST
+//! /v1/reboot`, `POST /v1/poweroff`, `POST
 //! /v1/operators/crl` (body: the operator CA's CRL), `POST /v1/factory-reset` (twice: a token,
 //! then `?confirm=TOKEN`). Each needs the roles [`slate_core::operator::needed`] names.
 
@@ -19,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use slate_core::api::{self, ActionAnswer, ErrorAnswer, UploadAnswer};
 use slate_core::install::Refusal;
 use slate_core::operator::Role;
+use slate_core::policy::Trigger;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +65,16 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     let force = http::query_flag(req.uri().query(), "force").unwrap_or(false);
     let reboot = http::query_flag(req.uri().query(), "reboot").unwrap_or(true);
     let now_override = http::query_flag(req.uri().query(), "now").unwrap_or(false);
+    let stage_only = http::query_flag(req.uri().query(), "stage").unwrap_or(false);
+    // Who decides when it is applied: the operator (now, or only when asked), or the
+    // device's policy (windows, reboot, consent).
+    let trigger = if stage_only {
+        Trigger::StageOnly
+    } else if now_override {
+        Trigger::Operator { now: true }
+    } else {
+        Trigger::Device
+    };
     let total = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -78,12 +90,10 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     };
     let worker_agent = agent.clone();
     let worker = tokio::task::spawn_blocking(move || {
-        worker_agent.window_allows(now_override)?;
-        // The application is asked once the bundle's version is known (its manifest verified)
-        // and before anything is written.
-        let consent =
-            |v: &slate_core::Version| worker_agent.consent_allows(&v.to_string(), now_override);
-        worker_agent.install_with(reader, force, None, None, Some(feed), Some(&consent))
+        // Applied at once or staged: decided once the bundle's version is known (its manifest
+        // verified) and before anything is written.
+        let gate = |v: &slate_core::Version| Ok(worker_agent.install_gate(v, trigger));
+        worker_agent.install_with(reader, force, None, None, Some(feed), Some(&gate))
     });
     let mut body = req.into_body();
     let mut stalled = false;
@@ -118,6 +128,19 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
         Err(e) => Err(InstallError::Failed(anyhow::anyhow!("install task: {e}"))),
     };
     match result {
+        Ok(i) if i.staged => {
+            let apply_at = agent.status().staged.and_then(|s| s.apply_at);
+            json(
+                StatusCode::OK,
+                &UploadAnswer::Staged {
+                    slot: i.slot,
+                    version: i.manifest.version.to_string(),
+                    bytes: i.bytes_written,
+                    seconds: i.seconds,
+                    apply_at,
+                },
+            )
+        }
         Ok(i) => {
             if reboot {
                 agent.progress_phase(api::Phase::Applying, 0, None);
@@ -201,6 +224,52 @@ fn missing_roles(
         .into_iter()
         .filter(|r| !caller.roles.has(*r))
         .collect()
+}
+
+/// `POST /v1/apply`: the staged update applied now (windows or not; `?now=true` also skips
+/// the application's consent), then a reboot into it.
+async fn apply(query: Option<&str>, agent: Arc<Agent>) -> Resp {
+    let now = http::query_flag(query, "now").unwrap_or(false);
+    let a = agent.clone();
+    let looked =
+        tokio::task::spawn_blocking(move || a.look_at_staged(Trigger::Operator { now })).await;
+    match looked {
+        Ok(Ok(crate::slated::daemon::Applied::Reboot)) => {
+            crate::marker::emit(&api::Marker::RebootingIntoNewSlot);
+            signal_init_later(rustix::process::Signal::TERM);
+            json(
+                StatusCode::ACCEPTED,
+                &ActionAnswer {
+                    action: "apply".into(),
+                },
+            )
+        }
+        Ok(Ok(crate::slated::daemon::Applied::Waiting(_))) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ErrorAnswer {
+                error: "the staged update was not applied, and no reason was given".into(),
+            },
+        ),
+        Ok(Err(InstallError::Refused(why))) => json(
+            StatusCode::from_u16(why.http_status()).unwrap_or(StatusCode::CONFLICT),
+            &UploadAnswer::Refused {
+                error: why.to_string(),
+                kind: Some(why.kind()),
+            },
+        ),
+        Ok(Err(InstallError::Failed(e))) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &UploadAnswer::Failed {
+                error: format!("{e:#}"),
+            },
+        ),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ErrorAnswer {
+                error: format!("apply task: {e}"),
+            },
+        ),
+    }
 }
 
 /// `POST /v1/factory-reset`: without `confirm`, a token to send back; with the right one
@@ -373,6 +442,7 @@ pub async fn handle(
             r
         }
         (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
+        (Method::POST, api::APPLY_ROUTE) => apply(req.uri().query(), agent).await,
         (Method::POST, api::OPERATORS_CRL_ROUTE) => operators_crl(req, agent).await,
         (Method::POST, api::FACTORY_RESET_ROUTE) => factory_reset(req.uri().query(), &agent),
         (Method::POST, api::REBOOT_ROUTE)

@@ -43,13 +43,17 @@ pub struct State {
     /// Installs asked for with `force` (logged and counted: force is an operator's override).
     #[serde(default)]
     pub forced: u64,
-    /// Pushes applied outside the maintenance windows with `--now` (an operator's override).
+    /// Updates applied outside the maintenance windows by an operator (`--now`, `slate
+    /// apply`): an operator's override.
     #[serde(default)]
     pub window_overrides: u64,
     /// The security epoch of the image in each slot (`a`, `b`), as far as the agent knows:
     /// the running image's, and what it installed.
     #[serde(default)]
     pub slot_epochs: std::collections::BTreeMap<String, u64>,
+    /// The update staged in the idle slot, if any (the ESP's staged entry is the truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<crate::slated::daemon::StagedRecord>,
 }
 
 impl State {

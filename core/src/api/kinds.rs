@@ -15,8 +15,8 @@ pub enum RefusalKind {
     OnTrial,
     /// Another install is in progress.
     Busy,
-    /// Outside the maintenance windows.
-    OutsideWindow,
+    /// An apply with nothing staged.
+    NothingStaged,
     /// The application held the update back.
     Consent,
     /// The image has no trust file.
@@ -50,7 +50,7 @@ impl RefusalKind {
         match self {
             RefusalKind::OnTrial => "on-trial",
             RefusalKind::Busy => "busy",
-            RefusalKind::OutsideWindow => "outside-window",
+            RefusalKind::NothingStaged => "nothing-staged",
             RefusalKind::Consent => "consent",
             RefusalKind::NoTrust => "no-trust",
             RefusalKind::NoEsp => "no-esp",

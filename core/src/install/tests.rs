@@ -172,7 +172,17 @@ fn a_staged_install_writes_its_entry_staged_and_leaves_the_one_shot_to_the_apply
             p.steps
         );
         let staged = p.entry().unwrap().staged_path();
-        assert!(staged.ends_with(&format!("-{new}+3{}.staged", if kind == BootKind::Conf { ".conf" } else { ".efi" })), "{staged}");
+        assert!(
+            staged.ends_with(&format!(
+                "-{new}+3{}.staged",
+                if kind == BootKind::Conf {
+                    ".conf"
+                } else {
+                    ".efi"
+                }
+            )),
+            "{staged}"
+        );
     }
 }
 

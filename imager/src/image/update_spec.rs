@@ -62,6 +62,11 @@ pub struct UpdateSpec {
     /// How long the application may hold an update back [default: for ever].
     #[serde(default)]
     pub consent_force_after: Option<Span>,
+    /// When a verified update switches slots: `window` (at the first open window; at once
+    /// without windows), `immediate` (at once; not with windows) or `manual` (staged until
+    /// `slate apply`) [default: window].
+    #[serde(default)]
+    pub reboot: Option<slate_core::policy::Reboot>,
 }
 
 /// The checked channel files and settings to bake into the root.
@@ -114,7 +119,13 @@ impl UpdateSpec {
                 "consent_retry and consent_force_after need a consent command".into(),
             ));
         }
-        let consent_only = !self.consent.is_empty();
+        if self.reboot == Some(slate_core::policy::Reboot::Immediate) && !self.windows.is_empty() {
+            return Err(bad(
+                "reboot",
+                "\"immediate\" applies updates at once, so the windows would never be used; use \"window\" (the default) or remove the windows".into(),
+            ));
+        }
+        let consent_only = !self.consent.is_empty() || self.reboot.is_some();
         if self.windows.is_empty() {
             if self.timezone.is_some() {
                 return Err(bad(
@@ -154,9 +165,10 @@ impl UpdateSpec {
         })))
     }
 
-    /// `p` with the spec's consent settings.
+    /// `p` with the spec's consent and reboot settings.
     fn consent_policy(&self, p: slate_core::policy::Policy) -> slate_core::policy::Policy {
         slate_core::policy::Policy {
+            reboot: self.reboot.unwrap_or_default(),
             consent: self.consent.clone(),
             consent_retry_s: self.consent_retry.map_or(300, |s| s.secs()),
             consent_force_after_s: self.consent_force_after.map(|s| s.secs()),
@@ -328,6 +340,14 @@ mod tests {
         );
         let e = err("consent_retry = \"1m\"\n");
         assert!(e.contains("update.consent"), "{e}");
+        // The reboot policy: manual alone is a policy; immediate with windows is refused.
+        let manual = spec("reboot = \"manual\"\n")
+            .policy(at, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(manual.reboot, slate_core::policy::Reboot::Manual);
+        let e = err("reboot = \"immediate\"\nwindows = [\"Sat 02:00-04:00\"]\n");
+        assert!(e.contains("update.reboot"), "{e}");
     }
 
     #[test]

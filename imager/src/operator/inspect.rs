@@ -438,13 +438,25 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
             c.answer, c.version, c.reason, c.ask_again_at
         );
     }
+    if let Some(st) = &s.staged {
+        let when = st
+            .apply_at
+            .map_or("when an operator runs `slate apply`".to_string(), |t| {
+                format!("at {t} (Unix time) or on `slate apply`")
+            });
+        let _ = writeln!(
+            out,
+            "staged       {} in slot {} ({}), applied {when}",
+            st.version, st.slot, st.by
+        );
+    }
     if let Some(w) = &s.window {
         let _ = if w.open {
             writeln!(out, "window       open: updates are applied")
         } else {
             writeln!(
                 out,
-                "window       closed until {} (updates wait; slate push --now overrides)",
+                "window       closed until {} (updates are staged and wait; slate apply overrides)",
                 w.next_open
             )
         };

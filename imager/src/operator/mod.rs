@@ -1,6 +1,7 @@
 //! What an operator does with images and devices: keys and trust files, signed bundles,
 //! pushing them to a device, flashing a disk, and describing either.
 
+pub mod apply;
 pub mod bundle;
 pub mod ca;
 pub mod flash;

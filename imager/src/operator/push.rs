@@ -309,6 +309,8 @@ pub struct Options {
     pub force: bool,
     /// `now=true`: apply it even outside the device's maintenance windows.
     pub now: bool,
+    /// `stage=true`: install it and wait for `slate apply` (a download-only deployment).
+    pub stage: bool,
     /// Follow the device to the outcome, for at most this long.
     pub wait: Option<Duration>,
 }
@@ -326,6 +328,7 @@ pub fn push(
         reboot,
         force: false,
         now: false,
+        stage: false,
         wait,
     };
     push_with(device, bundle, access, options, progress)
@@ -405,6 +408,16 @@ pub fn push_crl(device: &str, crl: &Path, access: &Access) -> Result<()> {
     Ok(())
 }
 
+/// When a staged update is applied, in words.
+pub fn staged_when(apply_at: Option<i64>) -> String {
+    match apply_at {
+        Some(t) => format!(
+            "the device applies it at {t} (Unix time: its maintenance window, or the application's next answer), or now with `slate apply`"
+        ),
+        None => "the device applies it when told: `slate apply`".into(),
+    }
+}
+
 /// [`push`] with every option.
 pub fn push_with(
     device: &str,
@@ -417,6 +430,7 @@ pub fn push_with(
         reboot,
         force,
         now,
+        stage,
         wait,
     } = options;
     let dev = Device::open(device, access)?;
@@ -441,6 +455,9 @@ pub fn push_with(
     }
     if now {
         req = req.query("now", "true");
+    }
+    if stage {
+        req = req.query("stage", "true");
     }
     let mut body = Counting {
         inner: std::io::BufReader::with_capacity(1 << 20, f),
@@ -473,6 +490,22 @@ pub fn push_with(
     };
     let (slot, version) = match &answer {
         UploadAnswer::Installed { slot, version, .. } => (*slot, version.clone()),
+        UploadAnswer::Staged {
+            slot,
+            version,
+            apply_at,
+            ..
+        } => {
+            // Nothing to follow until it is applied.
+            progress.step(format!(
+                "staged {version} in slot {slot}; {}",
+                staged_when(*apply_at)
+            ));
+            return Ok(Pushed {
+                answer,
+                outcome: None,
+            });
+        }
         UploadAnswer::Refused { error, .. } | UploadAnswer::Failed { error } => {
             bail!("the device refused the bundle (HTTP {code}): {error}")
         }

@@ -317,41 +317,16 @@ async fn check(
                 "release.json names the target {file:?}, which is not a file name"
             ))
         })?;
-    // Outside the maintenance windows nothing is fetched: the next check comes when one opens
-    // (spread over a few minutes across the fleet by the scheduler).
-    if let Err(Refusal::OutsideWindow { opens_at }) = agent.window_allows(false) {
-        let ready_at = u64::try_from(opens_at).unwrap_or(now_u);
-        set_offer(
-            agent,
-            Some(update.version.to_string()),
-            wave,
-            Some(ready_at),
-        );
-        marker::emit(&Marker::WindowClosed {
-            version: update.version.to_string(),
-            opens_at,
-        });
-        return Ok(Checked::Idle {
-            ready_at: Some(ready_at),
-        });
-    }
-    // The application's say, before anything is fetched: not now or no waits until it is
-    // asked again (the status shows its answer).
-    let asking = agent.clone();
-    let version_asked = update.version.to_string();
-    let consent =
-        tokio::task::spawn_blocking(move || asking.consent_allows(&version_asked, false)).await;
-    if let Ok(Err(Refusal::ConsentHeld { ask_again_at, .. })) = consent {
-        let ready_at = u64::try_from(ask_again_at).unwrap_or(now_u);
-        set_offer(
-            agent,
-            Some(update.version.to_string()),
-            wave,
-            Some(ready_at),
-        );
-        return Ok(Checked::Idle {
-            ready_at: Some(ready_at),
-        });
+    // Staged already: nothing is fetched again; the loop over staged updates applies it
+    // when the policy lets it (download now, install later).
+    if agent.staged_version().as_ref() == Some(&update.version) {
+        let ready_at = agent
+            .status()
+            .staged
+            .and_then(|s| s.apply_at)
+            .and_then(|t| u64::try_from(t).ok());
+        set_offer(agent, Some(update.version.to_string()), wave, ready_at);
+        return Ok(Checked::Idle { ready_at: None });
     }
     // A device that is installing already (a push) is not sent the bundle only to refuse it
     // at the end: the check says who holds the lock and the next check tries again.
@@ -423,7 +398,19 @@ async fn check(
                 marker::warn(format!("channel: the resume record: {e:#}"));
             }
         };
-        worker_agent.install_with(reader, force, Some(&offered), Some(&note), Some(feed), None)
+        // Applied at once or staged (windows, reboot policy, the application's consent),
+        // decided once the manifest is verified.
+        let gate = |v: &slate_core::Version| {
+            Ok(worker_agent.install_gate(v, slate_core::policy::Trigger::Device))
+        };
+        worker_agent.install_with(
+            reader,
+            force,
+            Some(&offered),
+            Some(&note),
+            Some(feed),
+            Some(&gate),
+        )
     });
     let mut stats = download::Fetched::default();
     let fetched = download::fetch(
@@ -461,6 +448,7 @@ async fn check(
         }
     }
     match (installed, fetched) {
+        (Ok(i), Ok(())) if i.staged => Ok(Checked::Idle { ready_at: None }),
         (Ok(_), Ok(())) => {
             agent.progress_phase(slate_core::api::Phase::Applying, 0, None);
             marker::emit(&Marker::RebootingIntoNewSlot);
@@ -486,7 +474,7 @@ async fn check(
                         | Refusal::Busy { .. }
                         | Refusal::NoEsp
                         | Refusal::Stalled { .. }
-                        | Refusal::OutsideWindow { .. }
+                        | Refusal::NothingStaged
                         | Refusal::ConsentHeld { .. }
                 )
             );

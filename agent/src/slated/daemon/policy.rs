@@ -1,13 +1,12 @@
-//! The agent's update policy at work: the maintenance windows and the application's consent
-//! that gate both update paths, the live progress of the update being worked on, and the
+//! The agent's update policy at work (staged updates and their looks are in `staged`): the
+//! maintenance windows for the status, the live progress of the update being worked on, and the
 //! factory reset's confirmation token. The decisions are `slate_core::policy`'s; this is the
 //! state they need between requests.
 
-use super::{lock, marker, now, uptime_ms, Agent};
+use super::{lock, now, uptime_ms, Agent};
 use anyhow::Context;
 use slate_core::api::progress::Tracker;
-use slate_core::api::{Marker, Phase};
-use slate_core::install::Refusal;
+use slate_core::api::Phase;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -81,82 +80,5 @@ impl Agent {
             open: w.is_open(t),
             next_open: w.next_open(t).unwrap_or(t),
         })
-    }
-
-    /// Whether an update may be applied now: inside a maintenance window, or outside one when
-    /// the operator said `now` (logged and counted).
-    pub fn window_allows(&self, now_override: bool) -> Result<(), Refusal> {
-        let Some(w) = &self.policy else {
-            return Ok(());
-        };
-        let t = now();
-        if w.is_open(t) {
-            return Ok(());
-        }
-        if now_override {
-            marker::warn("an update is applied outside the maintenance window, as the operator asked (--now)");
-            let mut st = lock(&self.state);
-            st.window_overrides += 1;
-            self.save(&st);
-            return Ok(());
-        }
-        Err(Refusal::OutsideWindow {
-            opens_at: w.next_open(t).unwrap_or(t),
-        })
-    }
-
-    /// Asks the application (`[update] consent`) whether `version` may be applied now
-    /// (blocking: it runs a program). `now_override`: the operator said now, nobody is asked.
-    pub fn consent_allows(&self, version: &str, now_override: bool) -> Result<(), Refusal> {
-        let Some(p) = self.policy.as_ref().filter(|p| !p.consent.is_empty()) else {
-            return Ok(());
-        };
-        if now_override {
-            return Ok(());
-        }
-        let answer =
-            crate::slated::consent::ask(&p.consent, version, &self.image.version.to_string());
-        let t = now();
-        let first = lock(&self.consent_held).get(version).copied();
-        match p.verdict(&answer, first, t) {
-            slate_core::policy::Verdict::Apply => {
-                if !matches!(answer, slate_core::policy::Answer::Go) {
-                    marker::warn(format!(
-                        "the application has held {version} back since {} (consent_force_after passed); it is applied",
-                        first.unwrap_or(t)
-                    ));
-                }
-                lock(&self.consent_held).remove(version);
-                *lock(&self.consent) = None;
-                Ok(())
-            }
-            slate_core::policy::Verdict::AskAgainAt(at)
-            | slate_core::policy::Verdict::Refused(_, at) => {
-                let (word, reason) = match &answer {
-                    slate_core::policy::Answer::NotNow(r) => ("not-now", r.clone()),
-                    slate_core::policy::Answer::No(r) => ("no", r.clone()),
-                    slate_core::policy::Answer::Go => ("go", String::new()),
-                };
-                lock(&self.consent_held)
-                    .entry(version.to_string())
-                    .or_insert(t);
-                *lock(&self.consent) = Some(slate_core::api::ConsentStatus {
-                    version: version.to_string(),
-                    answer: word.to_string(),
-                    reason: reason.clone(),
-                    ask_again_at: at,
-                });
-                marker::emit(&Marker::Consent {
-                    answer: word,
-                    version: version.to_string(),
-                    ask_again_at: at,
-                    reason: reason.clone(),
-                });
-                Err(Refusal::ConsentHeld {
-                    reason,
-                    ask_again_at: at,
-                })
-            }
-        }
     }
 }

@@ -27,6 +27,7 @@ impl Agent {
         s.channel = lock(&self.channel).clone();
         s.window = self.window_status();
         s.consent = lock(&self.consent).clone();
+        s.staged = self.staged_status();
         s.progress = lock(&self.progress).as_mut().map(|a| {
             if let Some(done) = &a.done {
                 a.tracker.update(done.load(Ordering::Relaxed), uptime_ms());

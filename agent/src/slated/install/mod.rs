@@ -12,7 +12,8 @@
 //!    power cut in the download costs only the rest;
 //! 4. stage kernel and initrd outside the ESP, check them and the end of the bundle, then copy
 //!    them to `/slate/<slot>/` on the ESP in one read-write window (temporary name, rename);
-//! 5. write the new entry `slate-<slot>-<version>+3.conf` last.
+//! 5. write the new entry `slate-<slot>-<version>+3.conf` last (or, for an update applied
+//!    later, `….conf.staged`, which systemd-boot does not load: applying it is a rename).
 //!
 //! On a Secure Boot image, steps 4 and 5 are one: the idle slot's signed UKI is the entry
 //! `EFI/Linux/slate-<slot>-<version>+3.efi`, written under a temporary name, synced, renamed.
@@ -87,12 +88,22 @@ pub struct Installer<'a> {
     /// Told when a phase the status shows begins (verifying, once the root image is written).
     pub on_phase: Option<&'a (dyn Fn(slate_core::api::Phase) + 'a)>,
     /// Asked once the manifest is verified and before anything is written whether its version
-    /// may be applied now (the application's consent, for a push).
+    /// is applied at once or staged (the maintenance windows, the reboot policy, the
+    /// application's consent); None: at once.
     pub gate: Option<&'a Gate<'a>>,
 }
 
+/// Whether an install's entry is bootable as soon as it is written, or staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// The entry is a trial at once: the device reboots into it.
+    Now,
+    /// The entry is staged (the boot loader does not load it) until it is applied.
+    Later,
+}
+
 /// What [`Installer::gate`] calls.
-pub type Gate<'a> = dyn Fn(&slate_core::Version) -> Result<(), Refusal> + 'a;
+pub type Gate<'a> = dyn Fn(&slate_core::Version) -> Result<When, Refusal> + 'a;
 
 /// What [`Installer::checkpoint`] calls: `(bundle offset of the root image, bytes durable)`.
 pub type Checkpoint<'a> = dyn Fn(u64, u64) + 'a;
@@ -112,6 +123,10 @@ pub struct Installed {
     pub bytes_written: u64,
     /// Seconds from the first byte to the entry written.
     pub seconds: f64,
+    /// Its entry is staged, not bootable yet.
+    pub staged: bool,
+    /// The entry (the name it has, or takes when the staged update is applied).
+    pub entry: slate_core::bootentry::EntryName,
 }
 
 fn failed(e: anyhow::Error) -> InstallError {
@@ -135,9 +150,10 @@ pub fn install<R: Read>(
     let m = Verifier { trust }.verify(&m_bytes, &sigs, &inst.facts, inst.force)?;
     tracing::info!(product = %m.product, version = %m.version, signatures = sigs.signatures.len(), epoch = m.security_epoch, "manifest verified");
     plan::check_offered(&m, inst.offered.as_ref())?;
-    if let Some(gate) = inst.gate {
-        gate(&m.version)?;
-    }
+    let stage = match inst.gate {
+        Some(gate) => gate(&m.version)? == When::Later,
+        None => false,
+    };
     drop(span);
     let boot = match inst.secure_boot_db {
         Some(_) => BootKind::SignedUki,
@@ -162,6 +178,7 @@ pub fn install<R: Read>(
             boot,
             slot_size,
             device: &dev,
+            stage,
         },
     )?;
     progress(&Marker::Installing {
@@ -210,13 +227,20 @@ pub fn install<R: Read>(
         seconds = started.elapsed().as_secs_f64(),
         "install complete"
     );
-    crate::hooks::cut_point(slate_core::api::CutPoint::EntryWritten);
-    tracing::debug!(entry = %name, "installed");
+    crate::hooks::cut_point(if stage {
+        slate_core::api::CutPoint::Staged
+    } else {
+        slate_core::api::CutPoint::EntryWritten
+    });
+    tracing::debug!(entry = %name, stage, "installed");
+    let name = name.clone();
     Ok(Installed {
         manifest: m,
         slot: idle,
         bytes_written: run.written,
         seconds: started.elapsed().as_secs_f64(),
+        staged: stage,
+        entry: name,
     })
 }
 
@@ -257,23 +281,32 @@ impl<R: Read> Run<'_, R> {
                 crate::hooks::cut_point(slate_core::api::CutPoint::SlotWritten);
             }
             Step::WriteBootFiles { slot, files } => self.write_boot_files(*slot, files)?,
-            Step::WriteEntry { name, content } => {
+            Step::WriteEntry {
+                name,
+                content,
+                staged,
+            } => {
                 // Nothing may follow the last artifact; checked before the entry is written.
                 if let EntryContent::Uki(_) = content {
                     self.r.expect_end()?;
                 }
                 let _span = tracing::info_span!("install", step = "entry", entry = %name).entered();
                 match content {
-                    EntryContent::Conf(entry) => {
-                        self.inst.boot.write_entry(name, entry).map_err(failed)?
-                    }
+                    EntryContent::Conf(entry) => self
+                        .inst
+                        .boot
+                        .write_entry(name, entry, *staged)
+                        .map_err(failed)?,
                     EntryContent::Uki(_) => {
                         // 4–5. The signed UKI is the entry: temporary name, synced, renamed.
                         let uki = self
                             .uki
                             .as_deref()
                             .ok_or_else(|| failed(anyhow!("no checked UKI for {name}")))?;
-                        self.inst.boot.write_uki_entry(name, uki).map_err(failed)?;
+                        self.inst
+                            .boot
+                            .write_uki_entry(name, uki, *staged)
+                            .map_err(failed)?;
                         self.written += uki.len() as u64;
                     }
                 }

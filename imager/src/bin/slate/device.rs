@@ -151,13 +151,18 @@ pub struct PushArgs {
     /// security floor); needs the operator role `force`. Logged and counted by the device.
     #[arg(long)]
     pub force: bool,
-    /// Apply it now even outside the device's maintenance windows (`[update] windows`); needs
-    /// the operator role `force`. Logged and counted by the device.
-    #[arg(long)]
+    /// Apply it now even outside the device's maintenance windows (`[update] windows`) and
+    /// without asking its application (`[update] consent`); needs the operator role `force`.
+    /// Logged and counted by the device.
+    #[arg(long, conflicts_with = "stage")]
     pub now: bool,
+    /// Install it into the idle slot, verified, and leave it staged until `slate apply`
+    /// (download now, install later), whatever the device's policy says.
+    #[arg(long, conflicts_with_all = ["wait", "no_reboot"])]
+    pub stage: bool,
     /// Instead of a bundle, hand the device its operator CA's newer CRL (`slate ca revoke`):
     /// the certificates it lists are refused from the next connection on.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "no_reboot", "force", "now"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["wait", "no_reboot", "force", "now", "stage"])]
     pub crl: Option<PathBuf>,
     /// The bundle.
     #[arg(required_unless_present = "crl")]
@@ -176,6 +181,7 @@ pub fn push(args: PushArgs) -> Result<()> {
         quiet,
         force,
         now,
+        stage,
         crl,
         bundle,
     } = args;
@@ -199,31 +205,85 @@ pub fn push(args: PushArgs) -> Result<()> {
             reboot: !no_reboot,
             force,
             now,
+            stage,
             wait,
         },
         Progress::new(quiet),
     )?;
     println!("device: {}", serde_json::to_string(&p.answer)?);
     if let Some(s) = p.outcome {
-        match &s.last_attempt {
-            Some(a) if a.outcome == slate_core::api::Outcome::Committed => {
-                println!("committed: slot {} runs {}", s.slot, s.version)
-            }
-            Some(a) => anyhow::bail!(
-                "rolled back: {} on slot {} failed ({}); the device runs {} on slot {}",
-                a.version
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                a.slot,
-                a.reason,
-                s.version,
-                s.slot
-            ),
-            None => anyhow::bail!("the device reports no update attempt"),
-        }
+        report_outcome(&s)?;
     }
     Ok(())
+}
+
+/// The arguments of `slate apply`.
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// The agent, e.g. https://10.0.0.7:8080.
+    #[arg(long)]
+    pub device: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// Do not ask the device's application (`[update] consent`); needs the operator role
+    /// `force`.
+    #[arg(long)]
+    pub now: bool,
+    /// Follow the device through its reboot to the outcome.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: seconds to wait for the outcome.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `slate apply`.
+pub fn apply(args: ApplyArgs) -> Result<()> {
+    let ApplyArgs {
+        device,
+        access,
+        now,
+        wait,
+        timeout,
+        quiet,
+    } = args;
+    let a = slate_imager::operator::apply::apply(
+        &device,
+        &access.access(),
+        now,
+        wait.then(|| std::time::Duration::from_secs(timeout)),
+        Progress::new(quiet),
+    )?;
+    println!("device: applying {}; it reboots into it", a.version);
+    if let Some(s) = a.outcome {
+        report_outcome(&s)?;
+    }
+    Ok(())
+}
+
+/// Prints a followed update's outcome; an error unless it committed.
+fn report_outcome(s: &slate_core::api::Status) -> Result<()> {
+    match &s.last_attempt {
+        Some(a) if a.outcome == slate_core::api::Outcome::Committed => {
+            println!("committed: slot {} runs {}", s.slot, s.version);
+            Ok(())
+        }
+        Some(a) => anyhow::bail!(
+            "rolled back: {} on slot {} failed ({}); the device runs {} on slot {}",
+            a.version
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            a.slot,
+            a.reason,
+            s.version,
+            s.slot
+        ),
+        None => anyhow::bail!("the device reports no update attempt"),
+    }
 }
 
 /// The arguments of `slate status`.

@@ -78,6 +78,13 @@ enum Command {
     /// given with --fingerprint). Exit status 0 only when the update was installed (and, with
     /// --wait, committed).
     Push(device::PushArgs),
+    /// Apply the update staged on a device (`slate push --stage`, or one waiting for its
+    /// maintenance window or its application's consent) now, and reboot it into it.
+    ///
+    /// Applying needs no network on the device: the update is in its idle slot, verified.
+    /// Outside a maintenance window this is an operator's override (logged and counted);
+    /// the application is still asked unless --now.
+    Apply(device::ApplyArgs),
     /// Show a device's status (slots, versions, health, last update) over mutual TLS.
     Status(device::StatusArgs),
     /// Factory-reset a device: wipe /data (keeping its identity unless --new-identity, its
@@ -118,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sign(args) => bundle::sign(args),
         Command::Verify(args) => bundle::verify(args),
         Command::Push(args) => device::push(args),
+        Command::Apply(args) => device::apply(args),
         Command::Status(args) => device::status(args),
         Command::Reset(args) => device::reset(args),
         Command::VerityFormat(args) => build::verity_format(args),
