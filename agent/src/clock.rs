@@ -14,6 +14,16 @@ use std::path::Path;
 /// The newest time this device has kept or verified (decimal Unix seconds).
 pub const FILE: &str = "/data/slate/clock";
 
+/// Present while the clock cannot be trusted: stage 2 had to raise it to its floor at this
+/// boot (a flat RTC battery), and no signed time newer than that floor was seen since. Holds
+/// the floor it was raised to. The maintenance windows are not judged on such a clock.
+pub const RAISED: &str = "/run/slate/clock-raised";
+
+/// Whether the clock can be trusted (see [`RAISED`]).
+pub fn trusted() -> bool {
+    !Path::new(RAISED).exists()
+}
+
 /// The floor from its sources: the newest of them (none known: no floor).
 pub fn floor(sources: &[Option<i64>]) -> Option<i64> {
     sources.iter().flatten().copied().max()
@@ -70,6 +80,16 @@ pub fn keep(path: &Path, time: i64) -> anyhow::Result<()> {
 /// A time signed by someone the device trusts was verified: raise the clock to it and keep it.
 pub fn observe(signed: i64, why: &str) {
     raise_to(signed, why);
+    // A signed time newer than the floor the boot raised the clock to: the clock is at least
+    // that, and no longer only a floor.
+    let raised = std::fs::read_to_string(RAISED)
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    if raised.is_some_and(|floor| signed > floor) && std::fs::remove_file(RAISED).is_ok() {
+        crate::marker::warn(format!(
+            "clock: {why} ({signed}) is newer than the floor it was set to at boot; maintenance windows are judged on it again"
+        ));
+    }
     if let Err(e) = keep(Path::new(FILE), signed) {
         crate::marker::warn(format!("clock: keeping the floor: {e:#}"));
     }
@@ -87,7 +107,15 @@ pub fn raise_at_boot(built: Option<i64>) {
     } else {
         "the image's build time"
     };
-    raise_to(floor, why);
+    if raise_to(floor, why) {
+        let kept = Path::new(RAISED)
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(RAISED, format!("{floor}\n")));
+        if let Err(e) = kept {
+            crate::marker::warn(format!("clock: noting {RAISED}: {e}"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,43 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     );
     assert!(vm.saw_after(&Kind::Applying.on_version(Slot::B, "1.0.0"), mark));
     assert!(outcome.staged.is_none(), "{outcome:?}");
+    // Staged again (slot a), it is applied by the device itself once its clock reaches the
+    // window (set forward from the shell: the guest's time, not the host's), and commits.
+    let options = slate_imager::operator::push::Options {
+        reboot: true,
+        force: true,
+        now: false,
+        stage: false,
+        wait: None,
+    };
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    let slate_core::api::UploadAnswer::Staged {
+        slot: Slot::A,
+        apply_at: Some(opens),
+        ..
+    } = p.answer
+    else {
+        panic!("not staged in slot a: {:?}", p.answer);
+    };
+    // The shell that came up after the apply's reboot.
+    vm.wait_prompt("slate# ", mark, SHELL).unwrap();
+    let mark = vm.mark();
+    let set = vm
+        .shell(&format!("date -u -s @{}", opens - 5), SHELL)
+        .unwrap();
+    assert!(set.ends_with("exit=0"), "{set}");
+    vm.wait_for_after(
+        &Kind::Applying.on_version(Slot::A, "1.0.0"),
+        mark,
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    vm.wait_for_after(
+        &Kind::Committed.on_version(Slot::A, "1.0.0"),
+        mark,
+        BOOT_TIMEOUT,
+    )
+    .unwrap();
     // `slate push --now` installs at once outside the window, counted too.
     let options = slate_imager::operator::push::Options {
         reboot: false,
@@ -194,11 +231,19 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
         stage: false,
         wait: None,
     };
-    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet)
+        .unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(vm.log_path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            panic!(
+                "{e:#}\nconsole, last lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        });
     assert!(
         matches!(
             p.answer,
-            slate_core::api::UploadAnswer::Installed { slot: Slot::A, .. }
+            slate_core::api::UploadAnswer::Installed { slot: Slot::B, .. }
         ),
         "{:?}",
         p.answer

@@ -42,7 +42,8 @@ pub fn operators() -> &'static Operators {
         let (ca_crt, _) = slate_imager::operator::ca::init(&dir.join("ca"), "e2e CA").expect("CA");
         let all = slate_core::operator::Roles::all();
         let ca = dir.join("ca");
-        slate_imager::operator::ca::issue(&ca, "e2e", 1, all, &dir.join("ops")).expect("issue");
+        // A week: scenarios set a device's clock days ahead (to reach its maintenance window).
+        slate_imager::operator::ca::issue(&ca, "e2e", 7, all, &dir.join("ops")).expect("issue");
         slate_imager::operator::ca::init(&dir.join("other-ca"), "another CA").expect("CA");
         slate_imager::operator::ca::issue(
             &dir.join("other-ca"),

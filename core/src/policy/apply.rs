@@ -66,9 +66,31 @@ pub enum Decision {
     },
 }
 
+/// The device's clock as the policy judges windows by: the time (the floored clock) and
+/// whether it can be trusted (a clock stage 2 had to raise to its floor at boot, with no signed
+/// time seen since, says only that the time is at least that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Unix seconds.
+    pub t: i64,
+    /// The time is known, not only a floor.
+    pub trusted: bool,
+}
+
+impl Clock {
+    /// A clock that can be trusted at `t`.
+    pub fn at(t: i64) -> Clock {
+        Clock { t, trusted: true }
+    }
+}
+
 impl Policy {
-    /// The decision about a verified update at `t` (the floored clock), asked by `trigger`.
-    pub fn apply_decision(&self, t: i64, trigger: Trigger) -> Decision {
+    /// The decision about a verified update at `clock`, asked by `trigger`. With windows and a
+    /// clock that cannot be trusted, the device never applies by itself (every moment counts as
+    /// outside) unless the spec says `untrusted_clock = "apply"`.
+    pub fn apply_decision(&self, clock: Clock, trigger: Trigger) -> Decision {
+        let t = clock.t;
+        let blind = !clock.trusted && !self.windows.is_empty() && !self.untrusted_clock_applies;
         match trigger {
             Trigger::Operator { now } => Decision::Apply {
                 ask_consent: !now,
@@ -81,6 +103,7 @@ impl Policy {
                     ask_consent: true,
                     overrides_window: false,
                 },
+                Reboot::Window if blind => Decision::Wait { at: None },
                 Reboot::Window if self.is_open(t) => Decision::Apply {
                     ask_consent: true,
                     overrides_window: false,
@@ -131,16 +154,17 @@ pub enum Look {
 }
 
 impl Policy {
-    /// One look at a verified update at `t`: the windows and the reboot policy first, then
+    /// One look at a verified update at `clock`: the windows and the reboot policy first, then
     /// the application (`ask` runs `[update] consent`, only when it must be asked). `held`
     /// carries what earlier looks learnt about this update.
     pub fn look(
         &self,
         held: &mut Held,
-        t: i64,
+        clock: Clock,
         trigger: Trigger,
         ask: impl FnOnce() -> super::Answer,
     ) -> Look {
+        let t = clock.t;
         let device = trigger == Trigger::Device;
         if device && held.stage_only {
             return Look::Wait { at: None };
@@ -148,7 +172,7 @@ impl Policy {
         if let Some(at) = held.ask_again_at.filter(|&at| device && at > t) {
             return Look::Wait { at: Some(at) };
         }
-        let (ask_consent, overrides_window) = match self.apply_decision(t, trigger) {
+        let (ask_consent, overrides_window) = match self.apply_decision(clock, trigger) {
             Decision::Wait { at } => return Look::Wait { at },
             Decision::Apply {
                 ask_consent,

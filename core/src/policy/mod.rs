@@ -8,7 +8,7 @@ pub mod bucket;
 pub mod window;
 pub mod zone;
 
-pub use apply::{Decision, Held, Look, Reboot, Trigger};
+pub use apply::{Clock, Decision, Held, Look, Reboot, Trigger};
 pub use bucket::TokenBucket;
 
 pub use window::{Window, WindowError};
@@ -40,6 +40,11 @@ pub struct Policy {
     /// Who decides when a verified update switches slots [default: the windows].
     #[serde(default)]
     pub reboot: Reboot,
+    /// With windows and a clock that cannot be trusted, the device applies updates anyway
+    /// (judging the windows by its floored clock) [default: false: it waits for an operator or
+    /// a trusted clock].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted_clock_applies: bool,
 }
 
 fn default_consent_retry() -> u64 {

@@ -239,7 +239,7 @@ fn run_staged(
     let mut t = t0;
     let mut looks = Vec::new();
     while t <= horizon {
-        let look = p.look(&mut held, t, Trigger::Device, || {
+        let look = p.look(&mut held, Clock::at(t), Trigger::Device, || {
             if consent_goes_at.is_some_and(|g| t >= g) {
                 Answer::Go
             } else {
@@ -347,7 +347,7 @@ proptest! {
             ..Policy::default()
         };
         let mut asked = false;
-        let look = p.look(&mut Held::default(), t, Trigger::Operator { now }, || {
+        let look = p.look(&mut Held::default(), Clock::at(t), Trigger::Operator { now }, || {
             asked = true;
             Answer::Go
         });
@@ -355,8 +355,22 @@ proptest! {
         prop_assert_eq!(asked, !now);
         let mut staged = Held { stage_only: true, ..Held::default() };
         prop_assert_eq!(
-            p.look(&mut staged, t, Trigger::Device, || Answer::Go),
+            p.look(&mut staged, Clock::at(t), Trigger::Device, || Answer::Go),
             Look::Wait { at: None }
+        );
+        // A clock that cannot be trusted is outside every window for the device, not for
+        // an operator; unless the spec says to apply anyway.
+        let blind = Clock { t, trusted: false };
+        prop_assert_eq!(
+            p.look(&mut Held::default(), blind, Trigger::Device, || Answer::Go),
+            Look::Wait { at: None }
+        );
+        let operator = p.look(&mut Held::default(), blind, Trigger::Operator { now: true }, || Answer::Go);
+        prop_assert!(matches!(operator, Look::Apply { .. }), "{:?}", operator);
+        let trusting = Policy { untrusted_clock_applies: true, ..p.clone() };
+        prop_assert_eq!(
+            matches!(trusting.look(&mut Held::default(), blind, Trigger::Device, || Answer::Go), Look::Apply { .. }),
+            open_by_definition(&p, t)
         );
     }
 }

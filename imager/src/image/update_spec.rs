@@ -67,6 +67,22 @@ pub struct UpdateSpec {
     /// `slate apply`) [default: window].
     #[serde(default)]
     pub reboot: Option<slate_core::policy::Reboot>,
+    /// What a device whose clock cannot be trusted (stage 2 raised a flat RTC to its floor,
+    /// and no signed time has been seen since) does with its windows: `"wait"` (every moment
+    /// is outside: only an operator applies) or `"apply"` (judge them on the floored clock)
+    /// [default: wait].
+    #[serde(default)]
+    pub untrusted_clock: Option<UntrustedClock>,
+}
+
+/// `[update] untrusted_clock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UntrustedClock {
+    /// Every moment is outside the windows.
+    Wait,
+    /// The windows are judged on the floored clock.
+    Apply,
 }
 
 /// The checked channel files and settings to bake into the root.
@@ -125,6 +141,13 @@ impl UpdateSpec {
                 "\"immediate\" applies updates at once, so the windows would never be used; use \"window\" (the default) or remove the windows".into(),
             ));
         }
+        if self.untrusted_clock.is_some() && self.windows.is_empty() {
+            return Err(bad(
+                "untrusted_clock",
+                "says how windows are judged without a trusted clock, and there are no windows"
+                    .into(),
+            ));
+        }
         let consent_only = !self.consent.is_empty() || self.reboot.is_some();
         if self.windows.is_empty() {
             if self.timezone.is_some() {
@@ -169,6 +192,7 @@ impl UpdateSpec {
     fn consent_policy(&self, p: slate_core::policy::Policy) -> slate_core::policy::Policy {
         slate_core::policy::Policy {
             reboot: self.reboot.unwrap_or_default(),
+            untrusted_clock_applies: self.untrusted_clock == Some(UntrustedClock::Apply),
             consent: self.consent.clone(),
             consent_retry_s: self.consent_retry.map_or(300, |s| s.secs()),
             consent_force_after_s: self.consent_force_after.map(|s| s.secs()),

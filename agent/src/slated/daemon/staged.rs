@@ -14,6 +14,15 @@ use slate_core::layout::Slot;
 use slate_core::policy::{Answer, Held, Look, Policy, Trigger};
 use std::path::Path;
 
+/// The clock the policy judges by: the (floored) system clock, and whether it is more than a
+/// floor ([`crate::clock::trusted`]).
+fn clock() -> slate_core::policy::Clock {
+    slate_core::policy::Clock {
+        t: now(),
+        trusted: crate::clock::trusted(),
+    }
+}
+
 /// A staged update: the entry it becomes when applied, what the looks at it learnt, and when
 /// the device looks again by itself.
 #[derive(Debug, Clone)]
@@ -115,7 +124,7 @@ impl Agent {
         {
             held.first_held = s.held.first_held;
         }
-        let look = policy.look(&mut held, now(), trigger, || self.ask(&policy, &v));
+        let look = policy.look(&mut held, clock(), trigger, || self.ask(&policy, &v));
         self.record_look(&v, &look);
         let (when, apply_at) = match look {
             Look::Apply { .. } => (When::Now, None),
@@ -223,9 +232,15 @@ impl Agent {
             })?;
         let mut staged = lock(&self.staged).clone().ok_or(Refusal::NothingStaged)?;
         let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
+        // The running slot on trial is not blessed yet: no switch away from it.
+        let on_trial = matches!(
+            lock(&self.status).boot,
+            slate_core::api::BootState::Trial { .. }
+        );
+        slate_core::install::admit(self.slot, on_trial)?;
         let policy = self.policy_in_force();
         let version = staged.entry.version.to_string();
-        let look = policy.look(&mut staged.held, now(), trigger, || {
+        let look = policy.look(&mut staged.held, clock(), trigger, || {
             self.ask(&policy, &version)
         });
         self.record_look(&version, &look);
