@@ -172,7 +172,7 @@ impl Metrics {
             single(
                 out,
                 "slate_update_window_overrides_total",
-                "Updates applied outside the maintenance windows with --now.",
+                "Updates applied outside the maintenance windows by an operator (slate apply, slate push --now).",
                 "counter",
                 overrides,
             )?;
@@ -282,7 +282,7 @@ slate_channel_metadata_expires_seconds 1900000000
 # HELP slate_update_window_open 1 while a maintenance window is open (updates may be applied).
 # TYPE slate_update_window_open gauge
 slate_update_window_open 0
-# HELP slate_update_window_overrides_total Updates applied outside the maintenance windows with --now.
+# HELP slate_update_window_overrides_total Updates applied outside the maintenance windows by an operator (slate apply, slate push --now).
 # TYPE slate_update_window_overrides_total counter
 slate_update_window_overrides_total 2
 # HELP slate_update_phase 1 for the phase of the update being worked on (idle: none is).

@@ -372,6 +372,25 @@ mod tests {
         assert_eq!(manual.reboot, slate_core::policy::Reboot::Manual);
         let e = err("reboot = \"immediate\"\nwindows = [\"Sat 02:00-04:00\"]\n");
         assert!(e.contains("update.reboot"), "{e}");
+        // Without a trusted clock: wait by default, or judge the windows anyway.
+        let w = "windows = [\"Sat 02:00-04:00\"]\n";
+        assert!(
+            !spec(w)
+                .policy(at, 0)
+                .unwrap()
+                .unwrap()
+                .untrusted_clock_applies
+        );
+        let anyway = spec(&format!("{w}untrusted_clock = \"apply\"\n"));
+        assert!(
+            anyway
+                .policy(at, 0)
+                .unwrap()
+                .unwrap()
+                .untrusted_clock_applies
+        );
+        let e = err("untrusted_clock = \"apply\"\n");
+        assert!(e.contains("update.untrusted_clock"), "{e}");
     }
 
     #[test]
