@@ -10,6 +10,7 @@ mod channel;
 mod gauntlet;
 mod hostile;
 mod pc;
+mod policy;
 mod secure_boot;
 mod update;
 mod verity;

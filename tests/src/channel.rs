@@ -38,7 +38,19 @@ pub struct Channel {
 /// The process's channel, made once.
 pub fn channel() -> &'static Channel {
     static CHANNEL: OnceLock<Channel> = OnceLock::new();
-    CHANNEL.get_or_init(|| {
+    CHANNEL.get_or_init(Channel::make)
+}
+
+/// A second channel with a repository and port of its own, for the update-policy scenario:
+/// it publishes other releases than [`channel`]'s, and the two scenarios may run at once.
+pub fn policy_channel() -> &'static Channel {
+    static CHANNEL: OnceLock<Channel> = OnceLock::new();
+    CHANNEL.get_or_init(Channel::make)
+}
+
+impl Channel {
+    /// Keys, a repository (`slate repo init`), a test CA and a free port.
+    fn make() -> Channel {
         let dir = Box::leak(Box::new(
             tempfile::Builder::new()
                 .prefix("slate-e2e-channel-")
@@ -74,7 +86,7 @@ pub fn channel() -> &'static Channel {
             ca_crt,
             port,
         }
-    })
+    }
 }
 
 /// A CA and a server certificate for 10.0.2.2 (the guest's view of the host) and 127.0.0.1.
@@ -216,6 +228,30 @@ impl Channel {
         Ok((bundle.len(), bundle.iter().map(|r| r.bytes).sum()))
     }
 
+    /// The average rate (bytes per second) nginx sent each bundle download of the device with
+    /// `seed` at, from the access log's body bytes and `$request_time` (the last field).
+    pub fn bundle_rates(log: &str, seed: u32) -> Result<Vec<(u64, f64)>, String> {
+        let query = format!(".slate?seed={seed}&");
+        log.lines()
+            .filter(|l| l.contains(&query))
+            .map(|l| {
+                let bytes = l
+                    .split("HTTP/1.1\" ")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<u64>().ok());
+                let seconds = l
+                    .split_whitespace()
+                    .last()
+                    .and_then(|t| t.parse::<f64>().ok());
+                match (bytes, seconds) {
+                    (Some(b), Some(s)) if s > 0.0 => Ok((b, b as f64 / s)),
+                    _ => Err(format!("no body size or request time in {l:?}")),
+                }
+            })
+            .collect()
+    }
+
     /// nginx's access log so far (it shows each request's `?seed=&version=`).
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("nginx/access.log")).unwrap_or_default()
@@ -259,7 +295,7 @@ impl Channel {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_time';\n  access_log {acc} timed;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
                 pid = p("nginx.pid"),
                 err = p("error.log"),
                 acc = p("access.log"),

@@ -17,6 +17,10 @@ pub enum Variant {
     Arm64,
     /// [`Variant::Arm64`] plus [`Variant::FailingHealth`]'s check.
     Arm64FailingHealth,
+    /// The demo spec pulling from the policy scenario's channel
+    /// ([`crate::channel::policy_channel`]) with a bandwidth cap of [`Variant::CAP_KIB_S`] and
+    /// [`Variant::closed_window`] (UTC).
+    CappedWindow,
     /// The demo spec built for Secure Boot: signed UKIs with the test db key
     /// ([`crate::secure_boot_keys`]).
     SecureBoot,
@@ -46,6 +50,10 @@ impl Variant {
             _ => slate_core::layout::Arch::X86_64,
         }
     }
+
+    /// The bandwidth cap of [`Variant::CappedWindow`], KiB/s: the demo bundle (about 12 MiB)
+    /// then takes about a minute.
+    pub const CAP_KIB_S: u32 = 200;
 
     /// A maintenance window that is closed from now for more than two days: ten minutes on
     /// the weekday three days ahead (the spec changes once a day, so images are rebuilt
@@ -83,6 +91,14 @@ impl Variant {
             | Variant::FailingHealth
             | Variant::Arm64FailingHealth => text += CONSENT,
             Variant::Channel => text += &crate::channel::channel().spec_table(),
+            Variant::CappedWindow => {
+                text += &crate::channel::policy_channel().spec_table();
+                text += &format!(
+                    "max_kib_s = {}\nwindows = [\"{}\"]\n",
+                    Variant::CAP_KIB_S,
+                    Variant::closed_window()
+                );
+            }
             Variant::SecureBoot | Variant::SecureBootFailingHealth => {
                 let keys = crate::secure_boot_keys();
                 text += &format!(

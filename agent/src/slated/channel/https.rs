@@ -23,6 +23,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Https {
     tls: Arc<ClientConfig>,
     cap: Option<super::ratelimit::Cap>,
+    /// With a cap: the socket's receive buffer, in bytes (see [`super::ratelimit::recv_buffer`]).
+    recv_buffer: Option<u32>,
 }
 
 impl std::fmt::Debug for Https {
@@ -62,6 +64,7 @@ impl Https {
         Ok(Https {
             tls: Arc::new(tls),
             cap: None,
+            recv_buffer: None,
         })
     }
 
@@ -69,6 +72,7 @@ impl Https {
     /// for all of them).
     pub fn capped(mut self, kib_s: u32) -> Https {
         self.cap = Some(super::ratelimit::cap(kib_s));
+        self.recv_buffer = Some(super::ratelimit::recv_buffer(kib_s));
         self
     }
 
@@ -88,9 +92,10 @@ impl Https {
         let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
             .with_context(|| format!("{host}: not a valid server name"))?;
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-                .await
-                .with_context(|| format!("connecting to {host}:{port}"))?;
+            let tcp =
+                super::ratelimit::connect(host.trim_matches(['[', ']']), port, self.recv_buffer)
+                    .await
+                    .with_context(|| format!("connecting to {host}:{port}"))?;
             // The cap counts what crosses the wire (TLS included), as the server measures it.
             let tcp = super::ratelimit::MaybeCapped::new(tcp, self.cap.clone());
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())

@@ -131,6 +131,17 @@ impl Agent {
             Look::Wait { at } => (When::Later, at),
             Look::HeldBack { at, .. } => (When::Later, Some(at)),
         };
+        if when == When::Later {
+            // Kept before the staged entry is written: a power cut right after it must not
+            // forget that an operator staged it only, or what the application said.
+            let mut st = lock(&self.state);
+            st.staged = Some(StagedRecord {
+                slot: self.slot.other(),
+                version: v,
+                held: held.clone(),
+            });
+            self.save(&st);
+        }
         *lock(&self.gate_look) = Some((held, apply_at));
         when
     }
