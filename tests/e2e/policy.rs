@@ -18,7 +18,7 @@ fn a_pull_is_capped_staged_outside_the_window_and_applied_when_it_opens() {
     let v1 = image_variant("1.0.0", Variant::CappedWindow);
     let v2 = bundle(image_variant("2.0.0", Variant::CappedWindow));
     let v2_len = std::fs::metadata(&v2).unwrap().len();
-    let _nginx = ch.serve();
+    let _nginx = ch.serve_measured();
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let mut vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)

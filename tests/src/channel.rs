@@ -265,14 +265,24 @@ impl Channel {
     /// [`Channel::serve`] sending at most `rate` per connection (nginx's `limit_rate`, such
     /// as `"256k"`): a download slow enough to cut in the middle.
     pub fn serve_at(&self, rate: Option<&str>) -> Nginx {
-        self.serve_on(self.port, rate, None)
+        self.serve_on(self.port, rate, None, None)
+    }
+
+    /// [`Channel::serve`] with a small socket send buffer (16 KiB), so that what nginx counts
+    /// as sent (its `$request_time`) is what left for the device, not megabytes queued in the
+    /// kernel: for measuring a device's download rate at the server.
+    pub fn serve_measured(&self) -> Nginx {
+        self.serve_on(self.port, None, None, Some("16k"))
     }
 
     /// nginx on the channel's port passing every request to a [`FaultServer`] serving the
     /// repository, whose script of faults the bundle downloads meet.
     pub fn serve_with_faults(&self) -> (Nginx, FaultServer) {
         let origin = FaultServer::start(&self.repo);
-        (self.serve_on(self.port, None, Some(origin.port)), origin)
+        (
+            self.serve_on(self.port, None, Some(origin.port), None),
+            origin,
+        )
     }
 
     /// nginx on a port of its own behind a [`FaultProxy`] on the channel's port, which can
@@ -282,12 +292,19 @@ impl Channel {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let nginx = self.serve_on(inner, None, None);
+        let nginx = self.serve_on(inner, None, None, None);
         (nginx, FaultProxy::start(self.port, inner))
     }
 
-    /// nginx on `port`, serving the repository itself or passing requests to `origin`.
-    fn serve_on(&self, port: u16, rate: Option<&str>, origin: Option<u16>) -> Nginx {
+    /// nginx on `port`, serving the repository itself or passing requests to `origin`, with
+    /// `sndbuf` as its sockets' send buffer when given.
+    fn serve_on(
+        &self,
+        port: u16,
+        rate: Option<&str>,
+        origin: Option<u16>,
+        sndbuf: Option<&str>,
+    ) -> Nginx {
         let prefix = self.dir.join("nginx");
         std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
         let conf = prefix.join("nginx.conf");
@@ -295,12 +312,13 @@ impl Channel {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_time';\n  access_log {acc} timed;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_time';\n  access_log {acc} timed;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl{sndbuf};\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
                 pid = p("nginx.pid"),
                 err = p("error.log"),
                 acc = p("access.log"),
                 tmp = p("tmp"),
                 port = port,
+                sndbuf = sndbuf.map(|b| format!(" sndbuf={b}")).unwrap_or_default(),
                 limit = rate.map(|r| format!("    limit_rate {r};\n")).unwrap_or_default(),
                 crt = self.dir.join("server.crt").display(),
                 key = self.dir.join("server.key").display(),
