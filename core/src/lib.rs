@@ -10,7 +10,8 @@
 //! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
 //!               slots (commit and rollback), retry (when a failed version is tried again),
-//!               channel (release, waves, schedule), policy (maintenance windows), version
+//!               channel (release, waves, schedule), policy (maintenance windows, staged
+//!               updates), delta (chunking, chunk index, delta plan), version
 //! device files  config (the agent's TOML), osrelease, dhcp
 //! wire          api (status, outcomes, the `slate:` console markers), operator (roles)
 //! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num
@@ -39,6 +40,7 @@ pub mod bundle;
 pub mod channel;
 pub mod cmdline;
 pub mod config;
+pub mod delta;
 pub mod der;
 pub mod dhcp;
 pub mod digest;

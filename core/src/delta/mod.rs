@@ -1,0 +1,20 @@
+//! Delta updates (DESIGN §17): a device fetches only the bytes of a release's root image that
+//! its running slot does not already hold. Pure: the publisher chunks the new root image
+//! ([`chunker`]) and publishes the [`index`]; the device chunks its running slot with the same
+//! parameters, and [`plan`] says which ranges to copy from the running slot and which to fetch
+//! from the full bundle, and whether the delta is worth it at all.
+//!
+//! Nothing here is trusted for the result: the index is authenticated by TUF, and what the
+//! device writes is checked exactly as a full install is (the signed rootfs sha256, the read
+//! back, the verity tree). A wrong or hostile index can only waste bytes.
+
+pub mod chunker;
+pub mod index;
+pub mod plan;
+
+pub use chunker::{chunks, Params};
+pub use index::{ChunkIndex, IndexError};
+pub use plan::{DeltaPlan, Mode, Op};
+
+#[cfg(test)]
+mod tests;
