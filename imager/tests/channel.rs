@@ -173,7 +173,13 @@ fn python_tuf_reads_what_slate_publish_wrote() {
     let server = Server::serve(&repo.dir);
     let work = tempdir();
     let name = "oracle-tiny-1.2.3.slate";
-    let got = python_tuf(&repo.root(), &server, work.path(), &["release.json", name]);
+    let chunks = "oracle-tiny-1.2.3.slate.chunks";
+    let got = python_tuf(
+        &repo.root(),
+        &server,
+        work.path(),
+        &["release.json", name, chunks],
+    );
     assert!(
         got.status.success(),
         "python-tuf: {}",
@@ -196,9 +202,24 @@ fn python_tuf_reads_what_slate_publish_wrote() {
     assert_eq!((u.waves.0[1].first_seed, u.waves.0[1].end_seed), (21, 205));
     assert_eq!(u.waves.0[0].start, u.published + 3600);
 
+    // The chunk index beside the bundle, signed as a target: the root image's data (without
+    // its verity tree) tiled by chunks.
+    let index_bytes = std::fs::read(work.path().join("targets").join(chunks)).unwrap();
+    let index = slate_core::delta::ChunkIndex::parse(&index_bytes).unwrap();
+    let mut r = slate_core::bundle::BundleReader::new(std::fs::File::open(&bundle).unwrap());
+    let (m, _) = slate_core::install::read_head(&mut r).unwrap();
+    let m = slate_core::manifest::Manifest::parse(&m).unwrap();
+    let v = m.rootfs().and_then(|a| a.verity.clone()).unwrap();
+    assert_eq!(index.image_len, v.hash_offset);
+    assert!(!index.chunks.is_empty());
+
     let status = stdout(&ok(slate()
         .args(["repo", "status", "--seed", "100"])
         .arg(&repo.dir)));
+    assert!(
+        status.contains(&format!("chunk index {} bytes", index_bytes.len())),
+        "{status}"
+    );
     assert!(
         status.contains("wave 2: seeds 21..205 (1.0% → 10.0% of the fleet)"),
         "{status}"

@@ -141,6 +141,7 @@ impl Channel {
             online_keys: vec![self.dir.join("online.pem")],
             crl: None,
             now: slate_imager::operator::bundle::now(),
+            no_chunk_index: false,
         })
         .expect("slate publish");
     }

@@ -16,5 +16,17 @@ pub use chunker::{chunks, Params};
 pub use index::{ChunkIndex, IndexError};
 pub use plan::{DeltaPlan, Mode, Op};
 
+/// The chunk index target beside a bundle target (`<bundle>.chunks`). It is found by name in
+/// the TUF targets rather than named in `release.json`: agents from before delta updates read
+/// `release.json` strictly (unknown fields refused), and a fleet must keep pulling while it
+/// is being updated to an agent that knows deltas.
+pub fn index_target(bundle_target: &str) -> String {
+    format!("{bundle_target}.chunks")
+}
+
+/// The average chunk size publishers use: 32 KiB keeps the index (about 10.5 bytes a chunk)
+/// near 0.03% of the image, under the 0.05% the format aims for.
+pub const DEFAULT_AVG: u32 = 32 << 10;
+
 #[cfg(test)]
 mod tests;

@@ -243,6 +243,10 @@ pub struct PublishArgs {
     /// once they have checked the channel.
     #[arg(long, value_name = "CA.crl.pem")]
     crl: Option<PathBuf>,
+    /// Publish the bundle without the chunk index of its root image (`<bundle>.chunks`), with
+    /// which devices fetch only the chunks they lack.
+    #[arg(long, requires = "bundle")]
+    no_chunk_index: bool,
     #[command(flatten)]
     keys: RoleKeys,
 }
@@ -265,6 +269,7 @@ impl PublishArgs {
             online_keys: self.keys.online_keys,
             crl: self.crl.clone(),
             now: slate_imager::operator::bundle::now(),
+            no_chunk_index: self.no_chunk_index,
         })?;
         if let Some(crl) = &self.crl {
             println!("published the operators' CRL {}", crl.display());

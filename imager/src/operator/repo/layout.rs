@@ -104,12 +104,25 @@ impl Layout {
     /// The release manifest the targets metadata names (empty before the first publish);
     /// its bytes are checked against the signed length and sha256.
     pub fn release(&self, repo: &Repository) -> Result<ReleaseManifest> {
-        let name = TargetName::new(RELEASE_TARGET).context("release target name")?;
-        let Some(target) = repo.targets().signed.targets.get(&name) else {
+        let Some(bytes) = self.target_bytes(repo, RELEASE_TARGET)? else {
             return Ok(ReleaseManifest::default());
         };
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: bad release manifest",
+                self.targets().join(RELEASE_TARGET).display()
+            )
+        })
+    }
+
+    /// A target's bytes as the signed targets metadata describes them (None: no such target).
+    pub fn target_bytes(&self, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
+        let target_name = TargetName::new(name).context("target name")?;
+        let Some(target) = repo.targets().signed.targets.get(&target_name) else {
+            return Ok(None);
+        };
         let sha = hex::encode(&target.hashes.sha256);
-        let path = self.targets().join(format!("{sha}.{RELEASE_TARGET}"));
+        let path = self.targets().join(format!("{sha}.{name}"));
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if actual != sha || bytes.len() as u64 != target.length {
@@ -118,8 +131,7 @@ impl Layout {
                 path.display()
             );
         }
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: bad release manifest", path.display()))
+        Ok(Some(bytes))
     }
 }
 

@@ -42,6 +42,8 @@ pub struct PublishOptions {
     pub crl: Option<PathBuf>,
     /// The time it is (seconds since the epoch): waves count from it.
     pub now: i64,
+    /// Publish the bundle without its chunk index (devices then always fetch it whole).
+    pub no_chunk_index: bool,
 }
 
 /// What changed, for the CLI to print.
@@ -110,6 +112,16 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
             }
         }
         targets.targets.insert(target_name, target);
+        if !o.no_chunk_index {
+            // The root image's chunks, beside the bundle: devices fetch only what they lack.
+            let index = super::chunks::of_bundle(path, &manifest)?.to_bytes();
+            let index_name = slate_core::delta::index_target(&name);
+            let index_target = add_target_bytes(&layout, &index_name, &index)?;
+            targets.targets.insert(
+                TargetName::new(&index_name).context("target name")?,
+                index_target,
+            );
+        }
         let update = Update {
             product: manifest.product.clone(),
             board: manifest.board.clone(),

@@ -14,6 +14,21 @@ pub struct RepoStatus {
     pub roles: Vec<(&'static str, u64, i64)>,
     /// The release manifest.
     pub release: ReleaseManifest,
+    /// What each update (in the release manifest's order) costs a device to fetch.
+    pub sizes: Vec<Sizes>,
+}
+
+/// What fetching one published update costs: the whole bundle, or a delta from an earlier
+/// published version (chunk index, missing chunks and requests, as a device plans it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sizes {
+    /// The bundle's bytes.
+    pub full: u64,
+    /// The chunk index's bytes (none: published without one).
+    pub index: Option<u64>,
+    /// From each earlier published version of the same product and board with an index: the
+    /// bytes a device running it fetches.
+    pub deltas: Vec<(slate_core::Version, u64)>,
 }
 
 /// Reads a repository's state (signatures checked, expiry reported rather than enforced).
@@ -47,7 +62,56 @@ pub fn status(dir: &Path) -> Result<RepoStatus> {
         ),
     ];
     let release = layout.release(&repo)?;
-    Ok(RepoStatus { roles, release })
+    let sizes = sizes(&layout, &repo, &release)?;
+    Ok(RepoStatus {
+        roles,
+        release,
+        sizes,
+    })
+}
+
+/// Each update's full size, and its delta from every earlier one of its product and board.
+fn sizes(
+    layout: &Layout,
+    repo: &tough::Repository,
+    release: &ReleaseManifest,
+) -> Result<Vec<Sizes>> {
+    use slate_core::delta::{self, plan, ChunkIndex};
+    let mut indexes: Vec<Option<(ChunkIndex, u64)>> = Vec::new();
+    let mut out = Vec::new();
+    for u in &release.updates {
+        let full = tough::TargetName::new(&u.target)
+            .ok()
+            .and_then(|n| repo.targets().signed.targets.get(&n).map(|t| t.length))
+            .unwrap_or(0);
+        let index = match layout.target_bytes(repo, &delta::index_target(&u.target))? {
+            Some(b) => Some((
+                ChunkIndex::parse(&b)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", delta::index_target(&u.target)))?,
+                b.len() as u64,
+            )),
+            None => None,
+        };
+        let mut deltas = Vec::new();
+        if let Some((new, len)) = &index {
+            for (earlier, idx) in release.updates.iter().zip(&indexes) {
+                if earlier.product != u.product || earlier.board != u.board {
+                    continue;
+                }
+                if let Some((old, _)) = idx {
+                    let p = plan::plan(new, old, plan::COALESCE_GAP);
+                    deltas.push((earlier.version.clone(), p.cost(*len)));
+                }
+            }
+        }
+        out.push(Sizes {
+            full,
+            index: index.as_ref().map(|(_, l)| *l),
+            deltas,
+        });
+        indexes.push(index);
+    }
+    Ok(out)
 }
 
 fn date(secs: i64) -> String {
@@ -75,7 +139,7 @@ impl RepoStatus {
             let _ = writeln!(s, "no updates published");
         }
         let now_u = u64::try_from(now).unwrap_or(0);
-        for u in &self.release.updates {
+        for (i, u) in self.release.updates.iter().enumerate() {
             let _ = writeln!(
                 s,
                 "{} {} for {}: target {}, published {}",
@@ -85,6 +149,19 @@ impl RepoStatus {
                 u.target,
                 date(i64::try_from(u.published).unwrap_or(i64::MAX))
             );
+            if let Some(z) = self.sizes.get(i) {
+                let index = z.index.map_or("no chunk index".to_string(), |l| {
+                    format!("chunk index {l} bytes")
+                });
+                let _ = writeln!(s, "  full {} bytes, {index}", z.full);
+                for (from, bytes) in &z.deltas {
+                    let share = *bytes as f64 * 100.0 / z.full.max(1) as f64;
+                    let _ = writeln!(
+                        s,
+                        "  delta from {from}: {bytes} bytes ({share:.1}% of full)"
+                    );
+                }
+            }
             if u.waves.0.is_empty() {
                 let _ = writeln!(s, "  no waves: every device at once");
             }
