@@ -289,3 +289,46 @@ impl<'a> Reader<'a> {
         Err(IndexError::Varint { at: start })
     }
 }
+
+impl ChunkIndex {
+    /// Chunks the first `len` bytes of `r` (a device's running slot) with `params`, holding at
+    /// most two of the longest chunks in memory: what [`ChunkIndex::of`] gives for the same
+    /// bytes, without reading a whole image into RAM.
+    pub fn of_reader(
+        mut r: impl std::io::Read,
+        len: u64,
+        params: Params,
+    ) -> std::io::Result<ChunkIndex> {
+        let max = params.max as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(2 * max);
+        let mut left = len;
+        let mut offset = 0u64;
+        let mut chunks = Vec::new();
+        loop {
+            // Keep at least one longest chunk ahead (or everything that is left).
+            while buf.len() < max && left > 0 {
+                let want = usize::try_from(left.min((2 * max - buf.len()) as u64)).unwrap_or(max);
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                r.read_exact(&mut buf[start..])?;
+                left -= want as u64;
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let n = chunker::cut(&buf, &params);
+            chunks.push(Chunk {
+                offset,
+                len: u32::try_from(n).unwrap_or(u32::MAX),
+                id: chunk_id(&buf[..n]),
+            });
+            offset += n as u64;
+            buf.drain(..n);
+        }
+        Ok(ChunkIndex {
+            params,
+            image_len: len,
+            chunks,
+        })
+    }
+}

@@ -227,3 +227,25 @@ proptest! {
 const MAGIC_PREFIXED: &[u8] = &[
     b'S', b'L', b'A', b'T', b'E', b'C', b'I', b'1', 0, 4, 0, 0, 0, 16, 0, 0, 0, 64, 0, 0,
 ];
+
+#[test]
+fn a_reader_is_chunked_as_the_bytes_are() {
+    for len in [0usize, 100, 5000, 3 << 20] {
+        let data = noise(len, len as u64);
+        let whole = ChunkIndex::of(&data, P);
+        // A reader that hands out few bytes at a time.
+        struct Dribble<'a>(&'a [u8]);
+        impl std::io::Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = out.len().min(self.0.len()).min(777);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let streamed = ChunkIndex::of_reader(Dribble(&data), len as u64, P).unwrap();
+        assert_eq!(streamed, whole, "{len} bytes");
+    }
+    // A reader shorter than it was said to be is an error, not a short index.
+    assert!(ChunkIndex::of_reader(&[0u8; 10][..], 20, P).is_err());
+}

@@ -12,6 +12,7 @@ mod api;
 mod apps;
 mod boards;
 mod boot;
+mod delta;
 mod imager;
 mod install;
 mod secure_boot;
@@ -129,8 +130,9 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "api" => api::measure(),
         "apps" => apps::measure(),
         "channel" => channel(),
+        "delta" => delta::measure(),
         other => {
-            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel)")
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel, delta)")
         }
     }
 }
