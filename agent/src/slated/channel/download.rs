@@ -103,6 +103,46 @@ pub struct SlotPrefix {
     pub device: std::path::PathBuf,
 }
 
+/// Where a [`Piece`]'s bytes come from, for the counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceKind {
+    /// The idle slot's durable prefix, written before a power cut.
+    Resumed,
+    /// A stretch of the running slot that a delta copies (the delta path that builds these
+    /// from a chunk index is the next step of the delta-updates issue).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Copied,
+}
+
+/// Bundle bytes the device holds on one of its disks, taken from there instead of the
+/// server; hashed with the rest, so a piece that is not what the bundle has never reaches a
+/// clean end.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    /// Where they sit in the bundle.
+    pub bundle_offset: u64,
+    /// How many.
+    pub len: u64,
+    /// The block device (or file) holding them.
+    pub device: std::path::PathBuf,
+    /// Where they start on it.
+    pub device_offset: u64,
+    /// Resumed or copied.
+    pub kind: PieceKind,
+}
+
+impl From<SlotPrefix> for Piece {
+    fn from(p: SlotPrefix) -> Piece {
+        Piece {
+            bundle_offset: p.at.bundle_offset,
+            len: p.at.len,
+            device: p.device,
+            device_offset: 0,
+            kind: PieceKind::Resumed,
+        }
+    }
+}
+
 /// What a download did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Fetched {
@@ -110,6 +150,10 @@ pub struct Fetched {
     pub bytes: u64,
     /// Bytes taken from the slot's durable prefix instead of the server.
     pub from_slot: u64,
+    /// Bytes a delta copied from the running slot instead of fetching them.
+    pub copied: u64,
+    /// Requests made to the server.
+    pub requests: u64,
     /// Range continuations.
     pub resumes: u64,
     /// Full restarts (a server that ignored Range).
@@ -171,21 +215,24 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
-/// Sends the slot's durable prefix into the install (until it stops reading:
-/// `install_stopped`), hashing it; `delivered` counts what was taken even when reading the
-/// slot fails half way (the error says why; the rest then comes from the server).
-async fn feed_prefix(
-    p: &SlotPrefix,
+/// Sends a piece's bytes into the install (until it stops reading: `install_stopped`),
+/// hashing them; `delivered` counts what was taken even when reading the disk fails half way
+/// (the error says why; the rest then comes from the server).
+async fn feed_piece(
+    p: &Piece,
     hash: &mut Sha256,
     tx: &mpsc::Sender<Result<Bytes, String>>,
     delivered: &mut u64,
     install_stopped: &mut bool,
 ) -> Result<(), String> {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut f = tokio::fs::File::open(&p.device)
         .await
         .map_err(|e| format!("{}: {e}", p.device.display()))?;
-    let mut left = p.at.len;
+    f.seek(std::io::SeekFrom::Start(p.device_offset))
+        .await
+        .map_err(|e| format!("{}: {e}", p.device.display()))?;
+    let mut left = p.len;
     while left > 0 {
         let mut buf = vec![0u8; usize::try_from(left.min(256 << 10)).unwrap_or(256 << 10)];
         f.read_exact(&mut buf)
@@ -201,7 +248,30 @@ async fn feed_prefix(
     Ok(())
 }
 
-/// Downloads `url` into `tx`, taking `prefix` from the slot when given. Returns `Ok` once
+/// The pieces a download can use: in the bundle, not empty, in order, none overlapping the
+/// one before (a later one that would is dropped: its bytes come from the server).
+fn usable(mut pieces: Vec<Piece>, length: u64) -> std::collections::VecDeque<Piece> {
+    pieces.retain(|p| {
+        p.len > 0
+            && p.bundle_offset
+                .checked_add(p.len)
+                .is_some_and(|end| end <= length)
+    });
+    pieces.sort_by_key(|p| p.bundle_offset);
+    let mut out = std::collections::VecDeque::with_capacity(pieces.len());
+    let mut end = 0u64;
+    for p in pieces {
+        if p.bundle_offset >= end {
+            end = p.bundle_offset + p.len;
+            out.push_back(p);
+        }
+    }
+    out
+}
+
+/// Downloads `url` into `tx`, taking the bytes of `pieces` from the device's disks (a
+/// resumed prefix, a delta's copies) and the rest from the server, one bounded Range request
+/// per stretch between pieces. Returns `Ok` once
 /// every byte was fetched and matched the signed sha256 (even when the install stopped
 /// reading early: a refused bundle is then known to be the signed one), or with why not (the
 /// install then fails at its next read, or has already stopped reading).
@@ -209,7 +279,7 @@ pub async fn fetch(
     https: &Https,
     url: &Url,
     expected: &Expected,
-    prefix: Option<SlotPrefix>,
+    pieces: Vec<Piece>,
     tx: mpsc::Sender<Result<Bytes, String>>,
     stats: &mut Fetched,
     patience: &Patience,
@@ -233,27 +303,27 @@ pub async fn fetch(
     };
     let mut last_error = String::new();
     let mut install_stopped = false;
-    let mut pending = prefix.filter(|p| {
-        p.at.bundle_offset
-            .checked_add(p.at.len)
-            .is_some_and(|end| end <= expected.length)
-    });
+    let mut pending = usable(pieces, expected.length);
     while delivered < expected.length {
-        if let Some(p) = pending.take_if(|p| p.at.bundle_offset == delivered) {
+        if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) {
             let before = delivered;
-            let fed = feed_prefix(&p, &mut hash, &tx, &mut delivered, &mut install_stopped).await;
-            stats.from_slot += delivered - before;
+            let fed = feed_piece(&p, &mut hash, &tx, &mut delivered, &mut install_stopped).await;
+            match p.kind {
+                PieceKind::Resumed => stats.from_slot += delivered - before,
+                PieceKind::Copied => stats.copied += delivered - before,
+            }
             if let Err(why) = fed {
                 crate::marker::warn(format!(
-                    "channel: the slot's durable prefix cannot be read ({why}); downloading it instead"
+                    "channel: bytes {}..{} of the bundle cannot be read from {} ({why}); downloading them instead",
+                    p.bundle_offset,
+                    p.bundle_offset + p.len,
+                    p.device.display()
                 ));
             }
             continue;
         }
-        // Up to the slot's prefix, when one is waiting; else to the end.
-        let stop = pending
-            .as_ref()
-            .map_or(expected.length, |p| p.at.bundle_offset);
+        // Up to the next piece, when one is waiting; else to the end.
+        let stop = pending.front().map_or(expected.length, |p| p.bundle_offset);
         let backoff = match attempt {
             0 => Duration::ZERO,
             n => patience.first_backoff * (1 << (n - 1).min(5)),
@@ -281,6 +351,7 @@ pub async fn fetch(
         tokio::time::sleep(backoff).await;
         attempt += 1;
         connections += 1;
+        stats.requests += 1;
         let range = match (delivered, stop == expected.length) {
             (0, true) => None,
             (from, true) => Some((from, None)),

@@ -269,7 +269,8 @@ async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
         }
     });
     let mut stats = Fetched::default();
-    let result = fetch(&https, &url, &expected, prefix, tx, &mut stats, &patience).await;
+    let pieces = prefix.into_iter().map(Piece::from).collect();
+    let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
     let delivered = consumer.await.unwrap();
     let ranges = server.ranges.lock().unwrap().clone();
     Run {
@@ -386,6 +387,53 @@ async fn a_durable_prefix_in_the_slot_is_not_fetched_again() {
 }
 
 #[tokio::test]
+async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
+    // A "running slot" holding the bundle's bytes at other offsets, as a delta finds them.
+    let data = payload();
+    let slot = tempfile::NamedTempFile::new().unwrap();
+    let mut disk = vec![0u8; 4096];
+    disk.extend_from_slice(&data[200_000..300_000]);
+    disk.extend_from_slice(&data[10_000..60_000]);
+    std::fs::write(slot.path(), &disk).unwrap();
+    let piece = |bundle_offset: u64, len: u64, device_offset: u64| Piece {
+        bundle_offset,
+        len,
+        device: slot.path().to_path_buf(),
+        device_offset,
+        kind: PieceKind::Copied,
+    };
+    let server = serve(Fault::None).await;
+    let (https, url, expected, patience) = client(&server);
+    let (tx, mut reader) = StreamReader::new();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        reader
+            .read_to_end(&mut v)
+            .map(|_| v)
+            .map_err(|e| e.to_string())
+    });
+    let mut stats = Fetched::default();
+    // Given out of order, with one overlapping the first (dropped: fetched instead).
+    let pieces = vec![
+        piece(200_000, 100_000, 4096),
+        piece(10_000, 50_000, 4096 + 100_000),
+        piece(50_000, 20_000, 0),
+    ];
+    let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
+    let delivered = consumer.await.unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(delivered.is_ok_and(|d| d == data));
+    assert_eq!((stats.copied, stats.from_slot), (150_000, 0));
+    assert_eq!(stats.bytes, (LEN - 150_000) as u64);
+    // The two gaps, each a bounded Range; the last piece ends the bundle.
+    assert_eq!(stats.requests, 2);
+    assert_eq!(
+        server.ranges.lock().unwrap().clone(),
+        vec![Some((0, Some(9_999))), Some((60_000, Some(199_999)))]
+    );
+}
+
+#[tokio::test]
 async fn a_prefix_that_did_not_survive_the_cut_never_reaches_a_clean_end() {
     let mut torn = payload()[PREFIX_AT..PREFIX_AT + 100_000].to_vec();
     torn[50_000] ^= 0x80;
@@ -427,7 +475,16 @@ async fn run_refused_early(fault: Fault) -> (Result<()>, Fetched) {
         reader.read_exact(&mut head).map(|_| head.len())
     });
     let mut stats = Fetched::default();
-    let result = fetch(&https, &url, &expected, None, tx, &mut stats, &patience).await;
+    let result = fetch(
+        &https,
+        &url,
+        &expected,
+        Vec::new(),
+        tx,
+        &mut stats,
+        &patience,
+    )
+    .await;
     assert_eq!(consumer.await.unwrap().unwrap(), 1024);
     (result, stats)
 }

@@ -417,7 +417,7 @@ async fn check(
         https,
         &url,
         &expected,
-        prefix,
+        prefix.into_iter().map(download::Piece::from).collect(),
         tx,
         &mut stats,
         &download::Patience::device(agent.config.min_upload_kib_s),

@@ -69,7 +69,7 @@ async fn a_capped_download_reaches_the_server_at_the_cap() {
         &https,
         &url,
         &expected,
-        None,
+        Vec::new(),
         tx,
         &mut stats,
         &Patience::device(1),
