@@ -589,6 +589,15 @@ pub struct ChannelStatus {
     /// Bundle bytes taken from the idle slot's durable prefix instead of the network.
     #[serde(default)]
     pub bytes_from_slot: u64,
+    /// Bundle bytes delta downloads copied from the running slot instead of fetching them.
+    #[serde(default)]
+    pub bytes_copied: u64,
+    /// Requests made for bundles (a delta makes one per missing run).
+    #[serde(default)]
+    pub requests: u64,
+    /// How the last bundle was fetched: `full` or `delta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mode: Option<String>,
 }
 
 /// A failed check.

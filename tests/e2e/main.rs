@@ -7,6 +7,7 @@ mod arm64;
 mod bench_channel;
 mod boot;
 mod channel;
+mod delta;
 mod gauntlet;
 mod hostile;
 mod pc;

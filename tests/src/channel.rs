@@ -48,6 +48,13 @@ pub fn policy_channel() -> &'static Channel {
     CHANNEL.get_or_init(Channel::make)
 }
 
+/// A third channel for the delta scenario: it publishes with chunk indexes (the others
+/// publish without, so their downloads stay whole and their byte counts mean what they say).
+pub fn delta_channel() -> &'static Channel {
+    static CHANNEL: OnceLock<Channel> = OnceLock::new();
+    CHANNEL.get_or_init(Channel::make)
+}
+
 impl Channel {
     /// Keys, a repository (`slate repo init`), a test CA and a free port.
     fn make() -> Channel {
@@ -121,8 +128,24 @@ impl Channel {
         )
     }
 
-    /// `slate publish` with the channel's keys.
+    /// `slate publish` with the channel's keys, without chunk indexes (devices fetch whole
+    /// bundles); see [`Channel::publish_with_index`].
     pub fn publish(&self, bundle: Option<&Path>, waves: Option<&str>, max: Option<Option<&str>>) {
+        self.publish_as(bundle, waves, max, true)
+    }
+
+    /// `slate publish` of a bundle with its chunk index: devices may fetch it by delta.
+    pub fn publish_with_index(&self, bundle: &Path) {
+        self.publish_as(Some(bundle), None, None, false)
+    }
+
+    fn publish_as(
+        &self,
+        bundle: Option<&Path>,
+        waves: Option<&str>,
+        max: Option<Option<&str>>,
+        no_chunk_index: bool,
+    ) {
         let waves_file = waves.map(|w| {
             let p = self.dir.join("waves.toml");
             std::fs::write(&p, w).expect("write waves");
@@ -141,7 +164,7 @@ impl Channel {
             online_keys: vec![self.dir.join("online.pem")],
             crl: None,
             now: slate_imager::operator::bundle::now(),
-            no_chunk_index: false,
+            no_chunk_index,
         })
         .expect("slate publish");
     }
@@ -227,6 +250,21 @@ impl Channel {
             .filter(|r| r.bundle)
             .collect();
         Ok((bundle.len(), bundle.iter().map(|r| r.bytes).sum()))
+    }
+
+    /// The HTTP status of each bundle request of the device with `seed` in `log` (206 for a
+    /// Range answer).
+    pub fn bundle_statuses(log: &str, seed: u32) -> Vec<u16> {
+        let query = format!(".slate?seed={seed}&");
+        log.lines()
+            .filter(|l| l.contains(&query))
+            .filter_map(|l| {
+                l.split("HTTP/1.1\" ")
+                    .nth(1)
+                    .and_then(|a| a.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect()
     }
 
     /// The average rate (bytes per second) nginx sent each bundle download of the device with

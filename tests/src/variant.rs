@@ -21,6 +21,9 @@ pub enum Variant {
     /// ([`crate::channel::policy_channel`]) with a bandwidth cap of [`Variant::CAP_KIB_S`] and
     /// [`Variant::closed_window`] (UTC).
     CappedWindow,
+    /// The demo spec pulling from the delta scenario's channel
+    /// ([`crate::channel::delta_channel`]), which publishes chunk indexes.
+    Delta,
     /// The demo spec built for Secure Boot: signed UKIs with the test db key
     /// ([`crate::secure_boot_keys`]).
     SecureBoot,
@@ -91,6 +94,7 @@ impl Variant {
             | Variant::FailingHealth
             | Variant::Arm64FailingHealth => text += CONSENT,
             Variant::Channel => text += &crate::channel::channel().spec_table(),
+            Variant::Delta => text += &crate::channel::delta_channel().spec_table(),
             Variant::CappedWindow => {
                 text += &crate::channel::policy_channel().spec_table();
                 text += &format!(

@@ -155,12 +155,28 @@ pub enum Marker {
         resumes: u64,
         /// Bytes taken from the idle slot instead.
         from_slot: u64,
+        /// Bytes a delta copied from the running slot instead.
+        copied: u64,
+        /// Requests made to the server.
+        requests: u64,
     },
     /// A newer CRL of the operator CA was taken: the certificates it lists are refused from
     /// the next handshake on.
     OperatorsCrl {
         /// The CRL's thisUpdate (Unix seconds).
         this_update: i64,
+    },
+    /// A release's bundle is about to be fetched: whole, or by delta (the chunks the running
+    /// slot lacks), and how many bytes that costs of the bundle's.
+    ChannelFetching {
+        /// The version.
+        version: String,
+        /// `full` or `delta`.
+        mode: &'static str,
+        /// Bytes it fetches (with the index and the requests' overhead for a delta).
+        bytes: u64,
+        /// The bundle's bytes.
+        of: u64,
     },
     /// An update is installed into the idle slot and verified, and waits to be applied (its
     /// entry is staged: nothing boots it yet).
@@ -314,6 +330,7 @@ impl Marker {
             Marker::ChannelResumed { .. } => Kind::ChannelResumed,
             Marker::ChannelFetched { .. } => Kind::ChannelFetched,
             Marker::OperatorsCrl { .. } => Kind::OperatorsCrl,
+            Marker::ChannelFetching { .. } => Kind::ChannelFetching,
             Marker::Staged { .. } => Kind::Staged,
             Marker::Applying { .. } => Kind::Applying,
             Marker::FactoryReset { .. } => Kind::FactoryReset,
@@ -478,11 +495,19 @@ impl fmt::Display for Marker {
                 bytes,
                 resumes,
                 from_slot,
+                copied,
+                requests,
             } => write!(
                 f,
-                " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot}"
+                " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot} copied={copied} requests={requests}"
             ),
             Marker::OperatorsCrl { this_update } => write!(f, " this_update={this_update}"),
+            Marker::ChannelFetching {
+                version,
+                mode,
+                bytes,
+                of,
+            } => write!(f, " version={version} mode={mode} bytes={bytes} of {of}"),
             Marker::Staged {
                 slot,
                 version,

@@ -70,10 +70,12 @@ pub enum Kind {
     ChannelError,
     /// `slate: channel resumed version=… from_slot=…`
     ChannelResumed,
-    /// `slate: channel fetched version=… bytes=… resumes=… from_slot=…`
+    /// `slate: channel fetched version=… bytes=… resumes=… from_slot=… copied=… requests=…`
     ChannelFetched,
     /// `slate: operators crl this_update=…`
     OperatorsCrl,
+    /// `slate: channel fetching version=… mode=full|delta bytes=… of …`
+    ChannelFetching,
     /// `slate: staged slot=… version=… apply_at=<unix seconds>|manual`
     Staged,
     /// `slate: applying slot=… version=…`
@@ -121,6 +123,7 @@ impl Kind {
             Kind::ChannelResumed => "channel resumed",
             Kind::ChannelFetched => "channel fetched",
             Kind::OperatorsCrl => "operators crl",
+            Kind::ChannelFetching => "channel fetching",
             Kind::Staged => "staged",
             Kind::Applying => "applying",
             Kind::FactoryReset => "factory reset",

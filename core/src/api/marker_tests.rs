@@ -143,8 +143,8 @@ fn golden_marker_texts() {
             "slate: channel resumed version=2.0.0 from_slot=4096".into(),
         ),
         (
-            Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2 },
-            "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2".into(),
+            Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2, copied: 3, requests: 4 },
+            "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2 copied=3 requests=4".into(),
         ),
         (
             Marker::OperatorsCrl { this_update: 1700000000 },
@@ -157,6 +157,10 @@ fn golden_marker_texts() {
         (
             Marker::Staged { slot: Slot::B, version: "2.0.0".into(), apply_at: None },
             "slate: staged slot=b version=2.0.0 apply_at=manual".into(),
+        ),
+        (
+            Marker::ChannelFetching { version: "2.0.0".into(), mode: "delta", bytes: 1000, of: 9000 },
+            "slate: channel fetching version=2.0.0 mode=delta bytes=1000 of 9000".into(),
         ),
         (
             Marker::Applying { slot: Slot::A, version: "2.0.0".into() },

@@ -155,6 +155,20 @@ impl Metrics {
             )?;
             single(
                 out,
+                "slate_channel_bytes_copied_total",
+                "Bundle bytes delta downloads copied from the running slot instead of the network.",
+                "counter",
+                c.bytes_copied,
+            )?;
+            single(
+                out,
+                "slate_channel_requests_total",
+                "Requests made for bundles (a delta makes one per missing run).",
+                "counter",
+                c.requests,
+            )?;
+            single(
+                out,
                 "slate_channel_metadata_expires_seconds",
                 "When the channel's timestamp expires (unix seconds).",
                 "gauge",
@@ -276,6 +290,12 @@ slate_channel_resumes_total 1
 # HELP slate_channel_bytes_from_slot_total Bundle bytes a resumed download took from the idle slot instead of the network.
 # TYPE slate_channel_bytes_from_slot_total counter
 slate_channel_bytes_from_slot_total 1024
+# HELP slate_channel_bytes_copied_total Bundle bytes delta downloads copied from the running slot instead of the network.
+# TYPE slate_channel_bytes_copied_total counter
+slate_channel_bytes_copied_total 0
+# HELP slate_channel_requests_total Requests made for bundles (a delta makes one per missing run).
+# TYPE slate_channel_requests_total counter
+slate_channel_requests_total 0
 # HELP slate_channel_metadata_expires_seconds When the channel's timestamp expires (unix seconds).
 # TYPE slate_channel_metadata_expires_seconds gauge
 slate_channel_metadata_expires_seconds 1900000000

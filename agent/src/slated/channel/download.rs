@@ -304,6 +304,11 @@ pub async fn fetch(
     let mut last_error = String::new();
     let mut install_stopped = false;
     let mut pending = usable(pieces, expected.length);
+    // Each stretch between pieces is a request of its own: the cap on connections counts
+    // those beyond them (retries).
+    let allowed_connections = patience
+        .connections
+        .saturating_add(u32::try_from(pending.len()).unwrap_or(u32::MAX));
     while delivered < expected.length {
         if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) {
             let before = delivered;
@@ -333,7 +338,7 @@ pub async fn fetch(
                 "{url}: gave up after {} tries at byte {delivered} of {}: {last_error}",
                 patience.attempts, expected.length
             ))
-        } else if connections == patience.connections {
+        } else if connections == allowed_connections {
             Some(format!(
                 "{url}: gave up at byte {delivered} of {} after {connections} connections: {last_error}",
                 expected.length

@@ -4,6 +4,7 @@
 //! every check and marker the gauntlet proved holds for pulls too.
 
 mod crl;
+mod delta;
 mod download;
 mod https;
 pub mod ratelimit;
@@ -369,6 +370,29 @@ async fn check(
             from_slot: p.at.len,
         });
     }
+    // By delta when the release has a chunk index and it is worth it: the stretches of the
+    // root image the running slot holds are copied from it, the rest fetched by Range.
+    let setup = match delta::Running::of_this_boot(agent.slot) {
+        Ok(running) => {
+            delta::prepare(&repo, https, &url, &update.target, &expected, &running).await
+        }
+        Err(e) => {
+            tracing::info!(error = %format!("{e:#}"), "no delta: the running slot is not known");
+            None
+        }
+    };
+    let (mode, cost, mut pieces) = match setup {
+        Some(s) => (s.mode, s.cost, s.pieces),
+        None => (slate_core::delta::Mode::Full, expected.length, Vec::new()),
+    };
+    marker::emit(&Marker::ChannelFetching {
+        version: update.version.to_string(),
+        mode: mode.as_str(),
+        bytes: cost,
+        of: expected.length,
+    });
+    // A resumed prefix comes first; copies it covers are dropped (its bytes are the same).
+    pieces.splice(0..0, prefix.into_iter().map(download::Piece::from));
     let (tx, reader) = download::StreamReader::new();
     let feed = crate::slated::daemon::Feed {
         phase: slate_core::api::Phase::Downloading,
@@ -417,7 +441,7 @@ async fn check(
         https,
         &url,
         &expected,
-        prefix.into_iter().map(download::Piece::from).collect(),
+        pieces,
         tx,
         &mut stats,
         &download::Patience::device(agent.config.min_upload_kib_s),
@@ -429,12 +453,17 @@ async fn check(
             bytes: stats.bytes,
             resumes: stats.resumes,
             from_slot: stats.from_slot,
+            copied: stats.copied,
+            requests: stats.requests,
         });
     }
     if let Some(st) = lock(&agent.channel).as_mut() {
         st.bytes_fetched += stats.bytes;
         st.resumes += stats.resumes + u64::from(stats.from_slot > 0);
         st.bytes_from_slot += stats.from_slot;
+        st.bytes_copied += stats.copied;
+        st.requests += stats.requests;
+        st.last_mode = Some(mode.as_str().to_string());
     }
     let installed = worker
         .await

@@ -1,0 +1,301 @@
+//! A pull by delta (DESIGN §17): when a release's bundle has a chunk index beside it
+//! (`<bundle>.chunks`, authenticated by TUF), the device chunks its running slot the same way,
+//! plans which stretches of the new root image it already holds, and hands the download those
+//! stretches as pieces copied from the running slot: the download then fetches only the gaps,
+//! by Range, and hashes the whole bundle against the signed sha256 as it would a full one.
+//! Everything the install checks (signatures, the rootfs sha256, read-back, verity) is the
+//! same, so a wrong index can only cost bytes.
+//!
+//! Where the root image sits in the bundle comes from the bundle's own head (a bounded Range
+//! of its first bytes), read here only for offsets: the install reads and verifies it again.
+
+use super::download::{Expected, Piece, PieceKind};
+use super::https::Https;
+use http_body_util::BodyExt;
+use slate_core::bundle::BundleReader;
+use slate_core::delta::{self, plan, ChunkIndex, Mode};
+use slate_core::manifest::{Manifest, ROOTFS};
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// Bytes of the bundle's head fetched to find the root image (manifest and signatures are a
+/// few KiB; a head larger than this fetches the full bundle).
+pub const HEAD_PROBE: u64 = 64 << 10;
+
+/// The largest chunk index taken (1 GiB images at 0.05% are half a MiB).
+const MAX_INDEX: usize = 16 << 20;
+
+/// Where the running slot's chunk index is kept, by its root hash and chunk size: computing it
+/// reads and hashes the whole slot.
+pub const CACHE_DIR: &str = "/data/slate/chunks";
+
+/// A delta download, planned.
+#[derive(Debug)]
+pub struct Setup {
+    /// Full bundle or delta.
+    pub mode: Mode,
+    /// What the fetch costs: the index, the head probe, the gaps and the requests' overhead
+    /// (the bundle's length for a full fetch).
+    pub cost: u64,
+    /// The running slot's stretches to copy (empty for a full fetch).
+    pub pieces: Vec<Piece>,
+}
+
+/// Plans a delta for the bundle `target` at `url` (`expected`: its signed length and
+/// sha256). None when the release has no chunk index; a full fetch (with the reason on the
+/// console) when anything else stands in the way.
+pub async fn prepare(
+    repo: &tough::Repository,
+    https: &Https,
+    url: &Url,
+    target: &str,
+    expected: &Expected,
+    running: &Running,
+) -> Option<Setup> {
+    let name = tough::TargetName::new(delta::index_target(target)).ok()?;
+    if !repo.targets().signed.targets.contains_key(&name) {
+        return None;
+    }
+    match plan_delta(repo, https, url, &name, expected, running).await {
+        Ok(setup) => Some(setup),
+        Err(e) => {
+            crate::marker::warn(format!(
+                "channel: no delta for {target} ({e:#}); fetching the whole bundle"
+            ));
+            Some(Setup {
+                mode: Mode::Full,
+                cost: expected.length,
+                pieces: Vec::new(),
+            })
+        }
+    }
+}
+
+/// The running slot, as a delta reads it.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// Its block device.
+    pub device: PathBuf,
+    /// Its root image's data length (the verity hash offset on the command line).
+    pub data_len: u64,
+    /// Its root hash (names the cached index).
+    pub root_hash: String,
+}
+
+impl Running {
+    /// The running slot of this boot, from the command line.
+    pub fn of_this_boot(slot: slate_core::layout::Slot) -> anyhow::Result<Running> {
+        let line = std::fs::read_to_string("/proc/cmdline")?;
+        let params: slate_core::cmdline::BootParams = line.parse()?;
+        Ok(Running {
+            device: crate::partitions::find(slot.label())?.into(),
+            data_len: params.verity.hash_offset,
+            root_hash: params.verity.root_hash.to_string(),
+        })
+    }
+}
+
+async fn plan_delta(
+    repo: &tough::Repository,
+    https: &Https,
+    url: &Url,
+    name: &tough::TargetName,
+    expected: &Expected,
+    running: &Running,
+) -> anyhow::Result<Setup> {
+    use anyhow::Context;
+    use tough::IntoVec;
+    let bytes = repo
+        .read_target(name)
+        .await
+        .context("reading the chunk index")?
+        .context("the chunk index is listed but not served")?
+        .into_vec()
+        .await
+        .context("reading the chunk index")?;
+    if bytes.len() > MAX_INDEX {
+        anyhow::bail!("the chunk index is larger than {MAX_INDEX} bytes");
+    }
+    let index = ChunkIndex::parse(&bytes).context("the chunk index")?;
+    let head = fetch_head(https, url).await?;
+    let root_at = rootfs_offset(&head, index.image_len)?;
+    let ours = running_index(running, index.params).await?;
+    let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
+    // The gaps around the root image (the head, the verity tree and what follows) are
+    // fetched too: one request before the root image and one after, at most.
+    let fetched = expected.length.saturating_sub(p.copy_bytes);
+    let requests = p.requests + 2;
+    let cost = (bytes.len() as u64)
+        .saturating_add(head.len() as u64)
+        .saturating_add(fetched)
+        .saturating_add(requests.saturating_mul(plan::REQUEST_OVERHEAD));
+    let worth_it = u128::from(cost) * u128::from(plan::WORTH_IT.1)
+        < u128::from(expected.length) * u128::from(plan::WORTH_IT.0);
+    if !worth_it {
+        return Ok(Setup {
+            mode: Mode::Full,
+            cost: expected.length,
+            pieces: Vec::new(),
+        });
+    }
+    let pieces = p
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            plan::Op::Copy { from, to, len } => Some(Piece {
+                bundle_offset: root_at + to,
+                len,
+                device: running.device.clone(),
+                device_offset: from,
+                kind: PieceKind::Copied,
+            }),
+            plan::Op::Fetch { .. } => None,
+        })
+        .collect();
+    Ok(Setup {
+        mode: Mode::Delta,
+        cost,
+        pieces,
+    })
+}
+
+/// The bundle's first [`HEAD_PROBE`] bytes (a bounded Range; a server that ignores Range is
+/// read that far and dropped).
+async fn fetch_head(https: &Https, url: &Url) -> anyhow::Result<Vec<u8>> {
+    let resp = https.get(url, Some((0, Some(HEAD_PROBE - 1)))).await?;
+    if !matches!(resp.status().as_u16(), 200 | 206) {
+        anyhow::bail!("the bundle's head: HTTP {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut head = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            head.extend_from_slice(&data);
+        }
+        if head.len() as u64 >= HEAD_PROBE {
+            head.truncate(usize::try_from(HEAD_PROBE).unwrap_or(usize::MAX));
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// Where the root image's data starts in a bundle whose first bytes are `head`, for an index
+/// of `data_len` bytes: from the manifest's artifact sizes (each entry a 512-byte header and
+/// its data padded to 512). The manifest is not trusted here, only used for offsets: the
+/// install verifies it and every byte.
+pub fn rootfs_offset(head: &[u8], data_len: u64) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let mut r = BundleReader::new(head);
+    let (m, _) = slate_core::install::read_head(&mut r).context("the bundle's head")?;
+    let m = Manifest::parse(&m).context("the bundle's manifest")?;
+    let mut at = r.offset();
+    for a in &m.artifacts {
+        if a.name == ROOTFS {
+            let v = a.verity.as_ref().context("a root image without verity")?;
+            if v.hash_offset != data_len || a.size < data_len {
+                anyhow::bail!(
+                    "the chunk index covers {data_len} bytes, the bundle's root image data {}",
+                    v.hash_offset
+                );
+            }
+            return Ok(at + 512);
+        }
+        at = at
+            .checked_add(512 + a.size.div_ceil(512) * 512)
+            .context("artifact sizes overflow")?;
+    }
+    anyhow::bail!("the bundle has no {ROOTFS}")
+}
+
+/// The running slot's chunk index with `params`: kept on /data by root hash, or computed by
+/// reading the slot (and kept).
+async fn running_index(
+    running: &Running,
+    params: slate_core::delta::Params,
+) -> anyhow::Result<ChunkIndex> {
+    let path = Path::new(CACHE_DIR).join(format!("{}-{}.chunks", running.root_hash, params.avg));
+    if let Some(i) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| ChunkIndex::parse(&b).ok())
+        .filter(|i| i.params == params && i.image_len == running.data_len)
+    {
+        return Ok(i);
+    }
+    let r = running.clone();
+    let index = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&r.device)?;
+        ChunkIndex::of_reader(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            r.data_len,
+            params,
+        )
+    })
+    .await??;
+    let _ = std::fs::create_dir_all(CACHE_DIR);
+    if let Err(e) = crate::durable::replace(&path, &index.to_bytes()) {
+        crate::marker::warn(format!(
+            "channel: keeping the running slot's chunk index: {e:#}"
+        ));
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slate_core::manifest::Artifact;
+    use slate_core::verity::VerityInfo;
+    use slate_core::Digest32;
+
+    /// A format-1 bundle whose root image's data is `data` (its verity tree zeros), and the
+    /// bundle offset where that data starts, as the writer placed it.
+    fn bundle(data: &[u8]) -> (Vec<u8>, u64) {
+        let blocks = data.len() as u64 / 4096;
+        let verity = VerityInfo::new(Digest32([1; 32]), vec![], blocks, data.len() as u64).unwrap();
+        let mut rootfs = data.to_vec();
+        rootfs.resize(usize::try_from(verity.image_size()).unwrap(), 0);
+        let artifact = |name: &str, size: u64, verity: Option<VerityInfo>| Artifact {
+            name: name.into(),
+            size,
+            sha256: Digest32([2; 32]),
+            verity,
+        };
+        let m = Manifest {
+            format: slate_core::manifest::FORMAT,
+            product: "p".into(),
+            board: "b".into(),
+            version: "1.0.0".parse().unwrap(),
+            security_epoch: 0,
+            created: 0,
+            expires: None,
+            options: String::new(),
+            artifacts: vec![
+                artifact(ROOTFS, rootfs.len() as u64, Some(verity)),
+                artifact("vmlinuz", 3, None),
+                artifact("initrd.img", 3, None),
+            ],
+        };
+        let mut w = slate_core::bundle::Writer::new(Vec::new(), 0);
+        w.head(&m.to_bytes(), b"").unwrap();
+        let at = w.get_mut().len() as u64 + 512;
+        w.entry(ROOTFS, &rootfs).unwrap();
+        w.entry("vmlinuz", b"abc").unwrap();
+        w.entry("initrd.img", b"def").unwrap();
+        (w.finish().unwrap(), at)
+    }
+
+    #[test]
+    fn the_root_image_is_found_where_the_bundle_has_it() {
+        let data = vec![7u8; 8192];
+        let (bytes, expected) = bundle(&data);
+        let at = rootfs_offset(&bytes, 8192).unwrap();
+        assert_eq!(at, expected);
+        assert_eq!(&bytes[at as usize..at as usize + 8192], &data[..]);
+        // Only the head is needed.
+        assert_eq!(rootfs_offset(&bytes[..at as usize], 8192).unwrap(), at);
+        // An index of another length is refused.
+        let e = rootfs_offset(&bytes, 4096).unwrap_err();
+        assert!(format!("{e:#}").contains("covers 4096 bytes"), "{e:#}");
+    }
+}

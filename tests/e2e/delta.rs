@@ -1,0 +1,86 @@
+//! Delta updates over the channel: a device on v1 pulls v2, whose bundle has a chunk index
+//! beside it, by delta — the root image's stretches its running slot holds are copied from
+//! it, only the rest is fetched by Range over HTTPS from nginx — and commits. nginx's access
+//! log (not the device's own count) shows the bytes sent and the Range answers.
+
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
+use slate_tests::channel::{delta_channel, Channel};
+use slate_tests::*;
+use std::time::Duration;
+
+#[test]
+fn a_device_pulls_a_release_by_delta_and_commits() {
+    let ch = delta_channel();
+    let v1 = image_variant("1.0.0", Variant::Delta);
+    let v2 = bundle(image_variant("2.0.0", Variant::Delta));
+    let v2_len = std::fs::metadata(&v2).unwrap().len();
+    let _nginx = ch.serve();
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_for(&Kind::ChannelUpToDate.prefix(), Duration::from_secs(120))
+        .unwrap();
+    let seed = status(&vm).channel.expect("channel status").seed;
+
+    ch.publish_with_index(&v2);
+    let line = vm
+        .wait_for(
+            &format!(
+                "{} version=2.0.0 mode=delta",
+                Kind::ChannelFetching.prefix()
+            ),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let planned: u64 = line
+        .text
+        .split("bytes=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", line.text));
+    assert!(
+        line.text.ends_with(&format!(" of {v2_len}")),
+        "{}",
+        line.text
+    );
+    let fetched = vm
+        .wait_for(
+            &format!("{} version=2.0.0 ", Kind::ChannelFetched.prefix()),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let number = |key: &str| -> u64 {
+        fetched
+            .text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {}", fetched.text))
+    };
+    let (copied, device_requests) = (number("copied="), number("requests="));
+    vm.wait_for(
+        &Kind::Committed.on_version(Slot::B, "2.0.0"),
+        Duration::from_secs(600),
+    )
+    .unwrap();
+
+    // What nginx sent this device for the bundle: the delta's bytes, by Range.
+    let log = ch.access_log();
+    let (requests, sent) = Channel::bundle_bytes_sent(&log, seed).unwrap();
+    let statuses = Channel::bundle_statuses(&log, seed);
+    eprintln!(
+        "delta: {sent} of {v2_len} bundle bytes sent in {requests} request(s) {statuses:?}; the device planned {planned}"
+    );
+    assert!(
+        requests >= 2 && statuses.iter().all(|&s| s == 206),
+        "{statuses:?}"
+    );
+    assert!(sent <= planned, "sent {sent}, planned {planned}");
+    assert!(sent * 4 < v2_len, "sent {sent} of {v2_len}");
+    // The device's own count agrees: most of the bundle came from its running slot.
+    assert!(copied > v2_len / 2, "{}", fetched.text);
+    assert_eq!(device_requests, requests as u64, "{}", fetched.text);
+}
