@@ -1,7 +1,9 @@
 //! Delta updates over the channel: a device on v1 pulls v2, whose bundle has a chunk index
 //! beside it, by delta — the root image's stretches its running slot holds are copied from
 //! it, only the rest is fetched by Range over HTTPS from nginx — and commits. nginx's access
-//! log (not the device's own count) shows the bytes sent and the Range answers.
+//! log (not the device's own count) shows the bytes sent and the Range answers. A corrupt copy
+//! on the server is refused (the assembled bundle is hashed against the signed sha256) with the
+//! device still on v1.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -15,7 +17,7 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
     let v1 = image_variant("1.0.0", Variant::Delta);
     let v2 = bundle(image_variant("2.0.0", Variant::Delta));
     let v2_len = std::fs::metadata(&v2).unwrap().len();
-    let _nginx = ch.serve();
+    let nginx = ch.serve();
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
@@ -24,7 +26,47 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         .unwrap();
     let seed = status(&vm).channel.expect("channel status").seed;
 
+    // The server's copy is corrupt (one byte near its end, in what a delta fetches): the
+    // assembled bundle is not the signed one, nothing is installed, and the device says so.
+    drop(nginx);
     ch.publish_with_index(&v2);
+    let target = ch.target_file("2.0.0");
+    let good = std::fs::read(&target).unwrap();
+    let mut bad = good.clone();
+    let at = good.len() - 100_000;
+    bad[at] ^= 0x01;
+    std::fs::write(&target, &bad).unwrap();
+    let mark = vm.mark();
+    let nginx = ch.serve();
+    let line = vm
+        .wait_for_after(
+            &format!("{} kind=download", Kind::ChannelError.prefix()),
+            mark,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    assert!(
+        line.text.contains("does not match the signed target"),
+        "{}",
+        line.text
+    );
+    assert!(vm.saw_after(
+        &format!(
+            "{} version=2.0.0 mode=delta",
+            Kind::ChannelFetching.prefix()
+        ),
+        mark
+    ));
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
+
+    // The right bytes (restored with the server down, so no attempt straddles them): by
+    // delta again, and committed.
+    drop(nginx);
+    std::fs::write(&target, &good).unwrap();
+    let log_mark = ch.access_log().len();
+    let mark = vm.mark();
+    let nginx = ch.serve();
     let line = vm
         .wait_for(
             &format!(
@@ -47,8 +89,9 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         line.text
     );
     let fetched = vm
-        .wait_for(
+        .wait_for_after(
             &format!("{} version=2.0.0 ", Kind::ChannelFetched.prefix()),
+            mark,
             Duration::from_secs(300),
         )
         .unwrap();
@@ -61,14 +104,16 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
             .unwrap_or_else(|| panic!("no {key} in {}", fetched.text))
     };
     let (copied, device_requests) = (number("copied="), number("requests="));
-    vm.wait_for(
+    vm.wait_for_after(
         &Kind::Committed.on_version(Slot::B, "2.0.0"),
+        mark,
         Duration::from_secs(600),
     )
     .unwrap();
+    drop(nginx);
 
     // What nginx sent this device for the bundle: the delta's bytes, by Range.
-    let log = ch.access_log();
+    let log = ch.access_log()[log_mark..].to_string();
     let (requests, sent) = Channel::bundle_bytes_sent(&log, seed).unwrap();
     let statuses = Channel::bundle_statuses(&log, seed);
     eprintln!(
