@@ -76,6 +76,9 @@ pub async fn prepare(
 pub struct Running {
     /// Its block device.
     pub device: PathBuf,
+    /// Its boot files' folder on the ESP (`slate/<slot>/`: kernel and initramfs), whose files
+    /// a bundle's identical artifacts are copied from.
+    pub boot_files: PathBuf,
     /// Its root image's data length (the verity hash offset on the command line).
     pub data_len: u64,
     /// Its root hash (names the cached index).
@@ -89,6 +92,7 @@ impl Running {
         let params: slate_core::cmdline::BootParams = line.parse()?;
         Ok(Running {
             device: crate::partitions::find(slot.label())?.into(),
+            boot_files: Path::new(crate::boot::esp::MOUNT).join(format!("slate/{slot}")),
             data_len: params.verity.hash_offset,
             root_hash: params.verity.root_hash.to_string(),
         })
@@ -119,11 +123,16 @@ async fn plan_delta(
     let index = ChunkIndex::parse(&bytes).context("the chunk index")?;
     let head = fetch_head(https, url).await?;
     let root_at = rootfs_offset(&head, index.image_len)?;
+    let same_files = identical_boot_files(&head, running);
     let ours = running_index(running, index.params).await?;
     let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
     // The gaps around the root image (the head, the verity tree and what follows) are
     // fetched too: one request before the root image and one after, at most.
-    let fetched = expected.length.saturating_sub(p.copy_bytes);
+    let same_bytes: u64 = same_files.iter().map(|f| f.len).sum();
+    let fetched = expected
+        .length
+        .saturating_sub(p.copy_bytes)
+        .saturating_sub(same_bytes);
     let requests = p.requests + 2;
     let cost = (bytes.len() as u64)
         .saturating_add(head.len() as u64)
@@ -138,10 +147,9 @@ async fn plan_delta(
             pieces: Vec::new(),
         });
     }
-    let pieces = p
-        .ops
-        .iter()
-        .filter_map(|op| match *op {
+    let pieces = same_files
+        .into_iter()
+        .chain(p.ops.iter().filter_map(|op| match *op {
             plan::Op::Copy { from, to, len } => Some(Piece {
                 bundle_offset: root_at + to,
                 len,
@@ -150,7 +158,7 @@ async fn plan_delta(
                 kind: PieceKind::Copied,
             }),
             plan::Op::Fetch { .. } => None,
-        })
+        }))
         .collect();
     Ok(Setup {
         mode: Mode::Delta,
@@ -186,26 +194,63 @@ async fn fetch_head(https: &Https, url: &Url) -> anyhow::Result<Vec<u8>> {
 /// install verifies it and every byte.
 pub fn rootfs_offset(head: &[u8], data_len: u64) -> anyhow::Result<u64> {
     use anyhow::Context;
+    let (a, at) = artifact_offsets(head)?
+        .into_iter()
+        .find(|(a, _)| a.name == ROOTFS)
+        .with_context(|| format!("the bundle has no {ROOTFS}"))?;
+    let v = a.verity.as_ref().context("a root image without verity")?;
+    if v.hash_offset != data_len || a.size < data_len {
+        anyhow::bail!(
+            "the chunk index covers {data_len} bytes, the bundle's root image data {}",
+            v.hash_offset
+        );
+    }
+    Ok(at)
+}
+
+/// The bundle's boot files (kernel, initramfs) that the running slot's folder on the ESP
+/// holds byte for byte (same length and sha256 as the bundle's manifest says), as pieces: an
+/// update that keeps its kernel fetches none of it. A manifest that lies costs only bytes (the
+/// bundle is hashed whole).
+fn identical_boot_files(head: &[u8], running: &Running) -> Vec<Piece> {
+    let Ok(artifacts) = artifact_offsets(head) else {
+        return Vec::new();
+    };
+    artifacts
+        .into_iter()
+        .filter(|(a, _)| a.name != ROOTFS)
+        .filter_map(|(a, at)| {
+            let path = running.boot_files.join(&a.name);
+            let bytes = std::fs::read(&path).ok()?;
+            let same = bytes.len() as u64 == a.size
+                && <sha2::Sha256 as sha2::Digest>::digest(&bytes).as_slice() == a.sha256.0;
+            same.then_some(Piece {
+                bundle_offset: at,
+                len: a.size,
+                device: path,
+                device_offset: 0,
+                kind: PieceKind::Copied,
+            })
+        })
+        .collect()
+}
+
+/// Each artifact of the bundle whose first bytes are `head`, with where its data starts.
+fn artifact_offsets(head: &[u8]) -> anyhow::Result<Vec<(slate_core::manifest::Artifact, u64)>> {
+    use anyhow::Context;
     let mut r = BundleReader::new(head);
     let (m, _) = slate_core::install::read_head(&mut r).context("the bundle's head")?;
     let m = Manifest::parse(&m).context("the bundle's manifest")?;
     let mut at = r.offset();
-    for a in &m.artifacts {
-        if a.name == ROOTFS {
-            let v = a.verity.as_ref().context("a root image without verity")?;
-            if v.hash_offset != data_len || a.size < data_len {
-                anyhow::bail!(
-                    "the chunk index covers {data_len} bytes, the bundle's root image data {}",
-                    v.hash_offset
-                );
-            }
-            return Ok(at + 512);
-        }
-        at = at
+    let mut out = Vec::new();
+    for a in m.artifacts {
+        let next = at
             .checked_add(512 + a.size.div_ceil(512) * 512)
             .context("artifact sizes overflow")?;
+        out.push((a, at + 512));
+        at = next;
     }
-    anyhow::bail!("the bundle has no {ROOTFS}")
+    Ok(out)
 }
 
 /// The running slot's chunk index with `params`: kept on /data by root hash, or computed by
@@ -255,10 +300,10 @@ mod tests {
         let verity = VerityInfo::new(Digest32([1; 32]), vec![], blocks, data.len() as u64).unwrap();
         let mut rootfs = data.to_vec();
         rootfs.resize(usize::try_from(verity.image_size()).unwrap(), 0);
-        let artifact = |name: &str, size: u64, verity: Option<VerityInfo>| Artifact {
+        let artifact = |name: &str, content: &[u8], verity: Option<VerityInfo>| Artifact {
             name: name.into(),
-            size,
-            sha256: Digest32([2; 32]),
+            size: content.len() as u64,
+            sha256: Digest32(<sha2::Sha256 as sha2::Digest>::digest(content).into()),
             verity,
         };
         let m = Manifest {
@@ -271,9 +316,9 @@ mod tests {
             expires: None,
             options: String::new(),
             artifacts: vec![
-                artifact(ROOTFS, rootfs.len() as u64, Some(verity)),
-                artifact("vmlinuz", 3, None),
-                artifact("initrd.img", 3, None),
+                artifact(ROOTFS, &rootfs, Some(verity)),
+                artifact("vmlinuz", b"abc", None),
+                artifact("initrd.img", b"def", None),
             ],
         };
         let mut w = slate_core::bundle::Writer::new(Vec::new(), 0);
@@ -297,5 +342,26 @@ mod tests {
         // An index of another length is refused.
         let e = rootfs_offset(&bytes, 4096).unwrap_err();
         assert!(format!("{e:#}").contains("covers 4096 bytes"), "{e:#}");
+    }
+
+    #[test]
+    fn boot_files_the_running_slot_has_byte_for_byte_are_copied() {
+        let (bytes, _) = bundle(&[7u8; 8192]);
+        let dir = tempfile::tempdir().unwrap();
+        // The running slot has the same kernel and another initramfs.
+        std::fs::write(dir.path().join("vmlinuz"), b"abc").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"xyz").unwrap();
+        let running = Running {
+            device: dir.path().join("slot"),
+            boot_files: dir.path().to_path_buf(),
+            data_len: 8192,
+            root_hash: String::new(),
+        };
+        let pieces = identical_boot_files(&bytes, &running);
+        assert_eq!(pieces.len(), 1, "{pieces:?}");
+        let p = &pieces[0];
+        assert_eq!(p.device, dir.path().join("vmlinuz"));
+        let at = p.bundle_offset as usize;
+        assert_eq!((&bytes[at..at + 3], p.len), (&b"abc"[..], 3));
     }
 }

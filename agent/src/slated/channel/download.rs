@@ -304,6 +304,8 @@ pub async fn fetch(
     let mut last_error = String::new();
     let mut install_stopped = false;
     let mut pending = usable(pieces, expected.length);
+    // The last request's body stopped before its end (a drop, a stall).
+    let mut after_drop = false;
     // Each stretch between pieces is a request of its own: the cap on connections counts
     // those beyond them (retries).
     let allowed_connections = patience
@@ -387,7 +389,10 @@ pub async fn fetch(
                     .and_then(content_range);
                 match range {
                     Some((start, total)) if start == delivered && total == expected.length => {
-                        stats.resumes += 1;
+                        // A continuation after a drop; a delta's next gap is no resume.
+                        if after_drop {
+                            stats.resumes += 1;
+                        }
                     }
                     Some((_, total)) if total != expected.length => {
                         let e = format!("{url}: the server's file is {total} bytes, the signed target {}; refusing a mixture", expected.length);
@@ -413,6 +418,7 @@ pub async fn fetch(
             }
         }
         let mut body = resp.into_body();
+        after_drop = true;
         loop {
             let pace = patience.pace_deadline(started, delivered);
             let stall = tokio::time::Instant::now() + patience.stall;
@@ -467,6 +473,7 @@ pub async fn fetch(
             // Progress resets the count of tries: only consecutive failures give up.
             attempt = 0;
             if reached_stop {
+                after_drop = false;
                 break;
             }
         }
