@@ -48,7 +48,7 @@ impl Params {
     /// `bits - 1` after (normalisation level 1), where `avg = 2^bits`. Level 2 (the paper's
     /// default) ties cuts to the chunk's start so strongly that one inserted byte moved 16
     /// chunks (75 KB) before the cuts met again (a property test found it); level 1 meets
-    /// within two, and fetches no more on the e2e images (`cargo xtask bench delta`).
+    /// within two, and fetches about as much on the e2e images (`cargo xtask bench delta`).
     fn masks(&self) -> (u64, u64) {
         let bits = self.avg.trailing_zeros();
         let top = |n: u32| -> u64 {
