@@ -22,6 +22,21 @@ use std::io::{self, Read, Write};
 pub const BLOCK: u64 = 512;
 /// [`BLOCK`] as a buffer length.
 const BLOCK_BYTES: usize = 512;
+
+/// Where each entry's data starts, for entries of `sizes` in order whose first header is at
+/// `first_header`: a header block, then the data padded to whole blocks. What lets a reader
+/// that has only a bundle's head (a delta) know where its root image lies. None on overflow.
+pub fn data_offsets(first_header: u64, sizes: impl IntoIterator<Item = u64>) -> Option<Vec<u64>> {
+    let mut at = first_header;
+    let mut out = Vec::new();
+    for size in sizes {
+        out.push(at.checked_add(BLOCK)?);
+        at = at
+            .checked_add(BLOCK)?
+            .checked_add(size.div_ceil(BLOCK).checked_mul(BLOCK)?)?;
+    }
+    Some(out)
+}
 const _: () = assert!(BLOCK_BYTES as u64 == BLOCK);
 
 /// Why a bundle stream was refused.

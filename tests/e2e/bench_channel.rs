@@ -116,14 +116,7 @@ fn publish_to_commit_beside_push() {
             WAIT,
         )
         .unwrap();
-    let number = |key: &str| -> u64 {
-        fetched
-            .text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {}", fetched.text))
-    };
+    let number = |key: &str| marker_number(&fetched.text, key);
     let (received, resumes) = (number("bytes="), number("resumes="));
     drop(vm);
 

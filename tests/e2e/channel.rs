@@ -378,13 +378,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
     assert!(fetched.text.contains("version=1.0.0 "), "{}", fetched.text);
     // Half the bundle before the drop, then all of it again from the server that ignored
     // Range: more bytes than the bundle, and no continuation.
-    let received: u64 = fetched
-        .text
-        .split("bytes=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{}", fetched.text));
+    let received = marker_number(&fetched.text, "bytes=");
     let len = good.len() as u64;
     assert!(
         received > len && received <= len + len / 2 + (1 << 20),

@@ -77,13 +77,7 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
             Duration::from_secs(300),
         )
         .unwrap();
-    let planned: u64 = line
-        .text
-        .split("bytes=")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{}", line.text));
+    let planned = marker_number(&line.text, "bytes=");
     assert!(
         line.text.ends_with(&format!(" of {v2_len}")),
         "{}",
@@ -96,14 +90,7 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
             Duration::from_secs(300),
         )
         .unwrap();
-    let number = |key: &str| -> u64 {
-        fetched
-            .text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {}", fetched.text))
-    };
+    let number = |key: &str| marker_number(&fetched.text, key);
     let (copied, device_requests) = (number("copied="), number("requests="));
     vm.wait_for_after(
         &Kind::Committed.on_version(Slot::B, "2.0.0"),
@@ -138,12 +125,13 @@ fn verity_tree_at(bundle: &[u8]) -> u64 {
     let mut r = slate_core::bundle::BundleReader::new(bundle);
     let (m, _) = slate_core::install::read_head(&mut r).unwrap();
     let m = slate_core::manifest::Manifest::parse(&m).unwrap();
-    let mut at = r.offset();
-    for a in &m.artifacts {
-        if a.name == slate_core::manifest::ROOTFS {
-            return at + 512 + a.verity.as_ref().unwrap().hash_offset;
-        }
-        at += 512 + a.size.div_ceil(512) * 512;
-    }
-    panic!("no root image in the bundle");
+    let offsets =
+        slate_core::bundle::data_offsets(r.offset(), m.artifacts.iter().map(|a| a.size)).unwrap();
+    let (a, at) = m
+        .artifacts
+        .iter()
+        .zip(offsets)
+        .find(|(a, _)| a.name == slate_core::manifest::ROOTFS)
+        .expect("a root image in the bundle");
+    at + a.verity.as_ref().unwrap().hash_offset
 }

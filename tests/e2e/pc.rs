@@ -115,14 +115,15 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     let acc = access(tmp.path());
     let again = bundle(img);
     let quiet = slate_imager::progress::Progress::new(true);
-    let options = slate_imager::operator::push::Options {
+    // 1.0.0 again (force: no second image to build), as the device's policy decides.
+    let forced = slate_imager::operator::push::Options {
         reboot: true,
         force: true,
         now: false,
         stage: false,
         wait: None,
     };
-    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, forced, quiet).unwrap();
     let slate_core::api::UploadAnswer::Staged {
         slot: Slot::B,
         apply_at,
@@ -188,14 +189,7 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     assert!(outcome.staged.is_none(), "{outcome:?}");
     // Staged again (slot a), it is applied by the device itself once its clock reaches the
     // window (set forward from the shell: the guest's time, not the host's), and commits.
-    let options = slate_imager::operator::push::Options {
-        reboot: true,
-        force: true,
-        now: false,
-        stage: false,
-        wait: None,
-    };
-    let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet).unwrap();
+    let p = slate_imager::operator::push::push_with(&url, &again, &acc, forced, quiet).unwrap();
     let slate_core::api::UploadAnswer::Staged {
         slot: Slot::A,
         apply_at: Some(opens),
@@ -226,10 +220,8 @@ fn a_generic_pc_boots_from_nvme_takes_its_address_by_dhcp_and_fills_its_disk() {
     // `slate push --now` installs at once (inside the window now: no override to count).
     let options = slate_imager::operator::push::Options {
         reboot: false,
-        force: true,
         now: true,
-        stage: false,
-        wait: None,
+        ..forced
     };
     let p = slate_imager::operator::push::push_with(&url, &again, &acc, options, quiet)
         .unwrap_or_else(|e| {

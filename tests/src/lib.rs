@@ -536,6 +536,15 @@ pub fn slot_state(
     (v.state, version.unwrap_or_default())
 }
 
+/// The number after `key` (`bytes=`) in a console marker's text (panics naming the line when
+/// there is none: a marker without its field is a failure, not a zero).
+pub fn marker_number(text: &str, key: &str) -> u64 {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
 /// The slot an upload answer says was written (panics on a refusal, with its reason).
 pub fn installed_slot(answer: &slate_core::api::UploadAnswer) -> slate_core::layout::Slot {
     match answer {

@@ -129,7 +129,7 @@ async fn update(req: Request<hyper::body::Incoming>, agent: Arc<Agent>) -> Resp 
     };
     match result {
         Ok(i) if i.staged => {
-            let apply_at = agent.status().staged.and_then(|s| s.apply_at);
+            let apply_at = agent.staged_status().and_then(|s| s.apply_at);
             json(
                 StatusCode::OK,
                 &UploadAnswer::Staged {

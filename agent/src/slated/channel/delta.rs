@@ -241,16 +241,9 @@ fn artifact_offsets(head: &[u8]) -> anyhow::Result<Vec<(slate_core::manifest::Ar
     let mut r = BundleReader::new(head);
     let (m, _) = slate_core::install::read_head(&mut r).context("the bundle's head")?;
     let m = Manifest::parse(&m).context("the bundle's manifest")?;
-    let mut at = r.offset();
-    let mut out = Vec::new();
-    for a in m.artifacts {
-        let next = at
-            .checked_add(512 + a.size.div_ceil(512) * 512)
-            .context("artifact sizes overflow")?;
-        out.push((a, at + 512));
-        at = next;
-    }
-    Ok(out)
+    let offsets = slate_core::bundle::data_offsets(r.offset(), m.artifacts.iter().map(|a| a.size))
+        .context("artifact sizes overflow")?;
+    Ok(m.artifacts.into_iter().zip(offsets).collect())
 }
 
 /// The running slot's chunk index with `params`: kept on /data by root hash, or computed by

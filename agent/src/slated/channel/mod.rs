@@ -322,8 +322,7 @@ async fn check(
     // when the policy lets it (download now, install later).
     if agent.staged_version().as_ref() == Some(&update.version) {
         let ready_at = agent
-            .status()
-            .staged
+            .staged_status()
             .and_then(|s| s.apply_at)
             .and_then(|t| u64::try_from(t).ok());
         set_offer(agent, Some(update.version.to_string()), wave, ready_at);

@@ -216,8 +216,8 @@ impl Agent {
         })
     }
 
-    /// The staged update for the status.
-    pub(super) fn staged_status(&self) -> Option<StagedStatus> {
+    /// The staged update for the status (without reading the ESP).
+    pub fn staged_status(&self) -> Option<StagedStatus> {
         let by = self.policy_in_force().reboot.as_str();
         lock(&self.staged).as_ref().map(|s| StagedStatus {
             slot: s.entry.slot,
