@@ -421,3 +421,122 @@ fn a_version_published_once_is_never_replaced_by_other_bytes() {
         .count();
     assert_eq!(stray, 1, "the refused bundle was left among the targets");
 }
+
+/// `slate publish --from`: a static patch for devices running the earlier release, named by
+/// its root hash, signed as a target (python-tuf fetches it), shown by `slate repo status`,
+/// and — applied to the earlier bundle's artifacts, as a device holds them — the new bundle
+/// byte for byte. A patch the wrong way round is refused.
+#[test]
+fn publish_from_an_earlier_release_adds_a_static_patch() {
+    use slate_core::delta::patch;
+    let repo = Repo::init(&[]);
+    let v1 = repo.bundle();
+    // The same spec one version on, with one more file.
+    let spec = tempdir();
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(data().join("spec/."))
+        .arg(spec.path()));
+    let toml = std::fs::read_to_string(spec.path().join("image.toml"))
+        .unwrap()
+        .replace("version = \"1.2.3\"", "version = \"1.3.0\"");
+    std::fs::write(spec.path().join("image.toml"), toml).unwrap();
+    std::fs::write(
+        spec.path().join("overlay/new-in-1.3.0"),
+        "a file the update adds\n".repeat(100),
+    )
+    .unwrap();
+    let out = repo.work.path().join("out2");
+    ok(&mut crate::util::build_cmd(
+        &spec.path().join("image.toml"),
+        &out,
+    ));
+    let v2 = repo.work.path().join("v2.slate");
+    ok(slate()
+        .arg("bundle")
+        .arg("--build")
+        .arg(&out)
+        .arg("--key")
+        .arg(repo.work.path().join("release.pem"))
+        .arg("--out")
+        .arg(&v2));
+    ok(&mut repo.publish(&["--bundle", v1.to_str().unwrap()]));
+    // The wrong way round: refused, nothing published.
+    let (_, err) = fails(&mut repo.publish(&[
+        "--bundle",
+        v1.to_str().unwrap(),
+        "--from",
+        v2.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("is not earlier than the bundle's 1.2.3"),
+        "{err}"
+    );
+    let said = stdout(&ok(&mut repo.publish(&[
+        "--bundle",
+        v2.to_str().unwrap(),
+        "--from",
+        v1.to_str().unwrap(),
+    ])));
+    let bytes: u64 = said
+        .split("published a static patch from 1.2.3 (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let v2_len = std::fs::metadata(&v2).unwrap().len();
+    assert!(bytes * 2 < v2_len, "a patch of {bytes} bytes for {v2_len}");
+    let status = repo.status();
+    assert!(
+        status.contains(&format!("static patch from 1.2.3: {bytes} bytes")),
+        "{status}"
+    );
+
+    // Named by v1's root hash, and fetched through an independent TUF client.
+    let (m1, arts1) = artifacts(&v1);
+    let root = m1
+        .rootfs()
+        .and_then(|a| a.verity.clone())
+        .unwrap()
+        .root_hash;
+    let name = format!("oracle-tiny-1.3.0.slate.patch-{}", hex::encode(root.0));
+    let server = Server::serve(&repo.dir);
+    let work = tempdir();
+    let got = python_tuf(&repo.root(), &server, work.path(), &[&name]);
+    assert!(
+        got.status.success(),
+        "python-tuf: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let p = std::fs::read(work.path().join("targets").join(&name)).unwrap();
+    assert_eq!(p.len() as u64, bytes);
+    let read = patch::read(&p[..]).unwrap();
+    let names: Vec<&str> = read.sources.iter().map(|s| s.name.as_str()).collect();
+    let expected: Vec<&str> = m1.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, expected);
+    let sources: Vec<&[u8]> = arts1.iter().map(Vec::as_slice).collect();
+    assert_eq!(
+        patch::apply(&p, &sources).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+}
+
+/// A bundle's manifest and its artifacts' bytes.
+fn artifacts(bundle: &Path) -> (slate_core::manifest::Manifest, Vec<Vec<u8>>) {
+    let mut r = slate_core::bundle::BundleReader::new(std::fs::File::open(bundle).unwrap());
+    let (m, _) = slate_core::install::read_head(&mut r).unwrap();
+    let m = slate_core::manifest::Manifest::parse(&m).unwrap();
+    let mut out = Vec::new();
+    for a in &m.artifacts {
+        let size = r.expect_entry(&a.name, a.size).unwrap();
+        let mut bytes = Vec::new();
+        r.stream(&a.name, size, |c| {
+            bytes.extend_from_slice(c);
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap()
+        .unwrap();
+        out.push(bytes);
+    }
+    (m, out)
+}

@@ -165,6 +165,7 @@ impl Channel {
             crl: None,
             now: slate_imager::operator::bundle::now(),
             no_chunk_index,
+            from: Vec::new(),
         })
         .expect("slate publish");
     }

@@ -42,7 +42,8 @@ pub struct ChannelStatus {
     /// `config`).
     #[serde(default)]
     pub failures: std::collections::BTreeMap<ChannelFailure, u64>,
-    /// Bundle bytes fetched from the channel.
+    /// Bytes fetched from the channel for bundles: the bundle's own, and a delta's chunk index
+    /// and head or its static patch.
     pub bytes_fetched: u64,
     /// Downloads continued after a drop (a Range request) or after a power cut or restart
     /// (from the slot's durable prefix).
@@ -53,10 +54,12 @@ pub struct ChannelStatus {
     /// Bundle bytes delta downloads copied from the running slot instead of fetching them.
     #[serde(default)]
     pub bytes_copied: u64,
-    /// Requests made for bundles (a delta makes one per missing run).
+    /// Requests made for bundles (a delta makes one per missing run, and two for its index and
+    /// the bundle's head; a static patch one).
     #[serde(default)]
     pub requests: u64,
-    /// How the last bundle was fetched: `full` or `delta`.
+    /// How the last bundle was fetched: `full`, `delta` (the chunk index's dynamic tier) or
+    /// `static` (a patch made for the running release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_mode: Option<String>,
 }

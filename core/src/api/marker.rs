@@ -159,6 +159,9 @@ pub enum Marker {
         copied: u64,
         /// Requests made to the server.
         requests: u64,
+        /// Bytes of a static patch fetched for it (0 for a full or dynamic fetch, or a patch
+        /// kept on /data from an attempt a power cut stopped).
+        patch: u64,
     },
     /// A newer CRL of the operator CA was taken: the certificates it lists are refused from
     /// the next handshake on.
@@ -497,9 +500,10 @@ impl fmt::Display for Marker {
                 from_slot,
                 copied,
                 requests,
+                patch,
             } => write!(
                 f,
-                " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot} copied={copied} requests={requests}"
+                " version={version} bytes={bytes} resumes={resumes} from_slot={from_slot} copied={copied} requests={requests} patch={patch}"
             ),
             Marker::OperatorsCrl { this_update } => write!(f, " this_update={this_update}"),
             Marker::ChannelFetching {

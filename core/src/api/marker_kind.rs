@@ -70,7 +70,7 @@ pub enum Kind {
     ChannelError,
     /// `slate: channel resumed version=… from_slot=…`
     ChannelResumed,
-    /// `slate: channel fetched version=… bytes=… resumes=… from_slot=… copied=… requests=…`
+    /// `slate: channel fetched version=… bytes=… resumes=… from_slot=… copied=… requests=… patch=…`
     ChannelFetched,
     /// `slate: operators crl this_update=…`
     OperatorsCrl,

@@ -143,8 +143,8 @@ fn golden_marker_texts() {
             "slate: channel resumed version=2.0.0 from_slot=4096".into(),
         ),
         (
-            Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2, copied: 3, requests: 4 },
-            "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2 copied=3 requests=4".into(),
+            Marker::ChannelFetched { version: "2.0.0".into(), bytes: 10, resumes: 1, from_slot: 2, copied: 3, requests: 4, patch: 5 },
+            "slate: channel fetched version=2.0.0 bytes=10 resumes=1 from_slot=2 copied=3 requests=4 patch=5".into(),
         ),
         (
             Marker::OperatorsCrl { this_update: 1700000000 },

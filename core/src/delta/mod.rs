@@ -10,6 +10,7 @@
 
 pub mod chunker;
 pub mod index;
+pub mod patch;
 pub mod plan;
 
 pub use chunker::{chunks, Params};
@@ -22,6 +23,13 @@ pub use plan::{DeltaPlan, Mode, Op};
 /// is being updated to an agent that knows deltas.
 pub fn index_target(bundle_target: &str) -> String {
     format!("{bundle_target}.chunks")
+}
+
+/// The static patch target beside a bundle target for devices running the root image whose
+/// verity root hash is `from_root_hash` (hex): `<bundle>.patch-<hash>`, found by name like the
+/// index, and only by the devices it was made for.
+pub fn patch_target(bundle_target: &str, from_root_hash: &str) -> String {
+    format!("{bundle_target}.patch-{from_root_hash}")
 }
 
 /// The average chunk size publishers use: 32 KiB keeps the index (about 10.5 bytes a chunk)

@@ -65,8 +65,10 @@ pub struct DeltaPlan {
 pub enum Mode {
     /// Fetch the whole bundle.
     Full,
-    /// Fetch only what the plan says.
+    /// Fetch only what the plan says (the chunk index's dynamic tier).
     Delta,
+    /// Fetch one patch made for the running release (the static tier).
+    Static,
 }
 
 impl Mode {
@@ -75,6 +77,7 @@ impl Mode {
         match self {
             Mode::Full => "full",
             Mode::Delta => "delta",
+            Mode::Static => "static",
         }
     }
 }

@@ -249,3 +249,197 @@ fn a_reader_is_chunked_as_the_bytes_are() {
     // A reader shorter than it was said to be is an error, not a short index.
     assert!(ChunkIndex::of_reader(&[0u8; 10][..], 20, P).is_err());
 }
+
+mod patches {
+    use super::super::patch::{self, PatchError, PatchOp, SourceBytes, BLOCK};
+    use super::noise;
+    use crate::Digest32;
+    use proptest::prelude::*;
+
+    fn src<'a>(name: &'a str, bytes: &'a [u8]) -> SourceBytes<'a> {
+        SourceBytes {
+            name,
+            id: Digest32([7; 32]),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_patch_carries_only_the_new_bytes_and_rebuilds_the_target() {
+        let old = noise(1 << 20, 1);
+        let kernel = noise(100_000, 10);
+        // The target: a new head, the old image with 1000 bytes overwritten and 5000
+        // inserted, then the kernel moved to the front of the tail.
+        let mut target = noise(3000, 12);
+        target.extend_from_slice(&old[..400_000]);
+        target.extend_from_slice(&noise(5000, 14));
+        target.extend_from_slice(&old[400_000..700_000]);
+        target.extend_from_slice(&noise(1000, 16));
+        target.extend_from_slice(&old[701_000..]);
+        target.extend_from_slice(&kernel);
+        let p = patch::diff(&target, &[src("rootfs.img", &old), src("vmlinuz", &kernel)]).unwrap();
+        let read = patch::read(&p[..]).unwrap();
+        assert_eq!(read.target_len, target.len() as u64);
+        assert_eq!(read.used_sources(), vec![0, 1]);
+        assert_eq!(patch::apply(&p, &[&old, &kernel]).unwrap(), target);
+        // New bytes: 3000 + 5000 + 1000; the rest copied, give or take a block at each edge.
+        let lit = read.literal_bytes();
+        assert!((9000..9000 + 6 * BLOCK as u64).contains(&lit), "{lit}");
+        assert!(p.len() < 9000 + 6 * BLOCK + 200, "{}", p.len());
+    }
+
+    #[test]
+    fn an_unrelated_target_is_all_literal() {
+        let old = noise(200_000, 1);
+        let target = noise(150_000, 9);
+        let p = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+        let read = patch::read(&p[..]).unwrap();
+        assert_eq!(read.literal_bytes(), target.len() as u64);
+        assert_eq!(read.ops.len(), 1);
+        assert!(read.used_sources().is_empty());
+        // Tiny targets too.
+        for n in [0usize, 1, BLOCK - 1, BLOCK] {
+            let p = patch::diff(&old[..n], &[src("rootfs.img", &old)]).unwrap();
+            assert_eq!(patch::apply(&p, &[&old]).unwrap(), &old[..n]);
+        }
+    }
+
+    #[test]
+    fn a_hostile_patch_is_refused_with_the_byte_at_fault() {
+        let old = noise(10_000, 1);
+        let mut target = old.clone();
+        target[5000] ^= 1;
+        let good = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+        assert!(patch::read(&good[..]).is_ok());
+        // Every truncation is refused (never a patch that builds less).
+        for n in 0..good.len() {
+            assert!(patch::read(&good[..n]).is_err(), "truncated at {n}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            patch::read(&trailing[..]),
+            Err(PatchError::Trailing { .. })
+        ));
+        let mut magic = good.clone();
+        magic[0] = b'X';
+        assert_eq!(patch::read(&magic[..]), Err(PatchError::Magic));
+        // The header is 8 + 8 + 1 + (1 + 10) + 8 + 32 = 68 bytes; the first step is a copy of
+        // 5000 bytes from offset 0: tag 0 at 68, source at 69, offset at 70, length at 71.
+        let header = 68;
+        assert_eq!(good[header], 0);
+        let mut bad_source = good.clone();
+        bad_source[header + 1] = 3;
+        let e = patch::read(&bad_source[..]).unwrap_err();
+        assert_eq!(
+            e,
+            PatchError::Field {
+                what: "copy source",
+                at: header as u64,
+                why: "source 3 of 1".into()
+            }
+        );
+        // A copy past its source's end.
+        let mut long = Vec::new();
+        long.extend_from_slice(&good[..header + 3]);
+        long.extend_from_slice(&[0xff, 0xff, 0x03]); // 65535 bytes
+        long.extend_from_slice(&good[header + 5..]);
+        let e = patch::read(&long[..]).unwrap_err();
+        assert!(matches!(e, PatchError::Field { what: "copy", .. }), "{e}");
+        // A source count of 0 or 9, a bad tag, a bad name.
+        let mut zero = good.clone();
+        zero[16] = 0;
+        assert!(matches!(
+            patch::read(&zero[..]),
+            Err(PatchError::Field {
+                what: "source count",
+                at: 16,
+                ..
+            })
+        ));
+        let mut tag = good.clone();
+        tag[header] = 2;
+        assert!(matches!(
+            patch::read(&tag[..]),
+            Err(PatchError::Field { what: "step", .. })
+        ));
+        let mut name = good.clone();
+        name[18] = b'/';
+        assert!(matches!(
+            patch::read(&name[..]),
+            Err(PatchError::Field {
+                what: "source name",
+                at: 17,
+                ..
+            })
+        ));
+        // A 10-byte number past 64 bits.
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&good[..header + 2]);
+        huge.extend_from_slice(&[0xff; 9]);
+        huge.push(0x7f);
+        huge.extend_from_slice(&good[header + 3..]);
+        assert!(matches!(
+            patch::read(&huge[..]),
+            Err(PatchError::Field {
+                what: "copy offset",
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any edits: the patch rebuilds the target exactly, every copy reads bytes equal to
+        /// the target's, and the literal bytes are at most the edited bytes plus a block on
+        /// either side of each edit.
+        #[test]
+        fn patches_rebuild_any_edit(
+            seed in 1u64..u64::MAX,
+            edits in prop::collection::vec((0usize..60_000, 0usize..3000, 0u8..3), 0..6),
+        ) {
+            let old = noise(60_000, seed);
+            let mut target = old.clone();
+            let mut edited = 0usize;
+            for (k, (at, len, kind)) in edits.iter().enumerate() {
+                let at = (*at).min(target.len());
+                let fresh = noise(*len, seed ^ ((k as u64 + 1) * 0x1234_5678));
+                match kind {
+                    0 => { target.splice(at..at, fresh); }
+                    1 => { let end = (at + len).min(target.len()); target.drain(at..end); }
+                    _ => { let end = (at + len).min(target.len()); target.splice(at..end, fresh); }
+                }
+                edited += len;
+            }
+            let p = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+            prop_assert_eq!(patch::apply(&p, &[&old]).unwrap(), target.clone());
+            let read = patch::read(&p[..]).unwrap();
+            for op in &read.ops {
+                if let PatchOp::Copy { from, to, len, .. } = *op {
+                    prop_assert_eq!(
+                        &old[from as usize..(from + len) as usize],
+                        &target[to as usize..(to + len) as usize]
+                    );
+                }
+            }
+            let slack = (edits.len() as u64 + 1) * 2 * BLOCK as u64;
+            prop_assert!(read.literal_bytes() <= edited as u64 + slack,
+                "{} literal bytes for {} edited", read.literal_bytes(), edited);
+        }
+
+        /// Random bytes are never taken for a patch that builds something.
+        #[test]
+        fn random_bytes_are_not_a_patch(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut with_magic = patch::MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            // May parse only if it tiles its target; then applying it with a zero source of
+            // each length either works or is refused, never panics.
+            if let Ok(p) = patch::read(&with_magic[..]) {
+                let zeros: Vec<Vec<u8>> = p.sources.iter().map(|s| vec![0; s.len.min(1 << 16) as usize]).collect();
+                let refs: Vec<&[u8]> = zeros.iter().map(Vec::as_slice).collect();
+                let _ = patch::apply(&with_magic, &refs);
+            }
+        }
+    }
+}

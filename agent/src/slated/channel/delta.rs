@@ -37,8 +37,13 @@ pub struct Setup {
     /// What the fetch costs: the index, the head probe, the gaps and the requests' overhead
     /// (the bundle's length for a full fetch).
     pub cost: u64,
-    /// The running slot's stretches to copy (empty for a full fetch).
+    /// The running slot's stretches to copy (empty for a full fetch), and a static patch's
+    /// own bytes.
     pub pieces: Vec<Piece>,
+    /// Bytes fetched to plan it (the chunk index and the bundle's head; a static patch).
+    pub fetched: u64,
+    /// Requests made to plan it.
+    pub requests: u64,
 }
 
 /// Plans a delta for the bundle `target` at `url` (`expected`: its signed length and
@@ -66,6 +71,8 @@ pub async fn prepare(
                 mode: Mode::Full,
                 cost: expected.length,
                 pieces: Vec::new(),
+                fetched: 0,
+                requests: 0,
             })
         }
     }
@@ -145,6 +152,8 @@ async fn plan_delta(
             mode: Mode::Full,
             cost: expected.length,
             pieces: Vec::new(),
+            fetched: bytes.len() as u64 + head.len() as u64,
+            requests: 2,
         });
     }
     let pieces = same_files
@@ -164,6 +173,8 @@ async fn plan_delta(
         mode: Mode::Delta,
         cost,
         pieces,
+        fetched: bytes.len() as u64 + head.len() as u64,
+        requests: 2,
     })
 }
 

@@ -108,10 +108,10 @@ pub struct SlotPrefix {
 pub enum PieceKind {
     /// The idle slot's durable prefix, written before a power cut.
     Resumed,
-    /// A stretch of the running slot that a delta copies (the delta path that builds these
-    /// from a chunk index is the next step of the delta-updates issue).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// A stretch of the running slot (or of its boot files) that a delta copies.
     Copied,
+    /// A static patch's own bytes, read from its file on /data (fetched before the download).
+    Patched,
 }
 
 /// Bundle bytes the device holds on one of its disks, taken from there instead of the
@@ -152,6 +152,8 @@ pub struct Fetched {
     pub from_slot: u64,
     /// Bytes a delta copied from the running slot instead of fetching them.
     pub copied: u64,
+    /// Bytes taken from a static patch's file.
+    pub patched: u64,
     /// Requests made to the server.
     pub requests: u64,
     /// Range continuations.
@@ -318,6 +320,7 @@ pub async fn fetch(
             match p.kind {
                 PieceKind::Resumed => stats.from_slot += delivered - before,
                 PieceKind::Copied => stats.copied += delivered - before,
+                PieceKind::Patched => stats.patched += delivered - before,
             }
             if let Err(why) = fed {
                 crate::marker::warn(format!(

@@ -7,6 +7,7 @@ mod crl;
 mod delta;
 mod download;
 mod https;
+mod patch;
 pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
@@ -371,18 +372,26 @@ async fn check(
     }
     // By delta when the release has a chunk index and it is worth it: the stretches of the
     // root image the running slot holds are copied from it, the rest fetched by Range.
+    // A patch made for the running release comes first (one file, only the new bytes).
     let setup = match delta::Running::of_this_boot(agent.slot) {
-        Ok(running) => {
-            delta::prepare(&repo, https, &url, &update.target, &expected, &running).await
-        }
+        Ok(running) => match patch::prepare(&repo, &update.target, &expected, &running).await {
+            Some(s) => Some(s),
+            None => delta::prepare(&repo, https, &url, &update.target, &expected, &running).await,
+        },
         Err(e) => {
             tracing::info!(error = %format!("{e:#}"), "no delta: the running slot is not known");
             None
         }
     };
-    let (mode, cost, mut pieces) = match setup {
-        Some(s) => (s.mode, s.cost, s.pieces),
-        None => (slate_core::delta::Mode::Full, expected.length, Vec::new()),
+    let (mode, cost, mut pieces, setup_bytes, setup_requests) = match setup {
+        Some(s) => (s.mode, s.cost, s.pieces, s.fetched, s.requests),
+        None => (
+            slate_core::delta::Mode::Full,
+            expected.length,
+            Vec::new(),
+            0,
+            0,
+        ),
     };
     marker::emit(&Marker::ChannelFetching {
         version: update.version.to_string(),
@@ -454,14 +463,19 @@ async fn check(
             from_slot: stats.from_slot,
             copied: stats.copied,
             requests: stats.requests,
+            patch: if mode == slate_core::delta::Mode::Static {
+                setup_bytes
+            } else {
+                0
+            },
         });
     }
     if let Some(st) = lock(&agent.channel).as_mut() {
-        st.bytes_fetched += stats.bytes;
+        st.bytes_fetched += stats.bytes + setup_bytes;
         st.resumes += stats.resumes + u64::from(stats.from_slot > 0);
         st.bytes_from_slot += stats.from_slot;
         st.bytes_copied += stats.copied;
-        st.requests += stats.requests;
+        st.requests += stats.requests + setup_requests;
         st.last_mode = Some(mode.as_str().to_string());
     }
     let installed = worker
@@ -474,6 +488,7 @@ async fn check(
         if let Err(e) = resume::forget(record_path) {
             marker::warn(format!("channel: {e:#}"));
         }
+        patch::clean(Path::new(patch::DIR), None);
     }
     match (installed, fetched) {
         (Ok(i), Ok(())) if i.staged => Ok(Checked::Idle { ready_at: None }),

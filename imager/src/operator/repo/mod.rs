@@ -19,6 +19,7 @@
 mod chunks;
 mod init;
 mod layout;
+mod patches;
 mod publish;
 mod refresh;
 mod rotate;
@@ -31,7 +32,7 @@ pub const SPEC_VERSION: &str = "1.0.0";
 
 pub use init::{init, InitOptions};
 pub use layout::{Layout, Settings};
-pub use publish::{publish, PublishOptions};
+pub use publish::{publish, PatchMade, PublishOptions, PATCH_FROM_VERSION};
 pub use refresh::{refresh, Refreshed};
 pub use rotate::{rotate_key, rotate_root, KeyRole, RotateKey};
 pub use status::{status, RepoStatus};

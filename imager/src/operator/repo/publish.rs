@@ -21,6 +21,10 @@ use tough::schema::decoded::{Decoded, Hex};
 use tough::schema::{Hashes, Target};
 use tough::TargetName;
 
+/// The field of a static patch's TUF target (`custom`) that names the version it is for, so
+/// `slate repo status` can say so (devices find a patch by their running root hash).
+pub const PATCH_FROM_VERSION: &str = "from_version";
+
 /// What `slate publish` does.
 #[derive(Debug, Default)]
 pub struct PublishOptions {
@@ -44,6 +48,20 @@ pub struct PublishOptions {
     pub now: i64,
     /// Publish the bundle without its chunk index (devices then always fetch it whole).
     pub no_chunk_index: bool,
+    /// Earlier releases' bundles to publish static patches from (devices running one of them
+    /// fetch its patch: only the bytes they lack, in one file).
+    pub from: Vec<PathBuf>,
+}
+
+/// A static patch `slate publish --from` made.
+#[derive(Debug, Clone)]
+pub struct PatchMade {
+    /// The version it is for.
+    pub from: Version,
+    /// Its bytes.
+    pub bytes: u64,
+    /// Published, or left out because it would not save at least 5% of the bundle.
+    pub published: bool,
 }
 
 /// What changed, for the CLI to print.
@@ -53,6 +71,8 @@ pub struct Published {
     pub update: Option<Update>,
     /// The release manifest as devices now read it.
     pub release: ReleaseManifest,
+    /// The static patches made (`--from`).
+    pub patches: Vec<PatchMade>,
 }
 
 /// Publishes; the repository is read back through the TUF client before this returns.
@@ -75,6 +95,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
     let now = u64::try_from(o.now).context("the clock is before 1970")?;
 
     let mut offered = None;
+    let mut patches = Vec::new();
     let mut product_board = o.product_board.clone();
     if let Some(path) = &o.bundle {
         let manifest = signed_manifest(path)?;
@@ -111,6 +132,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
                 );
             }
         }
+        let bundle_len = target.length;
         targets.targets.insert(target_name, target);
         if !o.no_chunk_index {
             // The root image's chunks, beside the bundle: devices fetch only what they lack.
@@ -121,6 +143,29 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
                 TargetName::new(&index_name).context("target name")?,
                 index_target,
             );
+        }
+        for previous in &o.from {
+            let p = super::patches::from_previous(previous, path, &manifest)?;
+            let worth_it = (p.bytes.len() as u128)
+                * u128::from(slate_core::delta::plan::WORTH_IT.1)
+                < u128::from(bundle_len) * u128::from(slate_core::delta::plan::WORTH_IT.0);
+            if worth_it {
+                let patch_name = slate_core::delta::patch_target(&name, &p.root_hash);
+                let mut patch_target = add_target_bytes(&layout, &patch_name, &p.bytes)?;
+                patch_target.custom.insert(
+                    PATCH_FROM_VERSION.to_string(),
+                    serde_json::Value::String(p.from.version.to_string()),
+                );
+                targets.targets.insert(
+                    TargetName::new(&patch_name).context("target name")?,
+                    patch_target,
+                );
+            }
+            patches.push(PatchMade {
+                from: p.from.version,
+                bytes: p.bytes.len() as u64,
+                published: worth_it,
+            });
         }
         let update = Update {
             product: manifest.product.clone(),
@@ -135,6 +180,8 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
         offered = Some(update);
     } else if o.waves.is_some() {
         bail!("--waves needs --bundle (waves belong to one published bundle)");
+    } else if !o.from.is_empty() {
+        bail!("--from needs --bundle (a patch builds one published bundle)");
     }
     if let Some(max) = &o.max_version {
         let Some((product, board)) = &product_board else {
@@ -182,6 +229,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
     Ok(Published {
         update: offered,
         release,
+        patches,
     })
 }
 

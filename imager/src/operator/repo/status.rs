@@ -29,6 +29,8 @@ pub struct Sizes {
     /// From each earlier published version of the same product and board with an index: the
     /// bytes a device running it fetches.
     pub deltas: Vec<(slate_core::Version, u64)>,
+    /// Its static patches (`slate publish --from`): the version each is for, and its bytes.
+    pub patches: Vec<(String, u64)>,
 }
 
 /// Reads a repository's state (signatures checked, expiry reported rather than enforced).
@@ -104,10 +106,31 @@ fn sizes(
                 }
             }
         }
+        let prefix = delta::patch_target(&u.target, "");
+        let mut patches: Vec<(String, u64)> = repo
+            .targets()
+            .signed
+            .targets
+            .iter()
+            .filter(|(n, _)| n.raw().starts_with(&prefix))
+            .map(|(n, t)| {
+                let from = t
+                    .custom
+                    .get(super::PATCH_FROM_VERSION)
+                    .and_then(|v| v.as_str())
+                    .map_or_else(
+                        || format!("root {}", &n.raw()[prefix.len()..]),
+                        str::to_string,
+                    );
+                (from, t.length)
+            })
+            .collect();
+        patches.sort();
         out.push(Sizes {
             full,
             index: index.as_ref().map(|(_, l)| *l),
             deltas,
+            patches,
         });
         indexes.push(index);
     }
@@ -159,6 +182,13 @@ impl RepoStatus {
                     let _ = writeln!(
                         s,
                         "  delta from {from}: {bytes} bytes ({share:.1}% of full)"
+                    );
+                }
+                for (from, bytes) in &z.patches {
+                    let share = *bytes as f64 * 100.0 / z.full.max(1) as f64;
+                    let _ = writeln!(
+                        s,
+                        "  static patch from {from}: {bytes} bytes ({share:.1}% of full)"
                     );
                 }
             }

@@ -1,0 +1,522 @@
+//! The static tier of delta updates: a patch that builds one release's whole bundle from what a
+//! device running one earlier release holds (its running slot's root image and its boot
+//! files), published beside the bundle when the publisher knows that earlier release
+//! (`slate publish --from PREV.slate`).
+//!
+//! Where the chunk index finds shared stretches at chunk granularity (32 KiB on average) and
+//! fetches the rest from the bundle by Range, a patch is computed from both images byte for
+//! byte: it copies every shared run of 32 bytes or more and carries only the bytes that are
+//! new, in one file, in one request. It names exactly one source state (the earlier root hash),
+//! so it is used only by devices running that release; every other device takes the dynamic
+//! path.
+//!
+//! Nothing in a patch is trusted for the result: the device assembles the bundle from it and
+//! hashes the whole against the signed sha256, exactly as a download. A wrong patch wastes its
+//! bytes.
+//!
+//! ```text
+//! "SLATEPD1"  magic and version (8 bytes)
+//! target_len  u64 LE: the bundle the patch builds
+//! sources     u8 (1..=8), then per source:
+//!             name (u8 length, then [A-Za-z0-9._-]), length u64 LE, id (32 bytes:
+//!             the verity root hash for `rootfs.img`, the sha256 of any other file)
+//! ops         until they tile the target, each a tag byte:
+//!             0 copy:    source (u8), offset (LEB128), length (LEB128)
+//!             1 literal: length (LEB128), then that many bytes
+//! ```
+//!
+//! Matching indexes each source at every [`BLOCK`]-th byte with a rolling hash and slides
+//! that hash over the target one byte at a time, extending each verified hit both ways: the
+//! rsync/xdelta way, without a compressor for the new bytes (a root image's new bytes are
+//! squashfs blocks that are compressed already).
+
+use crate::Digest32;
+use std::collections::HashMap;
+use std::io::Read;
+
+/// The patch format's magic and version.
+pub const MAGIC: &[u8; 8] = b"SLATEPD1";
+
+/// The length of the blocks a source is indexed by: every shared run of twice this length is
+/// found (a shorter one only by luck). 32 finds the runs between squashfs's compressed blocks
+/// and metadata that 64 misses, at twice the host's memory for the index.
+pub const BLOCK: usize = 32;
+
+/// A patch names at most this many sources.
+pub const MAX_SOURCES: usize = 8;
+
+/// A source the patch copies from, as the device must hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The bundle artifact's name (`rootfs.img`: the running slot; others: the running
+    /// slot's boot files of that name).
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its identity: the verity root hash for the root image (which the running kernel
+    /// proves), the sha256 of any other file (which the device checks before use).
+    pub id: Digest32,
+}
+
+/// A source's bytes, for the publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceBytes<'a> {
+    /// Name (see [`Source::name`]).
+    pub name: &'a str,
+    /// Identity (see [`Source::id`]).
+    pub id: Digest32,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+}
+
+/// One step of applying a patch, in the target's order; together they tile it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchOp {
+    /// `len` bytes of source number `source` at `from`, to the target at `to`.
+    Copy {
+        /// Index into the patch's sources.
+        source: u8,
+        /// Offset in the source.
+        from: u64,
+        /// Offset in the target.
+        to: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// `len` bytes carried in the patch file at `at`, to the target at `to`.
+    Literal {
+        /// Offset in the patch file.
+        at: u64,
+        /// Offset in the target.
+        to: u64,
+        /// Bytes.
+        len: u64,
+    },
+}
+
+/// A patch as read: what it needs and what it does, without its literal bytes (which stay in
+/// the file and are read from there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    /// The length of the bundle it builds.
+    pub target_len: u64,
+    /// What it copies from.
+    pub sources: Vec<Source>,
+    /// The steps.
+    pub ops: Vec<PatchOp>,
+}
+
+impl Patch {
+    /// Bytes the patch carries itself.
+    pub fn literal_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|op| match *op {
+                PatchOp::Literal { len, .. } => len,
+                PatchOp::Copy { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// The sources some step copies from (a source nothing copies from need not be held).
+    pub fn used_sources(&self) -> Vec<usize> {
+        let mut used: Vec<usize> = self
+            .ops
+            .iter()
+            .filter_map(|op| match *op {
+                PatchOp::Copy { source, .. } => Some(usize::from(source)),
+                PatchOp::Literal { .. } => None,
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+}
+
+/// Why bytes are not a patch; each names the byte where reading stopped.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatchError {
+    /// Not this format.
+    #[error("not a Slate patch (no SLATEPD1 magic at byte 0)")]
+    Magic,
+    /// The file ends before it should.
+    #[error("the patch ends at byte {at}, before its {what}")]
+    Truncated {
+        /// Where it ends.
+        at: u64,
+        /// What was still to come.
+        what: &'static str,
+    },
+    /// A field outside what the format allows.
+    #[error("the patch's {what} at byte {at} is not valid: {why}")]
+    Field {
+        /// Which field.
+        what: &'static str,
+        /// Where.
+        at: u64,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Bytes after the last step.
+    #[error("bytes follow the patch's last step (at byte {at})")]
+    Trailing {
+        /// Where.
+        at: u64,
+    },
+}
+
+/// Reads a patch from `r` (a file on the device): every field checked against the others, so
+/// what comes out tiles a target of `target_len` bytes with copies inside their sources and
+/// literals inside the file. The literal bytes are skipped, never held.
+pub fn read(r: impl Read) -> Result<Patch, PatchError> {
+    let mut r = Cursor { r, at: 0 };
+    if &r.array::<8>("magic")? != MAGIC {
+        return Err(PatchError::Magic);
+    }
+    let target_len = u64::from_le_bytes(r.array("target length")?);
+    let at = r.at;
+    let count = usize::from(r.array::<1>("source count")?[0]);
+    if count == 0 || count > MAX_SOURCES {
+        return Err(PatchError::Field {
+            what: "source count",
+            at,
+            why: format!("{count} is not 1..={MAX_SOURCES}"),
+        });
+    }
+    let mut sources = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at = r.at;
+        let n = usize::from(r.array::<1>("source name")?[0]);
+        let name = r.bytes(n, "source name")?;
+        let name = String::from_utf8(name)
+            .ok()
+            .filter(|s| is_source_name(s))
+            .ok_or_else(|| PatchError::Field {
+                what: "source name",
+                at,
+                why: "not 1..=64 of [A-Za-z0-9._-], not starting with a dot".into(),
+            })?;
+        let len = u64::from_le_bytes(r.array("source length")?);
+        let id = Digest32(r.array("source id")?);
+        sources.push(Source { name, len, id });
+    }
+    let mut ops = Vec::new();
+    let mut to = 0u64;
+    while to < target_len {
+        let at = r.at;
+        let tag = r.array::<1>("step")?[0];
+        let op = match tag {
+            0 => {
+                let source = r.array::<1>("copy source")?[0];
+                let src = sources
+                    .get(usize::from(source))
+                    .ok_or_else(|| PatchError::Field {
+                        what: "copy source",
+                        at,
+                        why: format!("source {source} of {count}"),
+                    })?;
+                let from = r.leb128("copy offset")?;
+                let len = r.leb128("copy length")?;
+                if from.checked_add(len).is_none_or(|end| end > src.len) {
+                    return Err(PatchError::Field {
+                        what: "copy",
+                        at,
+                        why: format!(
+                            "{len} bytes at {from} run past {} ({} bytes)",
+                            src.name, src.len
+                        ),
+                    });
+                }
+                PatchOp::Copy {
+                    source,
+                    from,
+                    to,
+                    len,
+                }
+            }
+            1 => {
+                let len = r.leb128("literal length")?;
+                let at = r.at;
+                r.skip(len, "literal bytes")?;
+                PatchOp::Literal { at, to, len }
+            }
+            other => {
+                return Err(PatchError::Field {
+                    what: "step",
+                    at,
+                    why: format!("tag {other} is neither copy (0) nor literal (1)"),
+                })
+            }
+        };
+        let (_, len) = op.span();
+        if len == 0 || to.checked_add(len).is_none_or(|end| end > target_len) {
+            return Err(PatchError::Field {
+                what: "step",
+                at,
+                why: format!("{len} bytes at target offset {to} of {target_len}"),
+            });
+        }
+        to += len;
+        ops.push(op);
+    }
+    if r.r.read(&mut [0u8; 1]).map_err(|_| PatchError::Truncated {
+        at: r.at,
+        what: "end",
+    })? != 0
+    {
+        return Err(PatchError::Trailing { at: r.at });
+    }
+    Ok(Patch {
+        target_len,
+        sources,
+        ops,
+    })
+}
+
+impl PatchOp {
+    /// Where in the target the step starts, and how many bytes it gives.
+    pub fn span(&self) -> (u64, u64) {
+        match *self {
+            PatchOp::Copy { to, len, .. } | PatchOp::Literal { to, len, .. } => (to, len),
+        }
+    }
+}
+
+/// A name a source may have: an artifact's file name.
+fn is_source_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// A reader that knows where it is.
+struct Cursor<R> {
+    r: R,
+    at: u64,
+}
+
+impl<R: Read> Cursor<R> {
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], PatchError> {
+        let mut b = [0u8; N];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| PatchError::Truncated { at: self.at, what })?;
+        self.at += N as u64;
+        Ok(b)
+    }
+
+    fn bytes(&mut self, n: usize, what: &'static str) -> Result<Vec<u8>, PatchError> {
+        let mut b = vec![0u8; n];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| PatchError::Truncated { at: self.at, what })?;
+        self.at += n as u64;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: u64, what: &'static str) -> Result<(), PatchError> {
+        let got = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink())
+            .map_err(|_| PatchError::Truncated { at: self.at, what })?;
+        self.at += got;
+        if got != n {
+            return Err(PatchError::Truncated { at: self.at, what });
+        }
+        Ok(())
+    }
+
+    /// An unsigned LEB128 of at most 10 bytes.
+    fn leb128(&mut self, what: &'static str) -> Result<u64, PatchError> {
+        let start = self.at;
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.array::<1>(what)?[0];
+            let bits = u64::from(b & 0x7f);
+            if i == 9 && bits > 1 {
+                break;
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(PatchError::Field {
+            what,
+            at: start,
+            why: "a number past 64 bits".into(),
+        })
+    }
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The multiplier of the rolling hash (odd, so no input bit is lost).
+const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// `MUL` to the power `BLOCK - 1`: what the byte leaving the window was multiplied by.
+fn out_factor() -> u64 {
+    (1..BLOCK).fold(1u64, |f, _| f.wrapping_mul(MUL))
+}
+
+fn hash_block(b: &[u8]) -> u64 {
+    b.iter().fold(0u64, |h, &x| {
+        h.wrapping_mul(MUL).wrapping_add(u64::from(x) + 1)
+    })
+}
+
+/// Spreads the rolling hash's high bits into the low ones the table indexes by (a polynomial
+/// hash's low bits depend only on its inputs' low bits).
+fn mix(h: u64) -> u64 {
+    let h = h ^ (h >> 31);
+    h.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ (h >> 29)
+}
+
+/// The patch that builds `target` from `sources` (the publisher's side; holds an index of
+/// every [`BLOCK`]-th position of the sources in memory, about 24 bytes each).
+///
+/// Refuses more than [`MAX_SOURCES`] sources and names a device could not hold.
+pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, PatchError> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(target.len() as u64).to_le_bytes());
+    let count = u8::try_from(sources.len())
+        .ok()
+        .filter(|&n| (1..=MAX_SOURCES).contains(&usize::from(n)))
+        .ok_or_else(|| PatchError::Field {
+            what: "source count",
+            at: 16,
+            why: format!("{} is not 1..={MAX_SOURCES}", sources.len()),
+        })?;
+    out.push(count);
+    for s in sources {
+        let len = u8::try_from(s.name.len())
+            .ok()
+            .filter(|_| is_source_name(s.name))
+            .ok_or_else(|| PatchError::Field {
+                what: "source name",
+                at: out.len() as u64,
+                why: format!("{:?} is not 1..=64 of [A-Za-z0-9._-]", s.name),
+            })?;
+        out.push(len);
+        out.extend_from_slice(s.name.as_bytes());
+        out.extend_from_slice(&(s.bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&s.id.0);
+    }
+    let mut table: HashMap<u64, (u8, usize)> = HashMap::new();
+    for (i, s) in (0u8..).zip(sources) {
+        for pos in (0..s.bytes.len().saturating_sub(BLOCK - 1)).step_by(BLOCK) {
+            table
+                .entry(mix(hash_block(&s.bytes[pos..pos + BLOCK])))
+                .or_insert((i, pos));
+        }
+    }
+    let out_f = out_factor();
+    let literal = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if !bytes.is_empty() {
+            out.push(1);
+            push_leb128(out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+        }
+    };
+    let mut pending = 0usize; // the first target byte not yet in the patch
+    let mut i = 0usize;
+    let mut h = if target.len() >= BLOCK {
+        hash_block(&target[..BLOCK])
+    } else {
+        0
+    };
+    while i + BLOCK <= target.len() {
+        let hit = table
+            .get(&mix(h))
+            .copied()
+            .filter(|&(s, p)| sources[usize::from(s)].bytes[p..p + BLOCK] == target[i..i + BLOCK]);
+        if let Some((s, p)) = hit {
+            let src = sources[usize::from(s)].bytes;
+            // Extend the match backwards over bytes not yet emitted, and forwards.
+            let back = (1..=(i - pending).min(p))
+                .take_while(|&k| target[i - k] == src[p - k])
+                .count();
+            let (start, from) = (i - back, p - back);
+            let fwd = target[i + BLOCK..]
+                .iter()
+                .zip(&src[p + BLOCK..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            let end = i + BLOCK + fwd;
+            literal(&mut out, &target[pending..start]);
+            out.push(0);
+            out.push(s);
+            push_leb128(&mut out, from as u64);
+            push_leb128(&mut out, (end - start) as u64);
+            pending = end;
+            i = end;
+            if i + BLOCK <= target.len() {
+                h = hash_block(&target[i..i + BLOCK]);
+            }
+            continue;
+        }
+        if i + BLOCK < target.len() {
+            h = h
+                .wrapping_sub((u64::from(target[i]) + 1).wrapping_mul(out_f))
+                .wrapping_mul(MUL)
+                .wrapping_add(u64::from(target[i + BLOCK]) + 1);
+        }
+        i += 1;
+    }
+    literal(&mut out, &target[pending..]);
+    Ok(out)
+}
+
+/// Applies a patch in memory (tests and the bench's check; the device streams the same steps
+/// into its download instead).
+pub fn apply(patch_bytes: &[u8], sources: &[&[u8]]) -> Result<Vec<u8>, PatchError> {
+    let p = read(patch_bytes)?;
+    let mut out = Vec::with_capacity(usize::try_from(p.target_len).unwrap_or(0));
+    for op in &p.ops {
+        match *op {
+            PatchOp::Copy {
+                source, from, len, ..
+            } => {
+                let src = sources
+                    .get(usize::from(source))
+                    .ok_or_else(|| PatchError::Field {
+                        what: "copy source",
+                        at: 0,
+                        why: format!("source {source} was not given"),
+                    })?;
+                let bytes = slice(src, from, len).ok_or_else(|| PatchError::Field {
+                    what: "copy",
+                    at: 0,
+                    why: format!("source {source} is shorter than the patch says"),
+                })?;
+                out.extend_from_slice(bytes);
+            }
+            PatchOp::Literal { at, len, .. } => {
+                out.extend_from_slice(slice(patch_bytes, at, len).ok_or(
+                    PatchError::Truncated {
+                        at,
+                        what: "literal bytes",
+                    },
+                )?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `len` bytes of `b` at `at`, if it has them.
+fn slice(b: &[u8], at: u64, len: u64) -> Option<&[u8]> {
+    let start = usize::try_from(at).ok()?;
+    b.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+}
