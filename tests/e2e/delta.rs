@@ -1,9 +1,10 @@
-//! Delta updates over the channel: a device on v1 pulls v2, whose bundle has a chunk index
-//! beside it, by delta — the root image's stretches its running slot holds are copied from
-//! it, only the rest is fetched by Range over HTTPS from nginx — and commits. nginx's access
-//! log (not the device's own count) shows the bytes sent and the Range answers. A corrupt copy
-//! on the server is refused (the assembled bundle is hashed against the signed sha256) with the
-//! device still on v1.
+//! Delta updates over the channel, both tiers on one device. A device on v1 pulls v2, whose
+//! bundle has a chunk index beside it, by delta — the root image's stretches its running slot
+//! holds are copied from it, only the rest is fetched by Range over HTTPS from nginx; the
+//! server's copy is corrupt, so the assembled bundle is refused (hashed against the signed
+//! sha256) with the device still on v1, and nginx's access log (not the device's own count)
+//! shows the bytes sent and the Range answers. Then v2 is published again with a static patch
+//! from v1: the device fetches that one file, no byte of the bundle, and commits.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -15,6 +16,7 @@ use std::time::Duration;
 fn a_device_pulls_a_release_by_delta_and_commits() {
     let ch = delta_channel();
     let v1 = image_variant("1.0.0", Variant::Delta);
+    let v1_bundle = bundle(image_variant("1.0.0", Variant::Delta));
     let v2 = bundle(image_variant("2.0.0", Variant::Delta));
     let v2_len = std::fs::metadata(&v2).unwrap().len();
     let nginx = ch.serve();
@@ -46,38 +48,62 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
             Duration::from_secs(300),
         )
         .unwrap();
+    // Stopped before the device tries again (it waits at least 2 s): the log holds exactly
+    // this attempt.
+    drop(nginx);
     assert!(
         line.text.contains("does not match the signed target"),
         "{}",
         line.text
     );
-    assert!(vm.saw_after(
-        &format!(
-            "{} version=2.0.0 mode=delta",
-            Kind::ChannelFetching.prefix()
-        ),
-        mark
-    ));
-    let s = status(&vm);
-    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
-
-    // The right bytes (restored with the server down, so no attempt straddles them): by
-    // delta again, and committed.
-    drop(nginx);
-    std::fs::write(&target, &good).unwrap();
-    let log_mark = ch.access_log().len();
-    let mark = vm.mark();
-    let nginx = ch.serve();
-    let line = vm
-        .wait_for(
+    let fetching = vm
+        .wait_for_after(
             &format!(
                 "{} version=2.0.0 mode=delta",
                 Kind::ChannelFetching.prefix()
             ),
+            mark,
+            Duration::from_secs(1),
+        )
+        .expect("the attempt was a delta");
+    let planned = marker_number(&fetching.text, "bytes=");
+    let s = status(&vm);
+    assert_eq!((s.slot, s.version.to_string().as_str()), (Slot::A, "1.0.0"));
+
+    // What nginx sent this device for the bundle in that attempt: the delta's bytes, by
+    // Range (independently of the device's own count).
+    let log = ch.access_log();
+    let (requests, sent) = Channel::bundle_bytes_sent(&log, seed).unwrap();
+    let statuses = Channel::bundle_statuses(&log, seed);
+    eprintln!(
+        "delta: {sent} of {v2_len} bundle bytes sent in {requests} request(s) {statuses:?}; the device planned {planned}"
+    );
+    assert!(
+        requests >= 2 && statuses.iter().all(|&s| s == 206),
+        "{statuses:?}"
+    );
+    assert!(sent <= planned, "sent {sent}, planned {planned}");
+    assert!(sent * 4 < v2_len, "sent {sent} of {v2_len}");
+
+    // The right bytes, and a static patch for devices on 1.0.0 beside them (published with
+    // the server down, so no attempt straddles them): the device fetches only the patch —
+    // no request for the bundle at all — assembles the bundle from it and its running slot,
+    // and commits.
+    std::fs::write(&target, &good).unwrap();
+    ch.publish_with_patch(&v2, &v1_bundle);
+    let log_mark = ch.access_log().len();
+    let mark = vm.mark();
+    let nginx = ch.serve();
+    let line = vm
+        .wait_for_after(
+            &format!(
+                "{} version=2.0.0 mode=static",
+                Kind::ChannelFetching.prefix()
+            ),
+            mark,
             Duration::from_secs(300),
         )
         .unwrap();
-    let planned = marker_number(&line.text, "bytes=");
     assert!(
         line.text.ends_with(&format!(" of {v2_len}")),
         "{}",
@@ -91,7 +117,6 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         )
         .unwrap();
     let number = |key: &str| marker_number(&fetched.text, key);
-    let (copied, device_requests) = (number("copied="), number("requests="));
     vm.wait_for_after(
         &Kind::Committed.on_version(Slot::B, "2.0.0"),
         mark,
@@ -99,25 +124,27 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
     )
     .unwrap();
     drop(nginx);
-
-    // What nginx sent this device for the bundle: the delta's bytes, by Range.
     let log = ch.access_log()[log_mark..].to_string();
-    let (requests, sent) = Channel::bundle_bytes_sent(&log, seed).unwrap();
-    let statuses = Channel::bundle_statuses(&log, seed);
+    let (bundle_requests, _) = Channel::bundle_bytes_sent(&log, seed).unwrap();
+    let (patch_requests, patch_sent) = Channel::patch_bytes_sent(&log, seed).unwrap();
     eprintln!(
-        "delta: {sent} of {v2_len} bundle bytes sent in {requests} request(s) {statuses:?}; the device planned {planned}"
+        "static: a patch of {patch_sent} bytes in {patch_requests} request(s) for a bundle of {v2_len}; {}",
+        fetched.text
     );
+    assert_eq!(bundle_requests, 0, "{log}");
+    assert_eq!(patch_requests, 1, "{log}");
+    assert_eq!(number("patch="), patch_sent, "{}", fetched.text);
     assert!(
-        requests >= 2 && statuses.iter().all(|&s| s == 206),
-        "{statuses:?}"
+        patch_sent * 10 < v2_len,
+        "a patch of {patch_sent} for {v2_len}"
     );
-    assert!(sent <= planned, "sent {sent}, planned {planned}");
-    assert!(sent * 4 < v2_len, "sent {sent} of {v2_len}");
-    // The device's own count agrees: most of the bundle came from its running slot.
-    assert!(copied > v2_len / 2, "{}", fetched.text);
-    // nginx saw the device's requests and the head it read first to find the root image.
-    assert_eq!(device_requests + 1, requests as u64, "{}", fetched.text);
-    assert!(fetched.text.contains(" resumes=0 "), "{}", fetched.text);
+    assert_eq!(
+        (number("bytes="), number("requests=")),
+        (0, 0),
+        "{}",
+        fetched.text
+    );
+    assert!(number("copied=") > v2_len / 2, "{}", fetched.text);
 }
 
 /// Where the root image's verity tree starts in `bundle`.

@@ -131,12 +131,38 @@ impl Channel {
     /// `slate publish` with the channel's keys, without chunk indexes (devices fetch whole
     /// bundles); see [`Channel::publish_with_index`].
     pub fn publish(&self, bundle: Option<&Path>, waves: Option<&str>, max: Option<Option<&str>>) {
-        self.publish_as(bundle, waves, max, true)
+        self.publish_as(bundle, waves, max, true, &[])
     }
 
     /// `slate publish` of a bundle with its chunk index: devices may fetch it by delta.
     pub fn publish_with_index(&self, bundle: &Path) {
-        self.publish_as(Some(bundle), None, None, false)
+        self.publish_as(Some(bundle), None, None, false, &[])
+    }
+
+    /// `slate publish --from PREV` of a bundle with its chunk index and a static patch for
+    /// devices running `previous`.
+    pub fn publish_with_patch(&self, bundle: &Path, previous: &Path) {
+        self.publish_as(Some(bundle), None, None, false, &[previous])
+    }
+
+    /// The bytes nginx sent the device with `seed` in `log` for static patches
+    /// (`….patch-<root hash>`), and how many requests.
+    pub fn patch_bytes_sent(log: &str, seed: u32) -> Result<(usize, u64), String> {
+        let query = format!("?seed={seed}&");
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&query) && l.contains(".patch-"))
+            .collect();
+        let mut sum = 0;
+        for l in &lines {
+            sum += l
+                .split("HTTP/1.1\" ")
+                .nth(1)
+                .and_then(|a| a.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| format!("no body size in the access log line {l:?}"))?;
+        }
+        Ok((lines.len(), sum))
     }
 
     fn publish_as(
@@ -145,6 +171,7 @@ impl Channel {
         waves: Option<&str>,
         max: Option<Option<&str>>,
         no_chunk_index: bool,
+        from: &[&Path],
     ) {
         let waves_file = waves.map(|w| {
             let p = self.dir.join("waves.toml");
@@ -165,7 +192,7 @@ impl Channel {
             crl: None,
             now: slate_imager::operator::bundle::now(),
             no_chunk_index,
-            from: Vec::new(),
+            from: from.iter().map(|p| p.to_path_buf()).collect(),
         })
         .expect("slate publish");
     }

@@ -15,9 +15,14 @@ use std::process::Command;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebianSource {
-    /// Suite (`bookworm`); its `-updates` suite is used too.
+    /// Suite (`bookworm`); its `-updates` suite is used too unless `updates` is false.
     #[serde(default = "default_suite")]
     pub suite: String,
+    /// Whether the suite's `-updates` pocket is used (stable updates between point
+    /// releases); false locks against the suite and, unless `security` is empty, its
+    /// security archive alone.
+    #[serde(default = "default_updates")]
+    pub updates: bool,
     /// Components (`main`).
     #[serde(default = "default_components")]
     pub components: Vec<String>,
@@ -34,6 +39,9 @@ pub struct DebianSource {
 
 fn default_suite() -> String {
     "bookworm".into()
+}
+fn default_updates() -> bool {
+    true
 }
 fn default_components() -> Vec<String> {
     vec!["main".into()]
@@ -52,6 +60,7 @@ impl Default for DebianSource {
     fn default() -> DebianSource {
         DebianSource {
             suite: default_suite(),
+            updates: default_updates(),
             components: default_components(),
             mirror: default_mirror(),
             security: default_security(),
@@ -65,11 +74,13 @@ impl DebianSource {
     pub fn sources_list(&self, arch: &str) -> String {
         let comps = self.components.join(" ");
         let opts = format!("[arch={arch} signed-by={}]", self.keyring.display());
-        let mut out = format!(
-            "deb {opts} {m} {s} {comps}\ndeb {opts} {m} {s}-updates {comps}\n",
-            m = self.mirror,
-            s = self.suite
-        );
+        let mut out = format!("deb {opts} {} {} {comps}\n", self.mirror, self.suite);
+        if self.updates {
+            out.push_str(&format!(
+                "deb {opts} {} {}-updates {comps}\n",
+                self.mirror, self.suite
+            ));
+        }
         if !self.security.is_empty() {
             out.push_str(&format!(
                 "deb {opts} {} {}-security {comps}\n",
@@ -294,6 +305,14 @@ mod tests {
             ..DebianSource::default()
         };
         assert_eq!(no_security.sources_list("amd64").lines().count(), 2);
+        let release_alone = DebianSource {
+            security: String::new(),
+            updates: false,
+            ..DebianSource::default()
+        };
+        let s = release_alone.sources_list("amd64");
+        assert_eq!(s.lines().count(), 1, "{s}");
+        assert!(s.ends_with(" bookworm main\n"), "{s}");
     }
 
     /// The private apt reads no configuration of the host's (a host part that turns off
