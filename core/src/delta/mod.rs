@@ -32,6 +32,10 @@ pub fn patch_target(bundle_target: &str, from_root_hash: &str) -> String {
     format!("{bundle_target}.patch-{from_root_hash}")
 }
 
+/// Bytes of a bundle's head a device fetches to find its root image (manifest and
+/// signatures are a few KiB; a head larger than this means a full fetch).
+pub const HEAD_PROBE: u64 = 64 << 10;
+
 /// The average chunk size publishers use: 32 KiB keeps the index (about 10.5 bytes a chunk)
 /// near 0.03% of the image, under the 0.05% the format aims for.
 pub const DEFAULT_AVG: u32 = 32 << 10;

@@ -160,6 +160,31 @@ fn push_merged(ops: &mut Vec<Op>, op: Op) {
     }
 }
 
+/// What fetching a whole bundle by delta costs on the wire: the index, the bundle's head
+/// (read to find the root image), every bundle byte the device does not hold (`local`: the
+/// plan's copies and identical boot files), and the requests — the plan's, one for the head
+/// and one each for the stretches before and after the root image. With the requests made.
+pub fn bundle_cost(
+    plan: &DeltaPlan,
+    index_len: u64,
+    head_len: u64,
+    bundle_len: u64,
+    local: u64,
+) -> (u64, u64) {
+    let requests = plan.requests.saturating_add(2);
+    let cost = index_len
+        .saturating_add(head_len)
+        .saturating_add(bundle_len.saturating_sub(local))
+        .saturating_add(requests.saturating_add(1).saturating_mul(REQUEST_OVERHEAD));
+    (cost, requests.saturating_add(1))
+}
+
+/// Whether fetching `cost` bytes instead of a bundle of `full` is worth it (under
+/// [`WORTH_IT`]).
+pub fn worth_it(cost: u64, full: u64) -> bool {
+    u128::from(cost) * u128::from(WORTH_IT.1) < u128::from(full) * u128::from(WORTH_IT.0)
+}
+
 impl DeltaPlan {
     /// What the delta costs over the network: the index, the fetched bytes, and each
     /// request's overhead.
@@ -172,8 +197,7 @@ impl DeltaPlan {
     /// Delta when it costs less than [`WORTH_IT`] of the full bundle's `full_len` bytes,
     /// else the full bundle (never worse than full, whatever the index says).
     pub fn mode(&self, index_len: u64, full_len: u64) -> Mode {
-        let cost = u128::from(self.cost(index_len));
-        if cost * u128::from(WORTH_IT.1) < u128::from(full_len) * u128::from(WORTH_IT.0) {
+        if worth_it(self.cost(index_len), full_len) {
             Mode::Delta
         } else {
             Mode::Full

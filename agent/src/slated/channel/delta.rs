@@ -13,14 +13,10 @@ use super::download::{Expected, Piece, PieceKind};
 use super::https::Https;
 use http_body_util::BodyExt;
 use slate_core::bundle::BundleReader;
-use slate_core::delta::{self, plan, ChunkIndex, Mode};
+use slate_core::delta::{self, plan, ChunkIndex, Mode, HEAD_PROBE};
 use slate_core::manifest::{Manifest, ROOTFS};
 use std::path::{Path, PathBuf};
 use url::Url;
-
-/// Bytes of the bundle's head fetched to find the root image (manifest and signatures are a
-/// few KiB; a head larger than this fetches the full bundle).
-pub const HEAD_PROBE: u64 = 64 << 10;
 
 /// The largest chunk index taken (1 GiB images at 0.05% are half a MiB).
 const MAX_INDEX: usize = 16 << 20;
@@ -133,21 +129,15 @@ async fn plan_delta(
     let same_files = identical_boot_files(&head, running);
     let ours = running_index(running, index.params).await?;
     let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
-    // The gaps around the root image (the head, the verity tree and what follows) are
-    // fetched too: one request before the root image and one after, at most.
     let same_bytes: u64 = same_files.iter().map(|f| f.len).sum();
-    let fetched = expected
-        .length
-        .saturating_sub(p.copy_bytes)
-        .saturating_sub(same_bytes);
-    let requests = p.requests + 2;
-    let cost = (bytes.len() as u64)
-        .saturating_add(head.len() as u64)
-        .saturating_add(fetched)
-        .saturating_add(requests.saturating_mul(plan::REQUEST_OVERHEAD));
-    let worth_it = u128::from(cost) * u128::from(plan::WORTH_IT.1)
-        < u128::from(expected.length) * u128::from(plan::WORTH_IT.0);
-    if !worth_it {
+    let (cost, _) = plan::bundle_cost(
+        &p,
+        bytes.len() as u64,
+        head.len() as u64,
+        expected.length,
+        p.copy_bytes.saturating_add(same_bytes),
+    );
+    if !plan::worth_it(cost, expected.length) {
         return Ok(Setup {
             mode: Mode::Full,
             cost: expected.length,

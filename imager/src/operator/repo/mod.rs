@@ -19,7 +19,7 @@
 mod chunks;
 mod init;
 mod layout;
-mod patches;
+pub mod patches;
 mod publish;
 mod refresh;
 mod rotate;
