@@ -4,9 +4,11 @@
 //! server's copy is corrupt, so the assembled bundle is refused (hashed against the signed
 //! sha256) with the device still on v1, and nginx's access log (not the device's own count)
 //! shows the bytes sent and the Range answers. Then v2 is published again with a static patch
-//! from v1: the device fetches that one file, no byte of the bundle, and commits.
+//! from v1: the device fetches that one file, no byte of the bundle; a power cut at half the
+//! root image, and the cold boot goes on from the slot's durable prefix and the patch kept on
+//! /data, fetching nothing again, and commits.
 
-use slate_core::api::Kind;
+use slate_core::api::{CutPoint, Kind};
 use slate_core::layout::Slot;
 use slate_tests::channel::{delta_channel, Channel};
 use slate_tests::*;
@@ -86,65 +88,115 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
     assert!(sent * 4 < v2_len, "sent {sent} of {v2_len}");
 
     // The right bytes, and a static patch for devices on 1.0.0 beside them (published with
-    // the server down, so no attempt straddles them): the device fetches only the patch —
-    // no request for the bundle at all — assembles the bundle from it and its running slot,
-    // and commits.
+    // the server down, so no attempt straddles them). The device is started again with the
+    // harness's cut point at half the root image: it fetches only the patch — no request for
+    // the bundle at all — and assembles the bundle from it and its running slot until the
+    // power is cut there.
     std::fs::write(&target, &good).unwrap();
     ch.publish_with_patch(&v2, &v1_bundle);
+    let patch_len = patch_target_len(ch, "2.0.0");
+    drop(vm);
+    let cut = CutPoint::SlotPartlyWritten;
     let log_mark = ch.access_log().len();
-    let mark = vm.mark();
     let nginx = ch.serve();
+    let mut vm = boot(&disk, &tmp.path().join("armed"), |c| {
+        c.fw_cfg.push(("cut-at".into(), cut.to_string()));
+    })
+    .unwrap();
     let line = vm
-        .wait_for_after(
+        .wait_for(
             &format!(
                 "{} version=2.0.0 mode=static",
                 Kind::ChannelFetching.prefix()
             ),
-            mark,
-            Duration::from_secs(300),
+            BOOT_TIMEOUT + Duration::from_secs(300),
         )
         .unwrap();
     assert!(
-        line.text.ends_with(&format!(" of {v2_len}")),
+        line.text
+            .ends_with(&format!("bytes={patch_len} of {v2_len}")),
         "{}",
         line.text
     );
+    vm.wait_for(
+        &format!("{} {cut}", Kind::CutPoint.prefix()),
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    vm.power_cut();
+    drop(vm);
+    drop(nginx);
+
+    // The cold boot goes on from what is durable in slot b and the patch kept on /data:
+    // neither the patch nor any byte of the bundle is fetched again, and it commits.
+    let after_cut = ch.access_log().len();
+    let nginx = ch.serve();
+    let vm = boot(&disk, &tmp.path().join("after"), |_| {}).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let resumed = vm
+        .wait_for(
+            &format!("{} version=2.0.0 ", Kind::ChannelResumed.prefix()),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+    let from_slot = marker_number(&resumed.text, "from_slot=");
     let fetched = vm
-        .wait_for_after(
+        .wait_for(
             &format!("{} version=2.0.0 ", Kind::ChannelFetched.prefix()),
-            mark,
             Duration::from_secs(300),
         )
         .unwrap();
     let number = |key: &str| marker_number(&fetched.text, key);
-    vm.wait_for_after(
+    vm.wait_for(
         &Kind::Committed.on_version(Slot::B, "2.0.0"),
-        mark,
         Duration::from_secs(600),
     )
     .unwrap();
     drop(nginx);
-    let log = ch.access_log()[log_mark..].to_string();
-    let (bundle_requests, _) = Channel::bundle_bytes_sent(&log, seed).unwrap();
-    let (patch_requests, patch_sent) = Channel::patch_bytes_sent(&log, seed).unwrap();
+    let log = ch.access_log();
+    let (before, after) = (&log[log_mark..after_cut], &log[after_cut..]);
+    let (bundle_requests, _) = Channel::bundle_bytes_sent(before, seed).unwrap();
+    let (patch_requests, patch_sent) = Channel::patch_bytes_sent(before, seed).unwrap();
     eprintln!(
-        "static: a patch of {patch_sent} bytes in {patch_requests} request(s) for a bundle of {v2_len}; {}",
+        "static: a patch of {patch_sent} bytes in {patch_requests} request(s) for a bundle of {v2_len}; after the cut {from_slot} bytes from the slot; {}",
         fetched.text
     );
-    assert_eq!(bundle_requests, 0, "{log}");
-    assert_eq!(patch_requests, 1, "{log}");
-    assert_eq!(number("patch="), patch_sent, "{}", fetched.text);
+    assert_eq!(bundle_requests, 0, "{before}");
+    assert_eq!((patch_requests, patch_sent), (1, patch_len), "{before}");
     assert!(
-        patch_sent * 10 < v2_len,
-        "a patch of {patch_sent} for {v2_len}"
+        patch_len * 10 < v2_len,
+        "a patch of {patch_len} for {v2_len}"
     );
     assert_eq!(
-        (number("bytes="), number("requests=")),
+        Channel::bundle_bytes_sent(after, seed).unwrap(),
         (0, 0),
+        "{after}"
+    );
+    assert_eq!(
+        Channel::patch_bytes_sent(after, seed).unwrap(),
+        (0, 0),
+        "{after}"
+    );
+    assert!(from_slot >= 1 << 20, "{}", resumed.text);
+    assert_eq!(
+        (number("bytes="), number("requests="), number("patch=")),
+        (0, 0, 0),
         "{}",
         fetched.text
     );
-    assert!(number("copied=") > v2_len / 2, "{}", fetched.text);
+    assert!(number("copied=") > v2_len / 4, "{}", fetched.text);
+}
+
+/// The length of the static patch published beside `version`'s bundle.
+fn patch_target_len(ch: &Channel, version: &str) -> u64 {
+    let suffix = format!("-{version}.slate.patch-");
+    std::fs::read_dir(ch.repo.join("targets"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().contains(&suffix))
+        .map(|e| e.metadata().unwrap().len())
+        .unwrap_or_else(|| panic!("no static patch for {version}"))
 }
 
 /// Where the root image's verity tree starts in `bundle`.

@@ -5,6 +5,7 @@
 mod apps;
 mod arm64;
 mod bench_channel;
+mod bench_delta;
 mod boot;
 mod channel;
 mod delta;

@@ -251,7 +251,8 @@ async fn feed_piece(
 }
 
 /// The pieces a download can use: in the bundle, not empty, in order, none overlapping the
-/// one before (a later one that would is dropped: its bytes come from the server).
+/// one before (a later one that would is cut to what follows it: a resumed prefix taken
+/// first, a delta's piece that straddles its end still gives the rest).
 fn usable(mut pieces: Vec<Piece>, length: u64) -> std::collections::VecDeque<Piece> {
     pieces.retain(|p| {
         p.len > 0
@@ -262,11 +263,19 @@ fn usable(mut pieces: Vec<Piece>, length: u64) -> std::collections::VecDeque<Pie
     pieces.sort_by_key(|p| p.bundle_offset);
     let mut out = std::collections::VecDeque::with_capacity(pieces.len());
     let mut end = 0u64;
-    for p in pieces {
-        if p.bundle_offset >= end {
-            end = p.bundle_offset + p.len;
-            out.push_back(p);
+    for mut p in pieces {
+        let p_end = p.bundle_offset + p.len;
+        if p_end <= end {
+            continue;
         }
+        if p.bundle_offset < end {
+            let cut = end - p.bundle_offset;
+            p.bundle_offset = end;
+            p.device_offset += cut;
+            p.len -= cut;
+        }
+        end = p_end;
+        out.push_back(p);
     }
     out
 }

@@ -528,3 +528,36 @@ async fn a_server_that_drops_after_every_5_percent_is_given_up_at_the_connection
     assert!(r.delivered.is_err(), "the install was not told");
     assert_eq!(r.stats.resumes, 7);
 }
+
+/// A resumed prefix comes first; a delta's piece that straddles its end gives the rest of its
+/// bytes (cut at the prefix's end), one it covers whole is dropped, and pieces outside the
+/// bundle or empty are never used.
+#[test]
+fn overlapping_pieces_are_cut_not_lost() {
+    let piece = |at: u64, len: u64, from: u64, kind: PieceKind| Piece {
+        bundle_offset: at,
+        len,
+        device: "d".into(),
+        device_offset: from,
+        kind,
+    };
+    let got = usable(
+        vec![
+            piece(100, 50, 0, PieceKind::Resumed),
+            piece(90, 20, 1000, PieceKind::Copied),
+            piece(120, 10, 2000, PieceKind::Copied),
+            piece(140, 30, 3000, PieceKind::Patched),
+            piece(170, 0, 0, PieceKind::Copied),
+            piece(190, 20, 0, PieceKind::Copied),
+        ],
+        200,
+    );
+    let spans: Vec<(u64, u64, u64)> = got
+        .iter()
+        .map(|p| (p.bundle_offset, p.len, p.device_offset))
+        .collect();
+    // 90..110 first; the prefix 100..150 cut to 110..150 (its device offset moved by 10);
+    // 120..130 inside it dropped; 140..170 cut to 150..170; the empty and the overrunning
+    // ones left out.
+    assert_eq!(spans, vec![(90, 20, 1000), (110, 40, 10), (150, 20, 3010)]);
+}
