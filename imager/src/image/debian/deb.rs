@@ -126,13 +126,15 @@ pub struct DebEntry {
     pub gid: u32,
 }
 
-/// A decompressing reader for a `.deb` member named `<stem>.tar[.xz|.zst]`.
+/// A decompressing reader for a `.deb` member named `<stem>.tar[.xz|.zst|.gz]` (gzip in
+/// packages built before dpkg made xz its default, such as bookworm's libxdmcp6).
 fn tar_reader<'a>(id: &str, member: impl Read + 'a, what: &str) -> Result<Box<dyn Read + 'a>> {
     Ok(match id.rsplit_once(".tar").map_or("", |(_, ext)| ext) {
         ".xz" => Box::new(xz2::read::XzDecoder::new(member)),
         ".zst" => Box::new(zstd::Decoder::new(member)?),
+        ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
         "" => Box::new(member),
-        _ => bail!("{what}: {id} uses a compression Slate does not read (xz, zstd or none)"),
+        _ => bail!("{what}: {id} uses a compression Slate does not read (xz, zstd, gzip or none)"),
     })
 }
 
@@ -227,4 +229,56 @@ pub fn for_each_entry(
         return Ok(());
     }
     bail!("{what}: no data.tar member; is it a .deb?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A package `dpkg-deb` (the oracle) builds with `compression` for both members.
+    fn built_with(compression: &str) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(root.join("usr/share/t")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: t\nVersion: 1\nArchitecture: all\nMaintainer: m <m@example.org>\nDescription: d\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("usr/share/t/hello"), "hello\n").unwrap();
+        let out = dir.path().join("t.deb");
+        let status = std::process::Command::new("dpkg-deb")
+            .args([&format!("-Z{compression}"), "--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("dpkg-deb (Debian's dpkg)");
+        assert!(status.success());
+        std::fs::read(out).unwrap()
+    }
+
+    #[test]
+    fn packages_of_every_compression_dpkg_makes_are_read() {
+        for compression in ["xz", "zstd", "gzip", "none"] {
+            let deb = built_with(compression);
+            let control = control_files(&deb, compression).unwrap();
+            assert!(
+                String::from_utf8_lossy(&control["control"]).contains("Package: t"),
+                "{compression}"
+            );
+            let mut hello = None;
+            for_each_entry(&deb, compression, |e, r| {
+                if e.path == "usr/share/t/hello" {
+                    let mut s = String::new();
+                    r.read_to_string(&mut s)?;
+                    hello = Some(s);
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(hello.as_deref(), Some("hello\n"), "{compression}");
+        }
+    }
 }
