@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "fat_volume",
     "pe_image",
     "dhcp_reply",
+    "delta_files",
 ];
 
 fn has_cargo_fuzz() -> bool {
