@@ -126,8 +126,15 @@ fn slate_dynamic(old: &Bundle, new: &Bundle) -> Result<Cost> {
     })
 }
 
-/// Slate's static tier: `slate publish --from`'s patch.
+/// Slate's static tier: `slate publish --from`'s patch (none between two products).
 fn slate_static(old: &Bundle, new: &Bundle) -> Result<Cost> {
+    if old.manifest.product != new.manifest.product {
+        return Ok(Cost {
+            bytes: 0,
+            requests: 0,
+            note: "n/a: another product (slate publish --from refuses it)".into(),
+        });
+    }
     let p =
         slate_imager::operator::repo::patches::from_previous(&old.path, &new.path, &new.manifest)?;
     let bytes = p.bytes.len() as u64 + plan::REQUEST_OVERHEAD;
@@ -254,6 +261,13 @@ fn tools() -> Result<()> {
 /// Builds the application image from `spec_dir` (locked there first when `lock`) and signs
 /// it with the development key.
 fn build(spec_dir: &Path, out_bundle: &Path, lock: bool) -> Result<()> {
+    if out_bundle.exists() {
+        println!(
+            "reusing {} (remove target/bench-delta to lock and build again)",
+            out_bundle.display()
+        );
+        return Ok(());
+    }
     let slate = crate::images::release_imager()?;
     let agent = slate_imager::image::agentbin::locate(
         None,
@@ -297,7 +311,6 @@ fn build(spec_dir: &Path, out_bundle: &Path, lock: bool) -> Result<()> {
 /// A copy of the application spec in `dir`, with `edit` applied to its text and its lock
 /// taken from `lock_from` when given.
 fn spec_copy(dir: &Path, version: &str, extra: &str, lock_from: Option<&Path>) -> Result<()> {
-    let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let text = std::fs::read_to_string(root().join("xtask/data/delta-app/image.toml"))?
         .replace("version = \"1.0.0\"", &format!("version = \"{version}\""));
