@@ -32,9 +32,14 @@ pub fn patch_target(bundle_target: &str, from_root_hash: &str) -> String {
     format!("{bundle_target}.patch-{from_root_hash}")
 }
 
-/// Bytes of a bundle's head a device fetches to find its root image (manifest and
-/// signatures are a few KiB; a head larger than this means a full fetch).
-pub const HEAD_PROBE: u64 = 64 << 10;
+/// Bytes of a bundle's head a device fetches first to find its root image: a manifest and
+/// its signatures take 2–4 KiB (a head that does not fit is fetched again up to
+/// [`HEAD_MAX`]).
+pub const HEAD_PROBE: u64 = 8 << 10;
+
+/// The longest head a bundle can have: the manifest's and the signatures' entries at their
+/// largest, each with its 512-byte header.
+pub const HEAD_MAX: u64 = 2 * 512 + crate::manifest::MAX_MANIFEST + crate::manifest::MAX_SIGNATURES;
 
 /// The average chunk size publishers use: 32 KiB keeps the index (about 10.5 bytes a chunk)
 /// near 0.03% of the image, under the 0.05% the format aims for.

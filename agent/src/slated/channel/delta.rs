@@ -13,7 +13,7 @@ use super::download::{Expected, Piece, PieceKind};
 use super::https::Https;
 use http_body_util::BodyExt;
 use slate_core::bundle::BundleReader;
-use slate_core::delta::{self, plan, ChunkIndex, Mode, HEAD_PROBE};
+use slate_core::delta::{self, plan, ChunkIndex, Mode, HEAD_MAX, HEAD_PROBE};
 use slate_core::manifest::{Manifest, ROOTFS};
 use std::path::{Path, PathBuf};
 use url::Url;
@@ -124,7 +124,14 @@ async fn plan_delta(
         anyhow::bail!("the chunk index is larger than {MAX_INDEX} bytes");
     }
     let index = ChunkIndex::parse(&bytes).context("the chunk index")?;
-    let head = fetch_head(https, url).await?;
+    // A short head first; the longest one a bundle may have when that does not hold it.
+    let mut head = fetch_head(https, url, HEAD_PROBE).await?;
+    let (mut head_bytes, mut requests) = (head.len() as u64, 2);
+    if artifact_offsets(&head).is_err() {
+        head = fetch_head(https, url, HEAD_MAX).await?;
+        head_bytes += head.len() as u64;
+        requests += 1;
+    }
     let root_at = rootfs_offset(&head, index.image_len)?;
     let same_files = identical_boot_files(&head, running);
     let ours = running_index(running, index.params).await?;
@@ -133,7 +140,7 @@ async fn plan_delta(
     let (cost, _) = plan::bundle_cost(
         &p,
         bytes.len() as u64,
-        head.len() as u64,
+        head_bytes,
         expected.length,
         p.copy_bytes.saturating_add(same_bytes),
     );
@@ -142,8 +149,8 @@ async fn plan_delta(
             mode: Mode::Full,
             cost: expected.length,
             pieces: Vec::new(),
-            fetched: bytes.len() as u64 + head.len() as u64,
-            requests: 2,
+            fetched: bytes.len() as u64 + head_bytes,
+            requests,
         });
     }
     let pieces = same_files
@@ -163,15 +170,15 @@ async fn plan_delta(
         mode: Mode::Delta,
         cost,
         pieces,
-        fetched: bytes.len() as u64 + head.len() as u64,
-        requests: 2,
+        fetched: bytes.len() as u64 + head_bytes,
+        requests,
     })
 }
 
-/// The bundle's first [`HEAD_PROBE`] bytes (a bounded Range; a server that ignores Range is
-/// read that far and dropped).
-async fn fetch_head(https: &Https, url: &Url) -> anyhow::Result<Vec<u8>> {
-    let resp = https.get(url, Some((0, Some(HEAD_PROBE - 1)))).await?;
+/// The bundle's first `len` bytes (a bounded Range; a server that ignores Range is read that
+/// far and dropped).
+async fn fetch_head(https: &Https, url: &Url, len: u64) -> anyhow::Result<Vec<u8>> {
+    let resp = https.get(url, Some((0, Some(len - 1)))).await?;
     if !matches!(resp.status().as_u16(), 200 | 206) {
         anyhow::bail!("the bundle's head: HTTP {}", resp.status());
     }
@@ -181,8 +188,8 @@ async fn fetch_head(https: &Https, url: &Url) -> anyhow::Result<Vec<u8>> {
         if let Ok(data) = frame?.into_data() {
             head.extend_from_slice(&data);
         }
-        if head.len() as u64 >= HEAD_PROBE {
-            head.truncate(usize::try_from(HEAD_PROBE).unwrap_or(usize::MAX));
+        if head.len() as u64 >= len {
+            head.truncate(usize::try_from(len).unwrap_or(usize::MAX));
             break;
         }
     }

@@ -394,6 +394,7 @@ async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
     let mut disk = vec![0u8; 4096];
     disk.extend_from_slice(&data[200_000..300_000]);
     disk.extend_from_slice(&data[10_000..60_000]);
+    disk.extend_from_slice(&data[55_000..80_000]);
     std::fs::write(slot.path(), &disk).unwrap();
     let piece = |bundle_offset: u64, len: u64, device_offset: u64| Piece {
         bundle_offset,
@@ -413,23 +414,25 @@ async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
             .map_err(|e| e.to_string())
     });
     let mut stats = Fetched::default();
-    // Given out of order, with one overlapping the first (dropped: fetched instead).
+    // Given out of order, with one inside another (dropped) and one straddling another's
+    // end (cut to what follows it).
     let pieces = vec![
         piece(200_000, 100_000, 4096),
         piece(10_000, 50_000, 4096 + 100_000),
-        piece(50_000, 20_000, 0),
+        piece(20_000, 10_000, 4096 + 110_000),
+        piece(55_000, 25_000, 4096 + 150_000),
     ];
     let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
     let delivered = consumer.await.unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(delivered.is_ok_and(|d| d == data));
-    assert_eq!((stats.copied, stats.from_slot), (150_000, 0));
-    assert_eq!(stats.bytes, (LEN - 150_000) as u64);
+    assert_eq!((stats.copied, stats.from_slot), (170_000, 0));
+    assert_eq!(stats.bytes, (LEN - 170_000) as u64);
     // The two gaps, each a bounded Range; the last piece ends the bundle.
     assert_eq!(stats.requests, 2);
     assert_eq!(
         server.ranges.lock().unwrap().clone(),
-        vec![Some((0, Some(9_999))), Some((60_000, Some(199_999)))]
+        vec![Some((0, Some(9_999))), Some((80_000, Some(199_999)))]
     );
 }
 
