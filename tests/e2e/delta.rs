@@ -30,9 +30,9 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         .unwrap();
     let seed = status(&vm).channel.expect("channel status").seed;
 
-    // The server's copy is corrupt (one byte of the root image's verity tree, which a delta
-    // always fetches: the device computes none of it from its own slot): the
-    // assembled bundle is not the signed one, nothing is installed, and the device says so.
+    // The server's copy is corrupt (one byte of the root image's verity superblock, which a
+    // delta always fetches: the levels after it are computed from the data): the assembled
+    // bundle is not the signed one, nothing is installed, and the device says so.
     drop(nginx);
     ch.publish_with_index(&v2);
     let target = ch.target_file("2.0.0");

@@ -11,6 +11,7 @@
 
 use super::download::{Expected, Piece, PieceKind};
 use super::https::Https;
+use super::seen::TreeSpec;
 use http_body_util::BodyExt;
 use slate_core::bundle::BundleReader;
 use slate_core::delta::{self, plan, ChunkIndex, Mode, HEAD_MAX, HEAD_PROBE};
@@ -36,6 +37,8 @@ pub struct Setup {
     /// The running slot's stretches to copy (empty for a full fetch), and a static patch's
     /// own bytes.
     pub pieces: Vec<Piece>,
+    /// The root image whose verity levels a piece computes.
+    pub tree: Option<TreeSpec>,
     /// Bytes fetched to plan it (the chunk index and the bundle's head; a static patch).
     pub fetched: u64,
     /// Requests made to plan it.
@@ -67,6 +70,7 @@ pub async fn prepare(
                 mode: Mode::Full,
                 cost: expected.length,
                 pieces: Vec::new(),
+                tree: None,
                 fetched: 0,
                 requests: 0,
             })
@@ -132,11 +136,13 @@ async fn plan_delta(
         head_bytes += head.len() as u64;
         requests += 1;
     }
-    let root_at = rootfs_offset(&head, index.image_len)?;
+    let (rootfs, root_at) = rootfs_in(&head, index.image_len)?;
+    let levels = levels_piece(&rootfs, root_at);
     let same_files = identical_boot_files(&head, running);
     let ours = running_index(running, index.params).await?;
     let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
-    let same_bytes: u64 = same_files.iter().map(|f| f.len).sum();
+    let same_bytes: u64 =
+        same_files.iter().map(|f| f.len).sum::<u64>() + levels.as_ref().map_or(0, |(p, _)| p.len);
     let (cost, _) = plan::bundle_cost(
         &p,
         bytes.len() as u64,
@@ -149,12 +155,15 @@ async fn plan_delta(
             mode: Mode::Full,
             cost: expected.length,
             pieces: Vec::new(),
+            tree: None,
             fetched: bytes.len() as u64 + head_bytes,
             requests,
         });
     }
+    let (levels, tree) = levels.unzip();
     let pieces = same_files
         .into_iter()
+        .chain(levels)
         .chain(p.ops.iter().filter_map(|op| match *op {
             plan::Op::Copy { from, to, len } => Some(Piece {
                 bundle_offset: root_at + to,
@@ -170,6 +179,7 @@ async fn plan_delta(
         mode: Mode::Delta,
         cost,
         pieces,
+        tree,
         fetched: bytes.len() as u64 + head_bytes,
         requests,
     })
@@ -200,7 +210,13 @@ async fn fetch_head(https: &Https, url: &Url, len: u64) -> anyhow::Result<Vec<u8
 /// of `data_len` bytes: from the manifest's artifact sizes (each entry a 512-byte header and
 /// its data padded to 512). The manifest is not trusted here, only used for offsets: the
 /// install verifies it and every byte.
-pub fn rootfs_offset(head: &[u8], data_len: u64) -> anyhow::Result<u64> {
+#[cfg(test)]
+fn rootfs_offset(head: &[u8], data_len: u64) -> anyhow::Result<u64> {
+    rootfs_in(head, data_len).map(|(_, at)| at)
+}
+
+/// The bundle's root image artifact (see [`rootfs_offset`]) and where its data starts.
+fn rootfs_in(head: &[u8], data_len: u64) -> anyhow::Result<(slate_core::manifest::Artifact, u64)> {
     use anyhow::Context;
     let (a, at) = artifact_offsets(head)?
         .into_iter()
@@ -213,7 +229,32 @@ pub fn rootfs_offset(head: &[u8], data_len: u64) -> anyhow::Result<u64> {
             v.hash_offset
         );
     }
-    Ok(at)
+    Ok((a, at))
+}
+
+/// The piece that gives the root image's verity levels (computed from its data as the
+/// download assembles it: they change wherever the data does), and what it needs. The
+/// superblock block in front of them is fetched with the rest.
+fn levels_piece(
+    rootfs: &slate_core::manifest::Artifact,
+    root_at: u64,
+) -> Option<(Piece, TreeSpec)> {
+    let v = rootfs.verity.as_ref()?;
+    let levels_at = v.hash_offset.checked_add(slate_core::verity::BLOCK)?;
+    let len = rootfs.size.checked_sub(levels_at).filter(|&l| l > 0)?;
+    let piece = Piece {
+        bundle_offset: root_at.checked_add(levels_at)?,
+        len,
+        device: PathBuf::new(),
+        device_offset: 0,
+        kind: PieceKind::Tree,
+    };
+    let spec = TreeSpec {
+        data_at: root_at,
+        data_len: v.hash_offset,
+        salt: v.salt.clone(),
+    };
+    Some((piece, spec))
 }
 
 /// The bundle's boot files (kernel, initramfs) that the running slot's folder on the ESP

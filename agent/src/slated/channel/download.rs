@@ -12,10 +12,10 @@
 //! from the slot, the rest from the server again. Every byte is hashed either way.
 
 use super::https::Https;
+use super::seen::Seen;
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use sha2::{Digest, Sha256};
 use slate_core::Digest32;
 use std::io::Read;
 use std::time::Duration;
@@ -112,6 +112,25 @@ pub enum PieceKind {
     Copied,
     /// A static patch's own bytes, read from its file on /data (fetched before the download).
     Patched,
+    /// The root image's verity levels, computed from its data as it passed
+    /// ([`super::seen::Seen`]); `device_offset` is the offset in the levels.
+    Tree,
+}
+
+/// The pieces of a download, and the root image whose tree levels a [`PieceKind::Tree`]
+/// piece computes.
+#[derive(Debug, Default)]
+pub struct Pieces {
+    /// The pieces.
+    pub list: Vec<Piece>,
+    /// The root image, for a tree piece.
+    pub tree: Option<super::seen::TreeSpec>,
+}
+
+impl From<Vec<Piece>> for Pieces {
+    fn from(list: Vec<Piece>) -> Pieces {
+        Pieces { list, tree: None }
+    }
 }
 
 /// Bundle bytes the device holds on one of its disks, taken from there instead of the
@@ -154,6 +173,8 @@ pub struct Fetched {
     pub copied: u64,
     /// Bytes taken from a static patch's file.
     pub patched: u64,
+    /// Bytes of verity levels computed instead of fetched.
+    pub computed: u64,
     /// Requests made to the server.
     pub requests: u64,
     /// Range continuations.
@@ -222,12 +243,21 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
 /// (the error says why; the rest then comes from the server).
 async fn feed_piece(
     p: &Piece,
-    hash: &mut Sha256,
+    seen: &mut Seen,
     tx: &mpsc::Sender<Result<Bytes, String>>,
     delivered: &mut u64,
     install_stopped: &mut bool,
 ) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if p.kind == PieceKind::Tree {
+        let bytes = seen.levels(p.device_offset, p.len)?;
+        seen.take(*delivered, &bytes);
+        *delivered += bytes.len() as u64;
+        if !*install_stopped && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+            *install_stopped = true;
+        }
+        return Ok(());
+    }
     let mut f = tokio::fs::File::open(&p.device)
         .await
         .map_err(|e| format!("{}: {e}", p.device.display()))?;
@@ -240,7 +270,7 @@ async fn feed_piece(
         f.read_exact(&mut buf)
             .await
             .map_err(|e| format!("{}: {e}", p.device.display()))?;
-        hash.update(&buf);
+        seen.take(*delivered, &buf);
         left -= buf.len() as u64;
         *delivered += buf.len() as u64;
         if !*install_stopped && tx.send(Ok(Bytes::from(buf))).await.is_err() {
@@ -290,13 +320,14 @@ pub async fn fetch(
     https: &Https,
     url: &Url,
     expected: &Expected,
-    pieces: Vec<Piece>,
+    pieces: impl Into<Pieces>,
     tx: mpsc::Sender<Result<Bytes, String>>,
     stats: &mut Fetched,
     patience: &Patience,
 ) -> Result<()> {
+    let Pieces { list: pieces, tree } = pieces.into();
     let mut delivered = 0u64;
-    let mut hash = Sha256::new();
+    let mut seen = Seen::new(tree);
     let mut attempt = 0;
     let mut connections = 0u32;
     let started = tokio::time::Instant::now();
@@ -325,11 +356,12 @@ pub async fn fetch(
     while delivered < expected.length {
         if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) {
             let before = delivered;
-            let fed = feed_piece(&p, &mut hash, &tx, &mut delivered, &mut install_stopped).await;
+            let fed = feed_piece(&p, &mut seen, &tx, &mut delivered, &mut install_stopped).await;
             match p.kind {
                 PieceKind::Resumed => stats.from_slot += delivered - before,
                 PieceKind::Copied => stats.copied += delivered - before,
                 PieceKind::Patched => stats.patched += delivered - before,
+                PieceKind::Tree => stats.computed += delivered - before,
             }
             if let Err(why) = fed {
                 crate::marker::warn(format!(
@@ -473,7 +505,7 @@ pub async fn fetch(
                 let _ = tx.send(Err(e.clone())).await;
                 bail!(e);
             }
-            hash.update(&data);
+            seen.take(delivered, &data);
             delivered += data.len() as u64;
             if !install_stopped && tx.send(Ok(data)).await.is_err() {
                 // The install stopped reading: it refused the bundle and says why itself.
@@ -490,7 +522,7 @@ pub async fn fetch(
             }
         }
     }
-    let got = Digest32(hash.finalize().into());
+    let got = seen.finalize();
     if got != expected.sha256 {
         let e = format!(
             "{url}: sha256 {got} does not match the signed target's {}",

@@ -4,6 +4,7 @@
 
 use super::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -172,6 +173,11 @@ async fn answer<S: tokio::io::AsyncWrite + Unpin>(
 }
 
 async fn serve(fault: Fault) -> Server {
+    serve_bytes(fault, payload()).await
+}
+
+/// [`serve`] of other bytes.
+async fn serve_bytes(fault: Fault, body: Vec<u8>) -> Server {
     let (ca, config) = tls_pair();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -180,7 +186,7 @@ async fn serve(fault: Fault) -> Server {
     let count = requests.clone();
     let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = ranges.clone();
-    let data = Arc::new(payload());
+    let data = Arc::new(body);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let n = count.fetch_add(1, Ordering::SeqCst);
@@ -269,7 +275,7 @@ async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
         }
     });
     let mut stats = Fetched::default();
-    let pieces = prefix.into_iter().map(Piece::from).collect();
+    let pieces: Vec<Piece> = prefix.into_iter().map(Piece::from).collect();
     let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
     let delivered = consumer.await.unwrap();
     let ranges = server.ranges.lock().unwrap().clone();
@@ -563,4 +569,69 @@ fn overlapping_pieces_are_cut_not_lost() {
     // 120..130 inside it dropped; 140..170 cut to 150..170; the empty and the overrunning
     // ones left out.
     assert_eq!(spans, vec![(90, 20, 1000), (110, 40, 10), (150, 20, 3010)]);
+}
+
+/// A delta's verity levels are computed from the data the download assembled, never fetched:
+/// the bundle (a head, a sealed root image, a tail) arrives whole and right while the server
+/// is asked only for the rest.
+#[tokio::test]
+async fn verity_levels_are_computed_not_fetched() {
+    const HEAD: usize = 1536;
+    let data: Vec<u8> = (0..64 * 4096).map(|i| (i * 13 % 241) as u8).collect();
+    let tree = slate_core::verity::build(
+        &data[..],
+        data.len() as u64,
+        b"salt",
+        slate_core::guid::Guid::NIL,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut bundle = vec![3u8; HEAD];
+    bundle.extend_from_slice(&data);
+    bundle.extend_from_slice(&tree.area);
+    bundle.extend_from_slice(&[5u8; 1000]);
+    let levels_at = HEAD + data.len() + 4096;
+    let levels_len = tree.area.len() - 4096;
+    let server = serve_bytes(Fault::None, bundle.clone()).await;
+    let (https, url, _, patience) = client(&server);
+    let expected = Expected {
+        length: bundle.len() as u64,
+        sha256: slate_core::Digest32(Sha256::digest(&bundle).into()),
+    };
+    let (tx, mut reader) = StreamReader::new();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        reader
+            .read_to_end(&mut v)
+            .map(|_| v)
+            .map_err(|e| e.to_string())
+    });
+    let pieces = Pieces {
+        list: vec![Piece {
+            bundle_offset: levels_at as u64,
+            len: levels_len as u64,
+            device: std::path::PathBuf::new(),
+            device_offset: 0,
+            kind: PieceKind::Tree,
+        }],
+        tree: Some(crate::slated::channel::seen::TreeSpec {
+            data_at: HEAD as u64,
+            data_len: data.len() as u64,
+            salt: b"salt".to_vec(),
+        }),
+    };
+    let mut stats = Fetched::default();
+    let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(consumer.await.unwrap().is_ok_and(|d| d == bundle));
+    assert_eq!(stats.computed, levels_len as u64);
+    assert_eq!(stats.bytes, (bundle.len() - levels_len) as u64);
+    assert_eq!(
+        server.ranges.lock().unwrap().clone(),
+        vec![
+            Some((0, Some(levels_at - 1))),
+            Some((levels_at + levels_len, None))
+        ]
+    );
 }

@@ -12,6 +12,7 @@ pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
 mod seed;
+mod seen;
 mod transport;
 pub mod trusted_root;
 #[cfg(test)]
@@ -383,12 +384,13 @@ async fn check(
             None
         }
     };
-    let (mode, cost, mut pieces, setup_bytes, setup_requests) = match setup {
-        Some(s) => (s.mode, s.cost, s.pieces, s.fetched, s.requests),
+    let (mode, cost, mut pieces, tree, setup_bytes, setup_requests) = match setup {
+        Some(s) => (s.mode, s.cost, s.pieces, s.tree, s.fetched, s.requests),
         None => (
             slate_core::delta::Mode::Full,
             expected.length,
             Vec::new(),
+            None,
             0,
             0,
         ),
@@ -449,7 +451,7 @@ async fn check(
         https,
         &url,
         &expected,
-        pieces,
+        download::Pieces { list: pieces, tree },
         tx,
         &mut stats,
         &download::Patience::device(agent.config.min_upload_kib_s),

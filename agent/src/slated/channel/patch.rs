@@ -109,6 +109,7 @@ async fn plan_static(
         mode: Mode::Static,
         cost: fetched,
         pieces,
+        tree: None,
         fetched,
         requests: u64::from(fetched > 0),
     })
