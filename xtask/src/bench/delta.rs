@@ -107,7 +107,13 @@ fn slate_dynamic(old: &Bundle, new: &Bundle) -> Result<Cost> {
     let oi = ChunkIndex::of(old.root_data()?, params);
     let index = ni.to_bytes().len() as u64;
     let p = plan::plan(&ni, &oi, plan::COALESCE_GAP);
-    let local = p.copy_bytes + new.same_boot_bytes(old);
+    // The verity levels are computed on the device (only their superblock block is fetched).
+    let levels = new
+        .manifest
+        .rootfs()
+        .and_then(|a| Some(a.size.saturating_sub(a.verity.as_ref()?.hash_offset + 4096)))
+        .context("no root image")?;
+    let local = p.copy_bytes + new.same_boot_bytes(old) + levels;
     let (cost, requests) = plan::bundle_cost(&p, index, HEAD_PROBE, new.len, local);
     let share = index as f64 * 100.0 / new.root_data()?.len() as f64;
     Ok(if plan::worth_it(cost, new.len) {
