@@ -41,7 +41,8 @@ pub const MAX_DATA_BLOCKS: u64 = 1 << 40;
 /// Size of the encoded superblock.
 pub const SUPERBLOCK_SIZE: usize = 512;
 const SIGNATURE: &[u8; 8] = b"verity\0\0";
-const MAX_SALT: usize = 256;
+/// The longest salt the format takes.
+pub const MAX_SALT: usize = 256;
 
 /// What the kernel needs to map a slot: everything `slate.verity=` carries on the command line.
 ///

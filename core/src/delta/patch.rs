@@ -23,6 +23,10 @@
 //! ops         until they tile the target, each a tag byte:
 //!             0 copy:    source (u8), offset (LEB128), length (LEB128)
 //!             1 literal: length (LEB128), then that many bytes
+//!             2 levels:  data offset (LEB128), data length (LEB128), salt (u16 LE length,
+//!                        then its bytes), length (LEB128): the verity levels of the target's
+//!                        root image data at that offset, which the device computes
+//!                        (at most one; the data must come before it)
 //! ```
 //!
 //! Matching indexes each source at every [`BLOCK`]-th byte with a rolling hash and slides
@@ -83,6 +87,14 @@ pub enum PatchOp {
         /// Bytes.
         len: u64,
     },
+    /// `len` bytes of verity levels computed from the target's root image data (see
+    /// [`Patch::levels`]), to the target at `to`.
+    Levels {
+        /// Offset in the target.
+        to: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// `len` bytes carried in the patch file at `at`, to the target at `to`.
     Literal {
         /// Offset in the patch file.
@@ -104,6 +116,32 @@ pub struct Patch {
     pub sources: Vec<Source>,
     /// The steps.
     pub ops: Vec<PatchOp>,
+    /// The root image whose verity levels a [`PatchOp::Levels`] step computes.
+    pub levels: Option<LevelsSource>,
+}
+
+/// A root image in the target whose verity levels the device computes rather than copies or
+/// fetches: they change wherever the data does, even by one shifted byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelsSource {
+    /// The target offset of its first data byte.
+    pub data_at: u64,
+    /// Its data length (the verity hash offset).
+    pub data_len: u64,
+    /// The salt.
+    pub salt: Vec<u8>,
+}
+
+/// Where a target's verity levels are, for [`diff`]: `len` bytes at `at`, computed from
+/// `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelsAt {
+    /// Target offset of the levels (after the superblock block).
+    pub at: u64,
+    /// Their length.
+    pub len: u64,
+    /// The data they are computed from.
+    pub source: LevelsSource,
 }
 
 impl Patch {
@@ -113,7 +151,7 @@ impl Patch {
             .iter()
             .map(|op| match *op {
                 PatchOp::Literal { len, .. } => len,
-                PatchOp::Copy { .. } => 0,
+                PatchOp::Copy { .. } | PatchOp::Levels { .. } => 0,
             })
             .sum()
     }
@@ -125,7 +163,7 @@ impl Patch {
             .iter()
             .filter_map(|op| match *op {
                 PatchOp::Copy { source, .. } => Some(usize::from(source)),
-                PatchOp::Literal { .. } => None,
+                PatchOp::Literal { .. } | PatchOp::Levels { .. } => None,
             })
             .collect();
         used.sort_unstable();
@@ -202,6 +240,7 @@ pub fn read(r: impl Read) -> Result<Patch, PatchError> {
         sources.push(Source { name, len, id });
     }
     let mut ops = Vec::new();
+    let mut levels = None;
     let mut to = 0u64;
     while to < target_len {
         let at = r.at;
@@ -241,11 +280,41 @@ pub fn read(r: impl Read) -> Result<Patch, PatchError> {
                 r.skip(len, "literal bytes")?;
                 PatchOp::Literal { at, to, len }
             }
+            2 => {
+                let data_at = r.leb128("levels data offset")?;
+                let data_len = r.leb128("levels data length")?;
+                let n = usize::from(u16::from_le_bytes(r.array("levels salt")?));
+                let salt = r.bytes(n.min(crate::verity::MAX_SALT + 1), "levels salt")?;
+                let len = r.leb128("levels length")?;
+                let blocks = data_len / crate::verity::BLOCK;
+                let sane = levels.is_none()
+                    && n <= crate::verity::MAX_SALT
+                    && data_len > 0
+                    && data_len.is_multiple_of(crate::verity::BLOCK)
+                    && blocks <= crate::verity::MAX_DATA_BLOCKS
+                    && data_at.checked_add(data_len).is_some_and(|end| end <= to)
+                    && len == crate::verity::tree_blocks(blocks) * crate::verity::BLOCK;
+                if !sane {
+                    return Err(PatchError::Field {
+                        what: "levels",
+                        at,
+                        why: format!(
+                            "{len} bytes of levels for {data_len} bytes of data at {data_at}, before target offset {to} (at most one such step, after its data, of the tree's length)"
+                        ),
+                    });
+                }
+                levels = Some(LevelsSource {
+                    data_at,
+                    data_len,
+                    salt,
+                });
+                PatchOp::Levels { to, len }
+            }
             other => {
                 return Err(PatchError::Field {
                     what: "step",
                     at,
-                    why: format!("tag {other} is neither copy (0) nor literal (1)"),
+                    why: format!("tag {other} is not copy (0), literal (1) or levels (2)"),
                 })
             }
         };
@@ -271,6 +340,7 @@ pub fn read(r: impl Read) -> Result<Patch, PatchError> {
         target_len,
         sources,
         ops,
+        levels,
     })
 }
 
@@ -278,7 +348,9 @@ impl PatchOp {
     /// Where in the target the step starts, and how many bytes it gives.
     pub fn span(&self) -> (u64, u64) {
         match *self {
-            PatchOp::Copy { to, len, .. } | PatchOp::Literal { to, len, .. } => (to, len),
+            PatchOp::Copy { to, len, .. }
+            | PatchOp::Literal { to, len, .. }
+            | PatchOp::Levels { to, len } => (to, len),
         }
     }
 }
@@ -383,10 +455,16 @@ fn mix(h: u64) -> u64 {
 }
 
 /// The patch that builds `target` from `sources` (the publisher's side; holds an index of
-/// every [`BLOCK`]-th position of the sources in memory, about 24 bytes each).
+/// every [`BLOCK`]-th position of the sources in memory, about 24 bytes each), with the
+/// target's verity levels, when given, left for the device to compute.
 ///
-/// Refuses more than [`MAX_SOURCES`] sources and names a device could not hold.
-pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, PatchError> {
+/// Refuses more than [`MAX_SOURCES`] sources, names a device could not hold, and levels
+/// outside the target or before their data.
+pub fn diff(
+    target: &[u8],
+    sources: &[SourceBytes<'_>],
+    levels: Option<&LevelsAt>,
+) -> Result<Vec<u8>, PatchError> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(target.len() as u64).to_le_bytes());
@@ -421,6 +499,49 @@ pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, Patch
                 .or_insert((i, pos));
         }
     }
+    let Some(l) = levels.filter(|l| l.len > 0) else {
+        scan(&mut out, target, 0, target.len(), sources, &table);
+        return Ok(out);
+    };
+    let bad = |why: &str| PatchError::Field {
+        what: "levels",
+        at: l.at,
+        why: why.to_string(),
+    };
+    let at = usize::try_from(l.at).map_err(|_| bad("past the target"))?;
+    let end = usize::try_from(l.at.saturating_add(l.len))
+        .ok()
+        .filter(|&e| e <= target.len())
+        .ok_or_else(|| bad("past the target"))?;
+    let s = &l.source;
+    let salt_len = u16::try_from(s.salt.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= crate::verity::MAX_SALT)
+        .ok_or_else(|| bad("the salt is too long"))?;
+    if s.data_at.saturating_add(s.data_len) > l.at {
+        return Err(bad("their data does not come before them"));
+    }
+    scan(&mut out, target, 0, at, sources, &table);
+    out.push(2);
+    push_leb128(&mut out, s.data_at);
+    push_leb128(&mut out, s.data_len);
+    out.extend_from_slice(&salt_len.to_le_bytes());
+    out.extend_from_slice(&s.salt);
+    push_leb128(&mut out, l.len);
+    scan(&mut out, target, end, target.len(), sources, &table);
+    Ok(out)
+}
+
+/// Appends the steps that build `target[start..end]`: copies of every run the sources share
+/// with it (found by `table`), literals for the rest.
+fn scan(
+    out: &mut Vec<u8>,
+    target: &[u8],
+    start: usize,
+    end: usize,
+    sources: &[SourceBytes<'_>],
+    table: &HashMap<u64, (u8, usize)>,
+) {
     let out_f = out_factor();
     let literal = |out: &mut Vec<u8>, bytes: &[u8]| {
         if !bytes.is_empty() {
@@ -429,14 +550,14 @@ pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, Patch
             out.extend_from_slice(bytes);
         }
     };
-    let mut pending = 0usize; // the first target byte not yet in the patch
-    let mut i = 0usize;
-    let mut h = if target.len() >= BLOCK {
-        hash_block(&target[..BLOCK])
+    let mut pending = start; // the first target byte not yet in the patch
+    let mut i = start;
+    let mut h = if start + BLOCK <= end {
+        hash_block(&target[start..start + BLOCK])
     } else {
         0
     };
-    while i + BLOCK <= target.len() {
+    while i + BLOCK <= end {
         let hit = table
             .get(&mix(h))
             .copied()
@@ -447,26 +568,26 @@ pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, Patch
             let back = (1..=(i - pending).min(p))
                 .take_while(|&k| target[i - k] == src[p - k])
                 .count();
-            let (start, from) = (i - back, p - back);
-            let fwd = target[i + BLOCK..]
+            let (first, from) = (i - back, p - back);
+            let fwd = target[i + BLOCK..end]
                 .iter()
                 .zip(&src[p + BLOCK..])
                 .take_while(|(a, b)| a == b)
                 .count();
-            let end = i + BLOCK + fwd;
-            literal(&mut out, &target[pending..start]);
+            let last = i + BLOCK + fwd;
+            literal(out, &target[pending..first]);
             out.push(0);
             out.push(s);
-            push_leb128(&mut out, from as u64);
-            push_leb128(&mut out, (end - start) as u64);
-            pending = end;
-            i = end;
-            if i + BLOCK <= target.len() {
+            push_leb128(out, from as u64);
+            push_leb128(out, (last - first) as u64);
+            pending = last;
+            i = last;
+            if i + BLOCK <= end {
                 h = hash_block(&target[i..i + BLOCK]);
             }
             continue;
         }
-        if i + BLOCK < target.len() {
+        if i + BLOCK < end {
             h = h
                 .wrapping_sub((u64::from(target[i]) + 1).wrapping_mul(out_f))
                 .wrapping_mul(MUL)
@@ -474,8 +595,7 @@ pub fn diff(target: &[u8], sources: &[SourceBytes<'_>]) -> Result<Vec<u8>, Patch
         }
         i += 1;
     }
-    literal(&mut out, &target[pending..]);
-    Ok(out)
+    literal(out, &target[pending..end]);
 }
 
 /// Applies a patch in memory (tests and the bench's check; the device streams the same steps
@@ -501,6 +621,36 @@ pub fn apply(patch_bytes: &[u8], sources: &[&[u8]]) -> Result<Vec<u8>, PatchErro
                     why: format!("source {source} is shorter than the patch says"),
                 })?;
                 out.extend_from_slice(bytes);
+            }
+            PatchOp::Levels { len, .. } => {
+                let src = p.levels.as_ref().ok_or(PatchError::Field {
+                    what: "levels",
+                    at: 0,
+                    why: "no levels source".into(),
+                })?;
+                let data = slice(&out, src.data_at, src.data_len).ok_or(PatchError::Field {
+                    what: "levels",
+                    at: 0,
+                    why: "their data is not built yet".into(),
+                })?;
+                let mut b =
+                    crate::verity::LevelsBuilder::new(src.data_len, &src.salt).map_err(|e| {
+                        PatchError::Field {
+                            what: "levels",
+                            at: 0,
+                            why: e.to_string(),
+                        }
+                    })?;
+                b.update(data);
+                let (_, levels) = b.finish().unwrap_or_default();
+                if levels.len() as u64 != len {
+                    return Err(PatchError::Field {
+                        what: "levels",
+                        at: 0,
+                        why: format!("{} bytes computed, {len} in the patch", levels.len()),
+                    });
+                }
+                out.extend_from_slice(&levels);
             }
             PatchOp::Literal { at, len, .. } => {
                 out.extend_from_slice(slice(patch_bytes, at, len).ok_or(

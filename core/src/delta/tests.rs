@@ -277,7 +277,12 @@ mod patches {
         target.extend_from_slice(&noise(1000, 16));
         target.extend_from_slice(&old[701_000..]);
         target.extend_from_slice(&kernel);
-        let p = patch::diff(&target, &[src("rootfs.img", &old), src("vmlinuz", &kernel)]).unwrap();
+        let p = patch::diff(
+            &target,
+            &[src("rootfs.img", &old), src("vmlinuz", &kernel)],
+            None,
+        )
+        .unwrap();
         let read = patch::read(&p[..]).unwrap();
         assert_eq!(read.target_len, target.len() as u64);
         assert_eq!(read.used_sources(), vec![0, 1]);
@@ -292,14 +297,14 @@ mod patches {
     fn an_unrelated_target_is_all_literal() {
         let old = noise(200_000, 1);
         let target = noise(150_000, 9);
-        let p = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+        let p = patch::diff(&target, &[src("rootfs.img", &old)], None).unwrap();
         let read = patch::read(&p[..]).unwrap();
         assert_eq!(read.literal_bytes(), target.len() as u64);
         assert_eq!(read.ops.len(), 1);
         assert!(read.used_sources().is_empty());
         // Tiny targets too.
         for n in [0usize, 1, BLOCK - 1, BLOCK] {
-            let p = patch::diff(&old[..n], &[src("rootfs.img", &old)]).unwrap();
+            let p = patch::diff(&old[..n], &[src("rootfs.img", &old)], None).unwrap();
             assert_eq!(patch::apply(&p, &[&old]).unwrap(), &old[..n]);
         }
     }
@@ -309,7 +314,7 @@ mod patches {
         let old = noise(10_000, 1);
         let mut target = old.clone();
         target[5000] ^= 1;
-        let good = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+        let good = patch::diff(&target, &[src("rootfs.img", &old)], None).unwrap();
         assert!(patch::read(&good[..]).is_ok());
         // Every truncation is refused (never a patch that builds less).
         for n in 0..good.len() {
@@ -358,7 +363,7 @@ mod patches {
             })
         ));
         let mut tag = good.clone();
-        tag[header] = 2;
+        tag[header] = 3;
         assert!(matches!(
             patch::read(&tag[..]),
             Err(PatchError::Field { what: "step", .. })
@@ -388,6 +393,122 @@ mod patches {
         ));
     }
 
+    /// A bundle-like target: a head, a sealed root image (data, superblock block, levels), a
+    /// tail; with where its levels are.
+    fn sealed(data: &[u8]) -> (Vec<u8>, patch::LevelsAt) {
+        let tree = crate::verity::build(
+            data,
+            data.len() as u64,
+            b"salt",
+            crate::guid::Guid::NIL,
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
+        let mut t = noise(2048, 77);
+        let data_at = t.len() as u64;
+        t.extend_from_slice(data);
+        let at = t.len() as u64 + 4096;
+        t.extend_from_slice(&tree.area);
+        t.extend_from_slice(&noise(3000, 78));
+        let levels = patch::LevelsAt {
+            at,
+            len: tree.area.len() as u64 - 4096,
+            source: patch::LevelsSource {
+                data_at,
+                data_len: data.len() as u64,
+                salt: b"salt".to_vec(),
+            },
+        };
+        (t, levels)
+    }
+
+    #[test]
+    fn verity_levels_are_left_to_the_device() {
+        let old = noise(300 * 4096, 5);
+        let mut new = old.clone();
+        new.splice(100_000..100_000, noise(700, 6)); // shifts every later block
+        new.truncate(300 * 4096);
+        let (target, levels) = sealed(&new);
+        let (old_bundle, _) = sealed(&old);
+        let p = patch::diff(&target, &[src("rootfs.img", &old_bundle)], Some(&levels)).unwrap();
+        let read = patch::read(&p[..]).unwrap();
+        assert_eq!(read.levels.as_ref(), Some(&levels.source));
+        assert!(read.ops.contains(&PatchOp::Levels {
+            to: levels.at,
+            len: levels.len
+        }));
+        assert_eq!(patch::apply(&p, &[&old_bundle]).unwrap(), target);
+        // Carried: the edit, the superblock block's UUID-free difference, and what the shift
+        // did not move — never the levels.
+        assert!(
+            read.literal_bytes() < 700 + 4096,
+            "{}",
+            read.literal_bytes()
+        );
+    }
+
+    /// A patch of 8 KiB of literal data and its levels (one block), by hand.
+    fn by_hand(data_len: &[u8], levels_len: &[u8], twice: bool) -> Vec<u8> {
+        let mut p = patch::MAGIC.to_vec();
+        let total: u64 = if twice { 16384 } else { 12288 };
+        p.extend_from_slice(&total.to_le_bytes());
+        p.push(1);
+        p.push(10);
+        p.extend_from_slice(b"rootfs.img");
+        p.extend_from_slice(&0u64.to_le_bytes());
+        p.extend_from_slice(&[0; 32]);
+        p.extend_from_slice(&[1, 0x80, 0x40]);
+        p.extend_from_slice(&[0; 8192]);
+        for _ in 0..if twice { 2 } else { 1 } {
+            p.extend_from_slice(&[2, 0]);
+            p.extend_from_slice(data_len);
+            p.extend_from_slice(&[0, 0]);
+            p.extend_from_slice(levels_len);
+        }
+        p
+    }
+
+    #[test]
+    fn levels_after_their_data_of_the_trees_length_once_are_the_only_ones_taken() {
+        let good = by_hand(&[0x80, 0x40], &[0x80, 0x20], false);
+        let read = patch::read(&good[..]).unwrap();
+        assert_eq!(
+            read.ops[1],
+            PatchOp::Levels {
+                to: 8192,
+                len: 4096
+            }
+        );
+        let built = patch::apply(&good, &[&[]]).unwrap();
+        assert_eq!(built.len(), 12288);
+        let tree = crate::verity::build(
+            &[0u8; 8192][..],
+            8192,
+            b"",
+            crate::guid::Guid::NIL,
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(&built[8192..], &tree.area[4096..]);
+        for bad in [
+            by_hand(&[0x80, 0x60], &[0x80, 0x20], false), // data past the step
+            by_hand(&[0x80, 0x40], &[0x80, 0x40], false), // not the tree's length
+            by_hand(&[0x80, 0x40], &[0x80, 0x20], true),  // twice
+            by_hand(&[0x81, 0x40], &[0x80, 0x20], false), // data not whole blocks
+        ] {
+            assert!(
+                matches!(
+                    patch::read(&bad[..]),
+                    Err(PatchError::Field { what: "levels", .. })
+                ),
+                "{:?}",
+                patch::read(&bad[..])
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -412,7 +533,7 @@ mod patches {
                 }
                 edited += len;
             }
-            let p = patch::diff(&target, &[src("rootfs.img", &old)]).unwrap();
+            let p = patch::diff(&target, &[src("rootfs.img", &old)], None).unwrap();
             prop_assert_eq!(patch::apply(&p, &[&old]).unwrap(), target.clone());
             let read = patch::read(&p[..]).unwrap();
             for op in &read.ops {

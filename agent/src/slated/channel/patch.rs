@@ -11,6 +11,7 @@
 
 use super::delta::{Running, Setup};
 use super::download::{Expected, Piece, PieceKind};
+use super::seen::TreeSpec;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::delta::patch::{self, Patch, PatchOp};
@@ -109,7 +110,11 @@ async fn plan_static(
         mode: Mode::Static,
         cost: fetched,
         pieces,
-        tree: None,
+        tree: p.levels.map(|l| TreeSpec {
+            data_at: l.data_at,
+            data_len: l.data_len,
+            salt: l.salt,
+        }),
         fetched,
         requests: u64::from(fetched > 0),
     })
@@ -205,6 +210,13 @@ fn pieces(p: &Patch, expected: &Expected, running: &Running, file: &Path) -> Res
                 device_offset: from,
                 kind: PieceKind::Copied,
             },
+            PatchOp::Levels { to, len } => Piece {
+                bundle_offset: to,
+                len,
+                device: PathBuf::new(),
+                device_offset: 0,
+                kind: PieceKind::Tree,
+            },
             PatchOp::Literal { at, to, len } => Piece {
                 bundle_offset: to,
                 len,
@@ -246,6 +258,7 @@ mod tests {
                     bytes: &kernel,
                 },
             ],
+            None,
         )
         .unwrap();
         let file = dir.path().join("p.patch");

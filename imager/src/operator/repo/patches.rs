@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use slate_core::bundle::BundleReader;
-use slate_core::delta::patch::{self, SourceBytes};
+use slate_core::delta::patch::{self, LevelsAt, LevelsSource, SourceBytes};
 use slate_core::manifest::{Manifest, ROOTFS, UKI_ARTIFACTS};
 use slate_core::Digest32;
 use std::fs::File;
@@ -71,7 +71,9 @@ pub fn from_previous(previous: &Path, new: &Path, manifest: &Manifest) -> Result
         })
         .collect();
     let target = std::fs::read(new).with_context(|| format!("reading {}", new.display()))?;
-    let bytes = patch::diff(&target, &sources).context("making the patch")?;
+    let levels = levels_in(&target, manifest)
+        .with_context(|| format!("{}: its root image", new.display()))?;
+    let bytes = patch::diff(&target, &sources, Some(&levels)).context("making the patch")?;
     // Checked here as the device will check it: applied, it is the bundle.
     let refs: Vec<&[u8]> = sources.iter().map(|s| s.bytes).collect();
     if patch::apply(&bytes, &refs).context("applying the patch")? != target {
@@ -85,6 +87,33 @@ pub fn from_previous(previous: &Path, new: &Path, manifest: &Manifest) -> Result
         root_hash: hex::encode(root_hash.0),
         from,
         bytes,
+    })
+}
+
+/// Where the bundle `bytes` (whose manifest is `manifest`) holds its root image's verity
+/// levels: the device computes them from the data, so the patch carries none of them.
+fn levels_in(bytes: &[u8], manifest: &Manifest) -> Result<LevelsAt> {
+    let mut r = BundleReader::new(bytes);
+    slate_core::install::read_head(&mut r)?;
+    let offsets =
+        slate_core::bundle::data_offsets(r.offset(), manifest.artifacts.iter().map(|a| a.size))
+            .context("artifact sizes overflow")?;
+    let (a, at) = manifest
+        .artifacts
+        .iter()
+        .zip(offsets)
+        .find(|(a, _)| a.name == ROOTFS)
+        .with_context(|| format!("no {ROOTFS}"))?;
+    let v = a.verity.as_ref().context("no verity")?;
+    let levels_at = v.hash_offset + slate_core::verity::BLOCK;
+    Ok(LevelsAt {
+        at: at + levels_at,
+        len: a.size.saturating_sub(levels_at),
+        source: LevelsSource {
+            data_at: at,
+            data_len: v.hash_offset,
+            salt: v.salt.clone(),
+        },
     })
 }
 
