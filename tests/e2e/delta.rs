@@ -1,9 +1,9 @@
 //! Delta updates over the channel, both tiers on one device. A device on v1 pulls v2, whose
 //! bundle has a chunk index beside it, by delta — the root image's stretches its running slot
 //! holds are copied from it, only the rest is fetched by Range over HTTPS from nginx; the
-//! server's copy is corrupt, so the assembled bundle is refused (hashed against the signed
-//! sha256) with the device still on v1, and nginx's access log (not the device's own count)
-//! shows the bytes sent and the Range answers. Then v2 is published again with a static patch
+//! server's copy is corrupt (its signatures), so the bundle is refused — the assembled bundle
+//! is not the signed one — with the device still on v1, and nginx's access log (not the
+//! device's own count) shows the bytes sent and the Range answers. Then v2 is published again with a static patch
 //! from v1: the device fetches that one file, no byte of the bundle; a power cut at half the
 //! root image, and the cold boot goes on from the slot's durable prefix and the patch kept on
 //! /data, fetching nothing again, and commits.
@@ -23,23 +23,28 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
     let v2_len = std::fs::metadata(&v2).unwrap().len();
     let nginx = ch.serve();
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
-    let vm = boot(&disk, tmp.path(), |_| {}).unwrap();
+    // Armed with the harness's cut point at half the root image (the refused attempt below
+    // stops before writing any of it).
+    let cut = CutPoint::SlotPartlyWritten;
+    let mut vm = boot(&disk, tmp.path(), |c| {
+        c.fw_cfg.push(("cut-at".into(), cut.to_string()));
+    })
+    .unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
     vm.wait_for(&Kind::ChannelUpToDate.prefix(), Duration::from_secs(120))
         .unwrap();
     let seed = status(&vm).channel.expect("channel status").seed;
 
-    // The server's copy is corrupt (one byte of the root image's verity superblock, which a
-    // delta always fetches: the levels after it are computed from the data): the assembled
-    // bundle is not the signed one, nothing is installed, and the device says so.
+    // The server's copy is corrupt (a digit of each signature in the bundle's head, which a
+    // delta fetches): the install refuses it before writing anything, the download still
+    // fetches the delta to the end, the assembled bundle is not the signed one, and the device
+    // says so.
     drop(nginx);
     ch.publish_with_index(&v2);
     let target = ch.target_file("2.0.0");
     let good = std::fs::read(&target).unwrap();
-    let mut bad = good.clone();
-    let at = usize::try_from(verity_tree_at(&good)).unwrap() + 10;
-    bad[at] ^= 0x01;
+    let bad = with_corrupt_signatures(&good);
     std::fs::write(&target, &bad).unwrap();
     let mark = vm.mark();
     let nginx = ch.serve();
@@ -88,28 +93,23 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
     assert!(sent * 4 < v2_len, "sent {sent} of {v2_len}");
 
     // The right bytes, and a static patch for devices on 1.0.0 beside them (published with
-    // the server down, so no attempt straddles them). The device is started again with the
-    // harness's cut point at half the root image: it fetches only the patch — no request for
-    // the bundle at all — and assembles the bundle from it and its running slot until the
-    // power is cut there.
+    // the server down, so no attempt straddles them): the device fetches only the patch — no
+    // request for the bundle at all — and assembles the bundle from it and its running slot
+    // until the power is cut at half the root image.
     std::fs::write(&target, &good).unwrap();
     ch.publish_with_patch(&v2, &v1_bundle);
     let patch_len = patch_target_len(ch, "2.0.0");
-    drop(vm);
-    let cut = CutPoint::SlotPartlyWritten;
     let log_mark = ch.access_log().len();
+    let mark = vm.mark();
     let nginx = ch.serve();
-    let mut vm = boot(&disk, &tmp.path().join("armed"), |c| {
-        c.fw_cfg.push(("cut-at".into(), cut.to_string()));
-    })
-    .unwrap();
     let line = vm
-        .wait_for(
+        .wait_for_after(
             &format!(
                 "{} version=2.0.0 mode=static",
                 Kind::ChannelFetching.prefix()
             ),
-            BOOT_TIMEOUT + Duration::from_secs(300),
+            mark,
+            Duration::from_secs(300),
         )
         .unwrap();
     assert!(
@@ -118,8 +118,9 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         "{}",
         line.text
     );
-    vm.wait_for(
+    vm.wait_for_after(
         &format!("{} {cut}", Kind::CutPoint.prefix()),
+        mark,
         Duration::from_secs(300),
     )
     .unwrap();
@@ -199,18 +200,19 @@ fn patch_target_len(ch: &Channel, version: &str) -> u64 {
         .unwrap_or_else(|| panic!("no static patch for {version}"))
 }
 
-/// Where the root image's verity tree starts in `bundle`.
-fn verity_tree_at(bundle: &[u8]) -> u64 {
-    let mut r = slate_core::bundle::BundleReader::new(bundle);
-    let (m, _) = slate_core::install::read_head(&mut r).unwrap();
-    let m = slate_core::manifest::Manifest::parse(&m).unwrap();
-    let offsets =
-        slate_core::bundle::data_offsets(r.offset(), m.artifacts.iter().map(|a| a.size)).unwrap();
-    let (a, at) = m
-        .artifacts
-        .iter()
-        .zip(offsets)
-        .find(|(a, _)| a.name == slate_core::manifest::ROOTFS)
-        .expect("a root image in the bundle");
-    at + a.verity.as_ref().unwrap().hash_offset
+/// `bundle` with the first hex digit of every signature in its head changed (still hex, so
+/// the head parses; no signature verifies).
+fn with_corrupt_signatures(bundle: &[u8]) -> Vec<u8> {
+    let mut out = bundle.to_vec();
+    let key = b"signature = \"";
+    let head = &bundle[..bundle.len().min(64 << 10)];
+    let mut changed = 0;
+    for at in (0..head.len().saturating_sub(key.len())).filter(|&i| &head[i..i + key.len()] == key)
+    {
+        let d = &mut out[at + key.len()];
+        *d = if *d == b'0' { b'1' } else { b'0' };
+        changed += 1;
+    }
+    assert!(changed > 0, "no signature in the bundle's head");
+    out
 }
