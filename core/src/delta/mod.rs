@@ -9,6 +9,7 @@
 //! back, the verity tree). A wrong or hostile index can only waste bytes.
 
 pub mod chunker;
+mod diff;
 pub mod index;
 pub mod patch;
 pub mod plan;
