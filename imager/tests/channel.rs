@@ -493,7 +493,7 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
     );
 
     // Named by v1's root hash, and fetched through an independent TUF client.
-    let (m1, arts1) = artifacts(&v1);
+    let (m1, arts1) = slate_imager::operator::repo::patches::artifacts(&v1).unwrap();
     let root = m1
         .rootfs()
         .and_then(|a| a.verity.clone())
@@ -519,24 +519,4 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
         patch::apply(&p, &sources).unwrap(),
         std::fs::read(&v2).unwrap()
     );
-}
-
-/// A bundle's manifest and its artifacts' bytes.
-fn artifacts(bundle: &Path) -> (slate_core::manifest::Manifest, Vec<Vec<u8>>) {
-    let mut r = slate_core::bundle::BundleReader::new(std::fs::File::open(bundle).unwrap());
-    let (m, _) = slate_core::install::read_head(&mut r).unwrap();
-    let m = slate_core::manifest::Manifest::parse(&m).unwrap();
-    let mut out = Vec::new();
-    for a in &m.artifacts {
-        let size = r.expect_entry(&a.name, a.size).unwrap();
-        let mut bytes = Vec::new();
-        r.stream(&a.name, size, |c| {
-            bytes.extend_from_slice(c);
-            Ok::<(), std::io::Error>(())
-        })
-        .unwrap()
-        .unwrap();
-        out.push(bytes);
-    }
-    (m, out)
 }

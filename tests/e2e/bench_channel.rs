@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(600);
 
 /// Seconds between the first line containing `from` and the first containing `to`, after
 /// `mark`.
-fn between(vm: &Vm, mark: usize, from: &str, to: &str) -> f64 {
+pub(crate) fn between(vm: &Vm, mark: usize, from: &str, to: &str) -> f64 {
     let at = |needle: &str| {
         vm.lines()
             .iter()

@@ -8,25 +8,13 @@
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
-use slate_qemu::Vm;
 use slate_tests::channel::{delta_channel, Channel};
 use slate_tests::*;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(900);
+use crate::bench_channel::between;
 
-/// Seconds between the first lines after `mark` containing `from` and `to`.
-fn between(vm: &Vm, mark: usize, from: &str, to: &str) -> f64 {
-    let at = |needle: &str| {
-        vm.lines()
-            .iter()
-            .skip(mark)
-            .find(|l| l.text.contains(needle))
-            .map(|l| l.at.as_secs_f64())
-            .unwrap_or_else(|| panic!("no {needle:?} line was seen; nothing to measure"))
-    };
-    at(to) - at(from)
-}
+const WAIT: Duration = Duration::from_secs(900);
 
 #[test]
 #[ignore = "benchmark: cargo xtask bench delta"]

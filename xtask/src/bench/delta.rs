@@ -38,20 +38,7 @@ struct Bundle {
 
 impl Bundle {
     fn open(path: &Path) -> Result<Bundle> {
-        let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut r = slate_core::bundle::BundleReader::new(std::io::BufReader::new(f));
-        let (m, _) = slate_core::install::read_head(&mut r)?;
-        let manifest = Manifest::parse(&m)?;
-        let mut artifacts = Vec::new();
-        for a in &manifest.artifacts {
-            let size = r.expect_entry(&a.name, a.size)?;
-            let mut bytes = Vec::new();
-            r.stream(&a.name, size, |c| {
-                bytes.extend_from_slice(c);
-                Ok::<(), std::io::Error>(())
-            })??;
-            artifacts.push(bytes);
-        }
+        let (manifest, artifacts) = slate_imager::operator::repo::patches::artifacts(path)?;
         Ok(Bundle {
             path: path.to_path_buf(),
             len: std::fs::metadata(path)?.len(),

@@ -117,8 +117,9 @@ fn levels_in(bytes: &[u8], manifest: &Manifest) -> Result<LevelsAt> {
     })
 }
 
-/// A bundle's manifest and each artifact's bytes, in its order.
-fn artifacts(path: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
+/// A bundle's manifest and each artifact's bytes, in its order (whole images in memory: for
+/// the publisher and its benchmark, never the device).
+pub fn artifacts(path: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {
     let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut r = BundleReader::new(BufReader::with_capacity(1 << 20, f));
     let (m, _) =
