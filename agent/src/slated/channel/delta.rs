@@ -270,10 +270,7 @@ fn identical_boot_files(head: &[u8], running: &Running) -> Vec<Piece> {
         .filter(|(a, _)| a.name != ROOTFS)
         .filter_map(|(a, at)| {
             let path = running.boot_files.join(&a.name);
-            let bytes = std::fs::read(&path).ok()?;
-            let same = bytes.len() as u64 == a.size
-                && <sha2::Sha256 as sha2::Digest>::digest(&bytes).as_slice() == a.sha256.0;
-            same.then_some(Piece {
+            holds_file(&path, a.size, &a.sha256).then_some(Piece {
                 bundle_offset: at,
                 len: a.size,
                 device: path,
@@ -282,6 +279,15 @@ fn identical_boot_files(head: &[u8], running: &Running) -> Vec<Piece> {
             })
         })
         .collect()
+}
+
+/// Whether the file at `path` is `len` bytes long with this sha256 (a boot file a delta may
+/// copy from; a missing one is not).
+pub fn holds_file(path: &Path, len: u64, sha256: &slate_core::Digest32) -> bool {
+    std::fs::read(path).is_ok_and(|bytes| {
+        bytes.len() as u64 == len
+            && <sha2::Sha256 as sha2::Digest>::digest(&bytes).as_slice() == sha256.0
+    })
 }
 
 /// Each artifact of the bundle whose first bytes are `head`, with where its data starts.
