@@ -432,7 +432,38 @@ macro_rules! cut_at {
     };
 }
 
-cut_at!(
+/// A step whose cuts both run in the full gauntlet only: CI keeps one cut per stage of the
+/// update (writing the slot, the ESP's window, the trial boot, applying, blessing, marking
+/// bad) and the seeded random cuts, which land between these steps too.
+macro_rules! cut_at_full {
+    ($name:ident, $step:expr, $failing:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            #[ignore = "full e2e (cargo xtask e2e --full, cargo xtask gauntlet): CI cuts one step per stage and at random moments"]
+            fn plain_disk() {
+                if let Err((kind, why)) =
+                    cut_and_recover(Start::Cold, Cut::Step($step), $failing, None)
+                {
+                    panic!("{kind:?}: {why}");
+                }
+            }
+
+            #[test]
+            #[ignore = "full e2e (cargo xtask e2e --full, cargo xtask gauntlet): CI cuts one step per stage and at random moments"]
+            fn volatile_cache_disk() {
+                if let Err((kind, why)) =
+                    cut_and_recover(Start::Cold, Cut::Step($step), $failing, Some(Loss::All))
+                {
+                    panic!("{kind:?}: {why}");
+                }
+            }
+        }
+    };
+}
+
+cut_at_full!(
     cut_after_the_idle_entry_is_removed,
     CutPoint::EntryRemoved,
     false
@@ -442,7 +473,7 @@ cut_at!(
     CutPoint::SlotPartlyWritten,
     false
 );
-cut_at!(cut_after_the_slot_is_written, CutPoint::SlotWritten, false);
+cut_at_full!(cut_after_the_slot_is_written, CutPoint::SlotWritten, false);
 /// A cut inside the ESP's read-write window leaves its dirty bit set (Linux writes it at
 /// once); the agent must repair the volume on the next boot, or `fsck.fat -n` fails.
 mod cut_while_the_esp_is_writable {
@@ -480,12 +511,12 @@ mod cut_while_the_esp_is_writable {
     }
 }
 
-cut_at!(
+cut_at_full!(
     cut_after_kernel_and_initrd_are_on_the_esp,
     CutPoint::BootFilesWritten,
     false
 );
-cut_at!(
+cut_at_full!(
     cut_after_the_new_entry_is_written,
     CutPoint::EntryWritten,
     false
@@ -547,10 +578,10 @@ mod cut_while_applying {
         }
     }
 }
-cut_at!(cut_while_health_checks_run, CutPoint::HealthRunning, false);
+cut_at_full!(cut_while_health_checks_run, CutPoint::HealthRunning, false);
 cut_at!(cut_right_after_blessing, CutPoint::Blessed, false);
 cut_at!(cut_right_after_marking_bad, CutPoint::MarkedBad, true);
-cut_at!(cut_during_the_fallback_boot, CutPoint::FallbackBoot, true);
+cut_at_full!(cut_during_the_fallback_boot, CutPoint::FallbackBoot, true);
 
 /// The same steps on a Secure Boot image, whose install writes the idle slot's signed UKI as
 /// its entry (temporary name, sync, rename) instead of kernel, initrd and a `.conf` entry.
