@@ -43,6 +43,10 @@ pub mod paths {
     /// When the device may apply updates (`[update] windows`, `timezone`): a push-only image
     /// has one too.
     pub const POLICY: &str = "etc/slate/policy.toml";
+    /// The fleet server's settings (`[fleet]` in the spec).
+    pub const FLEET: &str = "etc/slate/fleet.toml";
+    /// CA certificate(s) the fleet server must chain to (`[fleet] server_ca`).
+    pub const FLEET_CA: &str = "etc/slate/fleet/ca.pem";
     /// The channel's TUF root of trust (`[update] channel_root`).
     pub const CHANNEL_ROOT: &str = "etc/slate/channel/root.json";
     /// CA certificate(s) the channel's HTTPS server must chain to (`[update] channel_ca`).

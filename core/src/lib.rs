@@ -11,7 +11,8 @@
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
 //!               slots (commit and rollback), retry (when a failed version is tried again),
 //!               channel (release, waves, schedule), policy (maintenance windows, staged
-//!               updates), delta (chunking, chunk index, delta plan), version
+//!               updates), delta (chunking, chunk index, delta plan), fleet (the DDI fleet
+//!               server's documents and feedback), version
 //! device files  config (the agent's TOML), osrelease, dhcp
 //! wire          api (status, outcomes, the `slate:` console markers), operator (roles)
 //! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num
@@ -43,6 +44,7 @@ pub mod config;
 pub mod delta;
 pub mod der;
 pub mod dhcp;
+pub mod fleet;
 pub mod digest;
 pub mod fat;
 pub mod fingerprint;

@@ -415,6 +415,16 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
             )?;
         }
     }
+    if let Some(fleet) = &spec.fleet {
+        let files = fleet.files(&inputs.spec.path, |p| inputs.spec.resolve(p))?;
+        if let Some(ca) = files.ca {
+            add_host_file(&mut tree, prov, "fleet.server_ca", paths::FLEET_CA, ca)?;
+        }
+        tree.insert(
+            &ip(&format!("/{}", paths::FLEET)),
+            Node::bytes(toml_text(&files.config)?, 0o644),
+        )?;
+    }
     if let Some(trust) = inputs.trust {
         let bytes = std::fs::read(trust).map_err(|_| BuildError::MissingSource {
             path: trust.to_path_buf(),

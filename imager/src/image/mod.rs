@@ -15,6 +15,7 @@ pub mod build;
 pub mod cache;
 pub mod compose;
 pub mod debian;
+pub mod fleet_spec;
 pub mod hashing;
 pub mod kernel;
 pub mod kmod;

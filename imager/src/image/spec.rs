@@ -159,6 +159,10 @@ pub struct ImageSpec {
     /// The update channel the device pulls from (none: only `slate push`).
     #[serde(default)]
     pub update: Option<crate::image::update_spec::UpdateSpec>,
+    /// A hawkBit DDI fleet server the device reports to and takes deployments from (none: no
+    /// fleet server).
+    #[serde(default)]
+    pub fleet: Option<crate::image::fleet_spec::FleetSpec>,
     /// `[secure_boot] key, cert`: build for UEFI Secure Boot, each slot a Unified Kernel Image
     /// signed with this db pair (`slate sb keygen`; paths relative to the spec, the key never
     /// enters the image), and the boot loader too.
