@@ -13,6 +13,7 @@ use std::fmt;
 
 pub mod channel;
 pub mod cut_point;
+pub mod fleet;
 mod kinds;
 pub mod marker;
 mod marker_kind;
@@ -22,6 +23,7 @@ pub mod progress;
 
 pub use channel::{ChannelError, ChannelStatus};
 pub use cut_point::CutPoint;
+pub use fleet::{FleetError, FleetStatus};
 use kinds::empty_is_none;
 pub use kinds::{ChannelFailure, RefusalKind};
 pub use marker::{Kind, Marker};
@@ -259,6 +261,9 @@ pub struct Status {
     /// The update channel, when the image pulls from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<ChannelStatus>,
+    /// The fleet server, when the image reports to one (`[fleet]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     /// The firmware booted this device with UEFI Secure Boot on: the running root hash came
     /// from a signed UKI.
     #[serde(default)]
@@ -425,6 +430,7 @@ mod tests {
             installing: false,
             identity: None,
             channel: None,
+            fleet: None,
             secure_boot: true,
             built_for_secure_boot: true,
             window: None,

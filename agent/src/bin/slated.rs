@@ -9,6 +9,8 @@
 //! needs a client certificate from the image's operator CA (status and metrics not, with
 //! `public_status`). Plain HTTP without authentication only with `insecure_http`.
 //!
+//! With `/etc/slate/fleet.toml` it also polls a hawkBit DDI fleet server (`slated::fleet`).
+//!
 //! `slated install FILE [--force] [--no-reboot]` installs a bundle from a file (a USB stick, a
 //! bundle on /data) with the same checks; `slated reset --yes` asks for a factory reset.
 
@@ -141,6 +143,17 @@ async fn daemon() -> Result<()> {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => marker::warn(format!("{update}: {e}; pulling updates is off")),
+    }
+    let fleet = format!("/{}", slate_core::config::paths::FLEET);
+    match std::fs::read_to_string(&fleet) {
+        Ok(text) => match toml::from_str::<slate_core::fleet::FleetConfig>(&text) {
+            Ok(cfg) => {
+                tokio::spawn(slate_agent::slated::fleet::run(agent.clone(), cfg));
+            }
+            Err(e) => marker::warn(format!("{fleet}: {e}; the fleet server is not polled")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => marker::warn(format!("{fleet}: {e}; the fleet server is not polled")),
     }
     serve(agent, listener, tls).await
 }

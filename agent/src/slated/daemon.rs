@@ -67,6 +67,8 @@ pub struct Agent {
     pub status: Mutex<Status>,
     /// The update channel's state, when the image pulls from one.
     pub channel: Mutex<Option<slate_core::api::ChannelStatus>>,
+    /// The fleet client's state, when the image reports to a fleet server.
+    pub fleet: Mutex<Option<slate_core::api::FleetStatus>>,
     /// When a refusal was last printed, and how many were held back since: a client that
     /// sends bad bundles in a loop fills neither the console nor /data.
     refusals: Mutex<Throttle>,
@@ -202,6 +204,7 @@ impl Agent {
             installing: false,
             identity: None,
             channel: None,
+            fleet: None,
             window: None,
             progress: None,
             consent: None,
@@ -232,6 +235,7 @@ impl Agent {
             state: Mutex::new(st),
             status: Mutex::new(status),
             channel: Mutex::new(None),
+            fleet: Mutex::new(None),
             refusals: Mutex::new(Throttle::default()),
             operator_ca: std::sync::OnceLock::new(),
             policy,

@@ -1,11 +1,12 @@
 //! `slated`, the update agent: it serves the operator API over mutual TLS, takes signed
-//! bundles by push or from the channel, installs them into the idle slot, and after the reboot
+//! bundles by push, from the channel or from a fleet server, installs them into the idle slot, and after the reboot
 //! runs the health checks that commit the new slot or roll it back.
 
 pub mod channel;
 pub mod conntable;
 pub mod consent;
 pub mod daemon;
+pub mod fleet;
 pub mod handshakes;
 pub mod health;
 pub mod http;

@@ -209,6 +209,38 @@ pub enum Marker {
         /// What it said.
         reason: String,
     },
+    /// The fleet client started: the server and the device's name there.
+    FleetPolling {
+        /// The server's base URL.
+        server: String,
+        /// The controller id.
+        controller: String,
+    },
+    /// A step of a fleet server's action on the device.
+    FleetAction {
+        /// The action id.
+        action: u64,
+        /// The version it installs.
+        version: String,
+        /// `downloading`, `staged`, `installed`, `applying`, `canceled`, `refused`.
+        step: &'static str,
+    },
+    /// A feedback to the fleet server: sent, or queued on /data because it could not be.
+    FleetFeedback {
+        /// The action id.
+        action: u64,
+        /// `proceeding`, `scheduled`, `downloaded`, `closed`, `rejected`.
+        execution: String,
+        /// `success`, `failure`, `none`.
+        finished: String,
+        /// Whether the server took it now.
+        sent: bool,
+    },
+    /// A poll failed or the server's answer was refused; the device keeps running.
+    FleetError {
+        /// What is wrong.
+        message: String,
+    },
     /// Stage 1 wiped `/data` as the agent was asked to (floors, TUF root and CRL kept).
     FactoryReset {
         /// A new device identity is made (else the old one is kept).
@@ -338,6 +370,10 @@ impl Marker {
             Marker::Applying { .. } => Kind::Applying,
             Marker::FactoryReset { .. } => Kind::FactoryReset,
             Marker::Consent { .. } => Kind::Consent,
+            Marker::FleetPolling { .. } => Kind::FleetPolling,
+            Marker::FleetAction { .. } => Kind::FleetAction,
+            Marker::FleetFeedback { .. } => Kind::FleetFeedback,
+            Marker::FleetError { .. } => Kind::FleetError,
             Marker::ChannelError { .. } => Kind::ChannelError,
             Marker::BelowFloor { .. } => Kind::BelowFloor,
             Marker::Identity { .. } => Kind::Identity,
@@ -533,6 +569,25 @@ impl fmt::Display for Marker {
                 f,
                 " {answer} version={version} ask_again_at={ask_again_at}: {reason}"
             ),
+            Marker::FleetPolling { server, controller } => {
+                write!(f, " server={server} controller={controller}")
+            }
+            Marker::FleetAction {
+                action,
+                version,
+                step,
+            } => write!(f, " id={action} version={version} step={step}"),
+            Marker::FleetFeedback {
+                action,
+                execution,
+                finished,
+                sent,
+            } => write!(
+                f,
+                " id={action} execution={execution} finished={finished} {}",
+                if *sent { "sent" } else { "queued" }
+            ),
+            Marker::FleetError { message } => write!(f, " {message}"),
             Marker::FactoryReset { new_identity } => write!(
                 f,
                 " identity={}",

@@ -84,6 +84,14 @@ pub enum Kind {
     FactoryReset,
     /// `slate: consent not-now|no version=… ask_again_at=…: reason`
     Consent,
+    /// `slate: fleet polling server=… controller=…`
+    FleetPolling,
+    /// `slate: fleet action id=… version=… step=…`
+    FleetAction,
+    /// `slate: fleet feedback id=… execution=… finished=… sent|queued`
+    FleetFeedback,
+    /// `slate: fleet error: …`
+    FleetError,
 }
 
 impl Kind {
@@ -128,6 +136,10 @@ impl Kind {
             Kind::Applying => "applying",
             Kind::FactoryReset => "factory reset",
             Kind::Consent => "consent",
+            Kind::FleetPolling => "fleet polling",
+            Kind::FleetAction => "fleet action",
+            Kind::FleetFeedback => "fleet feedback",
+            Kind::FleetError => "fleet error:",
         }
     }
 

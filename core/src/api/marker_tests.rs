@@ -167,6 +167,22 @@ fn golden_marker_texts() {
             "slate: applying slot=a version=2.0.0".into(),
         ),
         (
+            Marker::FleetPolling { server: "https://f/ddi".into(), controller: "slate-00".into() },
+            "slate: fleet polling server=https://f/ddi controller=slate-00".into(),
+        ),
+        (
+            Marker::FleetAction { action: 7, version: "2.0.0".into(), step: "downloading" },
+            "slate: fleet action id=7 version=2.0.0 step=downloading".into(),
+        ),
+        (
+            Marker::FleetFeedback { action: 7, execution: "closed".into(), finished: "success".into(), sent: false },
+            "slate: fleet feedback id=7 execution=closed finished=success queued".into(),
+        ),
+        (
+            Marker::FleetError { message: "x".into() },
+            "slate: fleet error: x".into(),
+        ),
+        (
             Marker::FactoryReset { new_identity: false },
             "slate: factory reset identity=kept".into(),
         ),

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub fallback_available: bool,
     /// The channel's counters, for an image that pulls.
     pub channel: Option<ChannelStatus>,
+    /// The fleet client's counters, for an image that reports to a fleet server.
+    pub fleet: Option<super::FleetStatus>,
     /// The state of each slot's boot entry.
     pub slots: Vec<(Slot, SlotState)>,
     /// For an image with maintenance windows: whether one is open now, and the pushes
@@ -115,6 +117,36 @@ impl Metrics {
             "gauge",
             u8::from(self.fallback_available),
         )?;
+        if let Some(f) = &self.fleet {
+            single(
+                out,
+                "slate_fleet_polls_total",
+                "Polls of the fleet server.",
+                "counter",
+                f.polls,
+            )?;
+            single(
+                out,
+                "slate_fleet_errors_total",
+                "Failed polls of the fleet server and answers of it the device refused.",
+                "counter",
+                f.errors,
+            )?;
+            single(
+                out,
+                "slate_fleet_feedback_queued",
+                "Feedback kept on /data until the fleet server takes it.",
+                "gauge",
+                f.feedback_queued,
+            )?;
+            single(
+                out,
+                "slate_fleet_feedback_sent_total",
+                "Feedback the fleet server took.",
+                "counter",
+                f.feedback_sent,
+            )?;
+        }
         if let Some(c) = &self.channel {
             single(
                 out,
@@ -246,6 +278,7 @@ mod tests {
             healthy: true,
             fallback_available: false,
             channel: Some(channel),
+            fleet: None,
             slots: vec![(Slot::A, SlotState::Good), (Slot::B, SlotState::Bad)],
             window: Some((false, 2)),
             phase: Some(crate::api::Phase::Verifying),

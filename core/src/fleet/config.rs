@@ -83,13 +83,15 @@ fn default_tenant() -> String {
     "DEFAULT".to_string()
 }
 
-/// The default controller id of a device whose identity has `fingerprint` (sha256, hex):
-/// `slate-` and its first 16 hex digits, stable across reboots and updates, and what an
+/// The default controller id of the device whose identity has `fingerprint`: `slate-` and
+/// the first 16 hex digits of its sha256, stable across reboots and updates, and what an
 /// operator reads in `slate status` too.
-pub fn controller_id_for(fingerprint_hex: &str) -> String {
-    let hex: String = fingerprint_hex
+pub fn controller_id_for(fingerprint: &crate::Fingerprint) -> String {
+    let text = fingerprint.to_string();
+    let hex: String = text
+        .split_once(':')
+        .map_or(text.as_str(), |(_, h)| h)
         .chars()
-        .filter(char::is_ascii_hexdigit)
         .take(16)
         .collect();
     format!("slate-{}", hex.to_ascii_lowercase())
@@ -136,10 +138,14 @@ mod tests {
 
     #[test]
     fn controller_ids_come_from_the_fingerprint_and_are_checked() {
-        assert_eq!(
-            controller_id_for("AB:CD:01:23:45:67:89:ab:cd:ef:00:11"),
-            "slate-abcd0123456789ab"
+        let fp = crate::Fingerprint::of_der(b"a certificate");
+        let id = controller_id_for(&fp);
+        assert_eq!(id.len(), "slate-".len() + 16);
+        assert!(
+            fp.to_string().starts_with(&format!("sha256:{}", &id[6..])),
+            "{id} {fp}"
         );
+        assert!(valid_controller_id(&id));
         assert!(valid_controller_id("slate-abcd0123456789ab"));
         assert!(!valid_controller_id("a/b"));
         assert!(!valid_controller_id(""));

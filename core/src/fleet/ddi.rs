@@ -24,7 +24,9 @@ pub enum DdiError {
         why: String,
     },
     /// A link leaves the server the image names.
-    #[error("the server's {what} link {href:?} leaves {server} (links must stay on the fleet server)")]
+    #[error(
+        "the server's {what} link {href:?} leaves {server} (links must stay on the fleet server)"
+    )]
     ForeignLink {
         /// Which link.
         what: &'static str,
@@ -255,19 +257,14 @@ pub fn parse_sleep(s: &str) -> Option<u64> {
 
 /// Whether `href` is on `server`'s origin (scheme, host, port) and under its path; returns
 /// it parsed.
-pub fn on_server(
-    server: &url::Url,
-    what: &'static str,
-    href: &str,
-) -> Result<url::Url, DdiError> {
+pub fn on_server(server: &url::Url, what: &'static str, href: &str) -> Result<url::Url, DdiError> {
     let foreign = || DdiError::ForeignLink {
         what,
         href: href.chars().take(200).collect(),
         server: server.origin().ascii_serialization(),
     };
     let u = url::Url::parse(href).map_err(|_| foreign())?;
-    if u.origin() != server.origin() || !u.path().starts_with(server.path().trim_end_matches('/'))
-    {
+    if u.origin() != server.origin() || !u.path().starts_with(server.path().trim_end_matches('/')) {
         return Err(foreign());
     }
     Ok(u)
@@ -327,10 +324,9 @@ pub fn read_deployment(server: &url::Url, body: &[u8]) -> Result<Offer, DdiError
     const WHAT: &str = "deployment";
     let d: Deployment = parse(WHAT, body)?;
     let field = |why: String| DdiError::Field { what: WHAT, why };
-    let action = d
-        .id
-        .parse::<u64>()
-        .map_err(|_| field(format!("id {:?} is not an action id", d.id)))?;
+    let action =
+        d.id.parse::<u64>()
+            .map_err(|_| field(format!("id {:?} is not an action id", d.id)))?;
     let all: Vec<(&Chunk, &Artifact)> = d
         .deployment
         .chunks
@@ -376,10 +372,12 @@ pub fn read_deployment(server: &url::Url, body: &[u8]) -> Result<Offer, DdiError
                 artifact.filename
             ))
         })?;
-    let link = artifact
-        .links
-        .get("download")
-        .ok_or_else(|| field(format!("artefact {:?} has no https download link", artifact.filename)))?;
+    let link = artifact.links.get("download").ok_or_else(|| {
+        field(format!(
+            "artefact {:?} has no https download link",
+            artifact.filename
+        ))
+    })?;
     let url = on_server(server, "download", &link.href)?;
     Ok(Offer {
         action,

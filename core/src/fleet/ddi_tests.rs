@@ -24,7 +24,13 @@ fn a_base_resource_names_its_deployment_cancel_and_config_links() {
     assert_eq!(a.cancel.as_ref().map(|d| d.1), Some(9));
     assert!(a.config_data.is_some());
     let idle = read_base(&server(), br#"{"config":{"polling":{"sleep":"12:00:00"}}}"#).unwrap();
-    assert_eq!(idle, Asked { sleep: Some(43200), ..Asked::default() });
+    assert_eq!(
+        idle,
+        Asked {
+            sleep: Some(43200),
+            ..Asked::default()
+        }
+    );
 }
 
 #[test]
@@ -62,7 +68,9 @@ fn sleep_is_hh_mm_ss_held_within_bounds() {
     assert_eq!(parse_sleep("00:00:30"), Some(30));
     assert_eq!(parse_sleep("00:00:01"), Some(SLEEP_BOUNDS.0));
     assert_eq!(parse_sleep("48:00:00"), Some(SLEEP_BOUNDS.1));
-    for bad in ["", "5", "00:60:00", "00:00:60", "a:b:c", "1:2:3:4", "-1:00:00"] {
+    for bad in [
+        "", "5", "00:60:00", "00:00:60", "a:b:c", "1:2:3:4", "-1:00:00",
+    ] {
         assert_eq!(parse_sleep(bad), None, "{bad}");
     }
 }
@@ -107,9 +115,13 @@ fn a_deployment_without_sha256_size_or_a_server_link_is_refused() {
 #[test]
 fn download_only_and_closed_windows_stage() {
     let d = DEPLOYMENT.replace(r#""update":"attempt""#, r#""update":"skip""#);
-    assert!(read_deployment(&server(), d.as_bytes()).unwrap().stage_only());
+    assert!(read_deployment(&server(), d.as_bytes())
+        .unwrap()
+        .stage_only());
     let w = DEPLOYMENT.replace(r#""available""#, r#""unavailable""#);
-    assert!(read_deployment(&server(), w.as_bytes()).unwrap().stage_only());
+    assert!(read_deployment(&server(), w.as_bytes())
+        .unwrap()
+        .stage_only());
 }
 
 #[test]
@@ -125,6 +137,9 @@ fn feedback_is_the_json_ddi_documents() {
         serde_json::to_string(&f).unwrap(),
         r#"{"id":"8","status":{"execution":"proceeding","result":{"finished":"none","progress":{"cnt":1,"of":4}},"details":["downloading"]}}"#
     );
-    assert_eq!(read_cancel(br#"{"id":"11","cancelAction":{"stopId":"8"}}"#), Ok(8));
+    assert_eq!(
+        read_cancel(br#"{"id":"11","cancelAction":{"stopId":"8"}}"#),
+        Ok(8)
+    );
     assert!(read_cancel(br#"{"id":"11","cancelAction":{"stopId":"x"}}"#).is_err());
 }

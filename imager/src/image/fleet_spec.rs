@@ -145,9 +145,18 @@ mod tests {
     fn bad_fields_are_named() {
         for (text, field) in [
             ("server = \"http://fleet.example\"", "fleet.server"),
-            ("server = \"https://f\"\ncontroller_id = \"a/b\"", "fleet.controller_id"),
-            ("server = \"https://f\"\npoll_interval = \"1s\"", "fleet.poll_interval"),
-            ("server = \"https://f\"\nserver_ca = \"/nonexistent/ca.pem\"", "fleet.server_ca"),
+            (
+                "server = \"https://f\"\ncontroller_id = \"a/b\"",
+                "fleet.controller_id",
+            ),
+            (
+                "server = \"https://f\"\npoll_interval = \"1s\"",
+                "fleet.poll_interval",
+            ),
+            (
+                "server = \"https://f\"\nserver_ca = \"/nonexistent/ca.pem\"",
+                "fleet.server_ca",
+            ),
         ] {
             let e = spec(text)
                 .files(Path::new("image.toml"), Path::to_path_buf)

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -38,6 +38,18 @@ impl std::fmt::Debug for Https {
 impl Https {
     /// Trusts the CA certificates in `ca` (PEM), or Mozilla's roots when `None`.
     pub fn new(ca: Option<&str>) -> Result<Https> {
+        Https::with_identity(ca, None)
+    }
+
+    /// [`Https::new`] that shows the server `identity` (certificate and key) when it asks for
+    /// a client certificate: how a fleet server knows the device.
+    pub fn with_identity(
+        ca: Option<&str>,
+        identity: Option<(
+            CertificateDer<'static>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> Result<Https> {
         let mut roots = RootCertStore::empty();
         match ca {
             Some(path) => {
@@ -59,8 +71,13 @@ impl Https {
         let tls = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .context("TLS protocol versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let tls = match identity {
+            Some((cert, key)) => tls
+                .with_client_auth_cert(vec![cert], key)
+                .context("the device identity as a client certificate")?,
+            None => tls.with_no_client_auth(),
+        };
         Ok(Https {
             tls: Arc::new(tls),
             cap: None,
@@ -84,6 +101,18 @@ impl Https {
         url: &Url,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<Response<Incoming>> {
+        self.send(hyper::Method::GET, url, range, None).await
+    }
+
+    /// A request of `method` to `url` with a JSON `body` when given; the answer's head with
+    /// its body still to be read (redirects are answers like any other: never followed).
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        url: &Url,
+        range: Option<(u64, Option<u64>)>,
+        json: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
         if url.scheme() != "https" {
             bail!("{url}: only https:// is fetched");
         }
@@ -103,7 +132,7 @@ impl Https {
                 .await
                 .with_context(|| format!("TLS with {host}:{port}"))?;
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
                     .await
                     .context("HTTP handshake")?;
             tokio::spawn(conn);
@@ -111,21 +140,30 @@ impl Https {
                 Some(q) => format!("{}?{q}", url.path()),
                 None => url.path().to_string(),
             };
-            let mut req = Request::get(path)
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
                 .header(hyper::header::HOST, url.authority())
                 .header(hyper::header::USER_AGENT, "slated");
             if let Some((from, to)) = range {
                 let to = to.map(|t| t.to_string()).unwrap_or_default();
                 req = req.header(hyper::header::RANGE, format!("bytes={from}-{to}"));
             }
-            let req = req.body(Empty::new()).context("building the request")?;
+            let body = match json {
+                Some(bytes) => {
+                    req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                    Full::new(Bytes::from(bytes))
+                }
+                None => Full::new(Bytes::new()),
+            };
+            let req = req.body(body).context("building the request")?;
             sender
                 .send_request(req)
                 .await
-                .with_context(|| format!("GET {url}"))
+                .with_context(|| format!("{method} {url}"))
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .with_context(|| format!("GET {url}: no answer within {CONNECT_TIMEOUT:?}"))?
+            .with_context(|| format!("{method} {url}: no answer within {CONNECT_TIMEOUT:?}"))?
     }
 }

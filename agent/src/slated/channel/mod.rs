@@ -5,13 +5,13 @@
 
 mod crl;
 mod delta;
-mod download;
-mod https;
+pub(crate) mod download;
+pub(crate) mod https;
 mod patch;
 pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
-mod seed;
+pub(crate) mod seed;
 mod seen;
 mod transport;
 pub mod trusted_root;

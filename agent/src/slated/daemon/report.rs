@@ -25,6 +25,7 @@ impl Agent {
         s.security_epoch = st.security_epoch;
         drop(st);
         s.channel = lock(&self.channel).clone();
+        s.fleet = lock(&self.fleet).clone();
         s.window = self.window_status();
         s.consent = lock(&self.consent).clone();
         s.staged = self.staged_status();
@@ -57,6 +58,7 @@ impl Agent {
             healthy: s.health.state == HealthState::Passed,
             fallback_available,
             channel: lock(&self.channel).clone(),
+            fleet: lock(&self.fleet).clone(),
             slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
             window: self.window_status().map(|w| (w.open, st.window_overrides)),
             phase: lock(&self.progress).as_ref().map(|a| a.tracker.phase()),

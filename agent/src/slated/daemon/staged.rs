@@ -227,6 +227,28 @@ impl Agent {
         })
     }
 
+    /// Removes the staged update of `version` (a fleet server canceled its action before the
+    /// switch): its entry goes from the ESP, so nothing boots that slot until the next
+    /// install. False when `version` is not what is staged.
+    pub fn discard_staged(&self, version: &slate_core::Version) -> Result<bool, InstallError> {
+        let _lock =
+            install::lock::try_take(Path::new(install::lock::PATH)).map_err(|e| match e {
+                install::lock::NotTaken::Busy(r) => InstallError::Refused(r),
+                install::lock::NotTaken::Failed(e) => InstallError::Failed(e),
+            })?;
+        let Some(staged) = lock(&self.staged).clone() else {
+            return Ok(false);
+        };
+        if &staged.entry.version != version {
+            return Ok(false);
+        }
+        let esp = self.esp.as_ref().ok_or(Refusal::NoEsp)?;
+        esp.remove_slot(staged.entry.slot)
+            .map_err(InstallError::Failed)?;
+        self.remember(None);
+        Ok(true)
+    }
+
     /// The version staged, if any.
     pub fn staged_version(&self) -> Option<slate_core::Version> {
         lock(&self.staged).as_ref().map(|s| s.entry.version.clone())
