@@ -9,6 +9,7 @@ mod bench_delta;
 mod boot;
 mod channel;
 mod delta;
+mod fleet;
 mod gauntlet;
 mod hostile;
 mod pc;

@@ -96,8 +96,9 @@ impl Channel {
     }
 }
 
-/// A CA and a server certificate for 10.0.2.2 (the guest's view of the host) and 127.0.0.1.
-fn test_ca(dir: &Path) -> PathBuf {
+/// A CA and a server certificate for 10.0.2.2 (the guest's view of the host) and 127.0.0.1
+/// (`server.crt`, `server.key` and `ca.crt` in `dir`).
+pub(crate) fn test_ca(dir: &Path) -> PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -397,26 +398,32 @@ impl Channel {
             ),
         )
         .expect("nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (cargo xtask deps installs Debian's nginx)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "nginx did not start: {}",
-                std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child }
+        start_nginx(&prefix, &conf, port)
     }
+}
+
+/// Starts nginx with `conf` (its prefix folder `prefix`) and waits until it listens on
+/// 127.0.0.1:`port`.
+pub(crate) fn start_nginx(prefix: &Path, conf: &Path, port: u16) -> Nginx {
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (cargo xtask deps installs Debian's nginx)");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nginx did not start: {}",
+            std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nginx { child }
 }
 
 /// A running nginx; stopped on drop.

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub mod apps;
 pub mod channel;
 pub mod corpus;
+pub mod ddi;
 pub mod disk;
 pub mod faultproxy;
 mod keys;

@@ -29,6 +29,10 @@ pub enum Variant {
     SecureBoot,
     /// [`Variant::SecureBoot`] plus [`Variant::FailingHealth`]'s check.
     SecureBootFailingHealth,
+    /// The demo spec reporting to the in-repo DDI fleet server ([`crate::ddi::ddi`]).
+    Fleet,
+    /// [`Variant::Fleet`] plus [`Variant::FailingHealth`]'s check.
+    FleetFailingHealth,
 }
 
 /// The application's consent in test images: it says what `/data/consent` says (an exit
@@ -83,7 +87,10 @@ impl Variant {
         }
         if matches!(
             self,
-            Variant::FailingHealth | Variant::Arm64FailingHealth | Variant::SecureBootFailingHealth
+            Variant::FailingHealth
+                | Variant::Arm64FailingHealth
+                | Variant::SecureBootFailingHealth
+                | Variant::FleetFailingHealth
         ) {
             text = text.replace("deadline_s = 60", "deadline_s = 20")
                 + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
@@ -94,6 +101,7 @@ impl Variant {
             | Variant::FailingHealth
             | Variant::Arm64FailingHealth => text += CONSENT,
             Variant::Channel => text += &crate::channel::channel().spec_table(),
+            Variant::Fleet | Variant::FleetFailingHealth => text += &crate::ddi::ddi().spec_table(),
             Variant::Delta => text += &crate::channel::delta_channel().spec_table(),
             Variant::CappedWindow => {
                 text += &crate::channel::policy_channel().spec_table();

@@ -1,0 +1,275 @@
+//! The fleet server end to end: two devices report to the in-repo DDI server (behind a real
+//! nginx that knows them by their mutual-TLS identity). Device A refuses garbage, huge,
+//! redirecting and 429 answers and keeps running; takes a download-only deployment as
+//! `scheduled` and accepts its cancel; refuses an artefact whose bytes are not the announced
+//! ones. A rollout of a release that fails its health checks stops at group 1's error
+//! threshold (A installs it, rolls back by itself, and the server hears `closed`/`failure`
+//! with the device's reason after the reboot); B, in group 2, never gets it. A rollout of a
+//! good release to both then ends in `closed`/`success`, sent only after each health-gated
+//! commit.
+
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
+use slate_qemu::{Line, Vm};
+use slate_tests::ddi::{ddi, ActionStatus, DdiServer, Fault, Handling, Route};
+use slate_tests::*;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(600);
+
+/// When the host saw `line`.
+fn seen_at(vm: &Vm, line: &Line) -> Instant {
+    Instant::now() - vm.elapsed() + line.at
+}
+
+/// The controller id the device announced (`slate: fleet polling … controller=<id>`).
+fn controller(vm: &Vm) -> String {
+    let line = vm
+        .wait_for(&Kind::FleetPolling.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    line.text
+        .split("controller=")
+        .nth(1)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no controller id in {:?}", line.text))
+}
+
+/// Waits for action `id` to reach `status`.
+fn wait_action(server: &DdiServer, id: u64, status: ActionStatus, timeout: Duration) {
+    server
+        .wait_until(&format!("action {id} {status:?}"), timeout, |s| {
+            s.action(id).is_some_and(|a| a.status == status)
+        })
+        .unwrap_or_else(|e| panic!("{e}: {:?}", server.action(id)));
+}
+
+/// The action's last feedback, which must be `closed` with `finished`.
+fn closing(server: &DdiServer, id: u64, finished: &str) -> slate_tests::ddi::Received {
+    let a = server.action(id).expect("the action");
+    let last = a.feedback.last().cloned().expect("feedback");
+    assert_eq!(
+        (last.execution.as_str(), last.finished.as_str()),
+        ("closed", finished),
+        "{:?}",
+        a.feedback
+    );
+    // Nothing closed it before.
+    assert_eq!(
+        a.feedback
+            .iter()
+            .filter(|f| f.execution == "closed")
+            .count(),
+        1,
+        "{:?}",
+        a.feedback
+    );
+    last
+}
+
+#[test]
+fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
+    let server = ddi();
+    let v1 = image_variant("1.0.0", Variant::Fleet);
+    let v2 = bundle(image_variant("2.0.0", Variant::Fleet));
+    let v3 = bundle(image_variant("3.0.0", Variant::FleetFailingHealth));
+    let (work_a, disk_a) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let (work_b, disk_b) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let a = boot(&disk_a, work_a.path(), |_| {}).unwrap();
+    let b = boot(&disk_b, work_b.path(), |_| {}).unwrap();
+    for vm in [&a, &b] {
+        vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+            .unwrap();
+    }
+    let (cid_a, cid_b) = (controller(&a), controller(&b));
+    assert_ne!(
+        cid_a, cid_b,
+        "two devices from one image share a controller id"
+    );
+
+    // Registered by their identity, with their facts.
+    for (vm, cid) in [(&a, &cid_a), (&b, &cid_b)] {
+        server
+            .wait_until(
+                &format!("{cid}'s configData"),
+                Duration::from_secs(120),
+                |s| {
+                    s.target(cid).is_some_and(|t| {
+                        t.attributes.get("version").map(String::as_str) == Some("1.0.0")
+                    })
+                },
+            )
+            .unwrap();
+        let t = server.target(cid).unwrap();
+        let st = status(vm);
+        assert_eq!(t.attributes["product"], st.name, "{t:?}");
+        assert_eq!(t.attributes["board"], "qemu-x86_64", "{t:?}");
+        assert_eq!(t.attributes["slot"], "a", "{t:?}");
+        assert_eq!(t.attributes["site"], "e2e", "{t:?}");
+        assert_eq!(
+            t.attributes["identity"], t.fingerprint,
+            "the identity it reports is not the certificate it showed: {t:?}"
+        );
+        assert_eq!(
+            Some(t.attributes["identity"].clone()),
+            st.identity.map(|f| f.to_string())
+        );
+        let f = st.fleet.expect("fleet status");
+        assert_eq!(f.controller_id, *cid);
+    }
+    assert!(server.refused().is_empty(), "{:?}", server.refused());
+
+    // 1. Answers the device must refuse; it keeps running and polling.
+    let mark = a.mark();
+    let errors_before = status(&a).fleet.unwrap().errors;
+    for (fault, needle) in [
+        (Fault::Garbage, "is not a DDI document"),
+        (Fault::Huge(1 << 20), "more than the 262144"),
+        (
+            Fault::Redirect("https://10.0.2.2:1/elsewhere".into()),
+            "302 Found (a redirect: the device follows none",
+        ),
+        (Fault::Status(429), "429 Too Many Requests"),
+    ] {
+        server.fault(Route::Base, Some(&cid_a), fault.clone());
+        let line = a
+            .wait_for_after(
+                &Kind::FleetError.prefix(),
+                a.mark(),
+                Duration::from_secs(120),
+            )
+            .unwrap();
+        assert!(line.text.contains(needle), "{fault:?}: {}", line.text);
+    }
+    let f = status(&a).fleet.unwrap();
+    assert!(f.errors >= errors_before + 4, "{f:?}");
+    assert!(!a.saw_after(&Kind::RebootingIntoNewSlot.prefix(), mark));
+    // And it polls on: a good answer clears the error.
+    server
+        .wait_until("A's next good poll", Duration::from_secs(60), |_| {
+            status(&a).fleet.is_some_and(|f| f.last_error.is_none())
+        })
+        .unwrap();
+
+    // 2. Download-only while the server's window is closed: `scheduled`; then canceled.
+    let sw2 = server.add_software(&v2, "2.0.0", false);
+    let skip = server.assign(&cid_a, sw2, Handling::Skip, Handling::Skip, Some(false));
+    server
+        .wait_until("scheduled", Duration::from_secs(60), |s| {
+            s.action(skip)
+                .is_some_and(|a| a.feedback.iter().any(|f| f.execution == "scheduled"))
+        })
+        .unwrap();
+    server.cancel(skip);
+    wait_action(
+        server,
+        skip,
+        ActionStatus::Canceled,
+        Duration::from_secs(60),
+    );
+    a.wait_for_after(
+        &format!(
+            "{} id={skip} version= step=canceled",
+            Kind::FleetAction.prefix()
+        ),
+        mark,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        server.served_to(&cid_a),
+        0,
+        "a skipped download was fetched"
+    );
+
+    // 3. An artefact whose bytes are not what the server announced: refused, no switch.
+    let lie = server.add_software(&v2, "2.0.0", true);
+    let lied = server.assign(&cid_a, lie, Handling::Forced, Handling::Forced, None);
+    wait_action(server, lied, ActionStatus::Failure, WAIT);
+    let last = closing(server, lied, "failure");
+    assert!(
+        last.details.contains("not what the server announced"),
+        "{last:?}"
+    );
+    assert!(!a.saw_after(&Kind::RebootingIntoNewSlot.prefix(), mark));
+    assert_eq!(status(&a).version.to_string(), "1.0.0");
+
+    // 4. A rollout of a release that fails its health checks: group 1 (A) fails, the
+    // threshold (0 %) stops it, group 2 (B) never gets it.
+    let sw3 = server.add_software(&v3, "3.0.0", false);
+    let mark = a.mark();
+    let r3 = server.rollout(sw3, vec![vec![cid_a.clone()], vec![cid_b.clone()]], 0);
+    let failing = server.actions_of(&cid_a).last().unwrap().id;
+    let rollback = a
+        .wait_for_after(&Kind::Rollback.on(Slot::B), mark, WAIT)
+        .unwrap();
+    let rolled_back_at = seen_at(&a, &rollback);
+    a.wait_for_after(&Kind::Healthy.on_version(Slot::A, "1.0.0"), mark, WAIT)
+        .unwrap();
+    wait_action(
+        server,
+        failing,
+        ActionStatus::Failure,
+        Duration::from_secs(120),
+    );
+    let last = closing(server, failing, "failure");
+    assert!(
+        last.details.contains("rolled back to 1.0.0"),
+        "the failure does not say what happened: {last:?}"
+    );
+    assert!(
+        last.at > rolled_back_at,
+        "the failure was reported before the rollback"
+    );
+    let before_close = server.action(failing).unwrap();
+    assert!(
+        before_close
+            .feedback
+            .iter()
+            .any(|f| f.execution == "proceeding" && f.details.contains("installed into slot b")),
+        "{:?}",
+        before_close.feedback
+    );
+    assert!(server.rollout_state(r3).stopped);
+    let polls = server.target(&cid_b).unwrap().polls;
+    server
+        .wait_until("three more polls by B", Duration::from_secs(60), |s| {
+            s.target(&cid_b).is_some_and(|t| t.polls >= polls + 3)
+        })
+        .unwrap();
+    assert!(
+        server.actions_of(&cid_b).is_empty(),
+        "group 2 got the release after group 1 failed: {:?}",
+        server.actions_of(&cid_b)
+    );
+    assert_eq!(server.served_to(&cid_b), 0);
+
+    // 5. A rollout of a good release to both: `closed`/`success` only after each commit.
+    let mark_a = a.mark();
+    let mark_b = b.mark();
+    let assigned = Instant::now();
+    server.rollout(sw2, vec![vec![cid_a.clone(), cid_b.clone()]], 50);
+    for (vm, cid, mark) in [(&a, &cid_a, mark_a), (&b, &cid_b, mark_b)] {
+        let id = server.actions_of(cid).last().unwrap().id;
+        let committed = vm
+            .wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
+            .unwrap();
+        wait_action(server, id, ActionStatus::Success, Duration::from_secs(120));
+        let last = closing(server, id, "success");
+        assert!(
+            last.at > seen_at(vm, &committed),
+            "success reported before the commit"
+        );
+        assert!(last.details.contains("committed on slot b"), "{last:?}");
+        let st = status(vm);
+        assert_eq!(st.version.to_string(), "2.0.0");
+        let f = st.fleet.unwrap();
+        assert_eq!(f.feedback_queued, 0, "{f:?}");
+        eprintln!(
+            "fleet: {cid}: action {id} closed/success {:.1} s after the rollout started; {} feedback messages, {} bytes of feedback this boot; {} polls",
+            last.at.duration_since(assigned).as_secs_f64(),
+            server.action(id).unwrap().feedback.len(),
+            f.feedback_bytes,
+            f.polls
+        );
+    }
+}
