@@ -77,7 +77,13 @@ fn make(dir: &Path, hostname: &str) -> Result<()> {
     // operators check: valid from 1970 to the end of X.509 time.
     params.not_before = rcgen::date_time_ymd(1970, 1, 1);
     params.not_after = rcgen::date_time_ymd(9999, 12, 31);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    // Both ways: the agent's API serves with it, and a fleet server (or the TLS proxy in
+    // front of it) knows the device by it as a client certificate. Identities made before
+    // carry serverAuth only; proxies that check the purpose refuse them as clients.
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let cert = params
         .self_signed(&key)
         .context("signing the device certificate")?;

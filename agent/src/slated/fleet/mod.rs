@@ -303,6 +303,10 @@ impl Fleet {
         data.insert("product".into(), a.image.name.clone());
         data.insert("board".into(), a.image.board.clone());
         data.insert("version".into(), a.image.version.to_string());
+        // The names SWUpdate's suricatta uses, which goosebit reads (hardware compatibility,
+        // the running version).
+        data.insert("hw_boardname".into(), a.image.board.clone());
+        data.insert("sw_version".into(), a.image.version.to_string());
         data.insert("slot".into(), a.slot.to_string());
         if let Some(h) = st.root_hash {
             data.insert("root_hash".into(), h.to_string());
