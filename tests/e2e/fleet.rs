@@ -264,12 +264,85 @@ fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
         assert_eq!(st.version.to_string(), "2.0.0");
         let f = st.fleet.unwrap();
         assert_eq!(f.feedback_queued, 0, "{f:?}");
+        let history = server.action(id).unwrap().feedback;
         eprintln!(
-            "fleet: {cid}: action {id} closed/success {:.1} s after the rollout started; {} feedback messages, {} bytes of feedback this boot; {} polls",
+            "fleet: {cid}: action {id} closed/success {:.1} s after the rollout started; {} feedback messages, {} bytes of feedback bodies; {} polls this boot",
             last.at.duration_since(assigned).as_secs_f64(),
-            server.action(id).unwrap().feedback.len(),
-            f.feedback_bytes,
+            history.len(),
+            history.iter().map(|f| f.bytes).sum::<usize>(),
             f.polls
         );
     }
+}
+
+/// goosebit (PyPI), a real third-party DDI server, behind nginx: a bundle seeded into its
+/// software table and assigned to two devices through its REST API; one commits it, the
+/// other's health check fails and it rolls back — and goosebit's own API shows a finished
+/// device on 2.0.0 and one in error on 1.0.0 with the device's reason in its log.
+#[test]
+#[ignore = "full e2e (cargo xtask e2e --full): CI runs the in-repo DDI server's scenario, and goosebit's answers against Slate's DDI documents without QEMU"]
+fn goosebit_rolls_a_bundle_out_to_two_devices_and_sees_a_success_and_a_rollback() {
+    use slate_tests::goosebit::{Goosebit, Seed};
+    let v1 = image_variant("1.0.0", Variant::Goosebit);
+    let v2 = bundle(image_variant("2.0.0", Variant::Goosebit));
+    let v3 = bundle(image_variant("3.0.0", Variant::GoosebitFailingHealth));
+    let work = tempfile::tempdir().unwrap();
+    let g = Goosebit::start(
+        &work.path().join("goosebit"),
+        &[
+            Seed {
+                path: &v2,
+                version: "2.0.0",
+                board: "qemu-x86_64",
+            },
+            Seed {
+                path: &v3,
+                version: "3.0.0",
+                board: "qemu-x86_64",
+            },
+        ],
+        true,
+    );
+    let (work_a, disk_a) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let (work_b, disk_b) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let a = boot(&disk_a, work_a.path(), |_| {}).unwrap();
+    let b = boot(&disk_b, work_b.path(), |_| {}).unwrap();
+    let (cid_a, cid_b) = (controller(&a), controller(&b));
+    for cid in [&cid_a, &cid_b] {
+        g.wait_device(
+            cid,
+            "a registered device on 1.0.0",
+            Duration::from_secs(120),
+            |d| d["sw_version"] == "1.0.0" && d["hardware"]["model"] == "qemu-x86_64",
+        );
+    }
+    let started = Instant::now();
+    g.assign(&cid_a, &g.software_id("2.0.0"));
+    g.assign(&cid_b, &g.software_id("3.0.0"));
+    a.wait_for(&Kind::Committed.on_version(Slot::B, "2.0.0"), WAIT)
+        .unwrap();
+    let d = g.wait_device(&cid_a, "Finished on 2.0.0", Duration::from_secs(120), |d| {
+        d["last_state"] == "Finished" && d["sw_version"] == "2.0.0"
+    });
+    eprintln!(
+        "goosebit: {cid_a} finished on 2.0.0 {:.1} s after the assignment: {d}",
+        started.elapsed().as_secs_f64()
+    );
+    b.wait_for(&Kind::Rollback.on(Slot::B), WAIT).unwrap();
+    b.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), WAIT)
+        .unwrap();
+    let d = g.wait_device(
+        &cid_b,
+        "Error after the rollback",
+        Duration::from_secs(120),
+        |d| d["last_state"] == "Error",
+    );
+    assert_eq!(d["sw_version"], "1.0.0", "{d}");
+    assert_eq!(status(&b).version.to_string(), "1.0.0");
+    let log = std::fs::read_to_string(&g.log).unwrap_or_default();
+    assert!(
+        !log.contains("Traceback"),
+        "goosebit failed on a request: {log}"
+    );
+    eprintln!("goosebit: {cid_b} in error after its rollback: {d}");
 }

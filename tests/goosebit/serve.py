@@ -1,6 +1,10 @@
-"""Runs goosebit (PyPI) on loopback with TLS for the fleet tests, its database made fresh.
+"""Runs goosebit (PyPI) on loopback for the fleet tests, its database made fresh.
 
-Usage: serve.py DIR PORT CERT KEY SEED.json
+Usage: serve.py DIR PORT SEED.json
+
+It speaks plain HTTP on 127.0.0.1: devices reach it through nginx, which keeps the TLS and
+says so in `X-Forwarded-Proto` (uvicorn's proxy headers), so goosebit's links are https://
+ones on the address the device used — goosebit behind a TLS proxy, as it is deployed.
 
 goosebit is used as it is published, with two things done from outside it:
 
@@ -24,8 +28,8 @@ from pathlib import Path
 
 
 def main() -> None:
-    work, port, cert, key, seed = sys.argv[1:6]
-    work, cert, key, seed = (str(Path(p).resolve()) for p in (work, cert, key, seed))
+    work, port, seed = sys.argv[1:4]
+    work, seed = (str(Path(p).resolve()) for p in (work, seed))
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     os.environ["GOOSEBIT_DB_URI"] = f"sqlite:///{work / 'goosebit.sqlite3'}"
@@ -83,8 +87,8 @@ def main() -> None:
         goosebit.app,
         host="127.0.0.1",
         port=int(port),
-        ssl_certfile=cert,
-        ssl_keyfile=key,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
         log_level="warning",
     )
 

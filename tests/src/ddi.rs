@@ -121,6 +121,8 @@ pub struct Received {
     pub finished: String,
     /// `status.details`, joined.
     pub details: String,
+    /// The body's length in bytes.
+    pub bytes: usize,
 }
 
 /// An action: a bundle assigned to a device.
@@ -783,6 +785,7 @@ fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
                 execution: execution.clone(),
                 finished: finished.clone(),
                 details,
+                bytes: req.body.len(),
             });
             if execution == "closed" {
                 a.status = if finished == "success" {
@@ -825,6 +828,7 @@ fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
                     execution: format!("cancel-{execution}"),
                     finished: finished.clone(),
                     details: v["status"]["details"].to_string(),
+                    bytes: req.body.len(),
                 });
                 a.status = if execution == "closed" && finished == "success" {
                     ActionStatus::Canceled

@@ -17,6 +17,7 @@ pub mod corpus;
 pub mod ddi;
 pub mod disk;
 pub mod faultproxy;
+pub mod goosebit;
 mod keys;
 mod once;
 mod operator;

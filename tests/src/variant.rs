@@ -33,6 +33,10 @@ pub enum Variant {
     Fleet,
     /// [`Variant::Fleet`] plus [`Variant::FailingHealth`]'s check.
     FleetFailingHealth,
+    /// The demo spec reporting to goosebit ([`crate::goosebit::endpoint`]).
+    Goosebit,
+    /// [`Variant::Goosebit`] plus [`Variant::FailingHealth`]'s check.
+    GoosebitFailingHealth,
 }
 
 /// The application's consent in test images: it says what `/data/consent` says (an exit
@@ -91,6 +95,7 @@ impl Variant {
                 | Variant::Arm64FailingHealth
                 | Variant::SecureBootFailingHealth
                 | Variant::FleetFailingHealth
+                | Variant::GoosebitFailingHealth
         ) {
             text = text.replace("deadline_s = 60", "deadline_s = 20")
                 + "\n[[health.check]]\nname = \"always-fails\"\nkind = \"exec\"\ncommand = [\"/bin/busybox\", \"false\"]\n";
@@ -102,6 +107,9 @@ impl Variant {
             | Variant::Arm64FailingHealth => text += CONSENT,
             Variant::Channel => text += &crate::channel::channel().spec_table(),
             Variant::Fleet | Variant::FleetFailingHealth => text += &crate::ddi::ddi().spec_table(),
+            Variant::Goosebit | Variant::GoosebitFailingHealth => {
+                text += &crate::goosebit::endpoint().spec_table()
+            }
             Variant::Delta => text += &crate::channel::delta_channel().spec_table(),
             Variant::CappedWindow => {
                 text += &crate::channel::policy_channel().spec_table();

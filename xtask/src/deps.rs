@@ -373,6 +373,44 @@ fn python_tools() -> Result<()> {
     Ok(())
 }
 
+/// goosebit, the third-party DDI server the fleet tests run, pinned; it lives in a virtual
+/// environment of its own (`.cache/goosebit/venv`: its web stack must not meet the other
+/// tools' packages), with what pip resolved written beside it (`resolved.txt`).
+const GOOSEBIT: &str = "goosebit==0.2.12";
+
+/// Makes [`GOOSEBIT`]'s virtual environment when its python cannot import it.
+fn goosebit() -> Result<()> {
+    let dir = root().join(".cache/goosebit");
+    let python = dir.join("venv/bin/python");
+    let has = || {
+        Command::new(&python)
+            .args(["-c", "import goosebit, uvicorn"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    crate::workspace::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(dir.join("venv")),
+    )
+    .context("making goosebit's virtual environment (python3 -m venv; on Debian's python3 it needs the python3-venv package)")?;
+    crate::workspace::run(Command::new(&python).args(["-m", "pip", "install", "-q", GOOSEBIT]))
+        .with_context(|| format!("installing {GOOSEBIT} from PyPI"))?;
+    let freeze = Command::new(&python)
+        .args(["-m", "pip", "freeze", "--all"])
+        .output()
+        .context("pip freeze")?;
+    std::fs::write(dir.join("resolved.txt"), &freeze.stdout)?;
+    if !has() {
+        bail!("{GOOSEBIT} installed, but its python cannot import it");
+    }
+    Ok(())
+}
+
 /// Runs `cargo xtask deps`.
 pub fn deps(no_tools: bool) -> Result<()> {
     deps_for(no_tools, None)
@@ -385,6 +423,7 @@ pub fn deps_for(no_tools: bool, board: Option<&str>) -> Result<()> {
     if !no_tools {
         host_tools()?;
         python_tools()?;
+        goosebit()?;
         rust_targets()?;
     }
     let boards = root().join("boards");
