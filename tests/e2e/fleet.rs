@@ -244,10 +244,25 @@ fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
     assert_eq!(server.served_to(&cid_b), 0);
 
     // 5. A rollout of a good release to both: `closed`/`success` only after each commit.
+    // A's server refuses A's first feedback (503): what A reports waits on /data, across the
+    // reboot, and reaches the server later, in order and once.
     let mark_a = a.mark();
     let mark_b = b.mark();
+    for _ in 0..2 {
+        server.fault(Route::Feedback, Some(&cid_a), Fault::Status(503));
+    }
     let assigned = Instant::now();
     server.rollout(sw2, vec![vec![cid_a.clone(), cid_b.clone()]], 50);
+    let queued = a
+        .wait_for_after(&Kind::FleetFeedback.prefix(), mark_a, WAIT)
+        .unwrap();
+    assert!(
+        queued
+            .text
+            .contains("execution=proceeding finished=none queued"),
+        "{}",
+        queued.text
+    );
     for (vm, cid, mark) in [(&a, &cid_a, mark_a), (&b, &cid_b, mark_b)] {
         let id = server.actions_of(cid).last().unwrap().id;
         let committed = vm
@@ -260,11 +275,23 @@ fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
             "success reported before the commit"
         );
         assert!(last.details.contains("committed on slot b"), "{last:?}");
+        let history = server.action(id).unwrap().feedback;
+        let once = |needle: &str| {
+            let found: Vec<usize> = (0..history.len())
+                .filter(|&i| history[i].details.contains(needle))
+                .collect();
+            assert_eq!(found.len(), 1, "{needle:?} is not there once: {history:?}");
+            found[0]
+        };
+        let (downloading, installed) = (once("downloading bundle"), once("installed into slot b"));
+        assert!(
+            downloading < installed && installed < history.len() - 1,
+            "feedback out of order: {history:?}"
+        );
         let st = status(vm);
         assert_eq!(st.version.to_string(), "2.0.0");
         let f = st.fleet.unwrap();
         assert_eq!(f.feedback_queued, 0, "{f:?}");
-        let history = server.action(id).unwrap().feedback;
         eprintln!(
             "fleet: {cid}: action {id} closed/success {:.1} s after the rollout started; {} feedback messages, {} bytes of feedback bodies; {} polls this boot",
             last.at.duration_since(assigned).as_secs_f64(),

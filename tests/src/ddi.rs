@@ -84,6 +84,8 @@ pub enum Route {
     Deployment,
     /// An artefact download.
     Artifact,
+    /// A deployment's feedback (the server is down when the device reports).
+    Feedback,
 }
 
 /// A device as the server knows it.
@@ -751,6 +753,11 @@ fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
         }
         ("POST", ["deploymentBase", id, "feedback"]) => {
             let id: u64 = id.parse().ok()?;
+            if let Some(f) = take_fault(&mut st, Route::Feedback, &cid) {
+                drop(st);
+                answer_fault(&mut conn, &f);
+                return Some(());
+            }
             let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
             let execution = v["status"]["execution"].as_str().unwrap_or("").to_string();
             let finished = v["status"]["result"]["finished"]
