@@ -6,6 +6,7 @@ mod apps;
 mod arm64;
 mod bench_channel;
 mod bench_delta;
+mod bench_fleet;
 mod boot;
 mod channel;
 mod delta;

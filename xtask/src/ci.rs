@@ -90,7 +90,7 @@ pub fn ci() -> Result<()> {
         }
     }
     // A short smoke of every fuzz target (the long runs are `cargo xtask fuzz --seconds N`).
-    fuzz::fuzz(5, None, fuzz::Build::Dev)?;
+    fuzz::fuzz(3, None, fuzz::Build::Dev)?;
     disk_report("after the fuzz smoke");
     // The README's `slate build` of the default image, then the result checked by the standard
     // tools. It uses the imager and the production device binaries the tests above built:

@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "pe_image",
     "dhcp_reply",
     "delta_files",
+    "ddi_documents",
 ];
 
 fn has_cargo_fuzz() -> bool {

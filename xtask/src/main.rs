@@ -143,7 +143,8 @@ enum Cmd {
     /// `secure-boot` (the demo booted plain, as signed UKIs on Secure Boot firmware, and as
     /// UKIs without it; the UKI's size beside kernel + initramfs), `install` (vs dd and sha256sum), `api` (slated over mutual TLS vs plain HTTP), `apps`
     /// (the nginx example vs debootstrap), `channel` (publish → committed vs `slate push`, and
-    /// the bytes sent again after a drop).
+    /// the bytes sent again after a drop), `delta` (delta and static patches vs casync, zstd
+    /// and xdelta3), `fleet` (a fleet server's deployment → committed vs `slate push`).
     Bench {
         /// Which benchmark.
         #[arg(default_value = "imager")]
@@ -160,9 +161,10 @@ enum Cmd {
 /// The QEMU suite; `full` adds the tests marked `#[ignore = "full e2e …"]`.
 fn e2e(full: bool) -> Result<()> {
     deps::deps(false)?;
-    // The channel benchmark is a figure, not a scenario, and needs the channel to itself.
+    // Benchmarks are figures, not scenarios (`cargo xtask bench …`), and the channel's needs
+    // the channel to itself.
     let args: &[&str] = if full {
-        &["--include-ignored", "--skip", "bench_channel::"]
+        &["--include-ignored", "--skip", "bench_"]
     } else {
         &[]
     };

@@ -131,10 +131,27 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "apps" => apps::measure(),
         "channel" => channel(),
         "delta" => delta::measure(),
+        "fleet" => fleet(),
         other => {
-            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel, delta)")
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel, delta, fleet)")
         }
     }
+}
+
+/// `cargo xtask bench fleet`: a fleet server's deployment → committed beside `slate push`
+/// on one device, an idle device's requests and an update's feedback bytes (the in-repo DDI
+/// server of `slate-tests`).
+fn fleet() -> Result<()> {
+    crate::deps::deps(false)?;
+    crate::workspace::run(&mut crate::workspace::e2e_command(
+        None,
+        &[
+            "--ignored",
+            "--exact",
+            "bench_fleet::deployment_to_commit_beside_push",
+            "--nocapture",
+        ],
+    ))
 }
 
 /// `cargo xtask bench channel`: the QEMU harness's channel benchmark (publish → committed
