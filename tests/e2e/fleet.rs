@@ -6,7 +6,8 @@
 //! threshold (A installs it, rolls back by itself, and the server hears `closed`/`failure`
 //! with the device's reason after the reboot); B, in group 2, never gets it. A rollout of a
 //! good release to both then ends in `closed`/`success`, sent only after each health-gated
-//! commit.
+//! commit: A's feedback waits on /data while the server refuses it, B's download is dropped
+//! half way and goes on by Range.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -251,6 +252,9 @@ fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
     for _ in 0..2 {
         server.fault(Route::Feedback, Some(&cid_a), Fault::Status(503));
     }
+    // B's download is dropped half way: it goes on with a Range request.
+    server.fault(Route::Artifact, Some(&cid_b), Fault::DropAt(0.5));
+    let v2_len = std::fs::metadata(&v2).unwrap().len();
     let assigned = Instant::now();
     server.rollout(sw2, vec![vec![cid_a.clone(), cid_b.clone()]], 50);
     let queued = a
@@ -292,6 +296,14 @@ fn a_fleet_server_rolls_out_stops_at_its_error_threshold_and_hears_the_truth() {
         assert_eq!(st.version.to_string(), "2.0.0");
         let f = st.fleet.unwrap();
         assert_eq!(f.feedback_queued, 0, "{f:?}");
+        if *cid == cid_b {
+            assert_eq!(server.faults_left(), 0);
+            let served = server.served_to(cid);
+            assert!(
+                served < v2_len + v2_len / 4,
+                "after the drop B fetched {served} bytes of a {v2_len}-byte bundle: not resumed by Range"
+            );
+        }
         eprintln!(
             "fleet: {cid}: action {id} closed/success {:.1} s after the rollout started; {} feedback messages, {} bytes of feedback bodies; {} polls this boot",
             last.at.duration_since(assigned).as_secs_f64(),
@@ -372,4 +384,73 @@ fn goosebit_rolls_a_bundle_out_to_two_devices_and_sees_a_success_and_a_rollback(
         "goosebit failed on a request: {log}"
     );
     eprintln!("goosebit: {cid_b} in error after its rollback: {d}");
+}
+
+/// A download-only deployment in the server's closed maintenance window: the device
+/// downloads, verifies and stages it (`downloaded`), keeps running 1.0.0 — its own loop does
+/// not apply what the server staged —, and applies it when the server's window opens; a 409
+/// from the server is refused on the way.
+#[test]
+#[ignore = "full e2e (cargo xtask e2e --full): CI runs the fleet scenario above"]
+fn a_download_only_deployment_is_staged_and_applied_when_the_servers_window_opens() {
+    let server = ddi();
+    let v1 = image_variant("1.0.0", Variant::Fleet);
+    let v2 = bundle(image_variant("2.0.0", Variant::Fleet));
+    let (work, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let vm = boot(&disk, work.path(), |_| {}).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let cid = controller(&vm);
+    server
+        .wait_until("the device", Duration::from_secs(120), |s| {
+            s.target(&cid).is_some_and(|t| !t.attributes.is_empty())
+        })
+        .unwrap();
+    let mark = vm.mark();
+    server.fault(Route::Base, Some(&cid), Fault::Status(409));
+    let line = vm
+        .wait_for_after(&Kind::FleetError.prefix(), mark, Duration::from_secs(60))
+        .unwrap();
+    assert!(line.text.contains("409 Conflict"), "{}", line.text);
+
+    let sw = server.add_software(&v2, "2.0.0", false);
+    let id = server.assign(&cid, sw, Handling::Forced, Handling::Skip, Some(false));
+    server
+        .wait_until("downloaded", WAIT, |s| {
+            s.action(id)
+                .is_some_and(|a| a.feedback.iter().any(|f| f.execution == "downloaded"))
+        })
+        .unwrap();
+    vm.wait_for_after(
+        &Kind::Staged.on_version(Slot::B, "2.0.0"),
+        mark,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    // Staged, not applied: three more polls and no reboot.
+    let polls = server.target(&cid).unwrap().polls;
+    server
+        .wait_until("three more polls", Duration::from_secs(60), |s| {
+            s.target(&cid).is_some_and(|t| t.polls >= polls + 3)
+        })
+        .unwrap();
+    assert!(!vm.saw_after(&Kind::RebootingIntoNewSlot.prefix(), mark));
+    let st = status(&vm);
+    assert_eq!(st.version.to_string(), "1.0.0");
+    assert_eq!(server.action(id).unwrap().status, ActionStatus::Running);
+
+    server.set_window(id, true);
+    vm.wait_for_after(&Kind::Committed.on_version(Slot::B, "2.0.0"), mark, WAIT)
+        .unwrap();
+    wait_action(server, id, ActionStatus::Success, Duration::from_secs(120));
+    let history = server.action(id).unwrap().feedback;
+    let downloaded = history.iter().position(|f| f.execution == "downloaded");
+    let applying = history
+        .iter()
+        .position(|f| f.details.contains("applying the staged 2.0.0"));
+    assert!(
+        matches!((downloaded, applying), (Some(d), Some(a)) if d < a),
+        "{history:?}"
+    );
+    closing(server, id, "success");
 }
