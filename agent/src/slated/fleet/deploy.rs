@@ -66,18 +66,25 @@ impl Fleet {
         self.install(offer, &feedback_url).await
     }
 
-    /// The server says go for an action whose update is staged here.
+    /// The server says go for an action it had staged here (download-only, or its window
+    /// closed). Its go is an operator's apply: the device's windows do not hold it back any
+    /// more (for `attempt` as for `forced`: a staged-only update is never the device's own to
+    /// apply), the application's consent is still asked. An update the device's own policy
+    /// staged is left to the device's loop over staged updates.
     pub(super) async fn apply_staged(
         &mut self,
         taken: &Taken,
         offer: &Offer,
         feedback_url: &Url,
     ) -> Result<Option<Polled>> {
-        if offer.stage_only() || self.agent.staged_version().as_ref() != Some(&taken.version) {
+        if !taken.stage_only
+            || offer.stage_only()
+            || self.agent.staged_version().as_ref() != Some(&taken.version)
+        {
             return Ok(None);
         }
         let agent = self.agent.clone();
-        let trigger = trigger(offer.update);
+        let trigger = Trigger::Operator { now: false };
         let applied = tokio::task::spawn_blocking(move || agent.look_at_staged(trigger))
             .await
             .map_err(|e| anyhow::anyhow!("applying the staged update: {e}"))?;
