@@ -433,8 +433,8 @@ macro_rules! cut_at {
 }
 
 /// A step whose cuts both run in the full gauntlet only: CI keeps one cut per stage of the
-/// update (writing the slot, the ESP's window, the trial boot, applying, blessing, marking
-/// bad) and the seeded random cuts, which land between these steps too.
+/// update (writing the slot, the ESP's window, the trial boot, applying, marking bad) and the
+/// seeded random cuts, which land between these steps too.
 macro_rules! cut_at_full {
     ($name:ident, $step:expr, $failing:expr) => {
         mod $name {
@@ -579,7 +579,7 @@ mod cut_while_applying {
     }
 }
 cut_at_full!(cut_while_health_checks_run, CutPoint::HealthRunning, false);
-cut_at!(cut_right_after_blessing, CutPoint::Blessed, false);
+cut_at_full!(cut_right_after_blessing, CutPoint::Blessed, false);
 cut_at!(cut_right_after_marking_bad, CutPoint::MarkedBad, true);
 cut_at_full!(cut_during_the_fallback_boot, CutPoint::FallbackBoot, true);
 
