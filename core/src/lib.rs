@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! disk          layout (partitions, type GUIDs, sizes), gpt, fat (the ESP), verity, guid
-//! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode
+//! boot          bootentry (entry names, boot counting), cmdline, uki, pe, authenticode, tpm
+//!               (PCR 11 of a UKI, signed PCR policies)
 //! updates       manifest (signatures, trust, rules), bundle, install (the install plan),
 //!               slots (commit and rollback), retry (when a failed version is tried again),
 //!               channel (release, waves, schedule), policy (maintenance windows, staged
@@ -61,6 +62,7 @@ pub mod pe;
 pub mod policy;
 pub mod retry;
 pub mod slots;
+pub mod tpm;
 pub mod uki;
 pub mod verity;
 pub mod version;
