@@ -16,3 +16,4 @@ mod lock;
 mod oracles;
 mod reproducible;
 mod secure_boot;
+mod tpm;

@@ -56,6 +56,7 @@ pub fn build_app(spec: &Path, version: &str, name: &str) -> Image {
     let out = workspace().join("target/e2e-images").join(name);
     let opts = BuildOptions {
         secure_boot: None,
+        pcr_key: None,
         timings: false,
         spec: spec.to_path_buf(),
         board: Some("qemu-x86_64".into()),

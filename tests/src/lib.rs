@@ -181,6 +181,7 @@ fn build_image(version: &str, variant: Variant, security_epoch: u64, hooks: bool
     ));
     let opts = BuildOptions {
         secure_boot: None,
+        pcr_key: None,
         timings: false,
         spec,
         board: Some(variant.board().into()),

@@ -48,6 +48,12 @@ pub const HOST_PACKAGES: &[&str] = &[
     // database `[update] timezone` is resolved from (both in most installs, not in all).
     "iproute2",
     "tzdata",
+    // Measured boot: a software TPM for QEMU and the tests (swtpm, swtpm_setup), and the
+    // TPM software stack `systemd-measure sign` (the signed PCR policies' oracle) and
+    // tpm2-tools need.
+    "swtpm",
+    "swtpm-tools",
+    "tpm2-tools",
 ];
 
 /// Rust targets of the boards' device binaries besides the host's, and of the boot-retry

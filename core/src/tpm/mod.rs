@@ -168,7 +168,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         } as u32)
     };
     let bytes: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -181,9 +181,10 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         for &c in &chunk[..4 - pad] {
             n = (n << 6) | value(c)?;
         }
-        n <<= 6 * pad as u32;
-        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&three[..3 - pad]);
+        for _ in 0..pad {
+            n <<= 6;
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
     }
     Some(out)
 }

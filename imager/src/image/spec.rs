@@ -168,6 +168,11 @@ pub struct ImageSpec {
     /// enters the image), and the boot loader too.
     #[serde(default)]
     pub secure_boot: Option<crate::image::write::uki::SigningPair>,
+    /// `[tpm] pcr_key`: measured boot — each slot's UKI carries the PCR-signing key's public
+    /// half and its signature of the PCR 11 policy (needs `[secure_boot]`, whose images boot
+    /// UKIs).
+    #[serde(default)]
+    pub tpm: Option<crate::image::write::pcr_policy::TpmSpec>,
 }
 
 fn default_hostname() -> String {

@@ -97,6 +97,10 @@ pub struct EntryInfo {
     pub tries_left: Option<u32>,
     /// Root hash the entry asks for.
     pub root_hash: Option<String>,
+    /// A measured-boot UKI's signed PCR 11 policies (`.pcrsig`): what a TPM-sealed secret
+    /// unseals for when this entry boots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pcr_policies: Vec<slate_core::tpm::PolicySignature>,
 }
 
 /// One root slot.
@@ -272,6 +276,15 @@ fn read_entries(w: Window) -> Result<Vec<EntryInfo>> {
             }
             let mut bytes = Vec::new();
             e.to_file().read_to_end(&mut bytes)?;
+            let pcr_policies = match kind {
+                EntryKind::Conf => Vec::new(),
+                EntryKind::Uki => slate_core::pe::Pe::parse(&bytes)
+                    .ok()
+                    .and_then(|pe| pe.section(&bytes, ".pcrsig").map(<[u8]>::to_vec))
+                    .and_then(|json| serde_json::from_slice::<slate_core::tpm::PcrSig>(&json).ok())
+                    .map(|sig| sig.sha256)
+                    .unwrap_or_default(),
+            };
             let options = match kind {
                 EntryKind::Conf => Entry::parse(&String::from_utf8_lossy(&bytes))
                     .ok()
@@ -295,6 +308,7 @@ fn read_entries(w: Window) -> Result<Vec<EntryInfo>> {
                 root_hash: options
                     .and_then(|o| o.parse::<BootParams>().ok())
                     .map(|p| p.verity.root_hash.to_string()),
+                pcr_policies,
             });
         }
     }
@@ -367,6 +381,15 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
             e.version,
             e.state.as_str()
         ));
+        for p in &e.pcr_policies {
+            let pcrs: Vec<String> = p.pcrs.iter().map(u32::to_string).collect();
+            s.push_str(&format!(
+                "     signed policy: PCR {} = policy {} (key sha256 {})\n",
+                pcrs.join(","),
+                p.pol,
+                p.pkfp
+            ));
+        }
     }
     s
 }

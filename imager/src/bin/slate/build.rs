@@ -72,6 +72,11 @@ pub struct BuildArgs {
     /// The db key's certificate, the one enrolled in the machines' db (`slate sb keygen`).
     #[arg(long, value_name = "db.crt", requires = "secure_boot_key")]
     pub secure_boot_cert: Option<PathBuf>,
+    /// Measured boot: sign each slot's PCR 11 policy with this RSA-2048 key and carry it in
+    /// the UKIs (`.pcrsig`, `.pcrpkey`), so a TPM-sealed secret unseals for the images this
+    /// key signed (overrides the spec's `[tpm] pcr_key`; needs Secure Boot).
+    #[arg(long, value_name = "pcr.key")]
+    pub pcr_key: Option<PathBuf>,
 }
 
 /// Runs `slate build`.
@@ -95,11 +100,13 @@ pub fn build(args: BuildArgs) -> Result<()> {
         timings,
         secure_boot_key,
         secure_boot_cert,
+        pcr_key,
     } = args;
     let opts = BuildOptions {
         secure_boot: secure_boot_key
             .zip(secure_boot_cert)
             .map(|(key, cert)| slate_imager::image::write::uki::SigningPair { key, cert }),
+        pcr_key,
         security_epoch,
         operators,
         allow: build::policy::Allow {

@@ -208,6 +208,7 @@ fn signed_ukis(
                 initrd,
                 cmdline: &cmdline,
                 os_release: &os_release,
+                pcr: inp.pcr,
             },
             &work,
         )?;

@@ -90,6 +90,8 @@ pub struct BuildOptions {
     /// The db pair to sign UKIs and the boot loader with: a Secure Boot image (overrides the
     /// spec's `[secure_boot]`).
     pub secure_boot: Option<crate::image::write::uki::SigningPair>,
+    /// The PCR-signing key of a measured-boot image (overrides the spec's `[tpm] pcr_key`).
+    pub pcr_key: Option<PathBuf>,
 }
 
 /// Seeds for every derived value, from the spec's bytes, name, version and board.
@@ -272,6 +274,22 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             board.path.display()
         ));
     }
+    let pcr_key = opts
+        .pcr_key
+        .clone()
+        .or_else(|| spec.spec.tpm.as_ref().map(|t| spec.resolve(&t.pcr_key)));
+    let pcr = match &pcr_key {
+        Some(_) if secure_boot.is_none() => {
+            return Err(crate::error::BuildError::Spec {
+                path: spec.path.clone(),
+                field: "tpm.pcr_key".into(),
+                why: "signed PCR policies go into UKIs, which only Secure Boot images boot today: add [secure_boot]".into(),
+            }
+            .into())
+        }
+        Some(key) => Some(crate::image::write::pcr_policy::PcrSigner::load(key)?),
+        None => None,
+    };
     let boot_retry = match &secure_boot {
         Some(_) => {
             crate::image::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?
@@ -296,6 +314,12 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         prov.tools.insert(
             "sbsign".into(),
             tools::version("sbsign", "sbsigntool", "--version")?,
+        );
+    }
+    if pcr.is_some() {
+        prov.tools.insert(
+            "openssl".into(),
+            tools::version("openssl", "openssl", "version")?,
         );
     }
 
@@ -353,6 +377,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         security_epoch: opts.security_epoch,
         secure_boot: secure_boot.as_ref(),
         boot_retry: boot_retry.as_deref(),
+        pcr: pcr.as_ref(),
     };
     let result = write_outputs(&inputs, &mut t);
     let report = match result {
@@ -415,6 +440,8 @@ pub(crate) struct Inputs<'a> {
     secure_boot: Option<&'a crate::image::write::uki::SigningPair>,
     /// A Secure Boot image's `BOOTX64.EFI`, the boot-retry loader ([`crate::image::bootretry`]).
     boot_retry: Option<&'a [u8]>,
+    /// A measured-boot image's PCR-signing key (`[tpm]`).
+    pcr: Option<&'a crate::image::write::pcr_policy::PcrSigner>,
 }
 
 /// Writes every output into `inp.dir`, then `build.toml`.

@@ -7,6 +7,7 @@ pub mod cpio;
 pub mod disk;
 pub mod esp;
 pub mod ext4;
+pub mod pcr_policy;
 pub mod squashfs;
 pub mod tree;
 pub mod uki;

@@ -37,21 +37,40 @@ pub struct UkiParts<'a> {
     /// os-release text: systemd-boot reads the title, `IMAGE_ID` (sort key) and
     /// `IMAGE_VERSION` from it to order and name the entry.
     pub os_release: &'a str,
+    /// The PCR-signing key of a measured-boot image (`[tpm] pcr_key`): the UKI then carries
+    /// `.pcrpkey` and `.pcrsig` ([`crate::image::write::pcr_policy`]).
+    pub pcr: Option<&'a crate::image::write::pcr_policy::PcrSigner>,
 }
 
-/// The sections a UKI adds to the stub, in the order they are placed above it.
-const SECTIONS: [&str; 4] = [".osrel", ".cmdline", ".linux", ".initrd"];
-
-/// Assembles an unsigned UKI from `stub` (systemd's `linux*.efi.stub`) in `scratch`.
+/// Assembles an unsigned UKI from `stub` (systemd's `linux*.efi.stub`) in `scratch`: the
+/// small sections first, then the kernel and the initramfs, each placed above the last.
 pub fn assemble(stub: &[u8], parts: &UkiParts<'_>, scratch: &Path) -> Result<Vec<u8>> {
+    use slate_core::tpm::Section;
     let layout = Pe::parse(stub).context("reading the EFI stub (the board's uki_stub_path)")?;
-    let contents: [&[u8]; 4] = [
-        parts.os_release.as_bytes(),
-        parts.cmdline.as_bytes(),
-        parts.kernel,
-        parts.initrd,
+    let mut sections: Vec<(&str, Vec<u8>)> = vec![
+        (".osrel", parts.os_release.as_bytes().to_vec()),
+        (".cmdline", parts.cmdline.as_bytes().to_vec()),
     ];
-    let addresses = pe::next_addresses(&layout, &contents.map(<[u8]>::len));
+    if let Some(signer) = parts.pcr {
+        let pcrpkey = signer.public_pem().as_bytes();
+        let measured = [
+            (Section::Linux, parts.kernel),
+            (Section::Osrel, parts.os_release.as_bytes()),
+            (Section::Cmdline, parts.cmdline.as_bytes()),
+            (Section::Initrd, parts.initrd),
+            (Section::Pcrpkey, pcrpkey),
+        ];
+        let signed = signer.sign(&measured, scratch)?;
+        sections.push((".pcrpkey", pcrpkey.to_vec()));
+        sections.push((
+            ".pcrsig",
+            serde_json::to_vec(&signed).context("the .pcrsig section")?,
+        ));
+    }
+    sections.push((".linux", parts.kernel.to_vec()));
+    sections.push((".initrd", parts.initrd.to_vec()));
+    let lengths: Vec<usize> = sections.iter().map(|(_, b)| b.len()).collect();
+    let addresses = pe::next_addresses(&layout, &lengths);
     std::fs::create_dir_all(scratch)?;
     let file = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
         let p = scratch.join(name);
@@ -61,7 +80,7 @@ pub fn assemble(stub: &[u8], parts: &UkiParts<'_>, scratch: &Path) -> Result<Vec
     let stub_path = file("stub.efi", stub)?;
     let out = scratch.join("uki.efi");
     let mut cmd = Command::new(tools::find("objcopy", "binutils")?);
-    for ((section, bytes), vma) in SECTIONS.iter().zip(contents).zip(addresses) {
+    for ((section, bytes), vma) in sections.iter().zip(addresses) {
         let input = file(section.trim_start_matches('.'), bytes)?;
         cmd.arg("--add-section")
             .arg(format!("{section}={}", input.display()))
