@@ -92,6 +92,15 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
         .arg(secure_boot_keys().join("db.crt"))
         .arg(&uki));
     let entry = EntryName::good(Slot::A, "1.0.0".parse().unwrap()).with_kind(EntryKind::Uki);
+    // It carries its signed PCR 11 policy, and boots with it.
+    let bytes = std::fs::read(&uki).unwrap();
+    let pe = slate_core::pe::Pe::parse(&bytes).unwrap();
+    for section in [".pcrsig", ".pcrpkey"] {
+        assert!(
+            pe.section(&bytes, section).is_some(),
+            "uki-a.efi has no {section}"
+        );
+    }
 
     let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
     let secure = |c: &mut slate_qemu::VmConfig| c.secure_boot_vars = Some(vars.clone());

@@ -39,6 +39,20 @@ pub fn secure_boot_keys() -> &'static Path {
         .expect("slate sb vars (virt-fw-vars: cargo xtask deps installs it)");
         slate_imager::operator::secure_boot::keygen(&dir.join("other"), "Stranger")
             .expect("keygen");
+        // The PCR-signing key the Secure Boot test images sign their PCR 11 policies with.
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(dir.join("pcr.key"))
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl genpkey: {out:?}");
         dir
     })
 }

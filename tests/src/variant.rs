@@ -121,10 +121,13 @@ impl Variant {
             }
             Variant::SecureBoot | Variant::SecureBootFailingHealth => {
                 let keys = crate::secure_boot_keys();
+                // With signed PCR policies: the firmware and systemd-stub boot UKIs that carry
+                // `.pcrsig` and `.pcrpkey`.
                 text += &format!(
-                    "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",
+                    "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n\n[tpm]\npcr_key = {:?}\n",
                     keys.join("db.key"),
-                    keys.join("db.crt")
+                    keys.join("db.crt"),
+                    keys.join("pcr.key")
                 );
             }
             Variant::Pc => {
