@@ -58,6 +58,33 @@ impl Record {
     }
 }
 
+impl Record {
+    /// A fresh record for downloading the target `sha256` of `length` bytes into `slot`.
+    pub fn start(sha256: Digest32, length: u64, slot: Slot) -> Record {
+        Record {
+            sha256,
+            length,
+            slot,
+            bundle_offset: 0,
+            durable: 0,
+        }
+    }
+
+    /// Saves this record at [`RECORD`] with the install's latest checkpoint (the root image
+    /// starts at `bundle_offset`, `durable` of its bytes are synced); a failure is a warning
+    /// from `source`: the download goes on, only its resume is lost.
+    pub fn checkpoint(&self, bundle_offset: u64, durable: u64, source: &str) {
+        let r = Record {
+            bundle_offset,
+            durable,
+            ..self.clone()
+        };
+        if let Err(e) = save(Path::new(RECORD), &r) {
+            crate::marker::warn(format!("{source}: the resume record: {e:#}"));
+        }
+    }
+}
+
 /// The record at `path`; a missing or unreadable one is no record (the download starts at
 /// byte 0, which is always safe).
 pub fn load(path: &Path) -> Option<Record> {

@@ -4,6 +4,7 @@
 //! authenticates with its own mutual-TLS identity, made on first boot.
 
 use crate::error::BuildError;
+use crate::image::update_spec::read_ca;
 use serde::Deserialize;
 use slate_core::channel::Span;
 use slate_core::config::paths;
@@ -86,27 +87,11 @@ impl FleetSpec {
                 ));
             }
         }
-        let ca = match &self.server_ca {
-            Some(p) => {
-                let path = resolve(p);
-                let bytes = std::fs::read(&path).map_err(|_| BuildError::MissingSource {
-                    path: path.clone(),
-                    field: "fleet.server_ca".into(),
-                })?;
-                let text = String::from_utf8_lossy(&bytes);
-                if text.contains("PRIVATE KEY") || !text.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(bad(
-                        "server_ca",
-                        format!(
-                            "{}: expected PEM certificates and no private key",
-                            path.display()
-                        ),
-                    ));
-                }
-                Some(bytes)
-            }
-            None => None,
-        };
+        let ca = self
+            .server_ca
+            .as_ref()
+            .map(|p| read_ca(spec_path, &resolve(p), "fleet.server_ca"))
+            .transpose()?;
         Ok(FleetFiles {
             config: FleetConfig {
                 server,

@@ -75,6 +75,27 @@ pub struct UpdateSpec {
     pub untrusted_clock: Option<UntrustedClock>,
 }
 
+/// The CA certificate(s) at `path` that a server must chain to (spec field `field`): PEM
+/// certificates, and never a private key (it would be baked into every image).
+pub fn read_ca(spec_path: &Path, path: &Path, field: &str) -> Result<Vec<u8>, BuildError> {
+    let bytes = std::fs::read(path).map_err(|_| BuildError::MissingSource {
+        path: path.to_path_buf(),
+        field: field.into(),
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("PRIVATE KEY") || !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(BuildError::Spec {
+            path: spec_path.to_path_buf(),
+            field: field.into(),
+            why: format!(
+                "{}: expected PEM certificates and no private key",
+                path.display()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
 /// `[update] untrusted_clock`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,27 +276,11 @@ impl UpdateSpec {
                 ),
             ));
         }
-        let ca = match &self.channel_ca {
-            Some(p) => {
-                let path = resolve(p);
-                let bytes = std::fs::read(&path).map_err(|_| BuildError::MissingSource {
-                    path: path.clone(),
-                    field: "update.channel_ca".into(),
-                })?;
-                let text = String::from_utf8_lossy(&bytes);
-                if text.contains("PRIVATE KEY") || !text.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(bad(
-                        "channel_ca",
-                        format!(
-                            "{}: expected PEM certificates and no private key",
-                            path.display()
-                        ),
-                    ));
-                }
-                Some(bytes)
-            }
-            None => None,
-        };
+        let ca = self
+            .channel_ca
+            .as_ref()
+            .map(|p| read_ca(spec_path, &resolve(p), "update.channel_ca"))
+            .transpose()?;
         let interval = self.poll_interval.unwrap_or(Span(Poll::default().interval));
         if interval.secs() < 10 {
             return Err(bad("poll_interval", "must be at least 10s".into()));

@@ -103,6 +103,20 @@ pub struct SlotPrefix {
     pub device: std::path::PathBuf,
 }
 
+impl SlotPrefix {
+    /// What an earlier download of exactly `expected` left durable in the `idle` slot
+    /// (the record at [`crate::slated::resume::RECORD`]), if anything.
+    pub fn left_for(expected: &Expected, idle: slate_core::layout::Slot) -> Option<SlotPrefix> {
+        let at = crate::slated::resume::load(std::path::Path::new(crate::slated::resume::RECORD))?
+            .prefix_for(&expected.sha256, expected.length, idle)?;
+        let device = crate::partitions::find(idle.label()).ok()?;
+        Some(SlotPrefix {
+            at,
+            device: device.into(),
+        })
+    }
+}
+
 /// Where a [`Piece`]'s bytes come from, for the counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceKind {

@@ -22,14 +22,8 @@ async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
     };
     let server = serve(Fault::None).await;
     let (https, url, expected, patience) = client(&server);
-    let (tx, mut reader) = StreamReader::new();
-    let consumer = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        reader
-            .read_to_end(&mut v)
-            .map(|_| v)
-            .map_err(|e| e.to_string())
-    });
+    let (tx, reader) = StreamReader::new();
+    let consumer = consume(reader);
     let mut stats = Fetched::default();
     // Given out of order, with one inside another (dropped) and one straddling another's
     // end (cut to what follows it).
@@ -114,14 +108,8 @@ async fn verity_levels_are_computed_not_fetched() {
         length: bundle.len() as u64,
         sha256: slate_core::Digest32(Sha256::digest(&bundle).into()),
     };
-    let (tx, mut reader) = StreamReader::new();
-    let consumer = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        reader
-            .read_to_end(&mut v)
-            .map(|_| v)
-            .map_err(|e| e.to_string())
-    });
+    let (tx, reader) = StreamReader::new();
+    let consumer = consume(reader);
     let pieces = Pieces {
         list: vec![Piece {
             bundle_offset: levels_at as u64,

@@ -247,6 +247,17 @@ struct Run {
     ranges: Vec<Range>,
 }
 
+/// The install's side of a download in a test: reads the stream to its end (or its error).
+fn consume(mut reader: StreamReader) -> tokio::task::JoinHandle<Result<Vec<u8>, String>> {
+    tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        reader
+            .read_to_end(&mut v)
+            .map(|_| v)
+            .map_err(|e| e.to_string())
+    })
+}
+
 async fn run(fault: Fault) -> Run {
     run_with(fault, None).await
 }
@@ -255,14 +266,8 @@ async fn run(fault: Fault) -> Run {
 async fn run_with(fault: Fault, prefix: Option<(u64, &[u8])>) -> Run {
     let server = serve(fault).await;
     let (https, url, expected, patience) = client(&server);
-    let (tx, mut reader) = StreamReader::new();
-    let consumer = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        reader
-            .read_to_end(&mut v)
-            .map(|_| v)
-            .map_err(|e| e.to_string())
-    });
+    let (tx, reader) = StreamReader::new();
+    let consumer = consume(reader);
     let slot = tempfile::NamedTempFile::new().unwrap();
     let prefix = prefix.map(|(offset, bytes)| {
         std::fs::write(slot.path(), bytes).unwrap();

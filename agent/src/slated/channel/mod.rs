@@ -356,15 +356,7 @@ async fn check(
     // What an earlier pull of this very target left durable in the idle slot.
     let idle = agent.slot.other();
     let record_path = Path::new(resume::RECORD);
-    let prefix = resume::load(record_path)
-        .and_then(|r| r.prefix_for(&expected.sha256, expected.length, idle))
-        .and_then(|at| {
-            let device = crate::partitions::find(idle.label()).ok()?;
-            Some(download::SlotPrefix {
-                at,
-                device: device.into(),
-            })
-        });
+    let prefix = download::SlotPrefix::left_for(&expected, idle);
     if let Some(p) = &prefix {
         marker::emit(&Marker::ChannelResumed {
             version: update.version.to_string(),
@@ -414,24 +406,10 @@ async fn check(
     // Going back (max_version) or to a locked version is a downgrade the signed release
     // manifest asks for: the install allows it within the security epoch, as with --force.
     let force = !matches!(reason, slate_core::channel::Reason::Upgrade);
-    let record = resume::Record {
-        sha256: expected.sha256,
-        length: expected.length,
-        slot: idle,
-        bundle_offset: 0,
-        durable: 0,
-    };
+    let record = resume::Record::start(expected.sha256, expected.length, idle);
     let worker = tokio::task::spawn_blocking(move || {
-        let note = |bundle_offset: u64, durable: u64| {
-            let r = resume::Record {
-                bundle_offset,
-                durable,
-                ..record.clone()
-            };
-            if let Err(e) = resume::save(Path::new(resume::RECORD), &r) {
-                marker::warn(format!("channel: the resume record: {e:#}"));
-            }
-        };
+        let note =
+            |bundle_offset: u64, durable: u64| record.checkpoint(bundle_offset, durable, "channel");
         // Applied at once or staged (windows, reboot policy, the application's consent),
         // decided once the manifest is verified.
         let gate = |v: &slate_core::Version| {

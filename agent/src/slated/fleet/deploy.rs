@@ -155,16 +155,10 @@ impl Fleet {
         // What an earlier try of this very artefact left durable in the idle slot.
         let idle = self.agent.slot.other();
         let record_path = Path::new(resume::RECORD);
-        let prefix = resume::load(record_path)
-            .and_then(|r| r.prefix_for(&expected.sha256, expected.length, idle))
-            .and_then(|at| {
-                let device = crate::partitions::find(idle.label()).ok()?;
-                Some(download::SlotPrefix {
-                    at,
-                    device: device.into(),
-                })
-            });
-        let pieces: Vec<download::Piece> = prefix.into_iter().map(download::Piece::from).collect();
+        let pieces: Vec<download::Piece> = download::SlotPrefix::left_for(&expected, idle)
+            .into_iter()
+            .map(download::Piece::from)
+            .collect();
         let (tx, reader) = download::StreamReader::new();
         let done_counter = reader.counter();
         let feed = crate::slated::daemon::Feed {
@@ -172,13 +166,7 @@ impl Fleet {
             total: expected.length,
             done: done_counter.clone(),
         };
-        let record = resume::Record {
-            sha256: expected.sha256,
-            length: expected.length,
-            slot: idle,
-            bundle_offset: 0,
-            durable: 0,
-        };
+        let record = resume::Record::start(expected.sha256, expected.length, idle);
         let worker_agent = self.agent.clone();
         let trigger = if offer.stage_only() {
             Trigger::StageOnly
@@ -187,14 +175,7 @@ impl Fleet {
         };
         let worker = tokio::task::spawn_blocking(move || {
             let note = |bundle_offset: u64, durable: u64| {
-                let r = resume::Record {
-                    bundle_offset,
-                    durable,
-                    ..record.clone()
-                };
-                if let Err(e) = resume::save(Path::new(resume::RECORD), &r) {
-                    marker::warn(format!("fleet: the resume record: {e:#}"));
-                }
+                record.checkpoint(bundle_offset, durable, "fleet")
             };
             let gate = |v: &slate_core::Version| Ok(worker_agent.install_gate(v, trigger));
             // The server's deployment is the operator's word: a version that is not newer is
