@@ -402,6 +402,30 @@ impl Channel {
     }
 }
 
+/// nginx with TLS on 127.0.0.1:`port` (the certificate `test_ca` made in `dir`) passing
+/// every request to the plain-HTTP origin on `origin`: a fleet server as it is deployed behind
+/// a TLS proxy. `server` adds directives to the server block, `location` to the proxy's.
+pub(crate) fn tls_front(dir: &Path, port: u16, origin: u16, server: &str, location: &str) -> Nginx {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
+    let p = |name: &str| prefix.join(name).display().to_string();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{server}    location / {{\n      proxy_pass http://127.0.0.1:{origin};\n      proxy_buffering off;\n      proxy_set_header Host $http_host;\n{location}    }}\n  }}\n}}\n",
+            pid = p("nginx.pid"),
+            err = p("error.log"),
+            acc = p("access.log"),
+            tmp = p("tmp"),
+            crt = dir.join("server.crt").display(),
+            key = dir.join("server.key").display(),
+        ),
+    )
+    .expect("nginx.conf");
+    start_nginx(&prefix, &conf, port)
+}
+
 /// Starts nginx with `conf` (its prefix folder `prefix`) and waits until it listens on
 /// 127.0.0.1:`port`.
 pub(crate) fn start_nginx(prefix: &Path, conf: &Path, port: u16) -> Nginx {

@@ -11,7 +11,7 @@
 //! identity, and its controller id must be the one derived from that certificate
 //! ([`slate_core::fleet::config::controller_id_for`]).
 
-use crate::channel::{start_nginx, test_ca, Nginx};
+use crate::channel::{test_ca, tls_front, Nginx};
 use sha2::Digest;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::TcpListener;
@@ -229,24 +229,15 @@ impl DdiServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let prefix = dir.join("nginx");
-        std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
-        let p = |name: &str| prefix.join(name).display().to_string();
-        let conf = prefix.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    ssl_verify_client optional_no_ca;\n    location / {{\n      proxy_pass http://127.0.0.1:{origin_port};\n      proxy_buffering off;\n      proxy_set_header Host $http_host;\n      proxy_set_header X-Client-Cert $ssl_client_escaped_cert;\n    }}\n  }}\n}}\n",
-                pid = p("nginx.pid"),
-                err = p("error.log"),
-                acc = p("access.log"),
-                tmp = p("tmp"),
-                crt = dir.join("server.crt").display(),
-                key = dir.join("server.key").display(),
-            ),
-        )
-        .expect("nginx.conf");
-        let nginx = start_nginx(&prefix, &conf, port);
+        // The client certificate is asked for, not checked against a CA: the origin knows
+        // each device by the certificate nginx passes on.
+        let nginx = tls_front(
+            &dir,
+            port,
+            origin_port,
+            "    ssl_verify_client optional_no_ca;\n",
+            "      proxy_set_header X-Client-Cert $ssl_client_escaped_cert;\n",
+        );
         DdiServer {
             port,
             ca_crt,

@@ -4,7 +4,7 @@
 //! into its software table, behind a real nginx that keeps the TLS. The tests drive it
 //! through its own REST API (`/login`, `/api/v1/devices`, `/api/v1/software`).
 
-use crate::channel::{start_nginx, test_ca, Nginx};
+use crate::channel::{test_ca, tls_front, Nginx};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -241,27 +241,16 @@ impl Goosebit {
     }
 }
 
-/// nginx with TLS at `e`'s port in front of goosebit's origin on `origin_port`.
+/// nginx with TLS at `e`'s port in front of goosebit's origin on `origin_port`, saying the
+/// scheme was https (uvicorn's proxy headers make goosebit's links https:// ones).
 fn front(e: &Endpoint, origin_port: u16) -> Nginx {
-    let prefix = e.dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
-    let p = |name: &str| prefix.join(name).display().to_string();
-    let conf = prefix.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log {acc};\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {crt};\n    ssl_certificate_key {key};\n    location / {{\n      proxy_pass http://127.0.0.1:{origin_port};\n      proxy_http_version 1.1;\n      proxy_buffering off;\n      proxy_set_header Host $http_host;\n      proxy_set_header X-Forwarded-Proto https;\n      proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n  }}\n}}\n",
-            pid = p("nginx.pid"),
-            err = p("error.log"),
-            acc = p("access.log"),
-            tmp = p("tmp"),
-            port = e.port,
-            crt = e.dir.join("server.crt").display(),
-            key = e.dir.join("server.key").display(),
-        ),
+    tls_front(
+        &e.dir,
+        e.port,
+        origin_port,
+        "",
+        "      proxy_http_version 1.1;\n      proxy_set_header X-Forwarded-Proto https;\n      proxy_set_header X-Forwarded-For $remote_addr;\n",
     )
-    .expect("nginx.conf");
-    start_nginx(&prefix, &conf, e.port)
 }
 
 #[cfg(test)]

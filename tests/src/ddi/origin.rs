@@ -138,6 +138,13 @@ fn take_fault(st: &mut State, route: Route, target: &str) -> Option<Fault> {
     st.faults.remove(i).map(|(_, _, f)| f)
 }
 
+/// Answers the next fault scripted for `route` and this device, if there is one that replaces
+/// the whole answer; true when it did.
+fn faulted(c: &mut Call<'_>, route: Route) -> bool {
+    let fault = take_fault(&mut lock(c.state), route, &c.cid);
+    fault.is_some_and(|f| answer_fault(&mut c.conn, &f))
+}
+
 /// Answers a fault that replaces the whole answer; false for one that shapes a download.
 fn answer_fault(conn: &mut TcpStream, fault: &Fault) -> bool {
     match fault {
@@ -188,6 +195,7 @@ pub(super) fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
         }
     };
     let base = format!("https://{}/{TENANT}/controller/v1/{cid}", req.host);
+    let method = req.method.clone();
     let mut c = Call {
         conn,
         req,
@@ -195,9 +203,7 @@ pub(super) fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
         cid,
         base,
     };
-    let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match (c.req.method.clone().as_str(), rest.as_slice()) {
+    match (method.as_str(), rest) {
         ("GET", []) => base_resource(&mut c, fingerprint),
         ("PUT", ["configData"]) => config_data(&mut c),
         ("GET", ["deploymentBase", id]) => deployment(&mut c, id),
@@ -215,16 +221,17 @@ pub(super) fn answer(mut conn: TcpStream, state: &Mutex<State>) -> Option<()> {
 /// The base resource: the action to follow (or cancel) and whether configData is wanted.
 fn base_resource(c: &mut Call<'_>, fingerprint: String) -> Option<()> {
     let base = c.base.clone();
-    let mut st = lock(c.state);
-    let t = st.targets.entry(c.cid.clone()).or_default();
-    t.fingerprint = fingerprint;
-    t.polls += 1;
-    let needs_config = t.attributes.is_empty();
-    if let Some(f) = take_fault(&mut st, Route::Base, &c.cid) {
-        drop(st);
-        answer_fault(&mut c.conn, &f);
+    let needs_config = {
+        let mut st = lock(c.state);
+        let t = st.targets.entry(c.cid.clone()).or_default();
+        t.fingerprint = fingerprint;
+        t.polls += 1;
+        t.attributes.is_empty()
+    };
+    if faulted(c, Route::Base) {
         return Some(());
     }
+    let st = lock(c.state);
     let mut links = serde_json::Map::new();
     let running = st.actions.iter().find(|a| {
         a.target == c.cid && matches!(a.status, ActionStatus::Running | ActionStatus::Canceling)
@@ -276,13 +283,11 @@ fn config_data(c: &mut Call<'_>) -> Option<()> {
 /// `GET deploymentBase/{id}`: the action's bundle, its hashes and links.
 fn deployment(c: &mut Call<'_>, id: &str) -> Option<()> {
     let (cid, base) = (c.cid.clone(), c.base.clone());
-    let mut st = lock(c.state);
     let id: u64 = id.parse().ok()?;
-    if let Some(f) = take_fault(&mut st, Route::Deployment, &c.cid) {
-        drop(st);
-        answer_fault(&mut c.conn, &f);
+    if faulted(c, Route::Deployment) {
         return Some(());
     }
+    let st = lock(c.state);
     let Some(a) = st
         .actions
         .iter()
@@ -326,13 +331,11 @@ fn deployment(c: &mut Call<'_>, id: &str) -> Option<()> {
 
 /// `POST deploymentBase/{id}/feedback`: one more line of the action's history; `closed` ends it (and may move its rollout on).
 fn feedback(c: &mut Call<'_>, id: &str) -> Option<()> {
-    let mut st = lock(c.state);
     let id: u64 = id.parse().ok()?;
-    if let Some(f) = take_fault(&mut st, Route::Feedback, &c.cid) {
-        drop(st);
-        answer_fault(&mut c.conn, &f);
+    if faulted(c, Route::Feedback) {
         return Some(());
     }
+    let mut st = lock(c.state);
     let v: Value = serde_json::from_slice(&c.req.body).unwrap_or(Value::Null);
     let execution = v["status"]["execution"].as_str().unwrap_or("").to_string();
     let finished = v["status"]["result"]["finished"]
