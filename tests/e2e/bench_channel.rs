@@ -31,8 +31,8 @@ pub(crate) fn between(vm: &Vm, mark: usize, from: &str, to: &str) -> f64 {
     at(to) - at(from)
 }
 
-/// A twin device booted to healthy 1.0.0 that has checked the channel once.
-fn twin(image: &Image) -> (Vm, tempfile::TempDir) {
+/// A twin device booted to healthy 1.0.0 from `image`.
+pub(crate) fn twin(image: &Image) -> (Vm, tempfile::TempDir) {
     let (work, disk) = copy_disk(&image.dir.join("disk.img")).unwrap();
     let vm = boot(&disk, work.path(), |_| {}).unwrap();
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)

@@ -22,10 +22,7 @@ fn deployment_to_commit_beside_push() {
     let v1 = image_variant("1.0.0", Variant::Fleet);
     let v2 = bundle(image_variant("2.0.0", Variant::Fleet));
     let v3 = bundle(image_variant("3.0.0", Variant::Fleet));
-    let (work, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
-    let vm = boot(&disk, work.path(), |_| {}).unwrap();
-    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
-        .unwrap();
+    let (vm, work) = crate::bench_channel::twin(v1);
     let line = vm
         .wait_for(&Kind::FleetPolling.prefix(), BOOT_TIMEOUT)
         .unwrap();
