@@ -5,9 +5,9 @@
 //! sections and key.
 
 use crate::util::*;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use slate_oracles::swtpm::Swtpm;
+use std::process::Command;
 
 const MEASURE: &str = "/usr/lib/systemd/systemd-measure";
 
@@ -20,54 +20,6 @@ fn rsa_key(dir: &Path, bits: u32) -> PathBuf {
         .arg("-out")
         .arg(&key));
     key
-}
-
-/// A software TPM on a free loopback port, stopped on drop.
-struct Swtpm {
-    child: Child,
-    port: u16,
-}
-
-impl Swtpm {
-    fn start(dir: &Path) -> Swtpm {
-        // The swtpm TCTI finds the control channel at the next port.
-        let (port, ctrl) = (1..100)
-            .find_map(|_| {
-                let a = TcpListener::bind("127.0.0.1:0").ok()?;
-                let port = a.local_addr().ok()?.port();
-                let _b = TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
-                Some((port, port + 1))
-            })
-            .expect("two free ports in a row");
-        let state = dir.join("swtpm");
-        std::fs::create_dir_all(&state).unwrap();
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", state.display()))
-            .arg("--server")
-            .arg(format!("type=tcp,port={port}"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={ctrl}"))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .spawn()
-            .expect("swtpm (cargo xtask deps installs Debian's swtpm)");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
-                "swtpm did not listen"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Swtpm { child, port }
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The section files of one UKI as `systemd-measure` takes them.
@@ -86,7 +38,7 @@ fn systemd_sign(files: &[(&str, PathBuf)], key: &Path, public: &Path, tpm: &Swtp
         .args(["--bank=sha256", "--phase=enter-initrd"])
         .arg(format!("--private-key={}", key.display()))
         .arg(format!("--public-key={}", public.display()))
-        .arg(format!("--tpm2-device=swtpm:port={}", tpm.port)));
+        .arg(format!("--tpm2-device=swtpm:port={}", tpm.port().unwrap_or(0))));
     stdout(&out)
 }
 
@@ -143,7 +95,7 @@ fn slates_signed_pcr_policy_is_what_systemd_measure_signs() {
     assert_eq!(ours, theirs, "{calculated}");
 
     // The signed policy, byte for byte.
-    let tpm = Swtpm::start(tmp.path());
+    let tpm = Swtpm::tcp(&tmp.path().join("swtpm")).unwrap();
     let signed = systemd_sign(&files, &key, &public, &tpm);
     let theirs: serde_json::Value = serde_json::from_str(&signed).unwrap();
     let ours = signer.sign(&sections, &tmp.path().join("scratch")).unwrap();
@@ -203,7 +155,7 @@ fn a_measured_boot_build_carries_each_slots_signed_policy() {
         .arg(keys.join("db.crt"))
         .arg("--pcr-key")
         .arg(&pcr_key));
-    let tpm = Swtpm::start(tmp.path());
+    let tpm = Swtpm::tcp(&tmp.path().join("swtpm")).unwrap();
     let public = tmp.path().join("pcr.pub.pem");
     ok(Command::new("openssl")
         .args(["pkey", "-pubout", "-in"])
@@ -276,4 +228,186 @@ fn a_pcr_key_without_secure_boot_is_refused_naming_the_field() {
         said.contains("tpm.pcr_key") && said.contains("[secure_boot]"),
         "{said}"
     );
+}
+
+/// Raw TPM 2.0 commands over swtpm's TCP port, as `/dev/tpmrm0` carries them on a device.
+struct TcpTransport(std::net::TcpStream);
+
+impl slate_core::tpm::client::Transport for TcpTransport {
+    fn transact(&mut self, command: &[u8]) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Write};
+        self.0.write_all(command)?;
+        let mut response = vec![0u8; 10];
+        self.0.read_exact(&mut response)?;
+        let size = u32::from_be_bytes([response[2], response[3], response[4], response[5]]);
+        response.resize(size as usize, 0);
+        self.0.read_exact(&mut response[10..])?;
+        Ok(response)
+    }
+}
+
+type Client = slate_core::tpm::client::Tpm<TcpTransport>;
+
+fn client(tpm: &Swtpm) -> Client {
+    let port = tpm.port().unwrap();
+    Client::new(TcpTransport(
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+    ))
+}
+
+/// Extends PCR 11 as systemd-stub does for a UKI of `sections`, then "enter-initrd".
+fn boot_uki(c: &mut Client, sections: &[(slate_core::tpm::Section, &[u8])]) {
+    use slate_core::tpm::{measurements, ENTER_INITRD, PCR_KERNEL_BOOT};
+    for m in measurements(sections, &[ENTER_INITRD]) {
+        c.extend(PCR_KERNEL_BOOT, &m).unwrap();
+    }
+}
+
+/// The whole of stage 1's unlock, judged by a real TPM: a secret sealed to "any policy the
+/// vendor's key signed" unseals for each signed UKI (an update needs no re-enrolment), and
+/// each way around it is refused — by the TPM itself where it matters, not only by our
+/// lookup: another UKI, after "leave-initrd", a stranger's key or signature, a changed
+/// signature, another TPM.
+#[test]
+fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothing_else() {
+    use slate_core::tpm::client::{authorized_policy, Error};
+    use slate_core::tpm::{
+        rsa_public_key_der, rsa_public_numbers, Section, LEAVE_INITRD, PCR_KERNEL_BOOT,
+    };
+    use slate_imager::image::write::pcr_policy::PcrSigner;
+    let tmp = tempdir();
+    let scratch = tmp.path().join("scratch");
+    let signer = PcrSigner::load(&rsa_key(tmp.path(), 2048)).unwrap();
+    let pem = signer.public_pem().as_bytes().to_vec();
+    let uki = |kernel: &'static [u8]| -> Vec<(Section, Vec<u8>)> {
+        vec![
+            (Section::Linux, kernel.to_vec()),
+            (Section::Osrel, b"ID=slate\n".to_vec()),
+            (Section::Cmdline, b"slate.slot=a".to_vec()),
+            (Section::Initrd, b"initrd".to_vec()),
+            (Section::Pcrpkey, pem.clone()),
+        ]
+    };
+    let v1 = uki(b"kernel 1");
+    let v2 = uki(b"kernel 2");
+    let signed_v1 = signer.sign(&refs(&v1), &scratch).unwrap().sha256;
+    let signed_v2 = signer.sign(&refs(&v2), &scratch).unwrap().sha256;
+    let (n, e) = rsa_public_numbers(&rsa_public_key_der(signer.public_pem()).unwrap()).unwrap();
+
+    let state = tmp.path().join("tpm-state");
+    let tpm = Swtpm::tcp(&state).unwrap();
+    let mut c = client(&tpm);
+    boot_uki(&mut c, &refs(&v1));
+    assert_eq!(
+        c.read_pcr(PCR_KERNEL_BOOT).unwrap(),
+        slate_core::tpm::pcr11(&refs(&v1), &[slate_core::tpm::ENTER_INITRD]),
+        "the TPM's PCR 11 is the imager's prediction"
+    );
+    // Enrolment.
+    let (h, name) = c.load_verify_key(&n, e).unwrap();
+    c.flush(h).unwrap();
+    let secret = c.random(64).unwrap();
+    let sealed = c.seal(&secret, &authorized_policy(&name)).unwrap();
+    assert_eq!(c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap(), secret);
+
+    // Refused: v2's policy while v1 runs.
+    let e2 = c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap_err();
+    assert!(matches!(e2, Error::NoPolicyForPcr { .. }), "{e2}");
+    // Refused by the TPM: v1's right policy with a changed signature.
+    let mut forged = signed_v1.clone();
+    let mut sig = slate_core::tpm::base64_decode(&forged[0].sig).unwrap();
+    sig[100] ^= 1;
+    forged[0].sig = slate_core::tpm::base64_encode(&sig);
+    let e3 = c.unseal_signed(&sealed, (&n, e), &forged).unwrap_err();
+    assert!(e3.to_string().contains("VerifySignature failed"), "{e3}");
+    // A stranger's key signing v1's policy: not the key /data was sealed to.
+    let strangers_dir = tmp.path().join("stranger");
+    std::fs::create_dir_all(&strangers_dir).unwrap();
+    let stranger = PcrSigner::load(&rsa_key(&strangers_dir, 2048)).unwrap();
+    let strangers = stranger.sign(&refs(&v1), &scratch).unwrap().sha256;
+    let (sn, se) =
+        rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
+    let e4 = c.unseal_signed(&sealed, (&sn, se), &strangers).unwrap_err();
+    assert!(matches!(e4, Error::OtherKey), "{e4}");
+    // The TPM, not our check, refuses the stranger: bypass the check and ask it directly.
+    let (sh, sname) = c.load_verify_key(&sn, se).unwrap();
+    let pol: [u8; 32] = hex::decode(&strangers[0].pol).unwrap().try_into().unwrap();
+    let ticket = c
+        .verify_signature(
+            sh,
+            &sha2_256(&pol),
+            &slate_core::tpm::base64_decode(&strangers[0].sig).unwrap(),
+        )
+        .unwrap();
+    c.flush(sh).unwrap();
+    let refused = direct_unseal(&mut c, &sealed, &pol, &sname, &ticket);
+    let refused = refused.expect_err("the TPM unsealed for a stranger's key");
+    assert!(refused.to_string().contains("Unseal failed"), "{refused}");
+
+    // After "leave-initrd" nothing unseals, not even with v1's ticket passed straight in.
+    c.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes()).unwrap();
+    let e5 = c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap_err();
+    assert!(matches!(e5, Error::NoPolicyForPcr { .. }), "{e5}");
+    let (vh, vname) = c.load_verify_key(&n, e).unwrap();
+    let pol: [u8; 32] = hex::decode(&signed_v1[0].pol).unwrap().try_into().unwrap();
+    let ticket = c
+        .verify_signature(
+            vh,
+            &sha2_256(&pol),
+            &slate_core::tpm::base64_decode(&signed_v1[0].sig).unwrap(),
+        )
+        .unwrap();
+    c.flush(vh).unwrap();
+    let late = direct_unseal(&mut c, &sealed, &pol, &vname, &ticket);
+    let late = late.expect_err("the TPM unsealed after leave-initrd");
+    assert!(late.to_string().contains("PolicyAuthorize failed"), "{late}");
+    drop(c);
+    drop(tpm);
+
+    // A reboot into v2 (the same TPM, PCRs reset): unseals without re-enrolment.
+    let tpm = Swtpm::tcp(&state).unwrap();
+    let mut c = client(&tpm);
+    boot_uki(&mut c, &refs(&v2));
+    assert_eq!(c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap(), secret);
+    drop(c);
+    drop(tpm);
+
+    // Another TPM (a disk moved, a TPM cleared): the blob does not even load.
+    let other = Swtpm::tcp(&tmp.path().join("other-tpm")).unwrap();
+    let mut c = client(&other);
+    boot_uki(&mut c, &refs(&v1));
+    let e6 = c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap_err();
+    assert!(e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"), "{e6}");
+    eprintln!("refused as they should be:\n  {e2}\n  {e3}\n  {e4}\n  {refused}\n  {e5}\n  {late}\n  {e6}");
+}
+
+fn refs(v: &[(slate_core::tpm::Section, Vec<u8>)]) -> Vec<(slate_core::tpm::Section, &[u8])> {
+    v.iter().map(|(s, d)| (*s, d.as_slice())).collect()
+}
+
+fn sha2_256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// PolicyPCR + PolicyAuthorize + Unseal with no check of ours in between.
+fn direct_unseal(
+    c: &mut Client,
+    sealed: &slate_core::tpm::client::Sealed,
+    pol: &[u8; 32],
+    name: &[u8],
+    ticket: &[u8],
+) -> Result<Vec<u8>, slate_core::tpm::client::Error> {
+    use slate_core::tpm::wire;
+    let (srk, _) = c.create_primary(wire::RH_OWNER, &wire::srk_template())?;
+    let item = c.load(srk, sealed)?;
+    c.flush(srk)?;
+    let session = c.start_policy_session()?;
+    let result = c
+        .policy_pcr(session, slate_core::tpm::PCR_KERNEL_BOOT)
+        .and_then(|()| c.policy_authorize(session, pol, name, ticket))
+        .and_then(|()| c.unseal(item, session));
+    let _ = c.flush(session);
+    c.flush(item)?;
+    result
 }

@@ -121,3 +121,5 @@ pub fn unsquashfs_extract(image: &Path, dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+pub mod swtpm;

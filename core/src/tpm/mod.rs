@@ -6,6 +6,9 @@
 //! Pure: the imager predicts and signs with it at build time, stage 1 (later) checks a
 //! signature against it, and `systemd-measure` is its oracle in the tests.
 
+pub mod client;
+pub mod wire;
+
 use crate::der::{tag, Reader};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,21 +68,28 @@ pub fn extend(pcr: &mut [u8; 32], data: &[u8]) {
     *pcr = h.finalize().into();
 }
 
-/// PCR 11 after systemd-stub measured `sections` (each section's name with its NUL, then its
-/// contents, in [`Section`]'s order) from a reset PCR, and then each of `phases` (as
-/// `systemd-pcrphase` does: the word, without a NUL).
-pub fn pcr11(sections: &[(Section, &[u8])], phases: &[&str]) -> [u8; 32] {
+/// What systemd-stub (then each phase, as `systemd-pcrphase` does) extends PCR 11 with, in
+/// order: each section's name with its NUL, then its contents, in [`Section`]'s order; then
+/// each of `phases` (the word, without a NUL).
+pub fn measurements(sections: &[(Section, &[u8])], phases: &[&str]) -> Vec<Vec<u8>> {
     let mut ordered: Vec<&(Section, &[u8])> = sections.iter().collect();
     ordered.sort_by_key(|(s, _)| *s);
-    let mut pcr = [0u8; 32];
+    let mut out = Vec::with_capacity(ordered.len() * 2 + phases.len());
     for (section, data) in ordered {
         let mut name = section.name().as_bytes().to_vec();
         name.push(0);
-        extend(&mut pcr, &name);
-        extend(&mut pcr, data);
+        out.push(name);
+        out.push(data.to_vec());
     }
-    for phase in phases {
-        extend(&mut pcr, phase.as_bytes());
+    out.extend(phases.iter().map(|p| p.as_bytes().to_vec()));
+    out
+}
+
+/// PCR 11 after [`measurements`] from a reset PCR.
+pub fn pcr11(sections: &[(Section, &[u8])], phases: &[&str]) -> [u8; 32] {
+    let mut pcr = [0u8; 32];
+    for m in measurements(sections, phases) {
+        extend(&mut pcr, &m);
     }
     pcr
 }
@@ -155,8 +165,29 @@ pub fn rsa_public_key_der(spki_pem: &str) -> Result<Vec<u8>, KeyError> {
     }
 }
 
+/// The modulus (without the sign byte) and public exponent of a PKCS#1 `RSAPublicKey`: what
+/// the TPM is given to verify the vendor's signatures with.
+pub fn rsa_public_numbers(pkcs1: &[u8]) -> Result<(Vec<u8>, u32), KeyError> {
+    let not_rsa = |e: crate::der::DerError| KeyError::NotRsa(e.to_string());
+    let seq = Reader::new(pkcs1)
+        .expect(tag::SEQUENCE, "RSAPublicKey")
+        .map_err(not_rsa)?;
+    let mut r = Reader::inside(&seq);
+    let n = r.expect(tag::INTEGER, "modulus").map_err(not_rsa)?;
+    let e = r.expect(tag::INTEGER, "publicExponent").map_err(not_rsa)?;
+    let modulus = match n.value.split_first() {
+        Some((0, rest)) => rest,
+        _ => n.value,
+    };
+    if e.value.len() > 4 || e.value.is_empty() {
+        return Err(KeyError::NotRsa("an exponent wider than 32 bits".into()));
+    }
+    let exponent = e.value.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+    Ok((modulus.to_vec(), exponent))
+}
+
 /// Standard base64 (with padding), as PEM bodies are; None for anything else.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -275,6 +306,14 @@ mod tests {
             hex::encode(sha256(&key)),
             "dca51337b795b4b3e697f186d1ccfe2e66b06743b3a2b1c76246103982d3e4e3"
         );
+    }
+
+    #[test]
+    fn the_modulus_and_exponent_are_read_from_the_key() {
+        let (n, e) = rsa_public_numbers(&rsa_public_key_der(PUB).unwrap()).unwrap();
+        assert_eq!((n.len(), e), (256, 65537));
+        assert!(n[0] & 0x80 != 0, "the sign byte is dropped");
+        assert!(rsa_public_numbers(b"\x30\x00").is_err());
     }
 
     #[test]

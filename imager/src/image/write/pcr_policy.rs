@@ -62,8 +62,9 @@ impl PcrSigner {
                 key.display()
             )
         })?;
-        let modulus = modulus_len(&pkcs1)
-            .with_context(|| format!("{}: a malformed RSA public key", key.display()))?;
+        let modulus = tpm::rsa_public_numbers(&pkcs1)
+            .map(|(n, _)| n.len())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
         if modulus != RSA_2048_MODULUS {
             bail!(
                 "[tpm] pcr_key {}: an RSA key of {} bits; a TPM's policy signatures are checked with RSA-2048",
@@ -108,19 +109,4 @@ impl PcrSigner {
             }],
         })
     }
-}
-
-/// The modulus of a PKCS#1 `RSAPublicKey`, in bytes (its DER INTEGER without the leading
-/// zero that keeps it positive).
-fn modulus_len(pkcs1: &[u8]) -> Option<usize> {
-    use slate_core::der::{tag, Reader};
-    let seq = Reader::new(pkcs1)
-        .expect(tag::SEQUENCE, "RSAPublicKey")
-        .ok()?;
-    let n = Reader::inside(&seq).expect(tag::INTEGER, "modulus").ok()?;
-    let significant = match n.value.split_first() {
-        Some((0, rest)) => rest,
-        _ => n.value,
-    };
-    Some(significant.len())
 }

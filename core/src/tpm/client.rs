@@ -1,0 +1,411 @@
+//! The TPM 2.0 operations Slate needs, over any [`Transport`]: the kernel's resource manager
+//! (`/dev/tpmrm0`) on a device, swtpm's socket in the tests. Each operation is one command or
+//! a short fixed sequence; the flows that matter (seal at enrolment, unseal by a signed
+//! policy) are in [`Tpm::seal`] and [`Tpm::unseal_signed`].
+
+use super::wire::{self, alg, Cc, Command, Response, TpmError};
+use super::{PolicySignature, PCR_KERNEL_BOOT};
+use sha2::{Digest, Sha256};
+
+/// Something that carries a command to a TPM and brings its whole response back.
+pub trait Transport {
+    /// Sends `command`, returns the response.
+    fn transact(&mut self, command: &[u8]) -> std::io::Result<Vec<u8>>;
+}
+
+/// Why a TPM operation did not give what it was for.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The transport failed (no TPM, a driver error).
+    #[error("talking to the TPM: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TPM refused or answered nonsense.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+    /// No policy in the image's `.pcrsig` was signed for this PCR 11 value.
+    #[error("no signed policy in this image is for PCR 11 = {pcr11} (this image's UKI was changed after signing, or a phase was extended twice)")]
+    NoPolicyForPcr {
+        /// The PCR's value now, hex.
+        pcr11: String,
+    },
+    /// The `.pcrsig` entry does not decode.
+    #[error("the signed policy is malformed: {0}")]
+    BadSignature(String),
+    /// The public key in the image is not the one the secret was sealed to.
+    #[error("the image's PCR-signing key is not the key /data was sealed to: this image was signed by another vendor key")]
+    OtherKey,
+}
+
+/// A secret sealed by this TPM: what it hands back at `Create`, stored on disk as is. Both
+/// parts are `TPM2B`s, size included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// `TPM2B_PRIVATE`: encrypted by the storage key, useless to any other TPM.
+    pub private: Vec<u8>,
+    /// `TPM2B_PUBLIC`: carries the policy that unseals it.
+    pub public: Vec<u8>,
+}
+
+/// A TPM reached through a transport.
+#[derive(Debug)]
+pub struct Tpm<T: Transport> {
+    transport: T,
+}
+
+/// `TPM_SE_POLICY`.
+const SE_POLICY: u8 = 0x01;
+/// `TPM_ST_VERIFIED`: a VerifySignature ticket's tag.
+const ST_VERIFIED: u16 = 0x8022;
+
+impl<T: Transport> Tpm<T> {
+    /// A TPM on `transport`.
+    pub fn new(transport: T) -> Tpm<T> {
+        Tpm { transport }
+    }
+
+    fn run(&mut self, c: Command) -> Result<Vec<u8>, Error> {
+        Ok(self.transport.transact(&c.bytes())?)
+    }
+
+    /// `n` random bytes from the TPM's generator.
+    pub fn random(&mut self, n: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let want = u16::try_from((n - out.len()).min(32)).unwrap_or(32);
+            let bytes = self.run(Command::new(Cc::GetRandom).u16(want))?;
+            let mut r = Response::parse(Cc::GetRandom, &bytes, 0)?;
+            let got = r.b()?;
+            if got.is_empty() {
+                return Err(TpmError::Malformed {
+                    cc: Cc::GetRandom,
+                    at: 10,
+                    what: "no random bytes",
+                }
+                .into());
+            }
+            out.extend_from_slice(got);
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Extends SHA-256 bank PCR `pcr` with the SHA-256 of `data` (as systemd-pcrphase does
+    /// with a phase word).
+    pub fn extend(&mut self, pcr: u32, data: &[u8]) -> Result<(), Error> {
+        let digest = Sha256::digest(data);
+        let bytes = self.run(
+            Command::new(Cc::PcrExtend)
+                .handle(pcr)
+                .password()
+                .u32(1)
+                .u16(alg::SHA256)
+                .raw(&digest),
+        )?;
+        Response::parse(Cc::PcrExtend, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// SHA-256 bank PCR `pcr` now.
+    pub fn read_pcr(&mut self, pcr: u32) -> Result<[u8; 32], Error> {
+        let bytes = self.run(Command::new(Cc::PcrRead).raw(&wire::pcr_selection(&[pcr])))?;
+        let mut r = Response::parse(Cc::PcrRead, &bytes, 0)?;
+        let _update_counter = r.u32()?;
+        let banks = r.u32()?;
+        for _ in 0..banks {
+            let _hash = r.u16()?;
+            let n = r.u8()?;
+            r.raw(usize::from(n))?;
+        }
+        let count = r.u32()?;
+        let value = if count == 1 { r.b()? } else { &[][..] };
+        value.try_into().map_err(|_| {
+            Error::Tpm(TpmError::Malformed {
+                cc: Cc::PcrRead,
+                at: 10,
+                what: "not one SHA-256 PCR value (is the SHA-256 bank active?)",
+            })
+        })
+    }
+
+    /// Creates a primary key in the owner hierarchy from `template` and returns its handle
+    /// and public area (the same TPM and template always give the same key).
+    pub fn create_primary(
+        &mut self,
+        hierarchy: u32,
+        template: &[u8],
+    ) -> Result<(u32, Vec<u8>), Error> {
+        let bytes = self.run(
+            Command::new(Cc::CreatePrimary)
+                .handle(hierarchy)
+                .password()
+                .raw(&[0, 4, 0, 0, 0, 0]) // inSensitive: no auth, no data
+                .b(template)
+                .u16(0) // outsideInfo
+                .u32(0), // creationPCR
+        )?;
+        let mut r = Response::parse(Cc::CreatePrimary, &bytes, 1)?;
+        let public = r.b()?.to_vec();
+        Ok((r.handle.unwrap_or(0), public))
+    }
+
+    /// Forgets a loaded object or session.
+    pub fn flush(&mut self, handle: u32) -> Result<(), Error> {
+        let bytes = self.run(Command::new(Cc::FlushContext).u32(handle))?;
+        Response::parse(Cc::FlushContext, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// Seals `secret` under the storage primary key so that only a session satisfying
+    /// `policy` can unseal it.
+    pub fn seal(&mut self, secret: &[u8], policy: &[u8; 32]) -> Result<Sealed, Error> {
+        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
+        let mut sensitive = Vec::new();
+        sensitive.extend_from_slice(&0u16.to_be_bytes());
+        sensitive.extend_from_slice(&u16::try_from(secret.len()).unwrap_or(0).to_be_bytes());
+        sensitive.extend_from_slice(secret);
+        let result = self
+            .run(
+                Command::new(Cc::Create)
+                    .handle(srk)
+                    .password()
+                    .b(&sensitive)
+                    .b(&wire::sealed_template(policy))
+                    .u16(0)
+                    .u32(0),
+            )
+            .and_then(|bytes| {
+                let mut r = Response::parse(Cc::Create, &bytes, 0)?;
+                Ok(Sealed {
+                    private: r.b_whole()?.to_vec(),
+                    public: r.b_whole()?.to_vec(),
+                })
+            });
+        self.flush(srk)?;
+        result
+    }
+
+    /// Loads an RSA public key to verify signatures with; returns its handle and name.
+    pub fn load_verify_key(&mut self, n: &[u8], e: u32) -> Result<(u32, Vec<u8>), Error> {
+        let bytes = self.run(
+            Command::new(Cc::LoadExternal)
+                .u16(0) // no private part
+                .b(&wire::rsa_verify_template(n, e))
+                .u32(wire::RH_OWNER),
+        )?;
+        let mut r = Response::parse(Cc::LoadExternal, &bytes, 1)?;
+        let name = r.b()?.to_vec();
+        Ok((r.handle.unwrap_or(0), name))
+    }
+
+    /// Has the TPM check an RSASSA-SHA256 signature of `digest` by `key`; returns the ticket
+    /// (`TPMT_TK_VERIFIED`) that proves it to `PolicyAuthorize`.
+    pub fn verify_signature(
+        &mut self,
+        key: u32,
+        digest: &[u8; 32],
+        signature: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let bytes = self.run(
+            Command::new(Cc::VerifySignature)
+                .handle(key)
+                .b(digest)
+                .u16(alg::RSASSA)
+                .u16(alg::SHA256)
+                .b(signature),
+        )?;
+        let mut r = Response::parse(Cc::VerifySignature, &bytes, 0)?;
+        let tag = r.u16()?;
+        let hierarchy = r.u32()?;
+        let ticket_digest = r.b()?;
+        if tag != ST_VERIFIED {
+            return Err(TpmError::Malformed {
+                cc: Cc::VerifySignature,
+                at: 10,
+                what: "not a verification ticket",
+            }
+            .into());
+        }
+        let mut ticket = tag.to_be_bytes().to_vec();
+        ticket.extend_from_slice(&hierarchy.to_be_bytes());
+        ticket.extend_from_slice(&u16::try_from(ticket_digest.len()).unwrap_or(0).to_be_bytes());
+        ticket.extend_from_slice(ticket_digest);
+        Ok(ticket)
+    }
+
+    /// Starts a policy session (unsalted, unbound, SHA-256).
+    pub fn start_policy_session(&mut self) -> Result<u32, Error> {
+        let nonce = self.random(16)?;
+        let bytes = self.run(
+            Command::new(Cc::StartAuthSession)
+                .handle(wire::RH_NULL)
+                .handle(wire::RH_NULL)
+                .b(&nonce)
+                .u16(0) // encryptedSalt
+                .u8(SE_POLICY)
+                .u16(alg::NULL) // symmetric
+                .u16(alg::SHA256),
+        )?;
+        let r = Response::parse(Cc::StartAuthSession, &bytes, 1)?;
+        Ok(r.handle.unwrap_or(0))
+    }
+
+    /// Binds `session` to the current value of SHA-256 PCR `pcr`.
+    pub fn policy_pcr(&mut self, session: u32, pcr: u32) -> Result<(), Error> {
+        let bytes = self.run(
+            Command::new(Cc::PolicyPcr)
+                .handle(session)
+                .u16(0) // pcrDigest: the TPM uses the current value
+                .raw(&wire::pcr_selection(&[pcr])),
+        )?;
+        Response::parse(Cc::PolicyPcr, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// Replaces `session`'s digest, which must equal `approved`, by "authorised by the key
+    /// named `key_name`", proven by `ticket`.
+    pub fn policy_authorize(
+        &mut self,
+        session: u32,
+        approved: &[u8; 32],
+        key_name: &[u8],
+        ticket: &[u8],
+    ) -> Result<(), Error> {
+        let bytes = self.run(
+            Command::new(Cc::PolicyAuthorize)
+                .handle(session)
+                .b(approved)
+                .u16(0) // policyRef
+                .b(key_name)
+                .raw(ticket),
+        )?;
+        Response::parse(Cc::PolicyAuthorize, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// `session`'s policy digest now.
+    pub fn policy_digest(&mut self, session: u32) -> Result<Vec<u8>, Error> {
+        let bytes = self.run(Command::new(Cc::PolicyGetDigest).handle(session))?;
+        let mut r = Response::parse(Cc::PolicyGetDigest, &bytes, 0)?;
+        Ok(r.b()?.to_vec())
+    }
+
+    /// Loads `sealed` under `parent`.
+    pub fn load(&mut self, parent: u32, sealed: &Sealed) -> Result<u32, Error> {
+        let bytes = self.run(
+            Command::new(Cc::Load)
+                .handle(parent)
+                .password()
+                .raw(&sealed.private)
+                .raw(&sealed.public),
+        )?;
+        let r = Response::parse(Cc::Load, &bytes, 1)?;
+        Ok(r.handle.unwrap_or(0))
+    }
+
+    /// Unseals `item` with `session` (which ends with it).
+    pub fn unseal(&mut self, item: u32, session: u32) -> Result<Vec<u8>, Error> {
+        let bytes = self.run(Command::new(Cc::Unseal).handle(item).session(session, 0))?;
+        let mut r = Response::parse(Cc::Unseal, &bytes, 0)?;
+        Ok(r.b()?.to_vec())
+    }
+
+    /// Unseals `sealed` by a policy the vendor signed: finds the `.pcrsig` entry for PCR 11's
+    /// current value, has the TPM verify its signature with the image's key (`n`, `e`), and
+    /// satisfies PolicyPCR + PolicyAuthorize in one session. Every handle is flushed, also on
+    /// failure.
+    pub fn unseal_signed(
+        &mut self,
+        sealed: &Sealed,
+        key: (&[u8], u32),
+        signatures: &[PolicySignature],
+    ) -> Result<Vec<u8>, Error> {
+        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
+        let want = super::policy_pcr(PCR_KERNEL_BOOT, &pcr);
+        let entry = signatures
+            .iter()
+            .find(|s| s.pcrs == [PCR_KERNEL_BOOT] && s.pol.eq_ignore_ascii_case(&hex::encode(want)))
+            .ok_or_else(|| Error::NoPolicyForPcr {
+                pcr11: hex::encode(pcr),
+            })?;
+        let signature = super::base64_decode(&entry.sig)
+            .ok_or_else(|| Error::BadSignature("its sig is not base64".into()))?;
+        let (key_handle, name) = self.load_verify_key(key.0, key.1)?;
+        if sealed_policy(&sealed.public) != Some(authorized_policy(&name)) {
+            self.flush(key_handle)?;
+            return Err(Error::OtherKey);
+        }
+        let approved_hash: [u8; 32] = Sha256::digest(want).into();
+        let ticket = self.verify_signature(key_handle, &approved_hash, &signature);
+        self.flush(key_handle)?;
+        let ticket = ticket?;
+        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
+        let item = match self.load(srk, sealed) {
+            Ok(item) => item,
+            Err(e) => {
+                self.flush(srk)?;
+                return Err(e);
+            }
+        };
+        self.flush(srk)?;
+        let session = match self.start_policy_session() {
+            Ok(s) => s,
+            Err(e) => {
+                self.flush(item)?;
+                return Err(e);
+            }
+        };
+        let result = self
+            .policy_pcr(session, PCR_KERNEL_BOOT)
+            .and_then(|()| self.policy_authorize(session, &want, &name, &ticket))
+            .and_then(|()| self.unseal(item, session));
+        if result.is_err() {
+            let _ = self.flush(session);
+        }
+        self.flush(item)?;
+        result
+    }
+}
+
+/// The policy digest of "PolicyAuthorize by the key named `key_name`" (empty policyRef): what
+/// a secret is sealed to so that any policy that key signs unseals it.
+pub fn authorized_policy(key_name: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update((Cc::PolicyAuthorize as u32).to_be_bytes());
+    h.update(key_name);
+    let first: [u8; 32] = h.finalize().into();
+    // PolicyUpdate's second hash, over the (empty) policyRef.
+    Sha256::digest(first).into()
+}
+
+/// The `authPolicy` of a sealed object's `TPM2B_PUBLIC` (as [`wire::sealed_template`] lays it
+/// out), None if it is not one.
+pub fn sealed_policy(public: &[u8]) -> Option<[u8; 32]> {
+    // size(2) type(2) nameAlg(2) attributes(4) authPolicy size(2) = 32, then the digest.
+    let size = public.get(10..12)?;
+    if size != [0, 32] {
+        return None;
+    }
+    public.get(12..44)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sealed_policy_is_read_back_from_the_template() {
+        let policy = [7u8; 32];
+        let t = wire::sealed_template(&policy);
+        let mut public = u16::try_from(t.len()).unwrap().to_be_bytes().to_vec();
+        public.extend_from_slice(&t);
+        assert_eq!(sealed_policy(&public), Some(policy));
+        assert_eq!(sealed_policy(&public[..20]), None);
+        assert_eq!(sealed_policy(&[]), None);
+    }
+
+    #[test]
+    fn an_authorized_policy_depends_on_the_key() {
+        assert_ne!(authorized_policy(b"\x00\x0bA"), authorized_policy(b"\x00\x0bB"));
+    }
+}
