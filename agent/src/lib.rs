@@ -35,6 +35,7 @@ pub mod reset;
 pub mod services;
 pub mod slated;
 pub mod sys;
+pub mod tpm;
 
 /// Locks a mutex, taking over from a holder that panicked: every value the agent keeps behind
 /// one is consistent after each single change, and PID 1 and the agent must not die of it.

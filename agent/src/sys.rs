@@ -187,6 +187,19 @@ pub struct DmDevice {
 /// Creates a read-only device-mapper device with one target line and activates it.
 /// `table` is `(start sector, length, target type, parameters)`.
 pub fn dm_create_readonly(name: &str, table: (u64, u64, &str, &str)) -> Result<DmDevice> {
+    dm_create(name, table, DM_READONLY_FLAG)
+}
+
+/// Creates a writable device-mapper device (dm-crypt's `/data`) with one target line, and
+/// its node under /dev/mapper. The parameters may hold a key: they never reach an error
+/// message.
+pub fn dm_create_writable(name: &str, table: (u64, u64, &str, &str)) -> Result<DmDevice> {
+    let dm = dm_create(name, table, 0)?;
+    mknod_block(&format!("/dev/mapper/{name}"), dm.major, dm.minor)?;
+    Ok(dm)
+}
+
+fn dm_create(name: &str, table: (u64, u64, &str, &str), flags: u32) -> Result<DmDevice> {
     let control = File::options()
         .read(true)
         .write(true)
@@ -207,7 +220,7 @@ pub fn dm_create_readonly(name: &str, table: (u64, u64, &str, &str)) -> Result<D
     let (start, len, target, params) = table;
     let params_len = (params.len() + 1).div_ceil(8) * 8;
     let total = DM_IOCTL_SIZE + DM_SPEC_SIZE + params_len;
-    let mut load = dm_header(name, total, DM_READONLY_FLAG)?;
+    let mut load = dm_header(name, total, flags)?;
     load[20..24].copy_from_slice(&1u32.to_ne_bytes());
     let s = DM_IOCTL_SIZE;
     load[s..s + 8].copy_from_slice(&start.to_ne_bytes());
@@ -218,12 +231,15 @@ pub fn dm_create_readonly(name: &str, table: (u64, u64, &str, &str)) -> Result<D
     }
     load[s + 24..s + 24 + target.len()].copy_from_slice(target.as_bytes());
     load[s + DM_SPEC_SIZE..s + DM_SPEC_SIZE + params.len()].copy_from_slice(params.as_bytes());
+    // A crypt table's parameters carry the key: name the target, not its parameters.
+    let shown = if target == "crypt" { "…" } else { params };
     dm_call(
         &control,
         DM_TABLE_LOAD,
         &mut load,
-        &format!("table load for {name} ({target} {params})"),
+        &format!("table load for {name} ({target} {shown})"),
     )?;
+    load.fill(0);
 
     let mut resume = dm_header(name, DM_IOCTL_SIZE, 0)?;
     dm_call(

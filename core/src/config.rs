@@ -53,6 +53,12 @@ pub mod paths {
     pub const CHANNEL_CA: &str = "etc/slate/channel/ca.pem";
     /// Provenance of every input of the image.
     pub const PROVENANCE: &str = "usr/lib/slate/provenance.toml";
+    /// In the initramfs of a sealed-data image: the empty file system stage 1 writes into the
+    /// encrypted `/data` at enrolment ([`crate::sparse`]).
+    pub const DATA_TEMPLATE: &str = "usr/lib/slate/data-template";
+    /// In the initramfs of a measured-boot image: the PCR-signing key's public half (PEM), the
+    /// key `/data` is sealed to (measured with the initramfs, and the same as `.pcrpkey`).
+    pub const PCR_PUBLIC_KEY: &str = "usr/lib/slate/pcr-public-key.pem";
 }
 
 /// What stage 1 needs from the initramfs, beyond the kernel command line.
@@ -78,6 +84,20 @@ pub struct InitrdConfig {
     /// has Secure Boot off, since the root hash is then only as good as the ESP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// `/data` is encrypted with a key the TPM seals to the vendor's signed PCR policies
+    /// (`[tpm]`); None: plain ext4 as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_data: Option<SealedData>,
+}
+
+/// How stage 1 opens a sealed `/data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedData {
+    /// Without a TPM the image refuses to start (and falls back); otherwise `/data` is plain
+    /// and status warns.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// A hardware watchdog: PID 1 opens it early and feeds it while alive, so a hang reboots.

@@ -16,7 +16,7 @@
 //!               server's documents and feedback), version
 //! device files  config (the agent's TOML), osrelease, dhcp
 //! wire          api (status, outcomes, the `slate:` console markers), operator (roles)
-//! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num
+//! primitives    digest, fingerprint, der, x509 (validity, subject, CRLs), le, num, sparse
 //! ```
 
 // Casts that could truncate or wrap a size read from outside are errors here (CI denies
@@ -62,6 +62,7 @@ pub mod pe;
 pub mod policy;
 pub mod retry;
 pub mod slots;
+pub mod sparse;
 pub mod tpm;
 pub mod uki;
 pub mod verity;

@@ -5,8 +5,8 @@
 //! sections and key.
 
 use crate::util::*;
-use std::path::{Path, PathBuf};
 use slate_oracles::swtpm::Swtpm;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const MEASURE: &str = "/usr/lib/systemd/systemd-measure";
@@ -38,7 +38,10 @@ fn systemd_sign(files: &[(&str, PathBuf)], key: &Path, public: &Path, tpm: &Swtp
         .args(["--bank=sha256", "--phase=enter-initrd"])
         .arg(format!("--private-key={}", key.display()))
         .arg(format!("--public-key={}", public.display()))
-        .arg(format!("--tpm2-device=swtpm:port={}", tpm.port().unwrap_or(0))));
+        .arg(format!(
+            "--tpm2-device=swtpm:port={}",
+            tpm.port().unwrap_or(0)
+        )));
     stdout(&out)
 }
 
@@ -308,7 +311,10 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     c.flush(h).unwrap();
     let secret = c.random(64).unwrap();
     let sealed = c.seal(&secret, &authorized_policy(&name)).unwrap();
-    assert_eq!(c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap(), secret);
+    assert_eq!(
+        c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap(),
+        secret
+    );
 
     // Refused: v2's policy while v1 runs.
     let e2 = c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap_err();
@@ -325,8 +331,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     std::fs::create_dir_all(&strangers_dir).unwrap();
     let stranger = PcrSigner::load(&rsa_key(&strangers_dir, 2048)).unwrap();
     let strangers = stranger.sign(&refs(&v1), &scratch).unwrap().sha256;
-    let (sn, se) =
-        rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
+    let (sn, se) = rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
     let e4 = c.unseal_signed(&sealed, (&sn, se), &strangers).unwrap_err();
     assert!(matches!(e4, Error::OtherKey), "{e4}");
     // The TPM, not our check, refuses the stranger: bypass the check and ask it directly.
@@ -360,7 +365,10 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     c.flush(vh).unwrap();
     let late = direct_unseal(&mut c, &sealed, &pol, &vname, &ticket);
     let late = late.expect_err("the TPM unsealed after leave-initrd");
-    assert!(late.to_string().contains("PolicyAuthorize failed"), "{late}");
+    assert!(
+        late.to_string().contains("PolicyAuthorize failed"),
+        "{late}"
+    );
     drop(c);
     drop(tpm);
 
@@ -368,7 +376,10 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let tpm = Swtpm::tcp(&state).unwrap();
     let mut c = client(&tpm);
     boot_uki(&mut c, &refs(&v2));
-    assert_eq!(c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap(), secret);
+    assert_eq!(
+        c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap(),
+        secret
+    );
     drop(c);
     drop(tpm);
 
@@ -377,8 +388,13 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let mut c = client(&other);
     boot_uki(&mut c, &refs(&v1));
     let e6 = c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap_err();
-    assert!(e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"), "{e6}");
-    eprintln!("refused as they should be:\n  {e2}\n  {e3}\n  {e4}\n  {refused}\n  {e5}\n  {late}\n  {e6}");
+    assert!(
+        e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"),
+        "{e6}"
+    );
+    eprintln!(
+        "refused as they should be:\n  {e2}\n  {e3}\n  {e4}\n  {refused}\n  {e5}\n  {late}\n  {e6}"
+    );
 }
 
 fn refs(v: &[(slate_core::tpm::Section, Vec<u8>)]) -> Vec<(slate_core::tpm::Section, &[u8])> {

@@ -82,7 +82,10 @@ impl Swtpm {
                 .arg("--ctrl")
                 .arg(format!("type=unixio,path={}", sock.display()))
                 .arg("--log")
-                .arg(format!("file={},level=1", state.join("swtpm.log").display())),
+                .arg(format!(
+                    "file={},level=1",
+                    state.join("swtpm.log").display()
+                )),
         )?;
         let tpm = Swtpm {
             child,

@@ -52,6 +52,9 @@ pub struct VmConfig {
     /// Start the machine's real-time clock at this date (QEMU's `-rtc base=`, e.g.
     /// `2020-01-01`) instead of the host's time: a board whose RTC battery is flat.
     pub rtc_base: Option<String>,
+    /// Give the machine a TPM 2.0 (swtpm, started and stopped with QEMU) whose state lives
+    /// in this folder: the same folder is the same TPM across boots, a new one a new TPM.
+    pub tpm: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -77,6 +80,7 @@ impl VmConfig {
             secure_boot_vars: None,
             tls: None,
             rtc_base: None,
+            tpm: None,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Vm {
     /// Held while QEMU runs: released once it has exited, so a test that keeps a stopped
     /// machine around does not hold up the next one.
     slot: Option<SlotGuard>,
+    /// The machine's TPM, stopped after QEMU (fields drop after `Drop::drop` killed it).
+    _tpm: Option<slate_oracles::swtpm::Swtpm>,
 }
 
 impl Vm {
@@ -206,6 +208,25 @@ impl Vm {
         if let Some(base) = &cfg.rtc_base {
             cmd.args(["-rtc", &format!("base={base}")]);
         }
+        let tpm = match &cfg.tpm {
+            Some(state) => {
+                let tpm = slate_oracles::swtpm::Swtpm::for_vm(state).map_err(anyhow::Error::msg)?;
+                if let slate_oracles::swtpm::Endpoint::Socket(sock) = &tpm.endpoint {
+                    cmd.arg("-chardev")
+                        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+                        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                        .args([
+                            "-device",
+                            match cfg.arch {
+                                GuestArch::X86_64 => "tpm-tis,tpmdev=tpm0",
+                                GuestArch::Arm64 => "tpm-tis-device,tpmdev=tpm0",
+                            },
+                        ]);
+                }
+                Some(tpm)
+            }
+            None => None,
+        };
         if let Some(m) = &monitor {
             cmd.arg("-monitor")
                 .arg(format!("unix:{},server=on,wait=off", m.display()));
@@ -276,6 +297,7 @@ impl Vm {
             memory_mib: cfg.memory_mib,
             monitor,
             slot: Some(slot),
+            _tpm: tpm,
         })
     }
 

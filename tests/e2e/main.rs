@@ -16,5 +16,6 @@ mod hostile;
 mod pc;
 mod policy;
 mod secure_boot;
+mod tpm;
 mod update;
 mod verity;

@@ -29,6 +29,9 @@ pub enum Variant {
     SecureBoot,
     /// [`Variant::SecureBoot`] plus [`Variant::FailingHealth`]'s check.
     SecureBootFailingHealth,
+    /// [`Variant::SecureBoot`] with `/data` sealed by the TPM (`[tpm]` with its defaults:
+    /// `seal_data`, not `required`).
+    Sealed,
     /// The demo spec reporting to the in-repo DDI fleet server ([`crate::ddi::ddi`]).
     Fleet,
     /// [`Variant::Fleet`] plus [`Variant::FailingHealth`]'s check.
@@ -119,16 +122,20 @@ impl Variant {
                     Variant::closed_window()
                 );
             }
-            Variant::SecureBoot | Variant::SecureBootFailingHealth => {
+            Variant::SecureBoot | Variant::SecureBootFailingHealth | Variant::Sealed => {
                 let keys = crate::secure_boot_keys();
                 // With signed PCR policies: the firmware and systemd-stub boot UKIs that carry
-                // `.pcrsig` and `.pcrpkey`.
+                // `.pcrsig` and `.pcrpkey`. The Secure Boot scenarios run without a TPM and
+                // keep /data plain; the sealed one is the TPM scenarios'.
                 text += &format!(
                     "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n\n[tpm]\npcr_key = {:?}\n",
                     keys.join("db.key"),
                     keys.join("db.crt"),
                     keys.join("pcr.key")
                 );
+                if self != Variant::Sealed {
+                    text += "seal_data = false\n";
+                }
             }
             Variant::Pc => {
                 let fixed = "address = \"10.0.2.15/24\"\n";

@@ -101,6 +101,12 @@ fn ext4_blocks(sb: &[u8]) -> Option<(u64, u64)> {
 pub fn grow_filesystem(dev: &str, mount: &str) -> Result<()> {
     let name = Path::new(dev).file_name().context("device name")?;
     let part_bytes = sectors_of(&Path::new("/sys/class/block").join(name))? * SECTOR;
+    grow_filesystem_to(dev, mount, part_bytes)
+}
+
+/// Grows the ext4 on `dev` (mounted at `mount`) to `part_bytes`: for a device-mapper
+/// device, whose size its table gives.
+pub fn grow_filesystem_to(dev: &str, mount: &str, part_bytes: u64) -> Result<()> {
     let mut sb = vec![0u8; 1024];
     File::open(dev)
         .and_then(|f| f.read_exact_at(&mut sb, 1024))

@@ -3,6 +3,7 @@
 
 pub mod etc_overrides;
 pub mod grow;
+pub mod sealed_data;
 pub mod stage1;
 pub mod stage2;
 pub mod supervisor;

@@ -120,7 +120,14 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
     if let Err(e) = crate::init::grow::grow_partition(disk) {
         marker::warn(format!("growing data to the disk's end: {e:#}"));
     }
-    mount_data(EARLY_DATA)?;
+    match &cfg.sealed_data {
+        // The TPM unseals the key (or enrols one) and dm-crypt opens /data.
+        Some(sealed) => {
+            let part = partitions::find(layout::DATA_LABEL)?;
+            crate::init::sealed_data::mount(sealed, &part, EARLY_DATA)?;
+        }
+        None => mount_data(EARLY_DATA)?,
+    }
     // A factory reset the agent asked for, before anything reads /data.
     match crate::reset::carry_out(std::path::Path::new(EARLY_DATA)) {
         Ok(Some(r)) => marker::emit(&Marker::FactoryReset {

@@ -45,6 +45,10 @@ pub enum CutPoint {
     GrowEntriesWritten,
     /// The grow: the partition is grown, the file system not yet.
     GrowFilesystem,
+    /// A sealed `/data`'s enrolment: the sealed key is in the header, nothing formatted yet.
+    EnrolKeySealed,
+    /// Enrolment: the file system is written through dm-crypt, the header not yet "ready".
+    EnrolFormatted,
 }
 
 impl CutPoint {
@@ -73,6 +77,9 @@ impl CutPoint {
         CutPoint::GrowFilesystem,
     ];
 
+    /// Stage 1's steps in the first boot of a sealed `/data`, in order.
+    pub const ENROL: [CutPoint; 2] = [CutPoint::EnrolKeySealed, CutPoint::EnrolFormatted];
+
     /// The step's name, as the marker prints it and the harness asks for it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,6 +99,8 @@ impl CutPoint {
             CutPoint::GrowBackupWritten => "grow-backup-written",
             CutPoint::GrowEntriesWritten => "grow-entries-written",
             CutPoint::GrowFilesystem => "grow-filesystem",
+            CutPoint::EnrolKeySealed => "enrol-key-sealed",
+            CutPoint::EnrolFormatted => "enrol-formatted",
         }
     }
 }
@@ -115,6 +124,7 @@ impl FromStr for CutPoint {
             .into_iter()
             .chain(CutPoint::STAGE)
             .chain(CutPoint::GROW)
+            .chain(CutPoint::ENROL)
             .find(|c| c.as_str() == s)
             .ok_or_else(|| UnknownCutPoint(s.to_string()))
     }
@@ -130,6 +140,7 @@ mod tests {
             .into_iter()
             .chain(CutPoint::STAGE)
             .chain(CutPoint::GROW)
+            .chain(CutPoint::ENROL)
             .collect();
         for c in &all {
             assert_eq!(c.as_str().parse::<CutPoint>(), Ok(*c));

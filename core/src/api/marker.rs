@@ -312,6 +312,19 @@ pub enum Marker {
         /// The image was built with signed UKIs.
         built_for: bool,
     },
+    /// Stage 1 opened a sealed `/data` with the key the TPM unsealed (`enrolled`: this boot
+    /// sealed a new key and wrote the file system).
+    DataSealed {
+        /// `enrolled` or `unlocked`.
+        how: &'static str,
+        /// Milliseconds from the first TPM command to `/data` mounted.
+        ms: u64,
+    },
+    /// A sealed-data image's `/data` is not encrypted, and why (no TPM at enrolment).
+    DataPlain {
+        /// Why.
+        why: String,
+    },
     /// A stage of PID 1 failed; the machine reboots.
     StageFailed {
         /// `stage1` or `stage2`.
@@ -381,6 +394,8 @@ impl Marker {
             Marker::DataGrown { .. } => Kind::DataGrown,
             Marker::NetworkLease { .. } => Kind::NetworkLease,
             Marker::SecureBoot { .. } => Kind::SecureBoot,
+            Marker::DataSealed { .. } => Kind::DataSealed,
+            Marker::DataPlain { .. } => Kind::DataPlain,
             Marker::StageFailed {
                 stage: "stage1", ..
             } => Kind::Stage1Failed,

@@ -60,6 +60,10 @@ pub enum Kind {
     NetworkLease,
     /// `slate: secure boot on|off lockdown=… built_for=…`
     SecureBoot,
+    /// `slate: data sealed enrolled|unlocked ms=…`
+    DataSealed,
+    /// `slate: data plain: …`
+    DataPlain,
     /// `slate: channel up-to-date version=…`
     ChannelUpToDate,
     /// `slate: channel waiting version=… wave=… ready_at=…`
@@ -124,6 +128,8 @@ impl Kind {
             Kind::DataGrown => "data grown",
             Kind::NetworkLease => "network lease",
             Kind::SecureBoot => "secure boot",
+            Kind::DataSealed => "data sealed",
+            Kind::DataPlain => "data plain:",
             Kind::ChannelUpToDate => "channel up-to-date",
             Kind::ChannelWaiting => "channel waiting",
             Kind::ChannelUpdate => "channel update",

@@ -106,6 +106,8 @@ impl fmt::Display for Marker {
                 }
                 Ok(())
             }
+            Marker::DataSealed { how, ms } => write!(f, " {how} ms={ms}"),
+            Marker::DataPlain { why } => write!(f, " {why}"),
             Marker::StageFailed { error, .. } => write!(f, " {error}"),
             Marker::ServiceFailedToStart { name, error } => {
                 write!(f, " {name} failed to start: {error}")

@@ -114,6 +114,14 @@ fn golden_marker_texts() {
             "slate: secure boot off lockdown=none built_for=true; WARNING: this image was built for Secure Boot and the firmware has it off: its root hash is not authenticated".into(),
         ),
         (
+            Marker::DataSealed { how: "unlocked", ms: 120 },
+            "slate: data sealed unlocked ms=120".into(),
+        ),
+        (
+            Marker::DataPlain { why: "no TPM".into() },
+            "slate: data plain: no TPM".into(),
+        ),
+        (
             Marker::StageFailed { stage: "stage1", error: "x".into() },
             "slate: stage1 failed: x".into(),
         ),

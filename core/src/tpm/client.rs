@@ -38,7 +38,7 @@ pub enum Error {
 
 /// A secret sealed by this TPM: what it hands back at `Create`, stored on disk as is. Both
 /// parts are `TPM2B`s, size included.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sealed {
     /// `TPM2B_PRIVATE`: encrypted by the storage key, useless to any other TPM.
     pub private: Vec<u8>,
@@ -227,7 +227,11 @@ impl<T: Transport> Tpm<T> {
         }
         let mut ticket = tag.to_be_bytes().to_vec();
         ticket.extend_from_slice(&hierarchy.to_be_bytes());
-        ticket.extend_from_slice(&u16::try_from(ticket_digest.len()).unwrap_or(0).to_be_bytes());
+        ticket.extend_from_slice(
+            &u16::try_from(ticket_digest.len())
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
         ticket.extend_from_slice(ticket_digest);
         Ok(ticket)
     }
@@ -406,6 +410,9 @@ mod tests {
 
     #[test]
     fn an_authorized_policy_depends_on_the_key() {
-        assert_ne!(authorized_policy(b"\x00\x0bA"), authorized_policy(b"\x00\x0bB"));
+        assert_ne!(
+            authorized_policy(b"\x00\x0bA"),
+            authorized_policy(b"\x00\x0bB")
+        );
     }
 }

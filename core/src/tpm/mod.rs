@@ -7,6 +7,7 @@
 //! signature against it, and `systemd-measure` is its oracle in the tests.
 
 pub mod client;
+pub mod header;
 pub mod wire;
 
 use crate::der::{tag, Reader};
@@ -182,7 +183,10 @@ pub fn rsa_public_numbers(pkcs1: &[u8]) -> Result<(Vec<u8>, u32), KeyError> {
     if e.value.len() > 4 || e.value.is_empty() {
         return Err(KeyError::NotRsa("an exponent wider than 32 bits".into()));
     }
-    let exponent = e.value.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+    let exponent = e
+        .value
+        .iter()
+        .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
     Ok((modulus.to_vec(), exponent))
 }
 

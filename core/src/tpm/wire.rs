@@ -500,7 +500,10 @@ mod tests {
             .raw(&[0xAA; 32]);
         let b = c.bytes();
         assert_eq!(&b[0..2], &[0x80, 0x02]);
-        assert_eq!(u32::from_be_bytes([b[2], b[3], b[4], b[5]]) as usize, b.len());
+        assert_eq!(
+            u32::from_be_bytes([b[2], b[3], b[4], b[5]]) as usize,
+            b.len()
+        );
         assert_eq!(&b[6..10], &0x182u32.to_be_bytes());
         assert_eq!(&b[10..14], &11u32.to_be_bytes());
         // authorizationSize 9: handle, empty nonce, attributes, empty hmac.
@@ -527,7 +530,13 @@ mod tests {
         assert!(Response::parse(Cc::GetRandom, &lying, 0).is_err());
         let failed = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x8E];
         let e = Response::parse(Cc::Unseal, &failed, 0).unwrap_err();
-        assert_eq!(e, TpmError::Rc { cc: Cc::Unseal, rc: 0x98E });
+        assert_eq!(
+            e,
+            TpmError::Rc {
+                cc: Cc::Unseal,
+                rc: 0x98E
+            }
+        );
         assert!(e.to_string().contains("authorisation failed"), "{e}");
         assert!(describe(0x1DF).contains("another TPM"));
         assert!(Response::parse(Cc::Unseal, &[0x80], 0).is_err());

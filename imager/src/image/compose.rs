@@ -484,6 +484,16 @@ pub fn add_provenance(tree: &mut Tree, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the initramfs of a sealed-data image carries besides stage 1.
+pub struct SealedInitrd<'a> {
+    /// How stage 1 opens `/data`.
+    pub config: &'a slate_core::config::SealedData,
+    /// The empty file system (sparse) enrolment writes into the encrypted `/data`.
+    pub template: &'a [u8],
+    /// The PCR-signing key's public half, which `/data` is sealed to.
+    pub pcr_public_pem: &'a str,
+}
+
 /// Builds the initramfs tree; `test_hooks` (test images only) lets stage 1 stop at the
 /// harness's cut points too.
 pub fn initramfs(
@@ -493,6 +503,7 @@ pub fn initramfs(
     security_epoch: u64,
     test_hooks: bool,
     secure_boot: bool,
+    sealed: Option<SealedInitrd<'_>>,
 ) -> Result<Tree> {
     let mut tree = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
@@ -523,7 +534,18 @@ pub fn initramfs(
         security_epoch,
         test_hooks,
         secure_boot,
+        sealed_data: sealed.as_ref().map(|s| s.config.clone()),
     };
+    if let Some(s) = &sealed {
+        tree.insert(
+            &ip(&format!("/{}", paths::DATA_TEMPLATE)),
+            Node::bytes(s.template.to_vec(), 0o644),
+        )?;
+        tree.insert(
+            &ip(&format!("/{}", paths::PCR_PUBLIC_KEY)),
+            Node::bytes(s.pcr_public_pem.as_bytes().to_vec(), 0o644),
+        )?;
+    }
     tree.insert(
         &ip(&format!("/{}", paths::INITRD)),
         Node::bytes(toml_text(&cfg)?, 0o644),

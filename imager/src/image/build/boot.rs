@@ -23,6 +23,23 @@ const LOADER_CONF: &str = "timeout 0\neditor no\nauto-entries no\nauto-firmware 
 /// seconds, so the result is kept in the extraction cache under the sha256 of the archive: a
 /// rebuild with the same initramfs content reuses the same bytes.
 pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
+    let template = match inp.sealed_data {
+        Some(_) => Some(crate::image::write::ext4::template(
+            &inp.dir.join(".scratch"),
+            slate_core::Guid::derive("slate-data-uuid", &inp.id),
+            slate_core::Guid::derive("slate-data-hash-seed", &inp.id),
+            inp.epoch,
+        )?),
+        None => None,
+    };
+    let sealed = match (inp.sealed_data, &template, inp.pcr) {
+        (Some(config), Some(template), Some(pcr)) => Some(compose::SealedInitrd {
+            config,
+            template,
+            pcr_public_pem: pcr.public_pem(),
+        }),
+        _ => None,
+    };
     let tree = compose::initramfs(
         inp.kernel,
         &inp.board.board,
@@ -30,6 +47,7 @@ pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
         inp.security_epoch,
         inp.spec.spec.agent.test_hooks,
         inp.secure_boot.is_some(),
+        sealed,
     )?;
     let cpio = cpio::write(&tree, inp.mtime, Vec::new())?;
     let cached = inp.cache.map(|c| {

@@ -29,6 +29,13 @@ pub fn data_partition(inp: &Inputs<'_>, table: &Table, out: &Path) -> Result<()>
     let data_part = table
         .by_name(layout::DATA_LABEL)
         .context("layout has no data partition")?;
+    if inp.sealed_data.is_some() {
+        // Zeros: no header yet. The device enrols and writes its encrypted file system at
+        // its first boot, so the install environment never sees a key.
+        let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        f.set_len(data_part.size())?;
+        return Ok(());
+    }
     ext4::build(
         out,
         data_part.size(),

@@ -290,6 +290,13 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         Some(key) => Some(crate::image::write::pcr_policy::PcrSigner::load(key)?),
         None => None,
     };
+    // A measured-boot image seals /data to its signed policies unless the spec says not to.
+    let tpm_spec = spec.spec.tpm.as_ref();
+    let sealed_data = (pcr.is_some() && tpm_spec.is_none_or(|t| t.seal_data)).then(|| {
+        slate_core::config::SealedData {
+            required: tpm_spec.is_some_and(|t| t.required),
+        }
+    });
     let boot_retry = match &secure_boot {
         Some(_) => {
             crate::image::bootretry::locate(opts.agent_dir.as_deref(), board.board.arch, progress)?
@@ -344,11 +351,15 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     compose::add_provenance(&mut root, &prov_text)?;
     t.stage("kernel and modules");
     let extracted = &debs.extracted;
+    let mut modules = board.board.modules.clone();
+    if sealed_data.is_some() {
+        modules.extend(SEALED_DATA_MODULES.iter().map(|m| m.to_string()));
+    }
     let kernel = kernel::extract_cached(
         &debs.kernel,
         &debs.kernel_sha256,
         &board.board.kernel_package,
-        &board.board.modules,
+        &modules,
         Some(extracted),
     )?;
 
@@ -378,6 +389,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
         secure_boot: secure_boot.as_ref(),
         boot_retry: boot_retry.as_deref(),
         pcr: pcr.as_ref(),
+        sealed_data: sealed_data.as_ref(),
     };
     let result = write_outputs(&inputs, &mut t);
     let report = match result {
@@ -442,7 +454,13 @@ pub(crate) struct Inputs<'a> {
     boot_retry: Option<&'a [u8]>,
     /// A measured-boot image's PCR-signing key (`[tpm]`).
     pcr: Option<&'a crate::image::write::pcr_policy::PcrSigner>,
+    /// `/data` sealed by the TPM (`[tpm]`, `seal_data`).
+    sealed_data: Option<&'a slate_core::config::SealedData>,
 }
+
+/// The kernel modules a sealed `/data` needs besides the board's: dm-crypt, and AES-XTS's
+/// templates (AES itself is built into Debian's kernels).
+const SEALED_DATA_MODULES: [&str; 3] = ["dm_crypt", "xts", "ecb"];
 
 /// Writes every output into `inp.dir`, then `build.toml`.
 fn write_outputs(inp: &Inputs<'_>, t: &mut Timings) -> Result<Report> {

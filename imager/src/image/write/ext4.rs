@@ -12,6 +12,42 @@ use std::process::Command;
 
 /// Writes an empty ext4 of `size` bytes labelled `data` to `out`.
 pub fn build(out: &Path, size: u64, uuid: Guid, hash_seed: Guid, epoch: i64) -> Result<()> {
+    mkfs(out, size, uuid, hash_seed, epoch, &[], "")
+}
+
+/// The size of a sealed `/data`'s starting file system: stage 1 writes all of it through
+/// dm-crypt at enrolment, then grows it to the partition as any `/data` grows.
+pub const TEMPLATE_BYTES: u64 = 16 << 20;
+
+/// The empty file system a sealed `/data` starts from ([`TEMPLATE_BYTES`], sparse-encoded):
+/// room in its reserved GDT blocks to grow on line to any disk, and as many inodes per block
+/// group as the plain data partition has (one per 16 KiB of a full group), because the
+/// groups a grow adds get the first group's count.
+pub fn template(scratch: &Path, uuid: Guid, hash_seed: Guid, epoch: i64) -> Result<Vec<u8>> {
+    let out = scratch.join("data-template.ext4");
+    mkfs(
+        &out,
+        TEMPLATE_BYTES,
+        uuid,
+        hash_seed,
+        epoch,
+        &["-N", "8192"],
+        ",resize=4294967295",
+    )?;
+    let bytes = std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+    let _ = std::fs::remove_file(&out);
+    Ok(slate_core::sparse::encode(&bytes))
+}
+
+fn mkfs(
+    out: &Path,
+    size: u64,
+    uuid: Guid,
+    hash_seed: Guid,
+    epoch: i64,
+    extra: &[&str],
+    extended: &str,
+) -> Result<()> {
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     f.set_len(size)?;
     drop(f);
@@ -31,8 +67,9 @@ pub fn build(out: &Path, size: u64, uuid: Guid, hash_seed: Guid, epoch: i64) -> 
             ])
             .arg("-E")
             .arg(format!(
-                "hash_seed={hash_seed},root_owner=0:0,lazy_itable_init=1,nodiscard"
+                "hash_seed={hash_seed},root_owner=0:0,lazy_itable_init=1,nodiscard{extended}"
             ))
+            .args(extra)
             .arg(out),
         "making the data partition (mkfs.ext4)",
     )?;

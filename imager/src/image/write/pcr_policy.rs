@@ -20,6 +20,18 @@ use std::process::Command;
 pub struct TpmSpec {
     /// The PCR-signing private key, RSA-2048 PEM (relative to the spec; never in the image).
     pub pcr_key: PathBuf,
+    /// `/data` encrypted with a key the TPM seals to the policies `pcr_key` signs (default):
+    /// a stolen disk reveals nothing. `false` keeps `/data` plain ext4.
+    #[serde(default = "sealed_by_default")]
+    pub seal_data: bool,
+    /// Without a TPM the image refuses to start (and the device falls back); by default it
+    /// starts with `/data` plain and says so.
+    #[serde(default)]
+    pub required: bool,
+}
+
+fn sealed_by_default() -> bool {
+    true
 }
 
 /// A loaded PCR-signing key: where its private half is, and its public half as it goes into

@@ -1,0 +1,45 @@
+//! The device's TPM: the kernel's resource manager (`/dev/tpmrm0`) as a
+//! [`Transport`](slate_core::tpm::client::Transport) for the client in `slate_core::tpm`.
+//! The resource manager flushes whatever a closed handle left loaded, so a crash mid-sequence
+//! leaks nothing into the TPM.
+
+use slate_core::tpm::client::{Tpm, Transport};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// The resource-managed TPM device.
+pub const DEVICE: &str = "/dev/tpmrm0";
+
+/// `/dev/tpmrm0`, opened.
+#[derive(Debug)]
+pub struct DevTpm(File);
+
+impl Transport for DevTpm {
+    fn transact(&mut self, command: &[u8]) -> std::io::Result<Vec<u8>> {
+        // One write is one command; one read is its whole response (the driver's contract).
+        self.0.write_all(command)?;
+        let mut response = vec![0u8; 4096];
+        let n = self.0.read(&mut response)?;
+        response.truncate(n);
+        Ok(response)
+    }
+}
+
+/// The TPM, if the machine has one: waits up to `wait` for the driver to create the device
+/// (the TIS driver is built into the kernel, but probes asynchronously).
+pub fn open(wait: Duration) -> std::io::Result<Option<Tpm<DevTpm>>> {
+    let started = Instant::now();
+    loop {
+        match File::options().read(true).write(true).open(DEVICE) {
+            Ok(f) => return Ok(Some(Tpm::new(DevTpm(f)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if started.elapsed() >= wait {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Measured boot and a TPM-sealed `/data` (swtpm per machine, OVMF's Secure Boot build,
+//! systemd-stub measuring the UKI into PCR 11): the first boot enrols and formats, a reboot
+//! unlocks, the partition read on the host is noise; another TPM or a UKI the vendor's key
+//! did not sign cannot unlock it; an update to a newly signed UKI unlocks without
+//! re-enrolment.
+
+use slate_core::api::Kind;
+use slate_core::layout::Slot;
+use slate_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const SHELL: Duration = Duration::from_secs(30);
+/// What the device writes to `/data` and the host must not find on the partition.
+const SECRET: &str = "slate-sealed-data-canary-7f3a9c";
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("starting a tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Secure Boot firmware with the test keys, and the TPM whose state is in `tpm`.
+fn machine(tpm: &Path) -> impl FnOnce(&mut slate_qemu::VmConfig) + '_ {
+    move |c: &mut slate_qemu::VmConfig| {
+        c.secure_boot_vars = Some(secure_boot_keys().join("OVMF_VARS.fd"));
+        c.tpm = Some(tpm.to_path_buf());
+    }
+}
+
+/// The `ms=` of a `slate: data sealed …` line.
+fn unlock_ms(line: &str) -> u64 {
+    line.rsplit("ms=")
+        .next()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ms= in {line:?}"))
+}
+
+/// The data partition's bytes.
+fn data_partition(disk: &Path) -> Vec<u8> {
+    let (at, len) = partition(disk, slate_core::layout::DATA_LABEL).unwrap();
+    let bytes = std::fs::read(disk).unwrap();
+    bytes[at as usize..(at + len) as usize].to_vec()
+}
+
+/// The signed UKI `signed` with one byte of its `.osrel` changed and signed again by the db
+/// key: the firmware boots it, its PCR 11 is one the vendor's PCR key never signed.
+fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
+    let unsigned = work.join("osrel-changed-unsigned.efi");
+    let mut bytes = std::fs::read(signed).unwrap();
+    let pe = slate_core::pe::Pe::parse(&bytes).unwrap();
+    let osrel = pe.sections.iter().find(|s| s.name == ".osrel").unwrap();
+    let text = pe.section(&bytes, ".osrel").unwrap();
+    let at = String::from_utf8_lossy(text)
+        .find("ID=")
+        .expect("the UKI's os-release has an ID");
+    bytes[osrel.raw_offset as usize + at] = b'X';
+    std::fs::write(&unsigned, bytes).unwrap();
+    run(Command::new("sbattach").arg("--remove").arg(&unsigned));
+    let resigned = work.join("osrel-changed.efi");
+    let keys = secure_boot_keys();
+    run(Command::new("sbsign")
+        .arg("--key")
+        .arg(keys.join("db.key"))
+        .arg("--cert")
+        .arg(keys.join("db.crt"))
+        .arg("--output")
+        .arg(&resigned)
+        .arg(&unsigned));
+    resigned
+}
+
+/// Replaces the file `esp_path` on `disk`'s ESP with `with` (mtools on the partition).
+fn replace_on_esp(disk: &Path, esp_path: &str, with: &Path) {
+    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg(with)
+        .arg(format!("::/{esp_path}")));
+}
+
+#[test]
+fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an_unsigned_uki() {
+    use slate_imager::{operator::push, progress::Progress};
+    let v1 = image_variant("1.0.0", Variant::Sealed);
+    let v2 = bundle(image_variant("1.1.0", Variant::Sealed));
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let tpm = tmp.path().join("tpm");
+    // The imager reserved the header area and wrote no file system: enrolment is the device's.
+    assert!(
+        data_partition(&disk).iter().all(|&b| b == 0),
+        "the imager wrote something into a sealed data partition"
+    );
+
+    // First boot: enrols, formats; the application's data goes to /data.
+    let mut vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    let enrolled = vm
+        .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        enrolled.text.contains("sealed enrolled"),
+        "{}",
+        enrolled.text
+    );
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    vm.shell(
+        &format!("for i in 1 2 3 4 5 6 7 8; do echo {SECRET}; done > /data/canary; sync"),
+        SHELL,
+    )
+    .unwrap();
+    let mapped = vm.shell("grep ' /data ' /proc/mounts", SHELL).unwrap();
+    assert!(mapped.contains("/dev/mapper/data"), "{mapped}");
+    vm.shutdown(SHELL).unwrap();
+
+    // The host sees a header and noise: no ext4, none of the written bytes.
+    let data = data_partition(&disk);
+    assert_eq!(
+        &data[..8],
+        b"SLATEDAT",
+        "no header at the partition's start"
+    );
+    let fs = slate_core::tpm::header::PAYLOAD_OFFSET as usize;
+    assert_ne!(
+        &data[fs + 1080..fs + 1082],
+        &[0x53, 0xEF],
+        "an ext4 superblock in the clear"
+    );
+    assert!(
+        !data.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "the data written on the device is readable on the host"
+    );
+    let blkid = Command::new("blkid")
+        .arg("-p")
+        .arg("-O")
+        .arg(fs.to_string())
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&blkid.stdout).contains("ext4"),
+        "blkid finds ext4: {}",
+        String::from_utf8_lossy(&blkid.stdout)
+    );
+
+    // Second boot: unlocks (within half a second), the data is there.
+    let mut vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    let unlocked = vm
+        .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        unlocked.text.contains("sealed unlocked"),
+        "{}",
+        unlocked.text
+    );
+    let ms = unlock_ms(&unlocked.text);
+    eprintln!(
+        "tpm: enrolment {} ms, unlock {ms} ms",
+        unlock_ms(&enrolled.text)
+    );
+    assert!(ms <= 500, "unlocking took {ms} ms");
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    let read = vm.shell("head -1 /data/canary", SHELL).unwrap();
+    assert!(read.contains(SECRET), "{read}");
+
+    // v1 → v2, a newly signed UKI with another PCR 11: unlocks without re-enrolment.
+    let url = vm.agent_url().unwrap();
+    let acc = access(tmp.path());
+    let before_push = vm.mark();
+    let p = push::push(
+        &url,
+        &v2,
+        &acc,
+        true,
+        Some(Duration::from_secs(600)),
+        Progress::new(true),
+    )
+    .unwrap();
+    let s = p.outcome.expect("the push waited for a decision");
+    assert_eq!(
+        s.last_attempt.expect("an attempt").outcome,
+        slate_core::api::Outcome::Committed
+    );
+    assert!(
+        vm.saw(&format!("{} unlocked", Kind::DataSealed.prefix())),
+        "v2 did not unlock /data"
+    );
+    vm.wait_prompt("slate# ", before_push, SHELL).unwrap();
+    let read = vm.shell("head -1 /data/canary", SHELL).unwrap();
+    assert!(read.contains(SECRET), "{read}");
+    vm.shutdown(SHELL).unwrap();
+
+    // Another TPM (the disk in another machine, or the TPM cleared): refused, said why.
+    let other = tmp.path().join("other-tpm");
+    let vm = boot(&disk, tmp.path(), machine(&other)).unwrap();
+    let failed = vm
+        .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        failed.text.contains("unsealing the /data key") && failed.text.contains("another TPM"),
+        "{}",
+        failed.text
+    );
+    assert!(!vm.saw(&Kind::DataSealed.prefix()));
+    drop(vm);
+
+    // A UKI the firmware accepts (signed by the db key) but the vendor's PCR key did not
+    // sign: refused by the policy, said why.
+    let signed = tmp.path().join("esp-uki-b.efi");
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!(
+            "{}@@{}",
+            disk.display(),
+            partition(&disk, slate_core::layout::ESP_LABEL).unwrap().0
+        ))
+        .arg(format!("::/{}", slot_uki(&disk, Slot::B)))
+        .arg(&signed));
+    let changed = uki_not_in_the_policy(&signed, tmp.path());
+    replace_on_esp(&disk, &slot_uki(&disk, Slot::B), &changed);
+    let vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    let failed = vm
+        .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        failed
+            .text
+            .contains("no signed policy in this image is for PCR 11"),
+        "{}",
+        failed.text
+    );
+    assert!(!vm.saw(&Kind::DataSealed.prefix()));
+}
+
+/// The ESP path of `slot`'s entry UKI on `disk` (`EFI/Linux/slate-b-….efi`).
+fn slot_uki(disk: &Path, slot: Slot) -> String {
+    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
+    let out = Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-b", "-i"])
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg("::/EFI/Linux")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let prefix = format!("slate-{slot}-");
+    listing
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .find(|name| name.starts_with(&prefix) && name.ends_with(".efi"))
+        .map(|name| format!("EFI/Linux/{name}"))
+        .unwrap_or_else(|| panic!("no UKI of slot {slot} on the ESP: {listing}"))
+}
