@@ -43,3 +43,22 @@ pub fn open(wait: Duration) -> std::io::Result<Option<Tpm<DevTpm>>> {
         }
     }
 }
+
+/// Stage 1 of a measured-boot image without a sealed `/data`: extends both phases at once,
+/// so that the running system's PCR 11 matches no policy the vendor signed. No TPM: nothing
+/// to do; a TPM that fails is a warning (nothing depends on it in such an image).
+pub fn pass_initrd_phases() {
+    use slate_core::tpm::{ENTER_INITRD, LEAVE_INITRD, PCR_KERNEL_BOOT};
+    match open(Duration::from_secs(1)) {
+        Ok(Some(mut t)) => {
+            for phase in [ENTER_INITRD, LEAVE_INITRD] {
+                if let Err(e) = t.extend(PCR_KERNEL_BOOT, phase.as_bytes()) {
+                    crate::marker::warn(format!("extending PCR 11 with {phase}: {e}"));
+                    return;
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => crate::marker::warn(format!("opening {DEVICE}: {e}")),
+    }
+}

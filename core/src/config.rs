@@ -84,6 +84,11 @@ pub struct InitrdConfig {
     /// has Secure Boot off, since the root hash is then only as good as the ESP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// The UKIs carry signed PCR policies: with a TPM, stage 1 extends PCR 11 with
+    /// "enter-initrd" and "leave-initrd" (as systemd-pcrphase does), so that no process
+    /// after it can reach a value the vendor signed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub measured_boot: bool,
     /// `/data` is encrypted with a key the TPM seals to the vendor's signed PCR policies
     /// (`[tpm]`); None: plain ext4 as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]

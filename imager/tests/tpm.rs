@@ -101,17 +101,21 @@ fn slates_signed_pcr_policy_is_what_systemd_measure_signs() {
     let tpm = Swtpm::tcp(&tmp.path().join("swtpm")).unwrap();
     let signed = systemd_sign(&files, &key, &public, &tpm);
     let theirs: serde_json::Value = serde_json::from_str(&signed).unwrap();
-    let ours = signer.sign(&sections, &tmp.path().join("scratch")).unwrap();
+    let ours = signer
+        .sign(&sections, &tmp.path().join("scratch"), None)
+        .unwrap();
     assert_eq!(serde_json::to_value(&ours).unwrap(), theirs, "{signed}");
 
     // Its refused twins: another kernel, or another key, gives another policy or signature.
     let mut other = sections.clone();
     other[3].1 = b"another initrd";
-    let changed = signer.sign(&other, &tmp.path().join("scratch")).unwrap();
+    let changed = signer
+        .sign(&other, &tmp.path().join("scratch"), None)
+        .unwrap();
     assert_ne!(changed.sha256[0].pol, ours.sha256[0].pol);
     let stranger = PcrSigner::load(&rsa_key(tmp.path(), 2048)).unwrap();
     let strangers = stranger
-        .sign(&sections, &tmp.path().join("scratch"))
+        .sign(&sections, &tmp.path().join("scratch"), None)
         .unwrap();
     assert_ne!(strangers.sha256[0].sig, ours.sha256[0].sig);
     assert_ne!(strangers.sha256[0].pkfp, ours.sha256[0].pkfp);
@@ -198,11 +202,40 @@ fn a_measured_boot_build_carries_each_slots_signed_policy() {
             std::fs::read(&public).unwrap(),
             "the .pcrpkey section is not the key's public half"
         );
+        // A sealed /data (the default with a PCR key): the epoch index's write policy is
+        // systemd's PolicyPCR for the PCR 11 systemd-measure predicts, under Slate's
+        // policyRef; the unseal policy binds the epoch index (epoch 0) before it.
         let signed = systemd_sign(&files, &pcr_key, &public, &tpm);
         let theirs: serde_json::Value = serde_json::from_str(&signed).unwrap();
         let ours: serde_json::Value = serde_json::from_slice(&section(".pcrsig")).unwrap();
-        assert_eq!(ours, theirs, "uki-{slot}.efi's .pcrsig");
-        policies.push(ours["sha256"][0]["pol"].to_string());
+        let ours = ours["sha256"].as_array().unwrap().clone();
+        assert_eq!(ours.len(), 2, "uki-{slot}.efi's .pcrsig: {ours:?}");
+        assert_eq!(ours[1]["pol"], theirs["sha256"][0]["pol"], "{ours:?}");
+        assert_eq!(ours[1]["pkfp"], theirs["sha256"][0]["pkfp"], "{ours:?}");
+        assert_eq!(ours[1]["ref"], "slate-epoch-write");
+        let measured: Vec<(slate_core::tpm::Section, Vec<u8>)> = [
+            (slate_core::tpm::Section::Linux, ".linux"),
+            (slate_core::tpm::Section::Osrel, ".osrel"),
+            (slate_core::tpm::Section::Cmdline, ".cmdline"),
+            (slate_core::tpm::Section::Initrd, ".initrd"),
+            (slate_core::tpm::Section::Pcrpkey, ".pcrpkey"),
+        ]
+        .into_iter()
+        .map(|(s, name)| (s, section(name)))
+        .collect();
+        let pcr = slate_core::tpm::pcr11(&refs(&measured), &[slate_core::tpm::ENTER_INITRD]);
+        let pem = std::fs::read_to_string(&public).unwrap();
+        let (n, e) = slate_core::tpm::rsa_public_numbers(
+            &slate_core::tpm::rsa_public_key_der(&pem).unwrap(),
+        )
+        .unwrap();
+        let name = slate_core::tpm::policy::vendor_key_name(&n, e);
+        assert_eq!(
+            ours[0]["pol"],
+            hex::encode(slate_core::tpm::policy::unseal_policy(&name, 0, &pcr)).as_str()
+        );
+        assert!(ours[0].get("ref").is_none(), "{ours:?}");
+        policies.push(ours[0]["pol"].to_string());
     }
     // The slot is in the signed command line: each slot has its own policy.
     assert_ne!(policies[0], policies[1]);
@@ -267,13 +300,15 @@ fn boot_uki(c: &mut Client, sections: &[(slate_core::tpm::Section, &[u8])]) {
 }
 
 /// The whole of stage 1's unlock, judged by a real TPM: a secret sealed to "any policy the
-/// vendor's key signed" unseals for each signed UKI (an update needs no re-enrolment), and
-/// each way around it is refused — by the TPM itself where it matters, not only by our
-/// lookup: another UKI, after "leave-initrd", a stranger's key or signature, a changed
-/// signature, another TPM.
+/// vendor's key signed" unseals for each signed UKI whose epoch is not below the TPM's epoch
+/// index (an update needs no re-enrolment), and each way around it is refused — by the TPM
+/// itself where it matters, not only by our lookup: another UKI, after "leave-initrd", a
+/// stranger's key or signature, an older image once a newer one raised the index, another
+/// TPM.
 #[test]
 fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothing_else() {
-    use slate_core::tpm::client::{authorized_policy, Error};
+    use slate_core::tpm::client::Error;
+    use slate_core::tpm::policy::{self, EPOCH_INDEX};
     use slate_core::tpm::{
         rsa_public_key_der, rsa_public_numbers, Section, LEAVE_INITRD, PCR_KERNEL_BOOT,
     };
@@ -291,11 +326,14 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
             (Section::Pcrpkey, pem.clone()),
         ]
     };
+    // v1 of epoch 1, v2 of epoch 2.
     let v1 = uki(b"kernel 1");
     let v2 = uki(b"kernel 2");
-    let signed_v1 = signer.sign(&refs(&v1), &scratch).unwrap().sha256;
-    let signed_v2 = signer.sign(&refs(&v2), &scratch).unwrap().sha256;
+    let signed_v1 = signer.sign(&refs(&v1), &scratch, Some(1)).unwrap().sha256;
+    let signed_v2 = signer.sign(&refs(&v2), &scratch, Some(2)).unwrap().sha256;
+    assert_eq!(signed_v1.len(), 2, "an unseal and an epoch-write policy");
     let (n, e) = rsa_public_numbers(&rsa_public_key_der(signer.public_pem()).unwrap()).unwrap();
+    let vendor = (n.as_slice(), e);
 
     let state = tmp.path().join("tpm-state");
     let tpm = Swtpm::tcp(&state).unwrap();
@@ -306,80 +344,107 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
         slate_core::tpm::pcr11(&refs(&v1), &[slate_core::tpm::ENTER_INITRD]),
         "the TPM's PCR 11 is the imager's prediction"
     );
-    // Enrolment.
+    // The names the imager computed are the TPM's.
     let (h, name) = c.load_verify_key(&n, e).unwrap();
     c.flush(h).unwrap();
-    let secret = c.random(64).unwrap();
-    let sealed = c.seal(&secret, &authorized_policy(&name)).unwrap();
+    assert_eq!(name, policy::vendor_key_name(&n, e));
+    // Enrolment: the epoch index (defined, written 0 under the write policy), the key.
+    assert_eq!(c.epoch_index(vendor, &signed_v1, true).unwrap(), 0);
     assert_eq!(
-        c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap(),
+        c.nv_public(EPOCH_INDEX).unwrap().unwrap(),
+        policy::epoch_index_public(&name, true)
+    );
+    let secret = c.random(64).unwrap();
+    let sealed = c.seal_to_vendor(&secret, vendor).unwrap();
+    assert_eq!(
+        c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap(),
         secret
     );
 
-    // Refused: v2's policy while v1 runs.
-    let e2 = c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap_err();
+    // Refused: v2's policies while v1 runs.
+    let e2 = c.unseal_signed(&sealed, vendor, &signed_v2, 2).unwrap_err();
     assert!(matches!(e2, Error::NoPolicyForPcr { .. }), "{e2}");
     // Refused by the TPM: v1's right policy with a changed signature.
     let mut forged = signed_v1.clone();
     let mut sig = slate_core::tpm::base64_decode(&forged[0].sig).unwrap();
     sig[100] ^= 1;
     forged[0].sig = slate_core::tpm::base64_encode(&sig);
-    let e3 = c.unseal_signed(&sealed, (&n, e), &forged).unwrap_err();
+    let e3 = c.unseal_signed(&sealed, vendor, &forged, 1).unwrap_err();
     assert!(e3.to_string().contains("VerifySignature failed"), "{e3}");
-    // A stranger's key signing v1's policy: not the key /data was sealed to.
+    // The write policy (another policyRef) cannot unseal, even passed as the unseal one.
+    let mut wrong_ref = signed_v1.clone();
+    wrong_ref[0].sig = wrong_ref[1].sig.clone();
+    let e3b = c.unseal_signed(&sealed, vendor, &wrong_ref, 1).unwrap_err();
+    assert!(e3b.to_string().contains("VerifySignature failed"), "{e3b}");
+    // A stranger's key signing v1's policies: not the key /data was sealed to.
     let strangers_dir = tmp.path().join("stranger");
     std::fs::create_dir_all(&strangers_dir).unwrap();
-    let stranger = PcrSigner::load(&rsa_key(&strangers_dir, 2048)).unwrap();
-    let strangers = stranger.sign(&refs(&v1), &scratch).unwrap().sha256;
+    let stranger_key = rsa_key(&strangers_dir, 2048);
+    let stranger = PcrSigner::load(&stranger_key).unwrap();
+    let strangers = stranger.sign(&refs(&v1), &scratch, Some(1)).unwrap().sha256;
     let (sn, se) = rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
-    let e4 = c.unseal_signed(&sealed, (&sn, se), &strangers).unwrap_err();
+    let e4 = c
+        .unseal_signed(&sealed, (&sn, se), &strangers, 1)
+        .unwrap_err();
     assert!(matches!(e4, Error::OtherKey), "{e4}");
-    // The TPM, not our check, refuses the stranger: bypass the check and ask it directly.
-    let (sh, sname) = c.load_verify_key(&sn, se).unwrap();
-    let pol: [u8; 32] = hex::decode(&strangers[0].pol).unwrap().try_into().unwrap();
-    let ticket = c
-        .verify_signature(
-            sh,
-            &sha2_256(&pol),
-            &slate_core::tpm::base64_decode(&strangers[0].sig).unwrap(),
-        )
-        .unwrap();
-    c.flush(sh).unwrap();
-    let refused = direct_unseal(&mut c, &sealed, &pol, &sname, &ticket);
-    let refused = refused.expect_err("the TPM unsealed for a stranger's key");
+    // The TPM, not our check, refuses the stranger: bypass the check and ask it directly,
+    // with the stranger's signature over the very policy the session reaches.
+    let pol_file = tmp.path().join("pol.bin");
+    std::fs::write(&pol_file, hex::decode(&signed_v1[0].pol).unwrap()).unwrap();
+    let strangers_sig = ok(Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&stranger_key)
+        .arg(&pol_file))
+    .stdout;
+    let mut forged_by_stranger = signed_v1[0].clone();
+    forged_by_stranger.sig = slate_core::tpm::base64_encode(&strangers_sig);
+    let refused = direct_unseal(&mut c, &sealed, (&sn, se), &forged_by_stranger, 1)
+        .expect_err("the TPM unsealed for a stranger's key");
     assert!(refused.to_string().contains("Unseal failed"), "{refused}");
 
     // After "leave-initrd" nothing unseals, not even with v1's ticket passed straight in.
     c.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes()).unwrap();
-    let e5 = c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap_err();
+    let e5 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
     assert!(matches!(e5, Error::NoPolicyForPcr { .. }), "{e5}");
-    let (vh, vname) = c.load_verify_key(&n, e).unwrap();
-    let pol: [u8; 32] = hex::decode(&signed_v1[0].pol).unwrap().try_into().unwrap();
-    let ticket = c
-        .verify_signature(
-            vh,
-            &sha2_256(&pol),
-            &slate_core::tpm::base64_decode(&signed_v1[0].sig).unwrap(),
-        )
-        .unwrap();
-    c.flush(vh).unwrap();
-    let late = direct_unseal(&mut c, &sealed, &pol, &vname, &ticket);
-    let late = late.expect_err("the TPM unsealed after leave-initrd");
+    let late = direct_unseal(&mut c, &sealed, vendor, &signed_v1[0], 1)
+        .expect_err("the TPM unsealed after leave-initrd");
     assert!(
         late.to_string().contains("PolicyAuthorize failed"),
         "{late}"
     );
+    // Nor can the index be written then (the running system lowering or raising it).
+    let e5b = c.raise_epoch(vendor, &signed_v1, 0).unwrap_err();
+    assert!(matches!(e5b, Error::NoPolicyForPcr { .. }), "{e5b}");
     drop(c);
     drop(tpm);
 
-    // A reboot into v2 (the same TPM, PCRs reset): unseals without re-enrolment.
+    // A reboot into v2 (the same TPM, PCRs reset): unseals without re-enrolment; committed,
+    // its stage 1 raises the index to 2.
     let tpm = Swtpm::tcp(&state).unwrap();
     let mut c = client(&tpm);
     boot_uki(&mut c, &refs(&v2));
+    assert_eq!(c.epoch_index(vendor, &signed_v2, false).unwrap(), 0);
     assert_eq!(
-        c.unseal_signed(&sealed, (&n, e), &signed_v2).unwrap(),
+        c.unseal_signed(&sealed, vendor, &signed_v2, 2).unwrap(),
         secret
     );
+    c.raise_epoch(vendor, &signed_v2, 2).unwrap();
+    assert_eq!(c.nv_read_u64(EPOCH_INDEX).unwrap(), 2);
+    drop(c);
+    drop(tpm);
+
+    // v1 put back (signed, its PCR 11 as signed): the TPM refuses it now.
+    let tpm = Swtpm::tcp(&state).unwrap();
+    let mut c = client(&tpm);
+    boot_uki(&mut c, &refs(&v1));
+    let e7 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
+    assert!(
+        matches!(e7, Error::BelowTpmFloor { epoch: 1, floor: 2 }),
+        "{e7}"
+    );
+    let by_tpm = direct_unseal(&mut c, &sealed, vendor, &signed_v1[0], 1)
+        .expect_err("the TPM unsealed for an image below its epoch index");
+    assert!(by_tpm.to_string().contains("PolicyNv failed"), "{by_tpm}");
     drop(c);
     drop(tpm);
 
@@ -387,43 +452,47 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let other = Swtpm::tcp(&tmp.path().join("other-tpm")).unwrap();
     let mut c = client(&other);
     boot_uki(&mut c, &refs(&v1));
-    let e6 = c.unseal_signed(&sealed, (&n, e), &signed_v1).unwrap_err();
+    c.epoch_index(vendor, &signed_v1, true).unwrap();
+    let e6 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
     assert!(
         e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"),
         "{e6}"
     );
-    eprintln!(
-        "refused as they should be:\n  {e2}\n  {e3}\n  {e4}\n  {refused}\n  {e5}\n  {late}\n  {e6}"
-    );
+    eprintln!("refused as they should be:\n  {e2}\n  {e3}\n  {e3b}\n  {e4}\n  {refused}\n  {e5}\n  {late}\n  {e5b}\n  {e7}\n  {by_tpm}\n  {e6}");
 }
 
-fn refs(v: &[(slate_core::tpm::Section, Vec<u8>)]) -> Vec<(slate_core::tpm::Section, &[u8])> {
-    v.iter().map(|(s, d)| (*s, d.as_slice())).collect()
-}
-
-fn sha2_256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
-
-/// PolicyPCR + PolicyAuthorize + Unseal with no check of ours in between.
+/// PolicyNV + PolicyPCR + PolicyAuthorize + Unseal with `entry`, no check of ours in between.
 fn direct_unseal(
     c: &mut Client,
     sealed: &slate_core::tpm::client::Sealed,
-    pol: &[u8; 32],
-    name: &[u8],
-    ticket: &[u8],
+    vendor: (&[u8], u32),
+    entry: &slate_core::tpm::PolicySignature,
+    epoch: u64,
 ) -> Result<Vec<u8>, slate_core::tpm::client::Error> {
-    use slate_core::tpm::wire;
+    use slate_core::tpm::{policy, wire};
+    let pol: [u8; 32] = hex::decode(&entry.pol).unwrap().try_into().unwrap();
+    let (key, name) = c.load_verify_key(vendor.0, vendor.1)?;
+    let ticket = c.verify_signature(
+        key,
+        &policy::signed_digest(&pol, b""),
+        &slate_core::tpm::base64_decode(&entry.sig).unwrap(),
+    );
+    c.flush(key)?;
+    let ticket = ticket?;
     let (srk, _) = c.create_primary(wire::RH_OWNER, &wire::srk_template())?;
     let item = c.load(srk, sealed)?;
     c.flush(srk)?;
     let session = c.start_policy_session()?;
     let result = c
-        .policy_pcr(session, slate_core::tpm::PCR_KERNEL_BOOT)
-        .and_then(|()| c.policy_authorize(session, pol, name, ticket))
+        .policy_nv_at_most(session, policy::EPOCH_INDEX, epoch)
+        .and_then(|()| c.policy_pcr(session, slate_core::tpm::PCR_KERNEL_BOOT))
+        .and_then(|()| c.policy_authorize(session, &pol, b"", &name, &ticket))
         .and_then(|()| c.unseal(item, session));
     let _ = c.flush(session);
     c.flush(item)?;
     result
+}
+
+fn refs(v: &[(slate_core::tpm::Section, Vec<u8>)]) -> Vec<(slate_core::tpm::Section, &[u8])> {
+    v.iter().map(|(s, d)| (*s, d.as_slice())).collect()
 }

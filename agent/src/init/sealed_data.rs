@@ -3,14 +3,15 @@
 //! dm-crypt after it.
 //!
 //! ```text
-//! extend PCR 11 "enter-initrd"
+//! extend PCR 11 "enter-initrd"; the TPM's epoch index made and written on a first boot
 //! no header  → enrol: a new key from the TPM and the kernel, sealed to "any PCR 11 policy the
 //!              image's vendor key signed"; header "formatting"      (cut: enrol again)
 //! formatting → unseal; write the template ext4 through dm-crypt; header "ready"
 //!                                                                   (cut: write it again)
-//! ready      → unseal by the UKI's signed policy (/.extra/tpm2-pcr-signature.json)
-//! extend PCR 11 "leave-initrd"  — nothing started later can unseal the key again
-//! mount /dev/mapper/data, grow it to the partition
+//! ready      → unseal by the UKI's signed policy (/.extra/tpm2-pcr-signature.json): the
+//!              epoch index ≤ this image's epoch, PCR 11 as signed
+//! mount /dev/mapper/data, grow it; raise the epoch index to the committed floor on /data
+//! extend PCR 11 "leave-initrd"  — nothing started later can unseal the key or write the index
 //! ```
 //! Without a TPM: an image that requires one stops here (stage 1 fails, boot counting falls
 //! back); any other writes the template plain behind a dm-linear mapping (header "plain") and
@@ -25,7 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use slate_core::api::Marker;
 use slate_core::config::{paths, SealedData};
 use slate_core::gpt::SECTOR;
-use slate_core::tpm::client::{authorized_policy, Tpm, Transport};
+use slate_core::tpm::client::{Tpm, Transport};
 use slate_core::tpm::header::{self, Header, HeaderError, State};
 use slate_core::tpm::{self as tpmcore, PcrSig, ENTER_INITRD, LEAVE_INITRD, PCR_KERNEL_BOOT};
 use std::fs::File;
@@ -40,15 +41,53 @@ const MIN_PAYLOAD: u64 = 16 << 20;
 /// Where systemd-stub leaves the UKI's `.pcrsig` for the initrd.
 pub const SIGNATURE: &str = "/.extra/tpm2-pcr-signature.json";
 
-/// Opens the data partition `part` as `cfg` says and mounts it at `target`.
-pub fn mount(cfg: &SealedData, part: &str, target: &str) -> Result<()> {
+/// The image's signed policies and the key they are signed with.
+struct Vendor {
+    key: (Vec<u8>, u32),
+    signatures: Vec<slate_core::tpm::PolicySignature>,
+}
+
+impl Vendor {
+    fn key(&self) -> (&[u8], u32) {
+        (&self.key.0, self.key.1)
+    }
+}
+
+/// Opens the data partition `part` as `cfg` says and mounts it at `target`; `epoch` is this
+/// image's security epoch. With a TPM, PCR 11 leaves the "enter-initrd" value on every path
+/// out of here, failures included.
+pub fn mount(cfg: &SealedData, part: &str, target: &str, epoch: u64) -> Result<()> {
     let started = uptime_ms();
     let mut tpm = crate::tpm::open(Duration::from_secs(1))
         .with_context(|| format!("opening {}", crate::tpm::DEVICE))?;
-    if let Some(t) = &mut tpm {
-        t.extend(PCR_KERNEL_BOOT, ENTER_INITRD.as_bytes())
-            .context("extending PCR 11 with enter-initrd")?;
+    let result = match tpm.as_mut() {
+        Some(t) => t
+            .extend(PCR_KERNEL_BOOT, ENTER_INITRD.as_bytes())
+            .context("extending PCR 11 with enter-initrd")
+            .and_then(|()| open_and_mount(cfg, part, target, epoch, Some(t))),
+        None => open_and_mount::<crate::tpm::DevTpm>(cfg, part, target, epoch, None),
+    };
+    if let Some(t) = tpm.as_mut() {
+        t.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes())
+            .context("extending PCR 11 with leave-initrd")?;
     }
+    if let Some(how) = result? {
+        marker::emit(&Marker::DataSealed {
+            how,
+            ms: uptime_ms().saturating_sub(started),
+        });
+    }
+    Ok(())
+}
+
+/// Everything between the two phases: the sealed (`Some(how)`) or plain (`None`) `/data`.
+fn open_and_mount<T: Transport>(
+    cfg: &SealedData,
+    part: &str,
+    target: &str,
+    epoch: u64,
+    mut tpm: Option<&mut Tpm<T>>,
+) -> Result<Option<&'static str>> {
     let name = Path::new(part).file_name().context("partition name")?;
     let part_bytes = sectors_of(&Path::new("/sys/class/block").join(name))? * SECTOR;
     let payload_bytes = part_bytes
@@ -64,8 +103,23 @@ pub fn mount(cfg: &SealedData, part: &str, target: &str) -> Result<()> {
     dev.read_exact_at(&mut area, 0)
         .with_context(|| format!("reading the header of {part}"))?;
     let found = Header::pick(&area);
+    let mut vendor = None;
+    if let Some(t) = tpm.as_deref_mut() {
+        let v = Vendor {
+            key: vendor_key()?,
+            signatures: signatures()?,
+        };
+        let floor = t
+            .epoch_index(v.key(), &v.signatures, found == Err(HeaderError::Absent))
+            .context("the TPM's epoch index")?;
+        if floor > epoch {
+            return Err(slate_core::tpm::client::Error::BelowTpmFloor { epoch, floor })
+                .context("unsealing the /data key");
+        }
+        vendor = Some(v);
+    }
 
-    let how = match (found, tpm.as_mut()) {
+    let how = match (found, tpm.as_deref_mut()) {
         (Err(HeaderError::Damaged(why)), _) => bail!(
             "the header of the sealed data partition {part} is damaged ({why}); /data cannot be unlocked (recovery: docs/tpm.md)"
         ),
@@ -90,21 +144,24 @@ pub fn mount(cfg: &SealedData, part: &str, target: &str) -> Result<()> {
                     crate::tpm::DEVICE
                 ),
             });
-            return mount_and_grow(&mapped, target, payload_bytes);
+            mount_and_grow(&mapped, target, payload_bytes)?;
+            return Ok(None);
         }
         (Ok(h), _) if h.state == State::Plain => {
             let mapped = open_plain(part, payload_bytes)?;
             marker::emit(&Marker::DataPlain {
                 why: "enrolled without a TPM: /data is not encrypted (a factory reset with a TPM present seals it)".into(),
             });
-            return mount_and_grow(&mapped, target, payload_bytes);
+            mount_and_grow(&mapped, target, payload_bytes)?;
+            return Ok(None);
         }
         (Ok(_), None) => bail!(
             "/data is sealed by a TPM and this machine has none ({} is missing): it cannot be unlocked",
             crate::tpm::DEVICE
         ),
         (Err(HeaderError::Absent), Some(t)) => {
-            let (key, sealed) = enrol(t)?;
+            let v = vendor.as_ref().context("the vendor key")?;
+            let (key, sealed) = enrol(t, v)?;
             let h = Header {
                 generation: 1,
                 state: State::Formatting,
@@ -114,14 +171,15 @@ pub fn mount(cfg: &SealedData, part: &str, target: &str) -> Result<()> {
             };
             write_header(&dev, &h)?;
             crate::hooks::cut_point(slate_core::api::CutPoint::EnrolKeySealed);
-            finish(t)?;
             let mapped = open_crypt(part, &key, payload_bytes)?;
             format(&dev, &mapped, h)?;
             "enrolled"
         }
         (Ok(h), Some(t)) => {
-            let key = unseal(t, &h)?;
-            finish(t)?;
+            let v = vendor.as_ref().context("the vendor key")?;
+            let key = t
+                .unseal_signed(&h.sealed, v.key(), &v.signatures, epoch)
+                .context("unsealing the /data key")?;
             let mapped = open_crypt(part, &key, payload_bytes)?;
             if h.state == State::Formatting {
                 format(&dev, &mapped, h)?;
@@ -133,17 +191,31 @@ pub fn mount(cfg: &SealedData, part: &str, target: &str) -> Result<()> {
     };
     let mapped = format!("/dev/mapper/{DM_NAME}");
     mount_and_grow(&mapped, target, payload_bytes)?;
-    marker::emit(&Marker::DataSealed {
-        how,
-        ms: uptime_ms().saturating_sub(started),
-    });
+    if let (Some(t), Some(v)) = (tpm, vendor.as_ref()) {
+        raise_to_floor(t, v, epoch)?;
+    }
+    Ok(Some(how))
+}
+
+/// Raises the TPM's epoch index to the floor the agent committed on `/data` (never above
+/// this image's epoch: the floor's own check stops such a boot right after), so that older
+/// images' policies no longer unseal.
+fn raise_to_floor<T: Transport>(t: &mut Tpm<T>, v: &Vendor, epoch: u64) -> Result<()> {
+    let floor = crate::floor::read().min(epoch);
+    let index = t.nv_read_u64(slate_core::tpm::policy::EPOCH_INDEX)?;
+    if floor > index {
+        t.raise_epoch(v.key(), &v.signatures, floor)
+            .with_context(|| format!("raising the TPM's epoch index to {floor}"))?;
+    }
     Ok(())
 }
 
 /// A new key, from the TPM's generator and the kernel's together, sealed to the image's
 /// vendor key.
-fn enrol<T: Transport>(t: &mut Tpm<T>) -> Result<(Vec<u8>, slate_core::tpm::client::Sealed)> {
-    let (n, e) = vendor_key()?;
+fn enrol<T: Transport>(
+    t: &mut Tpm<T>,
+    v: &Vendor,
+) -> Result<(Vec<u8>, slate_core::tpm::client::Sealed)> {
     let mut key = t.random(usize::from(header::KEY_BYTES))?;
     let mut kernel = vec![0u8; key.len()];
     rustix::rand::getrandom(&mut kernel, rustix::rand::GetRandomFlags::empty())
@@ -151,29 +223,18 @@ fn enrol<T: Transport>(t: &mut Tpm<T>) -> Result<(Vec<u8>, slate_core::tpm::clie
     for (k, r) in key.iter_mut().zip(&kernel) {
         *k ^= r;
     }
-    let (handle, name) = t.load_verify_key(&n, e)?;
-    t.flush(handle)?;
-    let sealed = t.seal(&key, &authorized_policy(&name))?;
+    let sealed = t.seal_to_vendor(&key, v.key())?;
     Ok((key, sealed))
 }
 
-/// The key of `h`, unsealed by the UKI's signed policy.
-fn unseal<T: Transport>(t: &mut Tpm<T>, h: &Header) -> Result<Vec<u8>> {
-    let (n, e) = vendor_key()?;
+/// The UKI's signed policies, as systemd-stub passed them.
+fn signatures() -> Result<Vec<slate_core::tpm::PolicySignature>> {
     let text = std::fs::read_to_string(SIGNATURE).with_context(|| {
         format!("reading {SIGNATURE}: the UKI carries no signed PCR policy (.pcrsig), so /data cannot be unlocked")
     })?;
     let sig: PcrSig =
         serde_json::from_str(&text).with_context(|| format!("parsing {SIGNATURE}"))?;
-    t.unseal_signed(&h.sealed, (&n, e), &sig.sha256)
-        .context("unsealing the /data key")
-}
-
-/// Extends "leave-initrd": from here on no process can satisfy the signed policy.
-fn finish<T: Transport>(t: &mut Tpm<T>) -> Result<()> {
-    t.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes())
-        .context("extending PCR 11 with leave-initrd")?;
-    Ok(())
+    Ok(sig.sha256)
 }
 
 /// The image's PCR-signing key (in the measured initramfs): modulus and exponent.

@@ -124,9 +124,14 @@ fn boot(started: u64) -> Result<std::convert::Infallible> {
         // The TPM unseals the key (or enrols one) and dm-crypt opens /data.
         Some(sealed) => {
             let part = partitions::find(layout::DATA_LABEL)?;
-            crate::init::sealed_data::mount(sealed, &part, EARLY_DATA)?;
+            crate::init::sealed_data::mount(sealed, &part, EARLY_DATA, cfg.security_epoch)?;
         }
-        None => mount_data(EARLY_DATA)?,
+        None => {
+            if cfg.measured_boot {
+                crate::tpm::pass_initrd_phases();
+            }
+            mount_data(EARLY_DATA)?;
+        }
     }
     // A factory reset the agent asked for, before anything reads /data.
     match crate::reset::carry_out(std::path::Path::new(EARLY_DATA)) {

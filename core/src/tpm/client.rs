@@ -4,7 +4,7 @@
 //! policy) are in [`Tpm::seal`] and [`Tpm::unseal_signed`].
 
 use super::wire::{self, alg, Cc, Command, Response, TpmError};
-use super::{PolicySignature, PCR_KERNEL_BOOT};
+use super::{policy, PolicySignature, PCR_KERNEL_BOOT};
 use sha2::{Digest, Sha256};
 
 /// Something that carries a command to a TPM and brings its whole response back.
@@ -31,6 +31,23 @@ pub enum Error {
     /// The `.pcrsig` entry does not decode.
     #[error("the signed policy is malformed: {0}")]
     BadSignature(String),
+    /// The TPM's epoch index is above this image's epoch: a newer image was committed.
+    #[error("this image's security epoch {epoch} is below the TPM's floor {floor}: a newer image was committed on this device, and the TPM will not unseal /data for an older one")]
+    BelowTpmFloor {
+        /// This image's epoch.
+        epoch: u64,
+        /// The index's value.
+        floor: u64,
+    },
+    /// The epoch index is missing or unwritten although a key was sealed on this TPM.
+    #[error("the TPM's epoch index is gone although /data was sealed on this TPM: it was deleted (to let an older image unseal?); /data stays locked — recovery is a factory reset")]
+    IndexGone,
+    /// The epoch index exists with another public area (another vendor key made it).
+    #[error("the TPM's epoch index {index:#010x} was made for another vendor key; clear the TPM (which also loses /data) to use it with this one")]
+    ForeignIndex {
+        /// The index.
+        index: u32,
+    },
     /// The public key in the image is not the one the secret was sealed to.
     #[error("the image's PCR-signing key is not the key /data was sealed to: this image was signed by another vendor key")]
     OtherKey,
@@ -271,6 +288,7 @@ impl<T: Transport> Tpm<T> {
         &mut self,
         session: u32,
         approved: &[u8; 32],
+        policy_ref: &[u8],
         key_name: &[u8],
         ticket: &[u8],
     ) -> Result<(), Error> {
@@ -278,7 +296,7 @@ impl<T: Transport> Tpm<T> {
             Command::new(Cc::PolicyAuthorize)
                 .handle(session)
                 .b(approved)
-                .u16(0) // policyRef
+                .b(policy_ref)
                 .b(key_name)
                 .raw(ticket),
         )?;
@@ -313,73 +331,233 @@ impl<T: Transport> Tpm<T> {
         Ok(r.b()?.to_vec())
     }
 
-    /// Unseals `sealed` by a policy the vendor signed: finds the `.pcrsig` entry for PCR 11's
-    /// current value, has the TPM verify its signature with the image's key (`n`, `e`), and
-    /// satisfies PolicyPCR + PolicyAuthorize in one session. Every handle is flushed, also on
-    /// failure.
+    /// Binds `session` to "the 8-byte value of `index` ≤ `bound`", reading the index with
+    /// owner authorisation.
+    pub fn policy_nv_at_most(&mut self, session: u32, index: u32, bound: u64) -> Result<(), Error> {
+        let (operand, offset, op) = policy::policy_nv_operands(bound);
+        let bytes = self.run(
+            Command::new(Cc::PolicyNv)
+                .handle(wire::RH_OWNER)
+                .handle(index)
+                .handle(session)
+                .password()
+                .b(&operand)
+                .u16(offset)
+                .u16(op),
+        )?;
+        Response::parse(Cc::PolicyNv, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// An NV index's public area (`TPMS_NV_PUBLIC`), None when it is not defined.
+    pub fn nv_public(&mut self, index: u32) -> Result<Option<Vec<u8>>, Error> {
+        let bytes = self.run(Command::new(Cc::NvReadPublic).handle(index))?;
+        match Response::parse(Cc::NvReadPublic, &bytes, 0) {
+            Ok(mut r) => Ok(Some(r.b()?.to_vec())),
+            // TPM_RC_HANDLE on the first handle: no such index.
+            Err(TpmError::Rc { rc, .. }) if rc & 0xBF == 0x8B => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Defines an NV index (owner authorisation, no auth value of its own).
+    pub fn nv_define(&mut self, public: &[u8]) -> Result<(), Error> {
+        let bytes = self.run(
+            Command::new(Cc::NvDefineSpace)
+                .handle(wire::RH_OWNER)
+                .password()
+                .u16(0)
+                .b(public),
+        )?;
+        Response::parse(Cc::NvDefineSpace, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// The 8-byte big-endian value of `index`, read with owner authorisation.
+    pub fn nv_read_u64(&mut self, index: u32) -> Result<u64, Error> {
+        let bytes = self.run(
+            Command::new(Cc::NvRead)
+                .handle(wire::RH_OWNER)
+                .handle(index)
+                .password()
+                .u16(8)
+                .u16(0),
+        )?;
+        let mut r = Response::parse(Cc::NvRead, &bytes, 0)?;
+        let data: [u8; 8] = r.b()?.try_into().map_err(|_| TpmError::Malformed {
+            cc: Cc::NvRead,
+            at: 10,
+            what: "not 8 bytes",
+        })?;
+        Ok(u64::from_be_bytes(data))
+    }
+
+    /// Writes `value` to `index` under `session`, which ends with it.
+    fn nv_write_u64(&mut self, index: u32, session: u32, value: u64) -> Result<(), Error> {
+        let bytes = self.run(
+            Command::new(Cc::NvWrite)
+                .handle(index)
+                .handle(index)
+                .session(session, 0)
+                .b(&value.to_be_bytes())
+                .u16(0),
+        )?;
+        Response::parse(Cc::NvWrite, &bytes, 0)?;
+        Ok(())
+    }
+
+    /// Has the TPM verify the vendor's signature of `approved` with `policy_ref` and applies
+    /// `PolicyAuthorize` to `session`.
+    fn authorize(
+        &mut self,
+        session: u32,
+        vendor: (&[u8], u32),
+        approved: &[u8; 32],
+        policy_ref: &[u8],
+        entry: &PolicySignature,
+    ) -> Result<(), Error> {
+        let signature = super::base64_decode(&entry.sig)
+            .ok_or_else(|| Error::BadSignature("its sig is not base64".into()))?;
+        let (key, name) = self.load_verify_key(vendor.0, vendor.1)?;
+        let ticket = self.verify_signature(
+            key,
+            &policy::signed_digest(approved, policy_ref),
+            &signature,
+        );
+        self.flush(key)?;
+        self.policy_authorize(session, approved, policy_ref, &name, &ticket?)
+    }
+
+    /// Runs `steps` in a fresh policy session and then `finally` with it; the session is
+    /// flushed if anything fails before `finally` consumed it.
+    fn in_session<R>(
+        &mut self,
+        steps: impl FnOnce(&mut Self, u32) -> Result<(), Error>,
+        finally: impl FnOnce(&mut Self, u32) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let session = self.start_policy_session()?;
+        match steps(self, session) {
+            Ok(()) => finally(self, session),
+            Err(e) => {
+                let _ = self.flush(session);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes sure the epoch index exists, is written, and is this vendor's; returns its value.
+    /// Only an enrolment (`enrolling`: no sealed key exists yet) defines it and writes 0 under
+    /// the write policy; a power cut between the two is finished by the next enrolment. With
+    /// a sealed key, a missing or unwritten index is refused: someone deleted it to make an
+    /// older image pass "index ≤ its epoch".
+    pub fn epoch_index(
+        &mut self,
+        vendor: (&[u8], u32),
+        signatures: &[PolicySignature],
+        enrolling: bool,
+    ) -> Result<u64, Error> {
+        let name = policy::vendor_key_name(vendor.0, vendor.1);
+        let unwritten = policy::epoch_index_public(&name, false);
+        let written = policy::epoch_index_public(&name, true);
+        match self.nv_public(policy::EPOCH_INDEX)? {
+            Some(p) if p == written => {}
+            Some(p) if p == unwritten && enrolling => self.raise_epoch(vendor, signatures, 0)?,
+            None if enrolling => {
+                self.nv_define(&unwritten)?;
+                self.raise_epoch(vendor, signatures, 0)?;
+            }
+            Some(p) if p == unwritten => return Err(Error::IndexGone),
+            None => return Err(Error::IndexGone),
+            Some(_) => {
+                return Err(Error::ForeignIndex {
+                    index: policy::EPOCH_INDEX,
+                })
+            }
+        }
+        self.nv_read_u64(policy::EPOCH_INDEX)
+    }
+
+    /// Writes `value` to the epoch index under the write policy (PolicyPCR at this image's
+    /// "enter-initrd", signed with [`policy::EPOCH_WRITE_REF`]). Callers only ever raise it.
+    pub fn raise_epoch(
+        &mut self,
+        vendor: (&[u8], u32),
+        signatures: &[PolicySignature],
+        value: u64,
+    ) -> Result<(), Error> {
+        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
+        let want = policy::policy_pcr(PCR_KERNEL_BOOT, &pcr);
+        let reference = String::from_utf8_lossy(policy::EPOCH_WRITE_REF);
+        let entry = find(signatures, &want, &reference).ok_or_else(|| Error::NoPolicyForPcr {
+            pcr11: hex::encode(pcr),
+        })?;
+        self.in_session(
+            |t, s| {
+                t.policy_pcr(s, PCR_KERNEL_BOOT)?;
+                t.authorize(s, vendor, &want, policy::EPOCH_WRITE_REF, entry)
+            },
+            |t, s| t.nv_write_u64(policy::EPOCH_INDEX, s, value),
+        )
+    }
+
+    /// Unseals `sealed` by the policy the vendor signed for this image (epoch `epoch`) and the
+    /// TPM's state: the epoch index ≤ `epoch`, PCR 11 as signed. Every handle is flushed,
+    /// also on failure.
     pub fn unseal_signed(
         &mut self,
         sealed: &Sealed,
-        key: (&[u8], u32),
+        vendor: (&[u8], u32),
         signatures: &[PolicySignature],
+        epoch: u64,
     ) -> Result<Vec<u8>, Error> {
-        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
-        let want = super::policy_pcr(PCR_KERNEL_BOOT, &pcr);
-        let entry = signatures
-            .iter()
-            .find(|s| s.pcrs == [PCR_KERNEL_BOOT] && s.pol.eq_ignore_ascii_case(&hex::encode(want)))
-            .ok_or_else(|| Error::NoPolicyForPcr {
-                pcr11: hex::encode(pcr),
-            })?;
-        let signature = super::base64_decode(&entry.sig)
-            .ok_or_else(|| Error::BadSignature("its sig is not base64".into()))?;
-        let (key_handle, name) = self.load_verify_key(key.0, key.1)?;
-        if sealed_policy(&sealed.public) != Some(authorized_policy(&name)) {
-            self.flush(key_handle)?;
+        let name = policy::vendor_key_name(vendor.0, vendor.1);
+        if sealed_policy(&sealed.public) != Some(policy::authorized_policy(&name, b"")) {
             return Err(Error::OtherKey);
         }
-        let approved_hash: [u8; 32] = Sha256::digest(want).into();
-        let ticket = self.verify_signature(key_handle, &approved_hash, &signature);
-        self.flush(key_handle)?;
-        let ticket = ticket?;
-        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
-        let item = match self.load(srk, sealed) {
-            Ok(item) => item,
-            Err(e) => {
-                self.flush(srk)?;
-                return Err(e);
-            }
-        };
-        self.flush(srk)?;
-        let session = match self.start_policy_session() {
-            Ok(s) => s,
-            Err(e) => {
-                self.flush(item)?;
-                return Err(e);
-            }
-        };
-        let result = self
-            .policy_pcr(session, PCR_KERNEL_BOOT)
-            .and_then(|()| self.policy_authorize(session, &want, &name, &ticket))
-            .and_then(|()| self.unseal(item, session));
-        if result.is_err() {
-            let _ = self.flush(session);
+        let floor = self.nv_read_u64(policy::EPOCH_INDEX)?;
+        if floor > epoch {
+            return Err(Error::BelowTpmFloor { epoch, floor });
         }
+        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
+        let want = policy::unseal_policy(&name, epoch, &pcr);
+        let entry = find(signatures, &want, "").ok_or_else(|| Error::NoPolicyForPcr {
+            pcr11: hex::encode(pcr),
+        })?;
+        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
+        let item = self.load(srk, sealed);
+        self.flush(srk)?;
+        let item = item?;
+        let result = self.in_session(
+            |t, s| {
+                t.policy_nv_at_most(s, policy::EPOCH_INDEX, epoch)?;
+                t.policy_pcr(s, PCR_KERNEL_BOOT)?;
+                t.authorize(s, vendor, &want, b"", entry)
+            },
+            |t, s| t.unseal(item, s),
+        );
         self.flush(item)?;
         result
     }
+
+    /// Seals `secret` so that only the policies `vendor` signs unseal it.
+    pub fn seal_to_vendor(&mut self, secret: &[u8], vendor: (&[u8], u32)) -> Result<Sealed, Error> {
+        let name = policy::vendor_key_name(vendor.0, vendor.1);
+        self.seal(secret, &policy::authorized_policy(&name, b""))
+    }
 }
 
-/// The policy digest of "PolicyAuthorize by the key named `key_name`" (empty policyRef): what
-/// a secret is sealed to so that any policy that key signs unseals it.
-pub fn authorized_policy(key_name: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8; 32]);
-    h.update((Cc::PolicyAuthorize as u32).to_be_bytes());
-    h.update(key_name);
-    let first: [u8; 32] = h.finalize().into();
-    // PolicyUpdate's second hash, over the (empty) policyRef.
-    Sha256::digest(first).into()
+/// The signed entry for `pol` with `policy_ref`, SHA-256 bank, PCR 11.
+fn find<'a>(
+    signatures: &'a [PolicySignature],
+    pol: &[u8; 32],
+    policy_ref: &str,
+) -> Option<&'a PolicySignature> {
+    let pol = hex::encode(pol);
+    signatures.iter().find(|s| {
+        s.pcrs == [PCR_KERNEL_BOOT]
+            && s.policy_ref == policy_ref
+            && s.pol.eq_ignore_ascii_case(&pol)
+    })
 }
 
 /// The `authPolicy` of a sealed object's `TPM2B_PUBLIC` (as [`wire::sealed_template`] lays it

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod header;
+pub mod policy;
 pub mod wire;
 
 use crate::der::{tag, Reader};
@@ -95,30 +96,7 @@ pub fn pcr11(sections: &[(Section, &[u8])], phases: &[&str]) -> [u8; 32] {
     pcr
 }
 
-/// TPM2_CC_PolicyPCR.
-const CC_POLICY_PCR: u32 = 0x0000_017F;
-/// TPM_ALG_SHA256.
-const ALG_SHA256: u16 = 0x000B;
-
-/// The policy digest of a trial session's `TPM2_PolicyPCR` over one SHA-256 PCR `pcr` whose
-/// value is `value`: what the vendor signs, and what a session must reach to unseal.
-pub fn policy_pcr(pcr: u32, value: &[u8; 32]) -> [u8; 32] {
-    // TPML_PCR_SELECTION: one bank, SHA-256, three bytes of bitmap.
-    let mut select = [0u8; 3];
-    let (byte, bit) = ((pcr / 8) as usize, pcr % 8);
-    if let Some(b) = select.get_mut(byte) {
-        *b = 1 << bit;
-    }
-    let mut h = Sha256::new();
-    h.update([0u8; 32]);
-    h.update(CC_POLICY_PCR.to_be_bytes());
-    h.update(1u32.to_be_bytes());
-    h.update(ALG_SHA256.to_be_bytes());
-    h.update([3u8]);
-    h.update(select);
-    h.update(sha256(value));
-    h.finalize().into()
-}
+pub use policy::policy_pcr;
 
 /// Why a public key cannot sign policies.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -253,8 +231,13 @@ pub struct PolicySignature {
     pub pkfp: String,
     /// The `TPM2_PolicyPCR` digest signed, hex.
     pub pol: String,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 over `pol`'s bytes, base64.
+    /// RSASSA-PKCS1-v1_5 with SHA-256 over `pol`'s bytes then `ref`'s, base64.
     pub sig: String,
+    /// Slate's addition: the policyRef signed with `pol` (ASCII; empty, and absent from the
+    /// JSON, for systemd's kind). The epoch index's write policy carries
+    /// [`policy::EPOCH_WRITE_REF`], so it can never unseal.
+    #[serde(default, rename = "ref", skip_serializing_if = "String::is_empty")]
+    pub policy_ref: String,
 }
 
 /// A `.pcrsig` section: signed policies by bank (systemd's JSON, `sha256` only here).

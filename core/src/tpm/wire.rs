@@ -49,6 +49,8 @@ pub enum Cc {
     NvRead = 0x0000_014E,
     /// TPM2_NV_ReadPublic.
     NvReadPublic = 0x0000_0169,
+    /// TPM2_NV_Write.
+    NvWrite = 0x0000_0137,
     /// TPM2_PolicyAuthorize.
     PolicyAuthorize = 0x0000_016A,
     /// TPM2_PolicyNV.

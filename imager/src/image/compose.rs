@@ -494,17 +494,34 @@ pub struct SealedInitrd<'a> {
     pub pcr_public_pem: &'a str,
 }
 
-/// Builds the initramfs tree; `test_hooks` (test images only) lets stage 1 stop at the
-/// harness's cut points too.
+/// What stage 1 is told about the image besides its board.
+pub struct InitrdOptions<'a> {
+    /// The image's security epoch.
+    pub security_epoch: u64,
+    /// Test images only: stage 1 stops at the harness's cut points too.
+    pub test_hooks: bool,
+    /// Signed UKIs.
+    pub secure_boot: bool,
+    /// Signed PCR policies (`[tpm] pcr_key`): stage 1 extends the boot phases into PCR 11.
+    pub measured_boot: bool,
+    /// A sealed `/data`.
+    pub sealed: Option<SealedInitrd<'a>>,
+}
+
+/// Builds the initramfs tree.
 pub fn initramfs(
     kernel: &Kernel,
     board: &Board,
     agent: &AgentBinaries,
-    security_epoch: u64,
-    test_hooks: bool,
-    secure_boot: bool,
-    sealed: Option<SealedInitrd<'_>>,
+    opts: InitrdOptions<'_>,
 ) -> Result<Tree> {
+    let InitrdOptions {
+        security_epoch,
+        test_hooks,
+        secure_boot,
+        measured_boot,
+        sealed,
+    } = opts;
     let mut tree = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/sysroot", "/run", "/tmp"] {
         tree.insert(&ip(d), Node::dir(0o755))?;
@@ -534,6 +551,7 @@ pub fn initramfs(
         security_epoch,
         test_hooks,
         secure_boot,
+        measured_boot,
         sealed_data: sealed.as_ref().map(|s| s.config.clone()),
     };
     if let Some(s) = &sealed {

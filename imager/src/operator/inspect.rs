@@ -384,10 +384,15 @@ pub fn render(path: &Path, d: &DiskInfo) -> String {
         for p in &e.pcr_policies {
             let pcrs: Vec<String> = p.pcrs.iter().map(u32::to_string).collect();
             s.push_str(&format!(
-                "     signed policy: PCR {} = policy {} (key sha256 {})\n",
+                "     signed policy: PCR {} = policy {} (key sha256 {}){}\n",
                 pcrs.join(","),
                 p.pol,
-                p.pkfp
+                p.pkfp,
+                if p.policy_ref.is_empty() {
+                    String::new()
+                } else {
+                    format!(", policyRef {}", p.policy_ref)
+                }
             ));
         }
     }

@@ -44,10 +44,13 @@ pub fn initramfs(inp: &Inputs<'_>) -> Result<Vec<u8>> {
         inp.kernel,
         &inp.board.board,
         inp.agent,
-        inp.security_epoch,
-        inp.spec.spec.agent.test_hooks,
-        inp.secure_boot.is_some(),
-        sealed,
+        compose::InitrdOptions {
+            security_epoch: inp.security_epoch,
+            test_hooks: inp.spec.spec.agent.test_hooks,
+            secure_boot: inp.secure_boot.is_some(),
+            measured_boot: inp.pcr.is_some(),
+            sealed,
+        },
     )?;
     let cpio = cpio::write(&tree, inp.mtime, Vec::new())?;
     let cached = inp.cache.map(|c| {
@@ -227,6 +230,7 @@ fn signed_ukis(
                 cmdline: &cmdline,
                 os_release: &os_release,
                 pcr: inp.pcr,
+                sealed_epoch: inp.sealed_data.map(|_| inp.security_epoch),
             },
             &work,
         )?;

@@ -42,6 +42,8 @@ pub struct PcrSigner {
     public_pem: String,
     /// SHA-256 of its PKCS#1 `RSAPublicKey`, hex.
     pkfp: String,
+    /// Its name in a TPM (what the policies of a sealed `/data` are authorised by).
+    tpm_name: Vec<u8>,
 }
 
 /// RSA-2048's modulus, in bytes.
@@ -74,9 +76,9 @@ impl PcrSigner {
                 key.display()
             )
         })?;
-        let modulus = tpm::rsa_public_numbers(&pkcs1)
-            .map(|(n, _)| n.len())
+        let (n, e) = tpm::rsa_public_numbers(&pkcs1)
             .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+        let modulus = n.len();
         if modulus != RSA_2048_MODULUS {
             bail!(
                 "[tpm] pcr_key {}: an RSA key of {} bits; a TPM's policy signatures are checked with RSA-2048",
@@ -88,6 +90,7 @@ impl PcrSigner {
             key: key.to_path_buf(),
             pkfp: hex::encode(slate_core::Digest32::of(&pkcs1).as_bytes()),
             public_pem,
+            tpm_name: tpm::policy::vendor_key_name(&n, e),
         })
     }
 
@@ -97,28 +100,47 @@ impl PcrSigner {
     }
 
     /// The `.pcrsig` of a UKI whose measured sections are `sections` (its `.pcrpkey` among
-    /// them): the policy for PCR 11 at "enter-initrd", signed.
-    pub fn sign(&self, sections: &[(Section, &[u8])], scratch: &Path) -> Result<PcrSig> {
+    /// them), for PCR 11 at "enter-initrd". Without `sealed_epoch`: the one policy systemd
+    /// signs (PolicyPCR). With it (a sealed `/data`): the unseal policy (the TPM's epoch
+    /// index ≤ this epoch, then PolicyPCR) and the epoch index's write policy (PolicyPCR,
+    /// under its own policyRef) — never a bare PolicyPCR that could unseal, or an older image
+    /// could ignore the epoch.
+    pub fn sign(
+        &self,
+        sections: &[(Section, &[u8])],
+        scratch: &Path,
+        sealed_epoch: Option<u64>,
+    ) -> Result<PcrSig> {
         let pcr = tpm::pcr11(sections, &[tpm::ENTER_INITRD]);
-        let pol = tpm::policy_pcr(tpm::PCR_KERNEL_BOOT, &pcr);
+        let pcr_only = tpm::policy_pcr(tpm::PCR_KERNEL_BOOT, &pcr);
+        let policies: Vec<([u8; 32], &[u8])> = match sealed_epoch {
+            None => vec![(pcr_only, b"")],
+            Some(epoch) => vec![
+                (tpm::policy::unseal_policy(&self.tpm_name, epoch, &pcr), b""),
+                (pcr_only, tpm::policy::EPOCH_WRITE_REF),
+            ],
+        };
         std::fs::create_dir_all(scratch)?;
-        let pol_file = scratch.join("policy.bin");
-        std::fs::write(&pol_file, pol)?;
-        let sig = tools::run(
-            Command::new(tools::find("openssl", "openssl")?)
-                .args(["dgst", "-sha256", "-sign"])
-                .arg(&self.key)
-                .arg(&pol_file),
-            "signing the PCR policy",
-        )?
-        .stdout;
-        Ok(PcrSig {
-            sha256: vec![PolicySignature {
+        let mut sha256 = Vec::new();
+        for (pol, policy_ref) in policies {
+            let signed = scratch.join("policy.bin");
+            std::fs::write(&signed, [pol.as_slice(), policy_ref].concat())?;
+            let sig = tools::run(
+                Command::new(tools::find("openssl", "openssl")?)
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&self.key)
+                    .arg(&signed),
+                "signing the PCR policy",
+            )?
+            .stdout;
+            sha256.push(PolicySignature {
                 pcrs: vec![tpm::PCR_KERNEL_BOOT],
                 pkfp: self.pkfp.clone(),
                 pol: hex::encode(pol),
                 sig: tpm::base64_encode(&sig),
-            }],
-        })
+                policy_ref: String::from_utf8_lossy(policy_ref).into_owned(),
+            });
+        }
+        Ok(PcrSig { sha256 })
     }
 }

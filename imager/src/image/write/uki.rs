@@ -40,6 +40,8 @@ pub struct UkiParts<'a> {
     /// The PCR-signing key of a measured-boot image (`[tpm] pcr_key`): the UKI then carries
     /// `.pcrpkey` and `.pcrsig` ([`crate::image::write::pcr_policy`]).
     pub pcr: Option<&'a crate::image::write::pcr_policy::PcrSigner>,
+    /// A sealed `/data`'s image: its security epoch, which its unseal policy binds.
+    pub sealed_epoch: Option<u64>,
 }
 
 /// Assembles an unsigned UKI from `stub` (systemd's `linux*.efi.stub`) in `scratch`: the
@@ -60,7 +62,7 @@ pub fn assemble(stub: &[u8], parts: &UkiParts<'_>, scratch: &Path) -> Result<Vec
             (Section::Initrd, parts.initrd),
             (Section::Pcrpkey, pcrpkey),
         ];
-        let signed = signer.sign(&measured, scratch)?;
+        let signed = signer.sign(&measured, scratch, parts.sealed_epoch)?;
         sections.push((".pcrpkey", pcrpkey.to_vec()));
         sections.push((
             ".pcrsig",
