@@ -62,3 +62,36 @@ pub fn pass_initrd_phases() {
         Err(e) => crate::marker::warn(format!("opening {DEVICE}: {e}")),
     }
 }
+
+/// The TPM's part of `/v1/status`, read once when the agent starts (PCR 11 and the epoch
+/// index change only in stage 1).
+pub fn status() -> slate_core::api::TpmStatus {
+    use slate_core::tpm::header::{Header, State, COPY_BYTES};
+    let header = crate::partitions::find(slate_core::layout::DATA_LABEL)
+        .ok()
+        .and_then(|part| {
+            let mut area = vec![0u8; 2 * COPY_BYTES];
+            let f = File::open(part).ok()?;
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut area, 0).ok()?;
+            Header::pick(&area).ok()
+        });
+    let mut s = slate_core::api::TpmStatus {
+        sealed_data: header.as_ref().is_some_and(|h| h.state != State::Plain),
+        ..Default::default()
+    };
+    if header.as_ref().is_some_and(|h| h.state == State::Plain) {
+        s.warning = Some(
+            "this image seals /data with a TPM, and /data was made without one: it is not encrypted"
+                .into(),
+        );
+    }
+    if let Ok(Some(mut t)) = open(Duration::ZERO) {
+        s.present = true;
+        s.pcr11 = t
+            .read_pcr(slate_core::tpm::PCR_KERNEL_BOOT)
+            .ok()
+            .map(hex::encode);
+        s.nv_epoch = t.nv_read_u64(slate_core::tpm::policy::EPOCH_INDEX).ok();
+    }
+    s
+}

@@ -20,6 +20,7 @@ mod marker_kind;
 pub mod metrics;
 pub mod policy;
 pub mod progress;
+pub mod tpm;
 
 pub use channel::{ChannelError, ChannelStatus};
 pub use cut_point::CutPoint;
@@ -29,6 +30,7 @@ pub use kinds::{ChannelFailure, RefusalKind};
 pub use marker::{Kind, Marker};
 pub use policy::{ConsentStatus, Failed, ResetConfirm, StagedStatus, WindowStatus};
 pub use progress::{Phase, Progress};
+pub use tpm::TpmStatus;
 
 /// `GET /v1/status`.
 pub const STATUS_ROUTE: &str = "/v1/status";
@@ -45,6 +47,8 @@ pub const REBOOT_ROUTE: &str = "/v1/reboot";
 pub const POWEROFF_ROUTE: &str = "/v1/poweroff";
 /// `GET /metrics` (Prometheus text).
 pub const METRICS_ROUTE: &str = "/metrics";
+/// A TPM quote over PCRs 7 and 11 for `?nonce=<hex>` (`core::tpm::quote::Quote`).
+pub const QUOTE_ROUTE: &str = "/v1/quote";
 /// Hands the device a newer CRL of its operator CA (the body, DER or PEM): certificates it
 /// revokes are refused from the next handshake on.
 pub const OPERATORS_CRL_ROUTE: &str = "/v1/operators/crl";
@@ -284,6 +288,9 @@ pub struct Status {
     /// An update installed into the idle slot and waiting to be applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<StagedStatus>,
+    /// The TPM and the sealed `/data` (None from agents before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<TpmStatus>,
 }
 
 impl Status {
@@ -431,6 +438,7 @@ mod tests {
             identity: None,
             channel: None,
             fleet: None,
+            tpm: None,
             secure_boot: true,
             built_for_secure_boot: true,
             window: None,

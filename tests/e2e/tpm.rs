@@ -6,6 +6,7 @@
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
+use slate_imager::operator::attest::{attest, pcr11_of_uki, verify, Expected};
 use slate_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,8 +90,9 @@ fn replace_on_esp(disk: &Path, esp_path: &str, with: &Path) {
 #[test]
 fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an_unsigned_uki() {
     use slate_imager::{operator::push, progress::Progress};
-    let v1 = image_variant("1.0.0", Variant::Sealed);
-    let v2 = bundle(image_variant("1.1.0", Variant::Sealed));
+    let v1 = image_at("1.0.0", Variant::Sealed, 1);
+    let v2_image = image_at("1.1.0", Variant::Sealed, 2);
+    let v2 = bundle(v2_image);
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let tpm = tmp.path().join("tpm");
     // The imager reserved the header area and wrote no file system: enrolment is the device's.
@@ -119,6 +121,13 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
     .unwrap();
     let mapped = vm.shell("grep ' /data ' /proc/mounts", SHELL).unwrap();
     assert!(mapped.contains("/dev/mapper/data"), "{mapped}");
+    // Status: the TPM, the sealed /data, PCR 11 as the host predicts it from the UKI's
+    // sections after both phases, the epoch index made at 0.
+    let t = status(&vm).tpm.expect("status has tpm");
+    assert!(t.present && t.sealed_data && t.warning.is_none(), "{t:?}");
+    let v1_pcr11 = pcr11_of_uki(&v1.dir.join("uki-a.efi")).unwrap();
+    assert_eq!(t.pcr11.as_deref(), Some(v1_pcr11.as_str()));
+    assert_eq!(t.nv_epoch, Some(0), "{t:?}");
     vm.shutdown(SHELL).unwrap();
 
     // The host sees a header and noise: no ext4, none of the written bytes.
@@ -172,8 +181,11 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let read = vm.shell("head -1 /data/canary", SHELL).unwrap();
     assert!(read.contains(SECRET), "{read}");
+    // Stage 1 raised the epoch index to the floor v1's commit recorded.
+    assert_eq!(status(&vm).tpm.and_then(|t| t.nv_epoch), Some(1));
 
-    // v1 → v2, a newly signed UKI with another PCR 11: unlocks without re-enrolment.
+    // v1 → v2 (epoch 2), a newly signed UKI with another PCR 11: unlocks without
+    // re-enrolment.
     let url = vm.agent_url().unwrap();
     let acc = access(tmp.path());
     let before_push = vm.mark();
@@ -200,6 +212,54 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
     assert!(read.contains(SECRET), "{read}");
     vm.shutdown(SHELL).unwrap();
 
+    // The next boot of the committed v2 raises the epoch index to 2.
+    let vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::B, "1.1.0"), BOOT_TIMEOUT)
+        .unwrap();
+    assert_eq!(status(&vm).tpm.and_then(|t| t.nv_epoch), Some(2));
+    // Attestation: a quote over a fresh nonce whose PCR 11 is v2's UKI's after stage 1; the
+    // same quote checked for another nonce, or against v1's UKI, fails.
+    let dev = slate_imager::operator::push::Device::open(&vm.agent_url().unwrap(), &acc).unwrap();
+    let v2_pcr11 = pcr11_of_uki(&v2_image.dir.join("uki-b.efi")).unwrap();
+    let want = Expected {
+        pcr11: Some(v2_pcr11.clone()),
+        ..Default::default()
+    };
+    let attested = attest(&dev, &want).unwrap();
+    assert_eq!(attested.pcr11, v2_pcr11);
+    let nonce = [7u8; 32];
+    let q = dev.quote(&nonce).unwrap();
+    verify(
+        &q,
+        &nonce,
+        &Expected {
+            ak: Some(attested.ak.clone()),
+            ..want.clone()
+        },
+    )
+    .unwrap();
+    let e = verify(&q, &[8u8; 32], &want).unwrap_err();
+    assert!(format!("{e:#}").contains("another nonce"), "{e:#}");
+    let old = Expected {
+        pcr11: Some(v1_pcr11.clone()),
+        ..Default::default()
+    };
+    let e = verify(&q, &nonce, &old).unwrap_err();
+    assert!(format!("{e:#}").contains("PCR 11 is"), "{e:#}");
+    let mut lying = q.clone();
+    lying.pcrs[1] = v1_pcr11.clone();
+    let e = verify(&lying, &nonce, &old).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not the ones the TPM quoted"),
+        "{e:#}"
+    );
+    let mut forged = q;
+    forged.sig_s = hex::encode([1u8; 32]);
+    let e = verify(&forged, &nonce, &want).unwrap_err();
+    assert!(format!("{e:#}").contains("does not verify"), "{e:#}");
+    let mut vm = vm;
+    vm.shutdown(SHELL).unwrap();
+
     // Another TPM (the disk in another machine, or the TPM cleared): refused, said why.
     let other = tmp.path().join("other-tpm");
     let vm = boot(&disk, tmp.path(), machine(&other)).unwrap();
@@ -214,21 +274,30 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
     assert!(!vm.saw(&Kind::DataSealed.prefix()));
     drop(vm);
 
+    // v1's own UKI (signed by the db key and by the vendor's PCR key, slot a still holds its
+    // root) put back as the default entry: below the TPM's epoch index, refused.
+    let v2_uki = slot_uki(&disk, Slot::B);
+    copy_from_esp(&disk, &v2_uki, &tmp.path().join("v2-uki.efi"));
+    let v1_uki = v1.dir.join("uki-a.efi");
+    replace_on_esp(&disk, &v2_uki, &v1_uki);
+    let vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    let failed = vm
+        .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        failed.text.contains("below the TPM's floor 2"),
+        "{}",
+        failed.text
+    );
+    assert!(!vm.saw(&Kind::DataSealed.prefix()));
+    drop(vm);
+
     // A UKI the firmware accepts (signed by the db key) but the vendor's PCR key did not
     // sign: refused by the policy, said why.
     let signed = tmp.path().join("esp-uki-b.efi");
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!(
-            "{}@@{}",
-            disk.display(),
-            partition(&disk, slate_core::layout::ESP_LABEL).unwrap().0
-        ))
-        .arg(format!("::/{}", slot_uki(&disk, Slot::B)))
-        .arg(&signed));
+    std::fs::copy(tmp.path().join("v2-uki.efi"), &signed).unwrap();
     let changed = uki_not_in_the_policy(&signed, tmp.path());
-    replace_on_esp(&disk, &slot_uki(&disk, Slot::B), &changed);
+    replace_on_esp(&disk, &v2_uki, &changed);
     let vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
     let failed = vm
         .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
@@ -241,6 +310,17 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
         failed.text
     );
     assert!(!vm.saw(&Kind::DataSealed.prefix()));
+}
+
+/// Copies the file `esp_path` from `disk`'s ESP to `to`.
+fn copy_from_esp(disk: &Path, esp_path: &str, to: &Path) {
+    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()))
+        .arg(format!("::/{esp_path}"))
+        .arg(to));
 }
 
 /// The ESP path of `slot`'s entry UKI on `disk` (`EFI/Linux/slate-b-….efi`).

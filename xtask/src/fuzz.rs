@@ -21,6 +21,7 @@ pub const TARGETS: &[&str] = &[
     "dhcp_reply",
     "delta_files",
     "ddi_documents",
+    "tpm_answers",
 ];
 
 fn has_cargo_fuzz() -> bool {

@@ -103,6 +103,12 @@ fn open_and_mount<T: Transport>(
     dev.read_exact_at(&mut area, 0)
         .with_context(|| format!("reading the header of {part}"))?;
     let found = Header::pick(&area);
+    if let (Some(t), Ok(h)) = (tpm.as_deref_mut(), &found) {
+        if h.state != State::Plain {
+            // Another TPM first, so that its plain reason is what the console says.
+            t.loads(&h.sealed).context("unsealing the /data key")?;
+        }
+    }
     let mut vendor = None;
     if let Some(t) = tpm.as_deref_mut() {
         let v = Vendor {

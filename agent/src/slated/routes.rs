@@ -2,7 +2,7 @@
 //! a bundle into the install. `bin/slated.rs` serves it (flags, logging, the listener); the
 //! routes and their answers are here, where the daemon's state is.
 //!
-//! `GET /v1/status`, `GET /v1/metrics`, `POST /v1/update` (body: a bundle; `?force=true`,
+//! `GET /v1/status`, `GET /v1/metrics`, `GET /v1/quote?nonce=…`, `POST /v1/update` (body: a bundle; `?force=true`,
 //! `?reboot=false`, `?now=true`, `?stage=true`), `POST /v1/apply` (`?now=true`), `POST
 //! /v1/reboot`, `POST /v1/poweroff`, `POST
 //! /v1/operators/crl` (body: the operator CA's CRL), `POST /v1/factory-reset` (twice: a token,
@@ -226,6 +226,47 @@ fn missing_roles(
         .collect()
 }
 
+/// `GET /v1/quote?nonce=<hex>`: a TPM quote over PCRs 7 and 11 with the verifier's nonce (at
+/// most 64 bytes), signed by the attestation key. 409 without a TPM.
+async fn quote(query: Option<&str>) -> Resp {
+    let nonce = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("nonce="))
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|n| !n.is_empty() && n.len() <= 64);
+    let Some(nonce) = nonce else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &ErrorAnswer {
+                error: "give ?nonce=<hex>, 1 to 64 bytes of your own randomness".into(),
+            },
+        );
+    };
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut tpm = crate::tpm::open(Duration::ZERO)?.ok_or_else(|| {
+            anyhow::anyhow!("this device has no TPM ({} is missing)", crate::tpm::DEVICE)
+        })?;
+        anyhow::Ok(tpm.quote(&nonce)?)
+    })
+    .await;
+    match answer {
+        Ok(Ok(q)) => json(StatusCode::OK, &q),
+        Ok(Err(e)) => json(
+            StatusCode::CONFLICT,
+            &ErrorAnswer {
+                error: format!("quoting: {e:#}"),
+            },
+        ),
+        Err(e) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &ErrorAnswer {
+                error: format!("quoting: {e}"),
+            },
+        ),
+    }
+}
+
 /// `POST /v1/apply`: the staged update applied now (windows or not; `?now=true` also skips
 /// the application's consent), then a reboot into it.
 async fn apply(query: Option<&str>, agent: Arc<Agent>) -> Resp {
@@ -441,6 +482,7 @@ pub async fn handle(
             );
             r
         }
+        (Method::GET, api::QUOTE_ROUTE) => quote(req.uri().query()).await,
         (Method::POST, api::UPDATE_ROUTE) => update(req, agent).await,
         (Method::POST, api::APPLY_ROUTE) => apply(req.uri().query(), agent).await,
         (Method::POST, api::OPERATORS_CRL_ROUTE) => operators_crl(req, agent).await,

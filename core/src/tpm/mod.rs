@@ -9,6 +9,7 @@
 pub mod client;
 pub mod header;
 pub mod policy;
+pub mod quote;
 pub mod wire;
 
 use crate::der::{tag, Reader};

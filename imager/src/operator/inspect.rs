@@ -449,6 +449,25 @@ pub fn render_status(s: &slate_core::api::Status) -> String {
         let _ = writeln!(out, "last refusal {}", r.reason);
     }
     let _ = writeln!(out, "security epoch {}", s.security_epoch);
+    if let Some(t) = &s.tpm {
+        let _ = writeln!(
+            out,
+            "tpm          {}, /data {}{}{}",
+            if t.present { "present" } else { "none" },
+            if t.sealed_data {
+                "sealed"
+            } else {
+                "not sealed"
+            },
+            t.nv_epoch
+                .map(|e| format!(", epoch index {e}"))
+                .unwrap_or_default(),
+            t.warning
+                .as_ref()
+                .map(|w| format!(" — WARNING: {w}"))
+                .unwrap_or_default()
+        );
+    }
     for f in &s.failed {
         let retry = f
             .retry_at

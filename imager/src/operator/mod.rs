@@ -2,6 +2,7 @@
 //! pushing them to a device, flashing a disk, and describing either.
 
 pub mod apply;
+pub mod attest;
 pub mod bundle;
 pub mod ca;
 pub mod flash;

@@ -222,6 +222,22 @@ impl Device {
         serde_json::from_str(&body).with_context(|| format!("{what}: not a status: {body}"))
     }
 
+    /// `GET /v1/quote?nonce=…`: the device's TPM quote over `nonce`.
+    pub fn quote(&self, nonce: &[u8]) -> Result<slate_core::tpm::quote::Quote> {
+        let what = format!("asking {} for a TPM quote", self.base);
+        let req = self.agent(STATUS_TIMEOUT * 5).get(&format!(
+            "{}{}?nonce={}",
+            self.base,
+            api::QUOTE_ROUTE,
+            hex::encode(nonce)
+        ));
+        let (code, body) = self.exchange(req, None, &what)?;
+        if code != 200 {
+            bail!("{what}: HTTP {code}: {}", error_text(&body));
+        }
+        serde_json::from_str(&body).with_context(|| format!("{what}: not a quote: {body}"))
+    }
+
     /// Polls the status through the device's reboots until it has decided about `version`
     /// (committed it, or rolled it back); None when `limit` passes first.
     pub fn wait_decided(&self, version: &str, limit: Duration) -> Result<Option<Status>> {

@@ -303,6 +303,59 @@ pub struct StatusArgs {
     pub watch: bool,
 }
 
+/// `slate attest`.
+#[derive(Args)]
+pub struct AttestArgs {
+    /// The agent, e.g. https://10.0.0.7:8080.
+    #[arg(long)]
+    pub device: String,
+    #[command(flatten)]
+    pub access: AccessArgs,
+    /// The image's build folder: PCR 11 is expected to be what its UKI for the slot the
+    /// device runs gives (`uki-a.efi` or `uki-b.efi`).
+    #[arg(long, conflicts_with = "uki")]
+    pub image: Option<PathBuf>,
+    /// A UKI whose PCR 11 is expected.
+    #[arg(long)]
+    pub uki: Option<PathBuf>,
+    /// PCR 7 expected (hex; the Secure Boot policy, as an earlier attestation showed it).
+    #[arg(long)]
+    pub pcr7: Option<String>,
+    /// The attestation key expected (its fingerprint, as an earlier attestation printed it).
+    #[arg(long)]
+    pub ak: Option<String>,
+}
+
+/// Runs `slate attest`.
+pub fn attest(args: AttestArgs) -> Result<()> {
+    use slate_imager::operator::attest;
+    let dev = slate_imager::operator::push::Device::open(&args.device, &args.access.access())?;
+    let uki = match (&args.image, &args.uki) {
+        (Some(dir), _) => {
+            let slot = dev.status()?.slot;
+            Some(dir.join(format!("uki-{slot}.efi")))
+        }
+        (None, Some(u)) => Some(u.clone()),
+        (None, None) => None,
+    };
+    let want = attest::Expected {
+        pcr11: uki.as_deref().map(attest::pcr11_of_uki).transpose()?,
+        pcr7: args.pcr7.clone(),
+        ak: args.ak.clone(),
+    };
+    let a = attest::attest(&dev, &want)?;
+    println!("attested: the quote is signed by attestation key {}", a.ak);
+    match &uki {
+        Some(u) => println!("PCR 11 {} = {} after stage 1", a.pcr11, u.display()),
+        None => println!("PCR 11 {} (not compared: give --image or --uki)", a.pcr11),
+    }
+    match &args.pcr7 {
+        Some(_) => println!("PCR 7  {} as expected", a.pcr7),
+        None => println!("PCR 7  {} (not compared: give --pcr7)", a.pcr7),
+    }
+    Ok(())
+}
+
 /// Runs `slate status`.
 pub fn status(args: StatusArgs) -> Result<()> {
     let StatusArgs {

@@ -87,6 +87,9 @@ enum Command {
     Apply(device::ApplyArgs),
     /// Show a device's status (slots, versions, health, last update) over mutual TLS.
     Status(device::StatusArgs),
+    /// Check a device's TPM quote: a fresh nonce, the attestation key's signature, PCR 11
+    /// against what an image's UKI gives after stage 1 (and PCR 7, the key, when given).
+    Attest(device::AttestArgs),
     /// Factory-reset a device: wipe /data (keeping its identity unless --new-identity, its
     /// security and clock floors, the TUF root it trusts and the operators' CRL) and reboot.
     /// Needs the operator roles reboot and force.
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => device::push(args),
         Command::Apply(args) => device::apply(args),
         Command::Status(args) => device::status(args),
+        Command::Attest(args) => device::attest(args),
         Command::Reset(args) => device::reset(args),
         Command::VerityFormat(args) => build::verity_format(args),
         Command::Lock { target } => lock::lock(&target),
