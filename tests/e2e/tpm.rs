@@ -342,3 +342,130 @@ fn slot_uki(disk: &Path, slot: Slot) -> String {
         .map(|name| format!("EFI/Linux/{name}"))
         .unwrap_or_else(|| panic!("no UKI of slot {slot} on the ESP: {listing}"))
 }
+
+/// The rest of the list, outside CI: each cut point of enrolment finishes at the next
+/// boot with the data written after it; without a TPM the image runs with `/data` plain and
+/// says so (and keeps it across a reboot), and an image that requires a TPM refuses to start.
+#[test]
+#[ignore = "full e2e: cargo xtask e2e --full"]
+fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_refuses() {
+    use slate_core::api::CutPoint;
+    let img = image_variant("1.0.0", Variant::Sealed);
+    for step in CutPoint::ENROL {
+        let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+        let tpm = tmp.path().join("tpm");
+        let mut vm = boot(&disk, &tmp.path().join("cut"), |c| {
+            machine(&tpm)(c);
+            c.fw_cfg.push(("cut-at".into(), step.to_string()));
+        })
+        .unwrap();
+        vm.wait_for(&format!("{} {step}", Kind::CutPoint.prefix()), BOOT_TIMEOUT)
+            .unwrap();
+        vm.power_cut();
+        drop(vm);
+        let mut vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+        let line = vm
+            .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("after a cut at {step}: {e:#}"));
+        assert!(line.text.contains("enrolled"), "after {step}: {}", line.text);
+        vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+            .unwrap();
+        vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+        vm.shell(&format!("echo {SECRET} > /data/canary; sync"), SHELL)
+            .unwrap();
+        vm.shutdown(SHELL).unwrap();
+        let mut vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+        let line = vm.wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT).unwrap();
+        assert!(line.text.contains("unlocked"), "after {step}: {}", line.text);
+        vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+        let read = vm.shell("cat /data/canary", SHELL).unwrap();
+        assert!(read.contains(SECRET), "after {step}: {read}");
+        vm.shutdown(SHELL).unwrap();
+    }
+
+    // No TPM: plain, said on the console and in the status; kept across a reboot.
+    let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+    let no_tpm = |c: &mut slate_qemu::VmConfig| {
+        c.secure_boot_vars = Some(secure_boot_keys().join("OVMF_VARS.fd"));
+    };
+    let mut vm = boot(&disk, tmp.path(), no_tpm).unwrap();
+    let plain = vm.wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT).unwrap();
+    assert!(plain.text.contains("no TPM"), "{}", plain.text);
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let t = status(&vm).tpm.expect("status has tpm");
+    assert!(!t.present && !t.sealed_data && t.warning.is_some(), "{t:?}");
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    vm.shell(&format!("echo {SECRET} > /data/canary; sync"), SHELL)
+        .unwrap();
+    vm.shutdown(SHELL).unwrap();
+    let mut vm = boot(&disk, tmp.path(), no_tpm).unwrap();
+    vm.wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT).unwrap();
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    let read = vm.shell("cat /data/canary", SHELL).unwrap();
+    assert!(read.contains(SECRET), "{read}");
+    vm.shutdown(SHELL).unwrap();
+
+    // Required and no TPM: refuses to start, says why.
+    let required = image_variant("1.0.0", Variant::SealedRequired);
+    let (tmp, disk) = copy_disk(&required.dir.join("disk.img")).unwrap();
+    let vm = boot(&disk, tmp.path(), no_tpm).unwrap();
+    let failed = vm
+        .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(failed.text.contains("requires a TPM"), "{}", failed.text);
+    assert!(!vm.saw(&Kind::Stage2Up.prefix()));
+}
+
+/// What a TPM costs a boot under this machine's accelerator: the same Secure Boot image of a
+/// sealed /data, its second boot (unlock, not enrolment), with and without the TPM attached
+/// — OVMF measuring into it, systemd-stub measuring the UKI, stage 1's unlock — against the
+/// image without sealing and without a TPM. Prints, never fails on time.
+#[test]
+#[ignore = "benchmark: cargo test -p slate-tests --test e2e -- --ignored --nocapture tpm::boot_cost"]
+fn boot_cost_of_the_tpm() {
+    let sealed = image_variant("1.0.0", Variant::Sealed);
+    let plain = image_variant("1.0.0", Variant::SecureBoot);
+    let mut rows = Vec::new();
+    for (what, img, with_tpm) in [
+        ("Secure Boot, no TPM, plain /data", plain, false),
+        ("Secure Boot, TPM, sealed /data", sealed, true),
+    ] {
+        let (tmp, disk) = copy_disk(&img.dir.join("disk.img")).unwrap();
+        let tpm = tmp.path().join("tpm");
+        let cfg = |c: &mut slate_qemu::VmConfig| {
+            c.secure_boot_vars = Some(secure_boot_keys().join("OVMF_VARS.fd"));
+            if with_tpm {
+                c.tpm = Some(tpm.clone());
+            }
+        };
+        let mut first = boot(&disk, tmp.path(), cfg).unwrap();
+        first
+            .wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
+            .unwrap();
+        first.shutdown(SHELL).unwrap();
+        let vm = boot(&disk, tmp.path(), cfg).unwrap();
+        let stage1 = vm.wait_for(&Kind::Stage1Done.prefix(), BOOT_TIMEOUT).unwrap();
+        let healthy = vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT).unwrap();
+        let unlock = vm
+            .lines()
+            .into_iter()
+            .find(|l| l.text.contains(&Kind::DataSealed.prefix()))
+            .map(|l| unlock_ms(&l.text).to_string())
+            .unwrap_or_else(|| "-".into());
+        rows.push(format!(
+            "{what:<36} {:>8.1} s {:>8.1} s {:>8} ms",
+            stage1.at.as_secs_f64(),
+            healthy.at.as_secs_f64(),
+            unlock
+        ));
+    }
+    println!(
+        "{:<36} {:>10} {:>10} {:>11}\n{}",
+        "boot (QEMU start →)",
+        "stage 1",
+        "healthy",
+        "unlock",
+        rows.join("\n")
+    );
+}

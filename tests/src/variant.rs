@@ -32,6 +32,8 @@ pub enum Variant {
     /// [`Variant::SecureBoot`] with `/data` sealed by the TPM (`[tpm]` with its defaults:
     /// `seal_data`, not `required`).
     Sealed,
+    /// [`Variant::Sealed`] with `[tpm] required = true`.
+    SealedRequired,
     /// The demo spec reporting to the in-repo DDI fleet server ([`crate::ddi::ddi`]).
     Fleet,
     /// [`Variant::Fleet`] plus [`Variant::FailingHealth`]'s check.
@@ -122,7 +124,10 @@ impl Variant {
                     Variant::closed_window()
                 );
             }
-            Variant::SecureBoot | Variant::SecureBootFailingHealth | Variant::Sealed => {
+            Variant::SecureBoot
+            | Variant::SecureBootFailingHealth
+            | Variant::Sealed
+            | Variant::SealedRequired => {
                 let keys = crate::secure_boot_keys();
                 // With signed PCR policies: the firmware and systemd-stub boot UKIs that carry
                 // `.pcrsig` and `.pcrpkey`. The Secure Boot scenarios run without a TPM and
@@ -133,8 +138,10 @@ impl Variant {
                     keys.join("db.crt"),
                     keys.join("pcr.key")
                 );
-                if self != Variant::Sealed {
-                    text += "seal_data = false\n";
+                match self {
+                    Variant::Sealed => {}
+                    Variant::SealedRequired => text += "required = true\n",
+                    _ => text += "seal_data = false\n",
                 }
             }
             Variant::Pc => {
