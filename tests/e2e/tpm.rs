@@ -367,7 +367,11 @@ fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_re
         let line = vm
             .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
             .unwrap_or_else(|e| panic!("after a cut at {step}: {e:#}"));
-        assert!(line.text.contains("enrolled"), "after {step}: {}", line.text);
+        assert!(
+            line.text.contains("enrolled"),
+            "after {step}: {}",
+            line.text
+        );
         vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
             .unwrap();
         vm.wait_prompt("slate# ", 0, SHELL).unwrap();
@@ -375,8 +379,16 @@ fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_re
             .unwrap();
         vm.shutdown(SHELL).unwrap();
         let mut vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
-        let line = vm.wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT).unwrap();
-        assert!(line.text.contains("unlocked"), "after {step}: {}", line.text);
+        let line = vm
+            .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
+            .unwrap();
+        assert!(
+            line.text.contains("unlocked"),
+            "after {step}: {}",
+            line.text
+        );
+        vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+            .unwrap();
         vm.wait_prompt("slate# ", 0, SHELL).unwrap();
         let read = vm.shell("cat /data/canary", SHELL).unwrap();
         assert!(read.contains(SECRET), "after {step}: {read}");
@@ -389,7 +401,9 @@ fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_re
         c.secure_boot_vars = Some(secure_boot_keys().join("OVMF_VARS.fd"));
     };
     let mut vm = boot(&disk, tmp.path(), no_tpm).unwrap();
-    let plain = vm.wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT).unwrap();
+    let plain = vm
+        .wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT)
+        .unwrap();
     assert!(plain.text.contains("no TPM"), "{}", plain.text);
     vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
         .unwrap();
@@ -400,7 +414,10 @@ fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_re
         .unwrap();
     vm.shutdown(SHELL).unwrap();
     let mut vm = boot(&disk, tmp.path(), no_tpm).unwrap();
-    vm.wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT).unwrap();
+    vm.wait_for(&Kind::DataPlain.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
     vm.wait_prompt("slate# ", 0, SHELL).unwrap();
     let read = vm.shell("cat /data/canary", SHELL).unwrap();
     assert!(read.contains(SECRET), "{read}");
@@ -422,8 +439,8 @@ fn enrolment_survives_power_cuts_and_without_a_tpm_data_is_plain_or_the_image_re
 /// — OVMF measuring into it, systemd-stub measuring the UKI, stage 1's unlock — against the
 /// image without sealing and without a TPM. Prints, never fails on time.
 #[test]
-#[ignore = "benchmark: cargo test -p slate-tests --test e2e -- --ignored --nocapture tpm::boot_cost"]
-fn boot_cost_of_the_tpm() {
+#[ignore = "benchmark: cargo xtask bench tpm"]
+fn bench_boot_cost_of_the_tpm() {
     let sealed = image_variant("1.0.0", Variant::Sealed);
     let plain = image_variant("1.0.0", Variant::SecureBoot);
     let mut rows = Vec::new();
@@ -445,8 +462,12 @@ fn boot_cost_of_the_tpm() {
             .unwrap();
         first.shutdown(SHELL).unwrap();
         let vm = boot(&disk, tmp.path(), cfg).unwrap();
-        let stage1 = vm.wait_for(&Kind::Stage1Done.prefix(), BOOT_TIMEOUT).unwrap();
-        let healthy = vm.wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT).unwrap();
+        let stage1 = vm
+            .wait_for(&Kind::Stage1Done.prefix(), BOOT_TIMEOUT)
+            .unwrap();
+        let healthy = vm
+            .wait_for(&Kind::Healthy.on(Slot::A), BOOT_TIMEOUT)
+            .unwrap();
         let unlock = vm
             .lines()
             .into_iter()

@@ -132,8 +132,9 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
         "channel" => channel(),
         "delta" => delta::measure(),
         "fleet" => fleet(),
+        "tpm" => tpm(),
         other => {
-            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel, delta, fleet)")
+            bail!("unknown benchmark {other:?} (known: imager, verity, boot, boards, secure-boot, install, api, apps, channel, delta, fleet, tpm)")
         }
     }
 }
@@ -149,6 +150,21 @@ fn fleet() -> Result<()> {
             "--ignored",
             "--exact",
             "bench_fleet::deployment_to_commit_beside_push",
+            "--nocapture",
+        ],
+    ))
+}
+
+/// `cargo xtask bench tpm`: what a TPM (swtpm) costs a Secure Boot boot under this
+/// machine's accelerator — OVMF and systemd-stub measuring, stage 1 unsealing `/data`.
+fn tpm() -> Result<()> {
+    crate::deps::deps(false)?;
+    crate::workspace::run(&mut crate::workspace::e2e_command(
+        None,
+        &[
+            "--ignored",
+            "--exact",
+            "tpm::bench_boot_cost_of_the_tpm",
             "--nocapture",
         ],
     ))
