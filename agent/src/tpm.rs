@@ -26,9 +26,15 @@ impl Transport for DevTpm {
     }
 }
 
-/// The TPM, if the machine has one: waits up to `wait` for the driver to create the device
-/// (the TIS driver is built into the kernel, but probes asynchronously).
+/// The TPM, if the machine has one: waits up to `wait` for its device node when the kernel
+/// has a TPM (`/sys/class/tpm/tpm0`) whose node is not there yet. Without one there is
+/// nothing to wait for: Debian's TPM drivers are built in and probe before PID 1 runs.
 pub fn open(wait: Duration) -> std::io::Result<Option<Tpm<DevTpm>>> {
+    let wait = if std::path::Path::new("/sys/class/tpm/tpm0").exists() {
+        wait
+    } else {
+        Duration::ZERO
+    };
     let started = Instant::now();
     loop {
         match File::options().read(true).write(true).open(DEVICE) {
