@@ -177,16 +177,25 @@ fn open_and_mount<T: Transport>(
             };
             write_header(&dev, &h)?;
             crate::hooks::cut_point(slate_core::api::CutPoint::EnrolKeySealed);
-            let mapped = open_crypt(part, &key, payload_bytes)?;
+            let mapped = open_crypt(part, key, payload_bytes)?;
             format(&dev, &mapped, h)?;
             "enrolled"
         }
         (Ok(h), Some(t)) => {
+            if h.cipher != header::CIPHER || h.key_bytes != header::KEY_BYTES {
+                bail!(
+                    "the data partition's header names cipher {:?} with a {}-byte key; this image opens only {} with {} bytes",
+                    h.cipher,
+                    h.key_bytes,
+                    header::CIPHER,
+                    header::KEY_BYTES
+                );
+            }
             let v = vendor.as_ref().context("the vendor key")?;
             let key = t
                 .unseal_signed(&h.sealed, v.key(), &v.signatures, epoch)
                 .context("unsealing the /data key")?;
-            let mapped = open_crypt(part, &key, payload_bytes)?;
+            let mapped = open_crypt(part, key, payload_bytes)?;
             if h.state == State::Formatting {
                 format(&dev, &mapped, h)?;
                 "enrolled"
@@ -229,6 +238,7 @@ fn enrol<T: Transport>(
     for (k, r) in key.iter_mut().zip(&kernel) {
         *k ^= r;
     }
+    wipe(&mut kernel);
     let sealed = t.seal_to_vendor(&key, v.key())?;
     Ok((key, sealed))
 }
@@ -255,23 +265,31 @@ fn payload_sectors(payload_bytes: u64) -> u64 {
     payload_bytes / SECTOR
 }
 
-fn open_crypt(part: &str, key: &[u8], payload_bytes: u64) -> Result<String> {
-    let hex_key = hex::encode(key);
+/// Opens `/dev/mapper/data` with `key`, which is wiped (as are its hex copies) whatever
+/// happens: the kernel keeps the one copy it needs.
+fn open_crypt(part: &str, mut key: Vec<u8>, payload_bytes: u64) -> Result<String> {
+    let hex_key = hex::encode(&key);
+    wipe(&mut key);
     let params = format!(
         "{} {hex_key} 0 {part} {}",
         header::CIPHER,
         header::PAYLOAD_OFFSET / SECTOR
     );
-    // SAFETY of the key: the table goes to the kernel and the buffers are wiped.
     let result = sys::dm_create_writable(
         DM_NAME,
         (0, payload_sectors(payload_bytes), "crypt", &params),
     );
-    // The key's copies in this process are wiped; the kernel keeps the one it needs.
-    params.into_bytes().fill(0);
-    hex_key.into_bytes().fill(0);
+    wipe(&mut params.into_bytes());
+    wipe(&mut hex_key.into_bytes());
     result.context("opening /data with dm-crypt (are dm_crypt, xts and ecb in the initramfs?)")?;
     Ok(format!("/dev/mapper/{DM_NAME}"))
+}
+
+/// Zeroes `bytes` in a way the optimiser keeps (best effort: earlier moves of a buffer may
+/// have left copies).
+fn wipe(bytes: &mut [u8]) {
+    bytes.fill(0);
+    std::hint::black_box(&bytes);
 }
 
 fn open_plain(part: &str, payload_bytes: u64) -> Result<String> {
