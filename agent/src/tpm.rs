@@ -101,3 +101,61 @@ pub fn status() -> slate_core::api::TpmStatus {
     }
     s
 }
+
+/// The salted session's elliptic curve and block cipher, from aws-lc-rs (which the agent
+/// links for TLS already); the ephemeral key comes from the kernel's generator, never from
+/// the TPM whose bus it protects.
+#[derive(Debug, Default)]
+pub struct LocalCrypto;
+
+impl slate_core::tpm::session::SaltCrypto for LocalCrypto {
+    fn ecdh_p256(
+        &mut self,
+        x: &[u8],
+        y: &[u8],
+    ) -> Result<slate_core::tpm::session::EcdhResult, String> {
+        use aws_lc_rs::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mine = EphemeralPrivateKey::generate(&ECDH_P256, &rng)
+            .map_err(|_| "making an ephemeral P-256 key".to_string())?;
+        let public = mine
+            .compute_public_key()
+            .map_err(|_| "its public point".to_string())?;
+        let point = public.as_ref();
+        if point.len() != 65 {
+            return Err("an unexpected P-256 point encoding".into());
+        }
+        let mut peer = vec![0x04];
+        for c in [x, y] {
+            if c.len() > 32 {
+                return Err("the storage key's point is not P-256".into());
+            }
+            peer.extend(std::iter::repeat_n(0u8, 32 - c.len()));
+            peer.extend_from_slice(c);
+        }
+        let z = agreement::agree_ephemeral(
+            mine,
+            UnparsedPublicKey::new(&ECDH_P256, &peer),
+            "the storage key's point is not on P-256".to_string(),
+            |z| Ok(z.to_vec()),
+        )?;
+        Ok(slate_core::tpm::session::EcdhResult {
+            x: point[1..33].to_vec(),
+            y: point[33..65].to_vec(),
+            z,
+        })
+    }
+
+    fn aes128_cfb_decrypt(&self, key: &[u8], iv: &[u8], data: &mut [u8]) -> Result<(), String> {
+        use aws_lc_rs::cipher::{DecryptingKey, DecryptionContext, UnboundCipherKey, AES_128};
+        use aws_lc_rs::iv::FixedLength;
+        let iv: [u8; 16] = iv
+            .try_into()
+            .map_err(|_| "a CFB IV of 16 bytes".to_string())?;
+        let key = UnboundCipherKey::new(&AES_128, key).map_err(|_| "an AES-128 key".to_string())?;
+        DecryptingKey::cfb128(key)
+            .and_then(|k| k.decrypt(data, DecryptionContext::Iv128(FixedLength::from(iv))))
+            .map(|_| ())
+            .map_err(|_| "AES-128-CFB decryption".to_string())
+    }
+}

@@ -267,7 +267,10 @@ fn a_pcr_key_without_secure_boot_is_refused_naming_the_field() {
 }
 
 /// Raw TPM 2.0 commands over swtpm's TCP port, as `/dev/tpmrm0` carries them on a device.
-struct TcpTransport(std::net::TcpStream);
+/// Every byte the TPM answered is kept in the shared log: what someone on the bus sees.
+struct TcpTransport(std::net::TcpStream, BusLog);
+
+type BusLog = std::rc::Rc<std::cell::RefCell<Vec<u8>>>;
 
 impl slate_core::tpm::client::Transport for TcpTransport {
     fn transact(&mut self, command: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -278,6 +281,7 @@ impl slate_core::tpm::client::Transport for TcpTransport {
         let size = u32::from_be_bytes([response[2], response[3], response[4], response[5]]);
         response.resize(size as usize, 0);
         self.0.read_exact(&mut response[10..])?;
+        self.1.borrow_mut().extend_from_slice(&response);
         Ok(response)
     }
 }
@@ -285,9 +289,14 @@ impl slate_core::tpm::client::Transport for TcpTransport {
 type Client = slate_core::tpm::client::Tpm<TcpTransport>;
 
 fn client(tpm: &Swtpm) -> Client {
+    client_logged(tpm, BusLog::default())
+}
+
+fn client_logged(tpm: &Swtpm, log: BusLog) -> Client {
     let port = tpm.port().unwrap();
     Client::new(TcpTransport(
         std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        log,
     ))
 }
 
@@ -337,7 +346,8 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
 
     let state = tmp.path().join("tpm-state");
     let tpm = Swtpm::tcp(&state).unwrap();
-    let mut c = client(&tpm);
+    let bus = BusLog::default();
+    let mut c = client_logged(&tpm, bus.clone());
     boot_uki(&mut c, &refs(&v1));
     assert_eq!(
         c.read_pcr(PCR_KERNEL_BOOT).unwrap(),
@@ -356,25 +366,64 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     );
     let secret = c.random(64).unwrap();
     let sealed = c.seal_to_vendor(&secret, vendor).unwrap();
+    bus.borrow_mut().clear();
     assert_eq!(
-        c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap(),
+        c.unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v1,
+            1,
+            &mut slate_agent::tpm::LocalCrypto
+        )
+        .unwrap(),
         secret
+    );
+    // The salted session: the unsealed key never crossed the bus in the clear.
+    assert!(
+        !bus.borrow()
+            .windows(secret.len())
+            .any(|w| w == secret.as_slice()),
+        "the unsealed key is readable on the TPM's bus"
     );
 
     // Refused: v2's policies while v1 runs.
-    let e2 = c.unseal_signed(&sealed, vendor, &signed_v2, 2).unwrap_err();
+    let e2 = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v2,
+            2,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(matches!(e2, Error::NoPolicyForPcr { .. }), "{e2}");
     // Refused by the TPM: v1's right policy with a changed signature.
     let mut forged = signed_v1.clone();
     let mut sig = slate_core::tpm::base64_decode(&forged[0].sig).unwrap();
     sig[100] ^= 1;
     forged[0].sig = slate_core::tpm::base64_encode(&sig);
-    let e3 = c.unseal_signed(&sealed, vendor, &forged, 1).unwrap_err();
+    let e3 = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &forged,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(e3.to_string().contains("VerifySignature failed"), "{e3}");
     // The write policy (another policyRef) cannot unseal, even passed as the unseal one.
     let mut wrong_ref = signed_v1.clone();
     wrong_ref[0].sig = wrong_ref[1].sig.clone();
-    let e3b = c.unseal_signed(&sealed, vendor, &wrong_ref, 1).unwrap_err();
+    let e3b = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &wrong_ref,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(e3b.to_string().contains("VerifySignature failed"), "{e3b}");
     // A stranger's key signing v1's policies: not the key /data was sealed to.
     let strangers_dir = tmp.path().join("stranger");
@@ -384,7 +433,13 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let strangers = stranger.sign(&refs(&v1), &scratch, Some(1)).unwrap().sha256;
     let (sn, se) = rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
     let e4 = c
-        .unseal_signed(&sealed, (&sn, se), &strangers, 1)
+        .unseal_signed(
+            &sealed,
+            (&sn, se),
+            &strangers,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
         .unwrap_err();
     assert!(matches!(e4, Error::OtherKey), "{e4}");
     // The TPM, not our check, refuses the stranger: bypass the check and ask it directly,
@@ -404,7 +459,15 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
 
     // After "leave-initrd" nothing unseals, not even with v1's ticket passed straight in.
     c.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes()).unwrap();
-    let e5 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
+    let e5 = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v1,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(matches!(e5, Error::NoPolicyForPcr { .. }), "{e5}");
     let late = direct_unseal(&mut c, &sealed, vendor, &signed_v1[0], 1)
         .expect_err("the TPM unsealed after leave-initrd");
@@ -425,7 +488,14 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     boot_uki(&mut c, &refs(&v2));
     assert_eq!(c.epoch_index(vendor, &signed_v2, false).unwrap(), 0);
     assert_eq!(
-        c.unseal_signed(&sealed, vendor, &signed_v2, 2).unwrap(),
+        c.unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v2,
+            2,
+            &mut slate_agent::tpm::LocalCrypto
+        )
+        .unwrap(),
         secret
     );
     c.raise_epoch(vendor, &signed_v2, 2).unwrap();
@@ -437,7 +507,15 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let tpm = Swtpm::tcp(&state).unwrap();
     let mut c = client(&tpm);
     boot_uki(&mut c, &refs(&v1));
-    let e7 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
+    let e7 = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v1,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(
         matches!(e7, Error::BelowTpmFloor { epoch: 1, floor: 2 }),
         "{e7}"
@@ -453,7 +531,15 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let mut c = client(&other);
     boot_uki(&mut c, &refs(&v1));
     c.epoch_index(vendor, &signed_v1, true).unwrap();
-    let e6 = c.unseal_signed(&sealed, vendor, &signed_v1, 1).unwrap_err();
+    let e6 = c
+        .unseal_signed(
+            &sealed,
+            vendor,
+            &signed_v1,
+            1,
+            &mut slate_agent::tpm::LocalCrypto,
+        )
+        .unwrap_err();
     assert!(
         e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"),
         "{e6}"

@@ -193,7 +193,13 @@ fn open_and_mount<T: Transport>(
             }
             let v = vendor.as_ref().context("the vendor key")?;
             let key = t
-                .unseal_signed(&h.sealed, v.key(), &v.signatures, epoch)
+                .unseal_signed(
+                    &h.sealed,
+                    v.key(),
+                    &v.signatures,
+                    epoch,
+                    &mut crate::tpm::LocalCrypto,
+                )
                 .context("unsealing the /data key")?;
             let mapped = open_crypt(part, key, payload_bytes)?;
             if h.state == State::Formatting {

@@ -3,6 +3,7 @@
 //! a short fixed sequence; the flows that matter (seal at enrolment, unseal by a signed
 //! policy) are in [`Tpm::seal`] and [`Tpm::unseal_signed`].
 
+use super::session::{self, SaltCrypto};
 use super::wire::{self, alg, Cc, Command, Response, TpmError};
 use super::{policy, PolicySignature, PCR_KERNEL_BOOT};
 use sha2::{Digest, Sha256};
@@ -48,6 +49,9 @@ pub enum Error {
         /// The index.
         index: u32,
     },
+    /// The session's cryptography failed, or the TPM's answer was not authentic.
+    #[error("the salted session: {0}")]
+    Crypto(String),
     /// The public key in the image is not the one the secret was sealed to.
     #[error("the image's PCR-signing key is not the key /data was sealed to: this image was signed by another vendor key")]
     OtherKey,
@@ -331,6 +335,98 @@ impl<T: Transport> Tpm<T> {
         Ok(r.b()?.to_vec())
     }
 
+    /// Starts a policy session salted to the storage key `srk` (its public area
+    /// `srk_public`, a `TPMT_PUBLIC` of an ECC P-256 key), with AES-128-CFB for parameter
+    /// encryption.
+    pub fn start_salted_session(
+        &mut self,
+        srk: u32,
+        srk_public: &[u8],
+        crypto: &mut dyn SaltCrypto,
+    ) -> Result<Salted, Error> {
+        let (sx, sy) = ecc_point(srk_public).ok_or(TpmError::Malformed {
+            cc: Cc::CreatePrimary,
+            at: 0,
+            what: "the storage key is not an ECC P-256 key",
+        })?;
+        let agreed = crypto.ecdh_p256(sx, sy).map_err(Error::Crypto)?;
+        let salt = session::kdfe(&agreed.z, "SECRET", &agreed.x, sx, 256);
+        let mut point = Vec::new();
+        for c in [&agreed.x, &agreed.y] {
+            point.extend_from_slice(&u16::try_from(c.len()).unwrap_or(0).to_be_bytes());
+            point.extend_from_slice(c);
+        }
+        let nonce_caller = self.random(32)?;
+        let bytes = self.run(
+            Command::new(Cc::StartAuthSession)
+                .handle(srk)
+                .handle(wire::RH_NULL)
+                .b(&nonce_caller)
+                .b(&point)
+                .u8(SE_POLICY)
+                .u16(alg::AES)
+                .u16(128)
+                .u16(alg::CFB)
+                .u16(alg::SHA256),
+        )?;
+        let mut r = Response::parse(Cc::StartAuthSession, &bytes, 1)?;
+        let nonce_tpm = r.b()?.to_vec();
+        Ok(Salted {
+            handle: r.handle.unwrap_or(0),
+            key: session::kdfa(&salt, "ATH", &nonce_tpm, &nonce_caller, 256),
+            nonce_tpm,
+        })
+    }
+
+    /// Unseals `item` (named `item_name`) with the salted policy session `s`, which ends with
+    /// it: the command carries the session's HMAC, the answer is checked by its HMAC and
+    /// decrypted.
+    pub fn unseal_salted(
+        &mut self,
+        item: u32,
+        item_name: &[u8],
+        s: &Salted,
+        nonce_caller: &[u8],
+        crypto: &dyn SaltCrypto,
+    ) -> Result<Vec<u8>, Error> {
+        const ENCRYPT: u8 = 0x40;
+        let cc = (Cc::Unseal as u32).to_be_bytes();
+        let cp_hash: [u8; 32] = Sha256::digest([cc.as_slice(), item_name].concat()).into();
+        let command_hmac =
+            session::hmac(&s.key, &[&cp_hash, nonce_caller, &s.nonce_tpm, &[ENCRYPT]]);
+        let bytes = self.run(Command::new(Cc::Unseal).handle(item).session_with(
+            s.handle,
+            nonce_caller,
+            ENCRYPT,
+            &command_hmac,
+        ))?;
+        let r = Response::parse(Cc::Unseal, &bytes, 0)?;
+        let params = r.parameters();
+        let (nonce_tpm, attrs, answer_hmac) = r.session_answer()?;
+        let rp_hash: [u8; 32] =
+            Sha256::digest([&0u32.to_be_bytes()[..], &cc, params].concat()).into();
+        let want = session::hmac(&s.key, &[&rp_hash, nonce_tpm, nonce_caller, &[attrs]]);
+        if answer_hmac != want {
+            return Err(Error::Crypto(
+                "the TPM's answer to Unseal does not carry the session's HMAC (changed on the bus?)"
+                    .into(),
+            ));
+        }
+        let mut data = params
+            .get(2..)
+            .ok_or(TpmError::Malformed {
+                cc: Cc::Unseal,
+                at: 10,
+                what: "no outData",
+            })?
+            .to_vec();
+        let kv = session::kdfa(&s.key, "CFB", nonce_tpm, nonce_caller, 256);
+        crypto
+            .aes128_cfb_decrypt(&kv[..16], &kv[16..32], &mut data)
+            .map_err(Error::Crypto)?;
+        Ok(data)
+    }
+
     /// Binds `session` to "the 8-byte value of `index` ≤ `bound`", reading the index with
     /// owner authorisation.
     pub fn policy_nv_at_most(&mut self, session: u32, index: u32, bound: u64) -> Result<(), Error> {
@@ -509,6 +605,7 @@ impl<T: Transport> Tpm<T> {
         vendor: (&[u8], u32),
         signatures: &[PolicySignature],
         epoch: u64,
+        crypto: &mut dyn SaltCrypto,
     ) -> Result<Vec<u8>, Error> {
         let name = policy::vendor_key_name(vendor.0, vendor.1);
         if sealed_policy(&sealed.public) != Some(policy::authorized_policy(&name, b"")) {
@@ -523,18 +620,35 @@ impl<T: Transport> Tpm<T> {
         let entry = find(signatures, &want, "").ok_or_else(|| Error::NoPolicyForPcr {
             pcr11: hex::encode(pcr),
         })?;
-        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
+        let (srk, srk_public) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
         let item = self.load(srk, sealed);
+        let salted = match &item {
+            Ok(_) => self.start_salted_session(srk, &srk_public, crypto),
+            Err(_) => Err(Error::Crypto(String::new())),
+        };
         self.flush(srk)?;
         let item = item?;
-        let result = self.in_session(
-            |t, s| {
-                t.policy_nv_at_most(s, policy::EPOCH_INDEX, epoch)?;
-                t.policy_pcr(s, PCR_KERNEL_BOOT)?;
-                t.authorize(s, vendor, &want, b"", entry)
-            },
-            |t, s| t.unseal(item, s),
-        );
+        let salted = match salted {
+            Ok(s) => s,
+            Err(e) => {
+                self.flush(item)?;
+                return Err(e);
+            }
+        };
+        let item_name = wire::name_of(sealed.public.get(2..).unwrap_or_default());
+        let nonce_caller = self.random(32);
+        let s = salted.handle;
+        let result = nonce_caller
+            .and_then(|n| {
+                self.policy_nv_at_most(s, policy::EPOCH_INDEX, epoch)?;
+                self.policy_pcr(s, PCR_KERNEL_BOOT)?;
+                self.authorize(s, vendor, &want, b"", entry)?;
+                Ok(n)
+            })
+            .and_then(|n| self.unseal_salted(item, &item_name, &salted, &n, crypto));
+        if result.is_err() {
+            let _ = self.flush(s);
+        }
         self.flush(item)?;
         result
     }
@@ -627,6 +741,34 @@ impl<T: Transport> Tpm<T> {
         let name = policy::vendor_key_name(vendor.0, vendor.1);
         self.seal(secret, &policy::authorized_policy(&name, b""))
     }
+}
+
+/// A salted policy session: its handle, its session key and the TPM's last nonce.
+#[derive(Debug)]
+pub struct Salted {
+    /// The session's handle.
+    pub handle: u32,
+    /// The session key (KDFa of the salt and both nonces).
+    pub key: Vec<u8>,
+    /// The TPM's nonce, for the next command's HMAC.
+    pub nonce_tpm: Vec<u8>,
+}
+
+/// The point (x, y) of an ECC `TPMT_PUBLIC` laid out as [`wire::srk_template`] is.
+fn ecc_point(public: &[u8]) -> Option<(&[u8], &[u8])> {
+    // type, nameAlg, attributes, authPolicy (empty), symmetric (AES 128 CFB), scheme,
+    // curve, kdf: 22 bytes before unique.
+    let policy_len = usize::from(u16::from_be_bytes([*public.get(8)?, *public.get(9)?]));
+    let mut at = 10 + policy_len + 6 + 2 + 2 + 2;
+    let mut take = || -> Option<&[u8]> {
+        let n = usize::from(u16::from_be_bytes([*public.get(at)?, *public.get(at + 1)?]));
+        let v = public.get(at + 2..at + 2 + n)?;
+        at += 2 + n;
+        Some(v)
+    };
+    let x = take()?;
+    let y = take()?;
+    Some((x, y))
 }
 
 /// The signed entry for `pol` with `policy_ref`, SHA-256 bank, PCR 11.

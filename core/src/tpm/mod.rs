@@ -10,6 +10,7 @@ pub mod client;
 pub mod header;
 pub mod policy;
 pub mod quote;
+pub mod session;
 pub mod wire;
 
 use crate::der::{tag, Reader};

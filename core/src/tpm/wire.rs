@@ -106,11 +106,26 @@ impl Command {
 
     /// Authorises with `session` (a policy session: no HMAC, no nonce of ours), its
     /// attributes as given (`0x01` = continueSession).
-    pub fn session(mut self, session: u32, attributes: u8) -> Command {
+    pub fn session(self, session: u32, attributes: u8) -> Command {
+        self.session_with(session, &[], attributes, &[])
+    }
+
+    /// Authorises with `session`, our `nonce`, its `attributes` and the command's `hmac`.
+    pub fn session_with(
+        mut self,
+        session: u32,
+        nonce: &[u8],
+        attributes: u8,
+        hmac: &[u8],
+    ) -> Command {
         self.auth.extend_from_slice(&session.to_be_bytes());
-        self.auth.extend_from_slice(&0u16.to_be_bytes()); // nonceCaller
+        self.auth
+            .extend_from_slice(&u16::try_from(nonce.len()).unwrap_or(0).to_be_bytes());
+        self.auth.extend_from_slice(nonce);
         self.auth.push(attributes);
-        self.auth.extend_from_slice(&0u16.to_be_bytes()); // hmac
+        self.auth
+            .extend_from_slice(&u16::try_from(hmac.len()).unwrap_or(0).to_be_bytes());
+        self.auth.extend_from_slice(hmac);
         self.sessions += 1;
         self
     }
@@ -237,6 +252,9 @@ pub struct Response<'a> {
     /// The handles the response starts with (CreatePrimary, Load, LoadExternal,
     /// StartAuthSession return one).
     pub handle: Option<u32>,
+    /// Where the parameters are (for a response HMAC), and the authorisation area after them.
+    params: std::ops::Range<usize>,
+    auth: &'a [u8],
 }
 
 impl<'a> Response<'a> {
@@ -261,6 +279,8 @@ impl<'a> Response<'a> {
             bytes,
             at: 10,
             handle: None,
+            params: 0..0,
+            auth: &[],
         };
         for _ in 0..handles {
             r.handle = Some(r.u32()?);
@@ -274,8 +294,10 @@ impl<'a> Response<'a> {
                     .filter(|&end| end <= bytes.len())
                     .ok_or(bad(r.at, "the parameter size is past the end"))?;
                 r.bytes = &bytes[..end];
+                r.params = r.at..end;
+                r.auth = &bytes[end..];
             }
-            ST_NO_SESSIONS => {}
+            ST_NO_SESSIONS => r.params = r.at..bytes.len(),
             _ => return Err(bad(0, "not a TPM 2.0 tag")),
         }
         Ok(r)
@@ -324,6 +346,27 @@ impl<'a> Response<'a> {
         let start = self.at;
         self.b()?;
         Ok(&self.bytes[start..self.at])
+    }
+
+    /// The parameter area as sent (what a response HMAC covers).
+    pub fn parameters(&self) -> &'a [u8] {
+        &self.bytes[self.params.clone()]
+    }
+
+    /// The first session's answer: its nonce, attributes and HMAC.
+    pub fn session_answer(&self) -> Result<(&'a [u8], u8, &'a [u8]), TpmError> {
+        let mut a = Response {
+            cc: self.cc,
+            bytes: self.auth,
+            at: 0,
+            handle: None,
+            params: 0..0,
+            auth: &[],
+        };
+        let nonce = a.b()?;
+        let attrs = a.u8()?;
+        let hmac = a.b()?;
+        Ok((nonce, attrs, hmac))
     }
 
     /// Reads `n` raw bytes.
