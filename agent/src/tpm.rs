@@ -69,6 +69,44 @@ pub fn pass_initrd_phases() {
     }
 }
 
+/// Where the TPM client runs for the agent (`slate-init tpm …`).
+const HELPER: &str = "/usr/lib/slate/slate-init";
+
+/// Runs `slate-init tpm <args>` and reads its JSON: how slated reaches the TPM without
+/// linking a second copy of the client.
+fn ask_helper<T: serde::de::DeserializeOwned>(args: &[&str]) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let out = std::process::Command::new(HELPER)
+        .arg("tpm")
+        .args(args)
+        .output()
+        .with_context(|| format!("running {HELPER} tpm"))?;
+    if !out.status.success() {
+        anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("reading {HELPER} tpm's answer"))
+}
+
+/// The TPM's part of `/v1/status`, for the agent (through `slate-init tpm status`).
+pub fn status_for_agent() -> slate_core::api::TpmStatus {
+    ask_helper(&["status"]).unwrap_or_else(|e| slate_core::api::TpmStatus {
+        warning: Some(format!("reading the TPM: {e:#}")),
+        ..Default::default()
+    })
+}
+
+/// A quote over `nonce`, for the agent (through `slate-init tpm quote`).
+pub fn quote_for_agent(nonce: &[u8]) -> anyhow::Result<slate_core::tpm::quote::Quote> {
+    ask_helper(&["quote", &hex::encode(nonce)])
+}
+
+/// A quote over `nonce` by this machine's TPM.
+pub fn quote(nonce: &[u8]) -> anyhow::Result<slate_core::tpm::quote::Quote> {
+    let mut tpm = open(Duration::ZERO)?
+        .ok_or_else(|| anyhow::anyhow!("this device has no TPM ({DEVICE} is missing)"))?;
+    Ok(tpm.quote(nonce)?)
+}
+
 /// The TPM's part of `/v1/status`, read once when the agent starts (PCR 11 and the epoch
 /// index change only in stage 1).
 pub fn status() -> slate_core::api::TpmStatus {
@@ -103,10 +141,28 @@ pub fn status() -> slate_core::api::TpmStatus {
 }
 
 /// The salted session's elliptic curve and block cipher, from aws-lc-rs (which the agent
-/// links for TLS already); the ephemeral key comes from the kernel's generator, never from
-/// the TPM whose bus it protects.
-#[derive(Debug, Default)]
-pub struct LocalCrypto;
+/// links for TLS already). The ephemeral key is made from `seed`: stage 1 runs before the
+/// kernel's generator may be ready (under emulation without RDRAND, a blocking read waits
+/// over a second), so the seed mixes the TPM's random bytes with the kernel's pool as it is
+/// ([`session_seed`]).
+#[derive(Debug)]
+pub struct LocalCrypto {
+    /// The ephemeral scalar's seed.
+    pub seed: [u8; 32],
+}
+
+/// A seed for [`LocalCrypto`]: SHA-256 of `tpm_random` and 32 bytes of the kernel's pool read
+/// without waiting for it to be fully seeded. Someone on the TPM's bus sees `tpm_random`, not
+/// the kernel's part.
+pub fn session_seed(tpm_random: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut kernel = [0u8; 32];
+    let _ = rustix::rand::getrandom(&mut kernel, rustix::rand::GetRandomFlags::INSECURE);
+    let mut h = sha2::Sha256::new();
+    h.update(tpm_random);
+    h.update(kernel);
+    h.finalize().into()
+}
 
 impl slate_core::tpm::session::SaltCrypto for LocalCrypto {
     fn ecdh_p256(
@@ -114,10 +170,16 @@ impl slate_core::tpm::session::SaltCrypto for LocalCrypto {
         x: &[u8],
         y: &[u8],
     ) -> Result<slate_core::tpm::session::EcdhResult, String> {
-        use aws_lc_rs::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let mine = EphemeralPrivateKey::generate(&ECDH_P256, &rng)
-            .map_err(|_| "making an ephemeral P-256 key".to_string())?;
+        use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, ECDH_P256};
+        use sha2::Digest;
+        // A scalar from the seed (re-hashed in the rare case it is not below the order).
+        let mut scalar = self.seed;
+        let mine = loop {
+            match PrivateKey::from_private_key(&ECDH_P256, &scalar) {
+                Ok(k) => break k,
+                Err(_) => scalar = sha2::Sha256::digest(scalar).into(),
+            }
+        };
         let public = mine
             .compute_public_key()
             .map_err(|_| "its public point".to_string())?;
@@ -133,8 +195,8 @@ impl slate_core::tpm::session::SaltCrypto for LocalCrypto {
             peer.extend(std::iter::repeat_n(0u8, 32 - c.len()));
             peer.extend_from_slice(c);
         }
-        let z = agreement::agree_ephemeral(
-            mine,
+        let z = agreement::agree(
+            &mine,
             UnparsedPublicKey::new(&ECDH_P256, &peer),
             "the storage key's point is not on P-256".to_string(),
             |z| Ok(z.to_vec()),

@@ -368,14 +368,8 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let sealed = c.seal_to_vendor(&secret, vendor).unwrap();
     bus.borrow_mut().clear();
     assert_eq!(
-        c.unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v1,
-            1,
-            &mut slate_agent::tpm::LocalCrypto
-        )
-        .unwrap(),
+        c.unseal_signed(&sealed, vendor, &signed_v1, 1, &mut local_crypto())
+            .unwrap(),
         secret
     );
     // The salted session: the unsealed key never crossed the bus in the clear.
@@ -388,13 +382,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
 
     // Refused: v2's policies while v1 runs.
     let e2 = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v2,
-            2,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &signed_v2, 2, &mut local_crypto())
         .unwrap_err();
     assert!(matches!(e2, Error::NoPolicyForPcr { .. }), "{e2}");
     // Refused by the TPM: v1's right policy with a changed signature.
@@ -403,26 +391,14 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     sig[100] ^= 1;
     forged[0].sig = slate_core::tpm::base64_encode(&sig);
     let e3 = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &forged,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &forged, 1, &mut local_crypto())
         .unwrap_err();
     assert!(e3.to_string().contains("VerifySignature failed"), "{e3}");
     // The write policy (another policyRef) cannot unseal, even passed as the unseal one.
     let mut wrong_ref = signed_v1.clone();
     wrong_ref[0].sig = wrong_ref[1].sig.clone();
     let e3b = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &wrong_ref,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &wrong_ref, 1, &mut local_crypto())
         .unwrap_err();
     assert!(e3b.to_string().contains("VerifySignature failed"), "{e3b}");
     // A stranger's key signing v1's policies: not the key /data was sealed to.
@@ -433,13 +409,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let strangers = stranger.sign(&refs(&v1), &scratch, Some(1)).unwrap().sha256;
     let (sn, se) = rsa_public_numbers(&rsa_public_key_der(stranger.public_pem()).unwrap()).unwrap();
     let e4 = c
-        .unseal_signed(
-            &sealed,
-            (&sn, se),
-            &strangers,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, (&sn, se), &strangers, 1, &mut local_crypto())
         .unwrap_err();
     assert!(matches!(e4, Error::OtherKey), "{e4}");
     // The TPM, not our check, refuses the stranger: bypass the check and ask it directly,
@@ -460,13 +430,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     // After "leave-initrd" nothing unseals, not even with v1's ticket passed straight in.
     c.extend(PCR_KERNEL_BOOT, LEAVE_INITRD.as_bytes()).unwrap();
     let e5 = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v1,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &signed_v1, 1, &mut local_crypto())
         .unwrap_err();
     assert!(matches!(e5, Error::NoPolicyForPcr { .. }), "{e5}");
     let late = direct_unseal(&mut c, &sealed, vendor, &signed_v1[0], 1)
@@ -488,14 +452,8 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     boot_uki(&mut c, &refs(&v2));
     assert_eq!(c.epoch_index(vendor, &signed_v2, false).unwrap(), 0);
     assert_eq!(
-        c.unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v2,
-            2,
-            &mut slate_agent::tpm::LocalCrypto
-        )
-        .unwrap(),
+        c.unseal_signed(&sealed, vendor, &signed_v2, 2, &mut local_crypto())
+            .unwrap(),
         secret
     );
     c.raise_epoch(vendor, &signed_v2, 2).unwrap();
@@ -508,13 +466,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     let mut c = client(&tpm);
     boot_uki(&mut c, &refs(&v1));
     let e7 = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v1,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &signed_v1, 1, &mut local_crypto())
         .unwrap_err();
     assert!(
         matches!(e7, Error::BelowTpmFloor { epoch: 1, floor: 2 }),
@@ -532,13 +484,7 @@ fn a_secret_sealed_to_the_vendors_key_unseals_for_each_signed_uki_and_for_nothin
     boot_uki(&mut c, &refs(&v1));
     c.epoch_index(vendor, &signed_v1, true).unwrap();
     let e6 = c
-        .unseal_signed(
-            &sealed,
-            vendor,
-            &signed_v1,
-            1,
-            &mut slate_agent::tpm::LocalCrypto,
-        )
+        .unseal_signed(&sealed, vendor, &signed_v1, 1, &mut local_crypto())
         .unwrap_err();
     assert!(
         e6.to_string().contains("Load failed") && e6.to_string().contains("another TPM"),
@@ -577,6 +523,13 @@ fn direct_unseal(
     let _ = c.flush(session);
     c.flush(item)?;
     result
+}
+
+/// The device's session crypto with a fresh seed.
+fn local_crypto() -> slate_agent::tpm::LocalCrypto {
+    slate_agent::tpm::LocalCrypto {
+        seed: slate_agent::tpm::session_seed(b"test"),
+    }
 }
 
 fn refs(v: &[(slate_core::tpm::Section, Vec<u8>)]) -> Vec<(slate_core::tpm::Section, &[u8])> {

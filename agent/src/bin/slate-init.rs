@@ -6,6 +6,8 @@
 //! counting can fall back. It never drops to a shell on its own.
 //!
 //! `slate-init dhcp IFACE` is the DHCP client, which stage 2 runs as a supervised service.
+//! `slate-init tpm status|quote NONCE` prints the TPM's part of the status, or a quote, as
+//! JSON for the agent: the TPM client lives in this binary (stage 1 needs it), not in slated.
 
 use slate_agent::{init::stage1, init::stage2, marker, sys};
 use std::time::Duration;
@@ -52,10 +54,41 @@ fn dhcp(args: &[String]) -> ! {
     }
 }
 
+/// `slate-init tpm status` and `slate-init tpm quote NONCE_HEX`: JSON on stdout, or the reason
+/// on stderr and exit 1.
+fn tpm(args: &[String]) -> ! {
+    let printed = match args {
+        [what] if what == "status" => {
+            serde_json::to_string(&slate_agent::tpm::status()).map_err(|e| e.to_string())
+        }
+        [what, nonce] if what == "quote" => hex::decode(nonce)
+            .map_err(|_| "the nonce is not hex".to_string())
+            .and_then(|n| slate_agent::tpm::quote(&n).map_err(|e| format!("{e:#}")))
+            .and_then(|q| serde_json::to_string(&q).map_err(|e| e.to_string())),
+        _ => {
+            eprintln!("usage: slate-init tpm status | slate-init tpm quote NONCE_HEX");
+            std::process::exit(2);
+        }
+    };
+    match printed {
+        Ok(json) => {
+            println!("{json}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("dhcp") {
         dhcp(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("tpm") {
+        tpm(&args[1..]);
     }
     let stage2 = args.first().map(String::as_str) == Some("--stage2");
     if std::process::id() != 1 {

@@ -192,13 +192,14 @@ fn open_and_mount<T: Transport>(
                 );
             }
             let v = vendor.as_ref().context("the vendor key")?;
+            let seed = crate::tpm::session_seed(&t.random(32)?);
             let key = t
                 .unseal_signed(
                     &h.sealed,
                     v.key(),
                     &v.signatures,
                     epoch,
-                    &mut crate::tpm::LocalCrypto,
+                    &mut crate::tpm::LocalCrypto { seed },
                 )
                 .context("unsealing the /data key")?;
             let mapped = open_crypt(part, key, payload_bytes)?;

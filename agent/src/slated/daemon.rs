@@ -211,7 +211,7 @@ impl Agent {
             staged: None,
             secure_boot: crate::boot::secure_boot::enabled(),
             built_for_secure_boot: image.secure_boot,
-            tpm: Some(crate::tpm::status()),
+            tpm: Some(crate::tpm::status_for_agent()),
         };
         let secure_boot_db = image.secure_boot.then(|| {
             crate::boot::secure_boot::db_key().map_err(|e| {

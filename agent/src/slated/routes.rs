@@ -243,13 +243,7 @@ async fn quote(query: Option<&str>) -> Resp {
             },
         );
     };
-    let answer = tokio::task::spawn_blocking(move || {
-        let mut tpm = crate::tpm::open(Duration::ZERO)?.ok_or_else(|| {
-            anyhow::anyhow!("this device has no TPM ({} is missing)", crate::tpm::DEVICE)
-        })?;
-        anyhow::Ok(tpm.quote(&nonce)?)
-    })
-    .await;
+    let answer = tokio::task::spawn_blocking(move || crate::tpm::quote_for_agent(&nonce)).await;
     match answer {
         Ok(Ok(q)) => json(StatusCode::OK, &q),
         Ok(Err(e)) => json(
