@@ -72,9 +72,9 @@ pub fn pass_initrd_phases() {
 /// Where the TPM client runs for the agent (`slate-init tpm …`).
 const HELPER: &str = "/usr/lib/slate/slate-init";
 
-/// Runs `slate-init tpm <args>` and reads its JSON: how slated reaches the TPM without
-/// linking a second copy of the client.
-fn ask_helper<T: serde::de::DeserializeOwned>(args: &[&str]) -> anyhow::Result<T> {
+/// Runs `slate-init tpm <args>` and returns what it printed: how slated reaches the TPM
+/// without linking a second copy of the client.
+fn ask_helper(args: &[&str]) -> anyhow::Result<String> {
     use anyhow::Context;
     let out = std::process::Command::new(HELPER)
         .arg("tpm")
@@ -84,20 +84,27 @@ fn ask_helper<T: serde::de::DeserializeOwned>(args: &[&str]) -> anyhow::Result<T
     if !out.status.success() {
         anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("reading {HELPER} tpm's answer"))
+    String::from_utf8(out.stdout).with_context(|| format!("{HELPER} tpm printed no text"))
 }
 
 /// The TPM's part of `/v1/status`, for the agent (through `slate-init tpm status`).
 pub fn status_for_agent() -> slate_core::api::TpmStatus {
-    ask_helper(&["status"]).unwrap_or_else(|e| slate_core::api::TpmStatus {
-        warning: Some(format!("reading the TPM: {e:#}")),
-        ..Default::default()
-    })
+    ask_helper(&["status"])
+        .and_then(|text| Ok(serde_json::from_str(&text)?))
+        .unwrap_or_else(|e| slate_core::api::TpmStatus {
+            warning: Some(format!("reading the TPM: {e:#}")),
+            ..Default::default()
+        })
 }
 
-/// A quote over `nonce`, for the agent (through `slate-init tpm quote`).
-pub fn quote_for_agent(nonce: &[u8]) -> anyhow::Result<slate_core::tpm::quote::Quote> {
-    ask_helper(&["quote", &hex::encode(nonce)])
+/// A quote over `nonce`, for the agent (through `slate-init tpm quote`): its JSON, passed on
+/// as printed (the verifier checks every field; slated need not read it).
+pub fn quote_for_agent(nonce: &[u8]) -> anyhow::Result<String> {
+    let text = ask_helper(&["quote", &hex::encode(nonce)])?;
+    if !text.trim_start().starts_with('{') {
+        anyhow::bail!("slate-init tpm quote printed no JSON object");
+    }
+    Ok(text.trim_end().to_string())
 }
 
 /// A quote over `nonce` by this machine's TPM.

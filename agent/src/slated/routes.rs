@@ -245,7 +245,15 @@ async fn quote(query: Option<&str>) -> Resp {
     };
     let answer = tokio::task::spawn_blocking(move || crate::tpm::quote_for_agent(&nonce)).await;
     match answer {
-        Ok(Ok(q)) => json(StatusCode::OK, &q),
+        // slate-init's JSON as it printed it (the verifier checks every field).
+        Ok(Ok(q)) => {
+            let mut r = Response::new(Full::new(Bytes::from(q + "\n")));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         Ok(Err(e)) => json(
             StatusCode::CONFLICT,
             &ErrorAnswer {
