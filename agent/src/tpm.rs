@@ -87,14 +87,46 @@ fn ask_helper(args: &[&str]) -> anyhow::Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{HELPER} tpm printed no text"))
 }
 
-/// The TPM's part of `/v1/status`, for the agent (through `slate-init tpm status`).
+/// The TPM's part of `/v1/status`, for the agent (through `slate-init tpm status`, whose
+/// answer is [`status_lines`]: read by hand, which keeps a JSON reader out of slated).
 pub fn status_for_agent() -> slate_core::api::TpmStatus {
     ask_helper(&["status"])
-        .and_then(|text| Ok(serde_json::from_str(&text)?))
+        .map(|text| read_status_lines(&text))
         .unwrap_or_else(|e| slate_core::api::TpmStatus {
             warning: Some(format!("reading the TPM: {e:#}")),
             ..Default::default()
         })
+}
+
+/// `s` as `key=value` lines, what `slate-init tpm status` prints.
+pub fn status_lines(s: &slate_core::api::TpmStatus) -> String {
+    let mut out = format!("present={}\nsealed_data={}\n", s.present, s.sealed_data);
+    if let Some(p) = &s.pcr11 {
+        out += &format!("pcr11={p}\n");
+    }
+    if let Some(e) = s.nv_epoch {
+        out += &format!("nv_epoch={e}\n");
+    }
+    if let Some(w) = &s.warning {
+        out += &format!("warning={}\n", w.replace('\n', " "));
+    }
+    out
+}
+
+/// Reads [`status_lines`] back; unknown or malformed lines are ignored.
+pub fn read_status_lines(text: &str) -> slate_core::api::TpmStatus {
+    let mut s = slate_core::api::TpmStatus::default();
+    for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+        match k {
+            "present" => s.present = v == "true",
+            "sealed_data" => s.sealed_data = v == "true",
+            "pcr11" => s.pcr11 = Some(v.to_string()),
+            "nv_epoch" => s.nv_epoch = v.parse().ok(),
+            "warning" => s.warning = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    s
 }
 
 /// A quote over `nonce`, for the agent (through `slate-init tpm quote`): its JSON, passed on
@@ -226,5 +258,31 @@ impl slate_core::tpm::session::SaltCrypto for LocalCrypto {
             .and_then(|k| k.decrypt(data, DecryptionContext::Iv128(FixedLength::from(iv))))
             .map(|_| ())
             .map_err(|_| "AES-128-CFB decryption".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_lines_read_back() {
+        let s = slate_core::api::TpmStatus {
+            present: true,
+            sealed_data: true,
+            pcr11: Some("ab".repeat(32)),
+            nv_epoch: Some(2),
+            warning: Some("two\nlines".into()),
+        };
+        let back = read_status_lines(&status_lines(&s));
+        assert_eq!(back.warning.as_deref(), Some("two lines"));
+        assert_eq!(
+            back,
+            slate_core::api::TpmStatus {
+                warning: Some("two lines".into()),
+                ..s
+            }
+        );
+        assert_eq!(read_status_lines("garbage\nnv_epoch=x"), Default::default());
     }
 }

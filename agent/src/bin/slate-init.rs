@@ -6,8 +6,8 @@
 //! counting can fall back. It never drops to a shell on its own.
 //!
 //! `slate-init dhcp IFACE` is the DHCP client, which stage 2 runs as a supervised service.
-//! `slate-init tpm status|quote NONCE` prints the TPM's part of the status, or a quote, as
-//! JSON for the agent: the TPM client lives in this binary (stage 1 needs it), not in slated.
+//! `slate-init tpm status|quote NONCE` prints the TPM's part of the status (`key=value`
+//! lines), or a quote (JSON), for the agent: the TPM client lives in this binary (stage 1 needs it), not in slated.
 
 use slate_agent::{init::stage1, init::stage2, marker, sys};
 use std::time::Duration;
@@ -54,12 +54,14 @@ fn dhcp(args: &[String]) -> ! {
     }
 }
 
-/// `slate-init tpm status` and `slate-init tpm quote NONCE_HEX`: JSON on stdout, or the reason
-/// on stderr and exit 1.
+/// `slate-init tpm status` (`key=value` lines) and `slate-init tpm quote NONCE_HEX` (JSON) on
+/// stdout, or the reason on stderr and exit 1.
 fn tpm(args: &[String]) -> ! {
     let printed = match args {
         [what] if what == "status" => {
-            serde_json::to_string(&slate_agent::tpm::status()).map_err(|e| e.to_string())
+            Ok(slate_agent::tpm::status_lines(&slate_agent::tpm::status())
+                .trim_end()
+                .to_string())
         }
         [what, nonce] if what == "quote" => hex::decode(nonce)
             .map_err(|_| "the nonce is not hex".to_string())
