@@ -1,11 +1,15 @@
 //! The TPM 2.0 operations Slate needs, over any [`Transport`]: the kernel's resource manager
-//! (`/dev/tpmrm0`) on a device, swtpm's socket in the tests. Each operation is one command or
-//! a short fixed sequence; the flows that matter (seal at enrolment, unseal by a signed
-//! policy) are in [`Tpm::seal`] and [`Tpm::unseal_signed`].
+//! (`/dev/tpmrm0`) on a device, swtpm's socket in the tests. Each operation here is one
+//! command; the salted session is `salted`, and the flows that matter (seal at enrolment,
+//! the epoch index, unseal by a signed policy) are `signed`.
 
-use super::session::{self, SaltCrypto};
+mod salted;
+mod signed;
+
+pub use salted::Salted;
+
+use super::policy;
 use super::wire::{self, alg, Cc, Command, Response, TpmError};
-use super::{policy, PolicySignature, PCR_KERNEL_BOOT};
 use sha2::{Digest, Sha256};
 
 /// Something that carries a command to a TPM and brings its whole response back.
@@ -308,13 +312,6 @@ impl<T: Transport> Tpm<T> {
         Ok(())
     }
 
-    /// `session`'s policy digest now.
-    pub fn policy_digest(&mut self, session: u32) -> Result<Vec<u8>, Error> {
-        let bytes = self.run(Command::new(Cc::PolicyGetDigest).handle(session))?;
-        let mut r = Response::parse(Cc::PolicyGetDigest, &bytes, 0)?;
-        Ok(r.b()?.to_vec())
-    }
-
     /// Loads `sealed` under `parent`.
     pub fn load(&mut self, parent: u32, sealed: &Sealed) -> Result<u32, Error> {
         let bytes = self.run(
@@ -333,98 +330,6 @@ impl<T: Transport> Tpm<T> {
         let bytes = self.run(Command::new(Cc::Unseal).handle(item).session(session, 0))?;
         let mut r = Response::parse(Cc::Unseal, &bytes, 0)?;
         Ok(r.b()?.to_vec())
-    }
-
-    /// Starts a policy session salted to the storage key `srk` (its public area
-    /// `srk_public`, a `TPMT_PUBLIC` of an ECC P-256 key), with AES-128-CFB for parameter
-    /// encryption.
-    pub fn start_salted_session(
-        &mut self,
-        srk: u32,
-        srk_public: &[u8],
-        crypto: &mut dyn SaltCrypto,
-    ) -> Result<Salted, Error> {
-        let (sx, sy) = ecc_point(srk_public).ok_or(TpmError::Malformed {
-            cc: Cc::CreatePrimary,
-            at: 0,
-            what: "the storage key is not an ECC P-256 key",
-        })?;
-        let agreed = crypto.ecdh_p256(sx, sy).map_err(Error::Crypto)?;
-        let salt = session::kdfe(&agreed.z, "SECRET", &agreed.x, sx, 256);
-        let mut point = Vec::new();
-        for c in [&agreed.x, &agreed.y] {
-            point.extend_from_slice(&u16::try_from(c.len()).unwrap_or(0).to_be_bytes());
-            point.extend_from_slice(c);
-        }
-        let nonce_caller = self.random(32)?;
-        let bytes = self.run(
-            Command::new(Cc::StartAuthSession)
-                .handle(srk)
-                .handle(wire::RH_NULL)
-                .b(&nonce_caller)
-                .b(&point)
-                .u8(SE_POLICY)
-                .u16(alg::AES)
-                .u16(128)
-                .u16(alg::CFB)
-                .u16(alg::SHA256),
-        )?;
-        let mut r = Response::parse(Cc::StartAuthSession, &bytes, 1)?;
-        let nonce_tpm = r.b()?.to_vec();
-        Ok(Salted {
-            handle: r.handle.unwrap_or(0),
-            key: session::kdfa(&salt, "ATH", &nonce_tpm, &nonce_caller, 256),
-            nonce_tpm,
-        })
-    }
-
-    /// Unseals `item` (named `item_name`) with the salted policy session `s`, which ends with
-    /// it: the command carries the session's HMAC, the answer is checked by its HMAC and
-    /// decrypted.
-    pub fn unseal_salted(
-        &mut self,
-        item: u32,
-        item_name: &[u8],
-        s: &Salted,
-        nonce_caller: &[u8],
-        crypto: &dyn SaltCrypto,
-    ) -> Result<Vec<u8>, Error> {
-        const ENCRYPT: u8 = 0x40;
-        let cc = (Cc::Unseal as u32).to_be_bytes();
-        let cp_hash: [u8; 32] = Sha256::digest([cc.as_slice(), item_name].concat()).into();
-        let command_hmac =
-            session::hmac(&s.key, &[&cp_hash, nonce_caller, &s.nonce_tpm, &[ENCRYPT]]);
-        let bytes = self.run(Command::new(Cc::Unseal).handle(item).session_with(
-            s.handle,
-            nonce_caller,
-            ENCRYPT,
-            &command_hmac,
-        ))?;
-        let r = Response::parse(Cc::Unseal, &bytes, 0)?;
-        let params = r.parameters();
-        let (nonce_tpm, attrs, answer_hmac) = r.session_answer()?;
-        let rp_hash: [u8; 32] =
-            Sha256::digest([&0u32.to_be_bytes()[..], &cc, params].concat()).into();
-        let want = session::hmac(&s.key, &[&rp_hash, nonce_tpm, nonce_caller, &[attrs]]);
-        if answer_hmac != want {
-            return Err(Error::Crypto(
-                "the TPM's answer to Unseal does not carry the session's HMAC (changed on the bus?)"
-                    .into(),
-            ));
-        }
-        let mut data = params
-            .get(2..)
-            .ok_or(TpmError::Malformed {
-                cc: Cc::Unseal,
-                at: 10,
-                what: "no outData",
-            })?
-            .to_vec();
-        let kv = session::kdfa(&s.key, "CFB", nonce_tpm, nonce_caller, 256);
-        crypto
-            .aes128_cfb_decrypt(&kv[..16], &kv[16..32], &mut data)
-            .map_err(Error::Crypto)?;
-        Ok(data)
     }
 
     /// Binds `session` to "the 8-byte value of `index` ≤ `bound`", reading the index with
@@ -489,7 +394,12 @@ impl<T: Transport> Tpm<T> {
     }
 
     /// Writes `value` to `index` under `session`, which ends with it.
-    fn nv_write_u64(&mut self, index: u32, session: u32, value: u64) -> Result<(), Error> {
+    pub(super) fn nv_write_u64(
+        &mut self,
+        index: u32,
+        session: u32,
+        value: u64,
+    ) -> Result<(), Error> {
         let bytes = self.run(
             Command::new(Cc::NvWrite)
                 .handle(index)
@@ -500,166 +410,6 @@ impl<T: Transport> Tpm<T> {
         )?;
         Response::parse(Cc::NvWrite, &bytes, 0)?;
         Ok(())
-    }
-
-    /// Has the TPM verify the vendor's signature of `approved` with `policy_ref` and applies
-    /// `PolicyAuthorize` to `session`.
-    fn authorize(
-        &mut self,
-        session: u32,
-        vendor: (&[u8], u32),
-        approved: &[u8; 32],
-        policy_ref: &[u8],
-        entry: &PolicySignature,
-    ) -> Result<(), Error> {
-        let signature = super::base64_decode(&entry.sig)
-            .ok_or_else(|| Error::BadSignature("its sig is not base64".into()))?;
-        let (key, name) = self.load_verify_key(vendor.0, vendor.1)?;
-        let ticket = self.verify_signature(
-            key,
-            &policy::signed_digest(approved, policy_ref),
-            &signature,
-        );
-        self.flush(key)?;
-        self.policy_authorize(session, approved, policy_ref, &name, &ticket?)
-    }
-
-    /// Runs `steps` in a fresh policy session and then `finally` with it; the session is
-    /// flushed if anything fails before `finally` consumed it.
-    fn in_session<R>(
-        &mut self,
-        steps: impl FnOnce(&mut Self, u32) -> Result<(), Error>,
-        finally: impl FnOnce(&mut Self, u32) -> Result<R, Error>,
-    ) -> Result<R, Error> {
-        let session = self.start_policy_session()?;
-        match steps(self, session) {
-            Ok(()) => finally(self, session),
-            Err(e) => {
-                let _ = self.flush(session);
-                Err(e)
-            }
-        }
-    }
-
-    /// Makes sure the epoch index exists, is written, and is this vendor's; returns its value.
-    /// Only an enrolment (`enrolling`: no sealed key exists yet) defines it and writes 0 under
-    /// the write policy; a power cut between the two is finished by the next enrolment. With
-    /// a sealed key, a missing or unwritten index is refused: someone deleted it to make an
-    /// older image pass "index ≤ its epoch".
-    pub fn epoch_index(
-        &mut self,
-        vendor: (&[u8], u32),
-        signatures: &[PolicySignature],
-        enrolling: bool,
-    ) -> Result<u64, Error> {
-        let name = policy::vendor_key_name(vendor.0, vendor.1);
-        let unwritten = policy::epoch_index_public(&name, false);
-        let written = policy::epoch_index_public(&name, true);
-        match self.nv_public(policy::EPOCH_INDEX)? {
-            Some(p) if p == written => {}
-            Some(p) if p == unwritten && enrolling => self.raise_epoch(vendor, signatures, 0)?,
-            None if enrolling => {
-                self.nv_define(&unwritten)?;
-                self.raise_epoch(vendor, signatures, 0)?;
-            }
-            Some(p) if p == unwritten => return Err(Error::IndexGone),
-            None => return Err(Error::IndexGone),
-            Some(_) => {
-                return Err(Error::ForeignIndex {
-                    index: policy::EPOCH_INDEX,
-                })
-            }
-        }
-        self.nv_read_u64(policy::EPOCH_INDEX)
-    }
-
-    /// Writes `value` to the epoch index under the write policy (PolicyPCR at this image's
-    /// "enter-initrd", signed with [`policy::EPOCH_WRITE_REF`]). Callers only ever raise it.
-    pub fn raise_epoch(
-        &mut self,
-        vendor: (&[u8], u32),
-        signatures: &[PolicySignature],
-        value: u64,
-    ) -> Result<(), Error> {
-        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
-        let want = policy::policy_pcr(PCR_KERNEL_BOOT, &pcr);
-        let reference = String::from_utf8_lossy(policy::EPOCH_WRITE_REF);
-        let entry = find(signatures, &want, &reference).ok_or_else(|| Error::NoPolicyForPcr {
-            pcr11: hex::encode(pcr),
-        })?;
-        self.in_session(
-            |t, s| {
-                t.policy_pcr(s, PCR_KERNEL_BOOT)?;
-                t.authorize(s, vendor, &want, policy::EPOCH_WRITE_REF, entry)
-            },
-            |t, s| t.nv_write_u64(policy::EPOCH_INDEX, s, value),
-        )
-    }
-
-    /// Unseals `sealed` by the policy the vendor signed for this image (epoch `epoch`) and the
-    /// TPM's state: the epoch index ≤ `epoch`, PCR 11 as signed. Every handle is flushed,
-    /// also on failure.
-    pub fn unseal_signed(
-        &mut self,
-        sealed: &Sealed,
-        vendor: (&[u8], u32),
-        signatures: &[PolicySignature],
-        epoch: u64,
-        crypto: &mut dyn SaltCrypto,
-    ) -> Result<Vec<u8>, Error> {
-        let name = policy::vendor_key_name(vendor.0, vendor.1);
-        if sealed_policy(&sealed.public) != Some(policy::authorized_policy(&name, b"")) {
-            return Err(Error::OtherKey);
-        }
-        let floor = self.nv_read_u64(policy::EPOCH_INDEX)?;
-        if floor > epoch {
-            return Err(Error::BelowTpmFloor { epoch, floor });
-        }
-        let pcr = self.read_pcr(PCR_KERNEL_BOOT)?;
-        let want = policy::unseal_policy(&name, epoch, &pcr);
-        let entry = find(signatures, &want, "").ok_or_else(|| Error::NoPolicyForPcr {
-            pcr11: hex::encode(pcr),
-        })?;
-        let (srk, srk_public) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
-        let item = self.load(srk, sealed);
-        let salted = match &item {
-            Ok(_) => self.start_salted_session(srk, &srk_public, crypto),
-            Err(_) => Err(Error::Crypto(String::new())),
-        };
-        self.flush(srk)?;
-        let item = item?;
-        let salted = match salted {
-            Ok(s) => s,
-            Err(e) => {
-                self.flush(item)?;
-                return Err(e);
-            }
-        };
-        let item_name = wire::name_of(sealed.public.get(2..).unwrap_or_default());
-        let nonce_caller = self.random(32);
-        let s = salted.handle;
-        let result = nonce_caller
-            .and_then(|n| {
-                self.policy_nv_at_most(s, policy::EPOCH_INDEX, epoch)?;
-                self.policy_pcr(s, PCR_KERNEL_BOOT)?;
-                self.authorize(s, vendor, &want, b"", entry)?;
-                Ok(n)
-            })
-            .and_then(|n| self.unseal_salted(item, &item_name, &salted, &n, crypto));
-        if result.is_err() {
-            let _ = self.flush(s);
-        }
-        self.flush(item)?;
-        result
-    }
-
-    /// Whether `sealed` belongs to this TPM: it loads under the storage key (another TPM, or
-    /// this one cleared, answers TPM_RC_INTEGRITY).
-    pub fn loads(&mut self, sealed: &Sealed) -> Result<(), Error> {
-        let (srk, _) = self.create_primary(wire::RH_OWNER, &wire::srk_template())?;
-        let item = self.load(srk, sealed);
-        self.flush(srk)?;
-        self.flush(item?)
     }
 
     /// A quote over [`super::quote::QUOTED_PCRS`] with `nonce`, signed by the attestation
@@ -684,28 +434,7 @@ impl<T: Transport> Tpm<T> {
             at: 0,
             what,
         };
-        // The AK's point: after type, nameAlg, attributes, authPolicy, symmetric, scheme and
-        // its hash, curve, kdf (attestation_template's layout).
-        let mut at = 10usize
-            + usize::from(u16::from_be_bytes([
-                *public.get(8).ok_or(bad("a short AK"))?,
-                *public.get(9).ok_or(bad("a short AK"))?,
-            ]));
-        at += 2 + 4 + 2 + 2;
-        let point = |at: &mut usize| -> Result<Vec<u8>, TpmError> {
-            let n = usize::from(u16::from_be_bytes([
-                *public.get(*at).ok_or(bad("a short AK"))?,
-                *public.get(*at + 1).ok_or(bad("a short AK"))?,
-            ]));
-            let v = public
-                .get(*at + 2..*at + 2 + n)
-                .ok_or(bad("a short AK"))?
-                .to_vec();
-            *at += 2 + n;
-            Ok(v)
-        };
-        let x = point(&mut at)?;
-        let y = point(&mut at)?;
+        let (x, y) = ecc_point(public).ok_or(bad("the attestation key is not an ECC key"))?;
         let bytes = self.run(
             Command::new(Cc::Quote)
                 .handle(ak)
@@ -735,33 +464,24 @@ impl<T: Transport> Tpm<T> {
             pcrs,
         })
     }
-
-    /// Seals `secret` so that only the policies `vendor` signs unseal it.
-    pub fn seal_to_vendor(&mut self, secret: &[u8], vendor: (&[u8], u32)) -> Result<Sealed, Error> {
-        let name = policy::vendor_key_name(vendor.0, vendor.1);
-        self.seal(secret, &policy::authorized_policy(&name, b""))
-    }
 }
 
-/// A salted policy session: its handle, its session key and the TPM's last nonce.
-#[derive(Debug)]
-pub struct Salted {
-    /// The session's handle.
-    pub handle: u32,
-    /// The session key (KDFa of the salt and both nonces).
-    pub key: Vec<u8>,
-    /// The TPM's nonce, for the next command's HMAC.
-    pub nonce_tpm: Vec<u8>,
-}
-
-/// The point (x, y) of an ECC `TPMT_PUBLIC` laid out as [`wire::srk_template`] is.
+/// The point (x, y) of an ECC `TPMT_PUBLIC` (the storage key's or the attestation key's):
+/// after type, nameAlg, attributes, authPolicy, then the symmetric definition, scheme and KDF,
+/// each an algorithm followed by its details unless it is `TPM_ALG_NULL`.
 fn ecc_point(public: &[u8]) -> Option<(&[u8], &[u8])> {
-    // type, nameAlg, attributes, authPolicy (empty), symmetric (AES 128 CFB), scheme,
-    // curve, kdf: 22 bytes before unique.
-    let policy_len = usize::from(u16::from_be_bytes([*public.get(8)?, *public.get(9)?]));
-    let mut at = 10 + policy_len + 6 + 2 + 2 + 2;
+    let u16_at = |at: usize| Some(u16::from_be_bytes([*public.get(at)?, *public.get(at + 1)?]));
+    if u16_at(0)? != alg::ECC {
+        return None;
+    }
+    let mut at = 10 + usize::from(u16_at(8)?);
+    // symmetric: alg [keyBits mode]; scheme: alg [hash]; curve; kdf: alg [hash].
+    at += if u16_at(at)? == alg::NULL { 2 } else { 6 };
+    at += if u16_at(at)? == alg::NULL { 2 } else { 4 };
+    at += 2;
+    at += if u16_at(at)? == alg::NULL { 2 } else { 4 };
     let mut take = || -> Option<&[u8]> {
-        let n = usize::from(u16::from_be_bytes([*public.get(at)?, *public.get(at + 1)?]));
+        let n = usize::from(u16_at(at)?);
         let v = public.get(at + 2..at + 2 + n)?;
         at += 2 + n;
         Some(v)
@@ -769,20 +489,6 @@ fn ecc_point(public: &[u8]) -> Option<(&[u8], &[u8])> {
     let x = take()?;
     let y = take()?;
     Some((x, y))
-}
-
-/// The signed entry for `pol` with `policy_ref`, SHA-256 bank, PCR 11.
-fn find<'a>(
-    signatures: &'a [PolicySignature],
-    pol: &[u8; 32],
-    policy_ref: &str,
-) -> Option<&'a PolicySignature> {
-    let pol = hex::encode(pol);
-    signatures.iter().find(|s| {
-        s.pcrs == [PCR_KERNEL_BOOT]
-            && s.policy_ref == policy_ref
-            && s.pol.eq_ignore_ascii_case(&pol)
-    })
 }
 
 /// The `authPolicy` of a sealed object's `TPM2B_PUBLIC` (as [`wire::sealed_template`] lays it
@@ -799,6 +505,20 @@ pub fn sealed_policy(public: &[u8]) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_point_is_found_in_both_key_layouts() {
+        for template in [wire::srk_template(), wire::attestation_template()] {
+            let mut public = template[..template.len() - 4].to_vec();
+            for c in [[1u8; 32], [2u8; 32]] {
+                public.extend_from_slice(&32u16.to_be_bytes());
+                public.extend_from_slice(&c);
+            }
+            assert_eq!(ecc_point(&public), Some((&[1u8; 32][..], &[2u8; 32][..])));
+            assert_eq!(ecc_point(&public[..40]), None);
+        }
+        assert_eq!(ecc_point(&wire::sealed_template(&[0; 32])), None);
+    }
 
     #[test]
     fn the_sealed_policy_is_read_back_from_the_template() {
