@@ -36,8 +36,6 @@ use std::time::Duration;
 
 /// The device-mapper name of the opened `/data` (`/dev/mapper/data`).
 pub const DM_NAME: &str = "data";
-/// The template is 16 MiB; a partition smaller than that after the header cannot hold it.
-const MIN_PAYLOAD: u64 = 16 << 20;
 /// Where systemd-stub leaves the UKI's `.pcrsig` for the initrd.
 pub const SIGNATURE: &str = "/.extra/tpm2-pcr-signature.json";
 
@@ -92,7 +90,7 @@ fn open_and_mount<T: Transport>(
     let part_bytes = sectors_of(&Path::new("/sys/class/block").join(name))? * SECTOR;
     let payload_bytes = part_bytes
         .checked_sub(header::PAYLOAD_OFFSET)
-        .filter(|&b| b >= MIN_PAYLOAD)
+        .filter(|&b| b >= header::TEMPLATE_BYTES)
         .ok_or_else(|| anyhow!("the data partition {part} is too small for a sealed /data"))?;
     let dev = File::options()
         .read(true)
@@ -103,24 +101,32 @@ fn open_and_mount<T: Transport>(
     dev.read_exact_at(&mut area, 0)
         .with_context(|| format!("reading the header of {part}"))?;
     let found = Header::pick(&area);
-    if let (Some(t), Ok(h)) = (tpm.as_deref_mut(), &found) {
-        if h.state != State::Plain {
-            // Another TPM first, so that its plain reason is what the console says.
-            t.loads(&h.sealed).context("unsealing the /data key")?;
-        }
-    }
     let mut vendor = None;
+    let mut index = 0;
     if let Some(t) = tpm.as_deref_mut() {
         let v = Vendor {
             key: vendor_key()?,
             signatures: signatures()?,
         };
-        let floor = t
-            .epoch_index(v.key(), &v.signatures, found == Err(HeaderError::Absent))
-            .context("the TPM's epoch index")?;
-        if floor > epoch {
-            return Err(slate_core::tpm::client::Error::BelowTpmFloor { epoch, floor })
-                .context("unsealing the /data key");
+        index = match t.epoch_index(v.key(), &v.signatures, found == Err(HeaderError::Absent)) {
+            Ok(index) => index,
+            Err(e) => {
+                // A sealed key whose index is missing: another TPM (or this one cleared) is
+                // the plainer reason, and the one the console should say.
+                if let Ok(h) = &found {
+                    if h.state != State::Plain {
+                        t.loads(&h.sealed).context("unsealing the /data key")?;
+                    }
+                }
+                return Err(e).context("the TPM's epoch index");
+            }
+        };
+        if index > epoch {
+            return Err(slate_core::tpm::client::Error::BelowTpmFloor {
+                epoch,
+                floor: index,
+            })
+            .context("unsealing the /data key");
         }
         vendor = Some(v);
     }
@@ -214,17 +220,16 @@ fn open_and_mount<T: Transport>(
     let mapped = format!("/dev/mapper/{DM_NAME}");
     mount_and_grow(&mapped, target, payload_bytes)?;
     if let (Some(t), Some(v)) = (tpm, vendor.as_ref()) {
-        raise_to_floor(t, v, epoch)?;
+        raise_to_floor(t, v, index, epoch)?;
     }
     Ok(Some(how))
 }
 
-/// Raises the TPM's epoch index to the floor the agent committed on `/data` (never above
-/// this image's epoch: the floor's own check stops such a boot right after), so that older
-/// images' policies no longer unseal.
-fn raise_to_floor<T: Transport>(t: &mut Tpm<T>, v: &Vendor, epoch: u64) -> Result<()> {
+/// Raises the TPM's epoch index (now `index`) to the floor the agent committed on `/data`
+/// (never above this image's epoch: the floor's own check stops such a boot right after), so
+/// that older images' policies no longer unseal.
+fn raise_to_floor<T: Transport>(t: &mut Tpm<T>, v: &Vendor, index: u64, epoch: u64) -> Result<()> {
     let floor = crate::floor::read().min(epoch);
-    let index = t.nv_read_u64(slate_core::tpm::policy::EPOCH_INDEX)?;
     if floor > index {
         t.raise_epoch(v.key(), &v.signatures, floor)
             .with_context(|| format!("raising the TPM's epoch index to {floor}"))?;

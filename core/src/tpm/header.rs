@@ -25,6 +25,10 @@ use super::client::Sealed;
 pub const COPY_BYTES: usize = 4096;
 /// Where the file system starts in the partition (the header area the imager reserves).
 pub const PAYLOAD_OFFSET: u64 = 1 << 20;
+/// The size of a sealed `/data`'s starting file system: stage 1 writes all of it through
+/// dm-crypt at enrolment, then grows it to the partition as any `/data` grows; a partition
+/// with less than this after the header cannot hold it.
+pub const TEMPLATE_BYTES: u64 = 16 << 20;
 const MAGIC: &[u8; 8] = b"SLATEDAT";
 const VERSION: u32 = 1;
 /// dm-crypt's cipher for `/data`: AES-XTS with the sector number as IV, built into or loaded

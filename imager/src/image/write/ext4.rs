@@ -15,11 +15,7 @@ pub fn build(out: &Path, size: u64, uuid: Guid, hash_seed: Guid, epoch: i64) -> 
     mkfs(out, size, uuid, hash_seed, epoch, &[], "")
 }
 
-/// The size of a sealed `/data`'s starting file system: stage 1 writes all of it through
-/// dm-crypt at enrolment, then grows it to the partition as any `/data` grows.
-pub const TEMPLATE_BYTES: u64 = 16 << 20;
-
-/// The empty file system a sealed `/data` starts from ([`TEMPLATE_BYTES`], sparse-encoded):
+/// The empty file system a sealed `/data` starts from ([`slate_core::tpm::header::TEMPLATE_BYTES`], sparse-encoded):
 /// room in its reserved GDT blocks to grow on line to any disk, and as many inodes per block
 /// group as the plain data partition has (one per 16 KiB of a full group), because the
 /// groups a grow adds get the first group's count.
@@ -27,7 +23,7 @@ pub fn template(scratch: &Path, uuid: Guid, hash_seed: Guid, epoch: i64) -> Resu
     let out = scratch.join("data-template.ext4");
     mkfs(
         &out,
-        TEMPLATE_BYTES,
+        slate_core::tpm::header::TEMPLATE_BYTES,
         uuid,
         hash_seed,
         epoch,
