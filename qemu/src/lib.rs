@@ -17,6 +17,7 @@ mod nbd;
 mod ports;
 mod serial;
 mod snapshot;
+mod tpm;
 mod vm;
 
 pub use config::{DiskModel, NicModel, VmConfig};

@@ -209,22 +209,7 @@ impl Vm {
             cmd.args(["-rtc", &format!("base={base}")]);
         }
         let tpm = match &cfg.tpm {
-            Some(state) => {
-                let tpm = slate_oracles::swtpm::Swtpm::for_vm(state).map_err(anyhow::Error::msg)?;
-                if let slate_oracles::swtpm::Endpoint::Socket(sock) = &tpm.endpoint {
-                    cmd.arg("-chardev")
-                        .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-                        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-                        .args([
-                            "-device",
-                            match cfg.arch {
-                                GuestArch::X86_64 => "tpm-tis,tpmdev=tpm0",
-                                GuestArch::Arm64 => "tpm-tis-device,tpmdev=tpm0",
-                            },
-                        ]);
-                }
-                Some(tpm)
-            }
+            Some(state) => Some(crate::tpm::attach(&mut cmd, state, cfg.arch)?),
             None => None,
         };
         if let Some(m) = &monitor {

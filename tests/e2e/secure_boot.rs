@@ -7,6 +7,7 @@
 use slate_core::api::{Kind, Outcome, SlotState};
 use slate_core::bootentry::{EntryKind, EntryName};
 use slate_core::layout::Slot;
+use slate_tests::disk::{replace_on_esp, run_ok};
 use slate_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,42 +20,23 @@ const REFUSAL: Duration = Duration::from_secs(90);
 /// TCG, so its absence over this span shows that nothing of the image ran.
 const NOTHING_RUNS: Duration = Duration::from_secs(20);
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("starting a tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Replaces the file `esp_path` on `disk`'s ESP with `with` (mtools on the partition).
-fn replace_on_esp(disk: &Path, esp_path: &str, with: &Path) {
-    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", disk.display()))
-        .arg(with)
-        .arg(format!("::/{esp_path}")));
-}
-
 /// The three UKIs the firmware must refuse, made from the image's signed one in `work`.
 fn bad_ukis(signed: &Path, work: &Path) -> Vec<(&'static str, PathBuf)> {
     let unsigned = work.join("unsigned.efi");
     std::fs::copy(signed, &unsigned).unwrap();
-    run(Command::new("sbattach").arg("--remove").arg(&unsigned));
+    run_ok(Command::new("sbattach").arg("--remove").arg(&unsigned));
     let stranger = work.join("stranger.efi");
     let other = secure_boot_keys().join("other");
-    run(Command::new("sbsign")
-        .arg("--key")
-        .arg(other.join("db.key"))
-        .arg("--cert")
-        .arg(other.join("db.crt"))
-        .arg("--output")
-        .arg(&stranger)
-        .arg(&unsigned));
+    run_ok(
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(other.join("db.key"))
+            .arg("--cert")
+            .arg(other.join("db.crt"))
+            .arg("--output")
+            .arg(&stranger)
+            .arg(&unsigned),
+    );
     let changed = work.join("changed.efi");
     std::fs::write(&changed, with_cmdline_changed(signed)).unwrap();
     vec![
@@ -87,10 +69,12 @@ fn a_secure_boot_image_boots_verified_and_the_firmware_refuses_a_changed_uki() {
     let vars = secure_boot_keys().join("OVMF_VARS.fd");
     let uki = img.dir.join("uki-a.efi");
     // The oracle: sbverify finds the image's UKI signed by the db certificate.
-    run(Command::new("sbverify")
-        .arg("--cert")
-        .arg(secure_boot_keys().join("db.crt"))
-        .arg(&uki));
+    run_ok(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(secure_boot_keys().join("db.crt"))
+            .arg(&uki),
+    );
     let entry = EntryName::good(Slot::A, "1.0.0".parse().unwrap()).with_kind(EntryKind::Uki);
     // It carries its signed PCR 11 policy, and boots with it.
     let bytes = std::fs::read(&uki).unwrap();
@@ -196,16 +180,18 @@ fn with_ukis_signed_by(bundle: &Path, key_dir: &Path, work: &Path, out: &Path) {
         let (_, bytes) = parts.entries.iter().find(|(n, _)| n == name).unwrap();
         let unsigned = work.join(format!("unsigned-{name}"));
         std::fs::write(&unsigned, bytes).unwrap();
-        run(Command::new("sbattach").arg("--remove").arg(&unsigned));
+        run_ok(Command::new("sbattach").arg("--remove").arg(&unsigned));
         let signed = work.join(format!("stranger-{name}"));
-        run(Command::new("sbsign")
-            .arg("--key")
-            .arg(key_dir.join("db.key"))
-            .arg("--cert")
-            .arg(key_dir.join("db.crt"))
-            .arg("--output")
-            .arg(&signed)
-            .arg(&unsigned));
+        run_ok(
+            Command::new("sbsign")
+                .arg("--key")
+                .arg(key_dir.join("db.key"))
+                .arg("--cert")
+                .arg(key_dir.join("db.crt"))
+                .arg("--output")
+                .arg(&signed)
+                .arg(&unsigned),
+        );
         parts.replace_artifact(name, std::fs::read(&signed).unwrap());
     }
     parts.resign(&[&keys().k1, &keys().k2]);

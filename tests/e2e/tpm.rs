@@ -7,6 +7,7 @@
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
 use slate_imager::operator::attest::{attest, pcr11_of_uki, verify, Expected};
+use slate_tests::disk::{copy_from_esp, replace_on_esp, run_ok};
 use slate_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,15 +16,6 @@ use std::time::Duration;
 const SHELL: Duration = Duration::from_secs(30);
 /// What the device writes to `/data` and the host must not find on the partition.
 const SECRET: &str = "slate-sealed-data-canary-7f3a9c";
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("starting a tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Secure Boot firmware with the test keys, and the TPM whose state is in `tpm`.
 fn machine(tpm: &Path) -> impl FnOnce(&mut slate_qemu::VmConfig) + '_ {
@@ -61,30 +53,20 @@ fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
         .expect("the UKI's os-release has an ID");
     bytes[osrel.raw_offset as usize + at] = b'X';
     std::fs::write(&unsigned, bytes).unwrap();
-    run(Command::new("sbattach").arg("--remove").arg(&unsigned));
+    run_ok(Command::new("sbattach").arg("--remove").arg(&unsigned));
     let resigned = work.join("osrel-changed.efi");
     let keys = secure_boot_keys();
-    run(Command::new("sbsign")
-        .arg("--key")
-        .arg(keys.join("db.key"))
-        .arg("--cert")
-        .arg(keys.join("db.crt"))
-        .arg("--output")
-        .arg(&resigned)
-        .arg(&unsigned));
+    run_ok(
+        Command::new("sbsign")
+            .arg("--key")
+            .arg(keys.join("db.key"))
+            .arg("--cert")
+            .arg(keys.join("db.crt"))
+            .arg("--output")
+            .arg(&resigned)
+            .arg(&unsigned),
+    );
     resigned
-}
-
-/// Replaces the file `esp_path` on `disk`'s ESP with `with` (mtools on the partition).
-fn replace_on_esp(disk: &Path, esp_path: &str, with: &Path) {
-    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-o")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", disk.display()))
-        .arg(with)
-        .arg(format!("::/{esp_path}")));
 }
 
 #[test]
@@ -310,17 +292,6 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
         failed.text
     );
     assert!(!vm.saw(&Kind::DataSealed.prefix()));
-}
-
-/// Copies the file `esp_path` from `disk`'s ESP to `to`.
-fn copy_from_esp(disk: &Path, esp_path: &str, to: &Path) {
-    let (offset, _) = partition(disk, slate_core::layout::ESP_LABEL).unwrap();
-    run(Command::new("mcopy")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .arg("-i")
-        .arg(format!("{}@@{offset}", disk.display()))
-        .arg(format!("::/{esp_path}"))
-        .arg(to));
 }
 
 /// The ESP path of `slot`'s entry UKI on `disk` (`EFI/Linux/slate-b-….efi`).

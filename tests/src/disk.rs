@@ -90,3 +90,34 @@ pub fn data_is_clean(disk: &Path) {
     );
     assert_eq!(field("Filesystem state:"), "clean", "{sb}");
 }
+
+/// Runs a tool that must succeed; panics with its error output.
+pub fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("starting a tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// mtools on `disk`'s ESP partition: `mcopy` with the image spec `FILE@@OFFSET`.
+fn esp_mcopy(disk: &Path) -> std::process::Command {
+    let (offset, _) = crate::partition(disk, slate_core::layout::ESP_LABEL).unwrap();
+    let mut cmd = std::process::Command::new("mcopy");
+    cmd.env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{offset}", disk.display()));
+    cmd
+}
+
+/// Replaces the file `esp_path` on `disk`'s ESP with `with`.
+pub fn replace_on_esp(disk: &Path, esp_path: &str, with: &Path) {
+    run_ok(esp_mcopy(disk).arg(with).arg(format!("::/{esp_path}")));
+}
+
+/// Copies the file `esp_path` from `disk`'s ESP to `to`.
+pub fn copy_from_esp(disk: &Path, esp_path: &str, to: &Path) {
+    run_ok(esp_mcopy(disk).arg(format!("::/{esp_path}")).arg(to));
+}

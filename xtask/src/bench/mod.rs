@@ -143,45 +143,28 @@ pub fn bench(what: &str, mib: u64, rounds: u32) -> Result<()> {
 /// on one device, an idle device's requests and an update's feedback bytes (the in-repo DDI
 /// server of `slate-tests`).
 fn fleet() -> Result<()> {
+    qemu_bench("bench_fleet::deployment_to_commit_beside_push")
+}
+
+/// Runs the QEMU harness's benchmark test `test` alone (it needs the test images and fixtures
+/// of `slate-tests`).
+fn qemu_bench(test: &str) -> Result<()> {
     crate::deps::deps(false)?;
     crate::workspace::run(&mut crate::workspace::e2e_command(
         None,
-        &[
-            "--ignored",
-            "--exact",
-            "bench_fleet::deployment_to_commit_beside_push",
-            "--nocapture",
-        ],
+        &["--ignored", "--exact", test, "--nocapture"],
     ))
 }
 
 /// `cargo xtask bench tpm`: what a TPM (swtpm) costs a Secure Boot boot under this
 /// machine's accelerator — OVMF and systemd-stub measuring, stage 1 unsealing `/data`.
 fn tpm() -> Result<()> {
-    crate::deps::deps(false)?;
-    crate::workspace::run(&mut crate::workspace::e2e_command(
-        None,
-        &[
-            "--ignored",
-            "--exact",
-            "tpm::bench_boot_cost_of_the_tpm",
-            "--nocapture",
-        ],
-    ))
+    qemu_bench("tpm::bench_boot_cost_of_the_tpm")
 }
 
 /// `cargo xtask bench channel`: the QEMU harness's channel benchmark (publish → committed
 /// beside push, and the bytes sent again after a drop), which needs the test images and the
 /// channel fixture of `slate-tests`; it runs alone, as the fixture's repository is its own.
 fn channel() -> Result<()> {
-    crate::deps::deps(false)?;
-    crate::workspace::run(&mut crate::workspace::e2e_command(
-        None,
-        &[
-            "--ignored",
-            "--exact",
-            "bench_channel::publish_to_commit_beside_push",
-            "--nocapture",
-        ],
-    ))
+    qemu_bench("bench_channel::publish_to_commit_beside_push")
 }
