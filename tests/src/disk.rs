@@ -103,7 +103,8 @@ pub fn run_ok(cmd: &mut std::process::Command) {
 
 /// mtools on `disk`'s ESP partition: `mcopy` with the image spec `FILE@@OFFSET`.
 fn esp_mcopy(disk: &Path) -> std::process::Command {
-    let (offset, _) = crate::partition(disk, slate_core::layout::ESP_LABEL).unwrap();
+    let (offset, _) =
+        crate::partition(disk, slate_core::layout::ESP_LABEL).expect("the disk has an ESP");
     let mut cmd = std::process::Command::new("mcopy");
     cmd.env("MTOOLS_SKIP_CHECK", "1")
         .arg("-o")
