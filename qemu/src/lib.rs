@@ -10,6 +10,7 @@
 //! QEMU when dropped (also on a test panic)
 //! and QEMU dies with the thread that started it, so no process outlives its test.
 
+mod cmdline;
 mod config;
 mod limit;
 mod machine;
