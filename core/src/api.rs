@@ -22,7 +22,7 @@ pub mod policy;
 pub mod progress;
 pub mod tpm;
 
-pub use channel::{ChannelError, ChannelStatus};
+pub use channel::{ChannelError, ChannelStatus, Downloads};
 pub use cut_point::CutPoint;
 pub use fleet::{FleetError, FleetStatus};
 use kinds::empty_is_none;

@@ -143,10 +143,22 @@ pub struct ImageInfo {
     /// it must carry one signed by the image's db key.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure_boot: bool,
+    /// The slots boot Unified Kernel Images without Secure Boot (a measured-boot image: the
+    /// UKIs carry the vendor's signed PCR policies), so its bundles carry UKIs too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ukis: bool,
     /// When it was built (`SOURCE_DATE_EPOCH`, Unix seconds; none when the build had none: a
     /// build never reads the clock). The device's clock is never set earlier than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub built: Option<i64>,
+}
+
+impl ImageInfo {
+    /// The slots boot UKIs (signed ones on a Secure Boot image), not `.conf` entries: the
+    /// bundles it takes are format 2.
+    pub fn boots_ukis(&self) -> bool {
+        self.secure_boot || self.ukis
+    }
 }
 
 /// Settings for PID 1's second stage.

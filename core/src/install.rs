@@ -63,8 +63,9 @@ pub enum Refusal {
     #[error("the ESP is not mounted; updates are off")]
     NoEsp,
     /// The bundle boots its slot in another way than this image does: a kernel and an
-    /// initramfs for a Secure Boot image (its firmware would refuse them), or signed UKIs
-    /// for an image that boots `.conf` entries.
+    /// initramfs for an image that boots UKIs (a Secure Boot image's firmware would refuse
+    /// them; a measured-boot image's TPM would not unseal), or UKIs for an image that boots
+    /// `.conf` entries.
     #[error("{}", boot_kind_message(*.bundle_ukis))]
     BootKind {
         /// The bundle carries UKIs (format 2).
@@ -161,9 +162,9 @@ impl Refusal {
 
 fn boot_kind_message(bundle_ukis: bool) -> &'static str {
     if bundle_ukis {
-        "the bundle carries signed UKIs (manifest format 2, for Secure Boot images), and this image boots a kernel and an initramfs: make the bundle from a build without [secure_boot]"
+        "the bundle carries UKIs (manifest format 2, for Secure Boot and measured-boot images), and this image boots a kernel and an initramfs: make the bundle from a build without [secure_boot] and [tpm]"
     } else {
-        "this image boots signed UKIs (Secure Boot), and the bundle carries a kernel and an initramfs its firmware would refuse: make the bundle from a build with the image's db key (`slate build --secure-boot-key --secure-boot-cert`)"
+        "this image boots UKIs (Secure Boot or measured boot), and the bundle carries a kernel and an initramfs: make the bundle from a build with the image's [secure_boot] and [tpm] settings (`slate build --secure-boot-key --secure-boot-cert`, `--pcr-key`)"
     }
 }
 
@@ -270,8 +271,9 @@ pub fn stream_into_slot<R: Read, E>(
 pub enum BootKind {
     /// A `.conf` entry naming a kernel and an initramfs on the ESP (manifest format 1).
     Conf,
-    /// A signed Unified Kernel Image per slot, checked by the firmware (format 2).
-    SignedUki,
+    /// A Unified Kernel Image per slot (format 2): signed and checked by the firmware on a
+    /// Secure Boot image; measured into PCR 11 on a measured-boot image.
+    Uki,
 }
 
 /// What the device knows that the plan depends on.
@@ -308,7 +310,7 @@ pub struct BootFile {
 pub enum EntryContent {
     /// A `.conf` entry (rendered by [`Entry::render`]).
     Conf(Entry),
-    /// The slot's signed UKI, written as the entry itself.
+    /// The slot's UKI (signed on a Secure Boot image), written as the entry itself.
     Uki(Artifact),
 }
 
@@ -419,7 +421,7 @@ pub fn admit(running: Slot, on_trial: bool) -> Result<(), Refusal> {
 /// the manifest alone, so the agent asks before it opens the idle slot.
 pub fn check_boot_kind(m: &Manifest, boot: BootKind) -> Result<(), Refusal> {
     let bundle_ukis = m.carries_ukis();
-    if bundle_ukis != (boot == BootKind::SignedUki) {
+    if bundle_ukis != (boot == BootKind::Uki) {
         return Err(Refusal::BootKind { bundle_ukis });
     }
     Ok(())
@@ -478,7 +480,7 @@ pub fn plan(m: &Manifest, s: &Situation<'_>) -> Result<InstallPlan, Refusal> {
     ];
     let trial = EntryName::trial(idle, m.version.clone(), TRIES);
     let name = match s.boot {
-        BootKind::SignedUki => {
+        BootKind::Uki => {
             let uki = m
                 .artifact(uki_artifact(idle))
                 .cloned()

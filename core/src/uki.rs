@@ -1,12 +1,14 @@
-//! What a Secure Boot device checks of a bundle's Unified Kernel Image before it writes a byte
-//! of the update, and what `slate verify` checks on the host.
+//! What a device that boots Unified Kernel Images checks of a bundle's UKI before it writes a
+//! byte of the update, and what `slate verify` checks on the host.
 //!
-//! The bundle's manifest is signed by the operators' ed25519 keys; the UKI is signed by the db
-//! key the firmware trusts. Both must agree, or the device would install an update its
-//! firmware refuses (a failed boot) or one whose command line is not the one the manifest
-//! signed:
-//! - the UKI's Authenticode signature is by the image's db certificate
-//!   ([`crate::authenticode`], the firmware's own check);
+//! The bundle's manifest is signed by the operators' ed25519 keys; on a Secure Boot image the
+//! UKI is signed by the db key the firmware trusts too. They must agree, or the device would
+//! install an update its firmware refuses (a failed boot) or one whose command line is not
+//! the one the manifest signed:
+//! - on a Secure Boot image, the UKI's Authenticode signature is by the image's db certificate
+//!   ([`crate::authenticode`], the firmware's own check); a measured-boot image without Secure
+//!   Boot boots UKIs its firmware does not check (the manifest's sha256 covers them, and the
+//!   TPM unseals `/data` only for a PCR 11 the vendor signed), so that step is skipped there;
 //! - its `.cmdline` is exactly the slot, the manifest's root hash and options
 //!   ([`crate::cmdline::BootParams::options`]), since systemd-stub passes it as it is and
 //!   stage 1 verifies the root against that hash;
@@ -75,15 +77,23 @@ fn text(pe: &Pe, file: &[u8], name: &str, section: &'static str) -> Result<Strin
         .to_string())
 }
 
-/// Checks the UKI `file` that the bundle of `manifest` carries for `slot`: signed by the key
-/// `db_public_key` (an `RSAPublicKey`, [`authenticode::rsa_public_key`]), command line and
+/// The key a Secure Boot image's UKIs must be signed by, and the RSA check to use.
+#[derive(Clone, Copy)]
+pub struct DbKey<'a> {
+    /// The db certificate's public key (an `RSAPublicKey`, [`authenticode::rsa_public_key`]).
+    pub public_key: &'a [u8],
+    /// The RSA verification (AWS-LC on the device, ring on the host).
+    pub rsa: RsaVerify<'a>,
+}
+
+/// Checks the UKI `file` that the bundle of `manifest` carries for `slot`: signed by `db`
+/// (a Secure Boot image; None for an image whose firmware does not check), command line and
 /// os-release as the manifest says.
 pub fn check(
     file: &[u8],
     slot: Slot,
     manifest: &Manifest,
-    db_public_key: &[u8],
-    rsa: RsaVerify<'_>,
+    db: Option<DbKey<'_>>,
 ) -> Result<(), UkiError> {
     let name = crate::manifest::uki_artifact(slot).to_string();
     let signature = |source| UkiError::Signature {
@@ -91,7 +101,9 @@ pub fn check(
         source,
     };
     let pe = Pe::parse(file).map_err(|e| signature(e.into()))?;
-    authenticode::verify_parsed(file, &pe, db_public_key, rsa).map_err(signature)?;
+    if let Some(db) = db {
+        authenticode::verify_parsed(file, &pe, db.public_key, db.rsa).map_err(signature)?;
+    }
     if let Some(verity) = manifest.rootfs().and_then(|r| r.verity.clone()) {
         let expected = BootParams { slot, verity }.options(&manifest.options);
         let found = text(&pe, file, &name, ".cmdline")?;
@@ -138,8 +150,15 @@ mod tests {
             artifacts: Vec::new(),
         };
         let never = |_: &[u8], _: &[u8], _: &[u8]| true;
-        let e = check(b"not a PE file", Slot::B, &m, &[], &never).unwrap_err();
+        let db = DbKey {
+            public_key: &[],
+            rsa: &never,
+        };
+        let e = check(b"not a PE file", Slot::B, &m, Some(db)).unwrap_err();
         assert!(matches!(e, UkiError::Signature { .. }), "{e}");
+        assert!(e.to_string().starts_with("uki-b.efi: "), "{e}");
+        // Without Secure Boot, a file that is not a PE image is refused all the same.
+        let e = check(b"not a PE file", Slot::B, &m, None).unwrap_err();
         assert!(e.to_string().starts_with("uki-b.efi: "), "{e}");
     }
 }

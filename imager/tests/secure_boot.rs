@@ -6,12 +6,6 @@ use crate::util::*;
 use std::path::Path;
 use std::process::Command;
 
-fn mtools(tool: &str) -> Command {
-    let mut c = Command::new(tool);
-    c.env("MTOOLS_SKIP_CHECK", "1");
-    c
-}
-
 /// `sbverify --cert` accepts `file` (exit 0 and "Signature verification OK").
 fn sbverify_ok(cert: &Path, file: &Path) {
     let out = ok(Command::new("sbverify").arg("--cert").arg(cert).arg(file));

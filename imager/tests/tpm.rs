@@ -250,20 +250,116 @@ fn a_measured_boot_build_carries_each_slots_signed_policy() {
     );
 }
 
+/// Measured boot does not need Secure Boot: each slot boots an unsigned UKI with its signed
+/// PCR policy, the image says so, and its bundles carry the UKIs (format 2) and verify
+/// offline without a db certificate.
 #[test]
-fn a_pcr_key_without_secure_boot_is_refused_naming_the_field() {
+fn a_measured_boot_build_without_secure_boot_boots_unsigned_ukis() {
     let tmp = tempdir();
-    let pcr_key = rsa_key(tmp.path(), 2048);
+    let d = tmp.path();
+    ok(slate().arg("keygen").arg("--out").arg(d.join("k1")));
+    ok(slate()
+        .arg("trust")
+        .arg("--key")
+        .arg(d.join("k1.pub.pem"))
+        .arg("--out")
+        .arg(d.join("trust.toml")));
+    let pcr_key = rsa_key(d, 2048);
+    let out = d.join("out");
+    ok(build_cmd(&data().join("spec/image.toml"), &out)
+        .arg("--pcr-key")
+        .arg(&pcr_key)
+        .arg("--trust")
+        .arg(d.join("trust.toml")));
+    sgdisk_verify(&out.join("disk.img"));
+    for slot in ["a", "b"] {
+        let uki = std::fs::read(out.join(format!("uki-{slot}.efi"))).unwrap();
+        let pe = slate_core::pe::Pe::parse(&uki).unwrap();
+        assert!(
+            !pe.is_signed(),
+            "uki-{slot}.efi is signed without Secure Boot"
+        );
+        for section in [
+            ".pcrsig", ".pcrpkey", ".cmdline", ".osrel", ".linux", ".initrd",
+        ] {
+            assert!(
+                pe.section(&uki, section).is_some(),
+                "uki-{slot}.efi has no {section}"
+            );
+        }
+    }
+
+    // The ESP: systemd-boot and slot A's UKI as its entry; no .conf entry, no loose kernel.
+    let esp = d.join("esp.img");
+    extract_partition(&out.join("disk.img"), 1, &esp);
+    fsck_fat(&esp);
+    let img = esp.to_str().unwrap();
+    let listing = stdout(&ok(mtools("mdir").args(["-/", "-b", "-i", img, "::/"])));
+    let files: Vec<&str> = listing.lines().map(str::trim).collect();
+    assert!(
+        files.contains(&"::/EFI/Linux/slate-a-1.2.3.efi"),
+        "no UKI entry on the ESP:\n{listing}"
+    );
+    for f in &files {
+        assert!(
+            !f.starts_with("::/loader/entries/") && !f.starts_with("::/slate/"),
+            "{f} on a measured-boot ESP:\n{listing}"
+        );
+    }
+    let entry = d.join("slate-a.efi");
+    ok(mtools("mcopy")
+        .args(["-i", img, "::/EFI/Linux/slate-a-1.2.3.efi"])
+        .arg(&entry));
+    assert_eq!(sha256sum(&entry), sha256sum(&out.join("uki-a.efi")));
+
+    // The image tells the agent that its slots boot UKIs (and not that it is Secure Boot's).
+    let info =
+        slate_oracles::unsquashfs_cat(&out.join("rootfs.img"), "etc/slate/image.toml").unwrap();
+    let info: slate_core::config::ImageInfo =
+        toml::from_str(&String::from_utf8(info).unwrap()).unwrap();
+    assert!(
+        info.ukis && !info.secure_boot && info.boots_ukis(),
+        "{info:?}"
+    );
+
+    // Its bundle carries the UKIs and verifies offline without a db certificate; given one,
+    // the unsigned UKIs are refused as a Secure Boot device refuses them.
+    let bundle = d.join("u.slate");
+    ok(slate()
+        .arg("bundle")
+        .arg("--build")
+        .arg(&out)
+        .arg("--key")
+        .arg(d.join("k1.pem"))
+        .arg("--out")
+        .arg(&bundle));
+    let list = stdout(&ok(Command::new("tar").arg("tf").arg(&bundle)));
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        [
+            "manifest.toml",
+            "manifest.sig",
+            "uki-a.efi",
+            "uki-b.efi",
+            "rootfs.img"
+        ]
+    );
+    let verify = || {
+        let mut c = slate();
+        c.arg("verify").arg("--trust").arg(d.join("trust.toml"));
+        c
+    };
+    ok(verify().arg(&bundle));
+    let keys = d.join("sb");
+    ok(slate().arg("sb").arg("keygen").arg("--out").arg(&keys));
     let (code, said) = fails(
-        build_cmd(&data().join("spec/image.toml"), &tmp.path().join("out"))
-            .arg("--pcr-key")
-            .arg(&pcr_key),
+        verify()
+            .arg("--secure-boot-cert")
+            .arg(keys.join("db.crt"))
+            .arg(&bundle),
     );
     assert_ne!(code, 0);
-    assert!(
-        said.contains("tpm.pcr_key") && said.contains("[secure_boot]"),
-        "{said}"
-    );
+    assert!(said.contains("uki-a.efi"), "{said}");
 }
 
 /// Raw TPM 2.0 commands over swtpm's TCP port, as `/dev/tpmrm0` carries them on a device.

@@ -181,3 +181,11 @@ pub fn extract_partition(disk: &Path, n: u32, dest: &Path) {
         .arg(format!("count={count}"))
         .arg("status=none"));
 }
+
+/// An mtools command (`mdir`, `mcopy`) that reads a bare FAT image without its geometry
+/// checks.
+pub fn mtools(tool: &str) -> Command {
+    let mut c = Command::new(tool);
+    c.env("MTOOLS_SKIP_CHECK", "1");
+    c
+}

@@ -312,7 +312,7 @@ fn a_device_pulls_in_its_wave_refuses_a_stranger_and_follows_max_version_back() 
         err.message
     );
     assert!(!vm.saw_after(&Kind::Installed.prefix(), mark));
-    assert!(c.bytes_fetched > 0 && c.checks >= 1, "{c:?}");
+    assert!(c.downloads.bytes_fetched > 0 && c.checks >= 1, "{c:?}");
     let (code, metrics) = vm.http("GET", "/metrics").unwrap();
     assert_eq!(code, 200);
     assert!(

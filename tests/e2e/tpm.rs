@@ -40,11 +40,10 @@ fn data_partition(disk: &Path) -> Vec<u8> {
     bytes[at as usize..(at + len) as usize].to_vec()
 }
 
-/// The signed UKI `signed` with one byte of its `.osrel` changed and signed again by the db
-/// key: the firmware boots it, its PCR 11 is one the vendor's PCR key never signed.
-fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
-    let unsigned = work.join("osrel-changed-unsigned.efi");
-    let mut bytes = std::fs::read(signed).unwrap();
+/// The UKI `uki` with one byte of its `.osrel` changed, written to `out`: its PCR 11 is one
+/// the vendor's PCR key never signed.
+fn osrel_changed(uki: &Path, out: &Path) {
+    let mut bytes = std::fs::read(uki).unwrap();
     let pe = slate_core::pe::Pe::parse(&bytes).unwrap();
     let osrel = pe.sections.iter().find(|s| s.name == ".osrel").unwrap();
     let text = pe.section(&bytes, ".osrel").unwrap();
@@ -52,7 +51,14 @@ fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
         .find("ID=")
         .expect("the UKI's os-release has an ID");
     bytes[osrel.raw_offset as usize + at] = b'X';
-    std::fs::write(&unsigned, bytes).unwrap();
+    std::fs::write(out, bytes).unwrap();
+}
+
+/// The signed UKI `signed` with one byte of its `.osrel` changed and signed again by the db
+/// key: the firmware boots it, its PCR 11 is one the vendor's PCR key never signed.
+fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
+    let unsigned = work.join("osrel-changed-unsigned.efi");
+    osrel_changed(signed, &unsigned);
     run_ok(Command::new("sbattach").arg("--remove").arg(&unsigned));
     let resigned = work.join("osrel-changed.efi");
     let keys = secure_boot_keys();
@@ -281,6 +287,92 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
     let changed = uki_not_in_the_policy(&signed, tmp.path());
     replace_on_esp(&disk, &v2_uki, &changed);
     let vm = boot(&disk, tmp.path(), machine(&tpm)).unwrap();
+    let failed = vm
+        .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        failed
+            .text
+            .contains("no signed policy in this image is for PCR 11"),
+        "{}",
+        failed.text
+    );
+    assert!(!vm.saw(&Kind::DataSealed.prefix()));
+}
+
+/// Measured boot without Secure Boot (OVMF without it, swtpm): the slots boot unsigned UKIs,
+/// `/data` enrols and unlocks as on a Secure Boot image, an update carries unsigned UKIs
+/// (format 2) and unlocks without re-enrolment; a UKI changed on the ESP boots (nothing
+/// checks it) and cannot unlock.
+#[test]
+#[ignore = "full e2e: cargo xtask e2e --full"]
+fn without_secure_boot_unsigned_ukis_unlock_update_and_a_changed_one_is_refused() {
+    use slate_imager::{operator::push, progress::Progress};
+    let v1 = image_at("1.0.0", Variant::SealedWithoutSecureBoot, 1);
+    let v2_image = image_at("1.1.0", Variant::SealedWithoutSecureBoot, 1);
+    let v2 = bundle(v2_image);
+    let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
+    let tpm = tmp.path().join("tpm");
+    let plain = |c: &mut slate_qemu::VmConfig| c.tpm = Some(tpm.clone());
+
+    let mut vm = boot(&disk, tmp.path(), plain).unwrap();
+    let enrolled = vm
+        .wait_for(&Kind::DataSealed.prefix(), BOOT_TIMEOUT)
+        .unwrap();
+    assert!(
+        enrolled.text.contains("sealed enrolled"),
+        "{}",
+        enrolled.text
+    );
+    vm.wait_for(&Kind::Healthy.on_version(Slot::A, "1.0.0"), BOOT_TIMEOUT)
+        .unwrap();
+    let s = status(&vm);
+    assert!(!s.secure_boot && !s.built_for_secure_boot, "{s:?}");
+    let t = s.tpm.expect("status has tpm");
+    assert!(t.present && t.sealed_data && t.warning.is_none(), "{t:?}");
+    let v1_pcr11 = pcr11_of_uki(&v1.dir.join("uki-a.efi")).unwrap();
+    assert_eq!(t.pcr11.as_deref(), Some(v1_pcr11.as_str()));
+    vm.wait_prompt("slate# ", 0, SHELL).unwrap();
+    vm.shell(&format!("echo {SECRET} > /data/canary; sync"), SHELL)
+        .unwrap();
+
+    // v1 → v2: the bundle's unsigned UKIs, checked against the manifest; v2's newly signed
+    // policy unlocks /data without re-enrolment.
+    let url = vm.agent_url().unwrap();
+    let acc = access(tmp.path());
+    let before_push = vm.mark();
+    let p = push::push(
+        &url,
+        &v2,
+        &acc,
+        true,
+        Some(Duration::from_secs(600)),
+        Progress::new(true),
+    )
+    .unwrap();
+    let s = p.outcome.expect("the push waited for a decision");
+    assert_eq!(
+        s.last_attempt.expect("an attempt").outcome,
+        slate_core::api::Outcome::Committed
+    );
+    assert!(
+        vm.saw(&format!("{} unlocked", Kind::DataSealed.prefix())),
+        "v2 did not unlock /data"
+    );
+    vm.wait_prompt("slate# ", before_push, SHELL).unwrap();
+    let read = vm.shell("cat /data/canary", SHELL).unwrap();
+    assert!(read.contains(SECRET), "{read}");
+    vm.shutdown(SHELL).unwrap();
+
+    // Slot B's UKI changed on the ESP: the firmware boots it (no Secure Boot), the TPM does
+    // not unseal for it.
+    let v2_uki = slot_uki(&disk, Slot::B);
+    let original = tmp.path().join("v2-uki.efi");
+    copy_from_esp(&disk, &v2_uki, &original);
+    let changed = tmp.path().join("v2-uki-changed.efi");
+    osrel_changed(&original, &changed);
+    replace_on_esp(&disk, &v2_uki, &changed);
+    let vm = boot(&disk, tmp.path(), plain).unwrap();
     let failed = vm
         .wait_for(&Kind::Stage1Failed.prefix(), BOOT_TIMEOUT)
         .unwrap();

@@ -55,6 +55,13 @@ pub fn delta_channel() -> &'static Channel {
     CHANNEL.get_or_init(Channel::make)
 }
 
+/// A fourth channel, publishing with chunk indexes, for the Secure Boot delta scenario (its
+/// releases are format-2 bundles; it may run beside the delta scenario).
+pub fn secure_boot_delta_channel() -> &'static Channel {
+    static CHANNEL: OnceLock<Channel> = OnceLock::new();
+    CHANNEL.get_or_init(Channel::make)
+}
+
 impl Channel {
     /// Keys, a repository (`slate repo init`), a test CA and a free port.
     fn make() -> Channel {

@@ -24,6 +24,9 @@ pub enum Variant {
     /// The demo spec pulling from the delta scenario's channel
     /// ([`crate::channel::delta_channel`]), which publishes chunk indexes.
     Delta,
+    /// [`Variant::Delta`] built for Secure Boot (signed UKIs, format-2 bundles), pulling from
+    /// [`crate::channel::secure_boot_delta_channel`].
+    DeltaSecureBoot,
     /// The demo spec built for Secure Boot: signed UKIs with the test db key
     /// ([`crate::secure_boot_keys`]).
     SecureBoot,
@@ -34,6 +37,9 @@ pub enum Variant {
     Sealed,
     /// [`Variant::Sealed`] with `[tpm] required = true`.
     SealedRequired,
+    /// The demo spec with `/data` sealed by the TPM and no Secure Boot (`[tpm]` alone): the
+    /// slots boot unsigned UKIs that carry the signed PCR policies.
+    SealedWithoutSecureBoot,
     /// The demo spec reporting to the in-repo DDI fleet server ([`crate::ddi::ddi`]).
     Fleet,
     /// [`Variant::Fleet`] plus [`Variant::FailingHealth`]'s check.
@@ -116,6 +122,15 @@ impl Variant {
                 text += &crate::goosebit::endpoint().spec_table()
             }
             Variant::Delta => text += &crate::channel::delta_channel().spec_table(),
+            Variant::DeltaSecureBoot => {
+                let keys = crate::secure_boot_keys();
+                text += &crate::channel::secure_boot_delta_channel().spec_table();
+                text += &format!(
+                    "\n[secure_boot]\nkey = {:?}\ncert = {:?}\n",
+                    keys.join("db.key"),
+                    keys.join("db.crt")
+                );
+            }
             Variant::CappedWindow => {
                 text += &crate::channel::policy_channel().spec_table();
                 text += &format!(
@@ -143,6 +158,12 @@ impl Variant {
                     Variant::SealedRequired => text += "required = true\n",
                     _ => text += "seal_data = false\n",
                 }
+            }
+            Variant::SealedWithoutSecureBoot => {
+                text += &format!(
+                    "\n[tpm]\npcr_key = {:?}\n",
+                    crate::secure_boot_keys().join("pcr.key")
+                );
             }
             Variant::Pc => {
                 let fixed = "address = \"10.0.2.15/24\"\n";

@@ -29,7 +29,7 @@ pub trait BootBackend {
     /// Writes a `.conf` entry: the last step of an install, after which the slot is a trial
     /// (`staged`: under a name the loader does not load, until [`BootBackend::apply_staged`]).
     fn write_entry(&self, name: &EntryName, entry: &Entry, staged: bool) -> Result<()>;
-    /// Writes a signed UKI as the entry `name` (temporary name, sync, rename; `staged` as for
+    /// Writes a UKI as the entry `name` (temporary name, sync, rename; `staged` as for
     /// [`BootBackend::write_entry`]).
     fn write_uki_entry(&self, name: &EntryName, uki: &[u8], staged: bool) -> Result<()>;
     /// The staged entries present: what each becomes when applied.

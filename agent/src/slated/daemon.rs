@@ -254,6 +254,20 @@ impl Agent {
         lock(&self.status).identity = Some(fingerprint);
     }
 
+    /// Adds a channel download's cost to the counters `/v1/status` and `/metrics` show, and
+    /// keeps them in the state: the install that follows reboots the machine.
+    pub fn count_download(&self, one: &slate_core::api::Downloads) {
+        let totals = {
+            let mut st = lock(&self.state);
+            st.channel_downloads.add(one);
+            self.save(&st);
+            st.channel_downloads.clone()
+        };
+        if let Some(c) = lock(&self.channel).as_mut() {
+            c.downloads = totals;
+        }
+    }
+
     fn save(&self, st: &State) {
         if let Err(e) = st.save(Path::new(state::DIR)) {
             marker::warn(format!("saving agent state: {e}"));
@@ -449,6 +463,11 @@ impl Agent {
             running_on_trial,
             force,
             staging: std::path::PathBuf::from(STAGING),
+            boot_kind: if self.image.boots_ukis() {
+                slate_core::install::BootKind::Uki
+            } else {
+                slate_core::install::BootKind::Conf
+            },
             secure_boot_db: self
                 .secure_boot_db
                 .as_ref()

@@ -54,6 +54,10 @@ pub struct State {
     /// The update staged in the idle slot, if any (the ESP's staged entry is the truth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<crate::slated::daemon::StagedRecord>,
+    /// What the channel's bundle downloads cost, across boots (the status and metrics show
+    /// these, so the download that brought the running image still counts after its reboot).
+    #[serde(default)]
+    pub channel_downloads: slate_core::api::Downloads,
 }
 
 impl State {
@@ -117,6 +121,7 @@ mod tests {
         s.fail("1.2.0", "web-page: HTTP 500", retry::Cause::Verdict, 10);
         s.fail("1.2.0", "again", retry::Cause::NoVerdict, 20);
         s.count(Outcome::Refused);
+        s.channel_downloads.bytes_copied = 12_345;
         s.save(d.path()).unwrap();
         let back = State::load(d.path());
         assert_eq!(back, s);

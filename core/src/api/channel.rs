@@ -42,11 +42,23 @@ pub struct ChannelStatus {
     /// `config`).
     #[serde(default)]
     pub failures: std::collections::BTreeMap<ChannelFailure, u64>,
+    /// What the device's bundle downloads cost (in the status's top level, as before).
+    #[serde(flatten)]
+    pub downloads: Downloads,
+}
+
+/// What bundle downloads from the channel cost, counted since the device was made: the agent
+/// keeps them in its state on `/data`, so the download that brought the running image is
+/// still counted after the reboot into it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downloads {
     /// Bytes fetched from the channel for bundles: the bundle's own, and a delta's chunk index
     /// and head or its static patch.
+    #[serde(default)]
     pub bytes_fetched: u64,
     /// Downloads continued after a drop (a Range request) or after a power cut or restart
     /// (from the slot's durable prefix).
+    #[serde(default)]
     pub resumes: u64,
     /// Bundle bytes taken from the idle slot's durable prefix instead of the network.
     #[serde(default)]
@@ -62,6 +74,58 @@ pub struct ChannelStatus {
     /// `static` (a patch made for the running release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_mode: Option<String>,
+}
+
+impl Downloads {
+    /// Adds one download's figures; its mode becomes the last one.
+    pub fn add(&mut self, one: &Downloads) {
+        self.bytes_fetched = self.bytes_fetched.saturating_add(one.bytes_fetched);
+        self.resumes = self.resumes.saturating_add(one.resumes);
+        self.bytes_from_slot = self.bytes_from_slot.saturating_add(one.bytes_from_slot);
+        self.bytes_copied = self.bytes_copied.saturating_add(one.bytes_copied);
+        self.requests = self.requests.saturating_add(one.requests);
+        if one.last_mode.is_some() {
+            self.last_mode.clone_from(&one.last_mode);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_download_counters_stay_in_the_status_top_level_and_add_up() {
+        let mut s = ChannelStatus {
+            url: "https://updates.example/".into(),
+            ..ChannelStatus::default()
+        };
+        let one = Downloads {
+            bytes_fetched: 100,
+            resumes: 1,
+            bytes_from_slot: 2,
+            bytes_copied: 300,
+            requests: 4,
+            last_mode: Some("delta".into()),
+        };
+        s.downloads.add(&one);
+        s.downloads.add(&Downloads {
+            last_mode: None,
+            ..one.clone()
+        });
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["bytes_fetched"], 200);
+        assert_eq!(json["bytes_copied"], 600);
+        assert_eq!(json["requests"], 8);
+        assert_eq!(json["last_mode"], "delta");
+        assert!(json.get("downloads").is_none(), "{json}");
+        let back: ChannelStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        // A status from an agent before the counters: all zero.
+        let old: ChannelStatus =
+            serde_json::from_str(r#"{"url":"u","seed":1,"checks":0,"failures":{}}"#).unwrap();
+        assert_eq!(old.downloads, Downloads::default());
+    }
 }
 
 /// A failed check.

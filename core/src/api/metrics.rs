@@ -169,35 +169,35 @@ impl Metrics {
                 "slate_channel_bytes_fetched_total",
                 "Bundle bytes fetched from the channel.",
                 "counter",
-                c.bytes_fetched,
+                c.downloads.bytes_fetched,
             )?;
             single(
                 out,
                 "slate_channel_resumes_total",
                 "Downloads continued after a drop or a power cut.",
                 "counter",
-                c.resumes,
+                c.downloads.resumes,
             )?;
             single(
                 out,
                 "slate_channel_bytes_from_slot_total",
                 "Bundle bytes a resumed download took from the idle slot instead of the network.",
                 "counter",
-                c.bytes_from_slot,
+                c.downloads.bytes_from_slot,
             )?;
             single(
                 out,
                 "slate_channel_bytes_copied_total",
                 "Bundle bytes delta downloads copied from the running slot instead of the network.",
                 "counter",
-                c.bytes_copied,
+                c.downloads.bytes_copied,
             )?;
             single(
                 out,
                 "slate_channel_requests_total",
                 "Requests made for bundles (a delta makes one per missing run).",
                 "counter",
-                c.requests,
+                c.downloads.requests,
             )?;
             single(
                 out,
@@ -262,9 +262,12 @@ mod tests {
     fn the_text_is_pinned() {
         let mut channel = ChannelStatus {
             checks: 7,
-            bytes_fetched: 4096,
-            resumes: 1,
-            bytes_from_slot: 1024,
+            downloads: crate::api::Downloads {
+                bytes_fetched: 4096,
+                resumes: 1,
+                bytes_from_slot: 1024,
+                ..Default::default()
+            },
             metadata_expires: Some(1_900_000_000),
             ..ChannelStatus::default()
         };

@@ -124,7 +124,7 @@ fn a_conf_image_writes_root_boot_files_then_the_entry() {
 fn a_secure_boot_image_writes_the_idle_slots_uki_as_its_entry() {
     let f = facts("1.0.0");
     let m = manifest("1.1.0", true);
-    let p = plan(&m, &situation(&f, Slot::B, BootKind::SignedUki)).unwrap();
+    let p = plan(&m, &situation(&f, Slot::B, BootKind::Uki)).unwrap();
     assert_eq!(p.idle, Slot::A);
     assert_eq!(
         kinds(&p),
@@ -158,11 +158,11 @@ fn a_version_that_is_not_newer_is_booted_next_by_a_one_shot_choice() {
 
 #[test]
 fn a_staged_install_writes_its_entry_staged_and_leaves_the_one_shot_to_the_apply() {
-    for (kind, new) in [(BootKind::Conf, "1.0.0"), (BootKind::SignedUki, "1.2.0")] {
+    for (kind, new) in [(BootKind::Conf, "1.0.0"), (BootKind::Uki, "1.2.0")] {
         let f = facts("1.1.0");
         let mut s = situation(&f, Slot::A, kind);
         s.stage = true;
-        let p = plan(&manifest(new, kind == BootKind::SignedUki), &s).unwrap();
+        let p = plan(&manifest(new, kind == BootKind::Uki), &s).unwrap();
         assert_eq!(kinds(&p).last(), Some(&"write-entry"), "{new}");
         assert!(
             p.steps
@@ -214,10 +214,10 @@ fn a_bundle_that_boots_another_way_refuses_both_ways() {
         matches!(e, Refusal::BootKind { bundle_ukis: true }),
         "{e:?}"
     );
-    assert!(e.to_string().contains("carries signed UKIs"), "{e}");
+    assert!(e.to_string().contains("carries UKIs"), "{e}");
     let e = plan(
         &manifest("1.1.0", false),
-        &situation(&f, Slot::A, BootKind::SignedUki),
+        &situation(&f, Slot::A, BootKind::Uki),
     )
     .unwrap_err();
     assert!(
@@ -261,7 +261,7 @@ fn a_manifest_without_verity_parameters_refuses() {
     assert!(e.to_string().contains("verity"), "{e}");
     let mut m = manifest("1.1.0", true);
     m.artifacts.remove(1);
-    let e = plan(&m, &situation(&f, Slot::A, BootKind::SignedUki)).unwrap_err();
+    let e = plan(&m, &situation(&f, Slot::A, BootKind::Uki)).unwrap_err();
     assert!(e.to_string().contains("uki-b.efi"), "{e}");
 }
 
@@ -353,7 +353,7 @@ proptest! {
         let f = DeviceFacts { version: old, ..facts("0.0.0") };
         let mut m = manifest("0.0.0", ukis);
         m.version = new;
-        let boot = if ukis { BootKind::SignedUki } else { BootKind::Conf };
+        let boot = if ukis { BootKind::Uki } else { BootKind::Conf };
         let p = plan(&m, &situation(&f, running, boot)).unwrap();
         prop_assert_eq!(p.idle, running.other());
         for s in &p.steps {

@@ -164,8 +164,8 @@ impl Manifest {
         self.artifacts.iter().filter(|a| a.name != ROOTFS)
     }
 
-    /// The bundle carries signed UKIs (format 2, for Secure Boot images) rather than a kernel
-    /// and an initramfs.
+    /// The bundle carries UKIs (format 2, for Secure Boot and measured-boot images) rather
+    /// than a kernel and an initramfs.
     pub fn carries_ukis(&self) -> bool {
         self.format == FORMAT_UKI
     }

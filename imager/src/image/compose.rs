@@ -150,6 +150,9 @@ pub struct RootInputs<'a> {
     /// Built for Secure Boot (signed UKIs): the db certificate (PEM) on the host, which the
     /// agent checks a bundle's UKIs against before it installs them.
     pub secure_boot_cert: Option<&'a Path>,
+    /// The slots boot UKIs (Secure Boot or measured boot), so the agent takes only bundles
+    /// that carry them.
+    pub ukis: bool,
 }
 
 /// Builds the root tree. Provenance of host files is appended to `prov`; the caller adds the
@@ -263,6 +266,7 @@ pub fn root(inputs: &RootInputs<'_>, prov: &mut Provenance) -> Result<Tree> {
         board: inputs.board.name.clone(),
         security_epoch: inputs.security_epoch,
         secure_boot: inputs.secure_boot_cert.is_some(),
+        ukis: inputs.ukis && inputs.secure_boot_cert.is_none(),
         built: crate::image::build::source_date_epoch()?,
     };
     if let Some(cert) = inputs.secure_boot_cert {

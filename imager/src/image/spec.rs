@@ -168,9 +168,9 @@ pub struct ImageSpec {
     /// enters the image), and the boot loader too.
     #[serde(default)]
     pub secure_boot: Option<crate::image::write::uki::SigningPair>,
-    /// `[tpm] pcr_key`: measured boot — each slot's UKI carries the PCR-signing key's public
-    /// half and its signature of the PCR 11 policy (needs `[secure_boot]`, whose images boot
-    /// UKIs).
+    /// `[tpm] pcr_key`: measured boot — each slot boots a UKI that carries the PCR-signing
+    /// key's public half and its signature of the PCR 11 policy (signed for the firmware too
+    /// with `[secure_boot]`; unsigned without it).
     #[serde(default)]
     pub tpm: Option<crate::image::write::pcr_policy::TpmSpec>,
 }

@@ -246,9 +246,10 @@ pub fn facts_from_build(
 
 /// Everything a device checks, offline: signatures and threshold, manifest, compatibility
 /// (when `device` is given), expiry, then every artifact's size and sha256 and the root
-/// image's verity tree and root hash. A bundle for a Secure Boot image (format 2) also needs
-/// the image's db certificate (`secure_boot_cert`, PEM): each UKI must be signed by it and
-/// carry the manifest's command line, as the device checks before it writes anything.
+/// image's verity tree and root hash. A bundle that carries UKIs (format 2) has each checked
+/// as the device checks it before it writes anything: the manifest's command line and
+/// version, and for a Secure Boot image (its UKIs are signed) a signature by the image's db
+/// certificate (`secure_boot_cert`, PEM, then required).
 pub fn verify(
     path: &Path,
     trust: &Trust,
@@ -279,10 +280,7 @@ pub fn verify(
         (true, Some(p)) => {
             Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
         }
-        (true, None) => bail!(
-            "{} is a bundle for a Secure Boot image (signed UKIs): give --secure-boot-cert with the image's db certificate so its UKIs are checked as the device checks them",
-            path.display()
-        ),
+        (true, None) => None,
         (false, Some(p)) => bail!(
             "{} carries a kernel and an initramfs, not signed UKIs: it is not for a Secure Boot image, so --secure-boot-cert {} does not apply (a Secure Boot device refuses it)",
             path.display(),
@@ -317,8 +315,21 @@ pub fn verify(
         if let (Some(vp), Some(mut f)) = (&a.verity, keep) {
             check_verity(&mut f, vp)?;
         }
-        if let (Some(slot), Some(bytes), Some(cert)) = (uki_slot(&a.name), uki, &db_cert) {
-            crate::image::write::uki::check_bundle_uki(&bytes, slot, &manifest, cert)?;
+        if let (Some(slot), Some(bytes)) = (uki_slot(&a.name), uki) {
+            let signed = slate_core::pe::Pe::parse(&bytes).is_ok_and(|pe| pe.is_signed());
+            if signed && db_cert.is_none() {
+                bail!(
+                    "{}: {} is signed, so the bundle is for a Secure Boot image: give --secure-boot-cert with the image's db certificate so its UKIs are checked as the device checks them",
+                    path.display(),
+                    a.name
+                );
+            }
+            crate::image::write::uki::check_bundle_uki(
+                &bytes,
+                slot,
+                &manifest,
+                db_cert.as_deref(),
+            )?;
         }
     }
     drop(scratch);

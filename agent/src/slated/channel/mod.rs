@@ -99,9 +99,11 @@ pub async fn run(agent: Arc<Agent>, cfg: UpdateConfig) {
             return;
         }
     };
+    let downloads = lock(&agent.state).channel_downloads.clone();
     *lock(&agent.channel) = Some(ChannelStatus {
         url: cfg.channel.to_string(),
         seed: seed.get(),
+        downloads,
         ..ChannelStatus::default()
     });
     let poll = cfg.poll();
@@ -450,14 +452,14 @@ async fn check(
             },
         });
     }
-    if let Some(st) = lock(&agent.channel).as_mut() {
-        st.bytes_fetched += stats.bytes + setup_bytes;
-        st.resumes += stats.resumes + u64::from(stats.from_slot > 0);
-        st.bytes_from_slot += stats.from_slot;
-        st.bytes_copied += stats.copied;
-        st.requests += stats.requests + setup_requests;
-        st.last_mode = Some(mode.as_str().to_string());
-    }
+    agent.count_download(&slate_core::api::Downloads {
+        bytes_fetched: stats.bytes + setup_bytes,
+        resumes: stats.resumes + u64::from(stats.from_slot > 0),
+        bytes_from_slot: stats.from_slot,
+        bytes_copied: stats.copied,
+        requests: stats.requests + setup_requests,
+        last_mode: Some(mode.as_str().to_string()),
+    });
     let installed = worker
         .await
         .map_err(|e| fail(ChannelFailure::Install)(anyhow::anyhow!("install task: {e}")))?;

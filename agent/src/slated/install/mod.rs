@@ -75,9 +75,11 @@ pub struct Installer<'a> {
     /// A folder outside the ESP where kernel and initrd are checked before they are copied in
     /// (emptied before and after each install).
     pub staging: std::path::PathBuf,
+    /// How this image boots its slots, which decides the bundles it takes.
+    pub boot_kind: BootKind,
     /// A Secure Boot image: the public key of its db certificate (`RSAPublicKey`, DER) that
-    /// a bundle's UKIs must be signed by, or why it could not be read. None for an image that
-    /// boots `.conf` entries.
+    /// a bundle's UKIs must be signed by, or why it could not be read. None for an image
+    /// whose firmware does not check (`.conf` entries, or a measured-boot image's UKIs).
     pub secure_boot_db: Option<Result<&'a [u8], String>>,
     /// The version a channel's signed release offered: the bundle's manifest must say the
     /// same (None for a push, which offers what it carries).
@@ -155,10 +157,7 @@ pub fn install<R: Read>(
         None => false,
     };
     drop(span);
-    let boot = match inst.secure_boot_db {
-        Some(_) => BootKind::SignedUki,
-        None => BootKind::Conf,
-    };
+    let boot = inst.boot_kind;
     plan::check_boot_kind(&m, boot)?;
     let idle = inst.running.other();
     let dev = crate::partitions::find(idle.label()).map_err(failed)?;
@@ -188,11 +187,16 @@ pub fn install<R: Read>(
         device: dev.clone(),
     });
 
-    // A Secure Boot bundle's UKIs come first and are checked before anything is written.
-    let uki = match inst.secure_boot_db.as_ref() {
-        Some(Ok(key)) => Some(crate::slated::install::uki::take(&mut r, &m, idle, key)?),
-        Some(Err(why)) => return Err(Refusal::NoSecureBootCert { why: why.clone() }.into()),
-        None => None,
+    // A format-2 bundle's UKIs come first and are checked before anything is written.
+    let uki = match (boot, inst.secure_boot_db.as_ref()) {
+        (_, Some(Err(why))) => return Err(Refusal::NoSecureBootCert { why: why.clone() }.into()),
+        (BootKind::Uki, db) => Some(crate::slated::install::uki::take(
+            &mut r,
+            &m,
+            idle,
+            db.and_then(|k| k.as_ref().ok().copied()),
+        )?),
+        (BootKind::Conf, _) => None,
     };
 
     // The root image's archive header comes before the first write too: a bundle whose

@@ -1,11 +1,12 @@
-//! A Secure Boot image's updates: the bundle's signed Unified Kernel Images.
+//! The updates of an image that boots Unified Kernel Images: the bundle's UKIs.
 //!
-//! Each slot of such an image boots a UKI that its firmware checks against db, and whose
-//! signed command line names the slot and the root hash. A format-2 bundle carries one per
+//! Each slot of such an image boots a UKI whose command line names the slot and the root
+//! hash; a Secure Boot image's firmware checks it against db, a measured-boot image's TPM
+//! unseals `/data` only for a PCR 11 the vendor signed. A format-2 bundle carries one per
 //! slot, before the root image. The agent reads both, checks each as the firmware will
-//! ([`slate_core::uki::check`], with AWS-LC for the RSA step) and keeps the idle slot's: a
-//! bundle with a UKI the firmware would refuse is refused before the idle slot or the ESP is
-//! touched. After the root image is written and read back, the UKI goes onto the ESP as the
+//! ([`slate_core::uki::check`], with AWS-LC for the RSA step of a Secure Boot image) and
+//! keeps the idle slot's: a bundle with a UKI the firmware would refuse, or whose command
+//! line is not the manifest's, is refused before the idle slot or the ESP is touched. After the root image is written and read back, the UKI goes onto the ESP as the
 //! slot's entry, `EFI/Linux/slate-<slot>-<version>+3.efi` (temporary name, sync, rename):
 //! systemd-boot counts its tries by renaming it, as with a `.conf` entry.
 
@@ -19,13 +20,13 @@ use slate_core::manifest::{uki_artifact, Manifest};
 use std::io::Read;
 
 /// Reads the bundle's UKIs (the next artifacts of `r`), checks their sha256 against the
-/// signed manifest and each against `db_key` and the manifest, and returns the one that
-/// boots `idle`.
+/// signed manifest and each against the manifest and `db_key` (a Secure Boot image's; None
+/// where the firmware does not check), and returns the one that boots `idle`.
 pub fn take<R: Read>(
     r: &mut BundleReader<R>,
     m: &Manifest,
     idle: Slot,
-    db_key: &[u8],
+    db_key: Option<&[u8]>,
 ) -> Result<Vec<u8>, InstallError> {
     let _span = tracing::info_span!("install", step = "check-ukis", slot = %idle).entered();
     let mut keep = None;
@@ -46,15 +47,12 @@ pub fn take<R: Read>(
         if let Err(never) = streamed {
             match never {}
         }
-        slate_core::uki::check(
-            &bytes,
-            slot,
-            m,
-            db_key,
-            &crate::boot::secure_boot::rsa_verify,
-        )
-        .map_err(Refusal::Uki)?;
-        tracing::info!(artifact = %a.name, bytes = a.size, "UKI signed by the db key, command line as signed");
+        let db = db_key.map(|public_key| slate_core::uki::DbKey {
+            public_key,
+            rsa: &crate::boot::secure_boot::rsa_verify,
+        });
+        slate_core::uki::check(&bytes, slot, m, db).map_err(Refusal::Uki)?;
+        tracing::info!(artifact = %a.name, bytes = a.size, signed = db.is_some(), "UKI checked: command line and version as the manifest says");
         if slot == idle {
             keep = Some(bytes);
         }

@@ -74,7 +74,8 @@ pub struct BuildArgs {
     pub secure_boot_cert: Option<PathBuf>,
     /// Measured boot: sign each slot's PCR 11 policy with this RSA-2048 key and carry it in
     /// the UKIs (`.pcrsig`, `.pcrpkey`), so a TPM-sealed secret unseals for the images this
-    /// key signed (overrides the spec's `[tpm] pcr_key`; needs Secure Boot).
+    /// key signed (overrides the spec's `[tpm] pcr_key`; without Secure Boot the slots boot
+    /// unsigned UKIs).
     #[arg(long, value_name = "pcr.key")]
     pub pcr_key: Option<PathBuf>,
 }

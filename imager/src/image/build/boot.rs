@@ -1,6 +1,6 @@
 //! What boots a slot: the initramfs (slate-init and the board's modules, cpio + zstd), the
-//! kernel, and slot A's boot entry with its command line (for a Secure Boot image, all of it
-//! in one signed UKI).
+//! kernel, and slot A's boot entry with its command line (for a Secure Boot or measured-boot
+//! image, all of it in one UKI, signed for Secure Boot).
 
 use super::Inputs;
 use crate::image::cache;
@@ -107,7 +107,8 @@ fn from_boot_package(inp: &Inputs<'_>, path: &str, field: &str) -> Result<Vec<u8
 /// The files of the ESP: systemd-boot (from the boot loader package), its settings, and slot
 /// A's entry with what it boots. A plain image has a `.conf` entry naming the kernel and
 /// initramfs on the ESP; a Secure Boot image has one signed UKI, a signed systemd-boot, and
-/// on x86-64 the signed boot-retry loader as `BOOTX64.EFI` in front of it.
+/// on x86-64 the signed boot-retry loader as `BOOTX64.EFI` in front of it; a measured-boot
+/// image without Secure Boot has one unsigned UKI.
 pub fn esp_files(
     inp: &Inputs<'_>,
     verity: &VerityInfo,
@@ -119,7 +120,7 @@ pub fn esp_files(
     let boot_efi = from_boot_package(inp, &b.bootloader_path, "bootloader_path")?;
     let (boot_efi, entry_files, ukis) = match inp.secure_boot {
         Some(pair) => {
-            let ukis = signed_ukis(inp, pair, verity, options, initrd, scratch)?;
+            let ukis = slot_ukis(inp, Some(pair), verity, options, initrd, scratch)?;
             let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
             let entry = EspFile {
                 path: name.path(),
@@ -138,6 +139,17 @@ pub fn esp_files(
                 }
                 None => (systemd_boot, vec![entry], ukis),
             }
+        }
+        // A measured-boot image without Secure Boot: the same UKIs, unsigned (the firmware
+        // checks nothing; the TPM unseals /data only for a PCR 11 the vendor signed).
+        None if inp.pcr.is_some() => {
+            let ukis = slot_ukis(inp, None, verity, options, initrd, scratch)?;
+            let name = EntryName::good(Slot::A, inp.version.clone()).with_kind(EntryKind::Uki);
+            let entry = EspFile {
+                path: name.path(),
+                bytes: ukis[0].1.clone(),
+            };
+            (boot_efi, vec![entry], ukis)
         }
         None => (
             boot_efi,
@@ -189,11 +201,11 @@ fn conf_entry_files(
     ]
 }
 
-/// One signed UKI per slot: the slot is part of the signed command line, so the image's
-/// bundles carry both and a device installs the one for its idle slot.
-fn signed_ukis(
+/// One UKI per slot, signed with `pair` for Secure Boot: the slot is part of the command
+/// line, so the image's bundles carry both and a device installs the one for its idle slot.
+fn slot_ukis(
     inp: &Inputs<'_>,
-    pair: &uki::SigningPair,
+    pair: Option<&uki::SigningPair>,
     verity: &VerityInfo,
     options: &str,
     initrd: &[u8],
@@ -234,7 +246,13 @@ fn signed_ukis(
             },
             &work,
         )?;
-        ukis.push((slot, uki::sign(&unsigned, pair, &work)?));
+        ukis.push((
+            slot,
+            match pair {
+                Some(pair) => uki::sign(&unsigned, pair, &work)?,
+                None => unsigned,
+            },
+        ));
     }
     Ok(ukis)
 }
@@ -243,7 +261,7 @@ fn signed_ukis(
 pub struct EspFiles {
     /// The ESP's files.
     pub files: Vec<EspFile>,
-    /// A Secure Boot image's signed UKIs, one per slot (slot A's is on the ESP); outputs
-    /// `uki-a.efi` and `uki-b.efi`, what its bundles carry.
+    /// The UKIs of a Secure Boot (signed) or measured-boot image, one per slot (slot A's is
+    /// on the ESP); outputs `uki-a.efi` and `uki-b.efi`, what its bundles carry.
     pub ukis: Vec<(Slot, Vec<u8>)>,
 }

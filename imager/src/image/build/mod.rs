@@ -267,26 +267,24 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
                 cert: spec.resolve(&sb.cert),
             })
     });
-    if secure_boot.is_some() && board.board.uki_stub_path.is_none() {
-        return Err(anyhow::anyhow!(
-            "board {board_name} has no uki_stub_path: it cannot build a Secure Boot image (add the path of systemd's linux*.efi.stub in {} to {})",
-            board.board.bootloader_package,
-            board.path.display()
-        ));
-    }
     let pcr_key = opts
         .pcr_key
         .clone()
         .or_else(|| spec.spec.tpm.as_ref().map(|t| spec.resolve(&t.pcr_key)));
+    // Secure Boot and measured boot both boot each slot as a Unified Kernel Image.
+    let kind = match (secure_boot.is_some(), pcr_key.is_some()) {
+        (true, _) => Some("a Secure Boot image"),
+        (false, true) => Some("a measured-boot image ([tpm])"),
+        (false, false) => None,
+    };
+    if let (Some(kind), None) = (kind, &board.board.uki_stub_path) {
+        return Err(anyhow::anyhow!(
+            "board {board_name} has no uki_stub_path: it cannot build {kind}, whose slots boot unified kernel images (add the path of systemd's linux*.efi.stub in {} to {})",
+            board.board.bootloader_package,
+            board.path.display()
+        ));
+    }
     let pcr = match &pcr_key {
-        Some(_) if secure_boot.is_none() => {
-            return Err(crate::error::BuildError::Spec {
-                path: spec.path.clone(),
-                field: "tpm.pcr_key".into(),
-                why: "signed PCR policies go into UKIs, which only Secure Boot images boot today: add [secure_boot]".into(),
-            }
-            .into())
-        }
         Some(key) => Some(crate::image::write::pcr_policy::PcrSigner::load(key)?),
         None => None,
     };
@@ -313,11 +311,13 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             tools::version("mkfs.ext4", "e2fsprogs", "-V")?,
         ),
     ]);
-    if secure_boot.is_some() {
+    if kind.is_some() {
         prov.tools.insert(
             "objcopy".into(),
             tools::version("objcopy", "binutils", "--version")?,
         );
+    }
+    if secure_boot.is_some() {
         prov.tools.insert(
             "sbsign".into(),
             tools::version("sbsign", "sbsigntool", "--version")?,
@@ -344,6 +344,7 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
             operators: operators.as_deref(),
             security_epoch: opts.security_epoch,
             secure_boot_cert: secure_boot.as_ref().map(|p| p.cert.as_path()),
+            ukis: kind.is_some(),
         },
         &mut prov,
     )?;

@@ -140,16 +140,23 @@ pub fn check(pe: &[u8], cert_pem: &[u8]) -> Result<()> {
 }
 
 /// What a device checks of a bundle's UKI for `slot` ([`slate_core::uki::check`]): signed by
-/// the db certificate `cert_pem`, with the manifest's command line and version.
+/// the db certificate `cert_pem` (a Secure Boot image's; None for a measured-boot image
+/// without it), with the manifest's command line and version.
 pub fn check_bundle_uki(
     pe: &[u8],
     slot: slate_core::layout::Slot,
     manifest: &slate_core::manifest::Manifest,
-    cert_pem: &[u8],
+    cert_pem: Option<&[u8]>,
 ) -> Result<()> {
-    let cert = certificate_der(cert_pem)?;
-    let key = slate_core::authenticode::rsa_public_key(&cert)?;
-    slate_core::uki::check(pe, slot, manifest, key, &ring_rsa)?;
+    let cert = cert_pem.map(certificate_der).transpose()?;
+    let db = match &cert {
+        Some(cert) => Some(slate_core::uki::DbKey {
+            public_key: slate_core::authenticode::rsa_public_key(cert)?,
+            rsa: &ring_rsa,
+        }),
+        None => None,
+    };
+    slate_core::uki::check(pe, slot, manifest, db)?;
     Ok(())
 }
 
