@@ -528,6 +528,22 @@ pub fn status(vm: &slate_qemu::Vm) -> slate_core::api::Status {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("status {body}: {e}"))
 }
 
+/// The status's channel, once the agent has started pulling (it starts once the boot's health
+/// checks have concluded, a moment after `committed`); panics after two minutes without.
+pub fn channel_status(vm: &slate_qemu::Vm) -> slate_core::api::ChannelStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(c) = status(vm).channel {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never started its channel"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// A slot's state and version as the status shows them (panics when the status has no such
 /// slot).
 pub fn slot_state(

@@ -26,6 +26,14 @@ pub fn index_target(bundle_target: &str) -> String {
     format!("{bundle_target}.chunks")
 }
 
+/// The chunk index of a bundle's UKI `artifact` (`uki-a.efi`, `uki-b.efi`) beside the bundle
+/// target: `<bundle>.chunks.<artifact>`. A format-2 bundle is mostly its two UKIs (the same
+/// kernel each time), so a device copies their unchanged stretches from the UKI it boots.
+/// Agents that do not know these targets ignore them.
+pub fn uki_index_target(bundle_target: &str, artifact: &str) -> String {
+    format!("{bundle_target}.chunks.{artifact}")
+}
+
 /// The static patch target beside a bundle target for devices running the root image whose
 /// verity root hash is `from_root_hash` (hex): `<bundle>.patch-<hash>`, found by name like the
 /// index, and only by the devices it was made for.

@@ -60,7 +60,7 @@ pub async fn prepare(
     if !repo.targets().signed.targets.contains_key(&name) {
         return None;
     }
-    match plan_delta(repo, https, url, &name, expected, running).await {
+    match plan_delta(repo, https, url, target, &name, expected, running).await {
         Ok(setup) => Some(setup),
         Err(e) => {
             crate::marker::warn(format!(
@@ -90,6 +90,9 @@ pub struct Running {
     pub data_len: u64,
     /// Its root hash (names the cached index).
     pub root_hash: String,
+    /// The UKI it booted from (its entry on the ESP), on an image that boots UKIs: a
+    /// format-2 bundle's UKIs copy their unchanged stretches from it.
+    pub uki: Option<PathBuf>,
 }
 
 impl Running {
@@ -97,37 +100,56 @@ impl Running {
     pub fn of_this_boot(slot: slate_core::layout::Slot) -> anyhow::Result<Running> {
         let line = std::fs::read_to_string("/proc/cmdline")?;
         let params: slate_core::cmdline::BootParams = line.parse()?;
+        let esp = Path::new(crate::boot::esp::MOUNT);
+        let uki = crate::boot::esp::Esp::at(esp)
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.slot == slot && e.kind == slate_core::bootentry::EntryKind::Uki)
+            .map(|e| esp.join(e.path()));
         Ok(Running {
             device: crate::partitions::find(slot.label())?.into(),
-            boot_files: Path::new(crate::boot::esp::MOUNT).join(format!("slate/{slot}")),
+            boot_files: esp.join(format!("slate/{slot}")),
             data_len: params.verity.hash_offset,
             root_hash: params.verity.root_hash.to_string(),
+            uki,
         })
     }
+}
+
+/// A chunk index target, read through TUF (its length and sha256 checked) and parsed.
+async fn read_index(
+    repo: &tough::Repository,
+    name: &tough::TargetName,
+) -> anyhow::Result<(ChunkIndex, u64)> {
+    use anyhow::Context;
+    use tough::IntoVec;
+    let what = || format!("the chunk index {}", name.raw());
+    let bytes = repo
+        .read_target(name)
+        .await
+        .with_context(what)?
+        .with_context(|| format!("{} is listed but not served", what()))?
+        .into_vec()
+        .await
+        .with_context(what)?;
+    if bytes.len() > MAX_INDEX {
+        anyhow::bail!("{} is larger than {MAX_INDEX} bytes", what());
+    }
+    let index = ChunkIndex::parse(&bytes).with_context(what)?;
+    Ok((index, bytes.len() as u64))
 }
 
 async fn plan_delta(
     repo: &tough::Repository,
     https: &Https,
     url: &Url,
+    target: &str,
     name: &tough::TargetName,
     expected: &Expected,
     running: &Running,
 ) -> anyhow::Result<Setup> {
-    use anyhow::Context;
-    use tough::IntoVec;
-    let bytes = repo
-        .read_target(name)
-        .await
-        .context("reading the chunk index")?
-        .context("the chunk index is listed but not served")?
-        .into_vec()
-        .await
-        .context("reading the chunk index")?;
-    if bytes.len() > MAX_INDEX {
-        anyhow::bail!("the chunk index is larger than {MAX_INDEX} bytes");
-    }
-    let index = ChunkIndex::parse(&bytes).context("the chunk index")?;
+    let (index, index_len) = read_index(repo, name).await?;
     // A short head first; the longest one a bundle may have when that does not hold it.
     let mut head = fetch_head(https, url, HEAD_PROBE).await?;
     let (mut head_bytes, mut requests) = (head.len() as u64, 2);
@@ -139,30 +161,37 @@ async fn plan_delta(
     let (rootfs, root_at) = rootfs_in(&head, index.image_len)?;
     let levels = levels_piece(&rootfs, root_at);
     let same_files = identical_boot_files(&head, running);
+    let ukis = uki_copies(repo, target, &head, running).await;
     let ours = running_index(running, index.params).await?;
     let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
-    let same_bytes: u64 =
-        same_files.iter().map(|f| f.len).sum::<u64>() + levels.as_ref().map_or(0, |(p, _)| p.len);
+    let same_bytes: u64 = same_files.iter().map(|f| f.len).sum::<u64>()
+        + levels.as_ref().map_or(0, |(p, _)| p.len)
+        + ukis.pieces.iter().map(|p| p.len).sum::<u64>();
+    let index_bytes = index_len + ukis.index_bytes;
+    requests += ukis.index_requests;
     let (cost, _) = plan::bundle_cost(
         &p,
-        bytes.len() as u64,
+        index_bytes,
         head_bytes,
         expected.length,
         p.copy_bytes.saturating_add(same_bytes),
     );
+    // The UKIs' own gaps are requests too.
+    let cost = cost.saturating_add(ukis.fetch_requests.saturating_mul(plan::REQUEST_OVERHEAD));
     if !plan::worth_it(cost, expected.length) {
         return Ok(Setup {
             mode: Mode::Full,
             cost: expected.length,
             pieces: Vec::new(),
             tree: None,
-            fetched: bytes.len() as u64 + head_bytes,
+            fetched: index_bytes + head_bytes,
             requests,
         });
     }
     let (levels, tree) = levels.unzip();
     let pieces = same_files
         .into_iter()
+        .chain(ukis.pieces)
         .chain(levels)
         .chain(p.ops.iter().filter_map(|op| match *op {
             plan::Op::Copy { from, to, len } => Some(Piece {
@@ -180,9 +209,94 @@ async fn plan_delta(
         cost,
         pieces,
         tree,
-        fetched: bytes.len() as u64 + head_bytes,
+        fetched: index_bytes + head_bytes,
         requests,
     })
+}
+
+/// What a format-2 bundle's UKIs take from the UKI the device booted.
+#[derive(Debug, Default)]
+struct UkiCopies {
+    /// Stretches copied from the running UKI.
+    pieces: Vec<Piece>,
+    /// Bytes of the UKIs' chunk indexes fetched.
+    index_bytes: u64,
+    /// Requests for those indexes.
+    index_requests: u64,
+    /// Runs of the UKIs still fetched from the bundle.
+    fetch_requests: u64,
+}
+
+/// The stretches of the bundle's UKIs (those with a chunk index beside the bundle) that the
+/// running UKI holds: the kernel and the stub are usually the same from one release to the
+/// next. Best effort: a missing or wrong index, or no running UKI, only means those bytes
+/// are fetched (the bundle is hashed whole, and the install checks each UKI as always).
+async fn uki_copies(
+    repo: &tough::Repository,
+    target: &str,
+    head: &[u8],
+    running: &Running,
+) -> UkiCopies {
+    let mut out = UkiCopies::default();
+    let Some(uki_path) = running.uki.as_ref() else {
+        return out;
+    };
+    let Ok(artifacts) = artifact_offsets(head) else {
+        return out;
+    };
+    let mut ours: Option<ChunkIndex> = None;
+    for (a, at) in artifacts {
+        let index_name = delta::uki_index_target(target, &a.name);
+        let Ok(name) = tough::TargetName::new(&index_name) else {
+            continue;
+        };
+        if !repo.targets().signed.targets.contains_key(&name) {
+            continue;
+        }
+        out.index_requests += 1;
+        let index = match read_index(repo, &name).await {
+            Ok((index, len)) => {
+                out.index_bytes += len;
+                index
+            }
+            Err(e) => {
+                crate::marker::warn(format!("channel: {e:#}; fetching {} whole", a.name));
+                continue;
+            }
+        };
+        if index.image_len != a.size {
+            crate::marker::warn(format!(
+                "channel: {index_name} covers {} bytes, the bundle's {} has {}; fetching it whole",
+                index.image_len, a.name, a.size
+            ));
+            continue;
+        }
+        // The running UKI is chunked once (both of the bundle's UKIs use the same parameters).
+        if ours.as_ref().is_none_or(|i| i.params != index.params) {
+            match std::fs::read(uki_path) {
+                Ok(bytes) if bytes.len() as u64 <= slate_core::manifest::MAX_BOOT_ARTIFACT => {
+                    ours = Some(ChunkIndex::of(&bytes, index.params));
+                }
+                _ => return out,
+            }
+        }
+        let Some(running_index) = ours.as_ref() else {
+            return out;
+        };
+        let p = plan::plan(&index, running_index, plan::COALESCE_GAP);
+        out.fetch_requests += p.requests;
+        out.pieces.extend(p.ops.iter().filter_map(|op| match *op {
+            plan::Op::Copy { from, to, len } => Some(Piece {
+                bundle_offset: at + to,
+                len,
+                device: uki_path.clone(),
+                device_offset: from,
+                kind: PieceKind::Copied,
+            }),
+            plan::Op::Fetch { .. } => None,
+        }));
+    }
+    out
 }
 
 /// The bundle's first `len` bytes (a bounded Range; a server that ignores Range is read that
@@ -404,6 +518,7 @@ mod tests {
             boot_files: dir.path().to_path_buf(),
             data_len: 8192,
             root_hash: String::new(),
+            uki: None,
         };
         let pieces = identical_boot_files(&bytes, &running);
         assert_eq!(pieces.len(), 1, "{pieces:?}");

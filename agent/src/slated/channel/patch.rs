@@ -268,6 +268,7 @@ mod tests {
             device: dir.path().join("slot"),
             boot_files: dir.path().to_path_buf(),
             data_len: 0,
+            uki: None,
             root_hash: hex::encode(root.0),
         };
         let p = patch::read(&bytes[..]).unwrap();

@@ -135,14 +135,20 @@ pub fn publish(o: &PublishOptions) -> Result<Published> {
         let bundle_len = target.length;
         targets.targets.insert(target_name, target);
         if !o.no_chunk_index {
-            // The root image's chunks, beside the bundle: devices fetch only what they lack.
-            let index = super::chunks::of_bundle(path, &manifest)?.to_bytes();
-            let index_name = slate_core::delta::index_target(&name);
-            let index_target = add_target_bytes(&layout, &index_name, &index)?;
-            targets.targets.insert(
-                TargetName::new(&index_name).context("target name")?,
-                index_target,
-            );
+            // The root image's chunks (and a format-2 bundle's UKIs'), beside the bundle:
+            // devices fetch only what they lack.
+            let indexes = super::chunks::of_bundle(path, &manifest)?;
+            let named = std::iter::once((slate_core::delta::index_target(&name), indexes.root))
+                .chain(indexes.ukis.into_iter().map(|(artifact, index)| {
+                    (slate_core::delta::uki_index_target(&name, &artifact), index)
+                }));
+            for (index_name, index) in named {
+                let index_target = add_target_bytes(&layout, &index_name, &index.to_bytes())?;
+                targets.targets.insert(
+                    TargetName::new(&index_name).context("target name")?,
+                    index_target,
+                );
+            }
         }
         for previous in &o.from {
             let p = super::patches::from_previous(previous, path, &manifest)?;
