@@ -36,9 +36,16 @@ impl ChannelUrl {
     /// Checks `text`: an `https://` URL without query or fragment.
     pub fn parse(text: &str) -> Result<ChannelUrl, ChannelUrlError> {
         let base = Url::parse(&format!("{}/", text.trim_end_matches('/'))).map_err(|e| {
+            // Slate links no Unicode tables for host names (they were 120 KiB of the agent):
+            // an international name is written in its ASCII form.
+            let why = if text.is_ascii() {
+                e.to_string()
+            } else {
+                format!("{e} (write an international host name in its ASCII form, xn--…)")
+            };
             ChannelUrlError::NotUrl {
                 text: text.to_string(),
-                why: e.to_string(),
+                why,
             }
         })?;
         if base.scheme() != "https" {
@@ -101,6 +108,14 @@ impl<'de> Deserialize<'de> for ChannelUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_international_host_name_is_taken_in_its_ascii_form() {
+        let e = ChannelUrl::parse("https://bücher.example/fleet").unwrap_err();
+        assert!(e.to_string().contains("xn--"), "{e}");
+        let c = ChannelUrl::parse("https://xn--bcher-kva.example/fleet").unwrap();
+        assert_eq!(c.to_string(), "https://xn--bcher-kva.example/fleet");
+    }
 
     #[test]
     fn only_https_without_query_is_a_channel() {
