@@ -62,6 +62,12 @@ pub fn secure_boot_delta_channel() -> &'static Channel {
     CHANNEL.get_or_init(Channel::make)
 }
 
+/// A fifth channel, publishing with chunk indexes, for the arm64 delta scenario.
+pub fn arm64_delta_channel() -> &'static Channel {
+    static CHANNEL: OnceLock<Channel> = OnceLock::new();
+    CHANNEL.get_or_init(Channel::make)
+}
+
 impl Channel {
     /// Keys, a repository (`slate repo init`), a test CA and a free port.
     fn make() -> Channel {

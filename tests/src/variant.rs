@@ -24,6 +24,9 @@ pub enum Variant {
     /// The demo spec pulling from the delta scenario's channel
     /// ([`crate::channel::delta_channel`]), which publishes chunk indexes.
     Delta,
+    /// [`Variant::Delta`] for the arm64 board, pulling from
+    /// [`crate::channel::arm64_delta_channel`].
+    DeltaArm64,
     /// [`Variant::Delta`] built for Secure Boot (signed UKIs, format-2 bundles), pulling from
     /// [`crate::channel::secure_boot_delta_channel`].
     DeltaSecureBoot,
@@ -60,7 +63,7 @@ impl Variant {
     pub fn board(self) -> &'static str {
         match self {
             Variant::Pc => "x86_64-uefi",
-            Variant::Arm64 | Variant::Arm64FailingHealth => "qemu-arm64",
+            Variant::Arm64 | Variant::Arm64FailingHealth | Variant::DeltaArm64 => "qemu-arm64",
             _ => "qemu-x86_64",
         }
     }
@@ -68,7 +71,9 @@ impl Variant {
     /// The architecture of [`Variant::board`].
     pub fn arch(self) -> slate_core::layout::Arch {
         match self {
-            Variant::Arm64 | Variant::Arm64FailingHealth => slate_core::layout::Arch::Arm64,
+            Variant::Arm64 | Variant::Arm64FailingHealth | Variant::DeltaArm64 => {
+                slate_core::layout::Arch::Arm64
+            }
             _ => slate_core::layout::Arch::X86_64,
         }
     }
@@ -122,6 +127,7 @@ impl Variant {
                 text += &crate::goosebit::endpoint().spec_table()
             }
             Variant::Delta => text += &crate::channel::delta_channel().spec_table(),
+            Variant::DeltaArm64 => text += &crate::channel::arm64_delta_channel().spec_table(),
             Variant::DeltaSecureBoot => {
                 let keys = crate::secure_boot_keys();
                 text += &crate::channel::secure_boot_delta_channel().spec_table();
