@@ -206,7 +206,9 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
 /// before the root image, each with a chunk index of its own); the root image's stretches
 /// come from the running slot, the UKIs' unchanged ones (the kernel) from the UKI it booted,
 /// and everything is checked as a full install is (the UKIs against the db certificate too).
-/// nginx's log shows Range answers and a fraction of the bundle's bytes.
+/// The release has a static patch for v1 too, which carries the UKIs whole: the device plans
+/// both tiers and takes the cheaper delta. nginx's log shows Range answers, a fraction of the
+/// bundle's bytes and no request for the patch.
 #[test]
 #[ignore = "full e2e: cargo xtask e2e --full"]
 fn a_secure_boot_device_pulls_a_release_by_delta_and_commits() {
@@ -219,7 +221,8 @@ fn a_secure_boot_device_pulls_a_release_by_delta_and_commits() {
         .iter()
         .map(|n| std::fs::metadata(v2_image.dir.join(n)).unwrap().len())
         .sum();
-    ch.publish_with_index(&v2);
+    ch.publish_with_patch(&v2, &bundle(v1));
+    let patch_len = patch_target_len(ch, "2.0.0");
     let nginx = ch.serve();
     let (tmp, disk) = copy_disk(&v1.dir.join("disk.img")).unwrap();
     let vm = boot(&disk, tmp.path(), |c| {
@@ -257,8 +260,17 @@ fn a_secure_boot_device_pulls_a_release_by_delta_and_commits() {
     let (requests, sent) = Channel::bundle_bytes_sent(&log, seed).unwrap();
     let statuses = Channel::bundle_statuses(&log, seed);
     eprintln!(
-        "secure boot delta: {sent} of {v2_len} bundle bytes ({ukis} of them the two UKIs) in {requests} request(s); the device planned {planned}; {}",
+        "secure boot delta: {sent} of {v2_len} bundle bytes ({ukis} of them the two UKIs) in {requests} request(s); the device planned {planned}; the static patch is {patch_len}; {}",
         fetched.text
+    );
+    assert!(
+        planned < patch_len,
+        "planned {planned}, the patch {patch_len}"
+    );
+    assert_eq!(
+        Channel::patch_bytes_sent(&log, seed).unwrap(),
+        (0, 0),
+        "the patch was fetched"
     );
     assert!(
         requests >= 2 && statuses.iter().all(|&s| s == 206),

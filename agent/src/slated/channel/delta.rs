@@ -78,6 +78,14 @@ pub async fn prepare(
     }
 }
 
+/// The least a delta of `target` can cost: its chunk index and the bundle's head, which
+/// planning it fetches (None when the release has no chunk index).
+pub fn cost_floor(repo: &tough::Repository, target: &str, expected: &Expected) -> Option<u64> {
+    let name = tough::TargetName::new(delta::index_target(target)).ok()?;
+    let index = repo.targets().signed.targets.get(&name)?;
+    Some(index.length.saturating_add(HEAD_PROBE.min(expected.length)))
+}
+
 /// The running slot, as a delta reads it.
 #[derive(Debug, Clone)]
 pub struct Running {

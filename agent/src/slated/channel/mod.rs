@@ -13,6 +13,7 @@ pub mod ratelimit;
 mod ratelimit_tests;
 pub(crate) mod seed;
 mod seen;
+mod tier;
 mod transport;
 pub mod trusted_root;
 #[cfg(test)]
@@ -367,12 +368,10 @@ async fn check(
     }
     // By delta when the release has a chunk index and it is worth it: the stretches of the
     // root image the running slot holds are copied from it, the rest fetched by Range.
-    // A patch made for the running release comes first (one file, only the new bytes).
+    // A patch made for the running release comes first (one file, only the new bytes) unless
+    // the chunk index's delta costs less ([`tier`]).
     let setup = match delta::Running::of_this_boot(agent.slot) {
-        Ok(running) => match patch::prepare(&repo, &update.target, &expected, &running).await {
-            Some(s) => Some(s),
-            None => delta::prepare(&repo, https, &url, &update.target, &expected, &running).await,
-        },
+        Ok(running) => tier::prepare(&repo, https, &url, &update.target, &expected, &running).await,
         Err(e) => {
             tracing::info!(error = %format!("{e:#}"), "no delta: the running slot is not known");
             None

@@ -49,6 +49,23 @@ pub async fn prepare(
     }
 }
 
+/// The bytes the static tier would still fetch for `target` on this device: the patch's
+/// signed length, or nothing when it is kept on /data already (an attempt a cut stopped);
+/// None when the release has no patch for the running release.
+pub fn fetch_cost(repo: &tough::Repository, target: &str, running: &Running) -> Option<u64> {
+    let name = tough::TargetName::new(delta::patch_target(target, &running.root_hash)).ok()?;
+    let listed = repo.targets().signed.targets.get(&name)?;
+    let kept = Path::new(DIR).join(format!(
+        "{}.patch",
+        hex::encode(listed.hashes.sha256.as_ref())
+    ));
+    Some(if holds(&kept, listed) {
+        0
+    } else {
+        listed.length
+    })
+}
+
 /// Removes every kept patch but `keep` (an install that ended, or a newer release).
 pub fn clean(dir: &Path, keep: Option<&Path>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
