@@ -519,11 +519,23 @@ pub fn flip_byte(file: &Path, offset: u64) -> Result<()> {
     Ok(())
 }
 
-/// `GET /v1/status`, parsed into the agent's own type.
+/// `GET /v1/status`, parsed into the agent's own type. A connection that fails (a handshake
+/// that did not finish within the client's 10 s: an emulated arm64 guest beside another
+/// machine on two cores) is tried again a few times: the machine being slow is not what a
+/// test checks.
 pub fn status(vm: &slate_qemu::Vm) -> slate_core::api::Status {
-    let (code, body) = vm
-        .http("GET", slate_core::api::STATUS_ROUTE)
-        .expect("status");
+    let mut tries = 0;
+    let (code, body) = loop {
+        match vm.http("GET", slate_core::api::STATUS_ROUTE) {
+            Ok(answer) => break answer,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("status: {e:#}; trying again ({tries} of 5)");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+            Err(e) => panic!("status: {e:#}"),
+        }
+    };
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("status {body}: {e}"))
 }
