@@ -17,3 +17,4 @@ mod oracles;
 mod reproducible;
 mod secure_boot;
 mod tpm;
+mod tpm_build;
