@@ -77,7 +77,6 @@ fn uki_not_in_the_policy(signed: &Path, work: &Path) -> PathBuf {
 
 #[test]
 fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an_unsigned_uki() {
-    use slate_imager::{operator::push, progress::Progress};
     let v1 = image_at("1.0.0", Variant::Sealed, 1);
     let v2_image = image_at("1.1.0", Variant::Sealed, 2);
     let v2 = bundle(v2_image);
@@ -174,30 +173,7 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
 
     // v1 → v2 (epoch 2), a newly signed UKI with another PCR 11: unlocks without
     // re-enrolment.
-    let url = vm.agent_url().unwrap();
-    let acc = access(tmp.path());
-    let before_push = vm.mark();
-    let p = push::push(
-        &url,
-        &v2,
-        &acc,
-        true,
-        Some(Duration::from_secs(600)),
-        Progress::new(true),
-    )
-    .unwrap();
-    let s = p.outcome.expect("the push waited for a decision");
-    assert_eq!(
-        s.last_attempt.expect("an attempt").outcome,
-        slate_core::api::Outcome::Committed
-    );
-    assert!(
-        vm.saw(&format!("{} unlocked", Kind::DataSealed.prefix())),
-        "v2 did not unlock /data"
-    );
-    vm.wait_prompt("slate# ", before_push, SHELL).unwrap();
-    let read = vm.shell("head -1 /data/canary", SHELL).unwrap();
-    assert!(read.contains(SECRET), "{read}");
+    let acc = push_commits_and_unlocks(&mut vm, &v2, tmp.path());
     vm.shutdown(SHELL).unwrap();
 
     // The next boot of the committed v2 raises the epoch index to 2.
@@ -307,7 +283,6 @@ fn sealed_data_enrols_unlocks_is_noise_on_the_host_and_refuses_another_tpm_or_an
 #[test]
 #[ignore = "full e2e: cargo xtask e2e --full"]
 fn without_secure_boot_unsigned_ukis_unlock_update_and_a_changed_one_is_refused() {
-    use slate_imager::{operator::push, progress::Progress};
     let v1 = image_at("1.0.0", Variant::SealedWithoutSecureBoot, 1);
     let v2_image = image_at("1.1.0", Variant::SealedWithoutSecureBoot, 1);
     let v2 = bundle(v2_image);
@@ -338,30 +313,7 @@ fn without_secure_boot_unsigned_ukis_unlock_update_and_a_changed_one_is_refused(
 
     // v1 → v2: the bundle's unsigned UKIs, checked against the manifest; v2's newly signed
     // policy unlocks /data without re-enrolment.
-    let url = vm.agent_url().unwrap();
-    let acc = access(tmp.path());
-    let before_push = vm.mark();
-    let p = push::push(
-        &url,
-        &v2,
-        &acc,
-        true,
-        Some(Duration::from_secs(600)),
-        Progress::new(true),
-    )
-    .unwrap();
-    let s = p.outcome.expect("the push waited for a decision");
-    assert_eq!(
-        s.last_attempt.expect("an attempt").outcome,
-        slate_core::api::Outcome::Committed
-    );
-    assert!(
-        vm.saw(&format!("{} unlocked", Kind::DataSealed.prefix())),
-        "v2 did not unlock /data"
-    );
-    vm.wait_prompt("slate# ", before_push, SHELL).unwrap();
-    let read = vm.shell("cat /data/canary", SHELL).unwrap();
-    assert!(read.contains(SECRET), "{read}");
+    push_commits_and_unlocks(&mut vm, &v2, tmp.path());
     vm.shutdown(SHELL).unwrap();
 
     // Slot B's UKI changed on the ESP: the firmware boots it (no Secure Boot), the TPM does
@@ -384,6 +336,42 @@ fn without_secure_boot_unsigned_ukis_unlock_update_and_a_changed_one_is_refused(
         failed.text
     );
     assert!(!vm.saw(&Kind::DataSealed.prefix()));
+}
+
+/// Pushes `bundle` to a sealed device and waits for the decision: committed, the new image
+/// unlocked /data without re-enrolment, and the canary is still there. The operator's access,
+/// for the requests after.
+fn push_commits_and_unlocks(
+    vm: &mut slate_qemu::Vm,
+    bundle: &Path,
+    work: &Path,
+) -> slate_imager::operator::push::Access {
+    use slate_imager::{operator::push, progress::Progress};
+    let url = vm.agent_url().unwrap();
+    let acc = access(work);
+    let before_push = vm.mark();
+    let p = push::push(
+        &url,
+        bundle,
+        &acc,
+        true,
+        Some(Duration::from_secs(600)),
+        Progress::new(true),
+    )
+    .unwrap();
+    let s = p.outcome.expect("the push waited for a decision");
+    assert_eq!(
+        s.last_attempt.expect("an attempt").outcome,
+        slate_core::api::Outcome::Committed
+    );
+    assert!(
+        vm.saw(&format!("{} unlocked", Kind::DataSealed.prefix())),
+        "the new image did not unlock /data"
+    );
+    vm.wait_prompt("slate# ", before_push, SHELL).unwrap();
+    let read = vm.shell("head -1 /data/canary", SHELL).unwrap();
+    assert!(read.contains(SECRET), "{read}");
+    acc
 }
 
 /// The ESP path of `slot`'s entry UKI on `disk` (`EFI/Linux/slate-b-….efi`).
