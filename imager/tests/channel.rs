@@ -491,6 +491,39 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
         status.contains(&format!("static patch from 1.2.3: {bytes} bytes")),
         "{status}"
     );
+    // The dynamic delta is priced for the whole bundle, as the device plans it: the indexes
+    // and the head are fetched, the unchanged kernel and initramfs are not.
+    let delta: u64 = status
+        .split("delta from 1.2.3: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    let index = |bundle: &Path| {
+        use slate_core::delta::{ChunkIndex, Params, DEFAULT_AVG};
+        let (m, arts) = slate_imager::operator::repo::patches::artifacts(bundle).unwrap();
+        let (a, bytes) = m
+            .artifacts
+            .iter()
+            .zip(&arts)
+            .find(|(a, _)| a.name == slate_core::manifest::ROOTFS)
+            .unwrap();
+        let data = &bytes[..a.verity.as_ref().unwrap().hash_offset as usize];
+        let boot: u64 = m
+            .artifacts
+            .iter()
+            .filter(|a| a.name != slate_core::manifest::ROOTFS)
+            .map(|a| a.size)
+            .sum();
+        (ChunkIndex::of(data, Params::around(DEFAULT_AVG)), boot)
+    };
+    let ((i1, _), (i2, boot)) = (index(&v1), index(&v2));
+    let root_only = slate_core::delta::plan::plan(&i2, &i1, slate_core::delta::plan::COALESCE_GAP)
+        .cost(i2.to_bytes().len() as u64);
+    assert!(
+        delta >= root_only + slate_core::delta::HEAD_PROBE && delta + boot < v2_len,
+        "delta {delta} of {v2_len} (the root image's alone {root_only}, boot files {boot}): {status}"
+    );
 
     // Named by v1's root hash, and fetched through an independent TUF client.
     let (m1, arts1) = slate_imager::operator::repo::patches::artifacts(&v1).unwrap();

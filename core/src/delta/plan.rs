@@ -160,23 +160,50 @@ fn push_merged(ops: &mut Vec<Op>, op: Op) {
     }
 }
 
-/// What fetching a whole bundle by delta costs on the wire: the index, the bundle's head
-/// (read to find the root image), every bundle byte the device does not hold (`local`: the
-/// plan's copies and identical boot files), and the requests — the plan's, one for the head
-/// and one each for the stretches before and after the root image. With the requests made.
-pub fn bundle_cost(
-    plan: &DeltaPlan,
-    index_len: u64,
-    head_len: u64,
-    bundle_len: u64,
-    local: u64,
-) -> (u64, u64) {
-    let requests = plan.requests.saturating_add(2);
-    let cost = index_len
-        .saturating_add(head_len)
-        .saturating_add(bundle_len.saturating_sub(local))
-        .saturating_add(requests.saturating_add(1).saturating_mul(REQUEST_OVERHEAD));
-    (cost, requests.saturating_add(1))
+/// What fetching a whole bundle by delta costs on the wire, as the device plans it and as
+/// `slate repo status` and the bench report it (one formula for the three).
+#[derive(Debug, Clone, Copy)]
+pub struct BundleDelta<'a> {
+    /// The root image's plan against the running slot.
+    pub root: &'a DeltaPlan,
+    /// Each UKI's plan against the UKI the device booted (format 2; none for format 1).
+    pub ukis: &'a [DeltaPlan],
+    /// The chunk indexes' bytes (the root image's and the UKIs').
+    pub index_len: u64,
+    /// The bundle's head, read to find the root image.
+    pub head_len: u64,
+    /// The whole bundle's bytes.
+    pub bundle_len: u64,
+    /// Bytes the device has without a plan: boot files identical to its own, and the verity
+    /// levels it computes.
+    pub local: u64,
+}
+
+impl BundleDelta<'_> {
+    /// Bytes over the network and requests: the indexes, the head, every bundle byte the
+    /// device does not hold, and each request's overhead — the plans' own, one for the head,
+    /// and one each for the stretches before and after the root image.
+    pub fn cost(&self) -> (u64, u64) {
+        let copied = self
+            .ukis
+            .iter()
+            .fold(self.root.copy_bytes, |n, p| n.saturating_add(p.copy_bytes));
+        let requests = self
+            .ukis
+            .iter()
+            .fold(self.root.requests.saturating_add(3), |n, p| {
+                n.saturating_add(p.requests)
+            });
+        let cost = self
+            .index_len
+            .saturating_add(self.head_len)
+            .saturating_add(
+                self.bundle_len
+                    .saturating_sub(copied.saturating_add(self.local)),
+            )
+            .saturating_add(requests.saturating_mul(REQUEST_OVERHEAD));
+        (cost, requests)
+    }
 }
 
 /// Whether fetching `cost` bytes instead of a bundle of `full` is worth it (under

@@ -154,6 +154,48 @@ fn never_worse_than_full() {
     assert_eq!(same.mode(index_len, running.len() as u64), Mode::Delta);
 }
 
+/// A bundle's delta price counts every part of it once: the root image's and the UKIs' copies
+/// and requests, the boot files and levels a device holds, the indexes and the head.
+#[test]
+fn a_bundle_delta_prices_every_part_once() {
+    let running = noise(1 << 20, 3);
+    let mut new = running.clone();
+    new[500_000..500_100].fill(0);
+    let root = plan(
+        &ChunkIndex::of(&new, P),
+        &ChunkIndex::of(&running, P),
+        COALESCE_GAP,
+    );
+    let uki = plan(
+        &ChunkIndex::of(&running[..200_000], P),
+        &ChunkIndex::of(&running[..200_000], P),
+        COALESCE_GAP,
+    );
+    let (bundle_len, local, index_len, head_len) = (2_000_000u64, 300_000, 5_000, 8_192);
+    let priced = |ukis: &[DeltaPlan]| {
+        plan::BundleDelta {
+            root: &root,
+            ukis,
+            index_len,
+            head_len,
+            bundle_len,
+            local,
+        }
+        .cost()
+    };
+    let (alone, requests) = priced(&[]);
+    assert_eq!(requests, root.requests + 3);
+    assert_eq!(
+        alone,
+        index_len + head_len + bundle_len - local - root.copy_bytes
+            + requests * plan::REQUEST_OVERHEAD
+    );
+    // A UKI copied whole lowers the price by exactly its bytes and adds no request.
+    let with_uki = priced(std::slice::from_ref(&uki));
+    assert_eq!(uki.requests, 0);
+    assert_eq!(with_uki, (alone - 200_000, requests));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

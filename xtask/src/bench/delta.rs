@@ -100,8 +100,15 @@ fn slate_dynamic(old: &Bundle, new: &Bundle) -> Result<Cost> {
         .rootfs()
         .and_then(|a| Some(a.size.saturating_sub(a.verity.as_ref()?.hash_offset + 4096)))
         .context("no root image")?;
-    let local = p.copy_bytes + new.same_boot_bytes(old) + levels;
-    let (cost, requests) = plan::bundle_cost(&p, index, HEAD_PROBE, new.len, local);
+    let (cost, requests) = plan::BundleDelta {
+        root: &p,
+        ukis: &[],
+        index_len: index,
+        head_len: HEAD_PROBE,
+        bundle_len: new.len,
+        local: new.same_boot_bytes(old) + levels,
+    }
+    .cost();
     let share = index as f64 * 100.0 / new.root_data()?.len() as f64;
     Ok(if plan::worth_it(cost, new.len) {
         Cost {

@@ -172,20 +172,19 @@ async fn plan_delta(
     let ukis = uki_copies(repo, target, &head, running).await;
     let ours = running_index(running, index.params).await?;
     let p = plan::plan(&index, &ours, plan::COALESCE_GAP);
-    let same_bytes: u64 = same_files.iter().map(|f| f.len).sum::<u64>()
-        + levels.as_ref().map_or(0, |(p, _)| p.len)
-        + ukis.pieces.iter().map(|p| p.len).sum::<u64>();
+    let local: u64 =
+        same_files.iter().map(|f| f.len).sum::<u64>() + levels.as_ref().map_or(0, |(p, _)| p.len);
     let index_bytes = index_len + ukis.index_bytes;
     requests += ukis.index_requests;
-    let (cost, _) = plan::bundle_cost(
-        &p,
-        index_bytes,
-        head_bytes,
-        expected.length,
-        p.copy_bytes.saturating_add(same_bytes),
-    );
-    // The UKIs' own gaps are requests too.
-    let cost = cost.saturating_add(ukis.fetch_requests.saturating_mul(plan::REQUEST_OVERHEAD));
+    let (cost, _) = plan::BundleDelta {
+        root: &p,
+        ukis: &ukis.plans,
+        index_len: index_bytes,
+        head_len: head_bytes,
+        bundle_len: expected.length,
+        local,
+    }
+    .cost();
     if !plan::worth_it(cost, expected.length) {
         return Ok(Setup {
             mode: Mode::Full,
@@ -231,8 +230,8 @@ struct UkiCopies {
     index_bytes: u64,
     /// Requests for those indexes.
     index_requests: u64,
-    /// Runs of the UKIs still fetched from the bundle.
-    fetch_requests: u64,
+    /// Each UKI's plan (what it copies, what it still fetches from the bundle).
+    plans: Vec<plan::DeltaPlan>,
 }
 
 /// The stretches of the bundle's UKIs (those with a chunk index beside the bundle) that the
@@ -292,7 +291,6 @@ async fn uki_copies(
             return out;
         };
         let p = plan::plan(&index, running_index, plan::COALESCE_GAP);
-        out.fetch_requests += p.requests;
         out.pieces.extend(p.ops.iter().filter_map(|op| match *op {
             plan::Op::Copy { from, to, len } => Some(Piece {
                 bundle_offset: at + to,
@@ -303,6 +301,7 @@ async fn uki_copies(
             }),
             plan::Op::Fetch { .. } => None,
         }));
+        out.plans.push(p);
     }
     out
 }

@@ -115,6 +115,16 @@ impl Layout {
         })
     }
 
+    /// Where a target's file is kept (None: no such target), unchecked: for reading a part of
+    /// a large one, such as a bundle's head.
+    pub fn target_path(&self, repo: &Repository, name: &str) -> Result<Option<PathBuf>> {
+        let target_name = TargetName::new(name).context("target name")?;
+        Ok(repo.targets().signed.targets.get(&target_name).map(|t| {
+            self.targets()
+                .join(format!("{}.{name}", hex::encode(&t.hashes.sha256)))
+        }))
+    }
+
     /// A target's bytes as the signed targets metadata describes them (None: no such target).
     pub fn target_bytes(&self, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
         let target_name = TargetName::new(name).context("target name")?;

@@ -117,6 +117,15 @@ fn levels_in(bytes: &[u8], manifest: &Manifest) -> Result<LevelsAt> {
     })
 }
 
+/// A bundle's manifest, read from its head alone.
+pub fn manifest(path: &Path) -> Result<Manifest> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r = BundleReader::new(BufReader::new(f));
+    let (m, _) =
+        slate_core::install::read_head(&mut r).with_context(|| format!("{}", path.display()))?;
+    Manifest::parse(&m).with_context(|| format!("{}: its manifest", path.display()))
+}
+
 /// A bundle's manifest and each artifact's bytes, in its order (whole images in memory: for
 /// the publisher and its benchmark, never the device).
 pub fn artifacts(path: &Path) -> Result<(Manifest, Vec<Vec<u8>>)> {

@@ -27,7 +27,7 @@ pub struct Sizes {
     /// The chunk index's bytes (none: published without one).
     pub index: Option<u64>,
     /// From each earlier published version of the same product and board with an index: the
-    /// bytes a device running it fetches.
+    /// bytes a device running it fetches for the whole bundle (as `BundleDelta` prices it).
     pub deltas: Vec<(slate_core::Version, u64)>,
     /// Its static patches (`slate publish --from`): the version each is for, and its bytes.
     pub patches: Vec<(String, u64)>,
@@ -72,40 +72,115 @@ pub fn status(dir: &Path) -> Result<RepoStatus> {
     })
 }
 
+/// What `slate repo status` knows of one published update for pricing deltas between them.
+struct Published {
+    /// Its root image's chunk index and that index's bytes.
+    index: Option<(slate_core::delta::ChunkIndex, u64)>,
+    /// Its bundle's manifest (None: the bundle is not in the repository's folder).
+    manifest: Option<slate_core::manifest::Manifest>,
+    /// Its UKIs' chunk indexes, by artifact name, with their bytes.
+    ukis: Vec<(String, slate_core::delta::ChunkIndex, u64)>,
+}
+
+impl Published {
+    fn read(layout: &Layout, repo: &tough::Repository, target: &str) -> Result<Published> {
+        use slate_core::delta::{self, ChunkIndex};
+        let index = |name: String| -> Result<Option<(ChunkIndex, u64)>> {
+            let Some(b) = layout.target_bytes(repo, &name)? else {
+                return Ok(None);
+            };
+            let index = ChunkIndex::parse(&b).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            Ok(Some((index, b.len() as u64)))
+        };
+        // Only the head is read; a repository whose bundles live elsewhere prices its deltas
+        // without the boot files and verity levels a device keeps (an overestimate).
+        let manifest = layout
+            .target_path(repo, target)?
+            .and_then(|path| super::patches::manifest(&path).ok());
+        let mut ukis = Vec::new();
+        for a in manifest.iter().flat_map(|m| &m.artifacts) {
+            if let Some((i, len)) = index(delta::uki_index_target(target, &a.name))? {
+                ukis.push((a.name.clone(), i, len));
+            }
+        }
+        Ok(Published {
+            index: index(delta::index_target(target))?,
+            manifest,
+            ukis,
+        })
+    }
+
+    /// What a device running `earlier` fetches of `self` (a bundle of `full` bytes) by delta,
+    /// as it plans it: the root image and the UKIs against its own, identical boot files
+    /// copied, verity levels computed (None: either lacks a root index).
+    fn delta_from(&self, earlier: &Published, full: u64) -> Option<u64> {
+        use slate_core::delta::{plan, HEAD_PROBE};
+        use slate_core::manifest::ROOTFS;
+        let ((new, new_len), (old, _)) = (self.index.as_ref()?, earlier.index.as_ref()?);
+        let root = plan::plan(new, old, plan::COALESCE_GAP);
+        let mut index_len = *new_len;
+        let mut ukis = Vec::new();
+        for (name, index, len) in &self.ukis {
+            index_len += len;
+            if let Some((_, old, _)) = earlier.ukis.iter().find(|(n, _, _)| n == name) {
+                ukis.push(plan::plan(index, old, plan::COALESCE_GAP));
+            }
+        }
+        let mut local = 0;
+        if let (Some(m), Some(old)) = (&self.manifest, &earlier.manifest) {
+            for a in &m.artifacts {
+                let is_uki = self.ukis.iter().any(|(n, _, _)| *n == a.name);
+                if a.name == ROOTFS {
+                    let levels_at = a
+                        .verity
+                        .as_ref()
+                        .map_or(a.size, |v| v.hash_offset + slate_core::verity::BLOCK);
+                    local += a.size.saturating_sub(levels_at);
+                } else if !is_uki
+                    && old
+                        .artifacts
+                        .iter()
+                        .any(|o| o.name == a.name && o.sha256 == a.sha256 && o.size == a.size)
+                {
+                    local += a.size;
+                }
+            }
+        }
+        let (cost, _) = plan::BundleDelta {
+            root: &root,
+            ukis: &ukis,
+            index_len,
+            head_len: HEAD_PROBE.min(full),
+            bundle_len: full,
+            local,
+        }
+        .cost();
+        Some(cost)
+    }
+}
+
 /// Each update's full size, and its delta from every earlier one of its product and board.
 fn sizes(
     layout: &Layout,
     repo: &tough::Repository,
     release: &ReleaseManifest,
 ) -> Result<Vec<Sizes>> {
-    use slate_core::delta::{self, plan, ChunkIndex};
-    let mut indexes: Vec<Option<(ChunkIndex, u64)>> = Vec::new();
+    use slate_core::delta;
+    let mut published: Vec<Published> = Vec::new();
     let mut out = Vec::new();
     for u in &release.updates {
         let full = tough::TargetName::new(&u.target)
             .ok()
             .and_then(|n| repo.targets().signed.targets.get(&n).map(|t| t.length))
             .unwrap_or(0);
-        let index = match layout.target_bytes(repo, &delta::index_target(&u.target))? {
-            Some(b) => Some((
-                ChunkIndex::parse(&b)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", delta::index_target(&u.target)))?,
-                b.len() as u64,
-            )),
-            None => None,
-        };
-        let mut deltas = Vec::new();
-        if let Some((new, len)) = &index {
-            for (earlier, idx) in release.updates.iter().zip(&indexes) {
-                if earlier.product != u.product || earlier.board != u.board {
-                    continue;
-                }
-                if let Some((old, _)) = idx {
-                    let p = plan::plan(new, old, plan::COALESCE_GAP);
-                    deltas.push((earlier.version.clone(), p.cost(*len)));
-                }
-            }
-        }
+        let this = Published::read(layout, repo, &u.target)?;
+        let deltas = release
+            .updates
+            .iter()
+            .zip(&published)
+            .filter(|(earlier, _)| earlier.product == u.product && earlier.board == u.board)
+            .filter_map(|(earlier, p)| Some((earlier.version.clone(), this.delta_from(p, full)?)))
+            .collect();
         let prefix = delta::patch_target(&u.target, "");
         let mut patches: Vec<(String, u64)> = repo
             .targets()
@@ -128,11 +203,11 @@ fn sizes(
         patches.sort();
         out.push(Sizes {
             full,
-            index: index.as_ref().map(|(_, l)| *l),
+            index: this.index.as_ref().map(|(_, l)| *l),
             deltas,
             patches,
         });
-        indexes.push(index);
+        published.push(this);
     }
     Ok(out)
 }
