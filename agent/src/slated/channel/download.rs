@@ -294,6 +294,91 @@ async fn feed_piece(
     Ok(())
 }
 
+/// Stretches asked for in one request.
+pub const RANGES_PER_REQUEST: usize = slate_core::delta::plan::RANGES_PER_REQUEST;
+
+/// The stretches of the bundle from `delivered` that no piece gives, `[from, end)`, in
+/// order, at most `most`: the first up to the next piece (or the end), then those between
+/// the pieces after it.
+fn stretches(
+    delivered: u64,
+    pending: &std::collections::VecDeque<Piece>,
+    length: u64,
+    most: usize,
+) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = delivered;
+    let mut pieces = pending
+        .iter()
+        .filter(|p| p.bundle_offset >= delivered)
+        .peekable();
+    while at < length && out.len() < most {
+        match pieces.peek() {
+            Some(p) if p.bundle_offset <= at => {
+                at = at.max(p.bundle_offset + p.len);
+                pieces.next();
+            }
+            Some(p) => {
+                out.push((at, p.bundle_offset));
+                at = p.bundle_offset;
+            }
+            None => {
+                out.push((at, length));
+                at = length;
+            }
+        }
+    }
+    out
+}
+
+/// Takes a piece from the disks into the install, counting it by kind; a disk that fails
+/// half way leaves the rest to the server (the next request starts where it stopped).
+async fn take_piece(
+    p: &Piece,
+    seen: &mut Seen,
+    tx: &mpsc::Sender<Result<Bytes, String>>,
+    delivered: &mut u64,
+    install_stopped: &mut bool,
+    stats: &mut Fetched,
+) {
+    let before = *delivered;
+    let fed = feed_piece(p, seen, tx, delivered, install_stopped).await;
+    let n = *delivered - before;
+    match p.kind {
+        PieceKind::Resumed => stats.from_slot += n,
+        PieceKind::Copied => stats.copied += n,
+        PieceKind::Patched => stats.patched += n,
+        PieceKind::Tree => stats.computed += n,
+    }
+    if let Err(why) = fed {
+        crate::marker::warn(format!(
+            "channel: bytes {}..{} of the bundle cannot be read from {} ({why}); downloading them instead",
+            p.bundle_offset,
+            p.bundle_offset + p.len,
+            p.device.display()
+        ));
+    }
+}
+
+/// Server bytes into the install: hashed, counted, sent while it reads.
+async fn deliver(
+    data: Bytes,
+    seen: &mut Seen,
+    tx: &mpsc::Sender<Result<Bytes, String>>,
+    delivered: &mut u64,
+    install_stopped: &mut bool,
+) {
+    seen.take(*delivered, &data);
+    *delivered += data.len() as u64;
+    if !*install_stopped && tx.send(Ok(data)).await.is_err() {
+        // The install stopped reading: it refused the bundle and says why itself. The rest
+        // is still fetched and hashed, so the device knows whether the signed target is bad
+        // (remembered, never fetched again) or this copy of it (a corrupt mirror or cache:
+        // tried again later).
+        *install_stopped = true;
+    }
+}
+
 /// The pieces a download can use: in the bundle, not empty, in order, none overlapping the
 /// one before (a later one that would is cut to what follows it: a resumed prefix taken
 /// first, a delta's piece that straddles its end still gives the rest).
@@ -367,28 +452,30 @@ pub async fn fetch(
     let allowed_connections = patience
         .connections
         .saturating_add(u32::try_from(pending.len()).unwrap_or(u32::MAX));
+    // Several stretches in one request while the server answers them in one
+    // `multipart/byteranges` body; after an answer that is not one, a request per stretch.
+    let mut multi = true;
     while delivered < expected.length {
         if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) {
-            let before = delivered;
-            let fed = feed_piece(&p, &mut seen, &tx, &mut delivered, &mut install_stopped).await;
-            match p.kind {
-                PieceKind::Resumed => stats.from_slot += delivered - before,
-                PieceKind::Copied => stats.copied += delivered - before,
-                PieceKind::Patched => stats.patched += delivered - before,
-                PieceKind::Tree => stats.computed += delivered - before,
-            }
-            if let Err(why) = fed {
-                crate::marker::warn(format!(
-                    "channel: bytes {}..{} of the bundle cannot be read from {} ({why}); downloading them instead",
-                    p.bundle_offset,
-                    p.bundle_offset + p.len,
-                    p.device.display()
-                ));
-            }
+            take_piece(
+                &p,
+                &mut seen,
+                &tx,
+                &mut delivered,
+                &mut install_stopped,
+                stats,
+            )
+            .await;
             continue;
         }
-        // Up to the next piece, when one is waiting; else to the end.
-        let stop = pending.front().map_or(expected.length, |p| p.bundle_offset);
+        let wanted = stretches(
+            delivered,
+            &pending,
+            expected.length,
+            if multi { RANGES_PER_REQUEST } else { 1 },
+        );
+        // The first stretch ends at the next piece, or at the end.
+        let stop = wanted.first().map_or(expected.length, |w| w.1);
         let backoff = match attempt {
             0 => Duration::ZERO,
             n => patience.first_backoff * (1 << (n - 1).min(5)),
@@ -422,7 +509,17 @@ pub async fn fetch(
             (from, true) => Some((from, None)),
             (from, false) => Some((from, Some(stop - 1))),
         };
-        let resp = match https.get(url, range).await {
+        let several = wanted.len() > 1;
+        let resp = if several {
+            let ranges: Vec<(u64, Option<u64>)> = wanted
+                .iter()
+                .map(|&(from, end)| (from, (end < expected.length).then(|| end - 1)))
+                .collect();
+            https.get_ranges(url, &ranges).await
+        } else {
+            https.get(url, range).await
+        };
+        let resp = match resp {
             Ok(r) => r,
             Err(e) => {
                 last_error = format!("{e:#}");
@@ -431,37 +528,57 @@ pub async fn fetch(
         };
         let status = resp.status();
         let mut skip = 0u64;
+        let mut parts = None;
         match status.as_u16() {
             200 => {
+                if several {
+                    // Some object stores answer several ranges with the whole file: ask
+                    // again for one stretch rather than read what was delivered again.
+                    multi = false;
+                    if delivered > 0 {
+                        last_error =
+                            "the server answered several ranges with the whole file".into();
+                        attempt -= 1;
+                        continue;
+                    }
+                }
                 if delivered > 0 {
                     // The server ignored Range: read from the start, skip what was delivered.
                     stats.restarts += 1;
                     skip = delivered;
                 }
             }
-            206 if range.is_some() => {
-                let range = resp
-                    .headers()
-                    .get(hyper::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(content_range);
-                match range {
-                    Some((start, total)) if start == delivered && total == expected.length => {
-                        // A continuation after a drop; a delta's next gap is no resume.
-                        if after_drop {
-                            stats.resumes += 1;
+            206 if range.is_some() || several => {
+                let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+                parts = header(hyper::header::CONTENT_TYPE)
+                    .filter(|_| several)
+                    .and_then(super::multipart::Parts::new);
+                if parts.is_some() {
+                    if after_drop {
+                        stats.resumes += 1;
+                    }
+                } else {
+                    // One range answered (the first, or the stretches merged): that one is
+                    // read, and the rest asked for one by one.
+                    multi = false;
+                    match header(hyper::header::CONTENT_RANGE).and_then(content_range) {
+                        Some((start, total)) if start == delivered && total == expected.length => {
+                            // A continuation after a drop; a delta's next gap is no resume.
+                            if after_drop {
+                                stats.resumes += 1;
+                            }
                         }
-                    }
-                    Some((_, total)) if total != expected.length => {
-                        let e = format!("{url}: the server's file is {total} bytes, the signed target {}; refusing a mixture", expected.length);
-                        let _ = tx.send(Err(e.clone())).await;
-                        bail!(e);
-                    }
-                    _ => {
-                        last_error =
-                            "a 206 answer whose Content-Range does not continue the download"
-                                .into();
-                        continue;
+                        Some((_, total)) if total != expected.length => {
+                            let e = format!("{url}: the server's file is {total} bytes, the signed target {}; refusing a mixture", expected.length);
+                            let _ = tx.send(Err(e.clone())).await;
+                            bail!(e);
+                        }
+                        _ => {
+                            last_error =
+                                "a 206 answer whose Content-Range does not continue the download"
+                                    .into();
+                            continue;
+                        }
                     }
                 }
             }
@@ -500,6 +617,66 @@ pub async fn fetch(
             let Ok(mut data) = frame.into_data() else {
                 continue;
             };
+            if let Some(parts) = parts.as_mut() {
+                let segments = match parts.push(data) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last_error = format!("a multipart answer: {e}");
+                        multi = false;
+                        break;
+                    }
+                };
+                let mut wrong = false;
+                for seg in segments {
+                    // The parts' bodies, as a single answer's body (heads are not counted).
+                    stats.bytes += seg.bytes.len() as u64;
+                    if seg.total != expected.length {
+                        let e = format!("{url}: the server's file is {} bytes, the signed target {}; refusing a mixture", seg.total, expected.length);
+                        let _ = tx.send(Err(e.clone())).await;
+                        bail!(e);
+                    }
+                    // The pieces between two stretches come from the disks.
+                    while seg.offset > delivered {
+                        let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) else {
+                            break;
+                        };
+                        take_piece(
+                            &p,
+                            &mut seen,
+                            &tx,
+                            &mut delivered,
+                            &mut install_stopped,
+                            stats,
+                        )
+                        .await;
+                    }
+                    let limit = pending.front().map_or(expected.length, |p| p.bundle_offset);
+                    if seg.offset != delivered || delivered + seg.bytes.len() as u64 > limit {
+                        wrong = true;
+                        break;
+                    }
+                    deliver(
+                        seg.bytes,
+                        &mut seen,
+                        &tx,
+                        &mut delivered,
+                        &mut install_stopped,
+                    )
+                    .await;
+                    attempt = 0;
+                }
+                if wrong {
+                    last_error =
+                        "a part of the multipart answer that does not continue the download".into();
+                    multi = false;
+                    break;
+                }
+                if parts.done() {
+                    after_drop = false;
+                    break;
+                }
+                continue;
+            }
             stats.bytes += data.len() as u64;
             if skip > 0 {
                 let n = skip.min(data.len() as u64);
@@ -511,7 +688,7 @@ pub async fn fetch(
             }
             let reached_stop = delivered + data.len() as u64 >= stop && stop < expected.length;
             if reached_stop {
-                // Only what comes before the slot's prefix (a server may send more).
+                // Only what comes before the next piece (a server may send more).
                 data = data.slice(..usize::try_from(stop - delivered).unwrap_or(0));
             }
             if delivered + data.len() as u64 > expected.length {
@@ -519,15 +696,7 @@ pub async fn fetch(
                 let _ = tx.send(Err(e.clone())).await;
                 bail!(e);
             }
-            seen.take(delivered, &data);
-            delivered += data.len() as u64;
-            if !install_stopped && tx.send(Ok(data)).await.is_err() {
-                // The install stopped reading: it refused the bundle and says why itself.
-                // The rest is still fetched and hashed, so the device knows whether the
-                // signed target is bad (remembered, never fetched again) or this copy of it
-                // (a corrupt mirror or cache: tried again later).
-                install_stopped = true;
-            }
+            deliver(data, &mut seen, &tx, &mut delivered, &mut install_stopped).await;
             // Progress resets the count of tries: only consecutive failures give up.
             attempt = 0;
             if reached_stop {

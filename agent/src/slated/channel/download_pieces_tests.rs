@@ -3,9 +3,17 @@
 
 use super::*;
 
-#[tokio::test]
-async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
-    // A "running slot" holding the bundle's bytes at other offsets, as a delta finds them.
+/// A download of the test payload with a delta's copies from a "running slot" (a file
+/// holding the bundle's bytes at other offsets), against a server with `fault`: the pieces
+/// leave two stretches to fetch, 0..10,000 and 80,000..200,000.
+async fn with_copies(
+    fault: Fault,
+) -> (
+    Result<()>,
+    Result<Vec<u8>, String>,
+    Fetched,
+    Vec<Vec<(usize, Option<usize>)>>,
+) {
     let data = payload();
     let slot = tempfile::NamedTempFile::new().unwrap();
     let mut disk = vec![0u8; 4096];
@@ -20,7 +28,7 @@ async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
         device_offset,
         kind: PieceKind::Copied,
     };
-    let server = serve(Fault::None).await;
+    let server = serve(fault).await;
     let (https, url, expected, patience) = client(&server);
     let (tx, reader) = StreamReader::new();
     let consumer = consume(reader);
@@ -35,15 +43,58 @@ async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
     ];
     let result = fetch(&https, &url, &expected, pieces, tx, &mut stats, &patience).await;
     let delivered = consumer.await.unwrap();
+    let ranges = server.ranges.lock().unwrap().clone();
+    (result, delivered, stats, ranges)
+}
+
+const GAPS: [(usize, Option<usize>); 2] = [(0, Some(9_999)), (80_000, Some(199_999))];
+
+#[tokio::test]
+async fn copied_pieces_are_taken_from_the_disk_and_only_the_gaps_fetched() {
+    let (result, delivered, stats, ranges) = with_copies(Fault::None).await;
     assert!(result.is_ok(), "{result:?}");
-    assert!(delivered.is_ok_and(|d| d == data));
+    assert!(delivered.is_ok_and(|d| d == payload()));
     assert_eq!((stats.copied, stats.from_slot), (170_000, 0));
     assert_eq!(stats.bytes, (LEN - 170_000) as u64);
-    // The two gaps, each a bounded Range; the last piece ends the bundle.
-    assert_eq!(stats.requests, 2);
-    assert_eq!(
-        server.ranges.lock().unwrap().clone(),
-        vec![Some((0, Some(9_999))), Some((80_000, Some(199_999)))]
+    // The two gaps, bounded, in one request (a multipart answer); the last piece ends the
+    // bundle.
+    assert_eq!(stats.requests, 1);
+    assert_eq!(ranges, vec![GAPS.to_vec()]);
+}
+
+/// A server that answers several ranges with the first alone, or with the whole file: the
+/// download takes what continues it and asks for the rest one stretch at a time.
+#[tokio::test]
+async fn a_server_without_multipart_answers_gets_a_request_per_stretch() {
+    let (result, delivered, stats, ranges) = with_copies(Fault::FirstRangeOnly).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(delivered.is_ok_and(|d| d == payload()));
+    assert_eq!(stats.bytes, (LEN - 170_000) as u64);
+    assert_eq!(ranges, vec![GAPS.to_vec(), vec![GAPS[1]]]);
+
+    // The whole file for the first request, read up to the first piece (nothing had been
+    // delivered); then a stretch at a time.
+    let (result, delivered, stats, ranges) = with_copies(Fault::WholeForSeveral).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(delivered.is_ok_and(|d| d == payload()));
+    assert_eq!(stats.copied, 170_000);
+    assert_eq!(ranges, vec![GAPS.to_vec(), vec![GAPS[1]]]);
+    assert_eq!(stats.restarts, 0);
+}
+
+/// An answer that stops inside its second part is continued from the byte it stopped at.
+#[tokio::test]
+async fn a_multipart_answer_cut_short_is_continued_where_it_stopped() {
+    let (result, delivered, stats, ranges) = with_copies(Fault::DropInSecondPart).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(delivered.is_ok_and(|d| d == payload()));
+    assert_eq!(stats.bytes, (LEN - 170_000) as u64, "{stats:?}");
+    assert_eq!(stats.resumes, 1);
+    assert_eq!(ranges.len(), 2);
+    let (from, to) = ranges[1][0];
+    assert!(
+        from > 80_000 && from < 200_000 && to == Some(199_999),
+        "{ranges:?}"
     );
 }
 
@@ -132,9 +183,9 @@ async fn verity_levels_are_computed_not_fetched() {
     assert_eq!(stats.bytes, (bundle.len() - levels_len) as u64);
     assert_eq!(
         server.ranges.lock().unwrap().clone(),
-        vec![
-            Some((0, Some(levels_at - 1))),
-            Some((levels_at + levels_len, None))
-        ]
+        vec![vec![
+            (0, Some(levels_at - 1)),
+            (levels_at + levels_len, None)
+        ]]
     );
 }

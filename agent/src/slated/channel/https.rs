@@ -101,7 +101,18 @@ impl Https {
         url: &Url,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<Response<Incoming>> {
-        self.send(hyper::Method::GET, url, range, None).await
+        let ranges: Vec<_> = range.into_iter().collect();
+        self.send(hyper::Method::GET, url, &ranges, None).await
+    }
+
+    /// GET several stretches of `url` in one request (`Range: bytes=a-b,c-d,…`, each as in
+    /// [`Https::get`]): a server that can answers `multipart/byteranges`.
+    pub async fn get_ranges(
+        &self,
+        url: &Url,
+        ranges: &[(u64, Option<u64>)],
+    ) -> Result<Response<Incoming>> {
+        self.send(hyper::Method::GET, url, ranges, None).await
     }
 
     /// A request of `method` to `url` with a JSON `body` when given; the answer's head with
@@ -110,7 +121,7 @@ impl Https {
         &self,
         method: hyper::Method,
         url: &Url,
-        range: Option<(u64, Option<u64>)>,
+        ranges: &[(u64, Option<u64>)],
         json: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>> {
         if url.scheme() != "https" {
@@ -145,9 +156,15 @@ impl Https {
                 .uri(path)
                 .header(hyper::header::HOST, url.authority())
                 .header(hyper::header::USER_AGENT, "slated");
-            if let Some((from, to)) = range {
-                let to = to.map(|t| t.to_string()).unwrap_or_default();
-                req = req.header(hyper::header::RANGE, format!("bytes={from}-{to}"));
+            if !ranges.is_empty() {
+                let spec: Vec<String> = ranges
+                    .iter()
+                    .map(|(from, to)| match to {
+                        Some(to) => format!("{from}-{to}"),
+                        None => format!("{from}-"),
+                    })
+                    .collect();
+                req = req.header(hyper::header::RANGE, format!("bytes={}", spec.join(",")));
             }
             let body = match json {
                 Some(bytes) => {

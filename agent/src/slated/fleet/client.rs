@@ -57,7 +57,7 @@ fn hint(status: StatusCode) -> &'static str {
 /// [`MAX_DOCUMENT`].
 pub async fn get_document(https: &Https, url: &Url) -> Result<Vec<u8>, RequestError> {
     let resp = https
-        .send(Method::GET, url, None, None)
+        .send(Method::GET, url, &[], None)
         .await
         .map_err(RequestError::Network)?;
     let status = resp.status();
@@ -107,7 +107,7 @@ pub async fn send_json(
     body: Vec<u8>,
 ) -> Result<(), RequestError> {
     let resp = https
-        .send(method.clone(), url, None, Some(body))
+        .send(method.clone(), url, &[], Some(body))
         .await
         .map_err(RequestError::Network)?;
     let status = resp.status();
