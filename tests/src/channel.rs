@@ -309,6 +309,22 @@ impl Channel {
             .collect()
     }
 
+    /// How many stretches each bundle request of the device with `seed` in `log` asked for
+    /// (its `Range` header, logged before the request time; 0 without one).
+    pub fn bundle_ranges(log: &str, seed: u32) -> Vec<usize> {
+        let query = format!(".slate?seed={seed}&");
+        log.lines()
+            .filter(|l| l.contains(&query))
+            .map(|l| {
+                let range = l.rsplit('"').nth(1).unwrap_or("-");
+                match range.strip_prefix("bytes=") {
+                    Some(r) => r.split(',').count(),
+                    None => 0,
+                }
+            })
+            .collect()
+    }
+
     /// The average rate (bytes per second) nginx sent each bundle download of the device with
     /// `seed` at, from the access log's body bytes and `$request_time` (the last field).
     pub fn bundle_rates(log: &str, seed: u32) -> Result<Vec<(u64, f64)>, String> {
@@ -393,7 +409,7 @@ impl Channel {
         std::fs::write(
             &conf,
             format!(
-                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" $request_time';\n  access_log {acc} timed;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl{sndbuf};\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
+                "daemon off;\nuser root;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\" \"$http_range\" $request_time';\n  access_log {acc} timed;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  default_type application/octet-stream;\n  server {{\n    listen 127.0.0.1:{port} ssl{sndbuf};\n{limit}    ssl_certificate {crt};\n    ssl_certificate_key {key};\n{serve}  }}\n}}\n",
                 pid = p("nginx.pid"),
                 err = p("error.log"),
                 acc = p("access.log"),
