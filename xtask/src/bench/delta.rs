@@ -10,12 +10,16 @@
 //!   stretches of 64 bytes of it changed (a small code change in one binary).
 //!
 //! Columns: the full bundle; Slate dynamic (the chunk index, head, missing ranges and
-//! requests, planned by the device's own code over the images' bytes — or the full bundle
+//! requests — the index's, the head's, and the stretches up to 32 to a request — planned by
+//! the device's own code over the images' bytes — or the full bundle
 //! when that is not worth it, as the device decides); Slate static (`slate publish --from`'s
 //! patch, checked to rebuild the bundle); Debian's `casync` with 16 and 64 KiB average chunks
 //! (the compressed chunk files the new bundle has and the old one's store lacks, plus the
 //! new index; a request per chunk); `zstd --patch-from` and `xdelta3` as static floors (one
 //! file each). Every figure is measured from the bytes; nothing is estimated.
+//!
+//! A row "changed blocks" says where the bytes go: the new image's compressed squashfs blocks
+//! that the old one lacks, and its changed boot files (`squashfs_floor`).
 //!
 //! Then the device's install time by mode (full, dynamic, static) under QEMU, on the e2e
 //! demo images (`tests/e2e/bench_delta.rs`): the application image is not booted.
@@ -110,11 +114,15 @@ fn slate_dynamic(old: &Bundle, new: &Bundle) -> Result<Cost> {
     }
     .cost();
     let share = index as f64 * 100.0 / new.root_data()?.len() as f64;
+    // Every stretch but the head's probe goes up to RANGES_PER_REQUEST to a request (nginx
+    // answers them in one multipart body); the index is a request of its own.
+    let stretches = requests - 1;
+    let http = 2 + stretches.div_ceil(plan::RANGES_PER_REQUEST as u64);
     Ok(if plan::worth_it(cost, new.len) {
         Cost {
             bytes: cost,
-            requests,
-            note: format!("index {index} B ({share:.3}%)"),
+            requests: http,
+            note: format!("index {index} B ({share:.3}%), {stretches} stretches"),
         }
     } else {
         // The device fetches the index and the head, then the whole bundle.
@@ -123,6 +131,28 @@ fn slate_dynamic(old: &Bundle, new: &Bundle) -> Result<Cost> {
             requests: 3,
             note: format!("full (delta {cost} B not worth it)"),
         }
+    })
+}
+
+/// The compressed units of the new bundle that changed (`squashfs_floor`), and its boot files
+/// that are not the old ones: where the bytes of any delta of the image as stored go.
+fn changed_blocks(old: &Bundle, new: &Bundle) -> Result<Cost> {
+    let (root, metadata) =
+        super::squashfs_floor::new_unit_bytes(old.root_data()?, new.root_data()?)?;
+    let boot: u64 = new
+        .manifest
+        .artifacts
+        .iter()
+        .filter(|a| a.name != ROOTFS)
+        .map(|a| a.size)
+        .sum::<u64>()
+        - new.same_boot_bytes(old);
+    Ok(Cost {
+        bytes: root + boot,
+        requests: 0,
+        note: format!(
+            "root image {root} B ({metadata} B of it metadata tables), boot files {boot} B"
+        ),
     })
 }
 
@@ -441,6 +471,7 @@ pub fn measure() -> Result<()> {
                     note: format!("root image {root_mib:.1} MiB"),
                 },
             ),
+            ("changed blocks", changed_blocks(&old, &new)?),
             ("Slate dynamic", slate_dynamic(&old, &new)?),
             ("Slate static", slate_static(&old, &new)?),
             ("casync 16K", casync(&old, &new, 16 << 10, s)?),
@@ -449,12 +480,14 @@ pub fn measure() -> Result<()> {
             ("xdelta3", xdelta(&old, &new, s)?),
         ];
         for (method, c) in rows {
+            // "—": a row that does not apply, or one that is no download (no requests).
+            let or_dash = |v: u64| if v == 0 { "—".to_string() } else { v.to_string() };
             println!(
                 "{:<27} {:<16} {:>12} {:>9} {:>7.1}%  {}",
                 name,
                 method,
-                c.bytes,
-                c.requests,
+                or_dash(c.bytes),
+                or_dash(c.requests),
                 c.bytes as f64 * 100.0 / new.len as f64,
                 c.note
             );

@@ -16,6 +16,7 @@ mod delta;
 mod imager;
 mod install;
 mod secure_boot;
+mod squashfs_floor;
 mod verity;
 
 use crate::workspace::root;
