@@ -4,7 +4,8 @@
 //! (the dynamic tier); by a static patch. Each from the `channel fetching` marker (the plan
 //! made: the index and the running slot's index read, or the patch fetched) — and, separately,
 //! from the `channel update` marker (what planning costs: chunking the running slot the
-//! first time) — to `installed`. Bytes from the server as nginx counted them.
+//! first time) — to `installed`. Bytes from the server as nginx counted them; the agent's
+//! peak resident memory (`/metrics`, VmHWM) from its start through the install.
 
 use slate_core::api::Kind;
 use slate_core::layout::Slot;
@@ -51,6 +52,14 @@ fn install_time_by_mode() {
         );
         vm.wait_for_after(&Kind::Installed.prefix(), mark, WAIT)
             .unwrap();
+        // The agent's peak memory from its start through the install (a twin each time).
+        let (code, metrics) = vm.http("GET", "/metrics").unwrap();
+        assert_eq!(code, 200, "{metrics}");
+        let peak: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("slate_agent_peak_resident_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak resident memory in {metrics}"));
         let install = between(
             &vm,
             mark,
@@ -75,20 +84,21 @@ fn install_time_by_mode() {
             .iter()
             .map(|r| r.bytes)
             .sum();
-        rows.push((mode, install, planned, sent));
+        rows.push((mode, install, planned, sent, peak));
     }
     let full = rows[0].1;
     println!(
         "\ninstall of 2.0.0 ({v2_len} bytes) on a device running 1.0.0, under this machine's QEMU:"
     );
     println!(
-        "  {:<8} {:>12} {:>10} {:>22} {:>14}",
-        "mode", "install (s)", "of full", "with planning (s)", "bytes sent"
+        "  {:<8} {:>12} {:>10} {:>22} {:>14} {:>16}",
+        "mode", "install (s)", "of full", "with planning (s)", "bytes sent", "agent peak MiB"
     );
-    for (mode, install, planned, sent) in rows {
+    for (mode, install, planned, sent, peak) in rows {
         println!(
-            "  {mode:<8} {install:>12.1} {:>9.2}× {planned:>22.1} {sent:>14}",
-            install / full
+            "  {mode:<8} {install:>12.1} {:>9.2}× {planned:>22.1} {sent:>14} {:>16.1}",
+            install / full,
+            peak as f64 / 1048576.0
         );
     }
     println!("  (bytes sent: everything nginx sent the device from its boot to its first check after the commit, metadata included)");

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub window: Option<(bool, u64)>,
     /// The phase of the update being worked on (none: idle).
     pub phase: Option<super::Phase>,
+    /// The agent's peak resident memory since it started, in bytes (`VmHWM`): what an
+    /// install, by whichever tier, cost the device at most (none: not known).
+    pub peak_resident_bytes: Option<u64>,
 }
 
 /// One metric's `# HELP` and `# TYPE` lines.
@@ -117,6 +120,15 @@ impl Metrics {
             "gauge",
             u8::from(self.fallback_available),
         )?;
+        if let Some(peak) = self.peak_resident_bytes {
+            single(
+                out,
+                "slate_agent_peak_resident_bytes",
+                "The agent's peak resident memory since it started (VmHWM).",
+                "gauge",
+                peak,
+            )?;
+        }
         if let Some(f) = &self.fleet {
             single(
                 out,
@@ -285,6 +297,7 @@ mod tests {
             slots: vec![(Slot::A, SlotState::Good), (Slot::B, SlotState::Bad)],
             window: Some((false, 2)),
             phase: Some(crate::api::Phase::Verifying),
+            peak_resident_bytes: Some(9_437_184),
         };
         let golden = "\
 # HELP slate_update_attempts_total Update attempts by outcome.
@@ -311,6 +324,9 @@ slate_healthy 1
 # HELP slate_fallback_available 1 when the other slot holds a good image to fall back to.
 # TYPE slate_fallback_available gauge
 slate_fallback_available 0
+# HELP slate_agent_peak_resident_bytes The agent's peak resident memory since it started (VmHWM).
+# TYPE slate_agent_peak_resident_bytes gauge
+slate_agent_peak_resident_bytes 9437184
 # HELP slate_channel_checks_total Checks of the update channel.
 # TYPE slate_channel_checks_total counter
 slate_channel_checks_total 7

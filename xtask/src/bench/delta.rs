@@ -481,7 +481,13 @@ pub fn measure() -> Result<()> {
         ];
         for (method, c) in rows {
             // "—": a row that does not apply, or one that is no download (no requests).
-            let or_dash = |v: u64| if v == 0 { "—".to_string() } else { v.to_string() };
+            let or_dash = |v: u64| {
+                if v == 0 {
+                    "—".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
             println!(
                 "{:<27} {:<16} {:>12} {:>9} {:>7.1}%  {}",
                 name,

@@ -62,7 +62,31 @@ impl Agent {
             slots: slots.iter().map(|v| (v.slot, v.state)).collect(),
             window: self.window_status().map(|w| (w.open, st.window_overrides)),
             phase: lock(&self.progress).as_ref().map(|a| a.tracker.phase()),
+            peak_resident_bytes: peak_resident_bytes(),
         }
         .render()
+    }
+}
+
+/// This process's peak resident memory (`VmHWM` in `/proc/self/status`, in kB), in bytes.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peak_resident_memory_is_read_from_proc() {
+        let peak = super::peak_resident_bytes().expect("VmHWM in /proc/self/status");
+        assert!(peak >= 1 << 20 && peak % 1024 == 0, "{peak}");
     }
 }
