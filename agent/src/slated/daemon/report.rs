@@ -87,6 +87,6 @@ mod tests {
     #[test]
     fn the_peak_resident_memory_is_read_from_proc() {
         let peak = super::peak_resident_bytes().expect("VmHWM in /proc/self/status");
-        assert!(peak >= 1 << 20 && peak % 1024 == 0, "{peak}");
+        assert!(peak >= 1 << 20 && peak.is_multiple_of(1024), "{peak}");
     }
 }
