@@ -114,6 +114,19 @@ fn a_device_pulls_a_release_by_delta_and_commits() {
         "{}",
         line.text
     );
+    // The delta that did not match is not taken again for this target (the patch is).
+    let why = vm
+        .wait_for_after(
+            &format!("{} channel: the last delta of ", Kind::Warning.prefix()),
+            mark,
+            Duration::from_secs(1),
+        )
+        .expect("the device says why it does not take the delta again");
+    assert!(
+        why.text.contains("2.0.0") && why.text.contains("trying the static patch"),
+        "{}",
+        why.text
+    );
     vm.wait_for_after(
         &format!("{} {cut}", Kind::CutPoint.prefix()),
         mark,

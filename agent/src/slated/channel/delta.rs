@@ -424,6 +424,17 @@ fn artifact_offsets(head: &[u8]) -> anyhow::Result<Vec<(slate_core::manifest::Ar
 
 /// The running slot's chunk index with `params`: kept on /data by root hash, or computed by
 /// reading the slot (and kept).
+/// Drops the running slot's cached chunk indexes (every average): made again at the next
+/// delta, in case a damaged one made the last delta's copies wrong.
+pub fn forget_running_index(running: &Running) {
+    let prefix = format!("{}-", running.root_hash);
+    for e in std::fs::read_dir(CACHE_DIR).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 async fn running_index(
     running: &Running,
     params: slate_core::delta::Params,

@@ -85,6 +85,17 @@ pub fn gave_up(e: &anyhow::Error) -> bool {
     e.downcast_ref::<GaveUp>().is_some()
 }
 
+/// A download whose assembled bytes are not the signed target's (its sha256 differs): the
+/// server's copy, or a delta's copies from the device's disks, were not what the bundle has.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(String);
+
+/// Whether `e` is a [`Mismatch`].
+pub fn mismatched(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Mismatch>().is_some()
+}
+
 /// What the TUF targets metadata signed for the bundle.
 #[derive(Clone, Debug)]
 pub struct Expected {
@@ -712,7 +723,7 @@ pub async fn fetch(
             expected.sha256
         );
         let _ = tx.send(Err(e.clone())).await;
-        bail!(e);
+        return Err(Mismatch(e).into());
     }
     Ok(())
 }

@@ -444,7 +444,10 @@ async fn a_changed_size_is_refused_and_the_install_gets_an_error() {
 #[tokio::test]
 async fn bytes_that_are_not_the_signed_ones_never_reach_a_clean_end() {
     let r = run(Fault::WrongBytes).await;
-    let e = format!("{:#}", r.result.unwrap_err());
+    let err = r.result.unwrap_err();
+    // Typed, so the channel takes another tier next time (not a network failure to resume).
+    assert!(mismatched(&err) && !gave_up(&err));
+    let e = format!("{err:#}");
     assert!(e.contains("does not match the signed target"), "{e}");
     let d = r.delivered.unwrap_err();
     assert!(d.contains("does not match the signed target"), "{d}");

@@ -166,6 +166,8 @@ struct Memory {
     backoff: TargetBackoff,
     /// The sha256 of the operators' CRL target last handed to the operator CA.
     crl_seen: Option<Vec<u8>>,
+    /// Delta tiers whose bundle did not match, by target: not taken again for it.
+    mismatched: tier::Mismatched,
 }
 
 /// One check: TUF metadata, the release manifest, the decision, and the install it asks for.
@@ -193,7 +195,11 @@ async fn check(
         st.metadata_expires = Some(repo.timestamp().signed.expires.as_second());
     }
     crl::take_operators_crl(agent, &repo, &mut memory.crl_seen).await;
-    let backoff = &mut memory.backoff;
+    let Memory {
+        backoff,
+        mismatched,
+        ..
+    } = memory;
     let name = TargetName::new(RELEASE_TARGET).map_err(|e| fail(ChannelFailure::Tuf)(e.into()))?;
     let release: ReleaseManifest = match repo.read_target(&name).await {
         Ok(Some(stream)) => {
@@ -371,8 +377,20 @@ async fn check(
     // root image the running slot holds are copied from it, the rest fetched by Range.
     // A patch made for the running release comes first (one file, only the new bytes) unless
     // the chunk index's delta costs less ([`tier`]).
-    let setup = match delta::Running::of_this_boot(agent.slot) {
-        Ok(running) => tier::prepare(&repo, https, &url, &update.target, &expected, &running).await,
+    let running = delta::Running::of_this_boot(agent.slot);
+    let setup = match &running {
+        Ok(running) => {
+            tier::prepare(
+                &repo,
+                https,
+                &url,
+                &update.target,
+                &expected,
+                running,
+                mismatched,
+            )
+            .await
+        }
         Err(e) => {
             tracing::info!(error = %format!("{e:#}"), "no delta: the running slot is not known");
             None
@@ -485,6 +503,14 @@ async fn check(
             Ok(Checked::Installed)
         }
         (_, Err(e)) => {
+            if download::mismatched(&e) && mode != slate_core::delta::Mode::Full {
+                // The plan may be what was wrong: this tier is not taken again for this
+                // target, and the running slot's cached index is made again next time.
+                mismatched.record(expected.sha256, mode);
+                if let Ok(r) = &running {
+                    delta::forget_running_index(r);
+                }
+            }
             backoff.failed(expected.sha256, false, &cfg.poll(), now_u, draw());
             Err(fail(ChannelFailure::Download)(e))
         }

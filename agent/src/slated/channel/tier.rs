@@ -11,7 +11,38 @@ use super::download::Expected;
 use super::https::Https;
 use super::patch;
 use slate_core::delta::Mode;
+use slate_core::Digest32;
+use std::collections::HashMap;
 use url::Url;
+
+/// The tiers whose assembled bundle did not match a target's signed sha256, by target (kept
+/// by the channel's loop until a reboot). Nothing says which was wrong — the index, the
+/// patch, the running slot's cached index, or the server's copy — so the next pull of that
+/// target takes another way, and the whole bundle once both tiers failed: a wrong index or
+/// patch costs one attempt's bytes, never the device's updates.
+#[derive(Debug, Default)]
+pub struct Mismatched(HashMap<Digest32, (bool, bool)>);
+
+impl Mismatched {
+    /// A pull of `target` by `mode` ended with bytes that were not the signed ones.
+    pub fn record(&mut self, target: Digest32, mode: Mode) {
+        let e = self.0.entry(target).or_default();
+        match mode {
+            Mode::Delta => e.0 = true,
+            Mode::Static => e.1 = true,
+            Mode::Full => {}
+        }
+    }
+
+    /// Whether a pull of `target` may take `mode` again.
+    pub fn allows(&self, target: &Digest32, mode: Mode) -> bool {
+        match (self.0.get(target), mode) {
+            (Some(&(dynamic, _)), Mode::Delta) => !dynamic,
+            (Some(&(_, patch)), Mode::Static) => !patch,
+            _ => true,
+        }
+    }
+}
 
 /// Whether both tiers must be planned before one is chosen: the patch (`static_fetch`, the
 /// bytes it still needs) costs more than the least the dynamic tier can (`dynamic_floor`: its
@@ -34,7 +65,29 @@ pub async fn prepare(
     target: &str,
     expected: &Expected,
     running: &Running,
+    mismatched: &Mismatched,
 ) -> Option<Setup> {
+    let (may_patch, may_delta) = (
+        mismatched.allows(&expected.sha256, Mode::Static),
+        mismatched.allows(&expected.sha256, Mode::Delta),
+    );
+    if !may_patch || !may_delta {
+        crate::marker::warn(format!(
+            "channel: the last {} of {target} did not match its signed sha256; {}",
+            if may_patch { "delta" } else { "static patch" },
+            match (may_patch, may_delta) {
+                (false, false) => "fetching the whole bundle",
+                (false, true) => "trying the chunk index",
+                _ => "trying the static patch, else the whole bundle",
+            }
+        ));
+    }
+    match (may_patch, may_delta) {
+        (false, false) => return None,
+        (false, true) => return delta::prepare(repo, https, url, target, expected, running).await,
+        (true, false) => return patch::prepare(repo, target, expected, running).await,
+        (true, true) => {}
+    }
     let static_fetch = patch::fetch_cost(repo, target, running);
     let floor = delta::cost_floor(repo, target, expected);
     if !plan_both(static_fetch, floor) {
@@ -94,6 +147,20 @@ mod tests {
         assert!(!plan_both(None, Some(13_000)));
         // A 20 MB patch (a Secure Boot bundle's UKIs whole): plan both.
         assert!(plan_both(Some(20 << 20), Some(13_000)));
+    }
+
+    #[test]
+    fn a_tier_that_did_not_match_is_not_tried_again_for_that_target() {
+        let (a, b) = (Digest32([1; 32]), Digest32([2; 32]));
+        let mut m = Mismatched::default();
+        m.record(a, Mode::Full);
+        assert!(m.allows(&a, Mode::Delta) && m.allows(&a, Mode::Static));
+        m.record(a, Mode::Delta);
+        assert!(!m.allows(&a, Mode::Delta) && m.allows(&a, Mode::Static));
+        m.record(a, Mode::Static);
+        assert!(!m.allows(&a, Mode::Static) && m.allows(&a, Mode::Full));
+        // Another target is not concerned.
+        assert!(m.allows(&b, Mode::Delta) && m.allows(&b, Mode::Static));
     }
 
     #[test]
