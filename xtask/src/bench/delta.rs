@@ -488,13 +488,17 @@ pub fn measure() -> Result<()> {
                     v.to_string()
                 }
             };
+            let share = match c.bytes {
+                0 => "—".to_string(),
+                b => format!("{:.1}%", b as f64 * 100.0 / new.len as f64),
+            };
             println!(
-                "{:<27} {:<16} {:>12} {:>9} {:>7.1}%  {}",
+                "{:<27} {:<16} {:>12} {:>9} {:>8}  {}",
                 name,
                 method,
                 or_dash(c.bytes),
                 or_dash(c.requests),
-                c.bytes as f64 * 100.0 / new.len as f64,
+                share,
                 c.note
             );
         }
