@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "pe_image",
     "dhcp_reply",
     "delta_files",
+    "multipart_answer",
     "ddi_documents",
     "tpm_answers",
 ];

@@ -10,8 +10,10 @@
 //! - [`release`]: the signed release manifest (`release.json`) and the decision it drives.
 //! - [`config`]: the device's `/etc/slate/update.toml`.
 //! - [`schedule`]: poll intervals with jitter and exponential backoff after errors.
+//! - [`multipart`]: a `multipart/byteranges` answer, read as it arrives (a delta's stretches).
 
 pub mod config;
+pub mod multipart;
 pub mod release;
 pub mod schedule;
 pub mod span;

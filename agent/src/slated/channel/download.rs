@@ -563,7 +563,7 @@ pub async fn fetch(
                 let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
                 parts = header(hyper::header::CONTENT_TYPE)
                     .filter(|_| several)
-                    .and_then(super::multipart::Parts::new);
+                    .and_then(slate_core::channel::multipart::Parts::new);
                 if parts.is_some() {
                     if after_drop {
                         stats.resumes += 1;
@@ -629,7 +629,7 @@ pub async fn fetch(
                 continue;
             };
             if let Some(parts) = parts.as_mut() {
-                let segments = match parts.push(data) {
+                let segments = match parts.push(&data) {
                     Ok(s) => s,
                     Err(e) => {
                         last_error = format!("a multipart answer: {e}");
@@ -667,7 +667,7 @@ pub async fn fetch(
                         break;
                     }
                     deliver(
-                        seg.bytes,
+                        Bytes::from(seg.bytes),
                         &mut seen,
                         &tx,
                         &mut delivered,

@@ -7,7 +7,6 @@ mod crl;
 mod delta;
 pub(crate) mod download;
 pub(crate) mod https;
-mod multipart;
 mod patch;
 pub mod ratelimit;
 #[cfg(test)]

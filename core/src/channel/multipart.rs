@@ -2,11 +2,10 @@
 //! for many stretches of a bundle, and each connection saved is a TCP and TLS handshake saved
 //! on a link where each round trip is slow.
 //!
-//! Pure: frames in, the parts' bytes out with where they sit in the bundle. Nothing here is
-//! trusted for the result — the download checks that each part continues where the bytes
-//! stopped, and the bundle is hashed whole against the signed sha256.
-
-use bytes::Bytes;
+//! Pure: frames in, the parts' bytes out with where they sit in the bundle (the device's
+//! download reads with it; a fuzz target feeds it anything). Nothing here is trusted for the
+//! result — the download checks that each part continues where the bytes stopped, and the
+//! bundle is hashed whole against the signed sha256.
 
 /// A part's head (its delimiter line and its header lines) longer than this is refused: a
 /// server's is about 100 bytes.
@@ -20,7 +19,7 @@ pub struct Segment {
     /// The whole file's length, as the part's `Content-Range` says.
     pub total: u64,
     /// The bytes.
-    pub bytes: Bytes,
+    pub bytes: Vec<u8>,
 }
 
 /// Why an answer is not a `multipart/byteranges` body this reader takes.
@@ -87,18 +86,23 @@ impl Parts {
     }
 
     /// The bytes of the parts in `data`, the next frame of the answer.
-    pub fn push(&mut self, mut data: Bytes) -> Result<Vec<Segment>, PartsError> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Segment>, PartsError> {
         let mut out = Vec::new();
-        while !data.is_empty() {
+        let mut buf = data.to_vec();
+        let mut pos = 0;
+        while pos < buf.len() {
             match &mut self.state {
                 State::Done => break,
                 State::Body { at, left, total } => {
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len() - pos);
                     out.push(Segment {
                         offset: *at,
                         total: *total,
-                        bytes: data.split_to(n),
+                        bytes: buf[pos..pos + n].to_vec(),
                     });
+                    pos += n;
                     *at += n as u64;
                     *left -= n as u64;
                     if *left == 0 {
@@ -106,10 +110,12 @@ impl Parts {
                     }
                 }
                 State::Head => {
-                    self.head.extend_from_slice(&data);
-                    data = Bytes::new();
+                    self.head.extend_from_slice(&buf[pos..]);
+                    pos = buf.len();
                     if let Some((state, used)) = head(&self.head, &self.delimiter)? {
-                        data = Bytes::copy_from_slice(&self.head[used..]);
+                        // What follows the head is the part's body (or the next head).
+                        buf = self.head.split_off(used);
+                        pos = 0;
                         self.head.clear();
                         self.state = state;
                     } else if self.head.len() > MAX_HEAD {
@@ -223,14 +229,14 @@ mod tests {
             let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
             let (frame, tail) = rest.split_at(n);
             rest = tail;
-            match parts.push(Bytes::copy_from_slice(frame)) {
+            match parts.push(frame) {
                 Ok(segments) => {
                     for s in segments {
                         match got.last_mut() {
                             Some((at, b)) if *at + b.len() as u64 == s.offset => {
                                 b.extend_from_slice(&s.bytes)
                             }
-                            _ => got.push((s.offset, s.bytes.to_vec())),
+                            _ => got.push((s.offset, s.bytes)),
                         }
                     }
                 }
@@ -259,16 +265,10 @@ mod tests {
         assert_eq!(read(&body, &[7]).0, Err(PartsError::Stray(1)));
         let no_range = b"--b\r\nContent-Type: x\r\n\r\nabc".to_vec();
         let mut parts = Parts::new("multipart/byteranges; boundary=b").unwrap();
-        assert_eq!(
-            parts.push(Bytes::from(no_range)),
-            Err(PartsError::NoContentRange)
-        );
+        assert_eq!(parts.push(&no_range), Err(PartsError::NoContentRange));
         let mut parts = Parts::new("multipart/byteranges; boundary=b").unwrap();
         let endless = format!("--b\r\nX: {}", "y".repeat(MAX_HEAD));
-        assert_eq!(
-            parts.push(Bytes::from(endless)),
-            Err(PartsError::HeadTooLong)
-        );
+        assert_eq!(parts.push(endless.as_bytes()), Err(PartsError::HeadTooLong));
         // A range that runs backwards, or past the file, is no range.
         assert_eq!(content_range("bytes 9-3/10"), None);
         assert_eq!(content_range("bytes 3-10/10"), None);
