@@ -263,48 +263,6 @@ fn content_range(v: &str) -> Option<(u64, u64)> {
     Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
 }
 
-/// Sends a piece's bytes into the install (until it stops reading: `install_stopped`),
-/// hashing them; `delivered` counts what was taken even when reading the disk fails half way
-/// (the error says why; the rest then comes from the server).
-async fn feed_piece(
-    p: &Piece,
-    seen: &mut Seen,
-    tx: &mpsc::Sender<Result<Bytes, String>>,
-    delivered: &mut u64,
-    install_stopped: &mut bool,
-) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    if p.kind == PieceKind::Tree {
-        let bytes = seen.levels(p.device_offset, p.len)?;
-        seen.take(*delivered, &bytes);
-        *delivered += bytes.len() as u64;
-        if !*install_stopped && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-            *install_stopped = true;
-        }
-        return Ok(());
-    }
-    let mut f = tokio::fs::File::open(&p.device)
-        .await
-        .map_err(|e| format!("{}: {e}", p.device.display()))?;
-    f.seek(std::io::SeekFrom::Start(p.device_offset))
-        .await
-        .map_err(|e| format!("{}: {e}", p.device.display()))?;
-    let mut left = p.len;
-    while left > 0 {
-        let mut buf = vec![0u8; usize::try_from(left.min(256 << 10)).unwrap_or(256 << 10)];
-        f.read_exact(&mut buf)
-            .await
-            .map_err(|e| format!("{}: {e}", p.device.display()))?;
-        seen.take(*delivered, &buf);
-        left -= buf.len() as u64;
-        *delivered += buf.len() as u64;
-        if !*install_stopped && tx.send(Ok(Bytes::from(buf))).await.is_err() {
-            *install_stopped = true;
-        }
-    }
-    Ok(())
-}
-
 /// Stretches asked for in one request.
 pub const RANGES_PER_REQUEST: usize = slate_core::delta::plan::RANGES_PER_REQUEST;
 
@@ -342,51 +300,128 @@ fn stretches(
     out
 }
 
-/// Takes a piece from the disks into the install, counting it by kind; a disk that fails
-/// half way leaves the rest to the server (the next request starts where it stopped).
-async fn take_piece(
-    p: &Piece,
-    seen: &mut Seen,
-    tx: &mpsc::Sender<Result<Bytes, String>>,
-    delivered: &mut u64,
-    install_stopped: &mut bool,
-    stats: &mut Fetched,
-) {
-    let before = *delivered;
-    let fed = feed_piece(p, seen, tx, delivered, install_stopped).await;
-    let n = *delivered - before;
-    match p.kind {
-        PieceKind::Resumed => stats.from_slot += n,
-        PieceKind::Copied => stats.copied += n,
-        PieceKind::Patched => stats.patched += n,
-        PieceKind::Tree => stats.computed += n,
+/// Where a download's bytes go, in the bundle's order: hashed, counted, and sent to the
+/// install while it reads.
+struct Sink<'a> {
+    seen: Seen,
+    tx: &'a mpsc::Sender<Result<Bytes, String>>,
+    /// Bytes of the bundle delivered so far.
+    delivered: u64,
+    /// The install stopped reading (it refused the bundle and says why itself); the rest is
+    /// still fetched and hashed, so the device knows whether the signed target is bad
+    /// (remembered, never fetched again) or this copy of it (a corrupt mirror or cache: tried
+    /// again later).
+    install_stopped: bool,
+}
+
+impl Sink<'_> {
+    /// Takes a piece from the disks, counting it by kind; a disk that fails half way leaves
+    /// the rest to the server (the next request starts where it stopped).
+    async fn piece(&mut self, p: &Piece, stats: &mut Fetched) {
+        let before = self.delivered;
+        let fed = self.feed(p).await;
+        let n = self.delivered - before;
+        match p.kind {
+            PieceKind::Resumed => stats.from_slot += n,
+            PieceKind::Copied => stats.copied += n,
+            PieceKind::Patched => stats.patched += n,
+            PieceKind::Tree => stats.computed += n,
+        }
+        if let Err(why) = fed {
+            crate::marker::warn(format!(
+                "channel: bytes {}..{} of the bundle cannot be read from {} ({why}); downloading them instead",
+                p.bundle_offset,
+                p.bundle_offset + p.len,
+                p.device.display()
+            ));
+        }
     }
-    if let Err(why) = fed {
-        crate::marker::warn(format!(
-            "channel: bytes {}..{} of the bundle cannot be read from {} ({why}); downloading them instead",
-            p.bundle_offset,
-            p.bundle_offset + p.len,
-            p.device.display()
-        ));
+
+    /// A piece's bytes, hashed and sent; `delivered` counts what was taken even when reading
+    /// the disk fails half way (the error says why).
+    async fn feed(&mut self, p: &Piece) -> Result<(), String> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        if p.kind == PieceKind::Tree {
+            let bytes = self.seen.levels(p.device_offset, p.len)?;
+            self.bytes(Bytes::from(bytes)).await;
+            return Ok(());
+        }
+        let at_fault = |e: std::io::Error| format!("{}: {e}", p.device.display());
+        let mut f = tokio::fs::File::open(&p.device).await.map_err(at_fault)?;
+        f.seek(std::io::SeekFrom::Start(p.device_offset))
+            .await
+            .map_err(at_fault)?;
+        let mut left = p.len;
+        while left > 0 {
+            let mut buf = vec![0u8; usize::try_from(left.min(256 << 10)).unwrap_or(256 << 10)];
+            f.read_exact(&mut buf).await.map_err(at_fault)?;
+            left -= buf.len() as u64;
+            self.bytes(Bytes::from(buf)).await;
+        }
+        Ok(())
+    }
+
+    /// Server bytes, the next of the bundle.
+    async fn bytes(&mut self, data: Bytes) {
+        self.seen.take(self.delivered, &data);
+        self.delivered += data.len() as u64;
+        if !self.install_stopped && self.tx.send(Ok(data)).await.is_err() {
+            self.install_stopped = true;
+        }
     }
 }
 
-/// Server bytes into the install: hashed, counted, sent while it reads.
-async fn deliver(
-    data: Bytes,
-    seen: &mut Seen,
-    tx: &mpsc::Sender<Result<Bytes, String>>,
-    delivered: &mut u64,
-    install_stopped: &mut bool,
-) {
-    seen.take(*delivered, &data);
-    *delivered += data.len() as u64;
-    if !*install_stopped && tx.send(Ok(data)).await.is_err() {
-        // The install stopped reading: it refused the bundle and says why itself. The rest
-        // is still fetched and hashed, so the device knows whether the signed target is bad
-        // (remembered, never fetched again) or this copy of it (a corrupt mirror or cache:
-        // tried again later).
-        *install_stopped = true;
+/// What one frame of a `multipart/byteranges` answer came to.
+enum PartsRead {
+    /// Its parts' bytes were taken (with the pieces between them); more is to come.
+    More,
+    /// The answer is complete.
+    Done,
+    /// Not what was asked for (why): read no further, and ask one stretch at a time.
+    Wrong(String),
+    /// A part names a file of this many bytes, not the signed target's.
+    Mixture(u64),
+}
+
+/// Takes one frame of a multipart answer: each part's bytes where the download stands, the
+/// pieces between two parts from the disks. A part that does not continue the download, or
+/// overruns the next piece, is wrong (a server that merged or reordered the stretches).
+async fn read_parts(
+    parts: &mut slate_core::channel::multipart::Parts,
+    data: &[u8],
+    sink: &mut Sink<'_>,
+    pending: &mut std::collections::VecDeque<Piece>,
+    stats: &mut Fetched,
+    length: u64,
+) -> PartsRead {
+    let segments = match parts.push(data) {
+        Ok(s) => s,
+        Err(e) => return PartsRead::Wrong(format!("a multipart answer: {e}")),
+    };
+    for seg in segments {
+        // The parts' bodies, as a single answer's body (heads are not counted).
+        stats.bytes += seg.bytes.len() as u64;
+        if seg.total != length {
+            return PartsRead::Mixture(seg.total);
+        }
+        while seg.offset > sink.delivered {
+            let Some(p) = pending.pop_front_if(|p| p.bundle_offset == sink.delivered) else {
+                break;
+            };
+            sink.piece(&p, stats).await;
+        }
+        let limit = pending.front().map_or(length, |p| p.bundle_offset);
+        if seg.offset != sink.delivered || sink.delivered + seg.bytes.len() as u64 > limit {
+            return PartsRead::Wrong(
+                "a part of the multipart answer that does not continue the download".into(),
+            );
+        }
+        sink.bytes(Bytes::from(seg.bytes)).await;
+    }
+    if parts.done() {
+        PartsRead::Done
+    } else {
+        PartsRead::More
     }
 }
 
@@ -436,8 +471,12 @@ pub async fn fetch(
     patience: &Patience,
 ) -> Result<()> {
     let Pieces { list: pieces, tree } = pieces.into();
-    let mut delivered = 0u64;
-    let mut seen = Seen::new(tree);
+    let mut sink = Sink {
+        seen: Seen::new(tree),
+        tx: &tx,
+        delivered: 0,
+        install_stopped: false,
+    };
     let mut attempt = 0;
     let mut connections = 0u32;
     let started = tokio::time::Instant::now();
@@ -454,7 +493,6 @@ pub async fn fetch(
         )
     };
     let mut last_error = String::new();
-    let mut install_stopped = false;
     let mut pending = usable(pieces, expected.length);
     // The last request's body stopped before its end (a drop, a stall).
     let mut after_drop = false;
@@ -466,21 +504,13 @@ pub async fn fetch(
     // Several stretches in one request while the server answers them in one
     // `multipart/byteranges` body; after an answer that is not one, a request per stretch.
     let mut multi = true;
-    while delivered < expected.length {
-        if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) {
-            take_piece(
-                &p,
-                &mut seen,
-                &tx,
-                &mut delivered,
-                &mut install_stopped,
-                stats,
-            )
-            .await;
+    while sink.delivered < expected.length {
+        if let Some(p) = pending.pop_front_if(|p| p.bundle_offset == sink.delivered) {
+            sink.piece(&p, stats).await;
             continue;
         }
         let wanted = stretches(
-            delivered,
+            sink.delivered,
             &pending,
             expected.length,
             if multi { RANGES_PER_REQUEST } else { 1 },
@@ -491,6 +521,7 @@ pub async fn fetch(
             0 => Duration::ZERO,
             n => patience.first_backoff * (1 << (n - 1).min(5)),
         };
+        let delivered = sink.delivered;
         let gave_up = if attempt == patience.attempts {
             Some(format!(
                 "{url}: gave up after {} tries at byte {delivered} of {}: {last_error}",
@@ -501,9 +532,10 @@ pub async fn fetch(
                 "{url}: gave up at byte {delivered} of {} after {connections} connections: {last_error}",
                 expected.length
             ))
-        } else if tokio::time::Instant::now() + backoff > patience.pace_deadline(started, delivered)
+        } else if tokio::time::Instant::now() + backoff
+            > patience.pace_deadline(started, sink.delivered)
         {
-            Some(too_slow(delivered))
+            Some(too_slow(sink.delivered))
         } else {
             None
         };
@@ -515,7 +547,7 @@ pub async fn fetch(
         attempt += 1;
         connections += 1;
         stats.requests += 1;
-        let range = match (delivered, stop == expected.length) {
+        let range = match (sink.delivered, stop == expected.length) {
             (0, true) => None,
             (from, true) => Some((from, None)),
             (from, false) => Some((from, Some(stop - 1))),
@@ -544,19 +576,19 @@ pub async fn fetch(
             200 => {
                 if several {
                     // Some object stores answer several ranges with the whole file: ask
-                    // again for one stretch rather than read what was delivered again.
+                    // again for one stretch rather than read what was sink.delivered again.
                     multi = false;
-                    if delivered > 0 {
+                    if sink.delivered > 0 {
                         last_error =
                             "the server answered several ranges with the whole file".into();
                         attempt -= 1;
                         continue;
                     }
                 }
-                if delivered > 0 {
-                    // The server ignored Range: read from the start, skip what was delivered.
+                if sink.delivered > 0 {
+                    // The server ignored Range: read from the start, skip what was sink.delivered.
                     stats.restarts += 1;
-                    skip = delivered;
+                    skip = sink.delivered;
                 }
             }
             206 if range.is_some() || several => {
@@ -573,7 +605,9 @@ pub async fn fetch(
                     // read, and the rest asked for one by one.
                     multi = false;
                     match header(hyper::header::CONTENT_RANGE).and_then(content_range) {
-                        Some((start, total)) if start == delivered && total == expected.length => {
+                        Some((start, total))
+                            if start == sink.delivered && total == expected.length =>
+                        {
                             // A continuation after a drop; a delta's next gap is no resume.
                             if after_drop {
                                 stats.resumes += 1;
@@ -606,11 +640,11 @@ pub async fn fetch(
         let mut body = resp.into_body();
         after_drop = true;
         loop {
-            let pace = patience.pace_deadline(started, delivered);
+            let pace = patience.pace_deadline(started, sink.delivered);
             let stall = tokio::time::Instant::now() + patience.stall;
             let frame = match tokio::time::timeout_at(pace.min(stall), body.frame()).await {
                 Err(_) if pace < stall => {
-                    let e = too_slow(delivered);
+                    let e = too_slow(sink.delivered);
                     let _ = tx.send(Err(e.clone())).await;
                     return Err(GaveUp(e).into());
                 }
@@ -629,64 +663,35 @@ pub async fn fetch(
                 continue;
             };
             if let Some(parts) = parts.as_mut() {
-                let segments = match parts.push(&data) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        last_error = format!("a multipart answer: {e}");
-                        multi = false;
-                        break;
+                match read_parts(
+                    parts,
+                    &data,
+                    &mut sink,
+                    &mut pending,
+                    stats,
+                    expected.length,
+                )
+                .await
+                {
+                    PartsRead::More => {
+                        attempt = 0;
+                        continue;
                     }
-                };
-                let mut wrong = false;
-                for seg in segments {
-                    // The parts' bodies, as a single answer's body (heads are not counted).
-                    stats.bytes += seg.bytes.len() as u64;
-                    if seg.total != expected.length {
-                        let e = format!("{url}: the server's file is {} bytes, the signed target {}; refusing a mixture", seg.total, expected.length);
+                    PartsRead::Done => {
+                        attempt = 0;
+                        after_drop = false;
+                    }
+                    PartsRead::Wrong(why) => {
+                        last_error = why;
+                        multi = false;
+                    }
+                    PartsRead::Mixture(total) => {
+                        let e = format!("{url}: the server's file is {total} bytes, the signed target {}; refusing a mixture", expected.length);
                         let _ = tx.send(Err(e.clone())).await;
                         bail!(e);
                     }
-                    // The pieces between two stretches come from the disks.
-                    while seg.offset > delivered {
-                        let Some(p) = pending.pop_front_if(|p| p.bundle_offset == delivered) else {
-                            break;
-                        };
-                        take_piece(
-                            &p,
-                            &mut seen,
-                            &tx,
-                            &mut delivered,
-                            &mut install_stopped,
-                            stats,
-                        )
-                        .await;
-                    }
-                    let limit = pending.front().map_or(expected.length, |p| p.bundle_offset);
-                    if seg.offset != delivered || delivered + seg.bytes.len() as u64 > limit {
-                        wrong = true;
-                        break;
-                    }
-                    deliver(
-                        Bytes::from(seg.bytes),
-                        &mut seen,
-                        &tx,
-                        &mut delivered,
-                        &mut install_stopped,
-                    )
-                    .await;
-                    attempt = 0;
                 }
-                if wrong {
-                    last_error =
-                        "a part of the multipart answer that does not continue the download".into();
-                    multi = false;
-                    break;
-                }
-                if parts.done() {
-                    after_drop = false;
-                    break;
-                }
-                continue;
+                break;
             }
             stats.bytes += data.len() as u64;
             if skip > 0 {
@@ -697,17 +702,17 @@ pub async fn fetch(
             if data.is_empty() {
                 continue;
             }
-            let reached_stop = delivered + data.len() as u64 >= stop && stop < expected.length;
+            let reached_stop = sink.delivered + data.len() as u64 >= stop && stop < expected.length;
             if reached_stop {
                 // Only what comes before the next piece (a server may send more).
-                data = data.slice(..usize::try_from(stop - delivered).unwrap_or(0));
+                data = data.slice(..usize::try_from(stop - sink.delivered).unwrap_or(0));
             }
-            if delivered + data.len() as u64 > expected.length {
+            if sink.delivered + data.len() as u64 > expected.length {
                 let e = format!("{url}: longer than the signed {} bytes", expected.length);
                 let _ = tx.send(Err(e.clone())).await;
                 bail!(e);
             }
-            deliver(data, &mut seen, &tx, &mut delivered, &mut install_stopped).await;
+            sink.bytes(data).await;
             // Progress resets the count of tries: only consecutive failures give up.
             attempt = 0;
             if reached_stop {
@@ -716,7 +721,7 @@ pub async fn fetch(
             }
         }
     }
-    let got = seen.finalize();
+    let got = sink.seen.finalize();
     if got != expected.sha256 {
         let e = format!(
             "{url}: sha256 {got} does not match the signed target's {}",
