@@ -741,6 +741,29 @@ pub(super) mod faults;
 mod tests {
     use super::*;
 
+    /// The stretches between pieces, in order, at most `most`: adjacent pieces leave none
+    /// between them, and the last runs to the end.
+    #[test]
+    fn stretches_are_the_gaps_between_pieces() {
+        let piece = |at: u64, len: u64| Piece {
+            bundle_offset: at,
+            len,
+            device: "d".into(),
+            device_offset: 0,
+            kind: PieceKind::Copied,
+        };
+        let pending: std::collections::VecDeque<Piece> =
+            [piece(10, 5), piece(15, 5), piece(30, 10), piece(90, 10)].into();
+        assert_eq!(
+            stretches(0, &pending, 100, 32),
+            vec![(0, 10), (20, 30), (40, 90)]
+        );
+        assert_eq!(stretches(0, &pending, 120, 32).last(), Some(&(100, 120)));
+        assert_eq!(stretches(0, &pending, 100, 2), vec![(0, 10), (20, 30)]);
+        assert_eq!(stretches(20, &pending, 100, 1), vec![(20, 30)]);
+        assert!(stretches(100, &pending, 100, 32).is_empty());
+    }
+
     #[test]
     fn content_range_reads_start_and_total() {
         assert_eq!(content_range("bytes 100-199/200"), Some((100, 200)));
