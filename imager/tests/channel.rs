@@ -1,7 +1,7 @@
 //! The update channel's repository (`slate repo`, `slate publish`), read by an independent
 //! TUF client: python-tuf's ngclient (PyPI `tuf`) over HTTP from a static server.
 
-use crate::util::{data, fails, ok, sha256sum, shared_build, slate, stdout, tempdir};
+use crate::util::{bundle_cmd, data, fails, ok, sha256sum, shared_build, slate, stdout, tempdir};
 use slate_core::channel::ReleaseManifest;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -64,14 +64,11 @@ impl Repo {
     fn bundle(&self) -> PathBuf {
         let b = self.work.path().join("u.slate");
         if !b.exists() {
-            ok(slate()
-                .arg("bundle")
-                .arg("--build")
-                .arg(shared_build())
-                .arg("--key")
-                .arg(self.work.path().join("release.pem"))
-                .arg("--out")
-                .arg(&b));
+            ok(&mut bundle_cmd(
+                shared_build(),
+                &self.work.path().join("release.pem"),
+                &b,
+            ));
         }
         b
     }
@@ -393,14 +390,11 @@ fn a_version_published_once_is_never_replaced_by_other_bytes() {
     let other_key = repo.work.path().join("other");
     ok(slate().arg("keygen").arg("--out").arg(&other_key));
     let second = repo.work.path().join("second.slate");
-    ok(slate()
-        .arg("bundle")
-        .arg("--build")
-        .arg(shared_build())
-        .arg("--key")
-        .arg(repo.work.path().join("other.pem"))
-        .arg("--out")
-        .arg(&second));
+    ok(&mut bundle_cmd(
+        shared_build(),
+        &repo.work.path().join("other.pem"),
+        &second,
+    ));
     let before = repo.status();
     let (_, err) = fails(&mut repo.publish(&["--bundle", second.to_str().unwrap()]));
     assert!(
@@ -420,6 +414,15 @@ fn a_version_published_once_is_never_replaced_by_other_bytes() {
         })
         .count();
     assert_eq!(stray, 1, "the refused bundle was left among the targets");
+}
+
+/// The number that follows `prefix` in `text` (up to a space).
+fn number_after(text: &str, prefix: &str) -> u64 {
+    text.split(prefix)
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {prefix:?} in {text}"))
 }
 
 /// `slate publish --from`: a static patch for devices running the earlier release, named by
@@ -452,14 +455,11 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
         &out,
     ));
     let v2 = repo.work.path().join("v2.slate");
-    ok(slate()
-        .arg("bundle")
-        .arg("--build")
-        .arg(&out)
-        .arg("--key")
-        .arg(repo.work.path().join("release.pem"))
-        .arg("--out")
-        .arg(&v2));
+    ok(&mut bundle_cmd(
+        &out,
+        &repo.work.path().join("release.pem"),
+        &v2,
+    ));
     ok(&mut repo.publish(&["--bundle", v1.to_str().unwrap()]));
     // The wrong way round: refused, nothing published.
     let (_, err) = fails(&mut repo.publish(&[
@@ -478,12 +478,7 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
         "--from",
         v1.to_str().unwrap(),
     ])));
-    let bytes: u64 = said
-        .split("published a static patch from 1.2.3 (")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{said}"));
+    let bytes = number_after(&said, "published a static patch from 1.2.3 (");
     let v2_len = std::fs::metadata(&v2).unwrap().len();
     assert!(bytes * 2 < v2_len, "a patch of {bytes} bytes for {v2_len}");
     let status = repo.status();
@@ -493,29 +488,18 @@ fn publish_from_an_earlier_release_adds_a_static_patch() {
     );
     // The dynamic delta is priced for the whole bundle, as the device plans it: the indexes
     // and the head are fetched, the unchanged kernel and initramfs are not.
-    let delta: u64 = status
-        .split("delta from 1.2.3: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{status}"));
+    let delta = number_after(&status, "delta from 1.2.3: ");
+    // The publisher's root-image index of each, and v2's boot files.
     let index = |bundle: &Path| {
-        use slate_core::delta::{ChunkIndex, Params, DEFAULT_AVG};
-        let (m, arts) = slate_imager::operator::repo::patches::artifacts(bundle).unwrap();
-        let (a, bytes) = m
-            .artifacts
-            .iter()
-            .zip(&arts)
-            .find(|(a, _)| a.name == slate_core::manifest::ROOTFS)
-            .unwrap();
-        let data = &bytes[..a.verity.as_ref().unwrap().hash_offset as usize];
+        let m = slate_imager::operator::repo::patches::manifest(bundle).unwrap();
         let boot: u64 = m
             .artifacts
             .iter()
             .filter(|a| a.name != slate_core::manifest::ROOTFS)
             .map(|a| a.size)
             .sum();
-        (ChunkIndex::of(data, Params::around(DEFAULT_AVG)), boot)
+        let indexes = slate_imager::operator::repo::chunks::of_bundle(bundle, &m).unwrap();
+        (indexes.root, boot)
     };
     let ((i1, _), (i2, boot)) = (index(&v1), index(&v2));
     let root_only = slate_core::delta::plan::plan(&i2, &i1, slate_core::delta::plan::COALESCE_GAP)

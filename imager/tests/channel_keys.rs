@@ -3,7 +3,7 @@
 //! by python-tuf.
 
 use crate::channel::{python_tuf, Repo, Server};
-use crate::util::{fails, ok, shared_build, slate, stdout, tempdir};
+use crate::util::{bundle_cmd, fails, ok, shared_build, slate, stdout, tempdir};
 use std::path::Path;
 
 #[test]
@@ -153,14 +153,7 @@ fn rotate_key_replaces_a_role_key_and_targets_can_need_two_keys() {
         .args(["--targets-threshold", "2", "--online-key"])
         .arg(k("online.pem")));
     let b = work.path().join("u.slate");
-    ok(slate()
-        .arg("bundle")
-        .arg("--build")
-        .arg(shared_build())
-        .arg("--key")
-        .arg(k("release.pem"))
-        .arg("--out")
-        .arg(&b));
+    ok(&mut bundle_cmd(shared_build(), &k("release.pem"), &b));
     let publish = |keys: &[&str], online: &str| {
         let mut c = slate();
         c.args(["publish", "--repo"])

@@ -58,14 +58,7 @@ fn keys_are_pkcs8_pem_that_openssl_reads_and_signatures_verify_with_openssl() {
         slate_oracles::unsquashfs_cat(&out.join("rootfs.img"), "etc/slate/trust.toml").unwrap();
     assert_eq!(inside, std::fs::read(d.join("trust.toml")).unwrap());
     let bundle = d.join("u.slate");
-    ok(slate()
-        .arg("bundle")
-        .arg("--build")
-        .arg(&out)
-        .arg("--key")
-        .arg(d.join("k1.pem"))
-        .arg("--out")
-        .arg(&bundle));
+    ok(&mut bundle_cmd(&out, &d.join("k1.pem"), &bundle));
     ok(slate()
         .arg("sign")
         .arg("--key")

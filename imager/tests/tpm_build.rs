@@ -185,14 +185,7 @@ fn a_measured_boot_build_without_secure_boot_boots_unsigned_ukis() {
     // Its bundle carries the UKIs and verifies offline without a db certificate; given one,
     // the unsigned UKIs are refused as a Secure Boot device refuses them.
     let bundle = d.join("u.slate");
-    ok(slate()
-        .arg("bundle")
-        .arg("--build")
-        .arg(&out)
-        .arg("--key")
-        .arg(d.join("k1.pem"))
-        .arg("--out")
-        .arg(&bundle));
+    ok(&mut bundle_cmd(&out, &d.join("k1.pem"), &bundle));
     let list = stdout(&ok(Command::new("tar").arg("tf").arg(&bundle)));
     assert_eq!(
         list.lines().collect::<Vec<_>>(),

@@ -44,6 +44,18 @@ pub fn slate() -> Command {
     c
 }
 
+/// `slate bundle --build BUILD --key KEY --out OUT`: the build at `build` signed into a bundle.
+pub fn bundle_cmd(build: &Path, key: &Path, out: &Path) -> Command {
+    let mut c = slate();
+    c.args(["bundle", "--build"])
+        .arg(build)
+        .arg("--key")
+        .arg(key)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 /// `slate build` of `spec` into `out` with the test board folder, deb cache and fake agent.
 pub fn build_cmd(spec: &Path, out: &Path) -> Command {
     build_cmd_with_cache(spec, out, &workspace().join(".cache/slate"))

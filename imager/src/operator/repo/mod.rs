@@ -16,7 +16,7 @@
 //! reads them backwards (targets, targets.json, snapshot, timestamp last), so a server that
 //! serves the folder while it changes shows the old or the new state, never a mixture.
 
-mod chunks;
+pub mod chunks;
 mod init;
 mod layout;
 pub mod patches;
