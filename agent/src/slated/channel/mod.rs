@@ -8,6 +8,7 @@ mod delta;
 pub(crate) mod download;
 pub(crate) mod https;
 mod patch;
+mod pieces;
 pub mod ratelimit;
 #[cfg(test)]
 mod ratelimit_tests;
