@@ -55,4 +55,6 @@ pub const HEAD_MAX: u64 = 2 * 512 + crate::manifest::MAX_MANIFEST + crate::manif
 pub const DEFAULT_AVG: u32 = 32 << 10;
 
 #[cfg(test)]
+mod patch_tests;
+#[cfg(test)]
 mod tests;
