@@ -9,6 +9,7 @@
 
 use anyhow::{Context, Result};
 use backhand::{FilesystemReader, InnerNode, SquashfsFileReader};
+use sha2::Digest as _;
 use std::collections::HashSet;
 
 /// Where the superblock says the metadata tables start: (inode table, directory table,
@@ -93,5 +94,3 @@ pub fn new_unit_bytes(old: &[u8], new: &[u8]) -> Result<(u64, u64)> {
     }
     Ok((missing, metadata))
 }
-
-use sha2::Digest as _;
